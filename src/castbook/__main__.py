@@ -1,0 +1,3 @@
+from castbook.cli.app import main
+
+main()

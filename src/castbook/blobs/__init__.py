@@ -1,0 +1,5 @@
+"""Content-addressed storage for image bytes: a file's name is the sha256 of its content."""
+
+from castbook.blobs.store import BlobStore, is_blob_id
+
+__all__ = ["BlobStore", "is_blob_id"]

@@ -1,0 +1,89 @@
+"""A folder of immutable files named by the sha256 of their bytes.
+
+Writes go to a temporary file in the same folder and are renamed into place, so a reader
+never sees half a blob and a crash never leaves a truncated one under a real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from castbook.errors import NotFoundError, StorageError
+
+__all__ = ["BlobStore", "is_blob_id"]
+
+_BLOB_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def is_blob_id(value: str) -> bool:
+    return bool(_BLOB_ID.fullmatch(value))
+
+
+class BlobStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, blob_id: str) -> Path:
+        if not is_blob_id(blob_id):
+            # Ids reach file paths; refuse anything that is not a plain hex digest.
+            raise NotFoundError(f"{blob_id!r} is not a blob id (64 lowercase hex digits)")
+        return self.root / blob_id[:2] / blob_id
+
+    def exists(self, blob_id: str) -> bool:
+        return self.path(blob_id).is_file()
+
+    def put(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data``; return its id and whether this call created the file."""
+        blob_id = hashlib.sha256(data).hexdigest()
+        target = self.path(blob_id)
+        if target.is_file():
+            return blob_id, False
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp_name, target)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"could not write to the blob store at {self.root}: {exc}") from exc
+        return blob_id, True
+
+    def get(self, blob_id: str) -> bytes:
+        try:
+            return self.path(blob_id).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"blob {blob_id} is missing from {self.root}; "
+                "the store was changed outside castbook"
+            ) from None
+
+    def delete(self, blob_id: str) -> bool:
+        path = self.path(blob_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(OSError):  # other blobs still share the folder
+            path.parent.rmdir()
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if shard.is_dir():
+                for entry in sorted(shard.iterdir()):
+                    if is_blob_id(entry.name):
+                        yield entry.name

@@ -1,0 +1,1 @@
+"""The ``castbook`` command line (Typer + Rich), one module per domain."""

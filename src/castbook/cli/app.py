@@ -1,0 +1,70 @@
+"""The root ``castbook`` command: error handling, global options, sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+from castbook import __version__
+from castbook.cli import character
+from castbook.cli.console import console, print_json
+from castbook.cli.errors import reports_errors
+from castbook.cli.library_access import open_library
+from castbook.cli.prompt import prompt
+from castbook.settings import Settings
+
+__all__ = ["app", "main"]
+
+
+app = typer.Typer(
+    name="castbook",
+    help="Keep AI-generated characters consistent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(character.app, name="character")
+app.command("prompt")(prompt)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"castbook {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Keep AI-generated characters consistent.
+
+    Data lives under CASTBOOK_HOME (default ~/.castbook); CASTBOOK_DATABASE_URL switches
+    the database to PostgreSQL.
+    """
+
+
+@app.command()
+@reports_errors
+def info(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show where castbook keeps its data and how much is there."""
+    library = open_library()
+    characters = library.list()
+    details = {
+        "version": __version__,
+        "home": str(Settings.from_env().home),
+        "database": library.database.safe_url,
+        "blob_store": str(library.blobs.root),
+        "characters": len(characters),
+        "reference_images": sum(len(c.images) for c in characters),
+    }
+    if json_output:
+        print_json(details)
+        return
+    for key, value in details.items():
+        console.print(f"[bold]{key.replace('_', ' ')}[/]: {value}", highlight=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,373 @@
+"""``castbook character …``: the character library from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from castbook.cli.console import console, err_console, print_json
+from castbook.cli.errors import reports_errors
+from castbook.cli.library_access import open_library
+from castbook.errors import InvalidInputError
+from castbook.images import PreparedImage, prepare_reference, read_image_file
+from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
+from castbook.library.transfer import format_timestamp, write_json_atomically
+
+app = typer.Typer(help="Create, edit, list, export and import characters.", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+
+
+def _opt(help_text: str) -> Any:
+    return typer.Option(None, help=help_text, show_default=False)
+
+
+STYLE = typer.Option(None, "--style", help="Style prompt: 1–3 sentences of key features.")
+NEGATIVE = typer.Option(None, "--negative", help="What must never appear (e.g. 'glasses').")
+DESCRIPTION = _opt("Free-text description (not injected into prompts).")
+HAIR = _opt("Hair, e.g. 'long black'.")
+EYES = _opt("Eyes, e.g. 'blue'.")
+FACE = _opt("Face, e.g. 'round, freckles'.")
+BODY = _opt("Body, e.g. 'slim, tall'.")
+SKIN = _opt("Skin, e.g. 'pale'.")
+CLOTHING = _opt("Clothing, e.g. 'white shirt, jeans'.")
+ACCESSORY = typer.Option(None, "--accessory", help="An accessory (repeatable).")
+FEATURE = typer.Option(None, "--feature", help="A distinctive feature (repeatable).")
+TAG = typer.Option(None, "--tag", help="A tag for finding the character (repeatable).")
+
+
+def _load_images(paths: list[Path] | None) -> list[PreparedImage]:
+    prepared = []
+    for path in paths or []:
+        image = prepare_reference(read_image_file(path), source=str(path))
+        if image.resized:
+            err_console.print(
+                f"note: {path} is larger than 1536×1536; stored resized to "
+                f"{image.width}×{image.height} (the original is not kept)"
+            )
+        prepared.append(image)
+    return prepared
+
+
+def _traits(**values: Any) -> dict[str, object]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@app.command()
+@reports_errors
+def add(
+    name: str = typer.Option(..., "--name", help="The character's name (1–100 characters)."),
+    image: list[Path] = typer.Option(None, "--image", help="A reference image (repeatable)."),
+    primary: int = typer.Option(1, "--primary", help="Which --image is the primary one (1-based)."),
+    style: str = STYLE,
+    negative: str = NEGATIVE,
+    description: str = DESCRIPTION,
+    hair: str = HAIR,
+    eyes: str = EYES,
+    face: str = FACE,
+    body: str = BODY,
+    skin: str = SKIN,
+    clothing: str = CLOTHING,
+    accessory: list[str] = ACCESSORY,
+    feature: list[str] = FEATURE,
+    tag: list[str] = TAG,
+    json_output: bool = JSON,
+) -> None:
+    """Add a character with its reference images, style prompt and traits."""
+    library = open_library()
+    fields = _traits(
+        name=name,
+        style_prompt=style,
+        negative_prompt=negative,
+        description=description,
+        hair=hair,
+        eyes=eyes,
+        face=face,
+        body=body,
+        skin=skin,
+        clothing=clothing,
+        accessories=accessory,
+        distinctive_features=feature,
+        tags=tag,
+    )
+    images = _load_images(image)
+    if images and not 1 <= primary <= len(images):
+        raise InvalidInputError(f"--primary {primary}: there are {len(images)} images")
+    character = library.create(fields, images, primary_index=primary - 1)
+    if json_output:
+        print_json(character_json(character))
+        return
+    images_added = _count(len(character.images), "reference image")
+    console.print(f"Added [bold]{_m(character.name)}[/] with {images_added}.")
+
+
+@app.command("list")
+@reports_errors
+def list_characters(
+    tag: str = typer.Option(None, "--tag", help="Only characters with this tag."),
+    json_output: bool = JSON,
+) -> None:
+    """List the characters in the library."""
+    characters = open_library().list()
+    if tag:
+        characters = [c for c in characters if tag.casefold() in (t.casefold() for t in c.tags)]
+    if json_output:
+        print_json([character_json(c) for c in characters])
+        return
+    if not characters:
+        console.print("The library is empty. Add a character with `castbook character add`.")
+        return
+    table = Table(title=f"{_count(len(characters), 'character')}")
+    table.add_column("Name", style="bold")
+    table.add_column("Images", justify="right")
+    table.add_column("Style prompt")
+    table.add_column("Tags")
+    table.add_column("Updated")
+    for c in characters:
+        table.add_row(
+            _m(c.name),
+            str(len(c.images)),
+            _m(_shorten(c.style_prompt, 60)),
+            _m(", ".join(c.tags)),
+            c.updated_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+
+
+@app.command()
+@reports_errors
+def show(name: str = typer.Argument(..., help="Character name."), json_output: bool = JSON) -> None:
+    """Show every field and reference image of a character."""
+    character = open_library().get(name)
+    if json_output:
+        print_json(character_json(character))
+        return
+    table = Table(show_header=False, title=_m(character.name), title_style="bold")
+    table.add_column("Field", style="bold")
+    table.add_column("Value")
+    rows = [
+        ("style prompt", character.style_prompt),
+        ("negative prompt", character.negative_prompt),
+        ("description", character.description),
+        ("hair", character.physical.hair),
+        ("eyes", character.physical.eyes),
+        ("face", character.physical.face),
+        ("body", character.physical.body),
+        ("skin", character.physical.skin),
+        ("clothing", character.clothing),
+        ("accessories", ", ".join(character.accessories)),
+        ("distinctive features", ", ".join(character.distinctive_features)),
+        ("tags", ", ".join(character.tags)),
+        ("created", format_timestamp(character.created_at)),
+        ("updated", format_timestamp(character.updated_at)),
+    ]
+    for label, value in rows:
+        table.add_row(label, _m(value) if value else "[dim]—[/]")
+    console.print(table)
+    images = Table(title="Reference images")
+    for column in ("#", "sha256", "size", "type", "primary"):
+        images.add_column(column)
+    for index, image in enumerate(character.images, start=1):
+        images.add_row(
+            str(index),
+            image.sha256[:12],
+            f"{image.width}×{image.height}",
+            image.media_type,
+            "★" if image.is_primary else "",
+        )
+    if character.images:
+        console.print(images)
+    else:
+        console.print("[dim]No reference images.[/]")
+
+
+@app.command()
+@reports_errors
+def edit(
+    name: str = typer.Argument(..., help="Character name."),
+    new_name: str = typer.Option(None, "--name", help="Rename the character."),
+    style: str = STYLE,
+    negative: str = NEGATIVE,
+    description: str = DESCRIPTION,
+    hair: str = HAIR,
+    eyes: str = EYES,
+    face: str = FACE,
+    body: str = BODY,
+    skin: str = SKIN,
+    clothing: str = CLOTHING,
+    accessory: list[str] = typer.Option(
+        None, "--accessory", help="Replace the accessories (repeatable; --accessory '' clears)."
+    ),
+    feature: list[str] = typer.Option(
+        None, "--feature", help="Replace the distinctive features (repeatable; '' clears)."
+    ),
+    tag: list[str] = typer.Option(None, "--tag", help="Replace the tags (repeatable; '' clears)."),
+    add_image: list[Path] = typer.Option(None, "--add-image", help="Add a reference image."),
+    remove_image: list[str] = typer.Option(
+        None, "--remove-image", help="Remove an image by position (1, 2 …) or sha256 prefix."
+    ),
+    replace_images: list[Path] = typer.Option(
+        None, "--replace-images", help="Replace all images with these (repeatable)."
+    ),
+    primary: str = typer.Option(
+        None, "--primary", help="Make this image primary (position or sha256 prefix)."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Change any field of a character, and add, remove or replace its images.
+
+    Text options replace the field ('' clears it); list options replace the whole list.
+    """
+    changes = _traits(
+        name=new_name,
+        style_prompt=style,
+        negative_prompt=negative,
+        description=description,
+        hair=hair,
+        eyes=eyes,
+        face=face,
+        body=body,
+        skin=skin,
+        clothing=clothing,
+        accessories=accessory,
+        distinctive_features=feature,
+        tags=tag,
+    )
+    if not (changes or add_image or remove_image or replace_images or primary):
+        raise InvalidInputError("nothing to change; see `castbook character edit --help`")
+    library = open_library()
+    library.get(name)  # a missing character is reported before any image is read
+    character = library.update(
+        name,
+        changes,
+        add_images=_load_images(add_image),
+        remove_images=remove_image or (),
+        replace_images=_load_images(replace_images) if replace_images else None,
+        primary=primary,
+    )
+    if json_output:
+        print_json(character_json(character))
+        return
+    console.print(
+        f"Updated [bold]{_m(character.name)}[/] "
+        f"({_count(len(character.images), 'reference image')})."
+    )
+
+
+@app.command()
+@reports_errors
+def delete(
+    name: str = typer.Argument(..., help="Character name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a character and the image files no other character uses."""
+    library = open_library()
+    character = library.get(name)
+    if not yes:
+        question = (
+            f"Delete {character.name} and its {_count(len(character.images), 'reference image')}?"
+        )
+        try:
+            confirmed = typer.confirm(question, default=False)
+        except typer.Abort:
+            raise InvalidInputError(
+                "no confirmation given, nothing deleted; pass --yes to delete without asking"
+            ) from None
+        if not confirmed:
+            err_console.print("Nothing deleted.")
+            raise typer.Exit(1)
+    library.delete(character.name)
+    console.print(f"Deleted [bold]{_m(character.name)}[/].")
+
+
+@app.command("export")
+@reports_errors
+def export_command(
+    names: list[str] = typer.Argument(None, help="Names of the characters to export."),
+    all_characters: bool = typer.Option(False, "--all", help="Export every character."),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write ('-' for stdout)."),
+    fmt: ExportFormat = typer.Option(
+        ExportFormat.CASTBOOK, "--format", help="castbook (everything) or nbp (one image each)."
+    ),
+) -> None:
+    """Export characters, images included (base64), to a JSON file."""
+    library = open_library()
+    if all_characters and names:
+        raise InvalidInputError("give character names or --all, not both")
+    if not all_characters and not names:
+        raise InvalidInputError("name the characters to export, or pass --all")
+    characters = library.list() if all_characters else [library.get(n) for n in _unique(names)]
+    if str(output) == "-":
+        print_json(export_characters(library, characters, fmt))
+        return
+    write_json_atomically(output, export_characters(library, characters, fmt))
+    images = sum(len(c.images) for c in characters)
+    console.print(
+        f"Exported {_count(len(characters), 'character')} "
+        f"({_count(images, 'image')}) to {_m(str(output))}."
+    )
+
+
+@app.command("import")
+@reports_errors
+def import_command(
+    file: Path = typer.Argument(..., help="A castbook or nbp character export (.json)."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Import nothing if any character in the file is invalid."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Import characters; existing names are skipped, never overwritten.
+
+    Exits 1 when some characters in the file were invalid (the valid ones are imported).
+    """
+    from castbook.library import import_file
+
+    report = import_file(open_library(), file, strict=strict)
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        console.print(
+            f"Imported {len(report.imported)}, skipped {len(report.skipped)}, "
+            f"failed {len(report.failed)}."
+        )
+        for skipped, reason in report.skipped:
+            console.print(f"  skipped {_m(skipped)}: {_m(reason)}")
+        for entry, reason in report.failed:
+            console.print(f"  [red]failed[/] {_m(entry)}: {_m(reason)}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def character_json(character: Character) -> dict[str, Any]:
+    data = character.model_dump(mode="json")
+    data["primary_image"] = character.primary_image.sha256 if character.primary_image else None
+    return data
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in names:
+        seen.setdefault(name.casefold(), None)
+    return [n for n in names if seen.pop(n.casefold(), 0) is None]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _m(text: str) -> str:
+    """Escape Rich markup in user text (a name like '[b]ob' must print as written)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+__all__ = ["CharacterLibrary", "app", "character_json"]

@@ -1,0 +1,37 @@
+"""Turning castbook errors into one clear line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.markup import escape
+
+from castbook.cli.console import err_console
+from castbook.errors import CastbookError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def report_error(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(1)
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command so expected failures print one line instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except CastbookError as exc:
+            raise report_error(str(exc)) from None
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise report_error(f"{exc.strerror or exc}{where}") from None
+
+    return wrapper

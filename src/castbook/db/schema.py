@@ -1,0 +1,101 @@
+"""Table definitions. Any change here needs a new Alembic revision in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["Base", "CharacterRow", "ReferenceImageRow", "UTCDateTime"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone on its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CharacterRow(Base):
+    __tablename__ = "characters"
+    __table_args__ = (UniqueConstraint("owner", "name_key", name="uq_characters_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # casefold() can lengthen a name (ß -> ss), hence the wider column.
+    name_key: Mapped[str] = mapped_column(String(400), nullable=False)
+    style_prompt: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    negative_prompt: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    hair: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    eyes: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    face: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    body: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    skin: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    clothing: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    accessories: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    distinctive_features: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    images: Mapped[list[ReferenceImageRow]] = relationship(
+        back_populates="character",
+        cascade="all, delete-orphan",
+        order_by="ReferenceImageRow.position",
+        passive_deletes=True,
+    )
+
+
+class ReferenceImageRow(Base):
+    __tablename__ = "reference_images"
+    __table_args__ = (
+        UniqueConstraint("character_id", "sha256", name="uq_reference_images_character_sha"),
+        Index("ix_reference_images_sha256", "sha256"),
+        Index("ix_reference_images_thumbnail_sha256", "thumbnail_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    character_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("characters.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    media_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    byte_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    is_primary: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    thumbnail_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    thumbnail_media_type: Mapped[str] = mapped_column(String(32), nullable=False)
+
+    character: Mapped[CharacterRow] = relationship(back_populates="images")

@@ -1,0 +1,104 @@
+"""Every error castbook raises on purpose.
+
+Users catch :class:`CastbookError`; its message is one line that says what was
+wrong and what to do about it, fit to print as-is in a CLI or an API answer.
+
+::
+
+    CastbookError
+    ├── InvalidInputError            the user gave us something we cannot use
+    │   ├── ImageError               not a usable image
+    │   │   ├── UnsupportedImageError    not PNG / JPEG / WebP, or not an image at all
+    │   │   ├── CorruptImageError        truncated or undecodable data
+    │   │   └── ImageTooLargeError       over the byte or pixel limits, or zero-sized
+    │   ├── FieldError               a field is out of range or malformed (names the field)
+    │   └── ImportFormatError        an export file that cannot be read as a whole
+    ├── NotFoundError                a named thing does not exist
+    │   └── CharacterNotFoundError
+    ├── ConflictError                the change clashes with what is stored
+    │   └── DuplicateNameError
+    └── StorageError                 the database or blob store failed underneath us
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CastbookError",
+    "CharacterNotFoundError",
+    "ConflictError",
+    "CorruptImageError",
+    "DuplicateNameError",
+    "FieldError",
+    "ImageError",
+    "ImageTooLargeError",
+    "ImportFormatError",
+    "InvalidInputError",
+    "NotFoundError",
+    "StorageError",
+    "UnsupportedImageError",
+]
+
+
+class CastbookError(Exception):
+    """Base of every error castbook raises deliberately."""
+
+
+class InvalidInputError(CastbookError, ValueError):
+    """The caller gave us input we cannot use."""
+
+
+class ImageError(InvalidInputError):
+    """An image could not be accepted."""
+
+
+class UnsupportedImageError(ImageError):
+    """The data is not an image in a format we accept."""
+
+
+class CorruptImageError(ImageError):
+    """The image is truncated or cannot be decoded."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image is over a size limit (bytes or pixels), or has no pixels at all."""
+
+
+class FieldError(InvalidInputError):
+    """A named field has a bad value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class ImportFormatError(InvalidInputError):
+    """An import file cannot be read at all (not JSON, unknown format, wrong shape)."""
+
+
+class NotFoundError(CastbookError, LookupError):
+    """A named thing does not exist."""
+
+
+class CharacterNotFoundError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"no character named {name!r}; `castbook character list` shows the library"
+        )
+
+
+class ConflictError(CastbookError):
+    """The change clashes with what is already stored."""
+
+
+class DuplicateNameError(ConflictError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"a character named {name!r} already exists (names are unique, ignoring case); "
+            "pick another name or edit the existing character"
+        )
+
+
+class StorageError(CastbookError):
+    """The database or blob store failed underneath us."""

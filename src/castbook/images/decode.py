@@ -1,0 +1,173 @@
+"""Turn untrusted bytes into a fully decoded Pillow image, or a one-line error that says why not."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import stat
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from castbook.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    InvalidInputError,
+    UnsupportedImageError,
+)
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_PIXELS",
+    "MEDIA_TYPES",
+    "DecodedImage",
+    "decode_image",
+    "open_image",
+    "read_image_file",
+    "sha256_hex",
+]
+
+MAX_FILE_BYTES = 25 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+_MB = 1024 * 1024
+# Both limits are whole numbers, which is how messages show them.
+_LIMIT_MB = MAX_FILE_BYTES // _MB
+_LIMIT_MP = MAX_PIXELS // 1_000_000
+_ACCEPTED = "castbook accepts PNG, JPEG and WebP"
+# Pillow calls a JPEG that carries extra pictures (phone depth maps, stereo pairs) "MPO"; every
+# JPEG reader shows its first picture, so for us it is simply a JPEG.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+# Decoders for hostile input fail in many ways; these are the ones that mean "bad data".
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+_ROTATING_ORIENTATIONS = frozenset(range(2, 9))
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # fully loaded, first frame, EXIF orientation applied
+    format: str  # "PNG" | "JPEG" | "WEBP"
+    transposed: bool  # EXIF orientation changed the pixels
+    animated: bool  # the source has more frames than the one kept
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_image_file(path: str | os.PathLike[str]) -> bytes:
+    shown = os.fspath(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidInputError(f"image file not found: {shown}") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read image file {shown}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidInputError(f"{shown} is a directory, not an image file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageTooLargeError(_too_many_bytes(shown, info.st_size))
+    try:
+        with open(path, "rb") as handle:
+            # Bounded: the file may have grown since stat(), or be a pipe stat() cannot size.
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read image file {shown}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageTooLargeError(f"{shown} is over the limit of {_LIMIT_MB} MB")
+    return data
+
+
+def open_image(data: bytes, *, source: str = "image") -> Image.Image:
+    return decode_image(data, source=source).image
+
+
+def decode_image(data: bytes, *, source: str = "image") -> DecodedImage:
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageTooLargeError(_too_many_bytes(source, len(data)))
+    if not data:
+        raise UnsupportedImageError(f"{source} is empty (0 bytes); {_ACCEPTED}")
+    opened = _open_header(data, source)
+    fmt = _FORMAT_ALIASES.get(opened.format or "", opened.format or "unknown")
+    if fmt not in MEDIA_TYPES:
+        raise UnsupportedImageError(
+            f"{source} is a {fmt} image; {_ACCEPTED}, so convert it to one of those first"
+        )
+    width, height = opened.size
+    if width == 0 or height == 0:
+        raise ImageTooLargeError(f"{source} is {width}×{height} and has no pixels")
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(
+            f"{source} is {width}×{height} = {_megapixels(width * height)} MP; "
+            f"the limit is {_LIMIT_MP} MP"
+        )
+    try:
+        opened.load()
+        orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
+        # exif_transpose copies even when nothing rotates, which also drops the other frames.
+        image = ImageOps.exif_transpose(opened)
+    except _DECODE_ERRORS as exc:
+        raise CorruptImageError(
+            f"{source} is a damaged or truncated {fmt} file and cannot be decoded ({exc})"
+        ) from exc
+    return DecodedImage(
+        image=image,
+        format=fmt,
+        transposed=orientation in _ROTATING_ORIENTATIONS,
+        animated=opened.format != "MPO" and bool(getattr(opened, "is_animated", False)),
+    )
+
+
+def _open_header(data: bytes, source: str) -> ImageFile.ImageFile:
+    # Only the header is parsed here. Pillow's own bomb guard depends on the global
+    # MAX_IMAGE_PIXELS, which we never change; we still map what it raises, and make its
+    # warning an error so it never prints for an image we are about to reject anyway.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        counted = re.search(r"\((\d+) pixels\)", str(exc))
+        amount = f"is {_megapixels(int(counted[1]))} MP" if counted else "has far too many pixels"
+        raise ImageTooLargeError(f"{source} {amount}; the limit is {_LIMIT_MP} MP") from exc
+    except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed is None:
+            raise UnsupportedImageError(
+                f"{source} is not an image castbook can read; {_ACCEPTED}"
+            ) from None
+        raise CorruptImageError(
+            f"{source} starts like a {claimed} file but its header is damaged or truncated"
+        ) from None
+    except _DECODE_ERRORS as exc:
+        raise CorruptImageError(f"{source} cannot be decoded ({exc})") from exc
+
+
+def _claimed_format(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _too_many_bytes(source: str, size: int) -> str:
+    return f"{source} is {_tenths_up(size, _MB)} MB; the limit is {_LIMIT_MB} MB"
+
+
+def _megapixels(pixels: int) -> str:
+    return _tenths_up(pixels, 1_000_000)
+
+
+def _tenths_up(amount: int, unit: int) -> str:
+    # Rounded up, in integers, so a value just over a limit never prints as equal to it.
+    whole, tenth = divmod(-(-amount * 10 // unit), 10)
+    return f"{whole}.{tenth}" if tenth else f"{whole}"

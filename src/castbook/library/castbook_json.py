@@ -1,0 +1,143 @@
+"""castbook's own export format: every field, every reference image, base64-embedded.
+
+Documented in docs/export-format.md. Bump ``FORMAT_VERSION`` on any incompatible change and
+keep reading the old versions.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from castbook import __version__
+from castbook.errors import ImportFormatError, InvalidInputError
+from castbook.images import prepare_reference, sha256_hex
+from castbook.library.models import (
+    LIST_FIELDS,
+    PHYSICAL_TRAITS,
+    TEXT_FIELDS,
+    Character,
+    clean_fields,
+)
+from castbook.library.service import CharacterLibrary, NewCharacter
+from castbook.library.transfer import (
+    ParsedEntry,
+    decode_base64,
+    expect,
+    format_timestamp,
+    parse_entry,
+    parse_timestamp,
+)
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "export_document", "is_castbook_document", "parse_document"]
+
+FORMAT = "castbook.characters"
+FORMAT_VERSION = 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def export_document(library: CharacterLibrary, characters: Sequence[Character]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "exported_at": format_timestamp(datetime.now(UTC)),
+        "castbook_version": __version__,
+        "characters": [_export_character(library, character) for character in characters],
+    }
+
+
+def _export_character(library: CharacterLibrary, character: Character) -> dict[str, Any]:
+    return {
+        "id": character.id,
+        "name": character.name,
+        **{f: getattr(character, f) for f in TEXT_FIELDS},
+        "physical": character.physical.model_dump(),
+        **{f: list(getattr(character, f)) for f in LIST_FIELDS},
+        "created_at": format_timestamp(character.created_at),
+        "updated_at": format_timestamp(character.updated_at),
+        "images": [
+            {
+                "sha256": image.sha256,
+                "media_type": image.media_type,
+                "width": image.width,
+                "height": image.height,
+                "primary": image.is_primary,
+                "data": _b64(library.image_bytes(image)),
+                "thumbnail": {
+                    "media_type": image.thumbnail_media_type,
+                    "data": _b64(library.thumbnail_bytes(image)),
+                },
+            }
+            for image in character.images
+        ],
+    }
+
+
+def is_castbook_document(document: object) -> bool:
+    return isinstance(document, dict) and document.get("format") == FORMAT
+
+
+def parse_document(document: dict[str, Any]) -> list[ParsedEntry]:
+    version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ImportFormatError(f"castbook export has no usable version number: {version!r}")
+    if version > FORMAT_VERSION:
+        raise ImportFormatError(
+            f"this export was made by a newer castbook (format version {version}; this castbook "
+            f"reads up to {FORMAT_VERSION}); upgrade castbook to import it"
+        )
+    characters = document.get("characters")
+    if not isinstance(characters, list):
+        raise ImportFormatError("castbook export has no 'characters' list")
+    return [
+        parse_entry(f"characters[{index}]", raw, _parse_character)
+        for index, raw in enumerate(characters)
+    ]
+
+
+def _parse_character(raw: dict[str, Any]) -> NewCharacter:
+    physical = expect(raw.get("physical", {}), dict, "physical", optional=True) or {}
+    values: dict[str, object] = {"name": raw.get("name")}
+    values.update({f: raw.get(f, "") for f in TEXT_FIELDS})
+    values.update({f: physical.get(f, "") for f in PHYSICAL_TRAITS})
+    values.update({f: raw.get(f, []) for f in LIST_FIELDS})
+    fields = clean_fields(values)
+    images_raw = expect(raw.get("images", []), list, "images", optional=True) or []
+    images = []
+    primary_index = 0
+    for index, image_raw in enumerate(images_raw):
+        where = f"images[{index}]"
+        image_raw = expect(image_raw, dict, where)
+        data = decode_base64(image_raw.get("data"), f"{where}.data")
+        declared = expect(image_raw.get("sha256"), str, f"{where}.sha256", optional=True)
+        prepared = prepare_reference(data, source=f"{where}.data")
+        if declared is not None and declared.lower() != sha256_hex(data):
+            raise InvalidInputError(
+                f"{where}: the image bytes do not match their sha256; "
+                "the file was altered or damaged"
+            )
+        thumbnail = image_raw.get("thumbnail")
+        if thumbnail is not None:
+            # castbook makes its own thumbnails, but a damaged one still marks a damaged file.
+            decode_base64(
+                expect(thumbnail, dict, f"{where}.thumbnail").get("data"), f"{where}.thumbnail.data"
+            )
+        if expect(image_raw.get("primary", False), bool, f"{where}.primary"):
+            primary_index = index
+        images.append(prepared)
+    character_id = expect(raw.get("id"), str, "id", optional=True)
+    if character_id is not None and not (len(character_id) == 32 and character_id.isalnum()):
+        character_id = None
+    return NewCharacter(
+        fields=fields,
+        images=tuple(images),
+        primary_index=primary_index,
+        id=character_id,
+        created_at=parse_timestamp(raw.get("created_at"), "created_at"),
+        updated_at=parse_timestamp(raw.get("updated_at"), "updated_at"),
+    )
