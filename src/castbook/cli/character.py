@@ -52,8 +52,27 @@ def _load_images(paths: list[Path] | None) -> list[PreparedImage]:
     return prepared
 
 
-def _traits(**values: Any) -> dict[str, object]:
-    return {key: value for key, value in values.items() if value is not None}
+_OPTION_FIELDS = {
+    "style": "style_prompt",
+    "negative": "negative_prompt",
+    "description": "description",
+    "hair": "hair",
+    "eyes": "eyes",
+    "face": "face",
+    "body": "body",
+    "skin": "skin",
+    "clothing": "clothing",
+    "accessory": "accessories",
+    "feature": "distinctive_features",
+    "tag": "tags",
+}
+
+
+def _field_values(options: dict[str, Any], name: str | None) -> dict[str, object]:
+    """The character fields the user gave on the command line (``None`` = not given)."""
+    values = {field: options[option] for option, field in _OPTION_FIELDS.items()}
+    values["name"] = name
+    return {field: value for field, value in values.items() if value is not None}
 
 
 @app.command()
@@ -78,21 +97,7 @@ def add(
 ) -> None:
     """Add a character with its reference images, style prompt and traits."""
     library = open_library()
-    fields = _traits(
-        name=name,
-        style_prompt=style,
-        negative_prompt=negative,
-        description=description,
-        hair=hair,
-        eyes=eyes,
-        face=face,
-        body=body,
-        skin=skin,
-        clothing=clothing,
-        accessories=accessory,
-        distinctive_features=feature,
-        tags=tag,
-    )
+    fields = _field_values(locals(), name)
     images = _load_images(image)
     if images and not 1 <= primary <= len(images):
         raise InvalidInputError(f"--primary {primary}: there are {len(images)} images")
@@ -221,21 +226,7 @@ def edit(
 
     Text options replace the field ('' clears it); list options replace the whole list.
     """
-    changes = _traits(
-        name=new_name,
-        style_prompt=style,
-        negative_prompt=negative,
-        description=description,
-        hair=hair,
-        eyes=eyes,
-        face=face,
-        body=body,
-        skin=skin,
-        clothing=clothing,
-        accessories=accessory,
-        distinctive_features=feature,
-        tags=tag,
-    )
+    changes = _field_values(locals(), new_name)
     if not (changes or add_image or remove_image or replace_images or primary):
         raise InvalidInputError("nothing to change; see `castbook character edit --help`")
     library = open_library()

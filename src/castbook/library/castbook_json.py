@@ -27,7 +27,7 @@ from castbook.library.transfer import (
     decode_base64,
     expect,
     format_timestamp,
-    parse_entry,
+    parse_entries,
     parse_timestamp,
 )
 
@@ -91,13 +91,7 @@ def parse_document(document: dict[str, Any]) -> list[ParsedEntry]:
             f"this export was made by a newer castbook (format version {version}; this castbook "
             f"reads up to {FORMAT_VERSION}); upgrade castbook to import it"
         )
-    characters = document.get("characters")
-    if not isinstance(characters, list):
-        raise ImportFormatError("castbook export has no 'characters' list")
-    return [
-        parse_entry(f"characters[{index}]", raw, _parse_character)
-        for index, raw in enumerate(characters)
-    ]
+    return parse_entries(document, _parse_character, "castbook")
 
 
 def _parse_character(raw: dict[str, Any]) -> NewCharacter:

@@ -26,7 +26,7 @@ from castbook.library.transfer import (
     decode_base64,
     expect,
     format_timestamp,
-    parse_entry,
+    parse_entries,
     parse_timestamp,
 )
 
@@ -75,13 +75,7 @@ def parse_document(document: dict[str, Any]) -> list[ParsedEntry]:
         raise ImportFormatError(
             f"nbp character export version {version!r} is not supported (only 1)"
         )
-    characters = document.get("characters")
-    if not isinstance(characters, list):
-        raise ImportFormatError("nbp export has no 'characters' list")
-    return [
-        parse_entry(f"characters[{index}]", raw, _parse_character)
-        for index, raw in enumerate(characters)
-    ]
+    return parse_entries(document, _parse_character, "nbp")
 
 
 def _as_list(value: object, where: str) -> list[object]:

@@ -81,6 +81,15 @@ def parse_entry(
         return ParsedEntry(display, name if isinstance(name, str) else None, error=str(exc))
 
 
+def parse_entries(
+    document: dict[str, Any], build: Callable[[dict[str, Any]], NewCharacter], kind: str
+) -> list[ParsedEntry]:
+    characters = document.get("characters")
+    if not isinstance(characters, list):
+        raise ImportFormatError(f"{kind} export has no 'characters' list")
+    return [parse_entry(f"characters[{i}]", raw, build) for i, raw in enumerate(characters)]
+
+
 def apply_import(
     library: CharacterLibrary, entries: Sequence[ParsedEntry], *, strict: bool = False
 ) -> ImportReport:
