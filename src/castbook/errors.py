@@ -17,7 +17,8 @@ wrong and what to do about it, fit to print as-is in a CLI or an API answer.
     │   └── CharacterNotFoundError
     ├── ConflictError                the change clashes with what is stored
     │   └── DuplicateNameError
-    └── StorageError                 the database or blob store failed underneath us
+    ├── StorageError                 the database or blob store failed underneath us
+    └── MissingDependencyError       an optional extra is not installed (names the extra)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "ImageTooLargeError",
     "ImportFormatError",
     "InvalidInputError",
+    "MissingDependencyError",
     "NotFoundError",
     "StorageError",
     "UnsupportedImageError",
@@ -102,3 +104,14 @@ class DuplicateNameError(ConflictError):
 
 class StorageError(CastbookError):
     """The database or blob store failed underneath us."""
+
+
+class MissingDependencyError(CastbookError, ImportError):
+    """An optional part of castbook needs an extra that is not installed."""
+
+    def __init__(self, feature: str, extra: str, missing: str | None = None) -> None:
+        self.extra = extra
+        detail = f" ({missing} is missing)" if missing else ""
+        super().__init__(
+            f"{feature} needs the {extra!r} extra{detail}: pip install 'castbook[{extra}]'"
+        )

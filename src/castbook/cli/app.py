@@ -8,6 +8,7 @@ from castbook import __version__
 from castbook.cli import character
 from castbook.cli.console import console, print_json
 from castbook.cli.errors import reports_errors
+from castbook.cli.evaluate import evaluate
 from castbook.cli.library_access import open_library
 from castbook.cli.prompt import prompt
 from castbook.settings import Settings
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(character.app, name="character")
 app.command("prompt")(prompt)
+app.command("eval")(evaluate)
 
 
 def _version(value: bool) -> None:

@@ -1,6 +1,6 @@
 """The relational store: SQLAlchemy models, engine set-up and Alembic migrations."""
 
 from castbook.db.database import Database
-from castbook.db.schema import Base, CharacterRow, ReferenceImageRow
+from castbook.db.schema import Base, CharacterRow, ImageFeaturesRow, ReferenceImageRow
 
-__all__ = ["Base", "CharacterRow", "Database", "ReferenceImageRow"]
+__all__ = ["Base", "CharacterRow", "Database", "ImageFeaturesRow", "ReferenceImageRow"]

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "CharacterRow", "ReferenceImageRow", "UTCDateTime"]
+__all__ = ["Base", "CharacterRow", "ImageFeaturesRow", "ReferenceImageRow", "UTCDateTime"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -99,3 +99,14 @@ class ReferenceImageRow(Base):
     thumbnail_media_type: Mapped[str] = mapped_column(String(32), nullable=False)
 
     character: Mapped[CharacterRow] = relationship(back_populates="images")
+
+
+class ImageFeaturesRow(Base):
+    """Scoring features of one stored image, keyed by what they contain (see evaluation)."""
+
+    __tablename__ = "image_features"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feature_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

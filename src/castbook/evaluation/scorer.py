@@ -1,0 +1,310 @@
+"""Scoring candidates against one or more reference images: the Python API.
+
+>>> from castbook.evaluation import score, most_consistent
+>>> scores = score("alice.png", ["out-1.png", "out-2.jpg", "clip.mp4"])
+>>> most_consistent(scores).source
+'out-2.jpg'
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from castbook.errors import CastbookError
+from castbook.evaluation.features import (
+    ImageFeatures,
+    ImageSource,
+    extract_features,
+    features_key,
+    load_for_scoring,
+)
+from castbook.evaluation.scoring import Calibration, Comparison, compare, default_calibration
+
+__all__ = ["Score", "Scorer", "most_consistent", "rank", "score"]
+
+# Below this many file candidates, starting worker processes costs more than it saves.
+_PARALLEL_FROM = 24
+
+
+@dataclass(frozen=True)
+class Score:
+    """One candidate's result. ``score`` is the headline 0–100; ``None`` with ``error`` set."""
+
+    source: str
+    score: float | None
+    basis: str | None = None
+    components: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    frames: tuple[float, ...] = ()
+    min_score: float | None = None
+    reference: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "source": self.source,
+            "score": self.score,
+            "basis": self.basis,
+            "components": self.components,
+            "min_score": self.min_score,
+            "reference": self.reference,
+        }
+        if self.frames:
+            data["frames"] = list(self.frames)
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+class Scorer:
+    """Holds the models and settings; reuse one to score many batches."""
+
+    def __init__(
+        self,
+        *,
+        faces: bool | None = None,
+        learned_embedder: Any | None = None,
+        calibration: Calibration | None = None,
+        video_frames: int = 16,
+    ) -> None:
+        from castbook.evaluation.faces import faces_available, load_face_embedder
+
+        if faces is None:
+            faces = faces_available()
+        self.face_embedder = load_face_embedder() if faces else None
+        self.learned_embedder = learned_embedder
+        self.calibration = calibration or default_calibration()
+        self.video_frames = video_frames
+        self._workers: tuple[int, ProcessPoolExecutor] | None = None
+
+    @property
+    def key(self) -> str:
+        """Identifies the feature set this scorer computes (for stored reference features)."""
+        learned = self.learned_embedder.name if self.learned_embedder is not None else None
+        return features_key(faces=self.face_embedder is not None, learned_model=learned)
+
+    def features(self, source: ImageSource, name: str = "image") -> ImageFeatures:
+        loaded = load_for_scoring(source, name=name, full=self._needs_full_resolution)
+        return extract_features(
+            loaded, face_embedder=self.face_embedder, learned_embedder=self.learned_embedder
+        )
+
+    @property
+    def _needs_full_resolution(self) -> bool:
+        return self.face_embedder is not None or self.learned_embedder is not None
+
+    def score_one(
+        self, references: Sequence[ImageFeatures], candidate: ImageSource, name: str
+    ) -> Score:
+        try:
+            if _is_video(candidate):
+                return self._score_video(references, candidate, name)
+            features = self.features(candidate, name)
+        except CastbookError as exc:
+            return Score(name, None, error=str(exc))
+        index, best = self._best(references, features)
+        return Score(
+            name, best.score, best.basis, best.components, min_score=best.score, reference=index
+        )
+
+    def score(
+        self,
+        references: Sequence[ImageFeatures],
+        candidates: Sequence[ImageSource],
+        *,
+        names: Sequence[str] | None = None,
+        workers: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Score]:
+        """Score ``candidates``; ``progress(done, total)`` is called as each one finishes."""
+        if not references:
+            raise CastbookError("scoring needs at least one reference image")
+        names = (
+            list(names) if names is not None else [_name(c, i) for i, c in enumerate(candidates)]
+        )
+        if workers is None:
+            workers = os.cpu_count() or 1
+        files = all(isinstance(c, str | os.PathLike | bytes) for c in candidates)
+        if workers > 1 and files and len(candidates) >= _PARALLEL_FROM:
+            results: Iterable[Score] = self._score_in_processes(
+                references, candidates, names, workers
+            )
+        else:
+            results = (
+                self.score_one(references, c, n) for c, n in zip(candidates, names, strict=True)
+            )
+        scores = []
+        for result in results:
+            scores.append(result)
+            if progress is not None:
+                progress(len(scores), len(candidates))
+        return scores
+
+    def _best(
+        self, references: Sequence[ImageFeatures], candidate: ImageFeatures
+    ) -> tuple[int, Comparison]:
+        results = [compare(reference, candidate, self.calibration) for reference in references]
+        index = max(range(len(results)), key=lambda i: results[i].score)
+        return index, results[index]
+
+    def _score_video(
+        self, references: Sequence[ImageFeatures], candidate: ImageSource, name: str
+    ) -> Score:
+        from castbook.evaluation.video import sample_frames
+
+        source = candidate if isinstance(candidate, bytes) else Path(candidate)  # type: ignore[arg-type]
+        frames = sample_frames(source, max_frames=self.video_frames)
+        per_frame = [self._best(references, self.features(f.image, name))[1] for f in frames]
+        headline = [c.score for c in per_frame]
+        components = {
+            key: round(sum(c.components[key] for c in per_frame) / len(per_frame), 2)
+            for key in per_frame[0].components
+            if all(key in c.components for c in per_frame)
+        }
+        basis = "face" if any(c.basis == "face" for c in per_frame) else "appearance"
+        mean = round(sum(headline) / len(headline), 2)
+        return Score(
+            name,
+            mean,
+            basis,
+            components,
+            frames=tuple(round(s, 2) for s in headline),
+            min_score=round(min(headline), 2),
+        )
+
+    def _score_in_processes(
+        self,
+        references: Sequence[ImageFeatures],
+        candidates: Sequence[ImageSource],
+        names: Sequence[str],
+        workers: int,
+    ) -> Iterator[Score]:
+        chunk = max(1, min(32, len(candidates) // (workers * 4)))
+        task = functools.partial(_score_in_worker, tuple(references))
+        yield from self._pool(workers).map(task, candidates, names, chunksize=chunk)
+
+    def _pool(self, workers: int) -> ProcessPoolExecutor:
+        # Kept between calls: starting workers (and loading models in them) is the slow part.
+        if self._workers is not None and self._workers[0] == workers:
+            return self._workers[1]
+        self.close()
+        settings = {
+            "faces": self.face_embedder is not None,
+            "learned_dir": getattr(self.learned_embedder, "model_dir", None),
+            "calibration": self.calibration,
+            "video_frames": self.video_frames,
+        }
+        # fork starts in milliseconds but is only safe while this process has one thread.
+        method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_start_worker,
+            initargs=(settings,),
+        )
+        self._workers = (workers, pool)
+        return pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._workers is not None:
+            self._workers[1].shutdown(cancel_futures=True)
+            self._workers = None
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+_worker: Scorer | None = None
+
+
+def _start_worker(settings: dict[str, Any]) -> None:
+    global _worker
+    learned = None
+    if settings["learned_dir"] is not None:
+        from castbook.evaluation.learned import load_learned_embedder
+
+        learned = load_learned_embedder(settings["learned_dir"])
+    scorer = Scorer(
+        faces=settings["faces"],
+        learned_embedder=learned,
+        calibration=settings["calibration"],
+        video_frames=settings["video_frames"],
+    )
+    _worker = scorer
+
+
+def _score_in_worker(
+    references: Sequence[ImageFeatures], candidate: ImageSource, name: str
+) -> Score:
+    assert _worker is not None
+    return _worker.score_one(references, candidate, name)
+
+
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+
+
+def _is_video(candidate: ImageSource) -> bool:
+    if not isinstance(candidate, str | os.PathLike | bytes):
+        return False
+    if not isinstance(candidate, bytes) and Path(candidate).suffix.lower() in _IMAGE_SUFFIXES:
+        return False  # saves opening every image twice; a mislabelled video fails to decode
+    from castbook.evaluation.video import is_video
+
+    try:
+        return is_video(candidate)
+    except (CastbookError, OSError):
+        return False
+
+
+def _name(candidate: ImageSource, index: int) -> str:
+    if isinstance(candidate, str | os.PathLike):
+        return os.fspath(candidate)
+    return f"candidate {index + 1}"
+
+
+def score(
+    reference: ImageSource | Sequence[ImageSource],
+    candidates: Iterable[ImageSource],
+    *,
+    faces: bool | None = None,
+    learned_embedder: Any | None = None,
+    workers: int | None = None,
+) -> list[Score]:
+    """Score every candidate 0–100 against the reference image(s).
+
+    ``reference`` is one image or a list of them (a character's views: each candidate is
+    scored against its best-matching reference). Images are paths, bytes, PIL images or
+    RGB arrays; in-memory images are used as they are, never re-encoded. A candidate that
+    cannot be read becomes a ``Score`` with ``error`` set; an unreadable reference raises.
+    Videos (MP4, GIF …) are scored on sampled frames: ``score`` is the mean, ``min_score``
+    the worst frame.
+    """
+    refs = reference if isinstance(reference, list | tuple) else [reference]
+    with Scorer(faces=faces, learned_embedder=learned_embedder) as scorer:
+        features = [scorer.features(r, _name(r, i)) for i, r in enumerate(refs)]
+        return scorer.score(features, list(candidates), workers=workers)
+
+
+def rank(scores: Iterable[Score]) -> list[Score]:
+    """Best first; errors last; ties keep their input order."""
+    return sorted(scores, key=lambda s: (s.score is None, -(s.score or 0.0)))
+
+
+def most_consistent(scores: Iterable[Score]) -> Score | None:
+    ranked = rank(scores)
+    return ranked[0] if ranked and ranked[0].ok else None

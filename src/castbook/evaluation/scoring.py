@@ -1,0 +1,111 @@
+"""From two images' features to components and one calibrated 0–100 score.
+
+The headline score is identity-driven when both images show a face (the face embedding
+distance), appearance-driven otherwise (the palette-by-region descriptor). Each raw
+measure is mapped to 0–100 by a logistic curve fitted on labelled same/different pairs
+(``scripts/calibrate_eval.py`` writes ``calibration.json``), so a score reads as "how
+likely is this the same character, in percent": 50 is the point where same and different
+are equally likely given equal priors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from castbook.evaluation.features import ImageFeatures
+
+__all__ = ["CALIBRATION_FILE", "Calibration", "Comparison", "Logistic", "compare"]
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """score = 100 / (1 + exp(-(intercept + slope · x)))."""
+
+    intercept: float
+    slope: float
+
+    def __call__(self, x: float) -> float:
+        z = self.intercept + self.slope * x
+        if z < -60:
+            return 0.0
+        return 100.0 / (1.0 + math.exp(-z))
+
+    def inverse(self, score: float) -> float:
+        """The raw measure at which the curve gives ``score``."""
+        p = min(max(score / 100.0, 1e-9), 1 - 1e-9)
+        return (math.log(p / (1 - p)) - self.intercept) / self.slope
+
+
+@dataclass(frozen=True)
+class Calibration:
+    face: Logistic  # x = face embedding distance (smaller is more alike)
+    appearance: Logistic  # x = appearance similarity in [0, 1]
+    details: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        return cls(
+            face=Logistic(**data["face"]),
+            appearance=Logistic(**data["appearance"]),
+            details=data.get("details", {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "face": {"intercept": self.face.intercept, "slope": self.face.slope},
+            "appearance": {
+                "intercept": self.appearance.intercept,
+                "slope": self.appearance.slope,
+            },
+            "details": self.details,
+        }
+
+
+@cache
+def default_calibration() -> Calibration:
+    return Calibration.from_json(json.loads(CALIBRATION_FILE.read_text()))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    score: float
+    basis: str  # "face" or "appearance"
+    components: dict[str, float]
+
+
+def compare(
+    reference: ImageFeatures, candidate: ImageFeatures, calibration: Calibration | None = None
+) -> Comparison:
+    calibration = calibration or default_calibration()
+    components = {
+        "ahash": reference.ahash.similarity(candidate.ahash),
+        "phash": reference.phash.similarity(candidate.phash),
+        "dhash": reference.dhash.similarity(candidate.dhash),
+        "appearance": calibration.appearance(reference.appearance.similarity(candidate.appearance)),
+    }
+    if reference.learned is not None and candidate.learned is not None:
+        components["learned"] = max(0.0, 100.0 * reference.learned.similarity(candidate.learned))
+    distance = _face_distance(reference, candidate)
+    if distance is not None:
+        components["face"] = calibration.face(distance)
+        return Comparison(components["face"], "face", _rounded(components))
+    return Comparison(components["appearance"], "appearance", _rounded(components))
+
+
+def _face_distance(reference: ImageFeatures, candidate: ImageFeatures) -> float | None:
+    if not reference.faces or not candidate.faces:
+        return None
+    from castbook.evaluation.faces import best_match_distance
+
+    return best_match_distance(reference.faces, candidate.faces)
+
+
+def _rounded(components: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 2) for name, value in components.items()}
