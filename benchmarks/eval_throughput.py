@@ -109,15 +109,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--face-count", type=int, default=48)
+    parser.add_argument(
+        "--images", type=Path, help="keep the generated candidates here and reuse them next time"
+    )
+    parser.add_argument("--skip-faces", action="store_true")
     options = parser.parse_args()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="castbook-bench-") as tmp:
-        folder = Path(tmp)
+        folder = options.images or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        missing = [i for i in range(options.count) if not (folder / f"{i:04d}.png").exists()]
         started = time.perf_counter()
         with ProcessPoolExecutor(cores) as pool:
-            list(pool.map(write_pair, [(i, tmp) for i in range(options.count)], chunksize=8))
+            list(pool.map(write_pair, [(i, str(folder)) for i in missing], chunksize=8))
         print(
-            f"wrote {options.count} JPEG + PNG candidates at {SIDE}×{SIDE} "
+            f"wrote {len(missing)} of {options.count} JPEG + PNG candidates at {SIDE}×{SIDE} "
             f"in {time.perf_counter() - started:.0f} s ({cores} cores)\n"
         )
         reference = folder / "reference.png"
@@ -128,7 +134,7 @@ def main() -> None:
             f"{'target':>7} {'aHash equal':>12} {'mean |Δ|':>9}"
         )
         for suffix, target in ((".jpg", 3.0), (".png", 1.8)):
-            paths = sorted(str(p) for p in folder.glob(f"[0-9]*{suffix}"))
+            paths = [str(folder / f"{i:04d}{suffix}") for i in range(options.count)]
             theirs, their_hashes = imagehash_rate(paths)
             ours, scores = castbook_rate(scorer, reference, paths)
             assert all(s.ok for s in scores), [s.error for s in scores if not s.ok][:3]
@@ -139,6 +145,8 @@ def main() -> None:
                 f"{target:5.1f}× {equal:10.1f} % {drift:7.2f}  {verdict}"
             )
 
+        if options.skip_faces:
+            return
         if not (EVAL_DIR / "faces").is_dir():
             print(f"\n{EVAL_DIR} is absent: face throughput not measured")
             return

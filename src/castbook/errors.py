@@ -18,23 +18,31 @@ wrong and what to do about it, fit to print as-is in a CLI or an API answer.
     ├── ConflictError                the change clashes with what is stored
     │   └── DuplicateNameError
     ├── StorageError                 the database or blob store failed underneath us
-    └── MissingDependencyError       an optional extra is not installed (names the extra)
+    ├── MissingDependencyError       an optional extra is not installed (names the extra)
+    └── GenerationError              a generation did not produce its images
+        ├── GenerationCancelled      the user (or a job) cancelled it between steps
+        ├── ModelNotAvailableError   a preset's model is not on this machine and cannot be fetched
+        └── BackendError             a remote backend refused or failed (status and message)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "CastbookError",
     "CharacterNotFoundError",
     "ConflictError",
     "CorruptImageError",
     "DuplicateNameError",
     "FieldError",
+    "GenerationCancelled",
+    "GenerationError",
     "ImageError",
     "ImageTooLargeError",
     "ImportFormatError",
     "InvalidInputError",
     "MissingDependencyError",
+    "ModelNotAvailableError",
     "NotFoundError",
     "StorageError",
     "UnsupportedImageError",
@@ -115,3 +123,25 @@ class MissingDependencyError(CastbookError, ImportError):
         super().__init__(
             f"{feature} needs the {extra!r} extra{detail}: pip install 'castbook[{extra}]'"
         )
+
+
+class GenerationError(CastbookError):
+    """A generation did not produce its images."""
+
+
+class GenerationCancelled(GenerationError):
+    """Cancelled between steps; nothing was produced."""
+
+
+class ModelNotAvailableError(GenerationError):
+    """The model a preset names is neither on this machine nor downloadable."""
+
+
+class BackendError(GenerationError):
+    """A remote backend answered with an error, or did not answer in time."""
+
+    def __init__(self, backend: str, message: str, *, status: int | None = None) -> None:
+        self.backend = backend
+        self.status = status
+        where = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{backend}{where}: {message}")

@@ -9,6 +9,7 @@ from castbook.cli import character
 from castbook.cli.console import console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.cli.evaluate import evaluate
+from castbook.cli.generate import generate, presets_app
 from castbook.cli.library_access import open_library
 from castbook.cli.prompt import prompt
 from castbook.settings import Settings
@@ -26,6 +27,8 @@ app = typer.Typer(
 app.add_typer(character.app, name="character")
 app.command("prompt")(prompt)
 app.command("eval")(evaluate)
+app.command("generate")(generate)
+app.add_typer(presets_app, name="presets")
 
 
 def _version(value: bool) -> None:

@@ -120,8 +120,12 @@ def decode_image(
             opened.draft(opened.mode, (reduce_to, reduce_to))
         opened.load()
         orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
-        # exif_transpose copies even when nothing rotates, which also drops the other frames.
-        image = ImageOps.exif_transpose(opened)
+        animated = opened.format != "MPO" and bool(getattr(opened, "is_animated", False))
+        if orientation in _ROTATING_ORIENTATIONS or animated:
+            # exif_transpose copies even when nothing rotates, which also drops the other frames.
+            image = ImageOps.exif_transpose(opened)
+        else:
+            image = opened  # a copy of a large image costs more than scoring it
     except _DECODE_ERRORS as exc:
         raise CorruptImageError(
             f"{source} is a damaged or truncated {fmt} file and cannot be decoded ({exc})"
@@ -134,7 +138,7 @@ def decode_image(
         image=image,
         format=fmt,
         transposed=orientation in _ROTATING_ORIENTATIONS,
-        animated=opened.format != "MPO" and bool(getattr(opened, "is_animated", False)),
+        animated=animated,
     )
 
 

@@ -1,0 +1,48 @@
+"""Generation: requests with the ranges users know, one small Backend protocol, presets.
+
+Backends: ``diffusers`` (local SD 1.5 / SDXL / AnimateDiff / SVD with IP-Adapter),
+``openai`` (an OpenAI-compatible images API) and ``comfyui`` (a user's ComfyUI server).
+Each is imported only when a preset uses it.
+"""
+
+from castbook.generation.base import (
+    Backend,
+    GenerationResult,
+    PreparedRequest,
+    Progress,
+    ProgressCallback,
+    Video,
+)
+from castbook.generation.outputs import SavedOutput, read_parameters, save_result
+from castbook.generation.prepare import (
+    apply_preset,
+    create_backend,
+    prepare_request,
+    run_generation,
+)
+from castbook.generation.presets import BUILTIN_PRESETS, Preset, PresetCatalog, load_presets
+from castbook.generation.request import LIMITS, GenerationRequest, Mode, parse_request
+
+__all__ = [
+    "BUILTIN_PRESETS",
+    "LIMITS",
+    "Backend",
+    "GenerationRequest",
+    "GenerationResult",
+    "Mode",
+    "PreparedRequest",
+    "Preset",
+    "PresetCatalog",
+    "Progress",
+    "ProgressCallback",
+    "SavedOutput",
+    "Video",
+    "apply_preset",
+    "create_backend",
+    "load_presets",
+    "parse_request",
+    "prepare_request",
+    "read_parameters",
+    "run_generation",
+    "save_result",
+]

@@ -1,0 +1,98 @@
+"""The one small protocol every generation backend implements, and what flows through it.
+
+A backend receives a :class:`PreparedRequest` — the user's request with the characters
+already injected into the prompt and every image input decoded — and a progress callback.
+It returns a :class:`GenerationResult`. Cancelling is done from the callback: when it
+raises :class:`~castbook.errors.GenerationCancelled` the backend stops between steps and
+lets the exception through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from castbook.generation.request import GenerationRequest, Mode
+
+__all__ = [
+    "Backend",
+    "GenerationResult",
+    "PreparedRequest",
+    "Progress",
+    "ProgressCallback",
+    "Video",
+    "no_progress",
+]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``step`` of ``total`` denoising (or polling) steps done; ``message`` is for humans."""
+
+    step: int
+    total: int
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def no_progress(_: Progress) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request ready for a backend: final prompts, decoded image inputs, a fixed seed."""
+
+    request: GenerationRequest
+    prompt: str
+    negative_prompt: str
+    seed: int
+    # Character and user reference images, for the backend's image-prompt input
+    # (IP-Adapter for diffusers, image[] for OpenAI edits, an upload for ComfyUI).
+    references: tuple[Image.Image, ...] = ()
+    # The source image for i2i and i2v.
+    init_image: Image.Image | None = None
+    # Options from the preset that only the backend understands (model paths, scales …).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> Mode:
+        return self.request.mode
+
+
+@dataclass(frozen=True)
+class Video:
+    frames: tuple[Image.Image, ...]
+    fps: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """``images`` for t2i/i2i (``batch`` of them); ``videos`` for i2v (``batch`` of them)."""
+
+    images: tuple[Image.Image, ...] = ()
+    videos: tuple[Video, ...] = ()
+    seed: int = 0
+    # What produced it (backend, model, sizes …), recorded beside the outputs.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Turns a prepared request into images or videos.
+
+    ``max_references`` says how many reference images it can take at once (0 = none);
+    asking for more is refused before ``generate`` is called.
+    """
+
+    name: str
+    max_references: int
+
+    def generate(
+        self, request: PreparedRequest, progress: ProgressCallback
+    ) -> GenerationResult: ...
