@@ -283,3 +283,20 @@ def test_photos_are_scored_by_face_identity() -> None:
     assert [r.basis for r in results] == ["face", "face", "face"]
     assert results[0].score > 90 and results[1].score > 90 and results[2].score < 10
     assert "face" in results[0].components
+
+
+def test_a_configured_learned_embedding_is_reported_as_a_component(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from castbook.evaluation.learned import load_learned_embedder
+    from tests.support.tiny_vision_models import make_tiny_clip
+
+    embedder = load_learned_embedder(make_tiny_clip(tmp_path / "clip"))
+    with Scorer(faces=False, learned_embedder=embedder) as scorer:
+        assert embedder.name in scorer.key
+        reference = [scorer.features(character(**ALICE))]
+        same, other = scorer.score(reference, [character(**ALICE), character(**BOB)])
+    assert same.components["learned"] == pytest.approx(100.0, abs=0.01)
+    assert 0 <= other.components["learned"] <= 100
+    # The headline stays the calibrated appearance score.
+    assert same.score == same.components["appearance"]

@@ -95,8 +95,10 @@ def compare(
     distance = _face_distance(reference, candidate)
     if distance is not None:
         components["face"] = calibration.face(distance)
-        return Comparison(components["face"], "face", _rounded(components))
-    return Comparison(components["appearance"], "appearance", _rounded(components))
+    components = _rounded(components)
+    if "face" in components:
+        return Comparison(components["face"], "face", components)
+    return Comparison(components["appearance"], "appearance", components)
 
 
 def _face_distance(reference: ImageFeatures, candidate: ImageFeatures) -> float | None:
