@@ -112,7 +112,13 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         modes=(Mode.T2I, Mode.I2I),
         description="An OpenAI-compatible images API (generations; edits with references)",
         defaults={"width": 1024, "height": 1024},
-        options={"base_url_env": "CASTBOOK_OPENAI_BASE_URL", "api_key_env": "OPENAI_API_KEY"},
+        options={
+            "base_url_env": "CASTBOOK_OPENAI_BASE_URL",
+            "api_key_env": "OPENAI_API_KEY",
+            # gpt-image-1 accepts only these; other sizes are asked as the closest shape
+            # and resized to what the user asked for.
+            "sizes": ["1024x1024", "1536x1024", "1024x1536"],
+        },
     ),
     Preset(
         id="comfyui",
