@@ -1,0 +1,475 @@
+"""Drive a user's ComfyUI server: fill a workflow template, queue it, fetch the images.
+
+A preset's ``model`` names the workflow: ``workflow:<name>`` for a built-in template, or a
+path to the user's own workflow saved in ComfyUI's API format (Workflow → Export (API)).
+A relative path is read from the folder of the presets file that names it. Templates are
+plain API-format graphs whose node inputs hold placeholders as string literals::
+
+    "seed": "{{seed}}"                       → 1234 (an int: numbers stay numbers)
+    "text": "masterpiece, {{prompt}}"        → text with the prompt written in
+
+Request placeholders: ``prompt``, ``negative_prompt``, ``seed``, ``steps``, ``guidance``,
+``width``, ``height``, ``batch``, ``strength`` (denoise), ``reference_scale``,
+``init_image`` and ``reference_image`` (names of files castbook uploads first; a template
+takes more references with ``reference_image_2`` …). Any other placeholder is filled from
+the preset's ``options``; ``checkpoint``, ``ipadapter_model``, ``clip_vision``, ``sampler``
+and ``scheduler`` have defaults (``OPTION_DEFAULTS``).
+
+Without references, the nodes that would load them are dropped and the nodes that used
+them are bypassed: their outputs are rewired to the inputs their ``_meta`` names in
+``castbook_passthrough`` (IP-Adapter nodes pass their ``model`` through by default), so
+the same template also renders from the prompt alone.
+
+The built-in workflows are SD 1.5 graphs: ``sd15-ip-adapter`` (text to image; i2i requests
+go to ``sd15-img2img``, or to the preset's ``i2i_workflow`` option). With references they
+use IP-Adapter nodes from the ComfyUI_IPAdapter_plus custom node pack
+(https://github.com/cubiq/ComfyUI_IPAdapter_plus), which the server must have installed
+along with the model files the options name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from castbook.errors import (
+    BackendError,
+    GenerationCancelled,
+    InvalidInputError,
+)
+from castbook.generation.base import GenerationResult, PreparedRequest, Progress, ProgressCallback
+from castbook.generation.comfyui_workflows import (
+    BUILTIN_WORKFLOWS,
+    I2I_SIBLINGS,
+    OPTION_DEFAULTS,
+    REFERENCE_PLACEHOLDER,
+    REQUEST_PLACEHOLDERS,
+    Workflow,
+    fill_workflow,
+    load_workflow,
+    reference_placeholder,
+)
+from castbook.generation.presets import Preset
+from castbook.generation.request import Mode
+from castbook.images import open_image
+
+__all__ = [
+    "BUILTIN_WORKFLOWS",
+    "OPTION_DEFAULTS",
+    "ComfyUIBackend",
+    "Workflow",
+    "fill_workflow",
+    "load_workflow",
+]
+
+_DEFAULT_SERVER_ENV = "CASTBOOK_COMFYUI_URL"
+
+
+class ComfyUIBackend:
+    """The ``comfyui`` backend: one preset's workflows on one ComfyUI server."""
+
+    name = "comfyui"
+
+    def __init__(
+        self,
+        preset: Preset,
+        *,
+        server: str | None = None,
+        timeout: float = 600,
+        poll_interval: float = 0.5,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        options = dict(preset.options)
+        self.server_env = str(options.get("server_env") or _DEFAULT_SERVER_ENV)
+        chosen = server or environ.get(self.server_env) or options.get("server")
+        if not chosen:
+            raise InvalidInputError(
+                f"no ComfyUI server configured: set {self.server_env} (e.g. http://127.0.0.1:8188)"
+            )
+        chosen = str(chosen).strip().rstrip("/")
+        if "://" not in chosen:
+            chosen = f"http://{chosen}"
+        self.server = chosen
+        self.preset = preset
+        self.timeout = float(timeout)
+        self.poll_interval = float(poll_interval)
+        self.options = {**OPTION_DEFAULTS, **options}
+        self.client_id = uuid.uuid4().hex
+        relative_to = Path(preset.source).parent if preset.source != "built-in" else None
+        self.workflows: dict[Mode, Workflow] = {}
+        for mode in preset.modes:
+            if mode == Mode.I2V:
+                continue
+            spec = self._workflow_spec(mode)
+            self.workflows[mode] = load_workflow(spec, relative_to=relative_to)
+        for workflow in self.workflows.values():
+            self._check_known_placeholders(workflow)
+        self.max_references = max((w.reference_slots for w in self.workflows.values()), default=0)
+
+    def _workflow_spec(self, mode: Mode) -> str:
+        if mode == Mode.I2I:
+            override = self.options.get("i2i_workflow")
+            if override:
+                return str(override)
+            sibling = I2I_SIBLINGS.get(self.preset.model.removeprefix("workflow:"))
+            if self.preset.model.startswith("workflow:") and sibling:
+                return sibling
+        return self.preset.model
+
+    def _check_known_placeholders(self, workflow: Workflow) -> None:
+        unknown = sorted(
+            p
+            for p in workflow.placeholders
+            if p not in REQUEST_PLACEHOLDERS
+            and not REFERENCE_PLACEHOLDER.fullmatch(p)
+            and p not in self.options
+        )
+        if unknown:
+            names = ", ".join("{{" + p + "}}" for p in unknown)
+            known = ", ".join("{{" + p + "}}" for p in (*REQUEST_PLACEHOLDERS, *OPTION_DEFAULTS))
+            raise InvalidInputError(
+                f"workflow {workflow.name} uses unknown placeholders {names}; castbook fills "
+                f"{known}, {{{{reference_image_2}}}} … and any key of the preset's options"
+            )
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(self, request: PreparedRequest, progress: ProgressCallback) -> GenerationResult:
+        workflow = self.workflows.get(request.mode)
+        if workflow is None:
+            modes = ", ".join(m.value for m in self.workflows) or "none"
+            raise InvalidInputError(
+                f"preset {self.preset.id} (ComfyUI) makes {modes}, not {request.mode.value}"
+            )
+        self._check_supported(workflow, request)
+        batch = request.request.batch
+        with httpx.Client(base_url=self.server, timeout=min(self.timeout, 120.0)) as client:
+            values = self._values(request)
+            for slot, image in enumerate(request.references, start=1):
+                values[reference_placeholder(slot)] = self._upload(client, image)
+            if request.init_image is not None and "init_image" in workflow.placeholders:
+                values["init_image"] = self._upload(client, request.init_image)
+            unused = frozenset(
+                reference_placeholder(slot)
+                for slot in range(len(request.references) + 1, workflow.reference_slots + 1)
+            )
+            graph = fill_workflow(workflow, values, unused=unused)
+            prompt_id, number = self._queue(client, graph)
+            entry = self._wait(client, prompt_id, number, request, progress)
+            images = self._download(client, entry, batch, request, progress)
+        return GenerationResult(
+            images=tuple(images),
+            seed=request.seed,
+            metadata={
+                "backend": self.name,
+                "server": self.server,
+                "workflow": workflow.name,
+                "prompt_id": prompt_id,
+            },
+        )
+
+    def _check_supported(self, workflow: Workflow, request: PreparedRequest) -> None:
+        has = workflow.placeholders.__contains__
+        lacking: list[str] = []
+        if not has("seed"):
+            lacking.append("{{seed}} (castbook sets the seed of every image)")
+        if request.prompt and not has("prompt"):
+            lacking.append("{{prompt}}")
+        if request.negative_prompt and not has("negative_prompt"):
+            lacking.append("{{negative_prompt}}")
+        if request.request.batch > 1 and not has("batch"):
+            lacking.append(f"{{{{batch}}}} (batch {request.request.batch} was asked for)")
+        if request.mode == Mode.I2I and request.init_image is None:
+            raise InvalidInputError("image-to-image needs an init image")
+        if request.init_image is None and has("init_image"):
+            raise InvalidInputError(
+                f"ComfyUI workflow {workflow.name} starts from a source image "
+                "({{init_image}}); use it for image-to-image, with an init image"
+            )
+        if request.mode == Mode.I2I and not has("init_image"):
+            lacking.append("{{init_image}} (for the source image)")
+        if len(request.references) > workflow.reference_slots:
+            slots = workflow.reference_slots
+            lacking.append(
+                f"{{{{{reference_placeholder(slots + 1)}}}}} ({len(request.references)} "
+                f"reference images given, the workflow takes {slots})"
+            )
+        if lacking:
+            raise InvalidInputError(
+                f"ComfyUI workflow {workflow.name} cannot take this request: it lacks "
+                f"{'; '.join(lacking)}. It supports {workflow.supported()}; add the missing "
+                "placeholders to the node inputs that should receive them"
+            )
+
+    def _values(self, request: PreparedRequest) -> dict[str, Any]:
+        fields = request.request
+        values = dict(self.options)
+        values.update(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            seed=int(request.seed),
+            steps=int(fields.steps),
+            guidance=float(fields.guidance),
+            width=int(fields.width),
+            height=int(fields.height),
+            batch=int(fields.batch),
+            strength=float(fields.strength),
+            reference_scale=float(fields.reference_scale),
+        )
+        return values
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _send(self, client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return client.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise BackendError(
+                self.name,
+                f"cannot reach ComfyUI at {self.server} — is it running? set {self.server_env}",
+            ) from None
+        except httpx.TimeoutException:
+            raise BackendError(
+                self.name, f"ComfyUI at {self.server} did not answer {method} {path} in time"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise BackendError(
+                self.name, f"talking to ComfyUI at {self.server} failed: {exc}"
+            ) from None
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        if response.status_code >= 400:
+            raise BackendError(
+                self.name, f"{what}: {_server_message(response)}", status=response.status_code
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(
+                self.name,
+                f"{what}: the answer is not JSON — is {self.server} a ComfyUI server?",
+                status=response.status_code,
+            ) from None
+
+    def _upload(self, client: httpx.Client, image: Image.Image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        filename = f"castbook-{hashlib.sha256(data).hexdigest()[:24]}.png"
+        response = self._send(
+            client,
+            "POST",
+            "/upload/image",
+            files={"image": (filename, data, "image/png")},
+            data={"overwrite": "true", "type": "input"},
+        )
+        answer = self._json(response, "uploading an image failed")
+        name = answer.get("name") if isinstance(answer, dict) else None
+        if not isinstance(name, str) or not name:
+            raise BackendError(self.name, f"uploading an image gave no file name: {answer!r}")
+        subfolder = answer.get("subfolder") or ""
+        return f"{subfolder}/{name}" if subfolder else name
+
+    def _queue(self, client: httpx.Client, graph: dict[str, Any]) -> tuple[str, Any]:
+        response = self._send(
+            client, "POST", "/prompt", json={"prompt": graph, "client_id": self.client_id}
+        )
+        if response.status_code == 400:
+            raise BackendError(
+                self.name,
+                f"ComfyUI refused the workflow: {_summarise_refusal(response)}",
+                status=400,
+            )
+        answer = self._json(response, "queueing the workflow failed")
+        prompt_id = answer.get("prompt_id") if isinstance(answer, dict) else None
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise BackendError(self.name, f"ComfyUI queued nothing: {answer!r}")
+        return prompt_id, answer.get("number")
+
+    def _wait(
+        self,
+        client: httpx.Client,
+        prompt_id: str,
+        number: Any,
+        request: PreparedRequest,
+        progress: ProgressCallback,
+    ) -> dict[str, Any]:
+        total = request.request.steps
+        started = time.monotonic()
+        deadline = started + self.timeout
+        where = f" as #{number}" if number is not None else ""
+
+        def report(message: str) -> None:
+            try:
+                progress(Progress(0, total, message))
+            except GenerationCancelled:
+                self._stop(client, prompt_id)
+                raise
+
+        report(f"queued on ComfyUI{where}")
+        while True:
+            response = self._send(client, "GET", f"/history/{prompt_id}")
+            history = self._json(response, "reading the prompt's history failed")
+            entry = history.get(prompt_id) if isinstance(history, dict) else None
+            if isinstance(entry, dict):
+                _raise_for_status(self.name, entry)
+                return entry
+            if time.monotonic() >= deadline:
+                self._stop(client, prompt_id)
+                raise BackendError(
+                    self.name,
+                    f"ComfyUI at {self.server} did not finish within {self.timeout:g} s; "
+                    "the prompt was cancelled there (raise the timeout for slow workflows)",
+                )
+            time.sleep(max(0.0, min(self.poll_interval, deadline - time.monotonic())))
+            report(f"waiting for ComfyUI ({time.monotonic() - started:.0f} s)")
+
+    def _download(
+        self,
+        client: httpx.Client,
+        entry: dict[str, Any],
+        batch: int,
+        request: PreparedRequest,
+        progress: ProgressCallback,
+    ) -> list[Image.Image]:
+        files = _output_files(entry)
+        if len(files) != batch:
+            raise BackendError(
+                self.name,
+                f"the workflow produced {len(files)} images, expected {batch}; it needs one "
+                "SaveImage node whose batch comes from {{batch}}",
+            )
+        total = request.request.steps
+        progress(Progress(total, total, f"downloading {batch} image(s) from ComfyUI"))
+        images = []
+        for file in files:
+            params = {
+                "filename": str(file.get("filename", "")),
+                "subfolder": str(file.get("subfolder", "")),
+                "type": str(file.get("type", "output")),
+            }
+            response = self._send(client, "GET", "/view", params=params)
+            if response.status_code >= 400:
+                raise BackendError(
+                    self.name,
+                    f"fetching {params['filename']} failed: {_server_message(response)}",
+                    status=response.status_code,
+                )
+            image = open_image(response.content, source=f"ComfyUI output {params['filename']}")
+            images.append(image if image.mode == "RGB" else image.convert("RGB"))
+        return images
+
+    def _stop(self, client: httpx.Client, prompt_id: str) -> None:
+        """Best effort: take the prompt out of the queue, or interrupt it if it is running.
+
+        Servers before mid-2025 ignore the prompt_id and interrupt whatever runs, so this is
+        only called while our prompt has not finished."""
+        for path, body in (
+            ("/queue", {"delete": [prompt_id]}),
+            ("/interrupt", {"prompt_id": prompt_id}),
+        ):
+            with contextlib.suppress(httpx.HTTPError):
+                client.post(path, json=body, timeout=5.0)
+
+
+def _output_files(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    outputs = entry.get("outputs") or {}
+    files = [
+        image
+        for node_output in outputs.values()
+        if isinstance(node_output, dict)
+        for image in node_output.get("images") or ()
+        if isinstance(image, dict) and image.get("filename")
+    ]
+    saved = [f for f in files if f.get("type", "output") == "output"]
+    return saved or files
+
+
+def _raise_for_status(backend: str, entry: dict[str, Any]) -> None:
+    status = entry.get("status") or {}
+    if status.get("status_str") != "error":
+        return
+    for message in status.get("messages") or ():
+        if not (isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict)):
+            continue
+        kind, data = message
+        if kind == "execution_interrupted":
+            raise GenerationCancelled(
+                f"the prompt was interrupted on the ComfyUI server (node {data.get('node_id')})"
+            )
+        if kind == "execution_error":
+            what = data.get("exception_type") or "error"
+            raise BackendError(
+                backend,
+                f"the workflow failed in node {data.get('node_id')} ({data.get('node_type')}): "
+                f"{what}: {str(data.get('exception_message', '')).strip()}",
+            )
+    raise BackendError(backend, "the workflow failed on the ComfyUI server (no error message)")
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error", body.get("message"))
+        if isinstance(error, dict):
+            return str(error.get("message") or error)[:300]
+        if error:
+            return str(error)[:300]
+    return json.dumps(body)[:300]
+
+
+def _summarise_refusal(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return _server_message(response)
+    if not isinstance(body, dict):
+        return str(body)[:300]
+    error = body.get("error")
+    if isinstance(error, dict):
+        head = str(error.get("message") or error.get("type") or "invalid workflow")
+        details = str(error.get("details") or "")
+    else:
+        head, details = str(error or "invalid workflow"), ""
+    parts = []
+    node_errors = body.get("node_errors")
+    for node_id, node_error in (node_errors if isinstance(node_errors, dict) else {}).items():
+        node_error = node_error if isinstance(node_error, dict) else {}
+        class_type = node_error.get("class_type", "?")
+        for err in node_error.get("errors") or ():
+            if not isinstance(err, dict):
+                continue
+            text = str(err.get("message", "error"))
+            if err.get("details"):
+                text += f": {err['details']}"
+            parts.append(f"node {node_id} ({class_type}): {text[:200]}")
+    summary = head.rstrip(".") + (f" ({details})" if details and not parts else "")
+    if parts:
+        summary += " — " + "; ".join(parts)
+    if "IPAdapter" in summary and "does not exist" in summary:
+        summary += (
+            "; install the ComfyUI_IPAdapter_plus custom nodes on the server "
+            "(https://github.com/cubiq/ComfyUI_IPAdapter_plus)"
+        )
+    elif "value_not_in_list" in json.dumps(node_errors) and parts:
+        summary += (
+            "; set the preset's checkpoint / ipadapter_model / clip_vision options "
+            "to model files this server has"
+        )
+    return summary
