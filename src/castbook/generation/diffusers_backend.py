@@ -1,0 +1,460 @@
+"""Local generation with 🤗 diffusers: SD 1.5 / SDXL images, IP-Adapter references, img2img,
+and image-to-video (AnimateDiff, Stable Video Diffusion).
+
+A preset says what to load::
+
+    [presets.my-sd15]
+    backend = "diffusers"
+    model = "/models/stable-diffusion-v1-5"     # a folder, or a hub id already in the HF cache
+    [presets.my-sd15.options]
+    family = "sd15"                             # sd15 | sdxl | animatediff | svd (default sd15)
+    ip_adapter = "/models/IP-Adapter"           # references go through this IP-Adapter
+    ip_adapter_subfolder = "models"
+    ip_adapter_weight = "ip-adapter_sd15.safetensors"
+    image_encoder_folder = "image_encoder"      # relative to the subfolder unless it has a "/"
+    ip_adapter_scale = 0.6                      # unless the request sets reference_scale
+    reference_combine = "concat"                # several references: "concat" tokens or "mean"
+    motion_adapter = "/models/animatediff-v1-5-2"   # family animatediff
+    scheduler = "DPMSolverMultistepScheduler"   # a diffusers scheduler class (default: the model's)
+    device = "cuda"                             # default: cuda, else mps, else cpu
+    dtype = "float16"                           # default: float16 on cuda/mps, float32 on cpu
+    max_batch = 8                               # most images per pipeline call (default: batch)
+    hf_cache = "/data/hf-cache"                 # where hub ids are looked up (default: HF's)
+    # family svd only: motion_bucket_id (127), noise_aug_strength (0.02), decode_chunk_size (8)
+
+The backend's ``device``/``dtype`` arguments beat the options; ``PreparedRequest.options``
+beat the preset's for one request.
+
+Weights are never downloaded here: a hub id must already be in the local Hugging Face cache,
+otherwise :class:`~castbook.errors.ModelNotAvailableError` says how to get it.
+
+How a request runs:
+
+- ``batch`` images (or videos) are ONE pipeline call with one generator per image seeded
+  ``seed, seed + 1, …``, so image ``i`` of a batch equals a single generation with seed
+  ``seed + i``. When a batch does not fit in GPU memory it is retried in halves, and the size
+  that fitted is remembered for the next request of that shape.
+- References feed the IP-Adapter as pre-computed image embeddings, cached per loaded model
+  by the image's bytes: a batch or a series of requests with the same character encodes its
+  references once. Without references the adapter's scale is 0, which is exactly the model
+  without the adapter.
+- Progress is reported after every denoising step, ``Progress(step, total)`` where ``total``
+  is the number of steps the scheduler really runs (img2img runs ``int(steps × strength)``).
+  A progress callback that raises :class:`~castbook.errors.GenerationCancelled` stops the
+  generation between steps; the exception reaches the caller.
+
+torch and diffusers are imported on first use, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+from castbook.errors import FieldError, GenerationError, InvalidInputError, MissingDependencyError
+from castbook.generation.base import (
+    GenerationResult,
+    PreparedRequest,
+    Progress,
+    ProgressCallback,
+    Video,
+)
+from castbook.generation.diffusers_pipelines import (
+    FAMILIES,
+    IPAdapterSpec,
+    LoadedPipeline,
+    PipelineCache,
+    PipelineKey,
+    StepReporter,
+    derived_pipeline,
+    generators,
+    import_stack,
+    load_pipeline,
+    reference_embeddings,
+    run_in_chunks,
+    use_scheduler,
+)
+from castbook.generation.presets import Preset
+from castbook.generation.request import Mode
+
+__all__ = ["DiffusersBackend", "PipelineCache"]
+
+# How many reference images one IP-Adapter takes at once (each adds 4 image tokens).
+IP_ADAPTER_MAX_REFERENCES = 4
+_FAMILY_MODES = {
+    "sd15": (Mode.T2I, Mode.I2I),
+    "sdxl": (Mode.T2I, Mode.I2I),
+    "animatediff": (Mode.I2V,),
+    "svd": (Mode.I2V,),
+}
+_DTYPES = {
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+}
+_COMBINE = ("concat", "mean")
+# Conditioning for "no reference": with the adapter's scale at 0 its content does not matter.
+_BLANK = Image.new("RGB", (224, 224), (127, 127, 127))
+
+
+class DiffusersBackend:
+    """Generates on this machine with diffusers; one instance per preset.
+
+    ``cache`` holds loaded pipelines; pass one :class:`PipelineCache` to several backends
+    (a worker's presets) so a model used by two presets is loaded once. ``device`` and
+    ``dtype`` override the preset's options and the automatic choice.
+    """
+
+    name = "diffusers"
+
+    def __init__(
+        self,
+        preset: Preset,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        cache: PipelineCache | None = None,
+    ) -> None:
+        for module in ("torch", "diffusers", "transformers"):
+            if importlib.util.find_spec(module) is None:
+                raise MissingDependencyError("local generation", "diffusers", module)
+        self.preset = preset
+        self.cache = cache if cache is not None else PipelineCache()
+        self._device = device
+        self._dtype = _dtype_name(dtype, "dtype") if dtype is not None else None
+        self.family = _family(preset, preset.options)
+        self.max_references = _max_references(preset.options, self.family)
+
+    # ------------------------------------------------------------------ the protocol
+
+    def generate(self, request: PreparedRequest, progress: ProgressCallback) -> GenerationResult:
+        options = {**self.preset.options, **request.options}
+        family = _family(self.preset, options)
+        if request.mode not in _FAMILY_MODES[family]:
+            modes = ", ".join(m.value for m in _FAMILY_MODES[family])
+            raise FieldError(
+                "mode",
+                f"preset {self.preset.id!r} (family {family}) does {modes}, "
+                f"not {request.mode.value}",
+            )
+        limit = _max_references(options, family)
+        if len(request.references) > limit:
+            raise FieldError(
+                "references",
+                f"preset {self.preset.id!r} takes at most {limit} reference images, "
+                f"got {len(request.references)}",
+            )
+        if request.mode is Mode.I2I and request.init_image is None:
+            raise FieldError("init_image", "i2i needs an init image")
+        if family == "svd" and request.init_image is None and not request.references:
+            raise FieldError("init_image", "Stable Video Diffusion animates an init image")
+        torch, _ = import_stack()
+        key = self._key(torch, options, family)
+        entry = self.cache.get(key, lambda k: load_pipeline(k, self.preset.id))
+        started = time.perf_counter()
+        events = _CountingProgress(progress)
+        with entry.lock:
+            if request.mode is Mode.I2V:
+                result = self._videos(torch, entry, request, options, events)
+            else:
+                result = self._images(torch, entry, request, options, events)
+        if events.count == 0:
+            progress(Progress(0, 0, "nothing to denoise"))
+        result.metadata["elapsed_s"] = round(time.perf_counter() - started, 3)
+        return result
+
+    # ------------------------------------------------------------------ images
+
+    def _images(
+        self,
+        torch: Any,
+        entry: LoadedPipeline,
+        request: PreparedRequest,
+        options: dict[str, Any],
+        progress: ProgressCallback,
+    ) -> GenerationResult:
+        wanted = request.request
+        image_to_image = request.mode is Mode.I2I
+        pipe = derived_pipeline(entry, "img2img") if image_to_image else entry.pipeline
+        use_scheduler(entry, pipe, options.get("scheduler"))
+        width, height = _snap(wanted.width), _snap(wanted.height)
+        call: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": wanted.steps,
+            "guidance_scale": wanted.guidance,
+            "output_type": "pil",
+        }
+        if request.init_image is not None and image_to_image:
+            source = request.init_image.convert("RGB")
+            call["image"] = source.resize((width, height), Image.Resampling.LANCZOS)
+            call["strength"] = wanted.strength
+        else:
+            call.update(width=width, height=height)
+        scale = self._condition(entry, pipe, request.references, options, request, call)
+
+        def run(start: int, count: int, on_step: StepReporter) -> list[Image.Image]:
+            output = pipe(
+                **call,
+                num_images_per_prompt=count,
+                generator=generators(torch, request.seed + start, count),
+                callback_on_step_end=on_step,
+            )
+            return list(output.images)
+
+        shape = (request.mode.value, width, height)
+        images = run_in_chunks(torch, entry, shape, wanted.batch, run, progress, options)
+        metadata = self._metadata(entry, pipe, request, scale)
+        if image_to_image:
+            metadata["strength"] = wanted.strength
+        return GenerationResult(
+            images=tuple(_fit(image, wanted.width, wanted.height) for image in images),
+            seed=request.seed,
+            metadata=metadata,
+        )
+
+    # ------------------------------------------------------------------ videos
+
+    def _videos(
+        self,
+        torch: Any,
+        entry: LoadedPipeline,
+        request: PreparedRequest,
+        options: dict[str, Any],
+        progress: ProgressCallback,
+    ) -> GenerationResult:
+        wanted = request.request
+        pipe = entry.pipeline
+        use_scheduler(entry, pipe, options.get("scheduler"))
+        width, height = _snap(wanted.width), _snap(wanted.height)
+        call: dict[str, Any] = {
+            "num_frames": wanted.num_frames,
+            "num_inference_steps": wanted.steps,
+            "width": width,
+            "height": height,
+            "output_type": "pil",
+        }
+        scale: float | None = None
+        if entry.key.family == "svd":
+            source = request.init_image or (request.references[0] if request.references else None)
+            if source is None:
+                raise FieldError("init_image", "Stable Video Diffusion animates an init image")
+            call.update(
+                image=source.convert("RGB").resize((width, height), Image.Resampling.LANCZOS),
+                min_guidance_scale=1.0,
+                max_guidance_scale=wanted.guidance,
+                fps=wanted.fps,
+                motion_bucket_id=int(options.get("motion_bucket_id", 127)),
+                noise_aug_strength=float(options.get("noise_aug_strength", 0.02)),
+                decode_chunk_size=int(options.get("decode_chunk_size", 8)),
+            )
+        else:
+            # AnimateDiff: the init image (and any references) condition through IP-Adapter.
+            images = ([request.init_image] if request.init_image is not None else []) + list(
+                request.references
+            )
+            call["guidance_scale"] = wanted.guidance
+            scale = self._condition(entry, pipe, images, options, request, call)
+
+        def run(start: int, count: int, on_step: StepReporter) -> list[list[Image.Image]]:
+            extra: dict[str, Any]
+            if entry.key.family == "svd":
+                extra = {"num_videos_per_prompt": count}
+            else:
+                # AnimateDiffPipeline ignores num_videos_per_prompt; a list of prompts batches.
+                negative = request.negative_prompt
+                extra = {
+                    "prompt": [request.prompt] * count,
+                    "negative_prompt": [negative] * count if negative else None,
+                }
+            output = pipe(
+                **call,
+                **extra,
+                generator=generators(torch, request.seed + start, count),
+                callback_on_step_end=on_step,
+            )
+            return [list(frames) for frames in output.frames]
+
+        shape = (request.mode.value, width, height, wanted.num_frames)
+        clips = run_in_chunks(torch, entry, shape, wanted.batch, run, progress, options)
+        videos = tuple(
+            Video(
+                frames=tuple(_fit(frame, wanted.width, wanted.height) for frame in frames),
+                fps=wanted.fps,
+            )
+            for frames in clips
+        )
+        metadata = self._metadata(entry, pipe, request, scale)
+        metadata.update(num_frames=wanted.num_frames, fps=wanted.fps)
+        return GenerationResult(videos=videos, seed=request.seed, metadata=metadata)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _condition(
+        self,
+        entry: LoadedPipeline,
+        pipe: Any,
+        images: Sequence[Image.Image],
+        options: dict[str, Any],
+        request: PreparedRequest,
+        call: dict[str, Any],
+    ) -> float | None:
+        """Put the references into ``call`` as IP-Adapter embeddings; returns the scale used."""
+        if entry.key.ip_adapter is None:
+            return None
+        scale = _reference_scale(options, request) if images else 0.0
+        combine = str(options.get("reference_combine", "concat"))
+        if combine not in _COMBINE:
+            raise FieldError("options.reference_combine", f"must be one of {', '.join(_COMBINE)}")
+        guided = (
+            request.request.guidance > 1.0
+            and pipe.unet.config.get("time_cond_proj_dim", None) is None
+        )
+        pipe.set_ip_adapter_scale(scale)
+        call["ip_adapter_image_embeds"] = reference_embeddings(
+            entry,
+            images or [_BLANK],
+            combine=combine,
+            guided=guided,
+            max_cached=self.cache.max_embeddings,
+        )
+        return scale
+
+    def _key(self, torch: Any, options: dict[str, Any], family: str) -> PipelineKey:
+        device = self._device or options.get("device") or _best_device(torch)
+        device = str(device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise GenerationError(
+                f"preset {self.preset.id!r} asks for device {device!r} but torch sees no CUDA "
+                'GPU here; set device = "cpu" or install a CUDA build of torch'
+            )
+        if self._dtype is not None:
+            dtype = self._dtype
+        elif options.get("dtype"):
+            dtype = _dtype_name(options["dtype"], "options.dtype")
+        else:
+            dtype = "float32" if device == "cpu" else "float16"
+        ip_adapter = None
+        if options.get("ip_adapter") and family != "svd":
+            ip_adapter = IPAdapterSpec(
+                location=str(options["ip_adapter"]),
+                subfolder=str(options.get("ip_adapter_subfolder", "")),
+                weight_name=str(options.get("ip_adapter_weight", "ip-adapter_sd15.safetensors")),
+                image_encoder_folder=str(options.get("image_encoder_folder", "image_encoder")),
+            )
+        motion_adapter = options.get("motion_adapter") if family == "animatediff" else None
+        hf_cache = options.get("hf_cache")
+        return PipelineKey(
+            model=self.preset.model,
+            family=family,
+            device=device,
+            dtype=dtype,
+            ip_adapter=ip_adapter,
+            motion_adapter=str(motion_adapter) if motion_adapter else None,
+            hf_cache=str(hf_cache) if hf_cache else None,
+        )
+
+    def _metadata(
+        self, entry: LoadedPipeline, pipe: Any, request: PreparedRequest, scale: float | None
+    ) -> dict[str, Any]:
+        wanted = request.request
+        metadata: dict[str, Any] = {
+            "backend": self.name,
+            "preset": self.preset.id,
+            "model": entry.key.model,
+            "family": entry.key.family,
+            "scheduler": type(pipe.scheduler).__name__,
+            "device": entry.key.device,
+            "dtype": entry.key.dtype,
+            "width": wanted.width,
+            "height": wanted.height,
+            "steps": wanted.steps,
+            "guidance": wanted.guidance,
+            "seed": request.seed,
+            "seeds": [request.seed + i for i in range(wanted.batch)],
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "references": len(request.references),
+            "reference_scale": scale,
+        }
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if tokenizer is not None and request.prompt:
+            tokens = len(tokenizer(request.prompt, truncation=False).input_ids)
+            # CLIP reads 77 tokens; a long injected character prompt loses its tail.
+            metadata["prompt_truncated"] = tokens > tokenizer.model_max_length
+        return metadata
+
+
+# ---------------------------------------------------------------------- small pieces
+
+
+class _CountingProgress:
+    def __init__(self, progress: ProgressCallback) -> None:
+        self._progress = progress
+        self.count = 0
+
+    def __call__(self, event: Progress) -> None:
+        self.count += 1
+        self._progress(event)
+
+
+def _best_device(torch: Any) -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _dtype_name(value: Any, field: str) -> str:
+    try:
+        return _DTYPES[str(value).lower().removeprefix("torch.")]
+    except KeyError:
+        raise FieldError(field, f"must be float16, bfloat16 or float32, got {value!r}") from None
+
+
+def _family(preset: Preset, options: dict[str, Any]) -> str:
+    family = str(options.get("family", "sd15"))
+    if family not in FAMILIES:
+        raise InvalidInputError(
+            f"preset {preset.id!r}: options.family must be one of {', '.join(FAMILIES)}, "
+            f"got {family!r}"
+        )
+    return family
+
+
+def _max_references(options: dict[str, Any], family: str) -> int:
+    if "max_references" in options:
+        return int(options["max_references"])
+    if family == "svd":
+        return 1  # the first reference is the image it animates when there is no init image
+    return IP_ADAPTER_MAX_REFERENCES if options.get("ip_adapter") else 0
+
+
+def _reference_scale(options: dict[str, Any], request: PreparedRequest) -> float:
+    if "reference_scale" in request.request.model_fields_set:
+        return request.request.reference_scale
+    if "ip_adapter_scale" in options:
+        return float(options["ip_adapter_scale"])
+    return request.request.reference_scale
+
+
+def _snap(size: int) -> int:
+    """The pipelines need multiples of 8; the output is resized back to the exact size."""
+    return max(8, size // 8 * 8)
+
+
+def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.Resampling.LANCZOS)
