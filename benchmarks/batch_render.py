@@ -1,0 +1,137 @@
+"""Batched vs serial rendering, and castbook's overhead over the raw diffusers pipeline.
+
+    .venv/bin/python benchmarks/batch_render.py [--steps 10] [--repeats 5]
+
+On a tiny random-weight SD 1.5 pipeline (the same one the tests build), at 256 px:
+
+1. 8 variants as one batched call (castbook's default) vs 8 serial calls; ratio printed.
+2. castbook's ``run_generation`` for one image vs calling the same loaded diffusers
+   pipeline directly with the same prompt, steps, size and seed; the overhead is printed
+   as a percentage of the raw pipeline time (target ≤ 5 %).
+
+Medians of ``--repeats`` runs, all measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from castbook.generation import (  # noqa: E402
+    Mode,
+    PreparedRequest,
+    Preset,
+    parse_request,
+    run_generation,
+)
+from castbook.generation.diffusers_backend import DiffusersBackend  # noqa: E402
+
+PROMPT = "long black hair, blue eyes, white shirt, silver necklace, at a cafe, morning light"
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", type=int, default=256)
+    options = parser.parse_args()
+
+    import torch
+    from tests.support.tiny_diffusers import make_tiny_sd15
+
+    torch.set_num_threads(torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_tiny_sd15(Path(tmp) / "sd15")
+        preset = Preset(
+            id="bench-tiny-sd15",
+            backend="diffusers",
+            model=str(model),
+            modes=(Mode.T2I,),
+            options={"family": "sd15", "device": "cpu", "dtype": "float32"},
+        )
+        backend = DiffusersBackend(preset)
+
+        def prepared(batch: int, seed: int) -> PreparedRequest:
+            request = parse_request(
+                {"prompt": PROMPT, "width": options.size, "height": options.size,
+                 "steps": options.steps, "batch": batch, "seed": seed}
+            )  # fmt: skip
+            return PreparedRequest(request, PROMPT, "", seed, options=dict(preset.options))
+
+        def castbook_batch() -> None:
+            run_generation(backend, prepared(8, 1), lambda _: None)
+
+        def castbook_serial() -> None:
+            for i in range(8):
+                run_generation(backend, prepared(1, 1 + i), lambda _: None)
+
+        castbook_batch()  # load the pipeline outside the timings
+        batched = median_seconds(castbook_batch, options.repeats)
+        serial = median_seconds(castbook_serial, options.repeats)
+        print(f"tiny SD 1.5, {options.size} px, {options.steps} steps, CPU, "
+              f"median of {options.repeats}")  # fmt: skip
+        print(f"  8 variants, one batched call : {batched * 1000:8.1f} ms "
+              f"({8 / batched:6.1f} images/s)")  # fmt: skip
+        print(f"  8 variants, 8 serial calls   : {serial * 1000:8.1f} ms "
+              f"({8 / serial:6.1f} images/s)")  # fmt: skip
+        print(f"  batched is {serial / batched:.2f}× the serial throughput\n")
+
+        (entry,) = backend_pipelines(backend)
+        pipe = entry
+
+        def raw_pipeline() -> None:
+            generator = torch.Generator("cpu").manual_seed(1)
+            pipe(
+                PROMPT,
+                negative_prompt="",
+                num_inference_steps=options.steps,
+                width=options.size,
+                height=options.size,
+                guidance_scale=7.5,
+                generator=[generator],
+                output_type="pil",
+            )
+
+        def castbook_single() -> None:
+            run_generation(backend, prepared(1, 1), lambda _: None)
+
+        raw_pipeline()
+        # Interleave the two so drifting machine load affects both alike.
+        raw_times, ours_times = [], []
+        for _ in range(options.repeats * 2):
+            raw_times.append(median_seconds(raw_pipeline, 1))
+            ours_times.append(median_seconds(castbook_single, 1))
+        raw, ours = statistics.median(raw_times), statistics.median(ours_times)
+        overhead = 100 * (ours - raw) / raw
+        verdict = "ok" if overhead <= 5 else "MISSED"
+        print(f"  raw diffusers pipeline, 1 image : {raw * 1000:8.1f} ms")
+        print(f"  castbook run_generation, 1 image: {ours * 1000:8.1f} ms")
+        print(f"  castbook overhead: {overhead:+.1f} % of the raw pipeline time "
+              f"(target ≤ 5 %) {verdict}")  # fmt: skip
+
+
+def backend_pipelines(backend: DiffusersBackend) -> list[object]:
+    """The text-to-image pipelines the backend has loaded (the ones castbook really calls)."""
+    return [entry.pipeline for entry in backend.cache.entries()]
+
+
+if __name__ == "__main__":
+    main()
