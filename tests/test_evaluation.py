@@ -300,3 +300,18 @@ def test_a_configured_learned_embedding_is_reported_as_a_component(tmp_path: Pat
     assert 0 <= other.components["learned"] <= 100
     # The headline stays the calibrated appearance score.
     assert same.score == same.components["appearance"]
+
+
+def test_mp4_candidates_are_scored_per_frame(scorer: Scorer, tmp_path: Path) -> None:
+    pytest.importorskip("imageio_ffmpeg")
+    from castbook.generation.base import Video
+    from castbook.generation.outputs import write_mp4
+
+    frames = tuple(character(**ALICE, seed=i) for i in range(5)) + (character(**BOB),)
+    clip = tmp_path / "clip.mp4"
+    write_mp4(Video(frames, fps=6), clip)
+    reference = [scorer.features(character(**ALICE))]
+    (result,) = scorer.score(reference, [clip])
+    assert result.ok, result.error
+    assert len(result.frames) == 6
+    assert result.min_score < 30 and sorted(result.frames)[1] > 70
