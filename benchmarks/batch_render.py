@@ -1,6 +1,9 @@
 """Batched vs serial rendering, and castbook's overhead over the raw diffusers pipeline.
 
     .venv/bin/python benchmarks/batch_render.py [--steps 10] [--repeats 5]
+    # on a GPU: SD 1.5-sized random weights (the real model's compute), 512 px, fp16
+    python benchmarks/batch_render.py --full-size --device cuda --dtype float16 \
+        --size 512 --steps 30
 
 On a tiny random-weight SD 1.5 pipeline (the same one the tests build), at 256 px:
 
@@ -52,20 +55,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--full-size", action="store_true", help="SD 1.5-sized random weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
     options = parser.parse_args()
 
     import torch
-    from tests.support.tiny_diffusers import make_tiny_sd15
+    from tests.support.tiny_diffusers import make_sd15_sized, make_tiny_sd15
 
-    torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_tiny_sd15(Path(tmp) / "sd15")
+        if options.full_size:
+            model = make_sd15_sized(Path(tmp) / "sd15", getattr(torch, options.dtype))
+        else:
+            model = make_tiny_sd15(Path(tmp) / "sd15")
         preset = Preset(
-            id="bench-tiny-sd15",
+            id="bench-sd15",
             backend="diffusers",
             model=str(model),
             modes=(Mode.T2I,),
-            options={"family": "sd15", "device": "cpu", "dtype": "float32"},
+            options={"family": "sd15", "device": options.device, "dtype": options.dtype},
         )
         backend = DiffusersBackend(preset)
 
@@ -86,8 +94,9 @@ def main() -> None:
         castbook_batch()  # load the pipeline outside the timings
         batched = median_seconds(castbook_batch, options.repeats)
         serial = median_seconds(castbook_serial, options.repeats)
-        print(f"tiny SD 1.5, {options.size} px, {options.steps} steps, CPU, "
-              f"median of {options.repeats}")  # fmt: skip
+        kind = "SD 1.5-sized" if options.full_size else "tiny SD 1.5"
+        print(f"{kind}, {options.size} px, {options.steps} steps, {options.device} "
+              f"{options.dtype}, median of {options.repeats}")  # fmt: skip
         print(f"  8 variants, one batched call : {batched * 1000:8.1f} ms "
               f"({8 / batched:6.1f} images/s)")  # fmt: skip
         print(f"  8 variants, 8 serial calls   : {serial * 1000:8.1f} ms "
@@ -98,7 +107,7 @@ def main() -> None:
         pipe = entry
 
         def raw_pipeline() -> None:
-            generator = torch.Generator("cpu").manual_seed(1)
+            generator = torch.Generator("cpu").manual_seed(1)  # as castbook does
             pipe(
                 PROMPT,
                 negative_prompt="",

@@ -365,3 +365,56 @@ def make_tiny_svd(path: Path | str) -> Path:
     )
     pipe.save_pretrained(path)
     return path
+
+
+def make_sd15_sized(path: Path | str, dtype: torch.dtype = torch.float16) -> Path:
+    """An SD 1.5-*sized* pipeline with random weights (same compute as the real model).
+
+    For throughput measurements on a GPU without downloading weights: UNet 320/640/1280/1280
+    with 768-wide cross-attention, the SD VAE, a 12-layer 768-wide CLIP text encoder. The
+    pictures are noise; the time per step is the real model's. Saved in ``dtype`` (~2 GB in
+    fp16).
+    """
+    path = Path(path)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            **{
+                **_TEXT,
+                "hidden_size": 768,
+                "intermediate_size": 3072,
+                "num_attention_heads": 12,
+                "num_hidden_layers": 12,
+                "projection_dim": 768,
+            }
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        scheduler=DDIMScheduler(**_SD_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(dtype)
+    pipe.save_pretrained(path)
+    return path
