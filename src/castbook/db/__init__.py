@@ -1,6 +1,23 @@
 """The relational store: SQLAlchemy models, engine set-up and Alembic migrations."""
 
 from castbook.db.database import Database
-from castbook.db.schema import Base, CharacterRow, ImageFeaturesRow, ReferenceImageRow
+from castbook.db.schema import (
+    ApiKeyRow,
+    Base,
+    CharacterRow,
+    ImageFeaturesRow,
+    JobOutputRow,
+    JobRow,
+    ReferenceImageRow,
+)
 
-__all__ = ["Base", "CharacterRow", "Database", "ImageFeaturesRow", "ReferenceImageRow"]
+__all__ = [
+    "ApiKeyRow",
+    "Base",
+    "CharacterRow",
+    "Database",
+    "ImageFeaturesRow",
+    "JobOutputRow",
+    "JobRow",
+    "ReferenceImageRow",
+]

@@ -16,7 +16,14 @@ from castbook import __version__
 from castbook.errors import MissingDependencyError
 from castbook.generation.base import GenerationResult, PreparedRequest, Video
 
-__all__ = ["SavedOutput", "generation_parameters", "read_parameters", "save_result"]
+__all__ = [
+    "SavedOutput",
+    "encode_mp4",
+    "encode_png",
+    "generation_parameters",
+    "read_parameters",
+    "save_result",
+]
 
 PARAMETERS_KEY = "castbook"
 
@@ -78,12 +85,8 @@ def save_result(
     stem = stem or datetime.now(UTC).strftime("castbook-%Y%m%d-%H%M%S")
     saved: list[SavedOutput] = []
     for index, image in enumerate(result.images):
-        parameters = generation_parameters(prepared, result, index)
-        info = PngInfo()
-        info.add_text("parameters", _a1111_line(parameters))
-        info.add_itxt(PARAMETERS_KEY, json.dumps(parameters, ensure_ascii=False))
         path = _free_path(folder / f"{stem}-{result.seed}-{index + 1}.png")
-        image.save(path, pnginfo=info)
+        path.write_bytes(encode_png(image, generation_parameters(prepared, result, index)))
         saved.append(SavedOutput(path, "image", result.seed))
     for index, video in enumerate(result.videos):
         path = _free_path(folder / f"{stem}-{result.seed}-{index + 1}.mp4")
@@ -94,6 +97,27 @@ def save_result(
             write_gif(video, gif_path)
             saved.append(SavedOutput(gif_path, "gif", result.seed))
     return saved
+
+
+def encode_png(image: Image.Image, parameters: dict[str, Any]) -> bytes:
+    """PNG bytes that carry ``parameters`` (A1111-style text chunk + castbook JSON chunk)."""
+    import io
+
+    info = PngInfo()
+    info.add_text("parameters", _a1111_line(parameters))
+    info.add_itxt(PARAMETERS_KEY, json.dumps(parameters, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def encode_mp4(video: Video) -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="castbook-video-") as tmp:
+        path = Path(tmp) / "video.mp4"
+        write_mp4(video, path)
+        return path.read_bytes()
 
 
 def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from castbook.blobs import BlobStore
-from castbook.db import CharacterRow, Database, ImageFeaturesRow, ReferenceImageRow
+from castbook.db import CharacterRow, Database, ImageFeaturesRow, JobOutputRow, ReferenceImageRow
 from castbook.errors import (
     CharacterNotFoundError,
     DuplicateNameError,
@@ -364,6 +364,12 @@ class CharacterLibrary:
             )
         ):
             referenced.update((sha, thumb))
+        # Images a job produced keep their blob too (a result may equal a reference).
+        referenced.update(
+            session.scalars(
+                select(JobOutputRow.sha256).where(JobOutputRow.sha256.in_(candidates))
+            )
+        )
         unreferenced = sorted(candidates - referenced)
         for blob_id in unreferenced:
             self.blobs.delete(blob_id)

@@ -1,0 +1,66 @@
+"""What executors share: the handler signature, the per-job context, running one job."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from castbook.errors import CastbookError, GenerationCancelled
+from castbook.jobs.store import Job, JobOutput, JobStore
+
+__all__ = ["Executor", "JobContext", "JobHandler", "run_job"]
+
+log = logging.getLogger("castbook.jobs")
+
+
+@dataclass
+class JobContext:
+    """Given to a handler: report progress (which is also where cancellation arrives)."""
+
+    job: Job
+    store: JobStore
+
+    def progress(self, step: int, total: int, message: str = "") -> None:
+        if self.store.progress(self.job.id, step, total, message):
+            raise GenerationCancelled(f"task {self.job.id} was cancelled")
+
+
+# A handler does the work of one kind of job and returns its outputs and a result summary.
+JobHandler = Callable[[Job, JobContext], tuple[list[JobOutput], dict[str, Any]]]
+
+
+class Executor(Protocol):
+    """Runs queued jobs somewhere: threads in this process, or Celery workers."""
+
+    def start(self) -> None: ...
+
+    def submit(self, job: Job) -> None: ...
+
+    def shutdown(self, wait: bool = True) -> None: ...
+
+
+def run_job(
+    store: JobStore, handlers: Mapping[str, JobHandler], job_id: str, worker: str
+) -> Job | None:
+    """Claim and run one queued job, recording how it ended. None if it was not queued."""
+    job = store.start(job_id, worker)
+    if job is None:
+        return None
+    handler = handlers.get(job.kind)
+    if handler is None:
+        return store.fail(job.id, f"no handler for tasks of kind {job.kind!r} on {worker}")
+    try:
+        outputs, result = handler(job, JobContext(job, store))
+    except GenerationCancelled:
+        return store.mark_cancelled(job.id)
+    except CastbookError as exc:
+        return store.fail(job.id, str(exc), {"type": type(exc).__name__})
+    except Exception as exc:  # a bug or a library failure: keep the job honest, log the rest
+        log.error("task %s failed:\n%s", job.id, traceback.format_exc())
+        return store.fail(
+            job.id, f"internal error: {type(exc).__name__}: {exc}", {"type": type(exc).__name__}
+        )
+    return store.succeed(job.id, outputs, result)

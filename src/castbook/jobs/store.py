@@ -1,0 +1,358 @@
+"""Job records: the database row is the source of truth for status, progress and results.
+
+Status moves ``queued → running → succeeded | failed | cancelled``. Every transition is a
+short write transaction guarded by the current status, so two executors can never both
+start the same job, and a job is never left "running" by a process that died: ``recover``
+re-queues it (bounded attempts) or fails it with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+
+from castbook.db import Database, JobOutputRow, JobRow
+from castbook.errors import NotFoundError
+from castbook.settings import DEFAULT_OWNER
+
+__all__ = ["TERMINAL", "Job", "JobOutput", "JobStatus", "JobStore"]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """A result file of a job; ``sha256`` names its blob."""
+
+    sha256: str
+    kind: str  # "image" | "video"
+    media_type: str
+    width: int
+    height: int
+    seed: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.sha256,
+            "kind": self.kind,
+            "media_type": self.media_type,
+            "width": self.width,
+            "height": self.height,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    owner: str
+    kind: str
+    queue: str
+    status: JobStatus
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    error_data: dict[str, Any] | None
+    progress_step: int
+    progress_total: int
+    progress_message: str
+    attempts: int
+    cancel_requested: bool
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    outputs: tuple[JobOutput, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def seconds(self) -> float | None:
+        """Run time so far (or in all, once finished)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(UTC)
+        return round((end - self.started_at).total_seconds(), 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "queue": self.queue,
+            "status": self.status.value,
+            "progress": {
+                "step": self.progress_step,
+                "total": self.progress_total,
+                "message": self.progress_message,
+            },
+            "input": self.input,
+            "result": self.result,
+            "outputs": [output.to_json() for output in self.outputs],
+            "error": self.error,
+            "error_data": self.error_data,
+            "attempts": self.attempts,
+            "cancel_requested": self.cancel_requested,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "seconds": self.seconds,
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # ---- creating and reading -----------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        kind: str,
+        input: dict[str, Any],
+        owner: str = DEFAULT_OWNER,
+        queue: str = "default",
+    ) -> Job:
+        now = _now()
+        row = JobRow(
+            id=uuid.uuid4().hex,
+            owner=owner,
+            kind=kind,
+            queue=queue,
+            status=JobStatus.QUEUED.value,
+            input=input,
+            progress_step=0,
+            progress_total=0,
+            progress_message="queued",
+            attempts=0,
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+        with self.database.session() as session:
+            session.add(row)
+            session.commit()
+            return _to_job(row)
+
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; a job of another owner is reported as missing, never as forbidden."""
+        with self.database.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFoundError(f"no task {job_id!r}")
+            return _to_job(row)
+
+    def list(self, owner: str, *, limit: int = 50, status: str | None = None) -> list[Job]:
+        query = select(JobRow).where(JobRow.owner == owner)
+        if status is not None:
+            query = query.where(JobRow.status == status)
+        query = query.order_by(JobRow.created_at.desc()).limit(limit)
+        with self.database.session() as session:
+            return [_to_job(row) for row in session.scalars(query)]
+
+    def ids_with_status(self, status: JobStatus, queue: str | None = None) -> list[str]:
+        query = select(JobRow.id).where(JobRow.status == status.value)
+        if queue is not None:
+            query = query.where(JobRow.queue == queue)
+        with self.database.session() as session:
+            return list(session.scalars(query.order_by(JobRow.created_at)))
+
+    # ---- transitions (each guarded by the status it expects) --------------------------------
+
+    def start(self, job_id: str, worker: str) -> Job | None:
+        """queued → running; None when the job is no longer queued (cancelled, taken)."""
+        now = _now()
+        with self.database.session() as session:
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    attempts=JobRow.attempts + 1,
+                    worker=worker,
+                    started_at=now,
+                    updated_at=now,
+                    progress_message="running",
+                )
+            ).rowcount
+            session.commit()
+        return self.get(job_id) if changed else None
+
+    def progress(self, job_id: str, step: int, total: int, message: str = "") -> bool:
+        """Record progress; returns True when the user asked to cancel the job."""
+        with self.database.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .values(
+                    progress_step=step,
+                    progress_total=total,
+                    progress_message=message,
+                    updated_at=_now(),
+                )
+            )
+            session.commit()
+            return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+    def succeed(
+        self, job_id: str, outputs: Sequence[JobOutput], result: dict[str, Any] | None = None
+    ) -> Job:
+        with self.database.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NotFoundError(f"no task {job_id!r}")
+            row.status = JobStatus.SUCCEEDED.value
+            row.result = result or {}
+            row.finished_at = row.updated_at = _now()
+            row.progress_step = row.progress_total or row.progress_step
+            row.progress_message = "done"
+            row.outputs = [
+                JobOutputRow(
+                    position=i,
+                    sha256=o.sha256,
+                    kind=o.kind,
+                    media_type=o.media_type,
+                    width=o.width,
+                    height=o.height,
+                    seed=o.seed,
+                )
+                for i, o in enumerate(outputs)
+            ]
+            session.commit()
+        return self.get(job_id)
+
+    def fail(self, job_id: str, error: str, error_data: dict[str, Any] | None = None) -> Job:
+        return self._finish(job_id, JobStatus.FAILED, error=error, error_data=error_data)
+
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Cancel: a queued job at once, a running one at its next step."""
+        job = self.get(job_id, owner)
+        if job.status == JobStatus.QUEUED:
+            with self.database.session() as session:
+                session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                    .values(
+                        status=JobStatus.CANCELLED.value,
+                        cancel_requested=True,
+                        finished_at=_now(),
+                        updated_at=_now(),
+                        progress_message="cancelled",
+                    )
+                )
+                session.commit()
+        elif job.status == JobStatus.RUNNING:
+            with self.database.session() as session:
+                session.execute(
+                    update(JobRow).where(JobRow.id == job_id).values(cancel_requested=True)
+                )
+                session.commit()
+        return self.get(job_id)
+
+    def mark_cancelled(self, job_id: str) -> Job:
+        return self._finish(job_id, JobStatus.CANCELLED, error=None)
+
+    def recover(
+        self, *, max_attempts: int, queue: str | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Jobs left "running" by a process that died: re-queue, or fail after max_attempts.
+
+        Call it when an executor starts, before it takes new work.
+        """
+        requeued: list[str] = []
+        failed: list[str] = []
+        with self.database.session() as session:
+            query = select(JobRow).where(JobRow.status == JobStatus.RUNNING.value)
+            if queue is not None:
+                query = query.where(JobRow.queue == queue)
+            for row in session.scalars(query):
+                row.updated_at = _now()
+                if row.cancel_requested:
+                    row.status = JobStatus.CANCELLED.value
+                    row.finished_at = row.updated_at
+                    failed.append(row.id)
+                elif row.attempts < max_attempts:
+                    row.status = JobStatus.QUEUED.value
+                    row.progress_message = (
+                        f"re-queued after the worker stopped (attempt {row.attempts})"
+                    )
+                    requeued.append(row.id)
+                else:
+                    row.status = JobStatus.FAILED.value
+                    row.error = (
+                        f"the worker running this task stopped {row.attempts} time(s); giving up"
+                    )
+                    row.finished_at = row.updated_at
+                    failed.append(row.id)
+            session.commit()
+        return requeued, failed
+
+    def _finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: str | None,
+        error_data: dict[str, Any] | None = None,
+    ) -> Job:
+        with self.database.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NotFoundError(f"no task {job_id!r}")
+            row.status = status.value
+            row.error = error
+            row.error_data = error_data
+            row.finished_at = row.updated_at = _now()
+            row.progress_message = status.value
+            session.commit()
+        return self.get(job_id)
+
+
+def _to_job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        owner=row.owner,
+        kind=row.kind,
+        queue=row.queue,
+        status=JobStatus(row.status),
+        input=row.input,
+        result=row.result,
+        error=row.error,
+        error_data=row.error_data,
+        progress_step=row.progress_step,
+        progress_total=row.progress_total,
+        progress_message=row.progress_message,
+        attempts=row.attempts,
+        cancel_requested=row.cancel_requested,
+        worker=row.worker,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        updated_at=row.updated_at,
+        outputs=tuple(
+            JobOutput(o.sha256, o.kind, o.media_type, o.width, o.height, o.seed)
+            for o in row.outputs
+        ),
+    )

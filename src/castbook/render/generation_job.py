@@ -1,0 +1,87 @@
+"""The ``generation`` job kind: run a GenerationRequest and keep its outputs as blobs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from castbook.blobs import BlobStore
+from castbook.db import Database
+from castbook.generation import (
+    Backend,
+    GenerationRequest,
+    Mode,
+    apply_preset,
+    create_backend,
+    load_presets,
+    parse_request,
+    prepare_request,
+    run_generation,
+)
+from castbook.generation.outputs import encode_mp4, encode_png, generation_parameters
+from castbook.jobs import Job, JobContext, JobOutput
+from castbook.library import CharacterLibrary
+from castbook.settings import Settings
+
+__all__ = ["GENERATION", "GenerationJobs", "generation_job_input"]
+
+GENERATION = "generation"
+
+
+def generation_job_input(request: GenerationRequest, preset_id: str) -> dict[str, Any]:
+    """What a generation job row stores: the request (ids, never pixels) and the preset."""
+    return {"request": request.model_dump(mode="json", exclude_unset=True), "preset": preset_id}
+
+
+class GenerationJobs:
+    """Handler for generation jobs. Keeps backends (and their loaded models) between jobs."""
+
+    def __init__(self, settings: Settings, database: Database, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.database = database
+        self.blobs = blobs
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, preset_id: str) -> Backend:
+        catalog = load_presets(self.settings.home)
+        preset = catalog.get(preset_id)
+        with self._lock:
+            if preset_id not in self._backends:
+                self._backends[preset_id] = create_backend(preset)
+            return self._backends[preset_id]
+
+    def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
+        preset = load_presets(self.settings.home).get(job.input["preset"])
+        request = apply_preset(parse_request(job.input["request"]), preset)
+        library = CharacterLibrary(self.database, self.blobs, owner=job.owner)
+        prepared = prepare_request(request, preset, library=library)
+        context.progress(0, request.steps, "loading model")
+        result = run_generation(
+            self.backend(preset.id),
+            prepared,
+            lambda event: context.progress(event.step, event.total, event.message),
+        )
+        outputs: list[JobOutput] = []
+        for index, image in enumerate(result.images):
+            data = encode_png(image, generation_parameters(prepared, result, index))
+            sha = self.blobs.put(data)[0]
+            seed = (result.metadata.get("seeds") or [None] * (index + 1))[index]
+            outputs.append(JobOutput(sha, "image", "image/png", image.width, image.height, seed))
+        for video in result.videos:
+            sha = self.blobs.put(encode_mp4(video))[0]
+            width, height = video.frames[0].size
+            outputs.append(JobOutput(sha, "video", "video/mp4", width, height, result.seed))
+        summary = {
+            "seed": result.seed,
+            "prompt": prepared.prompt,
+            "negative_prompt": prepared.negative_prompt,
+            "mode": request.mode.value if isinstance(request.mode, Mode) else request.mode,
+            "preset": preset.id,
+            "metadata": {k: v for k, v in result.metadata.items() if _plain(v)},
+        }
+        return outputs, summary
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
