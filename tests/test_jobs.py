@@ -1,0 +1,170 @@
+"""Jobs: guarded transitions, crash recovery, and the local executor running real work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from castbook.blobs import BlobStore
+from castbook.db import Database
+from castbook.errors import FieldError, NotFoundError
+from castbook.jobs import JobContext, JobOutput, JobStatus, JobStore, LocalExecutor, run_job
+
+
+@pytest.fixture
+def store(database_url: str) -> JobStore:
+    return JobStore(Database(database_url))
+
+
+def test_jobs_belong_to_their_owner(store: JobStore) -> None:
+    job = store.create(kind="demo", input={"x": 1}, owner="alice")
+    assert store.get(job.id, "alice").input == {"x": 1}
+    with pytest.raises(NotFoundError):
+        store.get(job.id, "bob")
+    assert [j.id for j in store.list("alice")] == [job.id]
+    assert store.list("bob") == []
+    assert job.status == JobStatus.QUEUED and job.to_json()["progress"]["message"] == "queued"
+
+
+def test_a_job_starts_once(store: JobStore) -> None:
+    job = store.create(kind="demo", input={})
+    first = store.start(job.id, "w1")
+    assert first is not None and first.status == JobStatus.RUNNING and first.attempts == 1
+    assert store.start(job.id, "w2") is None
+
+
+def handlers_that(outcome: str):
+    def handler(job, context: JobContext):
+        context.progress(1, 3, "working")
+        if outcome == "bad-input":
+            raise FieldError("steps", "must be between 1 and 50")
+        if outcome == "crash":
+            raise RuntimeError("boom")
+        context.progress(3, 3, "done")
+        return [JobOutput("a" * 64, "image", "image/png", 8, 8, 1)], {"seed": 1}
+
+    return {"demo": handler}
+
+
+def test_run_job_records_success_failure_and_crashes(store: JobStore) -> None:
+    ok = run_job(store, handlers_that("ok"), store.create(kind="demo", input={}).id, "w")
+    assert ok.status == JobStatus.SUCCEEDED and ok.result == {"seed": 1}
+    assert ok.outputs[0].sha256 == "a" * 64 and ok.progress_step == 3
+    bad = run_job(store, handlers_that("bad-input"), store.create(kind="demo", input={}).id, "w")
+    assert bad.status == JobStatus.FAILED and bad.error == "steps: must be between 1 and 50"
+    assert bad.error_data == {"type": "FieldError"}
+    crash = run_job(store, handlers_that("crash"), store.create(kind="demo", input={}).id, "w")
+    assert crash.status == JobStatus.FAILED and "internal error: RuntimeError: boom" in crash.error
+    unknown = run_job(store, handlers_that("ok"), store.create(kind="other", input={}).id, "w")
+    assert unknown.status == JobStatus.FAILED and "no handler" in unknown.error
+
+
+def test_cancelling(store: JobStore) -> None:
+    queued = store.create(kind="demo", input={})
+    assert store.cancel(queued.id).status == JobStatus.CANCELLED
+    assert run_job(store, handlers_that("ok"), queued.id, "w") is None  # never started
+
+    running = store.create(kind="demo", input={})
+    store.start(running.id, "w")
+    assert store.cancel(running.id).cancel_requested
+    assert store.progress(running.id, 1, 2) is True
+
+    def handler(job, context):
+        store.cancel(job.id)
+        context.progress(1, 2)
+        raise AssertionError("the progress call should have cancelled the job")
+
+    job = store.create(kind="demo", input={})
+    assert run_job(store, {"demo": handler}, job.id, "w").status == JobStatus.CANCELLED
+
+
+def test_recover_requeues_then_gives_up(store: JobStore) -> None:
+    job = store.create(kind="demo", input={})
+    store.start(job.id, "dead-worker")
+    assert store.recover(max_attempts=2) == ([job.id], [])
+    assert store.get(job.id).status == JobStatus.QUEUED
+    store.start(job.id, "dead-again")
+    assert store.recover(max_attempts=2) == ([], [job.id])
+    failed = store.get(job.id)
+    assert failed.status == JobStatus.FAILED and "stopped 2 time(s)" in failed.error
+
+
+def test_recover_finishes_a_cancel_the_dead_worker_never_saw(store: JobStore) -> None:
+    job = store.create(kind="demo", input={})
+    store.start(job.id, "w")
+    store.cancel(job.id)
+    store.recover(max_attempts=3)
+    assert store.get(job.id).status == JobStatus.CANCELLED
+
+
+def test_local_executor_picks_up_queued_and_recovered_jobs(store: JobStore) -> None:
+    waiting = store.create(kind="demo", input={})
+    orphan = store.create(kind="demo", input={})
+    store.start(orphan.id, "a process that died")
+    executor = LocalExecutor(store, handlers_that("ok"), workers=2)
+    executor.start()
+    try:
+        fresh = store.create(kind="demo", input={})
+        executor.submit(fresh)
+        for job in (waiting, orphan, fresh):
+            assert executor.wait(job.id, timeout=10).status == JobStatus.SUCCEEDED
+        assert store.get(orphan.id).attempts == 2
+    finally:
+        executor.shutdown()
+
+
+def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    from castbook.generation import parse_request, read_parameters
+    from castbook.library import CharacterLibrary, ImageInput
+    from castbook.render import GenerationJobs, generation_job_input
+    from castbook.settings import Settings
+    from tests.conftest import make_image_bytes
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT, make_tiny_ip_adapter, make_tiny_sd15
+
+    home = tmp_path / "home"
+    home.mkdir()
+    model, adapter = make_tiny_sd15(tmp_path / "sd15"), make_tiny_ip_adapter(tmp_path / "ip")
+    (home / "presets.toml").write_text(
+        f'[presets.tiny]\nbackend = "diffusers"\nmodel = "{model}"\n'
+        "defaults = { width = 256, height = 256, steps = 2 }\n"
+        f'[presets.tiny.options]\nfamily = "sd15"\nip_adapter = "{adapter}"\n'
+        f'ip_adapter_subfolder = ""\nip_adapter_weight = "{IP_ADAPTER_WEIGHT}"\n'
+    )
+    settings = Settings.for_home(home)
+    database, blobs = Database(settings.database_url), BlobStore(settings.blob_dir)
+    library = CharacterLibrary(database, blobs, owner="alice")
+    library.create(
+        {"name": "Alice", "style_prompt": "long black hair"},
+        [ImageInput(make_image_bytes((200, 30, 30)), "a.png")],
+    )
+    store = JobStore(database)
+    request = parse_request({"prompt": "at a cafe", "characters": ["Alice"], "batch": 2, "seed": 3})
+    job = store.create(
+        kind="generation", input=generation_job_input(request, "tiny"), owner="alice"
+    )
+    executor = LocalExecutor(store, {"generation": GenerationJobs(settings, database, blobs)})
+    executor.start()
+    try:
+        done = executor.wait(job.id, timeout=60)
+    finally:
+        executor.shutdown()
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.result["prompt"] == "long black hair, at a cafe" and done.result["seed"] == 3
+    assert [o.kind for o in done.outputs] == ["image", "image"]
+    assert [o.seed for o in done.outputs] == [3, 4]
+    png = tmp_path / "out.png"
+    png.write_bytes(blobs.get(done.outputs[0].sha256))
+    assert read_parameters(png)["characters"] == ["Alice"]
+    # A character of another owner is not visible to this owner's job.
+    other = store.create(
+        kind="generation", input=generation_job_input(request, "tiny"), owner="bob"
+    )
+    executor = LocalExecutor(store, {"generation": GenerationJobs(settings, database, blobs)})
+    executor.start()
+    try:
+        failed = executor.wait(other.id, timeout=60)
+    finally:
+        executor.shutdown()
+    assert failed.status == JobStatus.FAILED and "no character named 'Alice'" in failed.error
