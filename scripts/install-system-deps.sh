@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite needs: PostgreSQL server binaries
-# (initdb, pg_ctl, postgres). The tests start their own throwaway servers, so the
-# distribution's cluster/service is not needed and is not started here.
+# Install the Debian packages the test suite runs for real: the PostgreSQL server
+# (initdb, pg_ctl, postgres) and redis-server. The tests start their own throwaway servers,
+# so the distribution's services are not needed and are not started here.
 #
-# Idempotent and quick when everything is present. Without root (and no sudo) it
-# prints what to do and exits 0 so the PostgreSQL tests skip -- unless CI=true,
-# where PostgreSQL is mandatory and this exits 1.
+# Idempotent and quick when everything is present. Without root (and no sudo) it prints
+# what to do and exits 0 so those tests skip -- unless CI=true, where they are mandatory
+# and this exits 1.
 set -euo pipefail
 
 me="install-system-deps"
@@ -28,15 +28,18 @@ find_initdb() {
 
 give_up() {
     if is_ci; then
-        echo "$me: ERROR: $1 (CI=true: PostgreSQL is required)" >&2
+        echo "$me: ERROR: $1 (CI=true: these servers are required)" >&2
         exit 1
     fi
-    echo "$me: $1; PostgreSQL tests will be skipped" >&2
+    echo "$me: $1; the tests that need them will be skipped" >&2
     exit 0
 }
 
-if initdb_path="$(find_initdb)"; then
-    echo "$me: PostgreSQL server binaries already present ($initdb_path); nothing to do"
+missing=()
+find_initdb >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "$me: PostgreSQL and Redis server binaries already present; nothing to do"
     exit 0
 fi
 
@@ -45,11 +48,10 @@ if [[ "$(id -u)" -eq 0 ]]; then
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     sudo=(sudo -n)
 else
-    give_up "PostgreSQL is not installed and this is not root (no passwordless sudo); run: apt-get install postgresql"
+    give_up "${missing[*]} not installed and this is not root (no passwordless sudo); run: apt-get install ${missing[*]}"
 fi
-
 if ! command -v apt-get >/dev/null 2>&1; then
-    give_up "PostgreSQL is not installed and apt-get is not available; install the PostgreSQL server (initdb, pg_ctl, postgres) by hand"
+    give_up "${missing[*]} not installed and apt-get is not available; install them by hand"
 fi
 
 log="$(mktemp -t install-system-deps.XXXXXX.log)"
@@ -57,15 +59,14 @@ trap 'rm -f "$log"' EXIT
 if ! {
     "${sudo[@]}" apt-get update &&
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends postgresql
+            apt-get install -y --no-install-recommends "${missing[@]}"
 } >"$log" 2>&1; then
     tail -n 40 "$log" >&2
-    give_up "apt-get install postgresql failed (output above)"
+    give_up "apt-get install ${missing[*]} failed (output above)"
 fi
-
-if ! initdb_path="$(find_initdb)"; then
+if ! find_initdb >/dev/null || ! command -v redis-server >/dev/null 2>&1; then
     tail -n 40 "$log" >&2
-    echo "$me: ERROR: installed postgresql but initdb is still not found" >&2
+    echo "$me: ERROR: installed ${missing[*]} but a server binary is still missing" >&2
     exit 1
 fi
-echo "$me: installed PostgreSQL via apt-get ($initdb_path)"
+echo "$me: installed ${missing[*]} via apt-get"
