@@ -108,23 +108,10 @@ def evaluate(
 
 
 def _character_references(scorer: object, name: str) -> list:
-    from castbook.evaluation import ImageFeatures
+    from castbook.render.references import character_reference_features
 
     library = open_library()
-    character = library.get(name)
-    if not character.images:
-        raise InvalidInputError(f"{character.name} has no reference images to score against")
-    references = []
-    key = scorer.key  # type: ignore[attr-defined]
-    for image in character.images:
-        stored = library.stored_features(image, key)
-        if stored is not None:
-            references.append(ImageFeatures.from_json(stored))
-            continue
-        features = scorer.features(library.image_bytes(image), f"{character.name} reference")  # type: ignore[attr-defined]
-        library.store_features(image, key, features.to_json())
-        references.append(features)
-    return references
+    return character_reference_features(library, scorer, library.get(name))  # type: ignore[arg-type]
 
 
 def _print_table(reference: str, scores: list, best: str | None, min_score: float | None) -> None:

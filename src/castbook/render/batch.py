@@ -1,0 +1,201 @@
+"""Batch Render: N prompt variants of the same characters, each scored, the best picked.
+
+The consistency gate re-renders any variant scoring under ``min_score`` with a new seed, up
+to ``max_attempts`` renders in all, and keeps the best attempt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from castbook.errors import FieldError
+from castbook.evaluation import ImageFeatures, Scorer, compare
+from castbook.generation import (
+    Backend,
+    Preset,
+    apply_preset,
+    parse_request,
+    prepare_request,
+    run_generation,
+)
+from castbook.generation.base import Progress
+from castbook.library import Character, CharacterLibrary
+from castbook.render.references import character_reference_features
+
+__all__ = [
+    "DEFAULT_MAX_VARIANTS",
+    "BatchRender",
+    "BatchRenderResult",
+    "VariantResult",
+    "render_batch",
+]
+
+DEFAULT_MAX_VARIANTS = 8
+# Seeds of re-rolls are spread far from the first attempts' (which use seed, seed+1 …).
+_REROLL_STRIDE = 100_003
+
+
+@dataclass(frozen=True)
+class BatchRender:
+    """What the user asked for. ``request`` holds the other GenerationRequest fields."""
+
+    characters: tuple[str, ...]
+    prompts: tuple[str, ...]
+    preset: str
+    request: dict[str, Any] = field(default_factory=dict)
+    min_score: float | None = None
+    max_attempts: int = 1
+    max_variants: int = DEFAULT_MAX_VARIANTS
+
+    def validate(self) -> None:
+        if not self.prompts:
+            raise FieldError("prompts", "give at least one prompt variant")
+        if len(self.prompts) > self.max_variants:
+            raise FieldError(
+                "prompts", f"{len(self.prompts)} variants; the limit is {self.max_variants}"
+            )
+        if not self.characters:
+            raise FieldError("characters", "a batch render needs at least one character")
+        if not 1 <= self.max_attempts <= 10:
+            raise FieldError("max_attempts", f"must be between 1 and 10, got {self.max_attempts}")
+        if self.min_score is not None and not 0 <= self.min_score <= 100:
+            raise FieldError("min_score", f"must be between 0 and 100, got {self.min_score}")
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    index: int
+    prompt: str
+    image: Image.Image
+    seed: int
+    score: float  # the weakest character's score: the variant is as consistent as that
+    scores: dict[str, float]  # per character
+    attempts: int
+    attempt_scores: tuple[float, ...]
+    passed: bool | None  # against min_score; None without a gate
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class BatchRenderResult:
+    variants: tuple[VariantResult, ...]
+    final_prompts: tuple[str, ...]
+
+    @property
+    def best(self) -> VariantResult:
+        return next(v for v in self.variants if v.best)
+
+    @property
+    def rerolls(self) -> int:
+        return sum(v.attempts - 1 for v in self.variants)
+
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def render_batch(
+    spec: BatchRender,
+    *,
+    library: CharacterLibrary,
+    preset: Preset,
+    backend: Backend,
+    scorer: Scorer,
+    progress: ProgressFn | None = None,
+    concurrency: int | None = None,
+) -> BatchRenderResult:
+    """Render, score and (with a gate) re-roll every variant; mark the most consistent."""
+    spec.validate()
+    report = progress or (lambda done, total, message: None)
+    characters = [library.get(name) for name in spec.characters]
+    references = {c.name: character_reference_features(library, scorer, c) for c in characters}
+    base_seed = spec.request.get("seed")
+    prepared_first = []
+    for index, prompt in enumerate(spec.prompts):
+        values = {**spec.request, "prompt": prompt, "characters": list(spec.characters), "batch": 1}
+        if base_seed is not None:
+            values["seed"] = base_seed + index
+        request = apply_preset(parse_request(values), preset)
+        prepared_first.append(prepare_request(request, preset, library=library))
+
+    total = len(spec.prompts)
+    done = 0
+    lock = threading.Lock()
+
+    def render_variant(index: int) -> VariantResult:
+        nonlocal done
+        prepared = prepared_first[index]
+        attempts: list[tuple[float, dict[str, float], Image.Image, int]] = []
+        for attempt in range(spec.max_attempts):
+            seed = prepared.seed + attempt * _REROLL_STRIDE
+            this = prepared if attempt == 0 else _with_seed(prepared, seed)
+            result = run_generation(backend, this, _no_step_progress)
+            image = result.images[0]
+            scores = _score(scorer, references, characters, image)
+            attempts.append((min(scores.values()), scores, image, seed))
+            if spec.min_score is None or min(scores.values()) >= spec.min_score:
+                break
+            with lock:
+                report(done, total, f"variant {index + 1} scored {attempts[-1][0]:.0f}; re-rolling")
+        best_score, scores, image, seed = max(attempts, key=lambda a: a[0])
+        with lock:
+            done += 1
+            report(done, total, f"running {done}/{total}")
+        return VariantResult(
+            index=index,
+            prompt=spec.prompts[index],
+            image=image,
+            seed=seed,
+            score=best_score,
+            scores=scores,
+            attempts=len(attempts),
+            attempt_scores=tuple(round(a[0], 2) for a in attempts),
+            passed=None if spec.min_score is None else best_score >= spec.min_score,
+        )
+
+    report(0, total, f"running 0/{total}")
+    workers = concurrency or _concurrency(backend, total)
+    with ThreadPoolExecutor(workers, thread_name_prefix="castbook-variant") as pool:
+        variants = list(pool.map(render_variant, range(total)))
+    best = max(range(total), key=lambda i: (variants[i].score, -i))
+    marked = tuple(
+        VariantResult(**{**v.__dict__, "best": i == best}) for i, v in enumerate(variants)
+    )
+    return BatchRenderResult(marked, tuple(p.prompt for p in prepared_first))
+
+
+def _concurrency(backend: Backend, variants: int) -> int:
+    # Remote backends work in parallel on their side; a local pipeline runs one call at a
+    # time, so more threads there would only queue on its lock.
+    return min(variants, 4) if backend.name in ("openai", "comfyui") else 1
+
+
+def _with_seed(prepared: Any, seed: int) -> Any:
+    from dataclasses import replace
+
+    return replace(prepared, seed=seed % 2**32)
+
+
+def _no_step_progress(_: Progress) -> None:
+    return None
+
+
+def _score(
+    scorer: Scorer,
+    references: dict[str, list[ImageFeatures]],
+    characters: Sequence[Character],
+    image: Image.Image,
+) -> dict[str, float]:
+    features = scorer.features(image)  # once, whatever the number of characters
+    return {
+        character.name: max(
+            compare(reference, features, scorer.calibration).score
+            for reference in references[character.name]
+        )
+        for character in characters
+    }

@@ -1,0 +1,122 @@
+"""Batch Render and the consistency gate, end to end on the tiny diffusers model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from castbook.errors import FieldError
+from castbook.evaluation import Scorer
+from castbook.library import CharacterLibrary, ImageInput
+from castbook.render.batch import BatchRender, render_batch
+from tests.test_evaluation import ALICE, BOB, character, png_bytes
+
+pytest.importorskip("diffusers")
+from castbook.generation import Mode, Preset
+from castbook.generation.diffusers_backend import DiffusersBackend
+from tests.support.tiny_diffusers import (
+    IP_ADAPTER_WEIGHT,
+    make_tiny_ip_adapter,
+    make_tiny_sd15,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Preset, DiffusersBackend]:
+    root = tmp_path_factory.mktemp("tiny")
+    preset = Preset(
+        id="tiny",
+        backend="diffusers",
+        model=str(make_tiny_sd15(root / "sd15")),
+        modes=(Mode.T2I, Mode.I2I),
+        defaults={"width": 256, "height": 256, "steps": 2},
+        options={
+            "family": "sd15",
+            "ip_adapter": str(make_tiny_ip_adapter(root / "ip")),
+            "ip_adapter_subfolder": "",
+            "ip_adapter_weight": IP_ADAPTER_WEIGHT,
+            "image_encoder_folder": "image_encoder",
+        },
+    )
+    return preset, DiffusersBackend(preset)
+
+
+@pytest.fixture
+def characters(tmp_path: Path) -> CharacterLibrary:
+    from castbook.blobs import BlobStore
+    from castbook.db import Database
+
+    library = CharacterLibrary(
+        Database(f"sqlite:///{tmp_path / 'db.sqlite'}"), BlobStore(tmp_path / "blobs")
+    )
+    library.create(
+        {"name": "Alice", "style_prompt": "long black hair"},
+        [ImageInput(png_bytes(character(**ALICE)), "alice.png")],
+    )
+    library.create({"name": "Bob"}, [ImageInput(png_bytes(character(**BOB)), "bob.png")])
+    return library
+
+
+def test_three_variants_scored_and_the_best_picked(characters, tiny) -> None:
+    preset, backend = tiny
+    events = []
+    result = render_batch(
+        BatchRender(("Alice",), ("at a cafe", "at the beach", "on a train"), "tiny",
+                    {"seed": 11}),
+        library=characters, preset=preset, backend=backend, scorer=Scorer(faces=False),
+        progress=lambda done, total, message: events.append((done, total, message)),
+    )  # fmt: skip
+    assert [v.prompt for v in result.variants] == ["at a cafe", "at the beach", "on a train"]
+    assert result.final_prompts[1] == "long black hair, at the beach"
+    assert [v.seed for v in result.variants] == [11, 12, 13]
+    assert all(0 <= v.score <= 100 and set(v.scores) == {"Alice"} for v in result.variants)
+    assert sum(v.best for v in result.variants) == 1
+    assert result.best.score == max(v.score for v in result.variants)
+    assert all(v.attempts == 1 and v.passed is None for v in result.variants)
+    assert events[0] == (0, 3, "running 0/3") and events[-1] == (3, 3, "running 3/3")
+
+
+def test_the_gate_rerolls_a_variant_under_the_threshold(characters, tiny) -> None:
+    preset, backend = tiny
+    # No tiny-model picture reaches 100: every variant is re-rolled up to the limit.
+    result = render_batch(
+        BatchRender(("Alice", "Bob"), ("at a cafe", "at the beach"), "tiny", {"seed": 5},
+                    min_score=100, max_attempts=3),
+        library=characters, preset=preset, backend=backend, scorer=Scorer(faces=False),
+    )  # fmt: skip
+    for variant in result.variants:
+        assert variant.attempts == 3 and len(variant.attempt_scores) == 3
+        assert variant.score == pytest.approx(max(variant.attempt_scores), abs=0.01)
+        assert variant.passed is False
+        assert variant.score == pytest.approx(min(variant.scores.values()), abs=0.01)
+        assert set(variant.scores) == {"Alice", "Bob"}
+    assert result.rerolls == 4
+    # Each kept picture is the attempt with the best score; seeds differ between attempts.
+    assert len({v.seed for v in result.variants}) == 2
+
+
+def test_a_reachable_threshold_stops_rerolling(characters, tiny) -> None:
+    preset, backend = tiny
+    result = render_batch(
+        BatchRender(("Alice",), ("x",), "tiny", {"seed": 1}, min_score=0, max_attempts=3),
+        library=characters, preset=preset, backend=backend, scorer=Scorer(faces=False),
+    )  # fmt: skip
+    assert result.variants[0].attempts == 1 and result.variants[0].passed is True
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (BatchRender(("Alice",), (), "tiny"), "prompts"),
+        (BatchRender(("Alice",), tuple(f"p{i}" for i in range(9)), "tiny"), "prompts"),
+        (BatchRender((), ("x",), "tiny"), "characters"),
+        (BatchRender(("Alice",), ("x",), "tiny", max_attempts=0), "max_attempts"),
+        (BatchRender(("Alice",), ("x",), "tiny", min_score=120), "min_score"),
+    ],
+)
+def test_bad_batch_renders_are_refused(characters, tiny, spec, field) -> None:
+    preset, backend = tiny
+    with pytest.raises(FieldError, match=field):
+        render_batch(spec, library=characters, preset=preset, backend=backend,
+                     scorer=Scorer(faces=False))  # fmt: skip
