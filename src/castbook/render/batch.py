@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
@@ -24,7 +24,7 @@ from castbook.generation import (
     prepare_request,
     run_generation,
 )
-from castbook.generation.base import Progress
+from castbook.generation.base import PreparedRequest, Progress
 from castbook.library import Character, CharacterLibrary
 from castbook.render.references import character_reference_features
 
@@ -32,8 +32,11 @@ __all__ = [
     "DEFAULT_MAX_VARIANTS",
     "BatchRender",
     "BatchRenderResult",
+    "GatedRender",
     "VariantResult",
     "render_batch",
+    "render_gated",
+    "score_characters",
 ]
 
 DEFAULT_MAX_VARIANTS = 8
@@ -129,33 +132,32 @@ def render_batch(
 
     def render_variant(index: int) -> VariantResult:
         nonlocal done
-        prepared = prepared_first[index]
-        attempts: list[tuple[float, dict[str, float], Image.Image, int]] = []
-        for attempt in range(spec.max_attempts):
-            seed = prepared.seed + attempt * _REROLL_STRIDE
-            this = prepared if attempt == 0 else _with_seed(prepared, seed)
-            result = run_generation(backend, this, _no_step_progress)
-            image = result.images[0]
-            scores = _score(scorer, references, characters, image)
-            attempts.append((min(scores.values()), scores, image, seed))
-            if spec.min_score is None or min(scores.values()) >= spec.min_score:
-                break
+
+        def rerolling(score: float) -> None:
             with lock:
-                report(done, total, f"variant {index + 1} scored {attempts[-1][0]:.0f}; re-rolling")
-        best_score, scores, image, seed = max(attempts, key=lambda a: a[0])
+                report(done, total, f"variant {index + 1} scored {score:.0f}; re-rolling")
+
+        gated = render_gated(
+            backend,
+            prepared_first[index],
+            lambda image: score_characters(scorer, references, characters, image),
+            min_score=spec.min_score,
+            max_attempts=spec.max_attempts,
+            on_reroll=rerolling,
+        )
         with lock:
             done += 1
             report(done, total, f"running {done}/{total}")
         return VariantResult(
             index=index,
             prompt=spec.prompts[index],
-            image=image,
-            seed=seed,
-            score=best_score,
-            scores=scores,
-            attempts=len(attempts),
-            attempt_scores=tuple(round(a[0], 2) for a in attempts),
-            passed=None if spec.min_score is None else best_score >= spec.min_score,
+            image=gated.image,
+            seed=gated.seed,
+            score=gated.score,
+            scores=gated.scores,
+            attempts=gated.attempts,
+            attempt_scores=gated.attempt_scores,
+            passed=gated.passed,
         )
 
     report(0, total, f"running 0/{total}")
@@ -169,23 +171,61 @@ def render_batch(
     return BatchRenderResult(marked, tuple(p.prompt for p in prepared_first))
 
 
+@dataclass(frozen=True)
+class GatedRender:
+    image: Image.Image
+    seed: int
+    score: float
+    scores: dict[str, float]
+    attempts: int
+    attempt_scores: tuple[float, ...]
+    passed: bool | None
+
+
+def render_gated(
+    backend: Backend,
+    prepared: PreparedRequest,
+    score: Callable[[Image.Image], dict[str, float]],
+    *,
+    min_score: float | None,
+    max_attempts: int,
+    on_reroll: Callable[[float], None] = lambda _: None,
+) -> GatedRender:
+    """Render one picture; under ``min_score`` re-render with new seeds, keep the best."""
+    attempts: list[tuple[float, dict[str, float], Image.Image, int]] = []
+    for attempt in range(max_attempts if min_score is not None else 1):
+        seed = (prepared.seed + attempt * _REROLL_STRIDE) % 2**32
+        this = prepared if attempt == 0 else replace(prepared, seed=seed)
+        image = run_generation(backend, this, _no_step_progress).images[0]
+        scores = score(image)
+        attempts.append((min(scores.values()), scores, image, seed))
+        if min_score is None or attempts[-1][0] >= min_score:
+            break
+        if attempt + 1 < max_attempts:
+            on_reroll(attempts[-1][0])
+    best, scores, image, seed = max(attempts, key=lambda a: a[0])
+    return GatedRender(
+        image=image,
+        seed=seed,
+        score=best,
+        scores=scores,
+        attempts=len(attempts),
+        attempt_scores=tuple(round(a[0], 2) for a in attempts),
+        passed=None if min_score is None else best >= min_score,
+    )
+
+
 def _concurrency(backend: Backend, variants: int) -> int:
     # Remote backends work in parallel on their side; a local pipeline runs one call at a
     # time, so more threads there would only queue on its lock.
     return min(variants, 4) if backend.name in ("openai", "comfyui") else 1
 
 
-def _with_seed(prepared: Any, seed: int) -> Any:
-    from dataclasses import replace
-
-    return replace(prepared, seed=seed % 2**32)
-
-
 def _no_step_progress(_: Progress) -> None:
     return None
 
 
-def _score(
+def score_characters(
     scorer: Scorer,
     references: dict[str, list[ImageFeatures]],
     characters: Sequence[Character],
