@@ -38,8 +38,10 @@ give_up() {
 missing=()
 find_initdb >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# A font for storyboard captions (Pillow's built-in one is used when it is missing).
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "$me: PostgreSQL and Redis server binaries already present; nothing to do"
+    echo "$me: PostgreSQL, Redis and fonts already present; nothing to do"
     exit 0
 fi
 

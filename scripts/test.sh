@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-system-deps.sh
-bash scripts/setup-venv.sh test,faces,video,embeddings,diffusers,postgres
+bash scripts/setup-venv.sh test,faces,video,embeddings,diffusers,postgres,celery
 .venv/bin/ruff check src tests benchmarks scripts
 .venv/bin/python -m pytest "$@"

@@ -307,7 +307,7 @@ def test_mp4_candidates_are_scored_per_frame(scorer: Scorer, tmp_path: Path) -> 
     from castbook.generation.base import Video
     from castbook.generation.outputs import write_mp4
 
-    frames = tuple(character(**ALICE, seed=i) for i in range(5)) + (character(**BOB),)
+    frames = (*(character(**ALICE, seed=i) for i in range(5)), character(**BOB))
     clip = tmp_path / "clip.mp4"
     write_mp4(Video(frames, fps=6), clip)
     reference = [scorer.features(character(**ALICE))]

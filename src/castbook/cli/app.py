@@ -12,6 +12,9 @@ from castbook.cli.evaluate import evaluate
 from castbook.cli.generate import generate, presets_app
 from castbook.cli.library_access import open_library
 from castbook.cli.prompt import prompt
+from castbook.cli.render import render
+from castbook.cli.story import story_app
+from castbook.cli.worker import worker
 from castbook.settings import Settings
 
 __all__ = ["app", "main"]
@@ -29,6 +32,9 @@ app.command("prompt")(prompt)
 app.command("eval")(evaluate)
 app.command("generate")(generate)
 app.add_typer(presets_app, name="presets")
+app.command("render")(render)
+app.add_typer(story_app, name="story")
+app.command("worker")(worker)
 
 
 def _version(value: bool) -> None:

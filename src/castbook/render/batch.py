@@ -198,7 +198,8 @@ def render_gated(
         this = prepared if attempt == 0 else replace(prepared, seed=seed)
         image = run_generation(backend, this, _no_step_progress).images[0]
         scores = score(image)
-        attempts.append((min(scores.values()), scores, image, seed))
+        # A picture with no character in it has nothing to be consistent with.
+        attempts.append((min(scores.values(), default=100.0), scores, image, seed))
         if min_score is None or attempts[-1][0] >= min_score:
             break
         if attempt + 1 < max_attempts:

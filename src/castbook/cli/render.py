@@ -1,0 +1,206 @@
+"""``castbook render``: Batch Render — prompt variants of a character, scored, best marked."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from castbook.cli.console import console, err_console, print_json
+from castbook.cli.errors import reports_errors
+from castbook.errors import InvalidInputError
+from castbook.settings import Settings
+
+
+def _prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
+    found = list(prompts or [])
+    if prompts_file is not None:
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {prompts_file}: {exc.strerror}") from None
+        found += [
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+        ]
+    return found
+
+
+@reports_errors
+def render(
+    character: list[str] = typer.Option(
+        ..., "--character", "-c", help="Character(s) to render (repeatable)."
+    ),
+    prompt: list[str] = typer.Option(None, "--prompt", "-p", help="A prompt variant (repeatable)."),
+    prompts_file: Path = typer.Option(
+        None, "--prompts-file", help="A text file with one prompt variant per line."
+    ),
+    preset: str = typer.Option(None, "--preset", help="Preset id (see `castbook presets list`)."),
+    min_score: float = typer.Option(
+        None, "--min-score", help="Consistency gate: re-render variants scoring below this."
+    ),
+    max_attempts: int = typer.Option(
+        3, "--max-attempts", help="Renders per variant at most, with --min-score (1–10)."
+    ),
+    max_variants: int = typer.Option(8, "--max-variants", help="Cap on the number of variants."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the first variant (then +1 each)."),
+    negative: str = typer.Option(None, "--negative", help="Negative prompt."),
+    width: int = typer.Option(None, "--width", help="256–1536."),
+    height: int = typer.Option(None, "--height", help="256–1536."),
+    steps: int = typer.Option(None, "--steps", help="1–50."),
+    guidance: float = typer.Option(None, "--guidance", help="1–30."),
+    output: Path = typer.Option(Path("outputs"), "--output", "-o", help="Folder for the results."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Render N prompt variants of the same character(s) in one job, score each, mark the best."""
+    from castbook.cli.library_access import open_library
+    from castbook.evaluation import Scorer
+    from castbook.generation import Mode, create_backend, load_presets
+    from castbook.generation.outputs import encode_png
+    from castbook.render.batch import BatchRender, render_batch
+    from castbook.render.storyboard import SheetItem, contact_sheet_png
+
+    variants = _prompts(prompt, prompts_file)
+    catalog = load_presets(Settings.from_env().home)
+    chosen = catalog.get(preset) if preset else catalog.default_for(Mode.T2I)
+    fields = {
+        "seed": seed,
+        "negative_prompt": negative,
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "guidance": guidance,
+    }
+    spec = BatchRender(
+        characters=tuple(character),
+        prompts=tuple(variants),
+        preset=chosen.id,
+        request={k: v for k, v in fields.items() if v is not None},
+        min_score=min_score,
+        max_attempts=max_attempts if min_score is not None else 1,
+        max_variants=max_variants,
+    )
+    spec.validate()
+    library = open_library()
+    with Progress(
+        TextColumn("[bold]render[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=json_output,
+    ) as bar:
+        task = bar.add_task("starting", total=len(variants))
+        with Scorer() as scorer:
+            result = render_batch(
+                spec,
+                library=library,
+                preset=chosen,
+                backend=create_backend(chosen),
+                scorer=scorer,
+                progress=lambda done, total, message: bar.update(
+                    task, completed=done, total=total, description=message
+                ),
+            )
+    output.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for variant, final_prompt in zip(result.variants, result.final_prompts, strict=True):
+        path = output / f"variant-{variant.index + 1:02d}.png"
+        parameters = {
+            "prompt": final_prompt,
+            "negative_prompt": spec.request.get("negative_prompt", ""),
+            "user_prompt": variant.prompt,
+            "characters": list(spec.characters),
+            "seed": variant.seed,
+            "score": variant.score,
+            "scores": variant.scores,
+            "attempts": variant.attempts,
+            "preset": chosen.id,
+            "steps": spec.request.get("steps", chosen.defaults.get("steps")),
+            "guidance": spec.request.get("guidance", chosen.defaults.get("guidance")),
+            "width": variant.image.width,
+            "height": variant.image.height,
+        }
+        path.write_bytes(encode_png(variant.image, parameters))
+        saved.append(path)
+    sheet = output / "contact-sheet.png"
+    sheet.write_bytes(
+        contact_sheet_png(
+            [
+                SheetItem(_png(v.image), v.prompt, v.score, v.best, v.attempts)
+                for v in result.variants
+            ],
+            title=", ".join(spec.characters),
+        )
+    )
+    if json_output:
+        print_json(
+            {
+                "preset": chosen.id,
+                "best": result.best.index + 1,
+                "rerolls": result.rerolls,
+                "contact_sheet": str(sheet),
+                "variants": [
+                    {
+                        "index": v.index + 1,
+                        "prompt": v.prompt,
+                        "final_prompt": final,
+                        "score": v.score,
+                        "scores": v.scores,
+                        "seed": v.seed,
+                        "attempts": v.attempts,
+                        "attempt_scores": list(v.attempt_scores),
+                        "passed": v.passed,
+                        "best": v.best,
+                        "path": str(path),
+                    }
+                    for v, final, path in zip(
+                        result.variants, result.final_prompts, saved, strict=True
+                    )
+                ],
+            }
+        )
+        return
+    _print_table(result, spec.characters, min_score)
+    console.print(f"contact sheet: {escape(str(sheet))}; variants in {escape(str(output))}")
+
+
+def _png(image: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+def _print_table(result: object, characters: tuple[str, ...], min_score: float | None) -> None:
+    table = Table(title="Batch render")
+    table.add_column("", width=1)
+    table.add_column("#", justify="right")
+    table.add_column("prompt")
+    table.add_column("score", justify="right", style="bold")
+    if len(characters) > 1:
+        for name in characters:
+            table.add_column(escape(name), justify="right")
+    table.add_column("renders", justify="right")
+    for v in result.variants:  # type: ignore[attr-defined]
+        score = f"{v.score:.1f}"
+        if v.passed is False:
+            score = f"[red]{score}[/]"
+        cells = [f"{v.scores[n]:.1f}" for n in characters] if len(characters) > 1 else []
+        table.add_row(
+            "★" if v.best else "",
+            str(v.index + 1),
+            escape(v.prompt),
+            score,
+            *cells,
+            str(v.attempts),
+        )
+    console.print(table)
+    if min_score is not None:
+        console.print(
+            f"consistency gate {min_score:g}: {result.rerolls} re-render(s)"  # type: ignore[attr-defined]
+        )

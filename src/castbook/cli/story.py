@@ -1,0 +1,123 @@
+"""``castbook story``: render a story file into panels and a storyboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from castbook.cli.console import console, err_console, print_json
+from castbook.cli.errors import reports_errors
+from castbook.errors import FieldError
+from castbook.settings import Settings
+
+story_app = typer.Typer(help="Story Mode: scenes with characters, rendered into a storyboard.")
+
+
+@story_app.command("validate")
+@reports_errors
+def validate(file: Path = typer.Argument(..., help="A story file (.yaml or .json).")) -> None:
+    """Check a story file and the characters it names, without rendering anything."""
+    from castbook.cli.library_access import open_library
+    from castbook.render.story import load_story
+
+    story = load_story(file)
+    library = open_library()
+    for name in story.characters:
+        library.get(name)
+    console.print(
+        f"{escape(story.title)}: {len(story.scenes)} scenes, characters "
+        f"{escape(', '.join(story.characters))} — ok"
+    )
+
+
+@story_app.command("render")
+@reports_errors
+def render_story_command(
+    file: Path = typer.Argument(..., help="A story file (.yaml or .json)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Folder (default: next to the file)."),
+    scene: list[int] = typer.Option(
+        None, "--scene", help="Re-render only this scene (repeatable); the others are kept."
+    ),
+    continuity: bool = typer.Option(
+        False, "--continuity", help="Use the previous panel as an extra reference."
+    ),
+    min_score: float = typer.Option(
+        None, "--min-score", help="Consistency gate: re-render panels scoring below this."
+    ),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="Renders per panel at most (1–10)."),
+    preset: str = typer.Option(None, "--preset", help="Preset id (default: the story's)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Render every scene as a panel (characters injected), then the storyboard files."""
+    from castbook.cli.library_access import open_library
+    from castbook.evaluation import Scorer
+    from castbook.generation import Mode, create_backend, load_presets
+    from castbook.render.story import load_story, render_story
+
+    story = load_story(file)
+    if min_score is not None and not 0 <= min_score <= 100:
+        raise FieldError("--min-score", f"must be between 0 and 100, got {min_score}")
+    if not 1 <= max_attempts <= 10:
+        raise FieldError("--max-attempts", f"must be between 1 and 10, got {max_attempts}")
+    catalog = load_presets(Settings.from_env().home)
+    preset_id = preset or story.preset
+    chosen = catalog.get(preset_id) if preset_id else catalog.default_for(Mode.T2I)
+    folder = output or file.with_suffix("")
+    with Progress(
+        TextColumn("[bold]story[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=json_output,
+    ) as bar:
+        task = bar.add_task("starting", total=len(scene or story.scenes))
+        with Scorer() as scorer:
+            result = render_story(
+                story,
+                folder,
+                library=open_library(),
+                preset=chosen,
+                backend=create_backend(chosen),
+                scorer=scorer,
+                scenes=scene or None,
+                continuity=continuity,
+                min_score=min_score,
+                max_attempts=max_attempts,
+                progress=lambda done, total, message: bar.update(
+                    task, completed=done, total=total, description=message
+                ),
+            )
+    if json_output:
+        print_json(
+            {
+                "title": story.title,
+                "rendered": list(result.rendered),
+                "files": {name: str(path) for name, path in result.files.items()},
+                "panels": [
+                    {"scene": p.number, "caption": p.caption, "scores": p.scores,
+                     "seed": p.seed, "attempts": p.attempts}
+                    for p in result.board.panels
+                ],
+            }
+        )  # fmt: skip
+        return
+    table = Table(title=escape(story.title))
+    table.add_column("scene", justify="right")
+    table.add_column("caption")
+    for name in story.characters:
+        table.add_column(escape(name), justify="right")
+    table.add_column("renders", justify="right")
+    for panel in result.board.panels:
+        cells = [f"{panel.scores[n]:.0f}" if n in panel.scores else "—" for n in story.characters]
+        mark = "*" if panel.number in result.rendered else ""
+        table.add_row(f"{panel.number}{mark}", escape(panel.caption), *cells, str(panel.attempts))
+    console.print(table)
+    for name, path in result.files.items():
+        console.print(f"{name}: {escape(str(path))}")

@@ -1,0 +1,680 @@
+"""The Celery executor: jobs run by ``castbook worker`` processes fed through a Redis broker.
+
+``CASTBOOK_EXECUTOR=celery`` selects it. The job table stays the source of truth: a Celery
+message carries nothing but the job id, and the worker task runs
+:func:`castbook.jobs.run_job` against the shared database. There is one Celery queue per
+``inference_type`` (``job.queue``: default, a10g, a100, h100), so each GPU pool runs its
+own ``castbook worker --queue h100`` processes.
+
+Nothing is lost when a worker dies mid-job:
+
+* Messages are acknowledged late (``task_acks_late``, ``task_reject_on_worker_lost``,
+  prefetch 1): the message of a job that was running stays in Redis (unacked) and is
+  delivered again after the broker's visibility timeout, or at once when a prefork child
+  dies under a live parent.
+* A running job's row names its worker (``celery:<host>:<pid>:<ns>``) and is touched every
+  ``heartbeat`` seconds. A job is *orphaned* when its worker process is gone (same host:
+  the pid no longer exists) or its heartbeat is older than ``lease`` seconds (any host).
+  An orphaned job is re-queued (then published again) until ``max_attempts`` runs, after
+  that failed with the reason. Workers check their queues for orphans when they start and
+  every ``sweep_interval`` seconds, the server's executor checks every queue, and a task
+  whose job is found running checks that one job. So a job is never left "running".
+
+Duplicate messages are harmless: a job starts only from ``queued`` (a guarded update), and a
+message for a job that is running under a live worker, or already finished, is dropped.
+
+Settings (environment): ``CASTBOOK_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``),
+``CASTBOOK_CELERY_VISIBILITY_TIMEOUT`` (seconds, default 3600),
+``CASTBOOK_JOB_LEASE`` (seconds without a heartbeat before a job counts as orphaned, default
+120), ``CASTBOOK_JOB_MAX_ATTEMPTS`` (default 2).
+
+Multi-machine deployment: every server and worker machine uses the same
+``CASTBOOK_DATABASE_URL`` (PostgreSQL), ``CASTBOOK_REDIS_URL`` and ``CASTBOOK_BLOB_DIR``
+(a shared folder: NFS or similar), and the same presets (``$CASTBOOK_HOME/presets.toml``
+naming models present on each worker machine). Run Redis with persistence
+(``appendonly yes``) so queued messages survive a Redis restart.
+
+Celery is imported lazily: importing :mod:`castbook.jobs` never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from castbook.db import Database, JobRow
+from castbook.errors import FieldError, MissingDependencyError, NotFoundError, StorageError
+from castbook.jobs.executor import JobHandler, run_job
+from castbook.jobs.store import Job, JobStatus, JobStore
+from castbook.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from castbook.blobs import BlobStore
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "QUEUES",
+    "TASK_NAME",
+    "CeleryConfig",
+    "CeleryExecutor",
+    "HandlersFactory",
+    "create_executor",
+    "default_handlers",
+    "holder_alive",
+    "make_celery_app",
+    "recover_orphans",
+    "run_worker",
+    "worker_name",
+]
+
+log = logging.getLogger("castbook.jobs.celery")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+TASK_NAME = "castbook.run_job"
+# The queues the HTTP API's inference_type names; any other queue name works too.
+QUEUES = ("default", "a10g", "a100", "h100")
+
+# Builds the handlers a worker process keeps for its lifetime (models stay loaded).
+HandlersFactory = Callable[[Settings, Database, "BlobStore"], Mapping[str, JobHandler]]
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FieldError(name, f"must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise FieldError(name, f"must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    """How the executor and its workers talk to Redis and decide a job's worker is gone."""
+
+    broker_url: str = DEFAULT_REDIS_URL
+    visibility_timeout: float = 3600.0
+    max_attempts: int = 2
+    heartbeat: float = 10.0
+    lease: float = 120.0
+    sweep_interval: float = 60.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CeleryConfig:
+        env = os.environ if environ is None else environ
+        lease = _env_number(env, "CASTBOOK_JOB_LEASE", 120.0)
+        return cls(
+            broker_url=env.get("CASTBOOK_REDIS_URL") or DEFAULT_REDIS_URL,
+            visibility_timeout=_env_number(env, "CASTBOOK_CELERY_VISIBILITY_TIMEOUT", 3600.0),
+            max_attempts=int(_env_number(env, "CASTBOOK_JOB_MAX_ATTEMPTS", 2)),
+            heartbeat=min(10.0, lease / 4),
+            lease=lease,
+            sweep_interval=max(1.0, lease / 2),
+        )
+
+    @property
+    def safe_broker_url(self) -> str:
+        """The broker URL without its password, fit for messages and logs."""
+        head, sep, tail = self.broker_url.rpartition("@")
+        if not sep or "://" not in head:
+            return self.broker_url
+        scheme, _, credentials = head.partition("://")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user + ':***' if ':' in credentials else user}@{tail}"
+
+
+def _import_celery() -> Any:
+    try:
+        import celery
+    except ImportError as exc:
+        raise MissingDependencyError("celery executor", "celery", "celery") from exc
+    try:
+        import redis  # noqa: F401  (the broker transport needs it)
+    except ImportError as exc:
+        raise MissingDependencyError("celery executor", "celery", "redis") from exc
+    return celery
+
+
+def make_celery_app(config: CeleryConfig) -> Celery:
+    """A Celery app for castbook's one task, configured for late acknowledgement."""
+    celery = _import_celery()
+    app = celery.Celery("castbook", broker=config.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue="default",
+        task_create_missing_queues=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        broker_transport_options={
+            "visibility_timeout": config.visibility_timeout,
+            "socket_timeout": 30,
+            "socket_connect_timeout": 5,
+        },
+        task_publish_retry_policy={
+            "max_retries": 3,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=TASK_NAME, ignore_result=True)(_task_body)
+    return app
+
+
+# ---- who holds a running job ------------------------------------------------------------
+
+
+def _pid_namespace() -> str:
+    # Containers sharing the host's name (host networking) still have their own pids.
+    try:
+        return f"ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return "ns0"
+
+
+def worker_name(pid: int | None = None) -> str:
+    """How a Celery worker process names itself in a job's ``worker`` column.
+
+    ``celery:<host>:<pid>:<pid namespace>``, plus the thread in the ``threads`` pool.
+    """
+    return f"celery:{socket.gethostname()}:{pid or os.getpid()}:{_pid_namespace()}"
+
+
+def _current_worker_name() -> str:
+    name = worker_name()
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        name += f":{thread.name}"
+    return name[:200]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; it only waits to be reaped
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def holder_alive(job: Job, lease: float, now: datetime | None = None) -> bool:
+    """Whether the worker a running job names may still be working on it.
+
+    Gone when its heartbeat is older than ``lease`` seconds, or when it ran on this host in
+    this pid namespace (see :func:`worker_name`) and that process no longer exists.
+    """
+    now = now or datetime.now(UTC)
+    if (now - job.updated_at).total_seconds() > lease:
+        return False
+    parts = (job.worker or "").split(":", 4)
+    if (
+        len(parts) >= 4
+        and parts[0] == "celery"
+        and parts[1] == socket.gethostname()
+        and parts[2].isdigit()
+        and parts[3] == _pid_namespace()
+    ):
+        return _pid_alive(int(parts[2]))
+    return True
+
+
+def _recover_one(store: JobStore, job: Job, max_attempts: int) -> JobStatus | None:
+    """Re-queue, fail or cancel an orphaned running job; None when it changed meanwhile."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {"updated_at": now}
+    if job.cancel_requested:
+        status = JobStatus.CANCELLED
+        values.update(finished_at=now, progress_message="cancelled")
+    elif job.attempts < max_attempts:
+        status = JobStatus.QUEUED
+        values["progress_message"] = (
+            f"re-queued after its worker {job.worker} stopped (attempt {job.attempts})"
+        )
+    else:
+        status = JobStatus.FAILED
+        values.update(
+            finished_at=now,
+            progress_message="failed",
+            error=f"the worker running this task stopped {job.attempts} time(s); giving up",
+            error_data={"type": "WorkerLost", "worker": job.worker, "attempts": job.attempts},
+        )
+    values["status"] = status.value
+    with store.database.session() as session:
+        # Compare-and-set on what we saw: a heartbeat or another reaper in between wins.
+        changed = session.execute(
+            update(JobRow)
+            .where(
+                JobRow.id == job.id,
+                JobRow.status == JobStatus.RUNNING.value,
+                JobRow.worker == job.worker,
+                JobRow.attempts == job.attempts,
+                JobRow.updated_at == job.updated_at,
+            )
+            .values(**values)
+        ).rowcount
+        session.commit()
+    if not changed:
+        return None
+    log.warning("task %s: worker %s is gone; %s", job.id, job.worker, status.value)
+    return status
+
+
+def recover_orphans(
+    store: JobStore,
+    *,
+    queues: Sequence[str] | None,
+    max_attempts: int,
+    lease: float,
+    publish: Callable[[Job], None] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Running jobs whose worker is gone: re-queue (and publish) them, or fail them.
+
+    Unlike :meth:`JobStore.recover` this leaves jobs of live workers alone, so any number of
+    workers and servers may call it at any time. Returns (re-queued ids, finished ids).
+    """
+    requeued: list[str] = []
+    finished: list[str] = []
+    for queue in queues if queues is not None else [None]:
+        for job_id in store.ids_with_status(JobStatus.RUNNING, queue):
+            try:
+                job = store.get(job_id)
+            except NotFoundError:
+                continue
+            if job.status != JobStatus.RUNNING or holder_alive(job, lease):
+                continue
+            outcome = _recover_one(store, job, max_attempts)
+            if outcome == JobStatus.QUEUED:
+                requeued.append(job_id)
+                if publish is not None:
+                    try:
+                        publish(store.get(job_id))
+                    except Exception:
+                        log.exception("task %s was re-queued but could not be published", job_id)
+            elif outcome is not None:
+                finished.append(job_id)
+    return requeued, finished
+
+
+@contextlib.contextmanager
+def _heartbeat(store: JobStore, job_id: str, worker: str, every: float) -> Iterator[None]:
+    """Touch the running job's row every ``every`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                with store.database.session() as session:
+                    session.execute(
+                        update(JobRow)
+                        .where(
+                            JobRow.id == job_id,
+                            JobRow.status == JobStatus.RUNNING.value,
+                            JobRow.worker == worker,
+                        )
+                        .values(updated_at=datetime.now(UTC))
+                    )
+                    session.commit()
+            except Exception:
+                log.warning("task %s: heartbeat failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"castbook-heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# ---- the server side ----------------------------------------------------------------------
+
+
+class CeleryExecutor:
+    """Publishes job ids to the queue their job names; Celery workers run them.
+
+    ``start`` also begins a background check for jobs whose worker died (any queue), so a
+    job is never left running even when no worker for its queue comes back.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        config: CeleryConfig | None = None,
+        *,
+        app: Celery | None = None,
+        sweep: bool = True,
+    ) -> None:
+        self.store = store
+        self.config = config or CeleryConfig.from_env()
+        self.app = app if app is not None else make_celery_app(self.config)
+        self.sweep = sweep
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.sweep or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._sweep_loop, name="castbook-celery-sweep", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Send the job id to ``job.queue``; a job that cannot be sent is failed, not lost."""
+        try:
+            self.app.send_task(TASK_NAME, args=[job.id], queue=job.queue)
+        except Exception as exc:
+            message = (
+                f"could not queue the task: the Celery broker at "
+                f"{self.config.safe_broker_url} is not reachable ({type(exc).__name__}: {exc})"
+            )
+            with contextlib.suppress(Exception):
+                self.store.fail(job.id, message, {"type": "BrokerUnavailable"})
+            raise StorageError(message) from exc
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """One pass over every queue for jobs whose worker is gone."""
+        return recover_orphans(
+            self.store,
+            queues=None,
+            max_attempts=self.config.max_attempts,
+            lease=self.config.lease,
+            publish=self.submit,
+        )
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None and wait:
+            self._thread.join(timeout=10)
+        self._thread = None
+        with contextlib.suppress(Exception):
+            self.app.close()
+
+    def _sweep_loop(self) -> None:
+        while True:
+            try:
+                self.recover()
+            except Exception:
+                log.warning("checking for orphaned tasks failed", exc_info=True)
+            if self._stop.wait(self.config.sweep_interval):
+                return
+
+
+def default_handlers(
+    settings: Settings, database: Database, blobs: BlobStore
+) -> dict[str, JobHandler]:
+    """The handlers a worker runs: generation jobs (backends and models kept loaded)."""
+    from castbook.render.generation_job import GENERATION, GenerationJobs
+
+    return {GENERATION: GenerationJobs(settings, database, blobs)}
+
+
+def create_executor(
+    settings: Settings,
+    handlers: Mapping[str, JobHandler] | None = None,
+    *,
+    store: JobStore | None = None,
+    config: CeleryConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> CeleryExecutor:
+    """The executor for ``CASTBOOK_EXECUTOR=celery``.
+
+    ``handlers`` are not used here: workers build their own (see :func:`run_worker`). Pass the
+    server's ``store`` to share its database engine; otherwise one is opened from ``settings``.
+    """
+    del handlers
+    config = config or CeleryConfig.from_env(environ)
+    store = store or JobStore(Database(settings.database_url))
+    return CeleryExecutor(store, config)
+
+
+# ---- the worker side ----------------------------------------------------------------------
+
+
+@dataclass
+class _Runtime:
+    """What one worker process keeps for its lifetime."""
+
+    pid: int
+    settings: Settings
+    database: Database
+    blobs: BlobStore
+    store: JobStore
+    factory: HandlersFactory
+    _handlers: Mapping[str, JobHandler] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def handlers(self) -> Mapping[str, JobHandler]:
+        with self._lock:
+            if self._handlers is None:
+                self._handlers = self.factory(self.settings, self.database, self.blobs)
+            return self._handlers
+
+
+@dataclass
+class _WorkerSetup:
+    settings: Settings
+    config: CeleryConfig
+    queues: tuple[str, ...]
+    factory: HandlersFactory
+    app: Any
+    runtime: _Runtime | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_SETUP: _WorkerSetup | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A fork may happen while another thread holds the lock; the child starts with a free one.
+    if _SETUP is not None:
+        _SETUP.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _runtime() -> _Runtime:
+    """This process's runtime; a process forked from another builds its own."""
+    setup = _SETUP
+    if setup is None:
+        raise RuntimeError("castbook's Celery task runs only inside `castbook worker`")
+    with setup.lock:
+        current = setup.runtime
+        if current is not None and current.pid == os.getpid():
+            return current
+        if current is not None:  # inherited across fork: never use the parent's connections
+            current.database.engine.dispose(close=False)
+        from castbook.blobs import BlobStore
+
+        database = Database(setup.settings.database_url)
+        setup.runtime = _Runtime(
+            pid=os.getpid(),
+            settings=setup.settings,
+            database=database,
+            blobs=BlobStore(setup.settings.blob_dir),
+            store=JobStore(database),
+            factory=setup.factory,
+        )
+        return setup.runtime
+
+
+def _publish(job: Job) -> None:
+    assert _SETUP is not None
+    _SETUP.app.send_task(TASK_NAME, args=[job.id], queue=job.queue)
+
+
+def _task_body(job_id: str) -> str:
+    """The Celery task: run one job by id. Returns what happened, for the worker's log."""
+    setup = _SETUP
+    if setup is None:
+        raise RuntimeError("castbook's Celery task runs only inside `castbook worker`")
+    runtime = _runtime()
+    store = runtime.store
+    try:
+        job = store.get(job_id)
+    except NotFoundError:
+        log.warning("task %s: no such job; message dropped", job_id)
+        return "missing"
+    if job.status == JobStatus.RUNNING:
+        if holder_alive(job, setup.config.lease):
+            log.info("task %s is running on %s; duplicate message dropped", job_id, job.worker)
+            return "running elsewhere"
+        _recover_one(store, job, setup.config.max_attempts)
+        job = store.get(job_id)
+    if job.status != JobStatus.QUEUED:
+        return job.status.value
+    worker = _current_worker_name()
+    with _heartbeat(store, job_id, worker, setup.config.heartbeat):
+        try:
+            final = run_job(store, runtime.handlers, job_id, worker)
+        except Exception as exc:  # the database failed under run_job: record it if we can
+            log.error("task %s: %s", job_id, traceback.format_exc())
+            with contextlib.suppress(Exception):
+                store.fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+            return "failed"
+    return "not queued" if final is None else final.status.value
+
+
+def _on_process_init(**_: object) -> None:
+    # Each pool process (prefork child, or the solo worker itself) opens its own database and
+    # builds its handlers once; they live, with their loaded models, as long as the process.
+    runtime = _runtime()
+    runtime.handlers  # noqa: B018
+
+
+def _on_worker_ready(**_: object) -> None:
+    setup = _SETUP
+    if setup is None:
+        return
+    thread = threading.Thread(target=_worker_sweep_loop, name="castbook-sweep", daemon=True)
+    thread.start()
+
+
+_SWEEP_STOP = threading.Event()
+
+
+def _worker_sweep_loop() -> None:
+    setup = _SETUP
+    assert setup is not None
+    while True:
+        try:
+            requeued, finished = recover_orphans(
+                _runtime().store,
+                queues=setup.queues,
+                max_attempts=setup.config.max_attempts,
+                lease=setup.config.lease,
+                publish=_publish,
+            )
+            if requeued or finished:
+                log.warning("recovered orphaned tasks: re-queued %s, ended %s", requeued, finished)
+        except Exception:
+            log.warning("checking for orphaned tasks failed", exc_info=True)
+        if _SWEEP_STOP.wait(setup.config.sweep_interval):
+            return
+
+
+def _on_worker_shutdown(**_: object) -> None:
+    _SWEEP_STOP.set()
+
+
+POOLS = ("solo", "prefork", "threads")
+
+
+def run_worker(
+    settings: Settings,
+    queues: Sequence[str] = ("default",),
+    *,
+    concurrency: int = 1,
+    pool: str | None = None,
+    config: CeleryConfig | None = None,
+    handlers: HandlersFactory = default_handlers,
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+) -> int:
+    """Run a Celery worker for ``queues`` until it is stopped; returns its exit code.
+
+    ``pool``: ``solo`` (default for concurrency 1: one job at a time in this process),
+    ``prefork`` (default above 1: a process per slot, each with its own copy of the models)
+    or ``threads`` (one copy of the models shared by threads; for remote backends).
+    """
+    global _SETUP
+    queues = tuple(dict.fromkeys(q.strip() for q in queues if q.strip()))
+    if not queues:
+        raise FieldError("queue", "a worker needs at least one queue (--queue default)")
+    if concurrency < 1:
+        raise FieldError("concurrency", f"must be at least 1, got {concurrency}")
+    pool = pool or ("solo" if concurrency == 1 else "prefork")
+    if pool not in POOLS:
+        raise FieldError("pool", f"must be one of {', '.join(POOLS)}, got {pool!r}")
+    if pool == "solo":
+        concurrency = 1
+    config = config or CeleryConfig.from_env()
+    _import_celery()
+    from celery import signals
+
+    # Bring the schema up to date once, before any pool process opens the database.
+    database = Database(settings.database_url)
+    database.dispose()
+    app = make_celery_app(config)
+    _SETUP = _WorkerSetup(settings, config, queues, handlers, app)
+    _SWEEP_STOP.clear()
+    signals.worker_process_init.connect(_on_process_init, weak=False)
+    signals.worker_ready.connect(_on_worker_ready, weak=False)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=loglevel.upper(),
+            format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+        )
+    log.info(
+        "castbook worker: queues %s, %s pool x%d, broker %s, database %s, blobs %s",
+        ",".join(queues),
+        pool,
+        concurrency,
+        config.safe_broker_url,
+        database.safe_url,
+        settings.blob_dir,
+    )
+    worker = app.Worker(
+        queues=list(queues),
+        concurrency=concurrency,
+        pool=pool,
+        loglevel=loglevel.upper(),
+        hostname=hostname or f"castbook-{os.getpid()}@{socket.gethostname()}",
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        optimization="fair",
+    )
+    worker.start()
+    return int(worker.exitcode or 0)

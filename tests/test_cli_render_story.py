@@ -1,0 +1,72 @@
+"""``castbook render`` and ``castbook story`` end to end on tiny local models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.test_cli import castbook
+
+pytest.importorskip("diffusers")
+from tests.test_cli_generate import home, models  # noqa: F401 - shared fixtures
+
+
+def test_render_variants_with_the_gate(home: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "render"
+    code, stdout, err = castbook(
+        "render", "-c", "Alice", "-p", "at a cafe", "-p", "at the beach", "-p", "on a train",
+        "--preset", "tiny", "--seed", "3", "--min-score", "100", "--max-attempts", "2",
+        "-o", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert [v["prompt"] for v in result["variants"]] == ["at a cafe", "at the beach", "on a train"]
+    assert sum(v["best"] for v in result["variants"]) == 1
+    assert all(v["attempts"] == 2 and v["passed"] is False for v in result["variants"])
+    assert result["rerolls"] == 3
+    with Image.open(result["contact_sheet"]) as sheet:
+        assert sheet.width > 0
+    with Image.open(result["variants"][0]["path"]) as png:
+        assert json.loads(png.text["castbook"])["prompt"] == "long black hair, at a cafe"
+
+
+def test_render_table_and_errors(home: Path, tmp_path: Path) -> None:  # noqa: F811
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# variants\nat a cafe\n\nat the beach\n")
+    code, stdout, _ = castbook(
+        "render", "-c", "Alice", "--prompts-file", str(prompts), "--preset", "tiny",
+        "-o", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0 and "★" in stdout and "contact sheet" in stdout
+    code, _, err = castbook("render", "-c", "Alice", "--preset", "tiny")
+    assert code == 1 and "at least one prompt" in err
+    many = [arg for i in range(9) for arg in ("-p", f"v{i}")]
+    code, _, err = castbook("render", "-c", "Alice", *many, "--preset", "tiny")
+    assert code == 1 and "the limit is 8" in err
+
+
+def test_story_render_and_rerender_one_scene(home: Path, tmp_path: Path) -> None:  # noqa: F811
+    story = tmp_path / "cafe.yaml"
+    story.write_text(
+        "title: Cafe\ncharacters: [Alice]\npreset: tiny\ndefaults: {seed: 5}\nscenes:\n"
+        "  - {prompt: orders a coffee, characters: [Alice], shot: close-up}\n"
+        "  - {prompt: the empty cafe}\n"
+    )
+    code, stdout, err = castbook("story", "validate", str(story))
+    assert code == 0 and "2 scenes" in stdout, err
+    code, stdout, err = castbook("story", "render", str(story), "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["rendered"] == [1, 2] and set(result["files"]) >= {"png", "pdf", "html", "drift"}
+    assert Path(result["files"]["html"]).parent == tmp_path / "cafe"
+    html = Path(result["files"]["html"]).read_text()
+    assert "[close-up] orders a coffee" in html
+    code, stdout, err = castbook("story", "render", str(story), "--scene", "2")
+    assert code == 0 and "Cafe" in stdout, err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: x\ncharacters: [Nobody]\nscenes:\n  - {prompt: a}\n")
+    code, _, err = castbook("story", "validate", str(bad))
+    assert code == 1 and "no character named 'Nobody'" in err
