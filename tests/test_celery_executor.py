@@ -216,7 +216,7 @@ class Cluster:
 
     def worker(self, *queues: str, pool: str = "solo") -> subprocess.Popen[bytes]:
         log = self.home / f"worker-{len(self.workers)}.log"
-        args = [sys.executable, "-m", "castbook.cli.worker", "--loglevel", "info", "--pool", pool]
+        args = [sys.executable, "-m", "castbook", "worker", "--loglevel", "info", "--pool", pool]
         for queue in queues:
             args += ["--queue", queue]
         with open(log, "wb") as out:

@@ -13,6 +13,7 @@ from castbook.cli.generate import generate, presets_app
 from castbook.cli.library_access import open_library
 from castbook.cli.prompt import prompt
 from castbook.cli.render import render
+from castbook.cli.serve import keys_app, serve
 from castbook.cli.story import story_app
 from castbook.cli.worker import worker
 from castbook.settings import Settings
@@ -35,6 +36,8 @@ app.add_typer(presets_app, name="presets")
 app.command("render")(render)
 app.add_typer(story_app, name="story")
 app.command("worker")(worker)
+app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 
 
 def _version(value: bool) -> None:

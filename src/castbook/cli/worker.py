@@ -54,9 +54,3 @@ def worker(
     )
     if code:
         raise typer.Exit(code)
-
-
-if __name__ == "__main__":  # `python -m castbook.cli.worker`, until the root app registers it
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(worker)
-    app()

@@ -1,0 +1,126 @@
+"""The app factory: ``create_app(settings)`` builds a complete, independent API app.
+
+Nothing lives at module level, so every test (and every server process) builds its own app
+against its own ``CASTBOOK_HOME``. The executor starts with the app (it first recovers jobs a
+killed server left running) and stops with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from castbook import __version__
+from castbook.api import compat, routes_v1
+from castbook.api.auth import ApiKeys, KeyGate, require_owner
+from castbook.api.config import ApiConfig
+from castbook.api.problems import BodyLimit, install_error_handlers
+from castbook.api.services import Services
+from castbook.blobs import BlobStore
+from castbook.db import Database
+from castbook.errors import FieldError
+from castbook.jobs import Executor, JobStore, LocalExecutor
+from castbook.settings import Settings
+
+__all__ = ["create_app", "default_executor"]
+
+log = logging.getLogger("castbook.api")
+
+_DESCRIPTION = """\
+Keep AI-generated characters consistent: a character library, generations with the
+characters injected, tasks with live progress, and consistency scores.
+
+Every endpoint but `/health` and these docs needs an API key (`castbook keys create`), sent
+as `Authorization: Bearer <key>`. Errors are JSON: `{"error", "type", "field", "errors"}`.
+"""
+
+
+def default_executor(
+    settings: Settings, database: Database, blobs: BlobStore, jobs: JobStore, config: ApiConfig
+) -> Executor:
+    """``CASTBOOK_EXECUTOR``: ``local`` (threads in this process, the default) or ``celery``."""
+    if config.executor == "celery":
+        from castbook.jobs.celery_executor import create_executor
+
+        return create_executor(settings, store=jobs)
+    if config.executor != "local":
+        raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
+    from castbook.render.generation_job import GENERATION, GenerationJobs
+
+    handlers = {GENERATION: GenerationJobs(settings, database, blobs)}
+    return LocalExecutor(jobs, handlers, workers=config.job_workers)
+
+
+async def _stop_executor(services: Services) -> None:
+    """Give running tasks ``shutdown_grace_seconds`` to finish. A task still running after
+    that is left as it is: the next start re-queues it, as after a crash."""
+    stopper = threading.Thread(
+        target=services.executor.shutdown, name="castbook-executor-stop", daemon=True
+    )
+    stopper.start()
+    await run_in_threadpool(stopper.join, services.config.shutdown_grace_seconds)
+    if stopper.is_alive():
+        log.warning(
+            "tasks still running after %.0f s; they are re-queued when the server starts again",
+            services.config.shutdown_grace_seconds,
+        )
+        return
+    services.close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    executor: Executor | None = None,
+    config: ApiConfig | None = None,
+) -> FastAPI:
+    """The API for ``settings``. ``executor`` replaces the default one (it is started and
+    shut down with the app); ``config`` replaces the server settings read from the
+    environment."""
+    config = config or ApiConfig.from_env()
+    database = Database(settings.database_url)
+    blobs = BlobStore(settings.blob_dir)
+    jobs = JobStore(database)
+    if executor is None:
+        executor = default_executor(settings, database, blobs, jobs, config)
+    services = Services(
+        settings=settings,
+        config=config,
+        database=database,
+        blobs=blobs,
+        jobs=jobs,
+        keys=ApiKeys(database),
+        executor=executor,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(services.executor.start)
+        try:
+            yield
+        finally:
+            await _stop_executor(services)
+
+    app = FastAPI(
+        title="castbook",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(KeyGate, keys=services.keys)  # outermost: no key, nothing else runs
+
+    @app.get("/health", tags=["server"], summary="Is the server up (no key needed)")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(routes_v1.router)
+    app.include_router(compat.router, dependencies=[Depends(require_owner)])
+    return app

@@ -1,0 +1,156 @@
+"""The face-consistency API users already call: ``POST /getImagetoImage`` and ``POST /getImage``.
+
+Same parameter names and ranges as the original (ARCHITECTURE.md, "Reference facts"):
+``app_id`` picks a preset; ``image`` (an http(s) URL or a ``data:`` URI) is the face
+reference, fetched without reaching into the server's network, decoded, shrunk to fit
+1536×1536 when larger, and used both as the image-to-image start and (when the preset's
+backend takes reference images) as the reference; ``celery: true`` answers at once with the
+task id, otherwise the call waits for the result. ``inference_type`` picks the job queue.
+
+Both answer ``{time_required, error, error_data, input, output, app_id, task_id, status}``;
+``output`` lists the result URLs (``GET /v1/results/{sha256}``, same bearer key).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import anyio
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from castbook.api.auth import CurrentOwner
+from castbook.api.image_inputs import resolve_image
+from castbook.api.routes_tasks import choose_preset, queue_generation
+from castbook.api.services import AppServices, Services
+from castbook.errors import CastbookError, FieldError
+from castbook.generation import Mode, Preset, create_backend
+from castbook.jobs import Job
+
+__all__ = ["ImageToImageRequest", "TaskQuery", "compat_answer", "router"]
+
+router = APIRouter(tags=["face-consistency API (compatible)"])
+
+# castbook's request field -> the compat API's name for it.
+_NAMES = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "batch": "batch",
+    "height": "height",
+    "width": "width",
+    "steps": "num_inference_steps",
+    "guidance": "guidance_scale",
+    "strength": "strength",
+    "seed": "seed",
+}
+
+
+class ImageToImageRequest(BaseModel):
+    """Fields the original API did not have are ignored, as it ignored them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    app_id: str = Field(min_length=1, max_length=100, description="A preset id.")
+    image: str = Field(min_length=1, description="The face reference: http(s) URL or data: URI.")
+    prompt: str = Field(default="", max_length=4000)
+    negative_prompt: str = Field(default="", max_length=4000)
+    batch: int = Field(default=1, ge=1, le=8)
+    height: int | None = Field(default=None, ge=256, le=1536)
+    width: int | None = Field(default=None, ge=256, le=1536)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=50)
+    guidance_scale: float | None = Field(default=None, ge=1, le=30)
+    strength: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    celery: bool = Field(default=False, description="true: answer at once with the task id.")
+    inference_type: Literal["a10g", "a100", "h100"] | None = Field(
+        default=None, description="The GPU pool (job queue) to run on."
+    )
+
+
+class TaskQuery(BaseModel):
+    id: str = Field(min_length=1, max_length=64, description="The task_id to look up.")
+
+
+def compat_answer(request: Request, job: Job) -> dict[str, Any]:
+    return {
+        "time_required": job.seconds,
+        "error": job.error,
+        "error_data": job.error_data,
+        "input": job.input.get("compat", job.input.get("request")),
+        "output": [
+            str(request.url_for("download_result", sha256=output.sha256)) for output in job.outputs
+        ],
+        "app_id": job.input.get("preset"),
+        "task_id": job.id,
+        "status": job.status.value,
+    }
+
+
+def _takes_references(preset: Preset) -> bool:
+    try:
+        return create_backend(preset).max_references > 0
+    except CastbookError:
+        return False  # the job itself will say what is missing
+
+
+def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
+    try:
+        preset = choose_preset(services, body.app_id, Mode.I2I)
+    except FieldError as exc:
+        raise FieldError("app_id", str(exc).removeprefix("preset: ")) from None
+    if not preset.supports(Mode.I2I):
+        modes = ", ".join(m.value for m in preset.modes)
+        raise FieldError("app_id", f"preset {preset.id!r} does {modes}, not image-to-image")
+    image = resolve_image(services, owner, body.image, "image")
+    sent = body.model_dump(exclude_unset=True)
+    values: dict[str, Any] = {
+        ours: sent[theirs] for ours, theirs in _NAMES.items() if sent.get(theirs) is not None
+    }
+    values["mode"] = Mode.I2I
+    values["init_image"] = image.sha256
+    if _takes_references(preset):
+        values["references"] = [image.sha256]
+    recorded = {**sent, "image": image.source, "image_id": image.sha256}
+    if image.resized:
+        recorded["image_resized_to"] = [image.prepared.width, image.prepared.height]  # type: ignore[union-attr]
+    try:
+        return queue_generation(
+            services,
+            owner,
+            values,
+            preset,
+            queue=body.inference_type or "default",
+            images=[image],
+            extra_input={"compat": recorded},
+        )
+    except FieldError as exc:
+        name = _NAMES.get(exc.field, exc.field)
+        raise FieldError(name, str(exc).removeprefix(f"{exc.field}: ")) from None
+
+
+@router.post("/getImagetoImage", summary="Image-to-image with a face reference")
+async def get_image_to_image(
+    body: ImageToImageRequest, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    job = await run_in_threadpool(_queue, services, owner, body)
+    if not body.celery:
+        job = await _wait(services, job, owner)
+    return compat_answer(request, job)
+
+
+@router.post("/getImage", summary="A task's status and results")
+def get_image(
+    body: TaskQuery, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    return compat_answer(request, services.jobs.get(body.id.strip(), owner))
+
+
+async def _wait(services: Services, job: Job, owner: str) -> Job:
+    """Until the job ends or the configured wait runs out (then its state as it is)."""
+    deadline = time.monotonic() + services.config.wait_seconds
+    while not job.done and time.monotonic() < deadline:
+        await anyio.sleep(services.config.events_poll_seconds)
+        job = await run_in_threadpool(services.jobs.get, job.id, owner)
+    return job

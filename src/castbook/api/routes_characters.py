@@ -1,0 +1,241 @@
+"""``/v1/characters``: the caller's character library over HTTP.
+
+A character is addressed by its id or, for convenience, its name (ignoring case). Fields are
+sent as JSON; reference images are uploaded as ``multipart/form-data``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import Response as RawResponse
+from pydantic import BaseModel, ConfigDict
+
+from castbook.api.auth import CurrentOwner
+from castbook.api.services import AppServices
+from castbook.errors import CharacterNotFoundError, FieldError, NotFoundError
+from castbook.images import MAX_FILE_BYTES
+from castbook.library import (
+    Character,
+    CharacterLibrary,
+    ExportFormat,
+    ImageInput,
+    export_characters,
+    import_document,
+)
+
+__all__ = ["CharacterCreate", "CharacterPatch", "character_json", "router"]
+
+router = APIRouter(prefix="/characters", tags=["characters"])
+
+MAX_UPLOADS = 16
+
+
+class _Physical(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hair: str | None = None
+    eyes: str | None = None
+    face: str | None = None
+    body: str | None = None
+    skin: str | None = None
+
+
+class _CharacterFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    style_prompt: str | None = None
+    negative_prompt: str | None = None
+    description: str | None = None
+    hair: str | None = None
+    eyes: str | None = None
+    face: str | None = None
+    body: str | None = None
+    skin: str | None = None
+    physical: _Physical | None = None
+    clothing: str | None = None
+    accessories: list[str] | None = None
+    distinctive_features: list[str] | None = None
+    tags: list[str] | None = None
+
+    def changes(self) -> dict[str, object]:
+        """The fields the client sent, flat (``physical.hair`` becomes ``hair``)."""
+        values = self.model_dump(exclude_unset=True, exclude={"physical", "primary_image"})
+        if self.physical is not None:
+            values.update(self.physical.model_dump(exclude_unset=True))
+        return values
+
+
+class CharacterCreate(_CharacterFields):
+    name: str
+
+
+class CharacterPatch(_CharacterFields):
+    name: str | None = None
+    primary_image: str | None = None  # sha256 (or a unique prefix, or a 1-based position)
+
+
+def character_json(request: Request, character: Character) -> dict[str, Any]:
+    data = character.model_dump(mode="json")
+    primary = character.primary_image
+    data["primary_image"] = primary.sha256 if primary else None
+    for image in data["images"]:
+        image["url"] = str(
+            request.url_for("character_image", ref=character.id, sha256=image["sha256"])
+        )
+        image["thumbnail_url"] = image["url"] + "?thumbnail=true"
+    return data
+
+
+def find_character(library: CharacterLibrary, ref: str) -> Character:
+    """By id first, then by name; another owner's characters do not exist here."""
+    try:
+        return library.get_by_id(ref)
+    except CharacterNotFoundError:
+        return library.get(ref)
+
+
+@router.get("", summary="List characters")
+def list_characters(
+    request: Request,
+    owner: CurrentOwner,
+    services: AppServices,
+    tag: Annotated[str | None, Query(description="Only characters with this tag.")] = None,
+) -> list[dict[str, Any]]:
+    characters = services.library(owner).list()
+    if tag:
+        wanted = tag.casefold()
+        characters = [c for c in characters if wanted in (t.casefold() for t in c.tags)]
+    return [character_json(request, c) for c in characters]
+
+
+@router.post("", status_code=201, summary="Create a character")
+def create_character(
+    request: Request, owner: CurrentOwner, services: AppServices, body: CharacterCreate
+) -> dict[str, Any]:
+    """Create a character from its fields; add reference images with
+    ``POST /v1/characters/{ref}/images``."""
+    values = body.changes()
+    values["name"] = body.name
+    character = services.library(owner).create(values)
+    return character_json(request, character)
+
+
+@router.get("/export", summary="Export characters as JSON (images included)")
+def export(
+    owner: CurrentOwner,
+    services: AppServices,
+    format: Annotated[ExportFormat, Query(description="castbook or nbp")] = ExportFormat.CASTBOOK,
+    id: Annotated[
+        list[str] | None, Query(description="Character ids or names (repeatable); all if none.")
+    ] = None,
+) -> dict[str, Any]:
+    library = services.library(owner)
+    characters = [find_character(library, ref) for ref in id] if id else library.list()
+    return export_characters(library, characters, format)
+
+
+@router.post("/import", summary="Import a castbook or nbp export")
+def import_characters(
+    owner: CurrentOwner,
+    services: AppServices,
+    document: Annotated[Any, Body(description="The export document (JSON).")],
+    strict: Annotated[
+        bool, Query(description="Import nothing if any character is invalid.")
+    ] = False,
+) -> dict[str, Any]:
+    """Existing names are skipped, never overwritten; invalid entries are reported as failed."""
+    return import_document(services.library(owner), document, strict=strict).as_dict()
+
+
+@router.get("/{ref}", summary="Show a character")
+def get_character(
+    ref: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    return character_json(request, find_character(services.library(owner), ref))
+
+
+@router.patch("/{ref}", summary="Change a character's fields")
+def patch_character(
+    ref: str, request: Request, owner: CurrentOwner, services: AppServices, body: CharacterPatch
+) -> dict[str, Any]:
+    """Send only the fields to change; lists replace the whole list."""
+    library = services.library(owner)
+    character = find_character(library, ref)
+    changes = body.changes()
+    if body.name is not None:
+        changes["name"] = body.name
+    if not changes and body.primary_image is None:
+        raise FieldError("body", "nothing to change")
+    updated = library.update(character.name, changes, primary=body.primary_image)
+    return character_json(request, updated)
+
+
+@router.delete("/{ref}", status_code=204, summary="Delete a character")
+def delete_character(ref: str, owner: CurrentOwner, services: AppServices) -> Response:
+    """Deletes the character and every image blob nothing else uses."""
+    library = services.library(owner)
+    library.delete(find_character(library, ref).name)
+    return Response(status_code=204)
+
+
+@router.post("/{ref}/images", status_code=201, summary="Upload reference images")
+def upload_images(
+    ref: str,
+    request: Request,
+    owner: CurrentOwner,
+    services: AppServices,
+    image: Annotated[list[UploadFile], File(description="PNG, JPEG or WebP (repeatable).")],
+    primary: Annotated[bool, Form(description="Make the first uploaded image primary.")] = False,
+) -> dict[str, Any]:
+    """Images over 1536×1536 are stored shrunk to fit, keeping the aspect ratio."""
+    if not image:
+        raise FieldError("image", "upload at least one image")
+    if len(image) > MAX_UPLOADS:
+        raise FieldError("image", f"at most {MAX_UPLOADS} images per upload, got {len(image)}")
+    uploads = []
+    for index, upload in enumerate(image):
+        data = upload.file.read(MAX_FILE_BYTES + 1)
+        uploads.append(ImageInput(data, upload.filename or f"image {index + 1}"))
+    library = services.library(owner)
+    character = find_character(library, ref)
+    updated = library.update(character.name, add_images=uploads)
+    if primary:
+        first_new = next(i for i in updated.images if i.sha256 not in _shas(character))
+        updated = library.update(updated.name, primary=first_new.sha256)
+    return character_json(request, updated)
+
+
+@router.get("/{ref}/images/{sha256}", name="character_image", summary="Download a reference image")
+def character_image(
+    ref: str,
+    sha256: str,
+    owner: CurrentOwner,
+    services: AppServices,
+    thumbnail: Annotated[bool, Query(description="The small WebP thumbnail instead.")] = False,
+) -> RawResponse:
+    library = services.library(owner)
+    character = find_character(library, ref)
+    for stored in character.images:
+        if stored.sha256 == sha256.lower():
+            if thumbnail:
+                return RawResponse(
+                    library.thumbnail_bytes(stored), media_type=stored.thumbnail_media_type
+                )
+            return RawResponse(library.image_bytes(stored), media_type=stored.media_type)
+    raise NotFoundError(f"{character.name} has no reference image {sha256[:12]}")
+
+
+@router.delete("/{ref}/images/{sha256}", summary="Remove a reference image")
+def delete_image(
+    ref: str, sha256: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    library = services.library(owner)
+    character = find_character(library, ref)
+    updated = library.update(character.name, remove_images=[sha256])
+    return character_json(request, updated)
+
+
+def _shas(character: Character) -> set[str]:
+    return {image.sha256 for image in character.images}

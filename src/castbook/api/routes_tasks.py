@@ -1,0 +1,212 @@
+"""``/v1/generations``, ``/v1/tasks`` and ``/v1/results``: queue work, follow it, fetch it.
+
+A generation is validated completely (fields and ranges, preset, characters, every image
+input) before anything is written; then it becomes a job row and the executor runs it. The
+caller gets the task at once (202) and follows it by polling ``GET /v1/tasks/{id}`` or
+through the event stream ``GET /v1/tasks/{id}/events``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from castbook.api.auth import CurrentOwner
+from castbook.api.image_inputs import ResolvedImage, resolve_image, store_images
+from castbook.api.routes_characters import find_character
+from castbook.api.services import AppServices, Services
+from castbook.api.sse import task_events
+from castbook.errors import FieldError, NotFoundError
+from castbook.generation import GenerationRequest, Mode, Preset, apply_preset, parse_request
+from castbook.jobs import Job, JobStatus
+from castbook.render.generation_job import GENERATION, generation_job_input
+
+__all__ = [
+    "GenerationSubmission",
+    "queue_generation",
+    "router",
+    "task_json",
+]
+
+router = APIRouter(tags=["tasks"])
+
+QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
+
+
+class GenerationSubmission(GenerationRequest):
+    """A generation request plus where to run it.
+
+    ``characters`` are character ids or names; ``references`` and ``init_image`` are http(s)
+    URLs, ``data:`` URIs, or ids (sha256) of your reference images or results.
+    """
+
+    preset: str | None = Field(
+        default=None, description="Preset id (the compat API's app_id); default: by mode."
+    )
+    inference_type: str | None = Field(
+        default=None,
+        pattern=QUEUE_PATTERN,
+        description="The queue to run on (a10g, a100, h100 …); default: 'default'.",
+    )
+
+
+def task_json(request: Request, job: Job) -> dict[str, Any]:
+    data = job.to_json()
+    for output in data["outputs"]:
+        output["url"] = str(request.url_for("download_result", sha256=output["id"]))
+    data["events_url"] = str(request.url_for("task_events", task_id=job.id))
+    return data
+
+
+def choose_preset(services: Services, preset_id: str | None, mode: Mode) -> Preset:
+    catalog = services.presets()
+    try:
+        return catalog.get(preset_id) if preset_id else catalog.default_for(mode)
+    except NotFoundError as exc:
+        raise FieldError("preset", str(exc)) from None
+
+
+def queue_generation(
+    services: Services,
+    owner: str,
+    values: dict[str, Any],
+    preset: Preset,
+    *,
+    queue: str,
+    images: list[ResolvedImage],
+    extra_input: dict[str, Any] | None = None,
+) -> Job:
+    """Validate the request against its preset, then write images, the job, and submit it."""
+    request = parse_request(values)
+    apply_preset(request, preset)
+    if request.mode == Mode.T2I and not request.prompt.strip() and not request.characters:
+        raise FieldError("prompt", "is empty; describe the picture or choose a character")
+    store_images(services, images)
+    job_input = generation_job_input(request, preset.id)
+    if extra_input:
+        job_input.update(extra_input)
+    job = services.jobs.create(kind=GENERATION, input=job_input, owner=owner, queue=queue)
+    return services.submit(job)
+
+
+def _submission_values(
+    services: Services, owner: str, body: GenerationSubmission
+) -> tuple[dict[str, Any], list[ResolvedImage]]:
+    values = body.model_dump(exclude_unset=True, exclude={"preset", "inference_type"})
+    images: list[ResolvedImage] = []
+    if body.characters:
+        library = services.library(owner)
+        names = []
+        for index, ref in enumerate(body.characters):
+            try:
+                names.append(find_character(library, ref).name)
+            except NotFoundError:
+                raise FieldError(f"characters.{index}", f"no character {ref!r}") from None
+        values["characters"] = names
+    if body.references:
+        resolved = [
+            resolve_image(services, owner, ref, f"references.{index}")
+            for index, ref in enumerate(body.references)
+        ]
+        images.extend(resolved)
+        values["references"] = [image.sha256 for image in resolved]
+    if body.init_image is not None:
+        init = resolve_image(services, owner, body.init_image, "init_image")
+        images.append(init)
+        values["init_image"] = init.sha256
+    return values, images
+
+
+@router.post("/generations", status_code=202, summary="Queue a generation")
+def create_generation(
+    request: Request, owner: CurrentOwner, services: AppServices, body: GenerationSubmission
+) -> JSONResponse:
+    """Answers 202 with the task at once; the task's ``events_url`` streams its progress."""
+    preset = choose_preset(services, body.preset, body.mode)
+    values, images = _submission_values(services, owner, body)
+    job = queue_generation(
+        services, owner, values, preset, queue=body.inference_type or "default", images=images
+    )
+    return JSONResponse(
+        task_json(request, job),
+        status_code=202,
+        headers={"Location": str(request.url_for("get_task", task_id=job.id))},
+    )
+
+
+@router.get("/tasks", summary="List your tasks, newest first")
+def list_tasks(
+    request: Request,
+    owner: CurrentOwner,
+    services: AppServices,
+    status: Annotated[JobStatus | None, Query(description="Only tasks in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict[str, Any]]:
+    jobs = services.jobs.list(owner, limit=limit, status=status.value if status else None)
+    return [task_json(request, job) for job in jobs]
+
+
+@router.get("/tasks/{task_id}", name="get_task", summary="A task's status, progress and results")
+def get_task(
+    task_id: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    return task_json(request, services.jobs.get(task_id, owner))
+
+
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a task")
+def cancel_task(
+    task_id: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    """A queued task is cancelled at once, a running one after its current step; a finished
+    task is left as it is."""
+    return task_json(request, services.jobs.cancel(task_id, owner))
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    name="task_events",
+    summary="Server-sent events: the task's progress until it ends",
+    response_class=StreamingResponse,
+)
+async def stream_task_events(
+    task_id: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> StreamingResponse:
+    await run_in_threadpool(services.jobs.get, task_id, owner)  # 404 before the stream starts
+    config = services.config
+    events = task_events(
+        services.jobs,
+        task_id,
+        owner,
+        lambda job: task_json(request, job),
+        poll=config.events_poll_seconds,
+        keepalive=config.events_keepalive_seconds,
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/results/{sha256}",
+    name="download_result",
+    summary="Download a result image or video",
+    response_class=FileResponse,
+)
+def download_result(sha256: str, owner: CurrentOwner, services: AppServices) -> FileResponse:
+    """Only results that one of your tasks produced."""
+    output = services.output_of(owner, sha256.lower())
+    if output is None or not services.blobs.exists(output.sha256):
+        raise NotFoundError(f"no result {sha256[:16]} among your tasks")
+    extension = {"image/png": "png", "video/mp4": "mp4"}.get(output.media_type, "bin")
+    return FileResponse(
+        services.blobs.path(output.sha256),
+        media_type=output.media_type,
+        filename=f"{output.sha256[:16]}.{extension}",
+        content_disposition_type="inline",
+    )

@@ -1,0 +1,15 @@
+"""The native REST API under ``/v1``; every route needs a bearer API key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from castbook.api import routes_characters, routes_evaluations, routes_tasks
+from castbook.api.auth import require_owner
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)])
+router.include_router(routes_characters.router)
+router.include_router(routes_tasks.router)
+router.include_router(routes_evaluations.router)

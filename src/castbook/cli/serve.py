@@ -1,0 +1,120 @@
+"""``castbook serve`` (the HTTP API) and ``castbook keys`` (its API keys)."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from castbook.cli.console import console, err_console, print_json
+from castbook.cli.errors import reports_errors
+from castbook.settings import DEFAULT_OWNER, Settings
+
+__all__ = ["keys_app", "serve"]
+
+keys_app = typer.Typer(
+    help="API keys for the HTTP API: create (shown once), list, revoke.", no_args_is_help=True
+)
+
+
+@reports_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Jobs run at the same time (local executor threads)."
+    ),
+    log_level: str = typer.Option(
+        "info", "--log-level", help="critical, error, warning, info or debug."
+    ),
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs) with the local job executor.
+
+    Uses CASTBOOK_HOME, CASTBOOK_DATABASE_URL and CASTBOOK_BLOB_DIR like every command.
+    Tasks a killed server left running are re-queued (or failed with the reason) on start.
+    """
+    import uvicorn
+
+    from castbook.api import ApiConfig, ApiKeys, create_app
+
+    settings = Settings.from_env()
+    app = create_app(settings, config=ApiConfig.from_env(job_workers=workers))
+    keys: ApiKeys = app.state.services.keys
+    if not keys.list(include_revoked=False):
+        err_console.print(
+            "note: there are no API keys yet; every request but /health will get 401. "
+            "Create one with `castbook keys create --name NAME`."
+        )
+    err_console.print(f"castbook API on http://{host}:{port} (docs at /docs)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+
+
+def _keys():
+    from castbook.api import ApiKeys
+    from castbook.db import Database
+
+    return ApiKeys(Database(Settings.from_env().database_url))
+
+
+@keys_app.command("create")
+@reports_errors
+def create_key(
+    name: str = typer.Option(..., "--name", help="What the key is for, e.g. 'laptop'."),
+    owner: str = typer.Option(
+        DEFAULT_OWNER,
+        "--owner",
+        help="Whose records the key reaches (default: the CLI's own library, 'local').",
+    ),
+    plain: bool = typer.Option(False, "--plain", help="Print only the key (for scripts)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON (the key included)."),
+) -> None:
+    """Create an API key and print it once; only its hash is stored."""
+    key, secret = _keys().create(name, owner)
+    if plain:
+        typer.echo(secret)
+        return
+    if json_output:
+        print_json({**key.to_json(), "key": secret})
+        return
+    err_console.print(
+        f"Created API key [bold]{escape(key.name)}[/] (id {key.id}, owner {escape(key.owner)}). "
+        "Copy it now; it cannot be shown again:"
+    )
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+@reports_errors
+def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List API keys (never the keys themselves: their first characters)."""
+    keys = _keys().list()
+    if json_output:
+        print_json([key.to_json() for key in keys])
+        return
+    if not keys:
+        console.print("No API keys. Create one with `castbook keys create --name NAME`.")
+        return
+    table = Table(title="API keys")
+    for column in ("id", "name", "owner", "key", "created", "last used", "state"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            key.id,
+            escape(key.name),
+            escape(key.owner),
+            f"{key.prefix}…",
+            key.created_at.strftime("%Y-%m-%d %H:%M"),
+            key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never",
+            "active" if key.active else "[red]revoked[/]",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+@reports_errors
+def revoke_key(
+    key_id: str = typer.Argument(..., metavar="ID", help="The key's id (or 6+ of its first)."),
+) -> None:
+    """Revoke an API key; requests with it get 401 from then on."""
+    key = _keys().revoke(key_id)
+    console.print(f"Revoked API key [bold]{escape(key.name)}[/] ({key.id}).")

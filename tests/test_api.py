@@ -1,0 +1,625 @@
+"""The HTTP API in-process (Starlette's TestClient over httpx), on SQLite and PostgreSQL.
+
+Generations run for real: the local executor runs the tiny random-weight SD 1.5 model through
+a user preset in the test's CASTBOOK_HOME, the way a user's local model is run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from castbook.api import ApiConfig, create_app
+from castbook.api.services import Services
+from castbook.db import Database
+from castbook.jobs import Job, JobContext, JobOutput, JobStore, LocalExecutor
+from castbook.settings import Settings
+from tests.conftest import make_image_bytes
+from tests.test_evaluation import ALICE, character, png_bytes
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("diffusers")
+    from tests.support.tiny_diffusers import make_tiny_ip_adapter, make_tiny_sd15
+
+    root = tmp_path_factory.mktemp("api-models")
+    return {"sd15": make_tiny_sd15(root / "sd15"), "ip": make_tiny_ip_adapter(root / "ip")}
+
+
+def write_presets(home: Path, models: dict[str, Path]) -> None:
+    """``tiny`` (IP-Adapter: takes a reference), ``tiny-plain`` (no references), ``tiny-slow``
+    (50 steps) and ``tiny-t2i`` (text-to-image only)."""
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT
+
+    home.mkdir(parents=True, exist_ok=True)
+    sd15 = models["sd15"]
+    (home / "presets.toml").write_text(
+        f"""
+[presets.tiny]
+backend = "diffusers"
+model = "{sd15}"
+defaults = {{ width = 256, height = 256, steps = 2 }}
+[presets.tiny.options]
+family = "sd15"
+ip_adapter = "{models["ip"]}"
+ip_adapter_subfolder = ""
+ip_adapter_weight = "{IP_ADAPTER_WEIGHT}"
+image_encoder_folder = "image_encoder"
+
+[presets.tiny-plain]
+backend = "diffusers"
+model = "{sd15}"
+defaults = {{ width = 256, height = 256, steps = 2 }}
+options = {{ family = "sd15" }}
+
+[presets.tiny-slow]
+backend = "diffusers"
+model = "{sd15}"
+defaults = {{ width = 256, height = 256, steps = 50 }}
+options = {{ family = "sd15" }}
+
+[presets.tiny-t2i]
+backend = "diffusers"
+model = "{sd15}"
+modes = ["t2i"]
+defaults = {{ width = 256, height = 256, steps = 2 }}
+options = {{ family = "sd15" }}
+"""
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-empty"))
+    return home
+
+
+@dataclass
+class Api:
+    client: TestClient
+    services: Services
+
+    def key(self, owner: str) -> dict[str, str]:
+        _, plain = self.services.keys.create(f"{owner}'s key", owner)
+        return {"Authorization": f"Bearer {plain}"}
+
+    def wait(self, task_id: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.client.get(f"/v1/tasks/{task_id}", headers=headers).json()
+            if task["status"] in TERMINAL or time.monotonic() > deadline:
+                return task
+            time.sleep(0.05)
+
+    def blobs(self) -> set[str]:
+        return set(self.services.blobs)
+
+    def job_count(self) -> int:
+        with self.services.database.session() as session:
+            from sqlalchemy import func, select
+
+            from castbook.db import JobRow
+
+            return session.scalar(select(func.count()).select_from(JobRow)) or 0
+
+
+ApiFactory = Callable[..., Api]
+
+
+@pytest.fixture
+def make_api(home: Path) -> Iterator[ApiFactory]:
+    opened: list[TestClient] = []
+
+    def make(
+        database_url: str | None = None,
+        *,
+        handlers: dict[str, Any] | None = None,
+        workers: int = 1,
+        **config: Any,
+    ) -> Api:
+        settings = Settings.for_home(home, database_url)
+        executor = None
+        if handlers is not None:
+            executor = LocalExecutor(
+                JobStore(Database(settings.database_url)), handlers, workers=workers
+            )
+        api_config = ApiConfig(events_poll_seconds=0.02, job_workers=workers, **config)
+        app = create_app(settings, executor=executor, config=api_config)
+        client = TestClient(app)
+        client.__enter__()
+        opened.append(client)
+        return Api(client, app.state.services)
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def generating(home: Path, tiny_models: dict[str, Path]) -> Path:
+    """The test's CASTBOOK_HOME with the tiny presets."""
+    write_presets(home, tiny_models)
+    return home
+
+
+def read_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith((":", "retry:"))]
+        if not lines:
+            continue
+        name = next(line[7:] for line in lines if line.startswith("event: "))
+        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
+        events.append((name, json.loads(data)))
+    return events
+
+
+def alice_png() -> bytes:
+    return png_bytes(character(**ALICE))
+
+
+def add_character(api: Api, headers: dict[str, str], name: str = "Alice") -> dict[str, Any]:
+    made = api.client.post(
+        "/v1/characters", json={"name": name, "style_prompt": "long black hair"}, headers=headers
+    )
+    assert made.status_code == 201, made.text
+    uploaded = api.client.post(
+        f"/v1/characters/{made.json()['id']}/images",
+        files=[("image", ("alice.png", alice_png(), "image/png"))],
+        headers=headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    return uploaded.json()
+
+
+# ---- gated handlers: jobs whose pace the test controls ---------------------------------------
+
+
+class SteppingHandler:
+    """Reports ``steps`` progress steps ``pause`` seconds apart; blocks until ``release``."""
+
+    def __init__(self, steps: int = 4, pause: float = 0.1) -> None:
+        self.steps = steps
+        self.pause = pause
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
+        for step in range(1, self.steps + 1):
+            context.progress(step, self.steps)
+            time.sleep(self.pause)
+        while not self.release.wait(0.02):
+            context.progress(self.steps, self.steps)  # where a cancel arrives
+        return [], {"ok": True}
+
+
+# ---- auth ----------------------------------------------------------------------------------
+
+
+def test_health_and_docs_need_no_key(make_api: ApiFactory) -> None:
+    api = make_api()
+    assert api.client.get("/health").json()["status"] == "ok"
+    assert api.client.get("/docs").status_code == 200
+    schema = api.client.get("/openapi.json").json()
+    assert "/getImagetoImage" in schema["paths"] and "/v1/generations" in schema["paths"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def _routes(api: Api) -> list[tuple[str, str]]:
+    """Every documented operation but /health, with its path parameters filled in."""
+    paths = api.client.get("/openapi.json").json()["paths"]
+    found = []
+    for path, operations in paths.items():
+        if path != "/health":
+            filled = path.replace("{", "").replace("}", "")  # "{ref}" -> "ref"
+            found.extend((method.upper(), filled) for method in operations)
+    return found
+
+
+def test_every_endpoint_needs_a_valid_key(make_api: ApiFactory, database_url: str) -> None:
+    api = make_api(database_url)
+    good = api.key("alice")
+    revoked, plain = api.services.keys.create("old", "alice")
+    api.services.keys.revoke(revoked.id)
+    routes = _routes(api)
+    assert len(routes) >= 15
+    for headers in (
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer cb_not-a-key"},
+        {"Authorization": "Bearer something-else"},
+        {"Authorization": f"Bearer {plain}"},
+    ):
+        for method, path in routes:
+            response = api.client.request(method, path, headers=headers)
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert "key" in response.json()["error"]
+    # The key is checked before anything else: a broken body or an unknown path is still 401.
+    junk = {"content-type": "application/json"}
+    assert api.client.post("/getImagetoImage", content=b"{bad", headers=junk).status_code == 401
+    assert api.client.get("/v1/nothing-here").status_code == 401
+    assert api.client.get("/v1/nothing-here", headers=good).status_code == 404
+    refused = api.client.get("/v1/tasks", headers={"Authorization": f"Bearer {plain}"})
+    assert "revoked" in refused.json()["error"]
+    assert api.client.get("/v1/tasks", headers=good).json() == []
+
+
+def test_keys_are_stored_hashed_and_listed_without_the_secret(make_api: ApiFactory) -> None:
+    api = make_api()
+    key, plain = api.services.keys.create("laptop")
+    assert plain.startswith("cb_") and len(plain) > 40 and key.owner == "local"
+    with api.services.database.session() as session:
+        from castbook.db import ApiKeyRow
+
+        row = session.get(ApiKeyRow, key.id)
+        assert row is not None
+        assert row.key_hash == hashlib.sha256(plain.encode()).hexdigest()
+        assert plain not in (row.prefix, row.key_hash, row.name)
+    assert api.services.keys.authenticate(plain).id == key.id
+    listed = [k.to_json() for k in api.services.keys.list()]
+    assert listed[0]["prefix"] == plain[:10] and plain not in json.dumps(listed)
+    assert api.services.keys.revoke(key.id[:8]).revoked_at is not None
+
+
+def test_keys_commands(castbook_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from castbook.api import ApiKeys
+    from castbook.api.auth import AuthenticationError
+    from castbook.cli.serve import keys_app
+
+    runner = CliRunner()
+    created = runner.invoke(keys_app, ["create", "--name", "laptop", "--owner", "ann", "--json"])
+    assert created.exit_code == 0, created.output
+    made = json.loads(created.stdout)
+    assert made["key"].startswith("cb_") and made["owner"] == "ann"
+    plain = runner.invoke(keys_app, ["create", "--name", "ci", "--plain"])
+    assert plain.stdout.strip().startswith("cb_") and len(plain.stdout.split()) == 1
+    listed = runner.invoke(keys_app, ["list", "--json"])
+    assert [k["name"] for k in json.loads(listed.stdout)] == ["laptop", "ci"]
+    assert made["key"] not in listed.stdout
+    revoked = runner.invoke(keys_app, ["revoke", made["id"][:8]])
+    assert revoked.exit_code == 0 and "Revoked" in revoked.stdout
+    table = runner.invoke(keys_app, ["list"]).stdout
+    assert "laptop" in table and "revoked" in table and "active" in table
+    missing = runner.invoke(keys_app, ["revoke", "nope"])
+    assert missing.exit_code == 1 and "no API key" in missing.stderr
+    empty = runner.invoke(keys_app, ["create", "--name", " "])
+    assert empty.exit_code == 1 and "name: must not be empty" in empty.stderr
+    keys = ApiKeys(Database(Settings.from_env().database_url))
+    with pytest.raises(AuthenticationError, match="revoked"):
+        keys.authenticate(made["key"])
+    keys.database.dispose()
+
+
+def test_two_owners_never_see_each_others_records(
+    make_api: ApiFactory, database_url: str, generating: Path
+) -> None:
+    api = make_api(database_url)
+    alice, bob = api.key("alice"), api.key("bob")
+    made = add_character(api, alice)
+    task = api.client.post(
+        "/v1/generations",
+        json={"preset": "tiny", "characters": ["Alice"], "prompt": "at a cafe", "seed": 3},
+        headers=alice,
+    ).json()
+    done = api.wait(task["id"], alice)
+    assert done["status"] == "succeeded", done
+    result = done["outputs"][0]["id"]
+    image = made["images"][0]["sha256"]
+
+    for path in (
+        f"/v1/characters/{made['id']}",
+        "/v1/characters/Alice",
+        f"/v1/characters/{made['id']}/images/{image}",
+        f"/v1/tasks/{task['id']}",
+        f"/v1/tasks/{task['id']}/events",
+        f"/v1/results/{result}",
+    ):
+        assert api.client.get(path, headers=alice).status_code == 200, path
+        response = api.client.get(path, headers=bob)
+        assert response.status_code == 404, path
+        assert response.json()["type"] in ("CharacterNotFoundError", "NotFoundError")
+    assert api.client.post(f"/v1/tasks/{task['id']}/cancel", headers=bob).status_code == 404
+    assert api.client.post("/getImage", json={"id": task["id"]}, headers=bob).status_code == 404
+    patched = api.client.patch(f"/v1/characters/{made['id']}", json={"hair": "x"}, headers=bob)
+    assert patched.status_code == 404
+    assert api.client.delete(f"/v1/characters/{made['id']}", headers=bob).status_code == 404
+    assert api.client.get("/v1/characters", headers=bob).json() == []
+    assert api.client.get("/v1/tasks", headers=bob).json() == []
+    assert api.client.get("/v1/characters/export", headers=bob).json()["characters"] == []
+    scored = api.client.post(
+        "/v1/evaluations", data={"character": "Alice", "result": result}, headers=bob
+    )
+    assert scored.status_code == 404
+    # Bob cannot borrow Alice's character or images by id either.
+    for body, field in (
+        ({"characters": [made["id"]], "prompt": "x"}, "characters.0"),
+        ({"mode": "i2i", "init_image": result, "prompt": "x"}, "init_image"),
+        ({"references": [image], "prompt": "x"}, "references.0"),
+    ):
+        response = api.client.post("/v1/generations", json={"preset": "tiny", **body}, headers=bob)
+        assert response.status_code == 422 and response.json()["field"] == field, response.text
+    # Bob's own character may share Alice's name.
+    assert api.client.post("/v1/characters", json={"name": "Alice"}, headers=bob).status_code == 201
+    assert len(api.client.get("/v1/characters", headers=alice).json()) == 1
+
+
+# ---- generations and tasks -------------------------------------------------------------------
+
+
+def test_a_generation_runs_as_a_task_with_live_events(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    headers = api.key("local")
+    add_character(api, headers)
+    submitted = api.client.post(
+        "/v1/generations",
+        json={"preset": "tiny", "characters": ["alice"], "prompt": "at a cafe", "batch": 2,
+              "seed": 5},
+        headers=headers,
+    )  # fmt: skip
+    assert submitted.status_code == 202, submitted.text
+    task = submitted.json()
+    assert submitted.headers["location"].endswith(f"/v1/tasks/{task['id']}")
+    assert task["status"] in ("queued", "running")
+    assert task["input"]["request"]["characters"] == ["Alice"]
+
+    stream = api.client.get(f"/v1/tasks/{task['id']}/events", headers=headers)
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = read_events(stream.text)
+    assert events[-1][0] == "done"
+    finished = events[-1][1]
+    assert finished["status"] == "succeeded", finished
+    assert all(name == "progress" for name, _ in events[:-1])
+    assert events[-2][1]["text"].startswith("succeeded")
+    assert finished["result"]["prompt"] == "long black hair, at a cafe"
+    assert finished["result"]["seed"] == 5
+
+    assert len(finished["outputs"]) == 2
+    for output in finished["outputs"]:
+        download = api.client.get(output["url"], headers=headers)
+        assert download.status_code == 200
+        assert download.headers["content-type"] == "image/png"
+        assert hashlib.sha256(download.content).hexdigest() == output["id"]
+        with Image.open(io.BytesIO(download.content)) as image:
+            assert image.size == (256, 256)
+    listed = api.client.get("/v1/tasks?status=succeeded", headers=headers).json()
+    assert [t["id"] for t in listed] == [task["id"]]
+
+
+def test_events_report_each_step_until_done(make_api: ApiFactory, database_url: str) -> None:
+    handler = SteppingHandler(steps=4, pause=0.2)
+    api = make_api(database_url, handlers={"generation": handler})
+    headers = api.key("alice")
+    task = api.client.post(
+        "/v1/generations", json={"preset": "tiny-plain", "prompt": "x"}, headers=headers
+    )
+    # No presets.toml here: an unknown preset is refused before anything is queued.
+    assert task.status_code == 422 and task.json()["field"] == "preset"
+    task = api.client.post(
+        "/v1/generations", json={"preset": "sd15-ip-adapter", "prompt": "x"}, headers=headers
+    ).json()
+    events = read_events(api.client.get(f"/v1/tasks/{task['id']}/events", headers=headers).text)
+    texts = [data["text"] for name, data in events if name == "progress"]
+    for step in range(1, 5):
+        assert f"running {step}/4" in texts
+    assert texts.index("running 1/4") < texts.index("running 4/4")
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+    assert events[-1][1]["result"] == {"ok": True}
+
+
+def test_cancel_a_queued_and_a_running_task(make_api: ApiFactory, database_url: str) -> None:
+    handler = SteppingHandler(steps=1, pause=0)
+    handler.release.clear()  # the first job runs until cancelled
+    api = make_api(database_url, handlers={"generation": handler})
+    headers = api.key("alice")
+    body = {"preset": "sd15-ip-adapter", "prompt": "x"}
+    running = api.client.post("/v1/generations", json=body, headers=headers).json()
+    queued = api.client.post("/v1/generations", json=body, headers=headers).json()
+    deadline = time.monotonic() + 10
+    while (
+        api.client.get(f"/v1/tasks/{running['id']}", headers=headers).json()["status"] != "running"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    cancelled = api.client.post(f"/v1/tasks/{queued['id']}/cancel", headers=headers).json()
+    assert cancelled["status"] == "cancelled"
+    asked = api.client.post(f"/v1/tasks/{running['id']}/cancel", headers=headers).json()
+    assert asked["cancel_requested"] is True
+    assert api.wait(running["id"], headers)["status"] == "cancelled"
+    again = api.client.post(f"/v1/tasks/{running['id']}/cancel", headers=headers)
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    missing = api.client.get("/v1/tasks/nope", headers=headers)
+    assert missing.status_code == 404 and missing.json()["error"] == "no task 'nope'"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"batch": 9}, "batch", "must be between 1 and 8, got 9"),
+        ({"width": 100}, "width", "must be between 256 and 1536, got 100"),
+        ({"steps": "many"}, "steps", "valid integer"),
+        ({"guidance": 31}, "guidance", "must be between 1 and 30"),
+        ({"strength": 1.5}, "strength", "must be between 0 and 1"),
+        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"mode": "3d"}, "mode", "t2i"),
+        ({"preset": "nope"}, "preset", "no preset 'nope'"),
+        ({"preset": "tiny-t2i", "mode": "i2i"}, "mode", "does t2i, not i2i"),
+        ({"characters": ["Nobody"]}, "characters.0", "no character 'Nobody'"),
+        ({"references": ["/etc/passwd"]}, "references.0", "http(s) URL"),
+        ({"init_image": "data:image/png;base64,aGVsbG8=", "mode": "i2i"}, "init_image", "image"),
+        ({"references": ["http://127.0.0.1:9/a.png"]}, "references.0", "loopback"),
+        ({"references": ["0" * 64]}, "references.0", "no stored image"),
+        ({"prompt": ""}, "prompt", "is empty"),
+        ({"inference_type": "GPU!"}, "inference_type", "pattern"),
+    ],
+)
+def test_invalid_generations_name_the_field_and_write_nothing(
+    make_api: ApiFactory, generating: Path, body: dict[str, Any], field: str, message: str
+) -> None:
+    api = make_api()
+    headers = api.key("alice")
+    response = api.client.post(
+        "/v1/generations", json={"preset": "tiny", "prompt": "x", **body}, headers=headers
+    )
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == field
+    assert message in problem["error"], problem
+    assert api.job_count() == 0 and api.blobs() == set()
+
+
+def test_malformed_json_and_wrong_types_are_422(make_api: ApiFactory) -> None:
+    api = make_api()
+    headers = {**api.key("alice"), "content-type": "application/json"}
+    for content in (b"{not json", b"[1, 2]", b'"text"', b""):
+        response = api.client.post("/v1/generations", content=content, headers=headers)
+        assert response.status_code == 422, content
+        assert response.json()["field"] == "body"
+    response = api.client.post("/v1/characters", json={"name": 5, "tags": "x"}, headers=headers)
+    fields = {p["field"] for p in response.json()["errors"]}
+    assert response.status_code == 422 and fields == {"name", "tags"}
+    assert api.job_count() == 0 and api.client.get("/v1/characters", headers=headers).json() == []
+
+
+def test_request_bodies_over_the_limit_get_413(make_api: ApiFactory) -> None:
+    api = make_api(max_body_bytes=2000)
+    headers = api.key("alice")
+    big = {"name": "Alice", "description": "x" * 3000}
+    response = api.client.post("/v1/characters", json=big, headers=headers)
+    assert response.status_code == 413
+    assert "over the limit" in response.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"name": "Alice", "description": "'
+        for _ in range(10):
+            yield b"y" * 500
+        yield b'"}'
+
+    response = api.client.post(
+        "/v1/characters", content=chunks(), headers={**headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert api.client.get("/v1/characters", headers=headers).json() == []
+    ok = api.client.post("/v1/characters", json={"name": "Alice"}, headers=headers)
+    assert ok.status_code == 201
+
+
+# ---- characters ----------------------------------------------------------------------------
+
+
+def test_characters_crud_images_export_import(make_api: ApiFactory) -> None:
+    api = make_api()
+    headers = api.key("local")
+    client = api.client
+    made = client.post(
+        "/v1/characters",
+        json={"name": "Alice", "style_prompt": "long black hair", "physical": {"eyes": "blue"},
+              "accessories": ["necklace"], "tags": ["hero"]},
+        headers=headers,
+    )  # fmt: skip
+    assert made.status_code == 201
+    alice = made.json()
+    assert alice["physical"]["eyes"] == "blue" and alice["images"] == []
+    duplicate = client.post("/v1/characters", json={"name": "ALICE"}, headers=headers)
+    assert duplicate.status_code == 409 and "already exists" in duplicate.json()["error"]
+
+    huge = make_image_bytes((10, 10, 10), (3000, 1500))
+    uploaded = client.post(
+        f"/v1/characters/{alice['id']}/images",
+        files=[("image", ("a.png", alice_png(), "image/png")),
+               ("image", ("huge.png", huge, "image/png"))],
+        headers=headers,
+    )  # fmt: skip
+    assert uploaded.status_code == 201, uploaded.text
+    images = uploaded.json()["images"]
+    assert [(i["width"], i["height"]) for i in images] == [(256, 256), (1536, 768)]
+    assert uploaded.json()["primary_image"] == images[0]["sha256"]
+    not_an_image = client.post(
+        f"/v1/characters/{alice['id']}/images",
+        files=[("image", ("notes.png", b"hello", "image/png"))],
+        headers=headers,
+    )
+    assert not_an_image.status_code == 422 and "notes.png" in not_an_image.json()["error"]
+
+    picture = client.get(images[1]["url"], headers=headers)
+    assert picture.headers["content-type"] == "image/png"
+    assert hashlib.sha256(picture.content).hexdigest() == images[1]["sha256"]
+    thumb = client.get(images[1]["thumbnail_url"], headers=headers)
+    assert thumb.headers["content-type"] == "image/webp"
+
+    patched = client.patch(
+        "/v1/characters/alice",
+        json={"hair": "long black", "tags": [], "primary_image": images[1]["sha256"]},
+        headers=headers,
+    ).json()
+    assert patched["physical"]["hair"] == "long black" and patched["tags"] == []
+    assert patched["primary_image"] == images[1]["sha256"]
+    removed = client.delete(f"/v1/characters/Alice/images/{images[0]['sha256']}", headers=headers)
+    assert len(removed.json()["images"]) == 1
+    assert images[0]["sha256"] not in api.blobs()  # no other record used it
+
+    exported = client.get("/v1/characters/export?format=nbp", headers=headers).json()
+    assert exported["type"] == "characters" and exported["characters"][0]["name"] == "Alice"
+    assert client.delete(f"/v1/characters/{alice['id']}", headers=headers).status_code == 204
+    assert client.get(f"/v1/characters/{alice['id']}", headers=headers).status_code == 404
+    assert api.blobs() == set()
+    report = client.post("/v1/characters/import", json=exported, headers=headers).json()
+    assert report["imported"] == 1
+    report = client.post("/v1/characters/import", json=exported, headers=headers).json()
+    assert report["skipped"] == 1 and report["imported"] == 0
+    bad = client.post("/v1/characters/import", json={"hello": 1}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["type"] == "ImportFormatError"
+
+
+def test_evaluation_scores_images_against_a_character(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    headers = api.key("alice")
+    add_character(api, headers)
+    task = api.client.post(
+        "/v1/generations", json={"preset": "tiny-plain", "prompt": "x"}, headers=headers
+    ).json()
+    result = api.wait(task["id"], headers)["outputs"][0]["id"]
+    response = api.client.post(
+        "/v1/evaluations",
+        data={"character": "Alice", "result": [result]},
+        files=[("image", ("same.png", png_bytes(character(**ALICE, seed=4)), "image/png")),
+               ("image", ("other.png", make_image_bytes((30, 30, 200), (120, 160)), "image/png")),
+               ("image", ("broken.png", b"nope", "image/png"))],
+        headers=headers,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    report = response.json()
+    scores = {s["source"]: s for s in report["scores"]}
+    assert set(scores) == {"same.png", "other.png", "broken.png", result}
+    assert scores["same.png"]["score"] > scores["other.png"]["score"] + 10
+    assert scores["broken.png"]["score"] is None and scores["broken.png"]["error"]
+    assert report["most_consistent"] == "same.png"
+    nothing = api.client.post("/v1/evaluations", data={"character": "Alice"}, headers=headers)
+    assert nothing.status_code == 422 and nothing.json()["field"] == "image"

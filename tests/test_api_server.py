@@ -1,0 +1,155 @@
+"""A real ``castbook serve`` process: it runs generations, and a SIGKILL mid-job loses nothing.
+
+Only 127.0.0.1 is contacted; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from castbook.db import Database
+from castbook.jobs import JobStatus, JobStore
+from castbook.settings import Settings
+from tests import test_api
+from tests.test_api import write_presets
+
+tiny_models = test_api.tiny_models  # the fixture, shared by name
+
+STARTUP_TIMEOUT = 60
+JOB_TIMEOUT = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def server_home(
+    tmp_path: Path, tiny_models: dict[str, Path]
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    home = tmp_path / "home"
+    write_presets(home, tiny_models)
+    env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env["HF_HOME"] = str(tmp_path / "hf-empty")
+    for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
+        env.pop(name, None)
+    yield home, env
+
+
+def start_server(env: dict[str, str], log: Path) -> Server:
+    port = free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "castbook", "serve", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"castbook serve exited with {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.base}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"castbook serve did not come up:\n{server.output()}")
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+def wait_for(http: httpx.Client, task_id: str, done: set[str], step: int = 0) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        task = http.get(f"/v1/tasks/{task_id}").json()
+        if task["status"] in done and task["progress"]["step"] >= step:
+            return task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+
+
+def test_a_killed_server_requeues_its_running_task_on_restart(
+    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = server_home
+    created = subprocess.run(
+        [sys.executable, "-m", "castbook", "keys", "create", "--name", "test", "--plain"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("cb_")
+    log = tmp_path / "server.log"
+    first = start_server(env, log)
+    try:
+        with httpx.Client(
+            base_url=first.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            assert (
+                http.get("/v1/tasks", headers={"Authorization": "Bearer cb_x"}).status_code == 401
+            )
+            quick = http.post("/v1/generations", json={"preset": "tiny-plain", "prompt": "a cat"})
+            assert quick.status_code == 202, quick.text
+            finished = wait_for(http, quick.json()["id"], {"succeeded", "failed"})
+            assert finished["status"] == "succeeded", finished
+            result = http.get(finished["outputs"][0]["url"])
+            assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+
+            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow_id = slow.json()["id"]
+            running = wait_for(http, slow_id, {"running"}, step=3)
+            assert running["progress"]["step"] < 50, "the slow task finished too fast to kill"
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=10)
+    finally:
+        stop(first)
+
+    store = JobStore(Database(Settings.for_home(home).database_url))
+    orphan = store.get(slow_id)
+    assert orphan.status == JobStatus.RUNNING and orphan.attempts == 1  # as the kill left it
+
+    second = start_server(env, log)
+    try:
+        with httpx.Client(
+            base_url=second.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            recovered = wait_for(http, slow_id, {"succeeded", "failed", "cancelled"})
+    finally:
+        stop(second)
+        store.database.dispose()
+    assert recovered["status"] == "succeeded", (recovered, second.output())
+    assert recovered["attempts"] == 2
+    assert len(recovered["outputs"]) == 1
