@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# Set up castbook in .venv and run its main job. Until `castbook serve` exists, that is the
-# library quick start: it builds a small library in ./.castbook-quickstart and shows it.
+# Set up castbook in .venv and run its main job: the library quick start (a small demo
+# library in ./.castbook-quickstart), then `castbook serve` — the HTTP API on
+# http://127.0.0.1:8000 (docs at /docs) with an API key printed for you.
+# CASTBOOK_NO_SERVE=1 stops after the quick start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup-venv.sh
-exec bash scripts/quickstart.sh
+bash scripts/setup-venv.sh faces,video,diffusers
+bash scripts/quickstart.sh
+if [[ "${CASTBOOK_NO_SERVE:-}" == "1" ]]; then
+    exit 0
+fi
+export CASTBOOK_HOME="$PWD/.castbook-quickstart/library"
+key="$(.venv/bin/castbook keys create --name quickstart --plain)"
+printf '
+API key for this demo library: %s
+' "$key"
+printf 'Try: curl -H "Authorization: Bearer %s" http://127.0.0.1:8000/v1/characters
+
+' "$key"
+exec .venv/bin/castbook serve
