@@ -120,3 +120,42 @@ def test_bad_batch_renders_are_refused(characters, tiny, spec, field) -> None:
     with pytest.raises(FieldError, match=field):
         render_batch(spec, library=characters, preset=preset, backend=backend,
                      scorer=Scorer(faces=False))  # fmt: skip
+
+
+def test_variants_render_in_one_call_like_single_renders(characters, tiny) -> None:
+    import numpy as np
+
+    from castbook.generation import apply_preset, parse_request, prepare_request
+
+    preset, backend = tiny
+    prepared = [
+        prepare_request(
+            apply_preset(parse_request({"prompt": p, "characters": ["Alice"], "seed": i}), preset),
+            preset,
+            library=characters,
+        )
+        for i, p in enumerate(["at a cafe", "at the beach", "on a train"])
+    ]
+    together = backend.generate_variants(prepared, lambda _: None)
+    alone = [backend.generate(p, lambda _: None) for p in prepared]
+    assert [r.metadata["batched_variants"] for r in together] == [3, 3, 3]
+    for a, b in zip(together, alone, strict=True):
+        difference = np.abs(np.asarray(a.images[0], int) - np.asarray(b.images[0], int))
+        assert difference.max() <= 2  # batched float maths, same picture
+    # Different sizes cannot share a call: each runs on its own.
+    mixed = [prepared[0], prepare_request(
+        apply_preset(parse_request({"prompt": "x", "width": 320, "seed": 9}), preset), preset
+    )]  # fmt: skip
+    assert all(
+        "batched_variants" not in r.metadata
+        for r in backend.generate_variants(mixed, lambda _: None)
+    )
+
+
+def test_batch_render_batches_first_attempts(characters, tiny) -> None:
+    preset, backend = tiny
+    result = render_batch(
+        BatchRender(("Alice",), ("a", "b", "c"), "tiny", {"seed": 2}),
+        library=characters, preset=preset, backend=backend, scorer=Scorer(faces=False),
+    )  # fmt: skip
+    assert result.batched and [v.seed for v in result.variants] == [2, 3, 4]

@@ -10,6 +10,8 @@
 ``CASTBOOK_FETCH_ALLOWED_HOSTS``  comma-separated host names exempt from that check
 ``CASTBOOK_EXECUTOR``             ``local`` (job threads inside the server, the default) or
                                   ``celery`` (``castbook worker`` processes through Redis)
+``CASTBOOK_MAX_VARIANTS``         the most prompt variants one batch render may have
+                                  (default 8); a request's ``max_variants`` can only lower it
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class ApiConfig:
     # On stop, how long running tasks may take to finish; after that the server exits anyway
     # and the next start re-queues them.
     shutdown_grace_seconds: float = 30.0
+    # The most prompt variants in one batch render (POST /v1/batch-renders).
+    max_variants: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
@@ -61,8 +65,20 @@ class ApiConfig:
         values["allowed_hosts"] = frozenset(h.strip() for h in hosts.split(",") if h.strip())
         if raw := env.get("CASTBOOK_EXECUTOR", "").strip().lower():
             values["executor"] = raw
+        if raw := env.get("CASTBOOK_MAX_VARIANTS", "").strip():
+            values["max_variants"] = _whole("CASTBOOK_MAX_VARIANTS", raw)
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _whole(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FieldError(name, f"must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise FieldError(name, f"must be at least 1, got {raw!r}")
+    return value
 
 
 def _positive(name: str, raw: str) -> float:

@@ -72,6 +72,7 @@ from castbook.generation.diffusers_pipelines import (
     StepReporter,
     derived_pipeline,
     generators,
+    image_digest,
     import_stack,
     load_pipeline,
     reference_embeddings,
@@ -171,6 +172,77 @@ class DiffusersBackend:
             progress(Progress(0, 0, "nothing to denoise"))
         result.metadata["elapsed_s"] = round(time.perf_counter() - started, 3)
         return result
+
+    def generate_variants(
+        self, requests: Sequence[PreparedRequest], progress: ProgressCallback
+    ) -> list[GenerationResult]:
+        """Several single-image text-to-image requests in ONE pipeline call.
+
+        They must differ only in prompt, negative prompt and seed (Batch Render's prompt
+        variants of the same characters). Anything else runs one request at a time. Each
+        image gets its own generator, so it equals what ``generate`` gives for its request.
+        """
+        if len(requests) < 2 or not _variants_of_one_request(requests):
+            return [self.generate(request, progress) for request in requests]
+        first = requests[0]
+        options = {**self.preset.options, **first.options}
+        family = _family(self.preset, options)
+        if family not in ("sd15", "sdxl"):
+            return [self.generate(request, progress) for request in requests]
+        if len(first.references) > _max_references(options, family):
+            return [self.generate(request, progress) for request in requests]
+        torch, _ = import_stack()
+        entry = self.cache.get(
+            self._key(torch, options, family), lambda k: load_pipeline(k, self.preset.id)
+        )
+        started = time.perf_counter()
+        wanted = first.request
+        count = len(requests)
+        with entry.lock:
+            pipe = entry.pipeline
+            use_scheduler(entry, pipe, options.get("scheduler"))
+            call: dict[str, Any] = {
+                "prompt": [r.prompt for r in requests],
+                "negative_prompt": [r.negative_prompt or "" for r in requests],
+                "num_inference_steps": wanted.steps,
+                "guidance_scale": wanted.guidance,
+                "width": _snap(wanted.width),
+                "height": _snap(wanted.height),
+                "output_type": "pil",
+                "num_images_per_prompt": 1,
+            }
+            scale = self._condition(entry, pipe, first.references, options, first, call)
+            guided = (
+                wanted.guidance > 1.0 and pipe.unet.config.get("time_cond_proj_dim", None) is None
+            )
+            if "ip_adapter_image_embeds" in call:
+                # The pipeline repeats reference embeddings per image of one prompt, not per
+                # prompt: give it one copy per variant, negatives first as it expects.
+                call["ip_adapter_image_embeds"] = [
+                    _repeat_embeds(torch, embeds, count, guided=guided)
+                    for embeds in call["ip_adapter_image_embeds"]
+                ]
+            output = pipe(
+                **call,
+                generator=[generators(torch, r.seed, 1)[0] for r in requests],
+                callback_on_step_end=StepReporter(progress, 0, 1),
+            )
+            images = list(output.images)
+            results = []
+            for request, image in zip(requests, images, strict=True):
+                metadata = self._metadata(entry, pipe, request, scale)
+                metadata["batched_variants"] = count
+                results.append(
+                    GenerationResult(
+                        images=(_fit(image, wanted.width, wanted.height),),
+                        seed=request.seed,
+                        metadata=metadata,
+                    )
+                )
+        elapsed = round(time.perf_counter() - started, 3)
+        for result in results:
+            result.metadata["elapsed_s"] = elapsed
+        return results
 
     # ------------------------------------------------------------------ images
 
@@ -395,6 +467,31 @@ class DiffusersBackend:
 
 
 # ---------------------------------------------------------------------- small pieces
+
+
+def _variants_of_one_request(requests: Sequence[PreparedRequest]) -> bool:
+    first = requests[0]
+    shared = first.request.model_dump(exclude={"prompt", "negative_prompt", "seed", "characters"})
+    digests = [image_digest(image) for image in first.references]
+    for request in requests:
+        if request.mode is not Mode.T2I or request.request.batch != 1:
+            return False
+        if request.init_image is not None or request.options != first.options:
+            return False
+        other = request.request.model_dump(
+            exclude={"prompt", "negative_prompt", "seed", "characters"}
+        )
+        if other != shared or [image_digest(i) for i in request.references] != digests:
+            return False
+    return True
+
+
+def _repeat_embeds(torch: Any, embeds: Any, count: int, *, guided: bool) -> Any:
+    if not guided:
+        return embeds.repeat(count, *([1] * (embeds.dim() - 1)))
+    negative, positive = embeds.chunk(2)
+    ones = [1] * (embeds.dim() - 1)
+    return torch.cat([negative.repeat(count, *ones), positive.repeat(count, *ones)])
 
 
 class _CountingProgress:

@@ -89,6 +89,7 @@ class VariantResult:
 class BatchRenderResult:
     variants: tuple[VariantResult, ...]
     final_prompts: tuple[str, ...]
+    batched: bool = False  # the first attempts ran as one backend call
 
     @property
     def best(self) -> VariantResult:
@@ -144,6 +145,7 @@ def render_batch(
             min_score=spec.min_score,
             max_attempts=spec.max_attempts,
             on_reroll=rerolling,
+            first_image=first_images[index] if first_images is not None else None,
         )
         with lock:
             done += 1
@@ -161,6 +163,13 @@ def render_batch(
         )
 
     report(0, total, f"running 0/{total}")
+    # A backend that can render different prompts in one call renders every first attempt
+    # at once; re-rolls (different seeds, fewer of them) go one by one.
+    first_images: list[Image.Image] | None = None
+    generate_variants = getattr(backend, "generate_variants", None)
+    if generate_variants is not None and total > 1:
+        results = generate_variants(prepared_first, _no_step_progress)
+        first_images = [result.images[0] for result in results]
     workers = concurrency or _concurrency(backend, total)
     with ThreadPoolExecutor(workers, thread_name_prefix="castbook-variant") as pool:
         variants = list(pool.map(render_variant, range(total)))
@@ -168,7 +177,9 @@ def render_batch(
     marked = tuple(
         VariantResult(**{**v.__dict__, "best": i == best}) for i, v in enumerate(variants)
     )
-    return BatchRenderResult(marked, tuple(p.prompt for p in prepared_first))
+    return BatchRenderResult(
+        marked, tuple(p.prompt for p in prepared_first), batched=first_images is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -190,13 +201,20 @@ def render_gated(
     min_score: float | None,
     max_attempts: int,
     on_reroll: Callable[[float], None] = lambda _: None,
+    first_image: Image.Image | None = None,
 ) -> GatedRender:
-    """Render one picture; under ``min_score`` re-render with new seeds, keep the best."""
+    """Render one picture; under ``min_score`` re-render with new seeds, keep the best.
+
+    ``first_image`` is the first attempt when it was already rendered (batched variants).
+    """
     attempts: list[tuple[float, dict[str, float], Image.Image, int]] = []
     for attempt in range(max_attempts if min_score is not None else 1):
         seed = (prepared.seed + attempt * _REROLL_STRIDE) % 2**32
-        this = prepared if attempt == 0 else replace(prepared, seed=seed)
-        image = run_generation(backend, this, _no_step_progress).images[0]
+        if attempt == 0 and first_image is not None:
+            image = first_image
+        else:
+            this = prepared if attempt == 0 else replace(prepared, seed=seed)
+            image = run_generation(backend, this, _no_step_progress).images[0]
         scores = score(image)
         # A picture with no character in it has nothing to be consistent with.
         attempts.append((min(scores.values(), default=100.0), scores, image, seed))
