@@ -51,8 +51,10 @@ def default_executor(
     if config.executor != "local":
         raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
     from castbook.render.generation_job import GENERATION, GenerationJobs
+    from castbook.render.render_jobs import render_handlers
 
-    handlers = {GENERATION: GenerationJobs(settings, database, blobs)}
+    generation = GenerationJobs(settings, database, blobs)
+    handlers = {GENERATION: generation, **render_handlers(generation)}
     return LocalExecutor(jobs, handlers, workers=config.job_workers)
 
 

@@ -203,7 +203,12 @@ def download_result(sha256: str, owner: CurrentOwner, services: AppServices) -> 
     output = services.output_of(owner, sha256.lower())
     if output is None or not services.blobs.exists(output.sha256):
         raise NotFoundError(f"no result {sha256[:16]} among your tasks")
-    extension = {"image/png": "png", "video/mp4": "mp4"}.get(output.media_type, "bin")
+    extension = {
+        "image/png": "png",
+        "video/mp4": "mp4",
+        "application/pdf": "pdf",
+        "text/html": "html",
+    }.get(output.media_type, "bin")
     return FileResponse(
         services.blobs.path(output.sha256),
         media_type=output.media_type,

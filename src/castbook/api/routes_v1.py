@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from castbook.api import routes_characters, routes_evaluations, routes_tasks
+from castbook.api import routes_characters, routes_evaluations, routes_render, routes_tasks
 from castbook.api.auth import require_owner
 
 __all__ = ["router"]
@@ -13,3 +13,4 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)])
 router.include_router(routes_characters.router)
 router.include_router(routes_tasks.router)
 router.include_router(routes_evaluations.router)
+router.include_router(routes_render.router)

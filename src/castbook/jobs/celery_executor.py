@@ -431,10 +431,13 @@ class CeleryExecutor:
 def default_handlers(
     settings: Settings, database: Database, blobs: BlobStore
 ) -> dict[str, JobHandler]:
-    """The handlers a worker runs: generation jobs (backends and models kept loaded)."""
+    """The handlers a worker runs: generation, batch render and story jobs (backends and
+    models kept loaded, shared by the three)."""
     from castbook.render.generation_job import GENERATION, GenerationJobs
+    from castbook.render.render_jobs import render_handlers
 
-    return {GENERATION: GenerationJobs(settings, database, blobs)}
+    generation = GenerationJobs(settings, database, blobs)
+    return {GENERATION: generation, **render_handlers(generation)}
 
 
 def create_executor(

@@ -366,9 +366,7 @@ class CharacterLibrary:
             referenced.update((sha, thumb))
         # Images a job produced keep their blob too (a result may equal a reference).
         referenced.update(
-            session.scalars(
-                select(JobOutputRow.sha256).where(JobOutputRow.sha256.in_(candidates))
-            )
+            session.scalars(select(JobOutputRow.sha256).where(JobOutputRow.sha256.in_(candidates)))
         )
         unreferenced = sorted(candidates - referenced)
         for blob_id in unreferenced:
