@@ -133,6 +133,9 @@ def render_batch(
 
     def render_variant(index: int) -> VariantResult:
         nonlocal done
+        with lock:
+            # Also where a job's cancellation arrives, before any work on this variant.
+            report(done, total, f"running {done}/{total}")
 
         def rerolling(score: float) -> None:
             with lock:
