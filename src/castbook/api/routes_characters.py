@@ -149,6 +149,40 @@ def import_characters(
     return import_document(services.library(owner), document, strict=strict).as_dict()
 
 
+@router.post("/extract", summary="Propose a character's fields from an image")
+def extract_character(
+    request: Request,
+    owner: CurrentOwner,
+    services: AppServices,
+    image: Annotated[UploadFile, File(description="PNG, JPEG or WebP of the character.")],
+    provider: Annotated[
+        str | None, Form(description="A configured provider, or 'local' (default: the first).")
+    ] = None,
+    save: Annotated[bool, Form(description="Create the character with this image.")] = False,
+    name: Annotated[str | None, Form(description="The new character's name, with save.")] = None,
+) -> dict[str, Any]:
+    """A vision-language model (or, without one, the local analyser) reads the picture;
+    fields it cannot see are "unknown" or empty. Review, then save (here with ``save`` and
+    ``name``, or by creating the character yourself)."""
+    from castbook.images import prepare_reference
+
+    if save and not name:
+        raise FieldError("name", "is required to save the extracted character")
+    data = image.file.read(MAX_FILE_BYTES + 1)
+    extraction = services.extractor().extract(
+        data, provider=provider, source=image.filename or "image"
+    )
+    result: dict[str, Any] = {"extraction": extraction.model_dump(), "character": None}
+    if save:
+        library = services.library(owner)
+        created = library.create(
+            extraction.character_fields(name or ""),
+            [prepare_reference(data, source=image.filename or "image")],
+        )
+        result["character"] = character_json(request, created)
+    return result
+
+
 @router.get("/{ref}", summary="Show a character")
 def get_character(
     ref: str, request: Request, owner: CurrentOwner, services: AppServices

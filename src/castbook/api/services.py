@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -38,6 +38,16 @@ class Services:
     _scorer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # The face model is not safe to share between threads; scoring calls take turns.
     scoring_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _extractor: Any = field(default=None, repr=False)
+
+    def extractor(self) -> Any:
+        """The Character Extractor; one per server, so key cool-downs are remembered."""
+        with self._scorer_lock:
+            if self._extractor is None:
+                from castbook.extract import Extractor
+
+                self._extractor = Extractor(self.settings.home)
+            return self._extractor
 
     def library(self, owner: str) -> CharacterLibrary:
         return CharacterLibrary(self.database, self.blobs, owner=owner)

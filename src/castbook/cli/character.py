@@ -15,6 +15,7 @@ from castbook.errors import InvalidInputError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
 from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
 from castbook.library.transfer import format_timestamp, write_json_atomically
+from castbook.settings import Settings
 
 app = typer.Typer(help="Create, edit, list, export and import characters.", no_args_is_help=True)
 
@@ -331,6 +332,66 @@ def import_command(
             console.print(f"  [red]failed[/] {_m(entry)}: {_m(reason)}")
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def extract(
+    image: Path = typer.Argument(..., help="The picture to read the character from."),
+    save: bool = typer.Option(False, "--save", help="Create the character with this image."),
+    name: str = typer.Option(None, "--name", help="Name for --save."),
+    provider: str = typer.Option(
+        None, "--provider", help="A configured provider, or 'local' (default: the first)."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Propose a character's fields from an image; review them, then --save."""
+    from castbook.extract import Extractor
+
+    if save and not name:
+        raise InvalidInputError("--save needs --name NAME")
+    data = read_image_file(image)
+    extraction = Extractor(Settings.from_env().home).extract(
+        data, provider=provider, source=str(image)
+    )
+    saved = None
+    if save:
+        saved = open_library().create(
+            extraction.character_fields(name), [prepare_reference(data, source=str(image))]
+        )
+    if json_output:
+        result = extraction.model_dump()
+        result["saved"] = character_json(saved) if saved else None
+        print_json(result)
+        return
+    table = Table(show_header=False, title=f"Proposed character ({escape_text(extraction.source)})")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    rows = [
+        ("style prompt", extraction.style_prompt),
+        ("description", extraction.description),
+        ("hair", extraction.physical.hair),
+        ("eyes", extraction.physical.eyes),
+        ("face", extraction.physical.face),
+        ("body", extraction.physical.body),
+        ("skin", extraction.physical.skin),
+        ("clothing", extraction.clothing),
+        ("accessories", ", ".join(extraction.accessories)),
+        ("distinctive features", ", ".join(extraction.distinctive_features)),
+    ]
+    for label, value in rows:
+        table.add_row(label, escape_text(value) if value else "[dim]—[/]")
+    console.print(table)
+    if extraction.unfilled:
+        console.print(f"could not determine: {escape_text(', '.join(extraction.unfilled))}")
+    if saved is not None:
+        console.print(f"Saved [bold]{_m(saved.name)}[/] with this image as its reference.")
+    else:
+        console.print("Review, then save with --save --name NAME (or edit after saving).")
+
+
+def escape_text(text: str) -> str:
+    return _m(text)
 
 
 def character_json(character: Character) -> dict[str, Any]:
