@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from castbook.cli.console import console, err_console, print_json
+from castbook.cli.console import console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.settings import Settings
 
@@ -129,16 +128,7 @@ def generate(
     library = open_library() if request.characters else None
     prepared = prepare_request(request, chosen, library=library)
     backend = create_backend(chosen)
-    with Progress(
-        TextColumn(f"[bold]{escape(chosen.id)}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=json_output,
-    ) as bar:
+    with work_progress(chosen.id, disable=json_output) as bar:
         task = bar.add_task("loading model", total=None)
 
         def progress(event) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from castbook.cli.console import console, err_console, print_json
+from castbook.cli.console import console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.errors import InvalidInputError
 from castbook.settings import Settings
@@ -85,16 +84,7 @@ def render(
     )
     spec.validate()
     library = open_library()
-    with Progress(
-        TextColumn("[bold]render[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=json_output,
-    ) as bar:
+    with work_progress("render", disable=json_output) as bar:
         task = bar.add_task("starting", total=len(variants))
         with Scorer() as scorer:
             result = render_batch(

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from castbook.cli.console import console, err_console, print_json
+from castbook.cli.console import console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.errors import FieldError
 from castbook.settings import Settings
@@ -67,16 +66,7 @@ def render_story_command(
     preset_id = preset or story.preset
     chosen = catalog.get(preset_id) if preset_id else catalog.default_for(Mode.T2I)
     folder = output or file.with_suffix("")
-    with Progress(
-        TextColumn("[bold]story[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=json_output,
-    ) as bar:
+    with work_progress("story", disable=json_output) as bar:
         task = bar.add_task("starting", total=len(scene or story.scenes))
         with Scorer() as scorer:
             result = render_story(
