@@ -51,10 +51,16 @@ def default_executor(
     if config.executor != "local":
         raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
     from castbook.render.generation_job import GENERATION, GenerationJobs
-    from castbook.render.render_jobs import render_handlers
+    from castbook.render.render_jobs import SharedScorer, render_handlers
+    from castbook.workflow.run import WORKFLOW, WorkflowJobs
 
     generation = GenerationJobs(settings, database, blobs)
-    handlers = {GENERATION: generation, **render_handlers(generation)}
+    scorer = SharedScorer()
+    handlers = {
+        GENERATION: generation,
+        **render_handlers(generation, scorer),
+        WORKFLOW: WorkflowJobs(generation, scorer),
+    }
     return LocalExecutor(jobs, handlers, workers=config.job_workers)
 
 

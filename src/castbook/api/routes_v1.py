@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from castbook.api import routes_characters, routes_evaluations, routes_render, routes_tasks
+from castbook.api import (
+    routes_characters,
+    routes_evaluations,
+    routes_render,
+    routes_tasks,
+    routes_workflows,
+)
 from castbook.api.auth import require_owner
 
 __all__ = ["router"]
@@ -14,3 +20,4 @@ router.include_router(routes_characters.router)
 router.include_router(routes_tasks.router)
 router.include_router(routes_evaluations.router)
 router.include_router(routes_render.router)
+router.include_router(routes_workflows.router)

@@ -9,6 +9,7 @@ from castbook.db.schema import (
     JobOutputRow,
     JobRow,
     ReferenceImageRow,
+    WorkflowRow,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "JobOutputRow",
     "JobRow",
     "ReferenceImageRow",
+    "WorkflowRow",
 ]

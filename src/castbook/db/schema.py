@@ -28,6 +28,7 @@ __all__ = [
     "JobRow",
     "ReferenceImageRow",
     "UTCDateTime",
+    "WorkflowRow",
 ]
 
 
@@ -183,3 +184,17 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WorkflowRow(Base):
+    """A saved workflow graph (graph JSON as given), named per owner."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_workflows_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    graph: Mapped[dict] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

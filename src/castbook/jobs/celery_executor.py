@@ -431,13 +431,19 @@ class CeleryExecutor:
 def default_handlers(
     settings: Settings, database: Database, blobs: BlobStore
 ) -> dict[str, JobHandler]:
-    """The handlers a worker runs: generation, batch render and story jobs (backends and
-    models kept loaded, shared by the three)."""
+    """The handlers a worker runs: generation, batch render, story and workflow jobs
+    (backends, models and the scorer kept loaded, shared by all)."""
     from castbook.render.generation_job import GENERATION, GenerationJobs
-    from castbook.render.render_jobs import render_handlers
+    from castbook.render.render_jobs import SharedScorer, render_handlers
+    from castbook.workflow.run import WORKFLOW, WorkflowJobs
 
     generation = GenerationJobs(settings, database, blobs)
-    return {GENERATION: generation, **render_handlers(generation)}
+    scorer = SharedScorer()
+    return {
+        GENERATION: generation,
+        **render_handlers(generation, scorer),
+        WORKFLOW: WorkflowJobs(generation, scorer),
+    }
 
 
 def create_executor(

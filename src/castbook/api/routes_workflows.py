@@ -1,0 +1,214 @@
+"""``/v1/workflows``: validate, save, list, load, delete and run workflow graphs.
+
+A graph is validated completely before anything is written: its shape (see
+:mod:`castbook.workflow.graph`), then what only the owner's data can tell (characters with
+reference images, presets, stored images). Every problem comes back at once as 422
+``{"error", "type": "WorkflowError", "errors": [{"node", "field", "message"}]}``. A run is
+one task of kind ``workflow`` (202); ``GET /v1/tasks/{id}`` shows its per-node results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from castbook.api.auth import CurrentOwner
+from castbook.api.problems import error_response
+from castbook.api.routes_characters import find_character
+from castbook.api.routes_tasks import QUEUE_PATTERN, task_json
+from castbook.api.services import AppServices, Services
+from castbook.errors import NotFoundError
+from castbook.generation import Mode
+from castbook.jobs import Job
+from castbook.workflow import Graph, GraphError, GraphProblem, Link, WorkflowStore, parse_graph
+from castbook.workflow.nodes import (
+    BatchRenderNode,
+    CharacterNode,
+    ImageNode,
+    ImageToImageNode,
+    ImageToVideoNode,
+    TextToImageNode,
+)
+from castbook.workflow.run import WORKFLOW
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+_MODES = {
+    TextToImageNode: Mode.T2I,
+    ImageToImageNode: Mode.I2I,
+    ImageToVideoNode: Mode.I2V,
+    BatchRenderNode: Mode.T2I,
+}
+
+
+class GraphBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    graph: dict[str, Any] = Field(description="{nodes: {id: {type, inputs}}}")
+
+
+class SaveBody(GraphBody):
+    name: str = Field(min_length=1, max_length=100, description="Unique among your workflows.")
+
+
+class RunBody(GraphBody):
+    inference_type: str | None = Field(default=None, pattern=QUEUE_PATTERN)
+
+
+class RunSavedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inference_type: str | None = Field(default=None, pattern=QUEUE_PATTERN)
+
+
+def _problems_response(exc: GraphError) -> JSONResponse:
+    first = exc.problems[0]
+    return error_response(
+        422,
+        str(exc),
+        "WorkflowError",
+        field=".".join(p for p in (first.node, first.field) if p) or None,
+        errors=[p.to_json() for p in exc.problems],
+    )
+
+
+def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
+    """The graph's shape, then what the owner's library, presets and images say of it."""
+    graph = parse_graph(data)
+    problems: list[GraphProblem] = []
+    library = services.library(owner)
+    catalog = services.presets()
+
+    def character(node_id: str, field: str, ref: str) -> None:
+        try:
+            found = find_character(library, ref)
+        except NotFoundError:
+            problems.append(GraphProblem(node_id, field, f"no character {ref!r}"))
+            return
+        if not found.images:
+            problems.append(
+                GraphProblem(node_id, field, f"{found.name} has no reference image; upload one")
+            )
+
+    for node_id in graph.order:
+        parsed = graph.nodes[node_id]
+        node = parsed.node
+        if isinstance(node, CharacterNode):
+            character(node_id, "character", node.character)
+        elif isinstance(node, ImageNode) and not services.owns_image(owner, node.image):
+            problems.append(GraphProblem(node_id, "image", f"no stored image {node.image[:12]}"))
+        mode = _MODES.get(type(node))
+        if mode is not None:
+            preset_id = getattr(node, "preset", None)
+            try:
+                preset = catalog.get(preset_id) if preset_id else catalog.default_for(mode)
+            except NotFoundError as exc:
+                problems.append(GraphProblem(node_id, "preset", str(exc)))
+            else:
+                if not preset.supports(mode):
+                    problems.append(
+                        GraphProblem(node_id, "preset", f"preset {preset.id!r} does not do {mode}")
+                    )
+        given = parsed.links.get("characters")
+        if isinstance(given, list):
+            for index, item in enumerate(given):
+                if not isinstance(item, Link):
+                    character(node_id, f"characters.{index}", item)
+    if problems:
+        raise GraphError(problems)
+    return graph
+
+
+def _queue(
+    request: Request,
+    services: Services,
+    owner: str,
+    graph: Graph,
+    workflow: str | None,
+    queue: str | None,
+) -> JSONResponse:
+    job: Job = services.jobs.create(
+        kind=WORKFLOW,
+        input={"graph": graph.source, "workflow": workflow},
+        owner=owner,
+        queue=queue or "default",
+    )
+    job = services.submit(job)
+    return JSONResponse(
+        task_json(request, job),
+        status_code=202,
+        headers={"Location": str(request.url_for("get_task", task_id=job.id))},
+    )
+
+
+@router.post("/validate", summary="Validate a workflow graph (nothing is written)")
+def validate_workflow(owner: CurrentOwner, services: AppServices, body: GraphBody) -> Any:
+    """200 ``{"valid": true, "order": [...]}``, or 422 with every problem, each naming its
+    node and input."""
+    try:
+        graph = check_graph(services, owner, body.graph)
+    except GraphError as exc:
+        return _problems_response(exc)
+    return {"valid": True, "order": graph.order}
+
+
+@router.post("/run", status_code=202, summary="Run a workflow graph given inline")
+def run_inline_workflow(
+    request: Request, owner: CurrentOwner, services: AppServices, body: RunBody
+) -> JSONResponse:
+    try:
+        graph = check_graph(services, owner, body.graph)
+    except GraphError as exc:
+        return _problems_response(exc)
+    return _queue(request, services, owner, graph, None, body.inference_type)
+
+
+@router.post("", status_code=201, summary="Save a workflow")
+def save_workflow(owner: CurrentOwner, services: AppServices, body: SaveBody) -> Any:
+    """The graph is validated as for a run (422 otherwise); names are unique per owner
+    (409)."""
+    try:
+        graph = check_graph(services, owner, body.graph)
+    except GraphError as exc:
+        return _problems_response(exc)
+    saved = WorkflowStore(services.database, owner).save(body.name, graph.source)
+    return JSONResponse(saved.to_json(), status_code=201)
+
+
+@router.get("", summary="List your workflows")
+def list_workflows(owner: CurrentOwner, services: AppServices) -> list[dict[str, Any]]:
+    return [w.to_json(graph=False) for w in WorkflowStore(services.database, owner).list()]
+
+
+@router.get("/{workflow_id}", summary="Get a workflow with its graph")
+def get_workflow(workflow_id: str, owner: CurrentOwner, services: AppServices) -> dict[str, Any]:
+    return WorkflowStore(services.database, owner).get(workflow_id).to_json()
+
+
+@router.delete("/{workflow_id}", status_code=204, summary="Delete a workflow")
+def delete_workflow(workflow_id: str, owner: CurrentOwner, services: AppServices) -> Response:
+    WorkflowStore(services.database, owner).delete(workflow_id)
+    return Response(status_code=204)
+
+
+@router.post("/{workflow_id}/run", status_code=202, summary="Run a saved workflow")
+def run_saved_workflow(
+    request: Request,
+    workflow_id: str,
+    owner: CurrentOwner,
+    services: AppServices,
+    body: RunSavedBody | None = None,
+) -> JSONResponse:
+    """Checked again first: characters, presets or images it names may be gone since."""
+    saved = WorkflowStore(services.database, owner).get(workflow_id)
+    try:
+        graph = check_graph(services, owner, saved.graph)
+    except GraphError as exc:
+        return _problems_response(exc)
+    queue = body.inference_type if body is not None else None
+    return _queue(request, services, owner, graph, saved.id, queue)

@@ -1,0 +1,151 @@
+"""``/v1/workflows``: saved per owner, validated before anything is written, and run for
+real on the tiny SD 1.5 model through the app's own ``workflow`` job handler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests import test_api
+from tests.test_api import ApiFactory, add_character
+
+# The API fixtures of test_api, shared by name.
+tiny_models = test_api.tiny_models
+home = test_api.home
+make_api = test_api.make_api
+generating = test_api.generating
+
+GRAPH: dict[str, Any] = {
+    "nodes": {
+        "alice": {"type": "character", "inputs": {"character": "Alice"}},
+        "gen": {
+            "type": "text_to_image",
+            "inputs": {"prompt": "at a cafe", "preset": "tiny", "batch": 2, "seed": 5,
+                       "characters": [["alice", "character"]]},
+        },
+        "eval": {"type": "consistency_eval",
+                 "inputs": {"images": ["gen", "images"], "character": ["alice", "character"]}},
+        "out": {"type": "output", "inputs": {"value": ["eval", "best"]}},
+    }
+}  # fmt: skip
+
+
+def test_save_list_get_delete_per_owner(make_api: ApiFactory, generating: Path) -> None:
+    api = make_api()
+    alice, bob = api.key("alice"), api.key("bob")
+    add_character(api, alice)
+    saved = api.client.post("/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=alice)
+    assert saved.status_code == 201, saved.text
+    workflow = saved.json()
+    assert workflow["name"] == "cafe" and workflow["graph"] == GRAPH
+    again = api.client.post("/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=alice)
+    assert again.status_code == 409, again.text
+
+    listed = api.client.get("/v1/workflows", headers=alice).json()
+    assert [(w["id"], w["name"]) for w in listed] == [(workflow["id"], "cafe")]
+    got = api.client.get(f"/v1/workflows/{workflow['id']}", headers=alice)
+    assert got.status_code == 200 and got.json()["graph"] == GRAPH
+
+    # Bob sees none of it, and cannot delete or run it.
+    assert api.client.get("/v1/workflows", headers=bob).json() == []
+    for method, path in (
+        ("GET", f"/v1/workflows/{workflow['id']}"),
+        ("DELETE", f"/v1/workflows/{workflow['id']}"),
+        ("POST", f"/v1/workflows/{workflow['id']}/run"),
+    ):
+        assert api.client.request(method, path, headers=bob).status_code == 404, path
+    # Bob has no character "Alice": the same graph is not valid for him.
+    refused = api.client.post("/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=bob)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["node"] == "alice"
+
+    deleted = api.client.delete(f"/v1/workflows/{workflow['id']}", headers=alice)
+    assert deleted.status_code == 204
+    assert api.client.get(f"/v1/workflows/{workflow['id']}", headers=alice).status_code == 404
+    assert api.client.get("/v1/workflows", headers=alice).json() == []
+    assert api.job_count() == 0
+
+
+def test_validate_reports_every_problem_naming_the_node(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+    ok = api.client.post("/v1/workflows/validate", json={"graph": GRAPH}, headers=alice)
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"valid": True, "order": ["alice", "gen", "eval", "out"]}
+
+    broken = {"nodes": {**GRAPH["nodes"],
+                        "gen": {"type": "text_to_image",
+                                "inputs": {"prompt": "x", "steps": 99, "preset": "nope"}},
+                        "eval": {"type": "consistency_eval",
+                                 "inputs": {"images": ["gen", "images"],
+                                            "character": ["gen", "images"]}},
+                        "ghost": {"type": "teleport"}}}  # fmt: skip
+    blobs = api.blobs()
+    for path in ("/v1/workflows/validate", "/v1/workflows/run"):
+        response = api.client.post(path, json={"graph": broken}, headers=alice)
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["type"] == "WorkflowError"
+        found = {(e["node"], e["field"]) for e in body["errors"]}
+        assert found == {("gen", "steps"), ("eval", "character"), ("ghost", "type")}, body
+        assert "between 1 and 50" in body["error"] or len(body["errors"]) == 3
+    # A well-formed graph naming an unknown preset or character is refused too.
+    unknown = {"nodes": {**GRAPH["nodes"], "gen": {"type": "text_to_image",
+               "inputs": {"prompt": "x", "preset": "nope", "characters": ["Zed"]}}}}  # fmt: skip
+    response = api.client.post("/v1/workflows/run", json={"graph": unknown}, headers=alice)
+    assert response.status_code == 422
+    assert {(e["node"], e["field"]) for e in response.json()["errors"]} == {
+        ("gen", "preset"),
+        ("gen", "characters.0"),
+    }
+    saved = api.client.post("/v1/workflows", json={"name": "bad", "graph": broken}, headers=alice)
+    assert saved.status_code == 422
+    assert api.job_count() == 0 and api.blobs() == blobs
+    assert api.client.get("/v1/workflows", headers=alice).json() == []
+
+
+def test_a_saved_workflow_runs_with_per_node_results_and_scores(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+    workflow = api.client.post(
+        "/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=alice
+    ).json()
+    submitted = api.client.post(f"/v1/workflows/{workflow['id']}/run", headers=alice)
+    assert submitted.status_code == 202, submitted.text
+    task = submitted.json()
+    assert task["kind"] == "workflow"
+    assert submitted.headers["location"].endswith(f"/v1/tasks/{task['id']}")
+
+    done = api.wait(task["id"], alice)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"] == {"step": 4, "total": 4, "message": "done"}
+    result = done["result"]
+    assert result["order"] == ["alice", "gen", "eval", "out"]
+    assert result["workflow"] == workflow["id"]
+    nodes = result["nodes"]
+    assert all(n["status"] == "succeeded" for n in nodes.values())
+    assert nodes["alice"]["outputs"]["character"]["name"] == "Alice"
+    images = nodes["gen"]["outputs"]["images"]
+    assert len(images) == 2 and len(set(images)) == 2
+    assert [o["id"] for o in done["outputs"]] == images
+    assert [o["seed"] for o in done["outputs"]] == [5, 6]
+    scores = nodes["eval"]["scores"]
+    assert [s["image"] for s in scores] == images
+    for s in scores:
+        assert 0 <= s["score"] <= 100 and s["character"] == "Alice"
+    best = max(scores, key=lambda s: s["score"])
+    assert sum(s["best"] for s in scores) == 1 and best["best"]
+    assert nodes["eval"]["outputs"]["best"] == best["image"]
+    assert result["outputs"] == {"out": best["image"]}
+    for sha in images:
+        url = next(o["url"] for o in done["outputs"] if o["id"] == sha)
+        picture = api.client.get(url, headers=alice)
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    # Another owner cannot see the task.
+    assert api.client.get(f"/v1/tasks/{task['id']}", headers=api.key("bob")).status_code == 404

@@ -1,0 +1,146 @@
+"""Workflow graphs: parsing, validation (every problem names its node) and order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from castbook.workflow import GraphError, parse_graph, topological_order
+from castbook.workflow.nodes import NODE_TYPES, PortType, accepts
+
+
+def graph(**nodes: dict[str, Any]) -> dict[str, Any]:
+    return {"nodes": nodes}
+
+
+VALID = graph(
+    out={"type": "output", "inputs": {"value": ["eval", "scores"]}},
+    eval={"type": "consistency_eval", "inputs": {"images": ["gen", "images"],
+                                                 "character": ["alice", "character"]}},
+    gen={"type": "text_to_image", "inputs": {"prompt": "at a cafe", "preset": "tiny",
+                                             "characters": [["alice", "character"]], "batch": 2}},
+    alice={"type": "character", "inputs": {"character": "Alice"}},
+)  # fmt: skip
+
+
+def problems(data: dict[str, Any]) -> list[dict[str, Any]]:
+    with pytest.raises(GraphError) as caught:
+        parse_graph(data)
+    return [p.to_json() for p in caught.value.problems]
+
+
+def test_a_valid_graph_parses_in_dependency_order() -> None:
+    parsed = parse_graph(VALID)
+    assert parsed.order == ["alice", "gen", "eval", "out"]
+    assert parsed.nodes["gen"].node.batch == 2  # type: ignore[attr-defined]
+    assert parsed.source == VALID
+
+
+def test_every_node_type_has_a_type_id_version_and_typed_outputs() -> None:
+    for kind, node_class in NODE_TYPES.items():
+        assert node_class.model_fields["type"].annotation.__args__ == (kind,)  # type: ignore[union-attr]
+        assert node_class.version
+    assert accepts(PortType.IMAGE, PortType.CHARACTER)  # a character's reference image
+    assert accepts(PortType.IMAGES, PortType.IMAGE)
+    assert not accepts(PortType.CHARACTER, PortType.IMAGE)
+    assert not accepts(PortType.IMAGE, PortType.VIDEO)
+
+
+@pytest.mark.parametrize(
+    ("change", "node", "field", "message"),
+    [
+        ({"gen": {"type": "text_to_imagez", "inputs": {}}}, "gen", "type", "unknown node type"),
+        ({"alice": {"type": "character", "inputs": {"character": "A", "colour": 1}}},
+         "alice", "colour", "unknown input"),
+        ({"alice": {"type": "character", "inputs": {}}}, "alice", "character", "is required"),
+        ({"eval": {"type": "consistency_eval", "inputs": {"images": ["gen", "images"]}}},
+         "eval", "character", "is required"),
+        ({"gen": {"type": "text_to_image", "inputs": {"prompt": "x", "steps": 99}}},
+         "gen", "steps", "between 1 and 50"),
+        ({"gen": {"type": "text_to_image", "inputs": {"prompt": "x", "batch": 9}}},
+         "gen", "batch", "between 1 and 8"),
+        ({"out": {"type": "output", "inputs": {"value": ["nobody", "images"]}}},
+         "out", "value", "no such node"),
+        ({"out": {"type": "output", "inputs": {"value": ["gen", "video"]}}},
+         "out", "value", "has no output 'video'"),
+        ({"eval": {"type": "consistency_eval", "inputs": {"images": ["gen", "images"],
+                                                          "character": ["gen", "images"]}}},
+         "eval", "character", "takes character, but gen.images is images"),
+        ({"gen": {"type": "text_to_image", "inputs": {"prompt": "x", "seed": ["alice", "image"]}}},
+         "gen", "seed", "not a link"),
+    ],
+)  # fmt: skip
+def test_each_problem_names_its_node(
+    change: dict[str, Any], node: str, field: str, message: str
+) -> None:
+    found = problems({"nodes": {**VALID["nodes"], **change}})
+    assert any(
+        p["node"] == node and p["field"] == field and message in p["message"] for p in found
+    ), found
+
+
+def test_an_image_port_takes_a_character_but_not_a_video() -> None:
+    ok = graph(
+        alice={"type": "character", "inputs": {"character": "Alice"}},
+        i2i={"type": "image_to_image", "inputs": {"image": ["alice", "character"]}},
+        i2v={"type": "image_to_video", "inputs": {"image": ["i2i", "images"]}},
+    )
+    found = problems(ok)
+    assert found == [
+        {"node": "i2v", "field": "image", "message": "takes character or image, but "
+         "i2i.images is images"}
+    ]  # fmt: skip
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    found = problems(
+        graph(
+            a={"type": "nope"},
+            b={"type": "text_to_image", "inputs": {"width": 10, "steps": 0}},
+            c={"type": "output", "inputs": {}},
+        )
+    )
+    assert {(p["node"], p["field"]) for p in found} == {
+        ("a", "type"),
+        ("b", "width"),
+        ("b", "steps"),
+        ("c", "value"),
+    }
+
+
+def test_a_cycle_is_named() -> None:
+    found = problems(
+        graph(
+            a={"type": "image_to_image", "inputs": {"image": ["b", "images"]}},
+            b={"type": "image_to_image", "inputs": {"image": ["a", "images"]}},
+        )
+    )
+    # images into an image port is also a mismatch; the cycle is reported besides.
+    cycle = [p for p in found if "cycle" in p["message"]]
+    assert len(cycle) == 1 and cycle[0]["node"] in ("a", "b")
+    assert "a" in cycle[0]["message"] and "b" in cycle[0]["message"]
+
+
+def test_a_cycle_through_well_typed_ports() -> None:
+    found = problems(
+        graph(
+            e1={"type": "consistency_eval", "inputs": {"images": ["e2", "best"],
+                                                       "character": ["c", "character"]}},
+            e2={"type": "consistency_eval", "inputs": {"images": ["e1", "best"],
+                                                       "character": ["c", "character"]}},
+            c={"type": "character", "inputs": {"character": "Alice"}},
+        )
+    )  # fmt: skip
+    assert len(found) == 1 and "is in a cycle" in found[0]["message"]
+
+
+def test_malformed_graphs() -> None:
+    for data in (None, [], {}, {"nodes": {}}, {"nodes": []}):
+        assert problems(data)[0]["field"] == "nodes"  # type: ignore[arg-type]
+
+
+def test_topological_order() -> None:
+    assert topological_order({"c": ["b"], "b": ["a"], "a": []}) == ["a", "b", "c"]
+    assert topological_order({"x": [], "y": []}) == ["x", "y"]
+    assert topological_order({"a": ["b"], "b": ["a"]}) is None
