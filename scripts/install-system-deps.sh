@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite runs for real: the PostgreSQL server
-# (initdb, pg_ctl, postgres) and redis-server. The tests start their own throwaway servers,
-# so the distribution's services are not needed and are not started here.
+# (initdb, pg_ctl, postgres), redis-server and chromium (the web UI's browser tests). The
+# tests start their own throwaway servers, so the distribution's services are not needed and
+# are not started here.
 #
 # Idempotent and quick when everything is present. Without root (and no sudo) it prints
 # what to do and exits 0 so those tests skip -- unless CI=true, where they are mandatory
@@ -38,10 +39,12 @@ give_up() {
 missing=()
 find_initdb >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Headless Chromium for the web UI tests (driven by Playwright; no browser is downloaded).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # A font for storyboard captions (Pillow's built-in one is used when it is missing).
 [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "$me: PostgreSQL, Redis and fonts already present; nothing to do"
+    echo "$me: PostgreSQL, Redis, Chromium and fonts already present; nothing to do"
     exit 0
 fi
 
@@ -66,7 +69,8 @@ if ! {
     tail -n 40 "$log" >&2
     give_up "apt-get install ${missing[*]} failed (output above)"
 fi
-if ! find_initdb >/dev/null || ! command -v redis-server >/dev/null 2>&1; then
+if ! find_initdb >/dev/null || ! command -v redis-server >/dev/null 2>&1 ||
+    ! command -v chromium >/dev/null 2>&1; then
     tail -n 40 "$log" >&2
     echo "$me: ERROR: installed ${missing[*]} but a server binary is still missing" >&2
     exit 1

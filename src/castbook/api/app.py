@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from castbook import __version__
-from castbook.api import compat, routes_v1
+from castbook.api import compat, routes_v1, routes_web
 from castbook.api.auth import ApiKeys, KeyGate, require_owner
 from castbook.api.config import ApiConfig
 from castbook.api.problems import BodyLimit, install_error_handlers
@@ -131,4 +131,5 @@ def create_app(
 
     app.include_router(routes_v1.router)
     app.include_router(compat.router, dependencies=[Depends(require_owner)])
+    app.include_router(routes_web.router)  # the browser UI at / (no key: the page asks)
     return app

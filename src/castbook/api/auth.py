@@ -187,7 +187,15 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
 # ---- the gate and the FastAPI dependency ---------------------------------------------------
 
 # Everything else needs a key, unknown paths included (they answer 404 only to a valid key).
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+# The web UI's files (castbook/web): the page itself asks for a key and sends it.
+OPEN_PREFIXES = ("/static/",)
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def _owner_from_header(keys: ApiKeys, header: str | None) -> str:
@@ -214,7 +222,7 @@ class KeyGate:
         self.keys = keys
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or _is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = Request(scope).headers.get("authorization")
