@@ -547,6 +547,7 @@ def test_characters_crud_images_export_import(make_api: ApiFactory) -> None:
     assert alice["physical"]["eyes"] == "blue" and alice["images"] == []
     duplicate = client.post("/v1/characters", json={"name": "ALICE"}, headers=headers)
     assert duplicate.status_code == 409 and "already exists" in duplicate.json()["error"]
+    assert duplicate.json()["field"] == "name"
 
     huge = make_image_bytes((10, 10, 10), (3000, 1500))
     uploaded = client.post(

@@ -29,6 +29,7 @@ from castbook.errors import (
     BackendError,
     CastbookError,
     ConflictError,
+    DuplicateNameError,
     FieldError,
     InvalidInputError,
     MissingDependencyError,
@@ -98,6 +99,8 @@ def castbook_error_response(exc: CastbookError) -> JSONResponse:
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     field = exc.field if isinstance(exc, FieldError) else None
+    if isinstance(exc, DuplicateNameError):
+        field = "name"  # the form field a client shows the clash under
     errors = None
     if isinstance(exc, InvalidInputError):
         errors = [{"field": field, "message": str(exc), "type": type(exc).__name__}]
