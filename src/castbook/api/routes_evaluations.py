@@ -76,16 +76,6 @@ def evaluate(
 
 
 def _references(services: Services, library: CharacterLibrary, character: Character) -> list:
-    from castbook.evaluation import ImageFeatures
+    from castbook.render.references import character_reference_features
 
-    scorer = services.scorer()
-    features = []
-    for image in character.images:
-        stored = library.stored_features(image, scorer.key)
-        if stored is not None:
-            features.append(ImageFeatures.from_json(stored))
-            continue
-        computed = scorer.features(library.image_bytes(image), f"{character.name} reference")
-        library.store_features(image, scorer.key, computed.to_json())
-        features.append(computed)
-    return features
+    return character_reference_features(library, services.scorer(), character)
