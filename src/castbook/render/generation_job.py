@@ -11,6 +11,7 @@ from castbook.generation import (
     Backend,
     GenerationRequest,
     Mode,
+    Preset,
     apply_preset,
     create_backend,
     load_presets,
@@ -43,13 +44,16 @@ class GenerationJobs:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
 
-    def backend(self, preset_id: str) -> Backend:
-        catalog = load_presets(self.settings.home)
-        preset = catalog.get(preset_id)
+    def backend(self, preset: Preset) -> Backend:
+        """The backend for ``preset``, kept between jobs (it holds the loaded model).
+
+        Keyed by the whole preset, so an edited presets.toml gets a fresh backend.
+        """
+        key = repr(preset)
         with self._lock:
-            if preset_id not in self._backends:
-                self._backends[preset_id] = create_backend(preset)
-            return self._backends[preset_id]
+            if key not in self._backends:
+                self._backends[key] = create_backend(preset)
+            return self._backends[key]
 
     def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
         preset = load_presets(self.settings.home).get(job.input["preset"])
@@ -58,7 +62,7 @@ class GenerationJobs:
         prepared = prepare_request(request, preset, library=library)
         context.progress(0, request.steps, "loading model")
         result = run_generation(
-            self.backend(preset.id),
+            self.backend(preset),
             prepared,
             lambda event: context.progress(event.step, event.total, event.message),
         )

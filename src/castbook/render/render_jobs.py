@@ -149,7 +149,7 @@ class _RenderJobs:
 
     def _preset(self, preset_id: str) -> tuple[Preset, Backend]:
         preset = load_presets(self.settings.home).get(preset_id)
-        return preset, self.generation.backend(preset.id)
+        return preset, self.generation.backend(preset)
 
     def _library(self, job: Job) -> CharacterLibrary:
         return CharacterLibrary(self.database, self.blobs, owner=job.owner)

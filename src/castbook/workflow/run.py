@@ -179,7 +179,7 @@ class _Run:
         prepared = prepare_request(request, preset, library=self.library)
         self.progress(parsed.id, 0, request.steps)
         result = run_generation(
-            self.jobs.generation.backend(preset.id),
+            self.jobs.generation.backend(preset),
             prepared,
             lambda event: self.progress(parsed.id, event.step, event.total),
         )
@@ -215,7 +215,7 @@ class _Run:
             spec,
             library=self.library,
             preset=preset,
-            backend=self.jobs.generation.backend(preset.id),
+            backend=self.jobs.generation.backend(preset),
             scorer=self.jobs.scorer.get(),
             progress=lambda done, total, _: self.progress(parsed.id, done, total),
         )
