@@ -8,54 +8,24 @@ import pytest
 
 from castbook.errors import FieldError
 from castbook.evaluation import Scorer
-from castbook.library import CharacterLibrary, ImageInput
+from castbook.library import CharacterLibrary
 from castbook.render.batch import BatchRender, render_batch
-from tests.test_evaluation import ALICE, BOB, character, png_bytes
 
 pytest.importorskip("diffusers")
-from castbook.generation import Mode, Preset
+from castbook.generation import Preset
 from castbook.generation.diffusers_backend import DiffusersBackend
-from tests.support.tiny_diffusers import (
-    IP_ADAPTER_WEIGHT,
-    make_tiny_ip_adapter,
-    make_tiny_sd15,
-)
+from tests.support.story_setup import library_with_alice_and_bob, tiny_preset
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Preset, DiffusersBackend]:
-    root = tmp_path_factory.mktemp("tiny")
-    preset = Preset(
-        id="tiny",
-        backend="diffusers",
-        model=str(make_tiny_sd15(root / "sd15")),
-        modes=(Mode.T2I, Mode.I2I),
-        defaults={"width": 256, "height": 256, "steps": 2},
-        options={
-            "family": "sd15",
-            "ip_adapter": str(make_tiny_ip_adapter(root / "ip")),
-            "ip_adapter_subfolder": "",
-            "ip_adapter_weight": IP_ADAPTER_WEIGHT,
-            "image_encoder_folder": "image_encoder",
-        },
-    )
+    preset = tiny_preset(tmp_path_factory.mktemp("tiny"))
     return preset, DiffusersBackend(preset)
 
 
 @pytest.fixture
 def characters(tmp_path: Path) -> CharacterLibrary:
-    from castbook.blobs import BlobStore
-    from castbook.db import Database
-
-    library = CharacterLibrary(
-        Database(f"sqlite:///{tmp_path / 'db.sqlite'}"), BlobStore(tmp_path / "blobs")
-    )
-    library.create(
-        {"name": "Alice", "style_prompt": "long black hair"},
-        [ImageInput(png_bytes(character(**ALICE)), "alice.png")],
-    )
-    library.create({"name": "Bob"}, [ImageInput(png_bytes(character(**BOB)), "bob.png")])
-    return library
+    return library_with_alice_and_bob(tmp_path)
 
 
 def test_three_variants_scored_and_the_best_picked(characters, tiny) -> None:

@@ -1,4 +1,4 @@
-"""Shared set-up for Story Mode tests: a library with Alice and Bob, a tiny local model."""
+"""Shared set-up for Batch Render and Story Mode tests: Alice and Bob, a tiny local model."""
 
 from __future__ import annotations
 
@@ -10,15 +10,7 @@ from castbook.library import CharacterLibrary, ImageInput
 from tests.test_evaluation import ALICE, BOB, character, png_bytes
 
 
-def tiny_setup(root: Path):
-    from castbook.generation import Mode, Preset
-    from castbook.generation.diffusers_backend import DiffusersBackend
-    from tests.support.tiny_diffusers import (
-        IP_ADAPTER_WEIGHT,
-        make_tiny_ip_adapter,
-        make_tiny_sd15,
-    )
-
+def library_with_alice_and_bob(root: Path) -> CharacterLibrary:
     library = CharacterLibrary(
         Database(f"sqlite:///{root / 'db.sqlite'}"), BlobStore(root / "blobs")
     )
@@ -27,7 +19,19 @@ def tiny_setup(root: Path):
         [ImageInput(png_bytes(character(**ALICE)), "alice.png")],
     )
     library.create({"name": "Bob"}, [ImageInput(png_bytes(character(**BOB)), "bob.png")])
-    preset = Preset(
+    return library
+
+
+def tiny_preset(root: Path):
+    """A preset on a tiny SD 1.5 + IP-Adapter saved under ``root``."""
+    from castbook.generation import Mode, Preset
+    from tests.support.tiny_diffusers import (
+        IP_ADAPTER_WEIGHT,
+        make_tiny_ip_adapter,
+        make_tiny_sd15,
+    )
+
+    return Preset(
         id="tiny",
         backend="diffusers",
         model=str(make_tiny_sd15(root / "sd15")),
@@ -41,4 +45,10 @@ def tiny_setup(root: Path):
             "image_encoder_folder": "image_encoder",
         },
     )
-    return library, preset, DiffusersBackend(preset)
+
+
+def tiny_setup(root: Path):
+    from castbook.generation.diffusers_backend import DiffusersBackend
+
+    preset = tiny_preset(root)
+    return library_with_alice_and_bob(root), preset, DiffusersBackend(preset)
