@@ -3,8 +3,11 @@ real on the tiny SD 1.5 model through the app's own ``workflow`` job handler."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from tests import test_api
 from tests.test_api import ApiFactory, add_character
@@ -149,3 +152,96 @@ def test_a_saved_workflow_runs_with_per_node_results_and_scores(
         assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
     # Another owner cannot see the task.
     assert api.client.get(f"/v1/tasks/{task['id']}", headers=api.key("bob")).status_code == 404
+
+
+def test_node_types_describe_every_node_with_the_api_ranges(make_api: ApiFactory) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    response = api.client.get("/v1/workflows/node-types", headers=alice)
+    assert response.status_code == 200, response.text
+    catalog = response.json()
+    from castbook.workflow import NODE_TYPES
+
+    nodes = {n["type"]: n for n in catalog["nodes"]}
+    assert list(nodes) == list(NODE_TYPES)
+    t2i = nodes["text_to_image"]
+    assert t2i["title"] == "Text to image" and t2i["description"]
+    inputs = {i["name"]: i for i in t2i["inputs"]}
+    assert inputs["width"] | {} == {
+        "name": "width", "kind": "value", "type": "integer", "required": False,
+        "nullable": True, "default": None, "minimum": 256, "maximum": 1536,
+    }  # fmt: skip
+    assert (inputs["steps"]["minimum"], inputs["steps"]["maximum"]) == (1, 50)
+    assert (inputs["guidance"]["minimum"], inputs["guidance"]["maximum"]) == (1, 30)
+    assert (inputs["batch"]["default"], inputs["batch"]["maximum"]) == (1, 8)
+    assert inputs["characters"] == {
+        "name": "characters", "kind": "port", "type": "character", "required": False,
+        "many": True, "names": True,
+    }  # fmt: skip
+    assert t2i["outputs"] == [{"name": "images", "type": "images"}]
+    batch = {i["name"]: i for i in nodes["batch_render"]["inputs"]}
+    assert batch["prompts"]["type"] == "array" and batch["prompts"]["max_items"] == 8
+    assert batch["characters"]["required"] is True
+    strength = {i["name"]: i for i in nodes["image_to_image"]["inputs"]}["strength"]
+    assert (strength["minimum"], strength["maximum"], strength["default"]) == (0, 1, 0.75)
+    assert nodes["character"]["version"] == "1.1"
+    assert catalog["accepts"]["image"] == ["image", "character"]
+    assert catalog["accepts"]["scores"] == ["scores"]
+    assert api.client.get("/v1/workflows/node-types").status_code == 401
+
+
+def test_presets_are_listed_without_model_paths_or_options(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    presets = api.client.get("/v1/presets", headers=api.key("alice")).json()
+    by_id = {p["id"]: p for p in presets}
+    assert [p["id"] for p in presets] == sorted(by_id)
+    assert {"tiny", "tiny-t2i", "sd15-ip-adapter", "openai-images"} <= set(by_id)
+    assert by_id["tiny-t2i"]["modes"] == ["t2i"]
+    assert by_id["tiny"]["defaults"] == {"width": 256, "height": 256, "steps": 2}
+    assert by_id["tiny"]["source"].endswith("presets.toml")
+    for preset in presets:
+        assert "model" not in preset and "options" not in preset
+    defaults = [p["id"] for p in presets if "t2i" in p["default_for"]]
+    assert len(defaults) == 1
+
+
+def test_a_character_node_can_choose_which_reference_image_it_gives(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    character = add_character(api, alice)
+    from tests.test_api import alice_png
+
+    second = Image.open(io.BytesIO(alice_png())).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    second.save(buffer, format="PNG")
+    uploaded = api.client.post(
+        f"/v1/characters/{character['id']}/images",
+        files={"image": ("side.png", buffer.getvalue(), "image/png")},
+        headers=alice,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    shas = [i["sha256"] for i in uploaded.json()["images"]]
+    assert len(shas) == 2 and uploaded.json()["primary_image"] == shas[0]
+
+    def graph(reference: str) -> dict[str, Any]:
+        return {"nodes": {
+            "alice": {"type": "character", "inputs": {"character": "Alice",
+                                                      "reference": reference}},
+            "out": {"type": "output", "inputs": {"value": ["alice", "image"]}},
+            "out2": {"type": "output", "inputs": {"value": ["alice", "character"]}}}}  # fmt: skip
+
+    task = api.client.post("/v1/workflows/run", json={"graph": graph(shas[1])}, headers=alice)
+    assert task.status_code == 202, task.text
+    done = api.wait(task.json()["id"], alice)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["outputs"]["out"] == shas[1]
+
+    refused = api.client.post(
+        "/v1/workflows/validate", json={"graph": graph("0" * 64)}, headers=alice
+    )
+    assert refused.status_code == 422
+    assert [(e["node"], e["field"]) for e in refused.json()["errors"]] == [("alice", "reference")]

@@ -23,7 +23,15 @@ from castbook.api.services import AppServices, Services
 from castbook.errors import NotFoundError
 from castbook.generation import Mode
 from castbook.jobs import Job
-from castbook.workflow import Graph, GraphError, GraphProblem, Link, WorkflowStore, parse_graph
+from castbook.workflow import (
+    Graph,
+    GraphError,
+    GraphProblem,
+    Link,
+    WorkflowStore,
+    node_catalog,
+    parse_graph,
+)
 from castbook.workflow.nodes import (
     BatchRenderNode,
     CharacterNode,
@@ -100,6 +108,14 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
         node = parsed.node
         if isinstance(node, CharacterNode):
             character(node_id, "character", node.character)
+            if node.reference is not None and not _has_reference(library, node):
+                problems.append(
+                    GraphProblem(
+                        node_id,
+                        "reference",
+                        f"{node.character} has no reference image {node.reference[:12]}",
+                    )
+                )
         elif isinstance(node, ImageNode) and not services.owns_image(owner, node.image):
             problems.append(GraphProblem(node_id, "image", f"no stored image {node.image[:12]}"))
         mode = _MODES.get(type(node))
@@ -124,6 +140,14 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
     return graph
 
 
+def _has_reference(library: Any, node: CharacterNode) -> bool:
+    try:
+        found = find_character(library, node.character)
+    except NotFoundError:
+        return True  # reported as an unknown character
+    return any(image.sha256 == node.reference for image in found.images)
+
+
 def _queue(
     request: Request,
     services: Services,
@@ -144,6 +168,14 @@ def _queue(
         status_code=202,
         headers={"Location": str(request.url_for("get_task", task_id=job.id))},
     )
+
+
+@router.get("/node-types", summary="The node types, their inputs, outputs and wiring rules")
+def node_types() -> dict[str, Any]:
+    """What an editor needs to build nodes and their forms: every input (values with their
+    ranges and defaults, ports with their types) and output, and which port types each
+    input port accepts."""
+    return node_catalog()
 
 
 @router.post("/validate", summary="Validate a workflow graph (nothing is written)")

@@ -1,6 +1,7 @@
 """Workflows: typed nodes wired into a small graph, validated before it is queued and run
 as one job (kind ``workflow``); saved per owner."""
 
+from castbook.workflow.catalog import node_catalog
 from castbook.workflow.graph import (
     Graph,
     GraphError,
@@ -26,6 +27,7 @@ __all__ = [
     "SavedWorkflow",
     "WorkflowStore",
     "accepts",
+    "node_catalog",
     "parse_graph",
     "topological_order",
 ]

@@ -88,6 +88,7 @@ class Node(BaseModel):
 
     type: str
     version: ClassVar[str] = "1.0"
+    title: ClassVar[str] = ""
     ports: ClassVar[dict[str, Port]] = {}
     outputs: ClassVar[dict[str, PortType]] = {}
 
@@ -106,10 +107,14 @@ class _Rendering(Node):
 
 
 class CharacterNode(Node):
-    """A character from the owner's library, by name or id."""
+    """A character from the owner's library, by name or id; its ``image`` output is the
+    primary reference image, or the reference chosen with ``reference``."""
 
     type: Literal["character"]
+    version: ClassVar[str] = "1.1"  # 1.1: optional ``reference``; 1.0 graphs still parse
+    title: ClassVar[str] = "Character"
     character: str = Field(min_length=1, max_length=100)
+    reference: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     outputs: ClassVar[dict[str, PortType]] = {
         "character": PortType.CHARACTER,
         "image": PortType.IMAGE,
@@ -120,12 +125,17 @@ class ImageNode(Node):
     """A stored image by id (sha256): a reference image or an earlier task's result."""
 
     type: Literal["image"]
+    title: ClassVar[str] = "Image"
     image: str = Field(pattern=r"^[0-9a-f]{64}$")
     outputs: ClassVar[dict[str, PortType]] = {"image": PortType.IMAGE}
 
 
 class TextToImageNode(_Rendering):
+    """Pictures from a prompt; wired characters are injected (style prompt, traits and
+    reference images)."""
+
     type: Literal["text_to_image"]
+    title: ClassVar[str] = "Text to image"
     batch: int = Field(default=1, **_range("batch"))
     reference_scale: float | None = Field(default=None, **_range("reference_scale"))
     ports: ClassVar[dict[str, Port]] = {
@@ -135,7 +145,10 @@ class TextToImageNode(_Rendering):
 
 
 class ImageToImageNode(_Rendering):
+    """Redraws an image (``strength``: how much changes), with characters injected."""
+
     type: Literal["image_to_image"]
+    title: ClassVar[str] = "Image to image"
     strength: float = Field(default=0.75, **_range("strength"))
     batch: int = Field(default=1, **_range("batch"))
     ports: ClassVar[dict[str, Port]] = {
@@ -146,7 +159,10 @@ class ImageToImageNode(_Rendering):
 
 
 class ImageToVideoNode(_Rendering):
+    """A short video that starts from an image."""
+
     type: Literal["image_to_video"]
+    title: ClassVar[str] = "Image to video"
     num_frames: int | None = Field(default=None, **_range("num_frames"))
     fps: int | None = Field(default=None, **_range("fps"))
     ports: ClassVar[dict[str, Port]] = {"image": Port(PortType.IMAGE)}
@@ -157,6 +173,7 @@ class BatchRenderNode(Node):
     """Prompt variants of the same characters, each scored, the best marked."""
 
     type: Literal["batch_render"]
+    title: ClassVar[str] = "Batch render"
     prompts: list[_Prompt] = Field(min_length=1, max_length=8)
     preset: str | None = None
     min_score: float | None = Field(default=None, ge=0, le=100)
@@ -180,6 +197,7 @@ class ConsistencyEvalNode(Node):
     """Scores images against a character's reference images (0-100) and picks the best."""
 
     type: Literal["consistency_eval"]
+    title: ClassVar[str] = "Consistency eval"
     ports: ClassVar[dict[str, Port]] = {
         "images": Port(PortType.IMAGES),
         "character": Port(PortType.CHARACTER),
@@ -191,6 +209,7 @@ class OutputNode(Node):
     """Marks a value as a result of the workflow."""
 
     type: Literal["output"]
+    title: ClassVar[str] = "Output"
     label: str | None = Field(default=None, max_length=100)
     ports: ClassVar[dict[str, Port]] = {"value": Port(PortType.ANY)}
 

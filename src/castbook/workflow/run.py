@@ -50,6 +50,7 @@ _RENDER_FIELDS = ("negative_prompt", "width", "height", "steps", "guidance", "se
 class CharacterValue:
     id: str
     name: str
+    reference: str | None = None  # the chosen reference image; None: the primary one
 
     def to_json(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name}
@@ -76,7 +77,7 @@ class _Run:
     def image(self, link: Link) -> str:
         value = self.value(link)
         if isinstance(value, CharacterValue):  # an image port takes a character's reference
-            return _reference_of(self.library.get_by_id(value.id))
+            return value.reference or _reference_of(self.library.get_by_id(value.id))
         return str(value)
 
     def images(self, link: Link) -> list[str]:
@@ -131,8 +132,15 @@ class _Run:
         node = parsed.node
         if isinstance(node, CharacterNode):
             character = _find(self.library, node.character)
-            value = CharacterValue(character.id, character.name)
-            image = _reference_of(character) if character.images else None
+            if node.reference is not None and all(
+                image.sha256 != node.reference for image in character.images
+            ):
+                raise FieldError(
+                    f"{parsed.id}.reference",
+                    f"{character.name} has no reference image {node.reference[:12]}",
+                )
+            value = CharacterValue(character.id, character.name, node.reference)
+            image = node.reference or (_reference_of(character) if character.images else None)
             return {"character": value, "image": image}, {}
         if isinstance(node, ImageNode):
             if not self.jobs.blobs.exists(node.image):

@@ -1,0 +1,43 @@
+"""``/v1/presets``: the presets (``app_id``) this server offers, for pickers in clients.
+
+Each preset's id, backend, modes, description and default fields. Model paths and backend
+options stay on the server: they can name local folders and credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from castbook.api.services import AppServices
+from castbook.errors import NotFoundError
+from castbook.generation import Mode
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/presets", tags=["presets"])
+
+
+@router.get("", summary="List the presets (app_id) this server offers")
+def list_presets(services: AppServices) -> list[dict[str, Any]]:
+    """Sorted by id; ``default_for`` names the modes for which a preset is the default."""
+    catalog = services.presets()
+    defaults: dict[str, list[str]] = {}
+    for mode in Mode:
+        try:
+            defaults.setdefault(catalog.default_for(mode).id, []).append(mode.value)
+        except NotFoundError:  # no preset does this mode
+            continue
+    return [
+        {
+            "id": preset.id,
+            "backend": preset.backend,
+            "modes": [mode.value for mode in preset.modes],
+            "description": preset.description,
+            "defaults": preset.defaults,
+            "default_for": defaults.get(preset.id, []),
+            "source": preset.source,
+        }
+        for preset in catalog
+    ]
