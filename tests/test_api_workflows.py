@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from tests import test_api
@@ -245,3 +246,116 @@ def test_a_character_node_can_choose_which_reference_image_it_gives(
     )
     assert refused.status_code == 422
     assert [(e["node"], e["field"]) for e in refused.json()["errors"]] == [("alice", "reference")]
+
+
+@pytest.fixture(scope="module")
+def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.tiny_diffusers import make_tiny_svd
+
+    return make_tiny_svd(tmp_path_factory.mktemp("workflow-svd") / "svd")
+
+
+def test_image_to_image_video_and_batch_render_nodes_run(
+    make_api: ApiFactory, generating: Path, tiny_svd: Path
+) -> None:
+    with (generating / "presets.toml").open("a") as presets:
+        presets.write(
+            f'\n[presets.tiny-svd]\nbackend = "diffusers"\nmodel = "{tiny_svd}"\n'
+            'modes = ["i2v"]\ndefaults = { width = 256, height = 256, steps = 2 }\n'
+            'options = { family = "svd" }\n'
+        )
+    api = make_api()
+    alice = api.key("alice")
+    character = add_character(api, alice)
+    graph = {
+        "nodes": {
+            "alice": {"type": "character", "inputs": {"character": "Alice"}},
+            "redraw": {"type": "image_to_image",
+                       "inputs": {"image": ["alice", "character"], "prompt": "in the rain",
+                                  "strength": 0.5, "preset": "tiny", "seed": 9,
+                                  "characters": [["alice", "character"]]}},
+            "clip": {"type": "image_to_video",
+                     "inputs": {"image": ["redraw", "images"], "preset": "tiny-svd",
+                                "num_frames": 3, "fps": 4}},
+            "variants": {"type": "batch_render",
+                         "inputs": {"characters": [["alice", "character"]], "preset": "tiny",
+                                    "prompts": ["waving", "reading a book"], "seed": 4}},
+            "best": {"type": "output", "inputs": {"value": ["variants", "best"]}},
+            "video": {"type": "output", "inputs": {"value": ["clip", "video"]}},
+        },
+        "layout": {"alice": {"x": 10, "y": 20.5}, "clip": {"x": -40, "y": 300}},
+    }  # fmt: skip
+    # An image port takes images only in the singular: "redraw.images" is refused for "clip".
+    refused = api.client.post("/v1/workflows/validate", json={"graph": graph}, headers=alice)
+    assert refused.status_code == 422
+    assert [(e["node"], e["field"]) for e in refused.json()["errors"]] == [("clip", "image")]
+    graph["nodes"]["clip"]["inputs"]["image"] = ["alice", "image"]
+
+    saved = api.client.post("/v1/workflows", json={"name": "all", "graph": graph}, headers=alice)
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["graph"]["layout"] == graph["layout"]  # kept for the editor
+    task = api.client.post(f"/v1/workflows/{saved.json()['id']}/run", headers=alice).json()
+    done = api.wait(task["id"], alice, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    nodes = done["result"]["nodes"]
+    assert done["result"]["order"] == ["alice", "redraw", "clip", "variants", "best", "video"]
+    (redrawn,) = nodes["redraw"]["outputs"]["images"]
+    video = nodes["clip"]["outputs"]["video"]
+    variants = nodes["variants"]["outputs"]["images"]
+    assert len(variants) == 2 and redrawn not in variants
+    scores = nodes["variants"]["scores"]
+    assert [s["prompt"] for s in scores] == ["waving", "reading a book"]
+    assert sum(s["best"] for s in scores) == 1
+    assert done["result"]["outputs"] == {"best": nodes["variants"]["outputs"]["best"],
+                                         "video": video}  # fmt: skip
+    kinds = {o["id"]: (o["kind"], o["media_type"]) for o in done["outputs"]}
+    assert kinds[video] == ("video", "video/mp4")
+    assert kinds[redrawn] == ("image", "image/png")
+    clip = api.client.get(f"/v1/results/{video}", headers=alice)
+    assert clip.status_code == 200 and clip.content[4:8] == b"ftyp"
+    # The character's reference was the init image: the redraw is 256 px like the preset.
+    assert next(o for o in done["outputs"] if o["id"] == redrawn)["width"] == 256
+    assert character["images"][0]["sha256"] not in kinds
+
+
+@pytest.mark.parametrize(
+    ("layout", "field"),
+    [
+        ([1, 2], "layout"),
+        ({"ghost": {"x": 1, "y": 2}}, "layout.ghost"),
+        ({"alice": {"x": "1", "y": 2}}, "layout"),
+        ({"alice": {"x": 1}}, "layout"),
+        ({"alice": {"x": 1, "y": 2, "z": 3}}, "layout"),
+    ],
+)
+def test_a_bad_layout_is_refused_naming_it(
+    make_api: ApiFactory, generating: Path, layout: Any, field: str
+) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+    graph = {**GRAPH, "layout": layout}
+    response = api.client.post("/v1/workflows/validate", json={"graph": graph}, headers=alice)
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["errors"]
+    assert problem["field"] == field
+
+
+def test_a_failing_node_is_named_in_the_task_error(make_api: ApiFactory, generating: Path) -> None:
+    with (generating / "presets.toml").open("a") as presets:
+        presets.write(
+            '\n[presets.gone]\nbackend = "diffusers"\nmodel = "/nonexistent/model"\n'
+            'options = { family = "sd15" }\n'
+        )
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+    graph = {"nodes": {**GRAPH["nodes"], "gen": {**GRAPH["nodes"]["gen"]}}}
+    graph["nodes"]["gen"]["inputs"] = {"prompt": "at a cafe", "preset": "gone"}
+    task = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
+    assert task.status_code == 202, task.text
+    done = api.wait(task.json()["id"], alice)
+    assert done["status"] == "failed"
+    assert done["error_data"]["node"] == "gen"
+    assert done["error_data"]["type"] == "ModelNotAvailableError", done["error_data"]
+    assert "gone" in done["error"]

@@ -144,3 +144,20 @@ def test_topological_order() -> None:
     assert topological_order({"c": ["b"], "b": ["a"], "a": []}) == ["a", "b", "c"]
     assert topological_order({"x": [], "y": []}) == ["x", "y"]
     assert topological_order({"a": ["b"], "b": ["a"]}) is None
+
+
+def test_two_prompts_are_a_value_not_a_link() -> None:
+    # ["waving", "reading"] has the shape of a link [node, output]; for a list field it is
+    # the list itself, also when a node happens to be called "waving".
+    data = graph(
+        waving={"type": "character", "inputs": {"character": "Alice"}},
+        batch={"type": "batch_render", "inputs": {"characters": [["waving", "character"]],
+                                                  "prompts": ["waving", "reading"]}},
+    )  # fmt: skip
+    parsed = parse_graph(data)
+    assert parsed.nodes["batch"].node.prompts == ["waving", "reading"]  # type: ignore[attr-defined]
+    # A plain value given a link is still refused, naming the input.
+    data["nodes"]["batch"]["inputs"]["preset"] = ["waving", "character"]
+    assert problems(data) == [
+        {"node": "batch", "field": "preset", "message": "takes a value, not a link: it has no port"}
+    ]

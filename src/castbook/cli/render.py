@@ -59,7 +59,7 @@ def render(
     from castbook.evaluation import Scorer
     from castbook.generation import Mode, create_backend, load_presets
     from castbook.generation.outputs import encode_png
-    from castbook.render.batch import BatchRender, render_batch
+    from castbook.render.batch import BatchRender, render_batch, variant_parameters
     from castbook.render.storyboard import SheetItem, contact_sheet_png
 
     variants = _prompts(prompt, prompts_file)
@@ -99,23 +99,10 @@ def render(
             )
     output.mkdir(parents=True, exist_ok=True)
     saved = []
-    for variant, final_prompt in zip(result.variants, result.final_prompts, strict=True):
+    for variant, parameters in zip(
+        result.variants, variant_parameters(spec, chosen, result), strict=True
+    ):
         path = output / f"variant-{variant.index + 1:02d}.png"
-        parameters = {
-            "prompt": final_prompt,
-            "negative_prompt": spec.request.get("negative_prompt", ""),
-            "user_prompt": variant.prompt,
-            "characters": list(spec.characters),
-            "seed": variant.seed,
-            "score": variant.score,
-            "scores": variant.scores,
-            "attempts": variant.attempts,
-            "preset": chosen.id,
-            "steps": spec.request.get("steps", chosen.defaults.get("steps")),
-            "guidance": spec.request.get("guidance", chosen.defaults.get("guidance")),
-            "width": variant.image.width,
-            "height": variant.image.height,
-        }
         path.write_bytes(encode_png(variant.image, parameters))
         saved.append(path)
     sheet = output / "contact-sheet.png"

@@ -42,6 +42,17 @@ class Executor(Protocol):
     def shutdown(self, wait: bool = True) -> None: ...
 
 
+def _error_data(exc: CastbookError) -> dict[str, Any]:
+    """What a client needs to show the error next to its cause: the error's type, the field
+    it names (FieldError) and the workflow node it happened in (set by the workflow runner)."""
+    data: dict[str, Any] = {"type": type(exc).__name__}
+    for name in ("field", "node"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            data[name] = value
+    return data
+
+
 def run_job(
     store: JobStore, handlers: Mapping[str, JobHandler], job_id: str, worker: str
 ) -> Job | None:
@@ -57,7 +68,7 @@ def run_job(
     except GenerationCancelled:
         return store.mark_cancelled(job.id)
     except CastbookError as exc:
-        return store.fail(job.id, str(exc), {"type": type(exc).__name__})
+        return store.fail(job.id, str(exc), _error_data(exc))
     except Exception as exc:  # a bug or a library failure: keep the job honest, log the rest
         log.error("task %s failed:\n%s", job.id, traceback.format_exc())
         return store.fail(

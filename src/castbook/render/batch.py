@@ -37,6 +37,7 @@ __all__ = [
     "render_batch",
     "render_gated",
     "score_characters",
+    "variant_parameters",
 ]
 
 DEFAULT_MAX_VARIANTS = 8
@@ -101,6 +102,35 @@ class BatchRenderResult:
 
 
 ProgressFn = Callable[[int, int, str], None]
+
+
+def variant_parameters(
+    spec: BatchRender, preset: Preset, result: BatchRenderResult
+) -> list[dict[str, Any]]:
+    """What each variant's PNG records (its A1111 ``parameters`` line and castbook JSON):
+    the prompt sent, the user's variant, seed, scores and the settings after the preset."""
+    applied = apply_preset(parse_request({**spec.request, "batch": 1}), preset)
+    return [
+        {
+            "mode": "t2i",
+            "prompt": final_prompt,
+            "negative_prompt": applied.negative_prompt,
+            "user_prompt": variant.prompt,
+            "characters": list(spec.characters),
+            "seed": variant.seed,
+            "score": round(variant.score, 2),
+            "scores": {name: round(score, 2) for name, score in variant.scores.items()},
+            "attempts": variant.attempts,
+            "preset": preset.id,
+            "steps": applied.steps,
+            "guidance": applied.guidance,
+            "reference_scale": applied.reference_scale,
+            "width": variant.image.width,
+            "height": variant.image.height,
+            "variant": variant.index + 1,
+        }
+        for variant, final_prompt in zip(result.variants, result.final_prompts, strict=True)
+    ]
 
 
 def render_batch(

@@ -32,7 +32,7 @@ from PIL import Image
 from castbook import __version__
 from castbook.blobs import BlobStore
 from castbook.db import Database
-from castbook.generation import Backend, Preset, apply_preset, load_presets, parse_request
+from castbook.generation import Backend, Preset, load_presets
 from castbook.generation.outputs import encode_png
 from castbook.jobs import Job, JobContext, JobHandler, JobOutput
 from castbook.library import CharacterLibrary
@@ -168,7 +168,12 @@ class BatchRenderJobs(_RenderJobs):
     """
 
     def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
-        from castbook.render.batch import DEFAULT_MAX_VARIANTS, BatchRender, render_batch
+        from castbook.render.batch import (
+            DEFAULT_MAX_VARIANTS,
+            BatchRender,
+            render_batch,
+            variant_parameters,
+        )
         from castbook.render.storyboard import SheetItem, contact_sheet_png
 
         given = job.input
@@ -194,31 +199,14 @@ class BatchRenderJobs(_RenderJobs):
             progress=context.progress,
         )
         context.progress(total, total, "contact sheet")
-        applied = apply_preset(parse_request({**spec.request, "batch": 1}), preset)
         outputs: list[JobOutput] = []
         variants: list[dict[str, Any]] = []
         sheet: list[SheetItem] = []
-        for variant, final_prompt in zip(result.variants, result.final_prompts, strict=True):
-            parameters = {
-                "castbook_version": __version__,
-                "mode": "t2i",
-                "prompt": final_prompt,
-                "negative_prompt": applied.negative_prompt,
-                "user_prompt": variant.prompt,
-                "characters": list(spec.characters),
-                "seed": variant.seed,
-                "score": round(variant.score, 2),
-                "scores": _rounded(variant.scores),
-                "attempts": variant.attempts,
-                "preset": preset.id,
-                "steps": applied.steps,
-                "guidance": applied.guidance,
-                "reference_scale": applied.reference_scale,
-                "width": variant.image.width,
-                "height": variant.image.height,
-                "task": job.id,
-                "variant": variant.index + 1,
-            }
+        described = variant_parameters(spec, preset, result)
+        for variant, final_prompt, parameters in zip(
+            result.variants, result.final_prompts, described, strict=True
+        ):
+            parameters.update(castbook_version=__version__, task=job.id)
             data = encode_png(variant.image, parameters)
             sha = self._keep(data)
             outputs.append(

@@ -7,7 +7,9 @@
                        "inputs": {"prompt": "at a cafe", "characters": [["alice", "character"]]}},
                "out": {"type": "output", "inputs": {"value": ["gen", "images"]}}}}
 
-An input is a literal or a link ``[node_id, output_name]``. :func:`parse_graph` returns
+An input is a literal or a link ``[node_id, output_name]``. An optional ``layout``
+(``{node_id: {"x": 10, "y": 20}}``) keeps where an editor drew each node; it is validated and
+stored, never used to run the graph. :func:`parse_graph` returns
 every problem at once (unknown types and inputs, missing required inputs, literals out of
 range, links to missing nodes or outputs, type mismatches, cycles), each naming its node.
 """
@@ -15,8 +17,9 @@ range, links to missing nodes or outputs, type mismatches, cycles), each naming 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import ValidationError
 
@@ -120,9 +123,12 @@ def parse_graph(data: Any) -> Graph:
         raise GraphError(
             [GraphProblem(None, "nodes", f"{len(raw_nodes)} nodes; the limit is {MAX_NODES}")]
         )
-    unknown = {k for k in data if k != "nodes"}
+    unknown = {k for k in data if k not in ("nodes", "layout")}
     if unknown:
-        problems.append(GraphProblem(None, sorted(unknown)[0], "unknown key; a graph has nodes"))
+        problems.append(
+            GraphProblem(None, sorted(unknown)[0], "unknown key; a graph has nodes and layout")
+        )
+    _check_layout(data.get("layout"), raw_nodes, problems)
 
     parsed: dict[str, ParsedNode] = {}
     for node_id, spec in raw_nodes.items():
@@ -151,6 +157,35 @@ def parse_graph(data: Any) -> Graph:
         raise GraphError(problems)
     assert order is not None
     return Graph(parsed, order, json.loads(json.dumps(data)))
+
+
+def _check_layout(layout: Any, raw_nodes: dict[str, Any], problems: list[GraphProblem]) -> None:
+    """``layout``: where an editor drew each node, ``{node_id: {"x": n, "y": n}}``; kept with
+    the graph, never used to run it."""
+    if layout is None:
+        return
+    if not isinstance(layout, dict):
+        problems.append(GraphProblem(None, "layout", "must be an object {node_id: {x, y}}"))
+        return
+    for node_id, place in layout.items():
+        where = f"layout.{node_id}"
+        if node_id not in raw_nodes:
+            problems.append(GraphProblem(None, where, f"places {node_id!r}: no such node"))
+        elif (
+            not isinstance(place, dict)
+            or set(place) != {"x", "y"}
+            or not all(_is_coordinate(place[k]) for k in ("x", "y"))
+        ):
+            problems.append(GraphProblem(node_id, "layout", "must be {x, y} with finite numbers"))
+
+
+def _is_coordinate(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= 1e6
+    )
 
 
 def _parse_node(
@@ -192,7 +227,8 @@ def _parse_node(
             else:
                 links[name] = parsed
         elif name in node_class.model_fields and name != "type":
-            if _is_link(value):
+            # A list field's two strings (two prompts) are a value, not a link.
+            if _is_link(value) and get_origin(node_class.model_fields[name].annotation) is not list:
                 problems.append(
                     GraphProblem(node_id, name, "takes a value, not a link: it has no port")
                 )

@@ -6,6 +6,8 @@ library id and name. Every image or video a node makes is kept as a blob and lis
 of the job's outputs. Progress counts nodes (``node gen: running 2/4`` while a node works);
 cancellation arrives between nodes and between a node's steps.
 
+A node that fails ends the run; the task's ``error_data.node`` names it.
+
 Result: ``{"order": [...], "nodes": {node_id: {"type", "status", "outputs": {...},
 "scores"?}}, "outputs": {output_node_id: value}}``.
 """
@@ -15,12 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from castbook.errors import FieldError
+from castbook.errors import CastbookError, FieldError
 from castbook.generation import Mode, apply_preset, parse_request, prepare_request, run_generation
 from castbook.generation.outputs import encode_mp4, encode_png, generation_parameters
 from castbook.jobs import Job, JobContext, JobOutput
 from castbook.library import Character, CharacterLibrary
-from castbook.render.batch import BatchRender, render_batch
+from castbook.render.batch import BatchRender, render_batch, variant_parameters
 from castbook.render.generation_job import GenerationJobs
 from castbook.render.references import character_reference_features
 from castbook.render.render_jobs import SharedScorer
@@ -112,7 +114,11 @@ class _Run:
         for node_id in self.graph.order:
             parsed = self.graph.nodes[node_id]
             self.progress(node_id, 0, 1)  # also where a cancel arrives between nodes
-            outputs, extra = self.run_node(parsed)
+            try:
+                outputs, extra = self.run_node(parsed)
+            except CastbookError as exc:
+                exc.node = node_id  # type: ignore[attr-defined]  # -> the job's error_data
+                raise
             self.values[node_id] = outputs
             results[node_id] = {
                 "type": parsed.node.type,
@@ -229,8 +235,9 @@ class _Run:
         )
         shas: list[str] = []
         scores: list[dict[str, Any]] = []
-        for variant in rendered.variants:
-            data = encode_png(variant.image, {"prompt": variant.prompt, "seed": variant.seed})
+        described = variant_parameters(spec, preset, rendered)
+        for variant, parameters in zip(rendered.variants, described, strict=True):
+            data = encode_png(variant.image, parameters)
             output = JobOutput(
                 "", "image", "image/png", variant.image.width, variant.image.height, variant.seed
             )
