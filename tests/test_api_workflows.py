@@ -105,6 +105,16 @@ def test_validate_reports_every_problem_naming_the_node(
         ("gen", "preset"),
         ("gen", "characters.0"),
     }
+    # Characters go to the model as reference images: a preset without room for them is
+    # refused before anything runs.
+    plain = {"nodes": {**GRAPH["nodes"], "gen": {"type": "text_to_image",
+             "inputs": {"prompt": "x", "preset": "tiny-plain",
+                        "characters": [["alice", "character"]]}}}}  # fmt: skip
+    response = api.client.post("/v1/workflows/validate", json={"graph": plain}, headers=alice)
+    assert response.status_code == 422
+    (problem,) = response.json()["errors"]
+    assert (problem["node"], problem["field"]) == ("gen", "characters")
+    assert "takes at most 0 reference image(s)" in problem["message"]
     saved = api.client.post("/v1/workflows", json={"name": "bad", "graph": broken}, headers=alice)
     assert saved.status_code == 422
     assert api.job_count() == 0 and api.blobs() == blobs

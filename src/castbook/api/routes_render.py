@@ -144,7 +144,7 @@ def _check(values: dict[str, Any], preset: Preset, prefix: str = "") -> None:
         raise FieldError(f"{prefix}{exc.field}", str(exc).removeprefix(f"{exc.field}: ")) from None
 
 
-def _reference_room(preset: Preset) -> int | None:
+def reference_room(preset: Preset) -> int | None:
     """How many reference images the preset's backend takes; None when it cannot say here
     (the job itself will report what is missing)."""
     try:
@@ -153,14 +153,21 @@ def _reference_room(preset: Preset) -> int | None:
         return None
 
 
+def room_problem(preset: Preset, room: int | None, count: int) -> str | None:
+    """Why ``count`` characters do not fit the preset (each character's image goes to the
+    backend as a reference image); None when they do."""
+    if room is None or count <= room:
+        return None
+    return (
+        f"preset {preset.id!r} takes at most {room} reference image(s), one per "
+        f"character; {count} character(s) named — use fewer or a preset that takes more"
+    )
+
+
 def _check_room(preset: Preset, room: int | None, count: int, field: str) -> None:
-    """Each character's primary image goes to the backend as a reference image."""
-    if room is not None and count > room:
-        raise FieldError(
-            field,
-            f"preset {preset.id!r} takes at most {room} reference image(s), one per "
-            f"character; {count} character(s) named — use fewer or a preset that takes more",
-        )
+    problem = room_problem(preset, room, count)
+    if problem is not None:
+        raise FieldError(field, problem)
 
 
 # ---- batch renders --------------------------------------------------------------------------
@@ -187,7 +194,7 @@ def queue_batch_render(services: Services, owner: str, body: BatchRenderSubmissi
     )
     spec.validate()
     preset = choose_preset(services, body.preset, Mode.T2I)
-    _check_room(preset, _reference_room(preset), len(names), "characters")
+    _check_room(preset, reference_room(preset), len(names), "characters")
     for index, prompt in enumerate(spec.prompts):  # as render_batch builds them
         values = {**request, "prompt": prompt, "characters": names, "batch": 1}
         if body.seed is not None:
@@ -247,7 +254,7 @@ def queue_story(services: Services, owner: str, body: StorySubmission) -> Job:
     document["preset"] = preset.id
     story = Story.model_validate(document)
     base_seed = story.defaults.get("seed")
-    room = _reference_room(preset)
+    room = reference_room(preset)
     for index, scene in enumerate(story.scenes):  # as render_story builds them
         _check_room(preset, room, len(set(scene.characters)), f"scenes.{index}.characters")
         values = {**story.defaults, "prompt": scene.prompt, "characters": scene.characters}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from castbook.api.auth import CurrentOwner
 from castbook.api.problems import error_response
 from castbook.api.routes_characters import find_character
+from castbook.api.routes_render import reference_room, room_problem
 from castbook.api.routes_tasks import QUEUE_PATTERN, task_json
 from castbook.api.services import AppServices, Services
 from castbook.errors import NotFoundError
@@ -130,6 +131,10 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
                     problems.append(
                         GraphProblem(node_id, "preset", f"preset {preset.id!r} does not do {mode}")
                     )
+                elif (count := _character_count(parsed)) and (
+                    problem := room_problem(preset, reference_room(preset), count)
+                ):
+                    problems.append(GraphProblem(node_id, "characters", problem))
         given = parsed.links.get("characters")
         if isinstance(given, list):
             for index, item in enumerate(given):
@@ -138,6 +143,13 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
     if problems:
         raise GraphError(problems)
     return graph
+
+
+def _character_count(parsed: Any) -> int:
+    """How many characters a node sends to its backend (links and names, without repeats)."""
+    given = parsed.links.get("characters")
+    items = given if isinstance(given, list) else []
+    return len({item.node if isinstance(item, Link) else item.casefold() for item in items})
 
 
 def _has_reference(library: Any, node: CharacterNode) -> bool:
