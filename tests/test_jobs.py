@@ -53,7 +53,7 @@ def test_run_job_records_success_failure_and_crashes(store: JobStore) -> None:
     assert ok.outputs[0].sha256 == "a" * 64 and ok.progress_step == 3
     bad = run_job(store, handlers_that("bad-input"), store.create(kind="demo", input={}).id, "w")
     assert bad.status == JobStatus.FAILED and bad.error == "steps: must be between 1 and 50"
-    assert bad.error_data == {"type": "FieldError"}
+    assert bad.error_data == {"type": "FieldError", "field": "steps"}
     crash = run_job(store, handlers_that("crash"), store.create(kind="demo", input={}).id, "w")
     assert crash.status == JobStatus.FAILED and "internal error: RuntimeError: boom" in crash.error
     unknown = run_job(store, handlers_that("ok"), store.create(kind="other", input={}).id, "w")
