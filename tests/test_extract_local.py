@@ -81,9 +81,10 @@ def _no_face_image() -> bytes:
 def _assert_honest(extraction: Extraction) -> None:
     Extraction.model_validate(extraction.model_dump())
     assert extraction.source == "local"
-    assert extraction.description.startswith(
-        "Local analyser (no vision-language model configured): "
-    )
+    assert extraction.note.startswith("Local analyser (no vision-language model configured): ")
+    # The report is the analyser's note, not the character's description: it is never saved.
+    assert extraction.description == UNKNOWN and "description" in extraction.unfilled
+    assert extraction.character_fields("X")["description"] == ""
     physical = extraction.physical
     assert (physical.eyes, physical.face, physical.body) == (UNKNOWN, UNKNOWN, UNKNOWN)
     assert extraction.accessories == [] and extraction.distinctive_features == []
@@ -124,7 +125,7 @@ def test_clothing_colour_below_the_chin_and_style_prompt() -> None:
     assert "blue" in extraction.clothing
     assert extraction.style_prompt.startswith(f"{extraction.physical.hair} hair")
     assert f"wearing {extraction.clothing}" in extraction.style_prompt
-    assert "found 1 face" in extraction.description
+    assert "found 1 face" in extraction.note
 
 
 @needs_photos
@@ -143,9 +144,9 @@ def test_no_face_leaves_everything_unknown() -> None:
     from castbook.evaluation.faces import faces_available
 
     if faces_available():
-        assert "no face was found" in extraction.description
+        assert "no face was found" in extraction.note
     else:
-        assert "faces extra" in extraction.description
+        assert "faces extra" in extraction.note
 
 
 def test_without_the_faces_extra_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +156,7 @@ def test_without_the_faces_extra_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(faces, "load_face_embedder", lambda: pytest.fail("must not look for faces"))
     extraction = analyse_locally(_no_face_image())
     _assert_honest(extraction)
-    assert "faces extra (dlib) is not installed" in extraction.description
+    assert "faces extra (dlib) is not installed" in extraction.note
     assert extraction.physical.hair == extraction.physical.skin == extraction.clothing == UNKNOWN
 
 

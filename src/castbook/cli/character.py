@@ -382,6 +382,8 @@ def extract(
     for label, value in rows:
         table.add_row(label, escape_text(value) if value else "[dim]—[/]")
     console.print(table)
+    if extraction.note:
+        console.print(escape_text(extraction.note))
     if extraction.unfilled:
         console.print(f"could not determine: {escape_text(', '.join(extraction.unfilled))}")
     if saved is not None:

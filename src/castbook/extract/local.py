@@ -32,7 +32,7 @@ dlib (the ``faces`` extra) and measures colours only:
 Eyes, face shape and body cannot be measured honestly from colours: they stay "unknown",
 and accessories / distinctive features stay empty. Without the ``faces`` extra, or when no
 face is found, nothing is measured at all (whole-picture colours would be mostly
-background) and the description says why.
+background) and the note says why.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def _result(*, hair: str, skin: str, clothing: str, found: int) -> Extraction:
     ]
     unfilled = _order_unfilled([*unfilled, *_ALWAYS_UNKNOWN])
     faces = "1 face" if found == 1 else f"{found} faces (measured the largest)"
-    description = (
+    note = (
         f"{_PREFIX}found {faces}; measured "
         + ("; ".join(measured) if measured else "nothing reliable")
         + ". Could not determine: "
@@ -353,7 +353,7 @@ def _result(*, hair: str, skin: str, clothing: str, found: int) -> Extraction:
     if clothing != UNKNOWN:
         parts.append(f"wearing {clothing}")
     return Extraction(
-        description=description,
+        note=note,
         physical=PhysicalGuess(hair=hair, skin=skin),
         clothing=clothing,
         style_prompt=", ".join(parts),
@@ -365,7 +365,7 @@ def _result(*, hair: str, skin: str, clothing: str, found: int) -> Extraction:
 def _without_face(reason: str) -> Extraction:
     unfilled = _order_unfilled(["physical.hair", "physical.skin", "clothing", *_ALWAYS_UNKNOWN])
     return Extraction(
-        description=(
+        note=(
             f"{_PREFIX}{reason}; hair, skin and clothing are measured around a face, so "
             "nothing was filled in (whole-picture colours would mostly be the background). "
             "Could not determine: " + ", ".join(unfilled) + "."
@@ -376,6 +376,7 @@ def _without_face(reason: str) -> Extraction:
 
 
 _FIELD_ORDER = (
+    "description",
     "physical.hair",
     "physical.eyes",
     "physical.face",
@@ -388,8 +389,9 @@ _FIELD_ORDER = (
 
 
 def _order_unfilled(fields: list[str]) -> list[str]:
-    """Unfilled fields in the schema's order; accessories and features are always listed."""
-    wanted = {*fields, "accessories", "distinctive_features"}
+    """Unfilled fields in the schema's order; the description (who the character is),
+    accessories and features are always listed: colours cannot tell them."""
+    wanted = {*fields, "description", "accessories", "distinctive_features"}
     return [field for field in _FIELD_ORDER if field in wanted]
 
 

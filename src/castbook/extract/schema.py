@@ -25,7 +25,9 @@ class Extraction(BaseModel):
     """Proposed character fields. Anything not determinable is "unknown" or an empty list.
 
     ``source`` says which analyser produced it ("vlm:<provider>/<model>" or "local");
-    ``unfilled`` lists the fields it could not determine, so a reviewer sees the gaps.
+    ``unfilled`` lists the fields it could not determine, so a reviewer sees the gaps;
+    ``note`` is the analyser's own account of what it did (the local analyser's measurements),
+    shown to the reviewer and never saved into the character.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +40,7 @@ class Extraction(BaseModel):
     style_prompt: str = ""
     source: str = ""
     unfilled: list[str] = Field(default_factory=list)
+    note: str = ""
 
     def character_fields(self, name: str) -> dict[str, Any]:
         """The flat fields `CharacterLibrary.create` takes; "unknown" becomes empty."""
