@@ -1,118 +1,363 @@
-// The workflow canvas: nodes dropped from the sidebar, moved, selected and deleted.
+// The workflow canvas: nodes from the Nodes tab and character cards dropped where the mouse
+// is, moved, selected and deleted; wires between typed ports; pan and zoom; the toolbar
+// (run, save, load). The parts live in canvas-*.js; this module wires them together.
+//
+//   canvas-graph.js    the workflow as data, the catalogue's rules, graph JSON
+//   canvas-nodes.js    a node's element: ports, fields, character picture, status, results
+//   canvas-wires.js    the SVG wires and dragging new ones
+//   canvas-view.js     pan and zoom
+//   canvas-run.js      the toolbar: run with live progress, cancel, save, load, clear
+//   canvas-results.js  the results panel
+//   canvas-palette.js  the Nodes tab
 
-import { $ } from "./api.js";
-import { DRAG_TYPE, characters, thumbnailUrl } from "./library.js";
+import { $, ApiError, api } from "./api.js";
+import { NODE_DRAG_TYPE, catalog, setCatalog, workflow } from "./canvas-graph.js";
+import {
+  buildNode,
+  fillPresetSelect,
+  libraryLoaded,
+  nodeElement,
+  renderCharacter,
+} from "./canvas-nodes.js";
+import { paletteError, renderPalette } from "./canvas-palette.js";
+import { forgetCurrent, setStatus, setUpToolbar } from "./canvas-run.js";
+import {
+  fitView,
+  onViewChange,
+  resetView,
+  setUpView,
+  toWorld,
+  view,
+  visibleCentre,
+  zoomAtCentre,
+} from "./canvas-view.js";
+import {
+  drawWires,
+  drawWiresSoon,
+  onPortPointerDown,
+  selectWire,
+  selectedWire,
+  setUpWires,
+} from "./canvas-wires.js";
+import { DRAG_TYPE, characters } from "./library.js";
 
-let nextNodeId = 1;
+const DRAFT_STORAGE = "castbook.canvas";
+const NUDGE = 10;
 
-function canvasNodes() {
-  return [...$("#canvas").querySelectorAll(".node")];
+const selection = new Set();
+let canvas = null;
+let world = null;
+let resizeObserver = null;
+let draftTimer = 0;
+
+// ---- the draft: the canvas survives a reload ------------------------------------------------
+
+function saveDraftSoon() {
+  clearTimeout(draftTimer);
+  draftTimer = setTimeout(() => {
+    const names = {};
+    for (const node of workflow.nodes.values()) if (node.name) names[node.id] = node.name;
+    try {
+      if (workflow.nodes.size) {
+        localStorage.setItem(DRAFT_STORAGE, JSON.stringify({ graph: workflow.toGraph(), names }));
+      } else {
+        localStorage.removeItem(DRAFT_STORAGE);
+      }
+    } catch {
+      // storage full or off: the canvas still works, it just is not kept
+    }
+  }, 300);
 }
 
-function select(node) {
-  for (const other of canvasNodes()) other.classList.toggle("selected", other === node);
-  if (node) node.focus({ preventScroll: true });
+function restoreDraft() {
+  if (workflow.nodes.size) return;
+  let draft = null;
+  try {
+    draft = JSON.parse(localStorage.getItem(DRAFT_STORAGE) || "null");
+  } catch {
+    draft = null;
+  }
+  if (!draft || !draft.graph) return;
+  workflow.load(draft.graph);
+  for (const [id, name] of Object.entries(draft.names || {})) {
+    const node = workflow.nodes.get(id);
+    if (node) node.name = name;
+  }
+  renderAll();
 }
 
-function addCharacterNode(character, x, y) {
-  const node = document.createElement("div");
-  node.className = "node";
-  node.tabIndex = 0;
-  node.dataset.nodeId = `n${nextNodeId++}`;
-  node.dataset.type = "character";
-  node.dataset.characterId = character.id;
-  node.style.left = `${Math.max(0, Math.round(x))}px`;
-  node.style.top = `${Math.max(0, Math.round(y))}px`;
+function changed() {
+  updateEmpty();
+  saveDraftSoon();
+}
 
-  const type = document.createElement("div");
-  type.className = "node-type";
-  type.textContent = "character";
-  const body = document.createElement("div");
-  body.className = "node-body";
-  const img = document.createElement("img");
-  img.alt = "";
-  img.draggable = false;
-  thumbnailUrl(character)
-    .then((url) => {
-      if (url) img.src = url;
-      else img.remove();
-    })
-    .catch(() => img.remove());
-  body.append(img);
-  const name = document.createElement("span");
-  name.className = "node-name";
-  name.textContent = character.name;
-  body.append(name);
-  node.append(type, body);
+// ---- nodes ----------------------------------------------------------------------------------
 
-  node.addEventListener("pointerdown", (event) => startMove(event, node));
-  $("#canvas").append(node);
-  select(node);
+function updateEmpty() {
+  $("#canvas-empty").hidden = workflow.nodes.size > 0;
+}
+
+function place(element, node) {
+  element.style.left = `${Math.round(node.x)}px`;
+  element.style.top = `${Math.round(node.y)}px`;
+}
+
+function mount(node) {
+  const element = buildNode(node);
+  place(element, node);
+  element.addEventListener("pointerdown", (event) => onNodePointerDown(event, node));
+  for (const row of element.querySelectorAll(".port-row")) {
+    row.addEventListener("pointerdown", (event) => onPortPointerDown(event, row.querySelector(".port")));
+  }
+  world.append(element);
+  resizeObserver.observe(element);
+  return element;
+}
+
+function renderAll() {
+  for (const element of world.querySelectorAll(".node")) {
+    resizeObserver.unobserve(element);
+    element.remove();
+  }
+  selection.clear();
+  for (const node of workflow.nodes.values()) mount(node);
+  drawWires();
+  changed();
+}
+
+function addNode(type, x, y, values = {}, name = undefined) {
+  if (!catalog.types.has(type)) return null;
+  const node = workflow.add(type, x, y, values);
+  if (name) node.name = name;
+  const element = mount(node);
+  select([node.id]);
+  element.focus({ preventScroll: true });
+  changed();
   return node;
 }
 
-function startMove(event, node) {
-  if (event.button !== 0) return;
-  event.preventDefault();
-  event.stopPropagation();
-  select(node);
-  const startX = event.clientX;
-  const startY = event.clientY;
-  const left = node.offsetLeft;
-  const top = node.offsetTop;
-  node.setPointerCapture(event.pointerId);
-  const move = (e) => {
-    node.style.left = `${Math.max(0, left + e.clientX - startX)}px`;
-    node.style.top = `${Math.max(0, top + e.clientY - startY)}px`;
-  };
-  const stop = () => {
-    node.removeEventListener("pointermove", move);
-    node.removeEventListener("pointerup", stop);
-    node.removeEventListener("pointercancel", stop);
-  };
-  node.addEventListener("pointermove", move);
-  node.addEventListener("pointerup", stop);
-  node.addEventListener("pointercancel", stop);
+function addAtCentre(type) {
+  // Offset each new node a little, so several added in a row do not hide each other.
+  const centre = visibleCentre();
+  const offset = (workflow.nodes.size % 6) * 24;
+  addNode(type, centre.x - 120 + offset, centre.y - 80 + offset);
 }
 
-export function setUpCanvas() {
-  const canvas = $("#canvas");
-  canvas.addEventListener("dragover", (event) => {
-    const types = [...event.dataTransfer.types];
-    if (types.includes(DRAG_TYPE) || types.includes("text/plain")) {
+function removeNodes(ids) {
+  for (const id of ids) {
+    workflow.remove(id);
+    const element = nodeElement(id);
+    if (element) {
+      resizeObserver.unobserve(element);
+      element.remove();
+    }
+    selection.delete(id);
+  }
+  drawWires();
+  changed();
+}
+
+// ---- selection, moving, keys ----------------------------------------------------------------
+
+function select(ids) {
+  selection.clear();
+  for (const id of ids) selection.add(id);
+  for (const element of world.querySelectorAll(".node")) {
+    element.classList.toggle("selected", selection.has(element.dataset.nodeId));
+  }
+  if (ids.length) selectWire(null);
+}
+
+function toggle(id) {
+  if (selection.has(id)) selection.delete(id);
+  else selection.add(id);
+  nodeElement(id).classList.toggle("selected", selection.has(id));
+  selectWire(null);
+}
+
+const CONTROLS = "input, textarea, select, button, summary, a, video, .port-row, .reference-picker";
+
+function onNodePointerDown(event, node) {
+  if (event.button !== 0) return;
+  const element = event.currentTarget;
+  if (event.shiftKey) toggle(node.id);
+  else if (!selection.has(node.id)) select([node.id]);
+  selectWire(null);
+  if (event.target.closest(CONTROLS)) return; // the control works as usual
+  event.preventDefault();
+  element.focus({ preventScroll: true });
+  const startX = event.clientX;
+  const startY = event.clientY;
+  const moving = [...selection].map((id) => workflow.nodes.get(id)).filter(Boolean);
+  const from = moving.map((n) => ({ x: n.x, y: n.y }));
+  element.setPointerCapture(event.pointerId);
+  element.classList.add("dragging");
+  const move = (e) => {
+    const dx = (e.clientX - startX) / view.zoom;
+    const dy = (e.clientY - startY) / view.zoom;
+    moving.forEach((n, i) => {
+      n.x = from[i].x + dx;
+      n.y = from[i].y + dy;
+      place(nodeElement(n.id), n);
+    });
+    drawWiresSoon();
+  };
+  const stop = () => {
+    element.removeEventListener("pointermove", move);
+    element.removeEventListener("pointerup", stop);
+    element.removeEventListener("pointercancel", stop);
+    element.classList.remove("dragging");
+    saveDraftSoon();
+  };
+  element.addEventListener("pointermove", move);
+  element.addEventListener("pointerup", stop);
+  element.addEventListener("pointercancel", stop);
+}
+
+function isEditing(target) {
+  return (
+    target instanceof HTMLElement &&
+    Boolean(target.closest("input, textarea, select, [contenteditable], dialog"))
+  );
+}
+
+function onKeyDown(event) {
+  if (isEditing(event.target) || document.querySelector("dialog[open]")) return;
+  const active = document.activeElement;
+  const onCanvas = active === document.body || (active && canvas.contains(active));
+  if (!onCanvas) return;
+  if (event.key === "Delete" || event.key === "Backspace") {
+    const wire = selectedWire();
+    if (wire) {
       event.preventDefault();
-      event.dataTransfer.dropEffect = "copy";
-      canvas.classList.add("drop-target");
+      workflow.disconnect(wire);
+      selectWire(null);
+      drawWires();
+      changed();
+    } else if (selection.size) {
+      event.preventDefault();
+      removeNodes([...selection]);
     }
-  });
-  canvas.addEventListener("dragleave", () => canvas.classList.remove("drop-target"));
-  canvas.addEventListener("drop", (event) => {
+  } else if (event.key === "Escape") {
+    select([]);
+    selectWire(null);
+  } else if (event.key.startsWith("Arrow") && selection.size) {
     event.preventDefault();
-    canvas.classList.remove("drop-target");
-    const id = event.dataTransfer.getData(DRAG_TYPE) || event.dataTransfer.getData("text/plain");
-    const character = characters().find((c) => c.id === id);
-    if (!character) return;
-    const box = canvas.getBoundingClientRect();
-    addCharacterNode(character, event.clientX - box.left, event.clientY - box.top);
-  });
-  canvas.addEventListener("pointerdown", (event) => {
-    if (event.target === canvas) select(null);
-  });
-  document.addEventListener("castbook:characters", (event) => {
-    const known = new Set(event.detail.map((c) => c.id));
-    for (const node of canvasNodes()) {
-      if (node.dataset.characterId) {
-        node.classList.toggle("missing", !known.has(node.dataset.characterId));
-      }
+    const step = event.shiftKey ? NUDGE * 5 : NUDGE;
+    const dx = { ArrowLeft: -step, ArrowRight: step }[event.key] || 0;
+    const dy = { ArrowUp: -step, ArrowDown: step }[event.key] || 0;
+    for (const id of selection) {
+      const node = workflow.nodes.get(id);
+      node.x += dx;
+      node.y += dy;
+      place(nodeElement(id), node);
     }
-  });
-  document.addEventListener("keydown", (event) => {
-    if (event.key !== "Delete" && event.key !== "Backspace") return;
-    const target = event.target;
-    if (target instanceof HTMLElement && target.closest("input, textarea, select, dialog")) return;
-    const selected = canvasNodes().filter((n) => n.classList.contains("selected"));
-    if (!selected.length) return;
+    drawWires();
+    saveDraftSoon();
+  }
+}
+
+// ---- drops ----------------------------------------------------------------------------------
+
+function onDragOver(event) {
+  const types = [...event.dataTransfer.types];
+  if (types.includes(NODE_DRAG_TYPE) || types.includes(DRAG_TYPE) || types.includes("text/plain")) {
     event.preventDefault();
-    for (const node of selected) node.remove();
+    event.dataTransfer.dropEffect = "copy";
+    canvas.classList.add("drop-target");
+  }
+}
+
+function onDrop(event) {
+  event.preventDefault();
+  canvas.classList.remove("drop-target");
+  if (!catalog.loaded) {
+    setStatus("The node types are still loading; try again in a moment.", "error");
+    return;
+  }
+  const point = toWorld(event.clientX, event.clientY);
+  const type = event.dataTransfer.getData(NODE_DRAG_TYPE);
+  if (type) {
+    addNode(type, point.x, point.y);
+    return;
+  }
+  const id = event.dataTransfer.getData(DRAG_TYPE) || event.dataTransfer.getData("text/plain");
+  const character = characters().find((c) => c.id === id);
+  if (character) addNode("character", point.x, point.y, { character: character.id }, character.name);
+}
+
+// ---- the catalogue --------------------------------------------------------------------------
+
+async function loadCatalog() {
+  try {
+    const [types, presets] = await Promise.all([api("/v1/workflows/node-types"), api("/v1/presets")]);
+    setCatalog(types, presets);
+  } catch (exc) {
+    if (!(exc instanceof ApiError && exc.status === 401)) {
+      paletteError(`Could not load the node types: ${exc.message}`);
+    }
+    return;
+  }
+  renderPalette(addAtCentre);
+  for (const select of world.querySelectorAll('select[data-field="preset"]')) {
+    const node = workflow.nodes.get(select.closest(".node").dataset.nodeId);
+    fillPresetSelect(select, node.type, node.values.preset || "");
+  }
+  restoreDraft();
+}
+
+// ---- set up ---------------------------------------------------------------------------------
+
+export function setUpCanvas() {
+  canvas = $("#canvas");
+  world = $("#canvas-world");
+  resizeObserver = new ResizeObserver(drawWiresSoon);
+  setUpView(canvas, world, {
+    onEmptyClick: () => {
+      select([]);
+      selectWire(null);
+      canvas.focus({ preventScroll: true });
+    },
   });
+  setUpWires(canvas, $("#wires"), {
+    onChange: changed,
+    onRefused: (problem) => setStatus(`Not connected: ${problem}.`, "error"),
+    onSelect: (wire) => {
+      select([]);
+      selectWire(wire);
+      canvas.focus({ preventScroll: true });
+    },
+  });
+  setUpToolbar({
+    loadGraph: (graph) => {
+      const unknown = workflow.load(graph);
+      renderAll();
+      return unknown;
+    },
+    clearCanvas: () => {
+      workflow.clear();
+      renderAll();
+    },
+  });
+  onViewChange(() => {
+    $("#zoom-reset").textContent = `${Math.round(view.zoom * 100)}%`;
+  });
+  $("#zoom-in").addEventListener("click", () => zoomAtCentre(1.2));
+  $("#zoom-out").addEventListener("click", () => zoomAtCentre(1 / 1.2));
+  $("#zoom-reset").addEventListener("click", resetView);
+  $("#zoom-fit").addEventListener("click", () => fitView([...world.querySelectorAll(".node")]));
+  canvas.addEventListener("dragover", onDragOver);
+  canvas.addEventListener("dragleave", (event) => {
+    if (!canvas.contains(event.relatedTarget)) canvas.classList.remove("drop-target");
+  });
+  canvas.addEventListener("drop", onDrop);
+  document.addEventListener("keydown", onKeyDown);
+  document.addEventListener("castbook:key", loadCatalog);
+  document.addEventListener("castbook:characters", () => {
+    libraryLoaded();
+    for (const node of workflow.nodes.values()) if (node.type === "character") renderCharacter(node);
+    drawWiresSoon();
+  });
+  forgetCurrent();
+  updateEmpty();
 }

@@ -1,14 +1,26 @@
-// The Characters tab: cards with thumbnails, search, create, delete. Every change to the
-// list is announced as a "castbook:characters" event (detail: the characters) so the canvas
-// can follow it. A card's drag carries the character id as DRAG_TYPE (and text/plain).
+// The Characters tab: cards with thumbnails, search, delete, and the dialogs to create and
+// edit characters (library-form.js, with library-extract.js for Extract) and to export and
+// import them (library-transfer.js). Every change to the list is announced as a
+// "castbook:characters" event (detail: the characters) so the canvas can follow it. A card's
+// drag carries the character id as DRAG_TYPE (and text/plain).
 
 import { $, api, blobUrl, characterImagePath, forgetBlobUrls } from "./api.js";
+import {
+  clearErrors,
+  confirmAction,
+  openCharacterForm,
+  setUpCharacterForm,
+  showApiError,
+  showError,
+} from "./library-form.js";
+import { setUpTransfer } from "./library-transfer.js";
+
+export { clearErrors, showApiError, showError };
 
 export const DRAG_TYPE = "application/x-castbook-character";
 
 const state = {
   characters: [],
-  pendingDelete: null,
 };
 
 export function characters() {
@@ -26,6 +38,10 @@ export function thumbnailUrl(character, sha = character.primary_image) {
   return blobUrl(characterImagePath(character.id, sha));
 }
 
+function searchQuery() {
+  return $("#search").value.trim();
+}
+
 function matches(character, query) {
   if (!query) return true;
   const haystack = [character.name, character.style_prompt, ...(character.tags || [])]
@@ -37,12 +53,29 @@ function matches(character, query) {
     .every((word) => haystack.includes(word));
 }
 
+function shownCharacters() {
+  const query = searchQuery();
+  return state.characters.filter((c) => matches(c, query));
+}
+
+function iconButton(className, symbol, label, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.title = label;
+  button.setAttribute("aria-label", label);
+  button.textContent = symbol;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
 function cardFor(character) {
   const card = document.createElement("li");
   card.className = "card";
   card.draggable = true;
   card.dataset.id = character.id;
   card.dataset.name = character.name;
+  if (character.style_prompt) card.title = character.style_prompt;
 
   const img = document.createElement("img");
   img.className = "thumb";
@@ -54,11 +87,14 @@ function cardFor(character) {
       if (url) {
         img.src = url;
         img.alt = `${character.name} thumbnail`;
+      } else {
+        img.classList.add("thumb-missing");
       }
     })
     .catch(() => img.classList.add("thumb-missing"));
 
   const text = document.createElement("div");
+  text.className = "card-text";
   const name = document.createElement("div");
   name.className = "name";
   name.textContent = character.name;
@@ -70,18 +106,25 @@ function cardFor(character) {
     chip.textContent = tag;
     tags.append(chip);
   }
-  text.append(name, tags);
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const count = (character.images || []).length;
+  meta.textContent = count ? `${count} image${count === 1 ? "" : "s"}` : "no reference image";
+  meta.classList.toggle("warning", count === 0);
+  text.append(name, tags, meta);
   card.append(text);
 
-  const remove = document.createElement("button");
-  remove.type = "button";
-  remove.className = "delete";
-  remove.title = `Delete ${character.name}`;
-  remove.setAttribute("aria-label", `Delete ${character.name}`);
-  remove.textContent = "✕";
-  remove.addEventListener("click", () => confirmDelete(character));
-  card.append(remove);
+  const actions = document.createElement("div");
+  actions.className = "card-actions";
+  actions.append(
+    iconButton("edit", "✎", `Edit ${character.name}`, () => openCharacterForm(character)),
+    iconButton("delete", "✕", `Delete ${character.name}`, () => confirmDelete(character)),
+  );
+  card.append(actions);
 
+  card.addEventListener("dblclick", (event) => {
+    if (!event.target.closest("button")) openCharacterForm(character);
+  });
   card.addEventListener("dragstart", (event) => {
     event.dataTransfer.setData(DRAG_TYPE, character.id);
     event.dataTransfer.setData("text/plain", character.id);
@@ -91,141 +134,28 @@ function cardFor(character) {
 }
 
 function renderCards() {
-  const query = $("#search").value.trim();
   const list = $("#cards");
   list.replaceChildren();
-  const shown = state.characters.filter((c) => matches(c, query));
+  const shown = shownCharacters();
   for (const character of shown) list.append(cardFor(character));
-  $("#empty-library").hidden = state.characters.length > 0;
-  $("#no-match").hidden = state.characters.length === 0 || shown.length > 0;
-}
-
-// ---- the "New character" form --------------------------------------------------------------
-
-const FIELD_ALIASES = { traits: "distinctive_features", physical: "distinctive_features" };
-
-export function clearErrors(form) {
-  for (const element of form.querySelectorAll("[data-error-for]")) {
-    element.textContent = "";
-    element.hidden = true;
-  }
-  for (const element of form.querySelectorAll(".field-invalid")) {
-    element.classList.remove("field-invalid");
-  }
-}
-
-export function showError(form, field, message) {
-  const root = (field || "").split(".")[0];
-  const name = FIELD_ALIASES[root] || root;
-  let slot = name ? form.querySelector(`.field-error[data-error-for="${name}"]`) : null;
-  if (!slot) slot = form.querySelector('.form-error[data-error-for=""]');
-  slot.textContent = slot.textContent ? `${slot.textContent} ${message}` : message;
-  slot.hidden = false;
-  const label = slot.previousElementSibling;
-  const input = label && label.querySelector("input, textarea");
-  if (input) input.classList.add("field-invalid");
-}
-
-export function showApiError(form, exc, fallbackField = "") {
-  const body = exc.body || {};
-  if (Array.isArray(body.errors) && body.errors.length) {
-    for (const problem of body.errors) showError(form, problem.field, problem.message);
-    return;
-  }
-  // A name clash (409) names no field in the JSON, but it is the name's fault.
-  const field = body.field || (body.type === "DuplicateNameError" ? "name" : fallbackField);
-  showError(form, field, exc.message);
-}
-
-function lines(text, separator) {
-  return text
-    .split(separator)
-    .map((part) => part.trim())
-    .filter(Boolean);
-}
-
-async function createCharacter(event) {
-  event.preventDefault();
-  const form = $("#character-form");
-  clearErrors(form);
-  const name = form.elements.name.value.trim();
-  if (!name) {
-    showError(form, "name", "A name is required.");
-    return;
-  }
-  const submit = $("#save-character");
-  submit.disabled = true;
-  try {
-    let character;
-    try {
-      character = await api("/v1/characters", {
-        method: "POST",
-        json: {
-          name,
-          style_prompt: form.elements.style_prompt.value.trim(),
-          distinctive_features: lines(form.elements.traits.value, /\n/),
-          tags: lines(form.elements.tags.value, ","),
-        },
-      });
-    } catch (exc) {
-      showApiError(form, exc);
-      return;
-    }
-    const file = form.elements.image.files[0];
-    if (file) {
-      const upload = new FormData();
-      upload.append("image", file, file.name);
-      upload.append("primary", "true");
-      try {
-        character = await api(`/v1/characters/${encodeURIComponent(character.id)}/images`, {
-          method: "POST",
-          form: upload,
-        });
-      } catch (exc) {
-        // Keep create-with-image all or nothing, so fixing the image and retrying works.
-        await api(`/v1/characters/${encodeURIComponent(character.id)}`, {
-          method: "DELETE",
-        }).catch(() => {});
-        showApiError(form, exc, "image");
-        return;
-      }
-    }
-    form.reset();
-    form.hidden = true;
-    await loadCharacters();
-  } finally {
-    submit.disabled = false;
-  }
-}
-
-function openForm() {
-  const form = $("#character-form");
-  clearErrors(form);
-  form.hidden = false;
-  form.elements.name.focus();
-}
-
-function closeForm() {
-  const form = $("#character-form");
-  form.reset();
-  clearErrors(form);
-  form.hidden = true;
+  const total = state.characters.length;
+  $("#empty-library").hidden = total > 0;
+  $("#no-match").hidden = total === 0 || shown.length > 0;
+  $("#library-count").textContent =
+    total === 0
+      ? ""
+      : shown.length === total
+        ? `${total} character${total === 1 ? "" : "s"}`
+        : `${shown.length} of ${total} shown`;
 }
 
 // ---- deleting, with a confirmation ---------------------------------------------------------
 
-function confirmDelete(character) {
-  state.pendingDelete = character;
-  $("#confirm-text").textContent =
-    `Delete "${character.name}" and its reference images? This cannot be undone.`;
-  $("#confirm-dialog").returnValue = "";
-  $("#confirm-dialog").showModal();
-}
-
-async function onConfirmClosed() {
-  const character = state.pendingDelete;
-  state.pendingDelete = null;
-  if (!character || $("#confirm-dialog").returnValue !== "confirm") return;
+async function confirmDelete(character) {
+  const confirmed = await confirmAction(
+    `Delete "${character.name}" and its reference images? This cannot be undone.`,
+  );
+  if (!confirmed) return;
   const errorSlot = $("#list-error");
   errorSlot.hidden = true;
   try {
@@ -241,8 +171,12 @@ async function onConfirmClosed() {
 
 export function setUpLibrary() {
   $("#search").addEventListener("input", renderCards);
-  $("#new-character").addEventListener("click", openForm);
-  $("#cancel-character").addEventListener("click", closeForm);
-  $("#character-form").addEventListener("submit", createCharacter);
-  $("#confirm-dialog").addEventListener("close", onConfirmClosed);
+  $("#new-character").addEventListener("click", () => openCharacterForm());
+  setUpCharacterForm({ onChange: loadCharacters });
+  setUpTransfer({
+    all: characters,
+    shown: shownCharacters,
+    searching: () => Boolean(searchQuery()),
+    onImported: loadCharacters,
+  });
 }

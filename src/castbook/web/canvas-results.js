@@ -1,0 +1,139 @@
+// The results panel (#results-panel): every image and video a run made, fetched with the key
+// and shown from blob: URLs, each with its consistency score; the best one starred.
+
+import { $, blobUrl } from "./api.js";
+
+function make(tag, className, text) {
+  const element = document.createElement(tag);
+  if (className) element.className = className;
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+/** The API path of an output (its url may name another host, as the server saw itself). */
+export function outputPath(output) {
+  try {
+    const url = new URL(output.url, window.location.href);
+    return url.pathname + url.search;
+  } catch {
+    return `/v1/results/${output.id}`;
+  }
+}
+
+/**
+ * Scores by image: where several nodes score the same image (a batch render, then a
+ * consistency eval of its images), the last in run order wins, and its best is the best.
+ */
+export function scoresOf(result) {
+  const byImage = new Map();
+  let best = null;
+  let judge = null;
+  const nodes = (result && result.nodes) || {};
+  for (const id of (result && result.order) || Object.keys(nodes)) {
+    const scores = nodes[id] && nodes[id].scores;
+    if (!Array.isArray(scores) || !scores.length) continue;
+    // Keep what an earlier node knew (a batch render's prompt) under the later score.
+    for (const entry of scores) byImage.set(entry.image, { ...byImage.get(entry.image), ...entry, node: id });
+    const top = scores.find((entry) => entry.best);
+    if (top) {
+      best = top.image;
+      judge = id;
+    }
+  }
+  return { byImage, best, judge };
+}
+
+function makers(result) {
+  const made = new Map();
+  for (const [id, node] of Object.entries((result && result.nodes) || {})) {
+    const outputs = node.outputs || {};
+    for (const sha of Array.isArray(outputs.images) ? outputs.images : []) made.set(sha, id);
+    if (typeof outputs.video === "string") made.set(outputs.video, id);
+  }
+  return made;
+}
+
+function header(title, summary) {
+  const top = make("div", "results-header");
+  const close = make("button", "results-close secondary", "✕");
+  close.type = "button";
+  close.title = "Close the results";
+  close.setAttribute("aria-label", "Close the results");
+  close.addEventListener("click", hideResults);
+  top.append(make("h2", "", title), close);
+  return [top, make("p", "results-summary", summary)];
+}
+
+function figureFor(output, score, isBest, madeBy) {
+  const figure = make("figure", "result");
+  figure.dataset.sha = output.id;
+  figure.dataset.kind = output.kind;
+  if (isBest) figure.classList.add("best");
+  const path = outputPath(output);
+  let media;
+  if (output.kind === "video") {
+    media = make("video");
+    media.controls = true;
+    media.preload = "metadata";
+    media.playsInline = true;
+    blobUrl(path).then((url) => (media.src = url)).catch(() => figure.classList.add("broken"));
+    figure.append(media);
+  } else {
+    media = make("img");
+    media.alt = score ? `result scored ${score.score}` : "result";
+    const link = make("a", "result-open");
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.title = "Open full size";
+    link.append(media);
+    blobUrl(path)
+      .then((url) => {
+        media.src = url;
+        link.href = url;
+      })
+      .catch(() => figure.classList.add("broken"));
+    figure.append(link);
+  }
+  const caption = make("figcaption");
+  if (score) {
+    const badge = make("span", "score", `${isBest ? "★ " : ""}${Number(score.score).toFixed(1)}`);
+    badge.title = `Consistency score (0–100), by ${score.node}`;
+    caption.append(badge);
+  }
+  const details = [];
+  if (score && score.prompt) details.push(score.prompt);
+  if (output.width && output.height) details.push(`${output.width}×${output.height}`);
+  if (output.seed !== null && output.seed !== undefined) details.push(`seed ${output.seed}`);
+  const text = make("span", "result-details", details.join(" · "));
+  if (madeBy) text.title = `made by ${madeBy}`;
+  caption.append(text);
+  figure.append(caption);
+  return figure;
+}
+
+/** Show a finished task's outputs (the panel opens). */
+export function showResults(task) {
+  const panel = $("#results-panel");
+  const outputs = (task.outputs || []).filter((o) => o.kind === "image" || o.kind === "video");
+  const { byImage, best, judge } = scoresOf(task.result);
+  const made = makers(task.result);
+  const images = outputs.filter((o) => o.kind === "image").length;
+  const videos = outputs.length - images;
+  const counts = [];
+  if (images) counts.push(`${images} image${images === 1 ? "" : "s"}`);
+  if (videos) counts.push(`${videos} video${videos === 1 ? "" : "s"}`);
+  let summary = counts.join(", ") || "No images or videos.";
+  if (best && byImage.has(best)) {
+    summary += ` · best ${Number(byImage.get(best).score).toFixed(1)} (scored by ${judge})`;
+  }
+  const grid = make("div", "results-grid");
+  for (const output of outputs) {
+    grid.append(figureFor(output, byImage.get(output.id), output.id === best, made.get(output.id)));
+  }
+  panel.replaceChildren(...header("Results", summary), grid);
+  panel.hidden = false;
+}
+
+export function hideResults() {
+  $("#results-panel").hidden = true;
+}

@@ -1,0 +1,447 @@
+// The canvas toolbar: Run (live per-node progress from the task's event stream, then
+// statuses, results and errors on the nodes), Cancel, Save, Load, Delete a saved workflow,
+// Clear, and the status line.
+
+import { $, ApiError, api, readEvents } from "./api.js";
+import { workflow } from "./canvas-graph.js";
+import {
+  checkAllFields,
+  clearNodeMessages,
+  setNodeStatus,
+  showNodeError,
+  showNodeResults,
+} from "./canvas-nodes.js";
+import { hideResults, outputPath, showResults } from "./canvas-results.js";
+
+const PROGRESS = /^node (.+): running (\d+)\/(\d+)$/;
+const POLL_MS = 1000;
+
+let hooks = { loadGraph() {}, clearCanvas() {} };
+const run = { task: null, abort: null, running: null, started: 0 };
+let current = null; // the saved workflow on the canvas: {id, name}
+
+// ---- status line ----------------------------------------------------------------------------
+
+/** The toolbar's status text; tone: "", "busy", "ok" or "error". */
+export function setStatus(text, tone = "") {
+  const status = $("#canvas-status");
+  status.textContent = text;
+  status.dataset.tone = tone;
+  status.title = text;
+}
+
+function setCurrent(saved) {
+  current = saved;
+  $("#workflow-title").textContent = saved ? saved.name : "";
+  $("#workflow-title").hidden = !saved;
+}
+
+/** Forget which saved workflow the canvas shows (after Clear). */
+export function forgetCurrent() {
+  setCurrent(null);
+}
+
+export function isRunning() {
+  return run.task !== null;
+}
+
+function setRunning(task) {
+  run.task = task;
+  $("#run-workflow").disabled = Boolean(task);
+  $("#cancel-run").hidden = !(task && task.id);
+  $("#cancel-run").disabled = false;
+  $("#canvas").classList.toggle("running", Boolean(task));
+}
+
+// ---- problems from the API ------------------------------------------------------------------
+
+/**
+ * Put a 422's problems on the nodes (and fields) they name; the rest, and any other error,
+ * go to the status line after `prefix`.
+ */
+function showProblems(exc, prefix) {
+  const problems = exc instanceof ApiError && Array.isArray(exc.body.errors) ? exc.body.errors : [];
+  const unplaced = [];
+  let placed = 0;
+  for (const problem of problems) {
+    if (problem.node && workflow.nodes.has(problem.node)) {
+      showNodeError(problem.node, problem.field, problem.message);
+      placed += 1;
+    } else {
+      const where = [problem.node, problem.field].filter(Boolean).join(".");
+      unplaced.push(where ? `${where}: ${problem.message}` : problem.message);
+    }
+  }
+  if (!problems.length) {
+    setStatus(`${prefix}: ${exc.message}`, "error");
+    return;
+  }
+  const parts = [];
+  if (placed) parts.push(`${placed} problem${placed === 1 ? "" : "s"} marked on the nodes`);
+  parts.push(...unplaced);
+  setStatus(`${prefix}: ${parts.join("; ")}`, "error");
+}
+
+// ---- running --------------------------------------------------------------------------------
+
+function pathOf(url) {
+  const parsed = new URL(url, window.location.href);
+  return parsed.pathname + parsed.search;
+}
+
+async function runWorkflow() {
+  if (run.task) return;
+  if (!workflow.nodes.size) {
+    setStatus("Nothing to run: add nodes first.", "error");
+    return;
+  }
+  clearNodeMessages();
+  hideResults();
+  const problems = checkAllFields();
+  if (problems) {
+    setStatus(`Fix ${problems} field${problems === 1 ? "" : "s"} marked in red first.`, "error");
+    return;
+  }
+  setRunning({ id: null });
+  setStatus("Checking the workflow…", "busy");
+  let task;
+  try {
+    task = await api("/v1/workflows/run", { method: "POST", json: { graph: workflow.toGraph() } });
+  } catch (exc) {
+    setRunning(null);
+    showProblems(exc, "Not run");
+    return;
+  }
+  run.started = performance.now();
+  run.running = null;
+  setRunning(task);
+  for (const id of workflow.nodes.keys()) setNodeStatus(id, "queued");
+  setStatus("Queued…", "busy");
+  await follow(task);
+}
+
+function onProgress(data) {
+  const match = PROGRESS.exec(data.message || "");
+  if (match) {
+    const [, id, step, total] = match;
+    if (run.running && run.running !== id) setNodeStatus(run.running, "done");
+    run.running = id;
+    setNodeStatus(id, "running", `running ${step}/${total}`);
+    const nodes = data.total ? ` · ${data.step}/${data.total} nodes done` : "";
+    setStatus(`Running ${id}: ${step}/${total}${nodes}`, "busy");
+  } else if (data.status === "queued") {
+    setStatus("Queued…", "busy");
+  } else if (data.text) {
+    setStatus(data.text, "busy");
+  }
+}
+
+async function follow(task) {
+  const controller = new AbortController();
+  run.abort = controller;
+  let finished = null;
+  try {
+    await readEvents(
+      pathOf(task.events_url),
+      (name, data) => {
+        if (name === "progress") onProgress(data);
+        else if (name === "done") finished = data;
+      },
+      { signal: controller.signal },
+    );
+  } catch (exc) {
+    if (controller.signal.aborted) return;
+    setStatus(`Progress stream lost (${exc.message}); waiting for the result…`, "busy");
+  }
+  // The stream ends with "done"; if it broke off, ask until the task has finished.
+  while (!finished) {
+    try {
+      const polled = await api(`/v1/tasks/${encodeURIComponent(task.id)}`);
+      if (["succeeded", "failed", "cancelled"].includes(polled.status)) finished = polled;
+    } catch (exc) {
+      setStatus(`Lost track of the run: ${exc.message}`, "error");
+      setRunning(null);
+      return;
+    }
+    if (!finished) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  finish(finished);
+}
+
+/** The node a failed task names: error_data.node, or the node id its field starts with. */
+function failedNode(task) {
+  const data = task.error_data || {};
+  if (data.node && workflow.nodes.has(data.node)) return { id: data.node, field: data.field };
+  const field = String(data.field || "");
+  const dot = field.indexOf(".");
+  if (dot > 0 && workflow.nodes.has(field.slice(0, dot))) {
+    return { id: field.slice(0, dot), field: field.slice(dot + 1) };
+  }
+  return null;
+}
+
+function finish(task) {
+  setRunning(null);
+  const seconds = ((performance.now() - run.started) / 1000).toFixed(1);
+  const result = task.result || {};
+  const paths = new Map((task.outputs || []).map((output) => [output.id, outputPath(output)]));
+  for (const [id, node] of Object.entries(result.nodes || {})) {
+    setNodeStatus(id, node.status === "succeeded" ? "done" : node.status);
+    showNodeResults(id, node, (sha) => paths.get(sha) || null);
+  }
+  for (const [id] of workflow.nodes) {
+    const element = document.querySelector(`#canvas .node[data-node-id="${CSS.escape(id)}"]`);
+    if (element && element.dataset.status === "queued") setNodeStatus(id, "");
+  }
+  if (task.status === "succeeded") {
+    if (run.running && !(result.nodes || {})[run.running]) setNodeStatus(run.running, "done");
+    const count = (task.outputs || []).length;
+    setStatus(`Done in ${seconds} s: ${count} result${count === 1 ? "" : "s"}.`, "ok");
+  } else if (task.status === "cancelled") {
+    if (run.running) setNodeStatus(run.running, "cancelled");
+    setStatus("Cancelled.", "");
+  } else {
+    const node = failedNode(task);
+    const message = task.error || "the run failed";
+    if (node) {
+      if (run.running && run.running !== node.id) setNodeStatus(run.running, "done");
+      setNodeStatus(node.id, "failed");
+      showNodeError(node.id, node.field, message);
+      setStatus(`Failed at ${node.id}: ${message}`, "error");
+    } else {
+      if (run.running) setNodeStatus(run.running, "failed");
+      setStatus(`Failed: ${message}`, "error");
+    }
+  }
+  run.running = null;
+  if ((task.outputs || []).length) showResults(task);
+}
+
+async function cancelRun() {
+  const task = run.task;
+  if (!task || !task.id) return;
+  $("#cancel-run").disabled = true;
+  setStatus("Cancelling…", "busy");
+  try {
+    await api(`/v1/tasks/${encodeURIComponent(task.id)}/cancel`, { method: "POST" });
+  } catch (exc) {
+    $("#cancel-run").disabled = false;
+    setStatus(`Could not cancel: ${exc.message}`, "error");
+  }
+}
+
+/** Stop a run the canvas is leaving (cleared, or another workflow loaded): cancel it. */
+export function stopFollowing() {
+  if (run.abort) run.abort.abort();
+  run.abort = null;
+  if (run.task && run.task.id) {
+    api(`/v1/tasks/${encodeURIComponent(run.task.id)}/cancel`, { method: "POST" }).catch(() => {});
+  }
+  if (run.task) setRunning(null);
+  run.running = null;
+}
+
+// ---- confirm --------------------------------------------------------------------------------
+
+/** A yes/no question in the canvas's confirm dialog. */
+export function confirmAction(text, action) {
+  const dialog = $("#canvas-confirm");
+  $("#canvas-confirm-text").textContent = text;
+  $("#canvas-confirm-ok").textContent = action;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+  });
+}
+
+// ---- save, load, delete ---------------------------------------------------------------------
+
+function saveError(message) {
+  $("#save-error").textContent = message;
+  $("#save-error").hidden = !message;
+}
+
+function openSave() {
+  if (!workflow.nodes.size) {
+    setStatus("Nothing to save: add nodes first.", "error");
+    return;
+  }
+  saveError("");
+  $("#save-replace").hidden = true;
+  $("#workflow-name").value = current ? current.name : "";
+  $("#workflow-name").classList.remove("field-invalid");
+  $("#save-dialog").showModal();
+  $("#workflow-name").select();
+}
+
+function saved(workflowJson) {
+  $("#save-dialog").close();
+  setCurrent({ id: workflowJson.id, name: workflowJson.name });
+  setStatus(`Saved as “${workflowJson.name}”.`, "ok");
+}
+
+function refused(exc) {
+  $("#save-dialog").close();
+  showProblems(exc, "Not saved");
+}
+
+async function save(event) {
+  event.preventDefault();
+  const name = $("#workflow-name").value.trim();
+  $("#save-replace").hidden = true;
+  if (!name) {
+    saveError("Give the workflow a name.");
+    $("#workflow-name").classList.add("field-invalid");
+    return;
+  }
+  clearNodeMessages();
+  try {
+    saved(await api("/v1/workflows", { method: "POST", json: { name, graph: workflow.toGraph() } }));
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 409) {
+      saveError(`A workflow named “${name}” already exists. Replace it, or choose another name.`);
+      $("#save-replace").hidden = false;
+    } else if (exc instanceof ApiError && exc.status === 422 && exc.body.errors) {
+      refused(exc);
+    } else {
+      saveError(exc.message);
+    }
+  }
+}
+
+/** Overwrite: validate first (nothing is deleted for a graph the server would refuse). */
+async function replace() {
+  const name = $("#workflow-name").value.trim();
+  const graph = workflow.toGraph();
+  try {
+    await api("/v1/workflows/validate", { method: "POST", json: { graph } });
+    const list = await api("/v1/workflows");
+    const old =
+      list.find((w) => w.name === name) || list.find((w) => w.name.toLowerCase() === name.toLowerCase());
+    if (old) await api(`/v1/workflows/${encodeURIComponent(old.id)}`, { method: "DELETE" });
+    saved(await api("/v1/workflows", { method: "POST", json: { name, graph } }));
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 422 && exc.body.errors) refused(exc);
+    else saveError(exc.message);
+  }
+}
+
+function workflowRow(item) {
+  const row = document.createElement("li");
+  row.className = "workflow-row";
+  row.dataset.id = item.id;
+  const name = document.createElement("span");
+  name.className = "workflow-row-name";
+  name.textContent = item.name;
+  const when = document.createElement("time");
+  when.dateTime = item.updated_at;
+  when.textContent = new Date(item.updated_at).toLocaleString();
+  const load = document.createElement("button");
+  load.type = "button";
+  load.className = "workflow-load";
+  load.textContent = "Load";
+  load.addEventListener("click", () => loadWorkflow(item));
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.className = "workflow-delete secondary";
+  remove.textContent = "Delete";
+  remove.setAttribute("aria-label", `Delete ${item.name}`);
+  remove.addEventListener("click", () => deleteWorkflow(item));
+  const text = document.createElement("div");
+  text.append(name, when);
+  row.append(text, load, remove);
+  return row;
+}
+
+async function refreshList() {
+  const error = $("#load-error");
+  error.hidden = true;
+  let list = [];
+  try {
+    list = await api("/v1/workflows");
+  } catch (exc) {
+    error.textContent = exc.message;
+    error.hidden = false;
+  }
+  $("#workflow-list").replaceChildren(...list.map(workflowRow));
+  $("#load-empty").hidden = list.length > 0 || !error.hidden;
+}
+
+async function openLoad() {
+  $("#workflow-list").replaceChildren();
+  $("#load-empty").hidden = true;
+  $("#load-dialog").showModal();
+  await refreshList();
+}
+
+async function loadWorkflow(item) {
+  let full;
+  try {
+    full = await api(`/v1/workflows/${encodeURIComponent(item.id)}`);
+  } catch (exc) {
+    $("#load-error").textContent = exc.message;
+    $("#load-error").hidden = false;
+    return;
+  }
+  $("#load-dialog").close();
+  stopFollowing();
+  hideResults();
+  const unknown = hooks.loadGraph(full.graph);
+  setCurrent({ id: full.id, name: full.name });
+  if (unknown.length) {
+    setStatus(`Loaded “${full.name}”, without node types this page does not know: ${unknown.join(", ")}.`, "error");
+  } else {
+    setStatus(`Loaded “${full.name}”.`, "ok");
+  }
+}
+
+async function deleteWorkflow(item) {
+  const sure = await confirmAction(`Delete the saved workflow “${item.name}”? This cannot be undone.`, "Delete");
+  if (!sure) return;
+  try {
+    await api(`/v1/workflows/${encodeURIComponent(item.id)}`, { method: "DELETE" });
+  } catch (exc) {
+    $("#load-error").textContent = exc.message;
+    $("#load-error").hidden = false;
+    return;
+  }
+  if (current && current.id === item.id) setCurrent(null);
+  setStatus(`Deleted “${item.name}”.`, "ok");
+  await refreshList();
+}
+
+async function clearCanvas() {
+  if (!workflow.nodes.size) return;
+  if (!(await confirmAction("Remove every node from the canvas? Saved workflows stay saved.", "Clear"))) return;
+  stopFollowing();
+  hooks.clearCanvas();
+  setCurrent(null);
+  hideResults();
+  setStatus("");
+}
+
+export function setUpToolbar(toolbarHooks) {
+  hooks = { ...hooks, ...toolbarHooks };
+  $("#run-workflow").addEventListener("click", runWorkflow);
+  $("#cancel-run").addEventListener("click", cancelRun);
+  $("#save-workflow").addEventListener("click", openSave);
+  $("#save-form").addEventListener("submit", save);
+  $("#save-replace").addEventListener("click", replace);
+  $("#save-cancel").addEventListener("click", () => $("#save-dialog").close());
+  $("#workflow-name").addEventListener("input", () => {
+    saveError("");
+    $("#save-replace").hidden = true;
+    $("#workflow-name").classList.remove("field-invalid");
+  });
+  $("#load-workflow").addEventListener("click", openLoad);
+  $("#load-close").addEventListener("click", () => $("#load-dialog").close());
+  $("#clear-canvas").addEventListener("click", clearCanvas);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !document.querySelector("dialog[open]")) {
+      event.preventDefault();
+      runWorkflow();
+    }
+  });
+  setCurrent(null);
+}

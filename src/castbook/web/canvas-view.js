@@ -1,0 +1,142 @@
+// Pan and zoom: the canvas shows a "world" layer (nodes and wires, in world coordinates)
+// moved by a translate and scaled around the top-left corner. Screen points map to world
+// points with toWorld(), so drops and wires land under the mouse at any zoom.
+
+export const MIN_ZOOM = 0.25;
+export const MAX_ZOOM = 2.5;
+const GRID = 20; // the dotted background's spacing at 100%
+
+export const view = { x: 0, y: 0, zoom: 1 };
+
+let canvas = null;
+let world = null;
+const listeners = [];
+
+/** Called after every change of the view (for the zoom label). */
+export function onViewChange(listener) {
+  listeners.push(listener);
+}
+
+function apply() {
+  world.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.zoom})`;
+  canvas.style.backgroundSize = `${GRID * view.zoom}px ${GRID * view.zoom}px`;
+  canvas.style.backgroundPosition = `${view.x}px ${view.y}px`;
+  canvas.dataset.zoom = view.zoom.toFixed(3);
+  for (const listener of listeners) listener(view);
+}
+
+/** The world point under a screen (client) point. */
+export function toWorld(clientX, clientY) {
+  const box = canvas.getBoundingClientRect();
+  return { x: (clientX - box.left - view.x) / view.zoom, y: (clientY - box.top - view.y) / view.zoom };
+}
+
+/** The world point at the middle of the visible canvas. */
+export function visibleCentre() {
+  const box = canvas.getBoundingClientRect();
+  return toWorld(box.left + box.width / 2, box.top + box.height / 2);
+}
+
+/** Zoom by `factor`, keeping the world point under (clientX, clientY) where it is. */
+export function zoomAt(clientX, clientY, factor) {
+  const zoom = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, view.zoom * factor));
+  const box = canvas.getBoundingClientRect();
+  const sx = clientX - box.left;
+  const sy = clientY - box.top;
+  view.x = sx - ((sx - view.x) * zoom) / view.zoom;
+  view.y = sy - ((sy - view.y) * zoom) / view.zoom;
+  view.zoom = zoom;
+  apply();
+}
+
+export function zoomAtCentre(factor) {
+  const box = canvas.getBoundingClientRect();
+  zoomAt(box.left + box.width / 2, box.top + box.height / 2, factor);
+}
+
+export function resetView() {
+  view.x = 0;
+  view.y = 0;
+  view.zoom = 1;
+  apply();
+}
+
+/** Show every node (their elements' world boxes), at 100% at most. */
+export function fitView(elements) {
+  if (!elements.length) {
+    resetView();
+    return;
+  }
+  let left = Infinity;
+  let top = Infinity;
+  let right = -Infinity;
+  let bottom = -Infinity;
+  for (const element of elements) {
+    left = Math.min(left, element.offsetLeft);
+    top = Math.min(top, element.offsetTop);
+    right = Math.max(right, element.offsetLeft + element.offsetWidth);
+    bottom = Math.max(bottom, element.offsetTop + element.offsetHeight);
+  }
+  const margin = 40;
+  const box = canvas.getBoundingClientRect();
+  const zoom = Math.min(
+    1,
+    (box.width - 2 * margin) / Math.max(1, right - left),
+    (box.height - 2 * margin) / Math.max(1, bottom - top),
+  );
+  view.zoom = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, zoom));
+  view.x = (box.width - (right - left) * view.zoom) / 2 - left * view.zoom;
+  view.y = (box.height - (bottom - top) * view.zoom) / 2 - top * view.zoom;
+  apply();
+}
+
+function onWheel(event) {
+  // A textarea that can scroll keeps the wheel; everywhere else it zooms.
+  const area = event.target instanceof Element && event.target.closest("textarea, select");
+  if (area && area.scrollHeight > area.clientHeight) return;
+  event.preventDefault();
+  const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
+  zoomAt(event.clientX, event.clientY, Math.exp(-delta * 0.0015));
+}
+
+/**
+ * Dragging on the empty canvas (or with the middle button anywhere) pans. `onClick` is
+ * called for a press on the empty canvas that did not move (to clear the selection).
+ */
+function onPointerDown(event, onClick) {
+  const empty = event.target === canvas || event.target === world;
+  if (!(event.button === 1 || (event.button === 0 && empty))) return;
+  event.preventDefault();
+  const startX = event.clientX;
+  const startY = event.clientY;
+  const fromX = view.x;
+  const fromY = view.y;
+  let moved = false;
+  canvas.setPointerCapture(event.pointerId);
+  canvas.classList.add("panning");
+  const move = (e) => {
+    if (!moved && Math.hypot(e.clientX - startX, e.clientY - startY) < 3) return;
+    moved = true;
+    view.x = fromX + e.clientX - startX;
+    view.y = fromY + e.clientY - startY;
+    apply();
+  };
+  const stop = () => {
+    canvas.removeEventListener("pointermove", move);
+    canvas.removeEventListener("pointerup", stop);
+    canvas.removeEventListener("pointercancel", stop);
+    canvas.classList.remove("panning");
+    if (!moved && empty) onClick();
+  };
+  canvas.addEventListener("pointermove", move);
+  canvas.addEventListener("pointerup", stop);
+  canvas.addEventListener("pointercancel", stop);
+}
+
+export function setUpView(canvasElement, worldElement, { onEmptyClick }) {
+  canvas = canvasElement;
+  world = worldElement;
+  canvas.addEventListener("wheel", onWheel, { passive: false });
+  canvas.addEventListener("pointerdown", (event) => onPointerDown(event, onEmptyClick));
+  apply();
+}
