@@ -85,3 +85,11 @@ def castbook_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CASTBOOK_DATABASE_URL", raising=False)
     monkeypatch.delenv("CASTBOOK_BLOB_DIR", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Stable Video Diffusion model, saved like a user's local folder."""
+    from tests.support.tiny_diffusers import make_tiny_svd
+
+    return make_tiny_svd(tmp_path_factory.mktemp("tiny-svd") / "svd")

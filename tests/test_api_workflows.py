@@ -196,6 +196,12 @@ def test_node_types_describe_every_node_with_the_api_ranges(make_api: ApiFactory
     strength = {i["name"]: i for i in nodes["image_to_image"]["inputs"]}["strength"]
     assert (strength["minimum"], strength["maximum"], strength["default"]) == (0, 1, 0.75)
     assert nodes["character"]["version"] == "1.1"
+    assert [nodes[t]["mode"] for t in ("text_to_image", "image_to_video", "consistency_eval")] == [
+        "t2i",
+        "i2v",
+        None,
+    ]
+    assert "``" not in nodes["character"]["description"]
     assert catalog["accepts"]["image"] == ["image", "character"]
     assert catalog["accepts"]["scores"] == ["scores"]
     assert api.client.get("/v1/workflows/node-types").status_code == 401
@@ -256,13 +262,6 @@ def test_a_character_node_can_choose_which_reference_image_it_gives(
     )
     assert refused.status_code == 422
     assert [(e["node"], e["field"]) for e in refused.json()["errors"]] == [("alice", "reference")]
-
-
-@pytest.fixture(scope="module")
-def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.tiny_diffusers import make_tiny_svd
-
-    return make_tiny_svd(tmp_path_factory.mktemp("workflow-svd") / "svd")
 
 
 def test_image_to_image_video_and_batch_render_nodes_run(

@@ -10,12 +10,11 @@ against one real ``castbook serve`` for the module whose home has the tiny prese
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +45,19 @@ tiny_models = test_api.tiny_models  # the session fixture, shared by name
 
 @pytest.fixture(scope="module")
 def served(
-    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path], tiny_svd: Path
 ) -> Iterator[tuple[Server, str]]:
     tmp = tmp_path_factory.mktemp("web-canvas")
     home = tmp / "home"
     write_presets(home, tiny_models)
+    with (home / "presets.toml").open("a") as presets:  # a video model, and a missing one
+        presets.write(
+            f'\n[presets.tiny-svd]\nbackend = "diffusers"\nmodel = "{tiny_svd}"\n'
+            'modes = ["i2v"]\ndefaults = { width = 256, height = 256, steps = 2 }\n'
+            'options = { family = "svd" }\n'
+            '\n[presets.gone]\nbackend = "diffusers"\nmodel = "/nonexistent/model"\n'
+            'modes = ["i2v"]\noptions = { family = "svd" }\n'
+        )
     env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env["HF_HOME"] = str(tmp / "hf-empty")
     for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
@@ -631,92 +638,32 @@ def test_cancel_stops_a_running_workflow(page: Page) -> None:
     expect(page.locator("#run-workflow")).to_be_enabled()
 
 
-def serving(media_type: str, data: bytes) -> Callable[[Any], None]:
-    return lambda route: route.fulfill(status=200, body=data, headers={"Content-Type": media_type})
-
-
-def fake_task(page: Page, done: dict[str, Any], files: dict[str, tuple[str, bytes]]) -> None:
-    """Answer the next run with a task whose event stream ends with `done` (what the server
-    sends: the whole task), and serve `files` ({sha: (media type, bytes)}) as its results."""
-    base = page.url.rstrip("/")
-    task = {"id": "fake", "status": "queued", "events_url": f"{base}/v1/tasks/fake/events"}
-    page.route(
-        "**/v1/workflows/run",
-        lambda route: route.fulfill(status=202, json=task),
-    )
-    progress = {"id": "fake", "status": "running", "step": 0, "total": 1,
-                "message": "node image_to_video_1: running 1/2", "text": "running 0/1"}  # fmt: skip
-    stream = (
-        f"event: progress\ndata: {json.dumps(progress)}\n\n"
-        f"event: done\ndata: {json.dumps({**task, **done})}\n\n"
-    )
-    page.route(
-        "**/v1/tasks/fake/events",
-        lambda route: route.fulfill(
-            status=200, body=stream, headers={"Content-Type": "text/event-stream"}
-        ),
-    )
-    for sha, (media_type, data) in files.items():
-        page.route(f"**/v1/results/{sha}", serving(media_type, data))
-
-
 def test_a_failure_shows_on_its_node_and_videos_play_in_the_results(
-    page: Page, tmp_path: Path
+    page: Page, http: httpx.Client
 ) -> None:
-    """The task the page follows is faked here (the event stream is the server's documented
-    wire format): no tiny model makes videos, and nothing fails on demand."""
-    video = add_from_nodes_tab(page, "image_to_video", 40, 40)
-    fake_task(
-        page,
-        {
-            "status": "failed",
-            "error": "the backend ran out of memory",
-            "error_data": {"type": "GenerationError", "node": "image_to_video_1"},
-            "result": None,
-            "outputs": [],
-        },
-        {},
-    )
+    """Both for real: preset ``gone`` names a model folder that does not exist (the node
+    fails when it loads), ``tiny-svd`` is a tiny Stable Video Diffusion model."""
+    add_character(http, "Ada", (30, 120, 200))
+    page.reload()
+    character = drop_card(page, "Ada", 30, 60)
+    video = add_from_nodes_tab(page, "image_to_video", 360, 40)
+    wire(page, character, "image", video, "image")
+    presets = video.locator('select[data-field="preset"]')
+    offered = presets.locator("option").evaluate_all("options => options.map(o => o.value)")
+    assert {"gone", "tiny-svd"} <= set(offered) and "tiny" not in offered  # i2v presets only
+    presets.select_option("gone")
+
     page.click("#run-workflow")
-    expect(video.locator(".node-status")).to_have_text("failed")
-    expect(video.locator(".node-error")).to_have_text("the backend ran out of memory")
+    expect(video.locator(".node-status")).to_have_text("failed", timeout=RUN_TIMEOUT_MS)
+    expect(video.locator(".node-error")).to_contain_text("gone")
     expect(page.locator("#canvas-status")).to_contain_text("Failed at image_to_video_1")
     expect(page.locator("#results-panel")).to_be_hidden()
 
-    from castbook.generation import Video
-    from castbook.generation.outputs import write_mp4
-
-    frames = tuple(png_image((40 * i, 80, 160)) for i in range(6))
-    write_mp4(Video(frames, 6), tmp_path / "clip.mp4")
-    sha = "ab" * 32
-    page.unroute("**/v1/workflows/run")
-    page.unroute("**/v1/tasks/fake/events")
-    url = f"{page.url.rstrip('/')}/v1/results/{sha}"
-    output = {"id": sha, "kind": "video", "media_type": "video/mp4", "width": 96,
-              "height": 128, "seed": 7, "url": url}  # fmt: skip
-    fake_task(
-        page,
-        {
-            "status": "succeeded",
-            "error": None,
-            "error_data": None,
-            "result": {
-                "order": ["image_to_video_1"],
-                "nodes": {
-                    "image_to_video_1": {
-                        "type": "image_to_video",
-                        "status": "succeeded",
-                        "outputs": {"video": sha},
-                    }
-                },
-                "outputs": {},
-            },
-            "outputs": [output],
-        },
-        {sha: ("video/mp4", (tmp_path / "clip.mp4").read_bytes())},
-    )
+    presets.select_option("tiny-svd")
+    video.locator("details.node-more summary").click()
+    video.locator('input[data-field="num_frames"]').fill("3")
     page.click("#run-workflow")
-    expect(video.locator(".node-status")).to_have_text("done")
+    expect(video.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
     expect(video.locator(".node-error")).to_be_hidden()
     clip = page.locator("#results-panel figure.result[data-kind='video'] video")
     expect(clip).to_have_attribute("src", BLOB_URL)

@@ -22,7 +22,6 @@ from castbook.api.routes_render import reference_room, room_problem
 from castbook.api.routes_tasks import QUEUE_PATTERN, task_json
 from castbook.api.services import AppServices, Services
 from castbook.errors import NotFoundError
-from castbook.generation import Mode
 from castbook.jobs import Job
 from castbook.workflow import (
     Graph,
@@ -34,25 +33,14 @@ from castbook.workflow import (
     parse_graph,
 )
 from castbook.workflow.nodes import (
-    BatchRenderNode,
     CharacterNode,
     ImageNode,
-    ImageToImageNode,
-    ImageToVideoNode,
-    TextToImageNode,
 )
 from castbook.workflow.run import WORKFLOW
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
-
-_MODES = {
-    TextToImageNode: Mode.T2I,
-    ImageToImageNode: Mode.I2I,
-    ImageToVideoNode: Mode.I2V,
-    BatchRenderNode: Mode.T2I,
-}
 
 
 class GraphBody(BaseModel):
@@ -119,7 +107,7 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
                 )
         elif isinstance(node, ImageNode) and not services.owns_image(owner, node.image):
             problems.append(GraphProblem(node_id, "image", f"no stored image {node.image[:12]}"))
-        mode = _MODES.get(type(node))
+        mode = type(node).mode
         if mode is not None:
             preset_id = getattr(node, "preset", None)
             try:

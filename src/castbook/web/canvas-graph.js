@@ -41,22 +41,20 @@ export function acceptedTypes(portType) {
   return taken.includes("*") ? "anything" : taken.join(", ");
 }
 
-// Which generation mode a node's `preset` is for, so its select offers only presets that do
-// it (the server checks the same: "preset 'x' does not do i2v").
-const PRESET_MODES = {
-  text_to_image: "t2i",
-  batch_render: "t2i",
-  image_to_image: "i2i",
-  image_to_video: "i2v",
-};
+// A node's `preset` must do the node's `mode` (from the catalogue), so its select offers
+// only presets that do it (the server checks the same: "preset 'x' does not do i2v").
+function modeOf(type) {
+  const spec = nodeSpec(type);
+  return spec ? spec.mode : undefined;
+}
 
 export function presetsFor(type) {
-  const mode = PRESET_MODES[type];
+  const mode = modeOf(type);
   return mode ? catalog.presets.filter((p) => p.modes.includes(mode)) : catalog.presets;
 }
 
 export function defaultPresetFor(type) {
-  const mode = PRESET_MODES[type];
+  const mode = modeOf(type);
   return mode ? catalog.presets.find((p) => (p.default_for || []).includes(mode)) : undefined;
 }
 

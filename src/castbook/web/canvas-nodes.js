@@ -67,7 +67,7 @@ export function buildNode(node) {
 
   const header = make("header", "node-header");
   const title = make("span", "node-title", spec.title);
-  title.title = spec.description.replace(/``/g, "");
+  title.title = spec.description;
   const status = make("span", "node-status");
   status.hidden = true;
   const remove = make("button", "node-remove", "✕");

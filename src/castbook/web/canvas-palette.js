@@ -20,8 +20,7 @@ function item(spec, add) {
   entry.setAttribute("aria-label", `Add a ${spec.title} node`);
   entry.title = "Drag onto the canvas, or press Enter to add it";
   const title = make("div", "node-type-title", spec.title);
-  // The catalogue's descriptions are docstrings: ``name`` is code there, plain text here.
-  const description = make("div", "node-type-description", spec.description.replace(/``/g, ""));
+  const description = make("div", "node-type-description", spec.description);
   const ports = make("div", "node-type-ports");
   for (const input of spec.inputs.filter((i) => i.kind === "port")) {
     const chip = make("span", `port-chip in type-${input.type}`, input.name);

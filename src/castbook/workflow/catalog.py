@@ -4,7 +4,7 @@
 
     {"accepts": {"image": ["image", "character"], …},
      "nodes": [{"type": "text_to_image", "version": "1.0", "title": "Text to image",
-                "description": "…",
+                "description": "…", "mode": "t2i",
                 "inputs": [{"name": "prompt", "kind": "value", "type": "string",
                             "required": false, "default": "", "max_length": 4000}, …,
                            {"name": "characters", "kind": "port", "type": "character",
@@ -71,7 +71,9 @@ def _describe(cls: type[Node]) -> dict[str, Any]:
         "type": kind,
         "version": cls.version,
         "title": cls.title or kind.replace("_", " ").capitalize(),
-        "description": inspect.cleandoc(cls.__doc__ or "").replace("\n", " "),
+        # Docstrings mark code as ``name``; the catalogue is plain text.
+        "description": inspect.cleandoc(cls.__doc__ or "").replace("\n", " ").replace("``", ""),
+        "mode": cls.mode.value if cls.mode else None,
         "inputs": inputs,
         "outputs": [{"name": n, "type": t.value} for n, t in cls.outputs.items()],
     }

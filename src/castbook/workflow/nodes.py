@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from castbook.generation.request import LIMITS
+from castbook.generation.request import LIMITS, Mode
 
 __all__ = [
     "NODE_TYPES",
@@ -89,6 +89,7 @@ class Node(BaseModel):
     type: str
     version: ClassVar[str] = "1.0"
     title: ClassVar[str] = ""
+    mode: ClassVar[Mode | None] = None  # what its ``preset`` must do, for nodes that generate
     ports: ClassVar[dict[str, Port]] = {}
     outputs: ClassVar[dict[str, PortType]] = {}
 
@@ -136,6 +137,7 @@ class TextToImageNode(_Rendering):
 
     type: Literal["text_to_image"]
     title: ClassVar[str] = "Text to image"
+    mode: ClassVar[Mode | None] = Mode.T2I
     batch: int = Field(default=1, **_range("batch"))
     reference_scale: float | None = Field(default=None, **_range("reference_scale"))
     ports: ClassVar[dict[str, Port]] = {
@@ -149,6 +151,7 @@ class ImageToImageNode(_Rendering):
 
     type: Literal["image_to_image"]
     title: ClassVar[str] = "Image to image"
+    mode: ClassVar[Mode | None] = Mode.I2I
     strength: float = Field(default=0.75, **_range("strength"))
     batch: int = Field(default=1, **_range("batch"))
     ports: ClassVar[dict[str, Port]] = {
@@ -163,6 +166,7 @@ class ImageToVideoNode(_Rendering):
 
     type: Literal["image_to_video"]
     title: ClassVar[str] = "Image to video"
+    mode: ClassVar[Mode | None] = Mode.I2V
     num_frames: int | None = Field(default=None, **_range("num_frames"))
     fps: int | None = Field(default=None, **_range("fps"))
     ports: ClassVar[dict[str, Port]] = {"image": Port(PortType.IMAGE)}
@@ -174,6 +178,7 @@ class BatchRenderNode(Node):
 
     type: Literal["batch_render"]
     title: ClassVar[str] = "Batch render"
+    mode: ClassVar[Mode | None] = Mode.T2I
     prompts: list[_Prompt] = Field(min_length=1, max_length=8)
     preset: str | None = None
     min_score: float | None = Field(default=None, ge=0, le=100)
