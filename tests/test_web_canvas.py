@@ -10,10 +10,7 @@ against one real ``castbook serve`` for the module whose home has the tiny prese
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,19 +20,27 @@ import pytest
 from PIL import Image
 
 from tests import test_api
+from tests.support.web import (
+    BLOB_URL,
+    api_client,
+    castbook_server,
+    chromium,
+    require_browser,
+    screenshot,
+    server_page,
+)
 from tests.test_api import write_presets
-from tests.test_api_server import Server, start_server, stop
-
-# Importing test_web_ui applies its skip (or, with CI=true, fail) when the browser is missing.
-from tests.test_web_ui import BLOB_URL, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, png_bytes
+from tests.test_api_server import Server
+from tests.test_web_ui import png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS_SCREENSHOT = ROOT / "docs" / "web-canvas.png"
 RESULTS_SCREENSHOT = ROOT / "docs" / "web-results.png"
 RUN_TIMEOUT_MS = 90_000
 
-# After test_web_ui's import above: that import skips this module when playwright is missing.
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # noqa: E402
+require_browser()
+
+from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
 
 tiny_models = test_api.tiny_models  # the session fixture, shared by name
 
@@ -47,8 +52,7 @@ tiny_models = test_api.tiny_models  # the session fixture, shared by name
 def served(
     tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path], tiny_svd: Path
 ) -> Iterator[tuple[Server, str]]:
-    tmp = tmp_path_factory.mktemp("web-canvas")
-    home = tmp / "home"
+    home = tmp_path_factory.mktemp("web-canvas") / "home"
     write_presets(home, tiny_models)
     with (home / "presets.toml").open("a") as presets:  # a video model, and a missing one
         presets.write(
@@ -58,77 +62,36 @@ def served(
             '\n[presets.gone]\nbackend = "diffusers"\nmodel = "/nonexistent/model"\n'
             'modes = ["i2v"]\noptions = { family = "svd" }\n'
         )
-    env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env["HF_HOME"] = str(tmp / "hf-empty")
-    for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
-        env.pop(name, None)
-    created = subprocess.run(
-        [sys.executable, "-m", "castbook", "keys", "create", "--name", "web", "--plain"],
-        env=env, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    server = start_server(env, tmp / "server.log")
-    try:
-        yield server, created.stdout.strip()
-    finally:
-        stop(server)
+    with castbook_server(home) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def http(served: tuple[Server, str]) -> Iterator[httpx.Client]:
-    server, key = served
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+    with api_client(*served) as client:
         yield client
 
 
 @pytest.fixture
 def page(browser: Browser, served: tuple[Server, str], http: httpx.Client) -> Iterator[Page]:
-    server, key = served
     # Each test starts from an empty library and no saved workflows.
     for character in http.get("/v1/characters").json():
         http.delete(f"/v1/characters/{character['id']}")
     for saved in http.get("/v1/workflows").json():
         http.delete(f"/v1/workflows/{saved['id']}")
-    context = browser.new_context(base_url=server.base, viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script(f"localStorage.setItem('castbook.apiKey', {key!r})")
-    # Only the castbook server: anything else the page asked for would be a bug.
-    context.route(
-        "**/*",
-        lambda route: (
-            route.continue_() if route.request.url.startswith(server.base) else route.abort()
-        ),
-    )
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with server_page(browser, served[0], viewport=(1440, 900), key=served[1]) as page:
         page.goto("/")
         expect(page.locator("#key-dialog")).to_be_hidden()
         yield page
-    finally:
-        context.close()
-    assert not errors, errors
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def screenshot(page: Page, target: Path, tmp_path: Path) -> None:
-    """Written when missing or with CASTBOOK_UPDATE_SCREENSHOTS=1; else into tmp_path."""
-    update = os.environ.get("CASTBOOK_UPDATE_SCREENSHOTS") == "1" or not target.exists()
-    page.screenshot(path=str(target if update else tmp_path / target.name))
 
 
 def png_image(color: tuple[int, int, int]) -> Image.Image:

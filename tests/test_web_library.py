@@ -12,9 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,13 +21,19 @@ import pytest
 from PIL import Image
 
 from tests.support.fake_chat_server import GOOD_ANSWER, ChatReply, FakeChatServer, answer_json
-from tests.test_api_server import Server, start_server, stop
+from tests.support.web import (
+    BLOB_URL,
+    api_client,
+    castbook_server,
+    chromium,
+    require_browser,
+    screenshot,
+    server_page,
+)
+from tests.test_api_server import Server
 from tests.test_evaluation import character as drawn_character
 from tests.test_evaluation import png_bytes as encode
-
-# Importing test_web_ui skips this module too (or, with CI=true, fails it) when /usr/bin/chromium
-# or playwright is missing; so playwright is importable below.
-from tests.test_web_ui import BLOB_URL, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, enter_key, png_bytes
+from tests.test_web_ui import enter_key, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 EDIT_SCREENSHOT = ROOT / "docs" / "web-edit.png"
@@ -40,7 +43,9 @@ CHAT_KEY = "sk-web-test-key-123456"
 # The extractor's answer in the Extract test: two things it could not see.
 PARTIAL_ANSWER = json.loads(answer_json(physical={"eyes": "unknown"}, accessories=[]))
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+require_browser()
+
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 # ---- one server (with a fake vision-language model) and one browser for the module ----------
 
@@ -55,74 +60,35 @@ def chat() -> Iterator[FakeChatServer]:
 def served(
     tmp_path_factory: pytest.TempPathFactory, chat: FakeChatServer
 ) -> Iterator[tuple[Server, str]]:
-    tmp = tmp_path_factory.mktemp("web-library")
-    env = {**os.environ, "CASTBOOK_HOME": str(tmp / "home"), "HF_HUB_OFFLINE": "1"}
-    env["HF_HOME"] = str(tmp / "hf-empty")
-    for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
-        env.pop(name, None)
-    env["CASTBOOK_EXTRACT_BASE_URL"] = chat.base_url
-    env["CASTBOOK_EXTRACT_MODEL"] = "vision-test"
-    env["CASTBOOK_EXTRACT_API_KEY"] = CHAT_KEY
-    created = subprocess.run(
-        [sys.executable, "-m", "castbook", "keys", "create", "--name", "web", "--plain"],
-        env=env, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    server = start_server(env, tmp / "server.log")
-    try:
-        yield server, created.stdout.strip()
-    finally:
-        stop(server)
+    env = {
+        "CASTBOOK_EXTRACT_BASE_URL": chat.base_url,
+        "CASTBOOK_EXTRACT_MODEL": "vision-test",
+        "CASTBOOK_EXTRACT_API_KEY": CHAT_KEY,
+    }
+    with castbook_server(tmp_path_factory.mktemp("web-library") / "home", env) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Browser, served: tuple[Server, str]) -> Iterator[Page]:
-    server, key = served
-    context = browser.new_context(base_url=server.base, viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(TIMEOUT_MS)
-    # Only the castbook server: anything else the page asked for would be a bug.
-    context.route(
-        "**/*",
-        lambda route: (
-            route.continue_() if route.request.url.startswith(server.base) else route.abort()
-        ),
-    )
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        enter_key(page, key)
+    with server_page(browser, served[0], viewport=(1280, 800)) as page:
+        enter_key(page, served[1])
         yield page
-    finally:
-        context.close()
-    assert not errors, errors
 
 
 @pytest.fixture
 def http(served: tuple[Server, str]) -> Iterator[httpx.Client]:
-    server, key = served
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+    with api_client(*served) as client:
         yield client
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def screenshot(page: Page, target: Path, tmp_path: Path) -> None:
-    """Written when missing or with CASTBOOK_UPDATE_SCREENSHOTS=1; else into tmp_path."""
-    update = os.environ.get("CASTBOOK_UPDATE_SCREENSHOTS") == "1" or not target.exists()
-    page.screenshot(path=str(target if update else tmp_path / target.name))
 
 
 def upload(name: str, data: bytes, mime: str = "image/png") -> dict[str, Any]:

@@ -8,10 +8,7 @@ except under ``CI=true`` where that is a failure. Never downloads a browser.
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,42 +16,22 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.test_api_server import Server, start_server, stop
+from tests.support.web import (
+    BLOB_URL,
+    castbook_server,
+    chromium,
+    require_browser,
+    screenshot,
+    server_page,
+)
+from tests.test_api_server import Server
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "web-characters.png"
-TIMEOUT_MS = 10_000
-BLOB_URL = re.compile(r"^blob:")  # thumbnails are fetched with the key, shown as blobs
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
+require_browser()
 
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is missing (pip install playwright; no browser download)"
-    return None
-
-
-_reason = _missing()
-if _reason is not None:
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"CI=true needs the browser tests: {_reason}", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 60, 40)) -> bytes:
@@ -69,54 +46,20 @@ def png_bytes(color: tuple[int, int, int] = (200, 60, 40)) -> bytes:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    tmp = tmp_path_factory.mktemp("web")
-    env = {**os.environ, "CASTBOOK_HOME": str(tmp / "home"), "HF_HUB_OFFLINE": "1"}
-    env["HF_HOME"] = str(tmp / "hf-empty")
-    for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
-        env.pop(name, None)
-    created = subprocess.run(
-        [sys.executable, "-m", "castbook", "keys", "create", "--name", "web", "--plain"],
-        env=env, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.strip()
-    server = start_server(env, tmp / "server.log")
-    try:
-        yield server, key
-    finally:
-        stop(server)
+    with castbook_server(tmp_path_factory.mktemp("web") / "home") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Browser, served: tuple[Server, str]) -> Iterator[Page]:
-    server, _ = served
-    context = browser.new_context(base_url=server.base, viewport={"width": 1100, "height": 640})
-    context.set_default_timeout(TIMEOUT_MS)
-    # Only the castbook server: anything else the page asked for would be a bug.
-    context.route(
-        "**/*",
-        lambda route: (
-            route.continue_() if route.request.url.startswith(server.base) else route.abort()
-        ),
-    )
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with server_page(browser, served[0], viewport=(1100, 640)) as page:
         yield page
-    finally:
-        context.close()
-    assert not errors, errors
 
 
 def enter_key(page: Page, key: str) -> None:
@@ -215,10 +158,7 @@ def test_character_library_and_canvas(
     assert moved and abs(moved["x"] - box["x"] - 100) < 4 and abs(moved["y"] - box["y"] - 60) < 4
     expect(node).to_have_class(re.compile(r"\bselected\b"))
 
-    # docs/web-characters.png: rewritten when missing or with CASTBOOK_UPDATE_SCREENSHOTS=1,
-    # so an ordinary test run leaves the committed file alone.
-    update = os.environ.get("CASTBOOK_UPDATE_SCREENSHOTS") == "1" or not SCREENSHOT.exists()
-    page.screenshot(path=str(SCREENSHOT if update else tmp_path / SCREENSHOT.name))
+    screenshot(page, SCREENSHOT, tmp_path)
 
     # Selected + Delete removes it.
     page.keyboard.press("Delete")

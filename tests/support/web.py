@@ -1,0 +1,139 @@
+"""What the browser tests share: a real ``castbook serve`` on 127.0.0.1 with its own home and
+key, Debian's ``chromium`` driven by Playwright (never a downloaded browser), and pages that
+reach only that server and fail the test on any script error.
+
+A module calls :func:`require_browser` before importing Playwright: without
+``/usr/bin/chromium`` or the ``playwright`` package it is skipped, except with ``CI=true``,
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.test_api_server import Server, start_server, stop
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 10_000
+BLOB_URL = re.compile(r"^blob:")  # pictures are fetched with the key, shown as blobs
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_browser() -> None:
+    """Skip the calling module (fail it under CI=true) when the browser cannot run."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = (
+                "the playwright package is missing (pip install playwright; no browser download)"
+            )
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true needs the browser tests: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+@contextmanager
+def castbook_server(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[Server, str]]:
+    """A real ``castbook serve`` on ``home`` (and its own empty HF cache), with a key."""
+    environment = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    environment["HF_HOME"] = str(home.parent / "hf-empty")
+    for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
+        environment.pop(name, None)
+    environment.update(env or {})
+    created = subprocess.run(
+        [sys.executable, "-m", "castbook", "keys", "create", "--name", "web", "--plain"],
+        env=environment, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    server = start_server(environment, home.parent / "server.log")
+    try:
+        yield server, created.stdout.strip()
+    finally:
+        stop(server)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def server_page(
+    browser: Browser,
+    server: Server,
+    *,
+    viewport: tuple[int, int],
+    key: str | None = None,
+) -> Iterator[Page]:
+    """A fresh page on ``server``; ``key`` is put in localStorage before the page loads.
+    Requests to any other host are refused, and a script error fails the test."""
+    context = browser.new_context(
+        base_url=server.base, viewport={"width": viewport[0], "height": viewport[1]}
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    if key is not None:
+        context.add_init_script(f"localStorage.setItem('castbook.apiKey', {key!r})")
+    # Only the castbook server: anything else the page asked for would be a bug.
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_() if route.request.url.startswith(server.base) else route.abort()
+        ),
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+@contextmanager
+def api_client(server: Server, key: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+        yield client
+
+
+def screenshot(page: Page, target: Path, tmp_path: Path, **options: Any) -> None:
+    """docs/ screenshots are written when missing or with CASTBOOK_UPDATE_SCREENSHOTS=1, so
+    an ordinary test run leaves the committed files alone (it writes into tmp_path)."""
+    update = os.environ.get("CASTBOOK_UPDATE_SCREENSHOTS") == "1" or not target.exists()
+    page.screenshot(path=str(target if update else tmp_path / target.name), **options)
