@@ -13,6 +13,7 @@ import {
   workflow,
 } from "./canvas-graph.js";
 import { characters, thumbnailUrl } from "./library.js";
+import { make } from "./dom.js";
 
 // Shown on the node; the rest sit under "More settings".
 const MAIN_FIELDS = new Set(["prompt", "prompts", "preset", "batch", "strength", "label", "image"]);
@@ -28,13 +29,6 @@ export function setNodeHooks(nodeHooks) {
 
 export function libraryLoaded() {
   libraryKnown = true;
-}
-
-function make(tag, className, text) {
-  const element = document.createElement(tag);
-  if (className) element.className = className;
-  if (text !== undefined) element.textContent = text;
-  return element;
 }
 
 export function labelFor(name) {

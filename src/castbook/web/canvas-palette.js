@@ -3,13 +3,7 @@
 
 import { $ } from "./api.js";
 import { NODE_DRAG_TYPE, catalog } from "./canvas-graph.js";
-
-function make(tag, className, text) {
-  const element = document.createElement(tag);
-  if (className) element.className = className;
-  if (text !== undefined) element.textContent = text;
-  return element;
-}
+import { make } from "./dom.js";
 
 function item(spec, add) {
   const entry = make("li", "node-type");

@@ -2,13 +2,7 @@
 // and shown from blob: URLs, each with its consistency score; the best one starred.
 
 import { $, blobUrl } from "./api.js";
-
-function make(tag, className, text) {
-  const element = document.createElement(tag);
-  if (className) element.className = className;
-  if (text !== undefined) element.textContent = text;
-  return element;
-}
+import { make } from "./dom.js";
 
 /** The API path of an output (its url may name another host, as the server saw itself). */
 export function outputPath(output) {
