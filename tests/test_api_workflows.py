@@ -4,6 +4,7 @@ real on the tiny SD 1.5 model through the app's own ``workflow`` job handler."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -350,21 +351,62 @@ def test_a_bad_layout_is_refused_naming_it(
     assert problem["field"] == field
 
 
-def test_a_failing_node_is_named_in_the_task_error(make_api: ApiFactory, generating: Path) -> None:
+def test_a_failing_node_is_named_and_earlier_results_are_kept(
+    make_api: ApiFactory, generating: Path
+) -> None:
     with (generating / "presets.toml").open("a") as presets:
         presets.write(
             '\n[presets.gone]\nbackend = "diffusers"\nmodel = "/nonexistent/model"\n'
-            'options = { family = "sd15" }\n'
+            'modes = ["i2v"]\noptions = { family = "svd" }\n'
         )
     api = make_api()
     alice = api.key("alice")
     add_character(api, alice)
-    graph = {"nodes": {**GRAPH["nodes"], "gen": {**GRAPH["nodes"]["gen"]}}}
-    graph["nodes"]["gen"]["inputs"] = {"prompt": "at a cafe", "preset": "gone"}
+    graph = {"nodes": {
+        "alice": {"type": "character", "inputs": {"character": "Alice"}},
+        "gen": {"type": "text_to_image", "inputs": {"prompt": "at a cafe", "preset": "tiny",
+                                                    "seed": 3}},
+        "clip": {"type": "image_to_video", "inputs": {"image": ["alice", "image"],
+                                                      "preset": "gone"}},
+        "out": {"type": "output", "inputs": {"value": ["clip", "video"]}}}}  # fmt: skip
     task = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
     assert task.status_code == 202, task.text
     done = api.wait(task.json()["id"], alice)
     assert done["status"] == "failed"
-    assert done["error_data"]["node"] == "gen"
-    assert done["error_data"]["type"] == "ModelNotAvailableError", done["error_data"]
+    assert done["error_data"] == {"type": "ModelNotAvailableError", "node": "clip"}
     assert "gone" in done["error"]
+    # What ran before the failure is kept: the picture is the task's and downloadable.
+    nodes = done["result"]["nodes"]
+    assert {k: v["status"] for k, v in nodes.items()} == {
+        "alice": "succeeded", "gen": "succeeded", "clip": "failed",
+    }  # fmt: skip
+    assert nodes["clip"]["error"] == done["error"]
+    (made,) = nodes["gen"]["outputs"]["images"]
+    assert [o["id"] for o in done["outputs"]] == [made]
+    picture = api.client.get(f"/v1/results/{made}", headers=alice)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert done["result"]["outputs"] == {}
+
+
+def test_a_cancelled_run_keeps_the_nodes_that_finished(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    graph = {"nodes": {
+        "quick": {"type": "text_to_image", "inputs": {"prompt": "a cat", "preset": "tiny-plain"}},
+        "slow": {"type": "text_to_image", "inputs": {"prompt": "a dog", "preset": "tiny-slow"}},
+    }}  # fmt: skip
+    task = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice).json()
+    deadline = time.monotonic() + 60
+    while "node slow: running" not in (progress := api.client.get(
+        f"/v1/tasks/{task['id']}", headers=alice
+    ).json()["progress"]["message"]):  # fmt: skip
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.02)
+    api.client.post(f"/v1/tasks/{task['id']}/cancel", headers=alice)
+    done = api.wait(task["id"], alice)
+    assert done["status"] == "cancelled"
+    nodes = done["result"]["nodes"]
+    assert {k: v["status"] for k, v in nodes.items()} == {"quick": "succeeded", "slow": "cancelled"}
+    assert [o["id"] for o in done["outputs"]] == nodes["quick"]["outputs"]["images"]

@@ -8,8 +8,17 @@ import pytest
 
 from castbook.blobs import BlobStore
 from castbook.db import Database
-from castbook.errors import FieldError, NotFoundError
-from castbook.jobs import JobContext, JobOutput, JobStatus, JobStore, LocalExecutor, run_job
+from castbook.errors import FieldError, GenerationCancelled, GenerationError, NotFoundError
+from castbook.jobs import (
+    JobContext,
+    JobOutput,
+    JobStatus,
+    JobStore,
+    LocalExecutor,
+    PartialResults,
+    StoppedWithResults,
+    run_job,
+)
 
 
 @pytest.fixture
@@ -58,6 +67,37 @@ def test_run_job_records_success_failure_and_crashes(store: JobStore) -> None:
     assert crash.status == JobStatus.FAILED and "internal error: RuntimeError: boom" in crash.error
     unknown = run_job(store, handlers_that("ok"), store.create(kind="other", input={}).id, "w")
     assert unknown.status == JobStatus.FAILED and "no handler" in unknown.error
+
+
+def test_a_job_that_stops_part_way_keeps_what_it_made(store: JobStore) -> None:
+    made = [JobOutput("b" * 64, "image", "image/png", 8, 8, 2)]
+
+    def stopping(cause: Exception):
+        def handler(job, context: JobContext):
+            raise StoppedWithResults(cause, PartialResults(made, {"nodes": {"a": "succeeded"}}))
+
+        return {"demo": handler}
+
+    failed = run_job(
+        store,
+        stopping(GenerationError("the model ran out of memory")),
+        store.create(kind="demo", input={}).id,
+        "w",
+    )
+    assert failed.status == JobStatus.FAILED and failed.error == "the model ran out of memory"
+    assert failed.error_data == {"type": "GenerationError"}
+    assert failed.result == {"nodes": {"a": "succeeded"}}
+    assert [o.sha256 for o in failed.outputs] == ["b" * 64]
+
+    cancelled = run_job(
+        store,
+        stopping(GenerationCancelled("cancelled")),
+        store.create(kind="demo", input={}).id,
+        "w",
+    )
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.error is None
+    assert [o.sha256 for o in cancelled.outputs] == ["b" * 64]
+    assert cancelled.result == {"nodes": {"a": "succeeded"}}
 
 
 def test_cancelling(store: JobStore) -> None:

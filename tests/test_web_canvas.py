@@ -619,6 +619,7 @@ def test_a_failure_shows_on_its_node_and_videos_play_in_the_results(
     page.click("#run-workflow")
     expect(video.locator(".node-status")).to_have_text("failed", timeout=RUN_TIMEOUT_MS)
     expect(video.locator(".node-error")).to_contain_text("gone")
+    expect(character.locator(".node-status")).to_have_text("done")  # it ran before the failure
     expect(page.locator("#canvas-status")).to_contain_text("Failed at image_to_video_1")
     expect(page.locator("#results-panel")).to_be_hidden()
 

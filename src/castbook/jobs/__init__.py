@@ -5,9 +5,9 @@ executor (``castbook worker``). Handlers, registered by job kind, do the work; t
 knows nothing about generation itself.
 """
 
-from castbook.jobs.executor import Executor, JobContext, JobHandler, run_job
+from castbook.jobs.executor import Executor, JobContext, JobHandler, StoppedWithResults, run_job
 from castbook.jobs.local import LocalExecutor
-from castbook.jobs.store import TERMINAL, Job, JobOutput, JobStatus, JobStore
+from castbook.jobs.store import TERMINAL, Job, JobOutput, JobStatus, JobStore, PartialResults
 
 __all__ = [
     "TERMINAL",
@@ -19,5 +19,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "LocalExecutor",
+    "PartialResults",
+    "StoppedWithResults",
     "run_job",
 ]

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from castbook.errors import CastbookError, GenerationCancelled
-from castbook.jobs.store import Job, JobOutput, JobStore
+from castbook.jobs.store import Job, JobOutput, JobStore, PartialResults
 
-__all__ = ["Executor", "JobContext", "JobHandler", "run_job"]
+__all__ = ["Executor", "JobContext", "JobHandler", "StoppedWithResults", "run_job"]
 
 log = logging.getLogger("castbook.jobs")
 
@@ -30,6 +30,16 @@ class JobContext:
 
 # A handler does the work of one kind of job and returns its outputs and a result summary.
 JobHandler = Callable[[Job, JobContext], tuple[list[JobOutput], dict[str, Any]]]
+
+
+class StoppedWithResults(Exception):
+    """Raised by a handler that stopped part-way (``cause``: the error, or a cancel) with
+    results worth keeping: the job ends failed (or cancelled) with those outputs and result."""
+
+    def __init__(self, cause: CastbookError, partial: PartialResults) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.partial = partial
 
 
 class Executor(Protocol):
@@ -65,6 +75,10 @@ def run_job(
         return store.fail(job.id, f"no handler for tasks of kind {job.kind!r} on {worker}")
     try:
         outputs, result = handler(job, JobContext(job, store))
+    except StoppedWithResults as stopped:
+        if isinstance(stopped.cause, GenerationCancelled):
+            return store.mark_cancelled(job.id, stopped.partial)
+        return store.fail(job.id, str(stopped.cause), _error_data(stopped.cause), stopped.partial)
     except GenerationCancelled:
         return store.mark_cancelled(job.id)
     except CastbookError as exc:

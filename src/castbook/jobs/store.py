@@ -21,7 +21,7 @@ from castbook.db import Database, JobOutputRow, JobRow
 from castbook.errors import NotFoundError
 from castbook.settings import DEFAULT_OWNER
 
-__all__ = ["TERMINAL", "Job", "JobOutput", "JobStatus", "JobStore"]
+__all__ = ["TERMINAL", "Job", "JobOutput", "JobStatus", "JobStore", "PartialResults"]
 
 
 class JobStatus(StrEnum):
@@ -228,23 +228,21 @@ class JobStore:
             row.finished_at = row.updated_at = _now()
             row.progress_step = row.progress_total or row.progress_step
             row.progress_message = "done"
-            row.outputs = [
-                JobOutputRow(
-                    position=i,
-                    sha256=o.sha256,
-                    kind=o.kind,
-                    media_type=o.media_type,
-                    width=o.width,
-                    height=o.height,
-                    seed=o.seed,
-                )
-                for i, o in enumerate(outputs)
-            ]
+            row.outputs = _output_rows(outputs)
             session.commit()
         return self.get(job_id)
 
-    def fail(self, job_id: str, error: str, error_data: dict[str, Any] | None = None) -> Job:
-        return self._finish(job_id, JobStatus.FAILED, error=error, error_data=error_data)
+    def fail(
+        self,
+        job_id: str,
+        error: str,
+        error_data: dict[str, Any] | None = None,
+        partial: PartialResults | None = None,
+    ) -> Job:
+        """Record the failure, with what the job made before it failed (``partial``)."""
+        return self._finish(
+            job_id, JobStatus.FAILED, error=error, error_data=error_data, partial=partial
+        )
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel: a queued job at once, a running one at its next step."""
@@ -271,8 +269,8 @@ class JobStore:
                 session.commit()
         return self.get(job_id)
 
-    def mark_cancelled(self, job_id: str) -> Job:
-        return self._finish(job_id, JobStatus.CANCELLED, error=None)
+    def mark_cancelled(self, job_id: str, partial: PartialResults | None = None) -> Job:
+        return self._finish(job_id, JobStatus.CANCELLED, error=None, partial=partial)
 
     def recover(
         self, *, max_attempts: int, queue: str | None = None
@@ -316,6 +314,7 @@ class JobStore:
         *,
         error: str | None,
         error_data: dict[str, Any] | None = None,
+        partial: PartialResults | None = None,
     ) -> Job:
         with self.database.session() as session:
             row = session.get(JobRow, job_id)
@@ -324,10 +323,37 @@ class JobStore:
             row.status = status.value
             row.error = error
             row.error_data = error_data
+            if partial is not None:
+                row.result = partial.result
+                row.outputs = _output_rows(partial.outputs)
             row.finished_at = row.updated_at = _now()
             row.progress_message = status.value
             session.commit()
         return self.get(job_id)
+
+
+@dataclass(frozen=True)
+class PartialResults:
+    """What a job made before it failed or was cancelled: kept with the job (the outputs'
+    blobs stay alive, and the user sees them) instead of being lost with the error."""
+
+    outputs: Sequence[JobOutput]
+    result: dict[str, Any]
+
+
+def _output_rows(outputs: Sequence[JobOutput]) -> list[JobOutputRow]:
+    return [
+        JobOutputRow(
+            position=i,
+            sha256=o.sha256,
+            kind=o.kind,
+            media_type=o.media_type,
+            width=o.width,
+            height=o.height,
+            seed=o.seed,
+        )
+        for i, o in enumerate(outputs)
+    ]
 
 
 def _to_job(row: JobRow) -> Job:

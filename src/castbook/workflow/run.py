@@ -6,7 +6,9 @@ library id and name. Every image or video a node makes is kept as a blob and lis
 of the job's outputs. Progress counts nodes (``node gen: running 2/4`` while a node works);
 cancellation arrives between nodes and between a node's steps.
 
-A node that fails ends the run; the task's ``error_data.node`` names it.
+A node that fails ends the run; the task's ``error_data.node`` names it, and what the nodes
+before it made is kept with the task (its outputs and a result with their statuses), as it
+is when the run is cancelled.
 
 Result: ``{"order": [...], "nodes": {node_id: {"type", "status", "outputs": {...},
 "scores"?}}, "outputs": {output_node_id: value}}``.
@@ -17,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from castbook.errors import CastbookError, FieldError
+from castbook.errors import CastbookError, FieldError, GenerationCancelled
 from castbook.generation import Mode, apply_preset, parse_request, prepare_request, run_generation
 from castbook.generation.outputs import encode_mp4, encode_png, generation_parameters
-from castbook.jobs import Job, JobContext, JobOutput
+from castbook.jobs import Job, JobContext, JobOutput, PartialResults, StoppedWithResults
 from castbook.library import Character, CharacterLibrary
 from castbook.render.batch import BatchRender, render_batch, variant_parameters
 from castbook.render.generation_job import GenerationJobs
@@ -113,12 +115,18 @@ class _Run:
         results: dict[str, dict[str, Any]] = {}
         for node_id in self.graph.order:
             parsed = self.graph.nodes[node_id]
-            self.progress(node_id, 0, 1)  # also where a cancel arrives between nodes
             try:
+                self.progress(node_id, 0, 1)  # also where a cancel arrives between nodes
                 outputs, extra = self.run_node(parsed)
             except CastbookError as exc:
                 exc.node = node_id  # type: ignore[attr-defined]  # -> the job's error_data
-                raise
+                stopped = "cancelled" if isinstance(exc, GenerationCancelled) else "failed"
+                results[node_id] = {"type": parsed.node.type, "status": stopped, "outputs": {}}
+                if stopped == "failed":
+                    results[node_id]["error"] = str(exc)
+                # What the finished nodes made stays with the task.
+                partial = PartialResults(list(self.files), self.summary(results))
+                raise StoppedWithResults(exc, partial) from exc
             self.values[node_id] = outputs
             results[node_id] = {
                 "type": parsed.node.type,
@@ -127,10 +135,15 @@ class _Run:
                 **extra,
             }
             self.done += 1
+        return self.summary(results)
+
+    def summary(self, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         collected = {
             nid: results[nid]["outputs"]["value"]
             for nid in self.graph.order
-            if isinstance(self.graph.nodes[nid].node, OutputNode)
+            if nid in results
+            and results[nid]["status"] == "succeeded"
+            and isinstance(self.graph.nodes[nid].node, OutputNode)
         }
         return {"order": self.graph.order, "nodes": results, "outputs": collected}
 
