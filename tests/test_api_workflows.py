@@ -410,3 +410,66 @@ def test_a_cancelled_run_keeps_the_nodes_that_finished(
     nodes = done["result"]["nodes"]
     assert {k: v["status"] for k, v in nodes.items()} == {"quick": "succeeded", "slow": "cancelled"}
     assert [o["id"] for o in done["outputs"]] == nodes["quick"]["outputs"]["images"]
+
+
+def test_a_rerun_reuses_nodes_whose_inputs_did_not_change(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+
+    def run(graph: dict[str, Any] = GRAPH, **options: Any) -> dict[str, Any]:
+        body = {"graph": graph, **options}
+        task = api.client.post("/v1/workflows/run", json=body, headers=alice)
+        assert task.status_code == 202, task.text
+        done = api.wait(task.json()["id"], alice)
+        assert done["status"] == "succeeded", done["error"]
+        return done
+
+    first = run()
+    nodes = first["result"]["nodes"]
+    assert "cached_from" not in nodes["gen"] and nodes["gen"]["signature"]
+    assert "signature" not in nodes["alice"]  # cheap nodes are not cached
+    blobs = api.blobs()
+
+    again = run()
+    cached = again["result"]["nodes"]
+    assert cached["gen"]["cached_from"] == cached["eval"]["cached_from"] == first["id"]
+    assert cached["gen"]["outputs"] == nodes["gen"]["outputs"]
+    assert cached["eval"]["scores"] == nodes["eval"]["scores"]
+    assert [o["id"] for o in again["outputs"]] == [o["id"] for o in first["outputs"]]
+    assert api.blobs() == blobs  # nothing rendered again
+    for output in again["outputs"]:  # the files are this task's results too
+        assert api.client.get(output["url"], headers=alice).status_code == 200
+
+    # cache: false renders again.
+    fresh = run(cache=False)
+    assert "cached_from" not in fresh["result"]["nodes"]["gen"]
+    assert "cached_from" not in fresh["result"]["nodes"]["eval"]
+    assert api.blobs() - blobs == {o["id"] for o in fresh["outputs"]} - blobs
+    # The re-render draws the same pixels as the cached picture (only PNG metadata differs).
+    with_pixels = [
+        Image.open(io.BytesIO(api.client.get(f"/v1/results/{sha}", headers=alice).content))
+        for sha in (nodes["gen"]["outputs"]["images"][0],
+                    fresh["result"]["nodes"]["gen"]["outputs"]["images"][0])
+    ]  # fmt: skip
+    assert with_pixels[0].tobytes() == with_pixels[1].tobytes()
+
+    # A change to the character (its style prompt goes into the prompt) is a new signature.
+    patched = api.client.patch(
+        "/v1/characters/Alice", json={"style_prompt": "short red hair"}, headers=alice
+    )
+    assert patched.status_code == 200, patched.text
+    changed = run()["result"]["nodes"]
+    assert "cached_from" not in changed["gen"] and "cached_from" not in changed["eval"]
+    assert changed["gen"]["signature"] != nodes["gen"]["signature"]
+
+    # Without a seed every run is meant to differ: never cached.
+    unseeded = {"nodes": {**GRAPH["nodes"], "gen": {"type": "text_to_image",
+                "inputs": {**GRAPH["nodes"]["gen"]["inputs"]}}}}  # fmt: skip
+    del unseeded["nodes"]["gen"]["inputs"]["seed"]
+    run(unseeded)
+    twice = run(unseeded)["result"]["nodes"]
+    assert "signature" not in twice["gen"] and "cached_from" not in twice["gen"]
+    assert "cached_from" not in twice["eval"]  # its images are new

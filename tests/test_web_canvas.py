@@ -679,3 +679,31 @@ def test_a_character_node_picks_its_reference_image_and_survives_a_reload(
     chooser.locator("select.node-character-select").select_option(label="Ada")
     expect(chooser.locator(".node-name")).to_have_text("Ada")
     expect(chooser.locator("img.node-thumb")).to_have_attribute("src", BLOB_URL)
+
+
+def test_a_rerun_reuses_unchanged_seeded_nodes(page: Page, http: httpx.Client) -> None:
+    add_character(http, "Ada", (30, 120, 200))
+    page.reload()
+    character = drop_card(page, "Ada", 30, 60)
+    render = add_from_nodes_tab(page, "text_to_image", 360, 40)
+    wire(page, character, "character", render, "characters")
+    render.locator('textarea[data-field="prompt"]').fill("reading in a library")
+    render.locator('select[data-field="preset"]').select_option("tiny")
+    render.locator("details.node-more summary").click()
+    render.locator('input[data-field="seed"]').fill("7")
+
+    page.click("#run-workflow")
+    expect(render.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
+    # Nothing changed: the picture is taken from the first run, and said so.
+    page.click("#run-workflow")
+    expect(render.locator(".node-status")).to_have_text("cached", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#results-panel figure.result")).to_have_count(1)
+    tasks = http.get("/v1/tasks", params={"limit": 2}).json()
+    assert tasks[0]["result"]["nodes"]["text_to_image_1"]["cached_from"] == tasks[1]["id"]
+    assert [o["id"] for o in tasks[0]["outputs"]] == [o["id"] for o in tasks[1]["outputs"]]
+    # Unticked, every node renders again.
+    page.uncheck("#reuse-results")
+    page.click("#run-workflow")
+    expect(render.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
+    latest = http.get("/v1/tasks", params={"limit": 1}).json()[0]
+    assert "cached_from" not in latest["result"]["nodes"]["text_to_image_1"]

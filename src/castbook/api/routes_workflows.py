@@ -53,14 +53,23 @@ class SaveBody(GraphBody):
     name: str = Field(min_length=1, max_length=100, description="Unique among your workflows.")
 
 
+_CACHE = Field(
+    default=True,
+    description="Re-use a node's outputs from an earlier run when its inputs, seed, preset and "
+    "characters are unchanged; false renders every node again.",
+)
+
+
 class RunBody(GraphBody):
     inference_type: str | None = Field(default=None, pattern=QUEUE_PATTERN)
+    cache: bool = _CACHE
 
 
 class RunSavedBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inference_type: str | None = Field(default=None, pattern=QUEUE_PATTERN)
+    cache: bool = _CACHE
 
 
 def _problems_response(exc: GraphError) -> JSONResponse:
@@ -155,10 +164,11 @@ def _queue(
     graph: Graph,
     workflow: str | None,
     queue: str | None,
+    cache: bool,
 ) -> JSONResponse:
     job: Job = services.jobs.create(
         kind=WORKFLOW,
-        input={"graph": graph.source, "workflow": workflow},
+        input={"graph": graph.source, "workflow": workflow, "cache": cache},
         owner=owner,
         queue=queue or "default",
     )
@@ -197,7 +207,7 @@ def run_inline_workflow(
         graph = check_graph(services, owner, body.graph)
     except GraphError as exc:
         return _problems_response(exc)
-    return _queue(request, services, owner, graph, None, body.inference_type)
+    return _queue(request, services, owner, graph, None, body.inference_type, body.cache)
 
 
 @router.post("", status_code=201, summary="Save a workflow")
@@ -242,5 +252,5 @@ def run_saved_workflow(
         graph = check_graph(services, owner, saved.graph)
     except GraphError as exc:
         return _problems_response(exc)
-    queue = body.inference_type if body is not None else None
-    return _queue(request, services, owner, graph, saved.id, queue)
+    body = body or RunSavedBody()
+    return _queue(request, services, owner, graph, saved.id, body.inference_type, body.cache)

@@ -164,10 +164,15 @@ class JobStore:
                 raise NotFoundError(f"no task {job_id!r}")
             return _to_job(row)
 
-    def list(self, owner: str, *, limit: int = 50, status: str | None = None) -> list[Job]:
+    def list(
+        self, owner: str, *, limit: int = 50, status: str | None = None, kind: str | None = None
+    ) -> list[Job]:
+        """The owner's jobs, newest first."""
         query = select(JobRow).where(JobRow.owner == owner)
         if status is not None:
             query = query.where(JobRow.status == status)
+        if kind is not None:
+            query = query.where(JobRow.kind == kind)
         query = query.order_by(JobRow.created_at.desc()).limit(limit)
         with self.database.session() as session:
             return [_to_job(row) for row in session.scalars(query)]

@@ -106,7 +106,11 @@ async function runWorkflow() {
   setStatus("Checking the workflow…", "busy");
   let task;
   try {
-    task = await api("/v1/workflows/run", { method: "POST", json: { graph: workflow.toGraph() } });
+    const cache = $("#reuse-results").checked;
+    task = await api("/v1/workflows/run", {
+      method: "POST",
+      json: { graph: workflow.toGraph(), cache },
+    });
   } catch (exc) {
     setRunning(null);
     showProblems(exc, "Not run");
@@ -186,7 +190,8 @@ function finish(task) {
   const result = task.result || {};
   const paths = new Map((task.outputs || []).map((output) => [output.id, outputPath(output)]));
   for (const [id, node] of Object.entries(result.nodes || {})) {
-    setNodeStatus(id, node.status === "succeeded" ? "done" : node.status);
+    const done = node.cached_from ? "cached" : "done"; // cached: taken from an earlier run
+    setNodeStatus(id, node.status === "succeeded" ? done : node.status);
     showNodeResults(id, node, (sha) => paths.get(sha) || null);
   }
   for (const [id] of workflow.nodes) {

@@ -16,7 +16,7 @@ Result: ``{"order": [...], "nodes": {node_id: {"type", "status", "outputs": {...
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from castbook.errors import CastbookError, FieldError, GenerationCancelled
@@ -28,6 +28,7 @@ from castbook.render.batch import BatchRender, render_batch, variant_parameters
 from castbook.render.generation_job import GenerationJobs
 from castbook.render.references import character_reference_features
 from castbook.render.render_jobs import SharedScorer
+from castbook.workflow.cache import CachedNode, NodeCache, signature
 from castbook.workflow.graph import Graph, Link, ParsedNode, parse_graph
 from castbook.workflow.nodes import (
     BatchRenderNode,
@@ -72,6 +73,8 @@ class _Run:
         self.values: dict[str, dict[str, Any]] = {}
         self.files: list[JobOutput] = []
         self.done = 0
+        reuse = job.input.get("cache", True)
+        self.cache = NodeCache(context.store, jobs.blobs, job.owner) if reuse else None
 
     # ---- values between nodes -------------------------------------------------------------
 
@@ -117,7 +120,9 @@ class _Run:
             parsed = self.graph.nodes[node_id]
             try:
                 self.progress(node_id, 0, 1)  # also where a cancel arrives between nodes
-                outputs, extra = self.run_node(parsed)
+                key = self.signature(parsed)
+                hit = self.cache.get(key) if key and self.cache else None
+                outputs, extra = self.reuse(hit) if hit else self.run_node(parsed)
             except CastbookError as exc:
                 exc.node = node_id  # type: ignore[attr-defined]  # -> the job's error_data
                 stopped = "cancelled" if isinstance(exc, GenerationCancelled) else "failed"
@@ -134,6 +139,10 @@ class _Run:
                 "outputs": {k: _json(v) for k, v in outputs.items()},
                 **extra,
             }
+            if key:
+                results[node_id]["signature"] = key
+            if hit:
+                results[node_id]["cached_from"] = hit.task
             self.done += 1
         return self.summary(results)
 
@@ -146,6 +155,56 @@ class _Run:
             and isinstance(self.graph.nodes[nid].node, OutputNode)
         }
         return {"order": self.graph.order, "nodes": results, "outputs": collected}
+
+    # ---- re-using earlier outputs ----------------------------------------------------------
+
+    def signature(self, parsed: ParsedNode) -> str | None:
+        """What the node's outputs depend on, hashed; None when a re-run should compute
+        them again (no seed: every run is meant to differ) or computing is cheap."""
+        node = parsed.node
+        seeded = isinstance(
+            node, TextToImageNode | ImageToImageNode | ImageToVideoNode | BatchRenderNode
+        ) and (node.seed is not None)
+        if not seeded and not isinstance(node, ConsistencyEvalNode):
+            return None
+        parts: dict[str, Any] = {
+            "type": node.type,
+            "version": type(node).version,
+            "literals": node.model_dump(mode="json"),
+            "inputs": {name: self.fingerprint(value) for name, value in parsed.links.items()},
+        }
+        mode = type(node).mode
+        if mode is not None:
+            preset = self.jobs.preset(getattr(node, "preset", None), mode)
+            parts["preset"] = {
+                k: v for k, v in asdict(preset).items() if k not in ("source", "description")
+            }
+        if isinstance(node, ConsistencyEvalNode | BatchRenderNode):
+            parts["scorer"] = self.jobs.scorer.get().key
+        return signature(parts)
+
+    def fingerprint(self, value: Link | list[Link | str]) -> list[Any]:
+        """A port's values as the signature sees them: ids, and characters by their id,
+        last change and reference images (a change to any of them is a new signature)."""
+        prints: list[Any] = []
+        for item in value if isinstance(value, list) else [value]:
+            given = self.value(item) if isinstance(item, Link) else self.library.get(item)
+            if isinstance(given, CharacterValue):
+                prints.append(
+                    {**_character_print(self.library.get_by_id(given.id)), "use": given.reference}
+                )
+            elif isinstance(given, Character):
+                prints.append(_character_print(given))
+            else:
+                prints.append(given)
+        return prints
+
+    def reuse(self, hit: CachedNode) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A cached node's outputs; its files become this task's too (listed once)."""
+        listed = {output.sha256 for output in self.files}
+        self.files.extend(f for f in hit.files if f.sha256 not in listed)
+        extra = {"scores": hit.result["scores"]} if "scores" in hit.result else {}
+        return dict(hit.result["outputs"]), extra
 
     def run_node(self, parsed: ParsedNode) -> tuple[dict[str, Any], dict[str, Any]]:
         node = parsed.node
@@ -323,6 +382,14 @@ def _find(library: CharacterLibrary, ref: str) -> Character:
         return library.get_by_id(ref)
     except CharacterNotFoundError:
         return library.get(ref)
+
+
+def _character_print(character: Character) -> dict[str, Any]:
+    return {
+        "id": character.id,
+        "updated_at": character.updated_at.isoformat(),
+        "images": [image.sha256 for image in character.images],
+    }
 
 
 def _reference_of(character: Character) -> str:
