@@ -707,3 +707,45 @@ def test_a_rerun_reuses_unchanged_seeded_nodes(page: Page, http: httpx.Client) -
     expect(render.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
     latest = http.get("/v1/tasks", params={"limit": 1}).json()[0]
     assert "cached_from" not in latest["result"]["nodes"]["text_to_image_1"]
+
+
+def test_a_result_becomes_an_image_node_for_image_to_image(page: Page, http: httpx.Client) -> None:
+    render = add_from_nodes_tab(page, "text_to_image", 40, 40)
+    render.locator('textarea[data-field="prompt"]').fill("a lighthouse")
+    render.locator('select[data-field="preset"]').select_option("tiny-plain")
+    page.click("#run-workflow")
+    expect(render.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
+    figure = page.locator("#results-panel figure.result").first
+    sha = figure.get_attribute("data-sha")
+    assert sha and len(sha) == 64
+
+    # Dragged from the results panel onto the canvas: an Image node holding that picture.
+    figure.drag_to(page.locator("#canvas"), target_position={"x": 120, "y": 420})
+    expect(node(page, "image")).to_have_count(1)
+    image = node(page, "image").first
+    expect(image.locator('input[data-field="image"]')).to_have_value(sha)
+    preview = image.locator("img.image-preview")
+    expect(preview).to_have_attribute("src", BLOB_URL)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=preview.element_handle()
+    )
+    # Its Use button does the same at the canvas's centre.
+    figure.hover()
+    figure.locator("button.result-use").click()
+    expect(node(page, "image")).to_have_count(2)
+    second = node(page, "image").last
+    expect(second.locator('input[data-field="image"]')).to_have_value(sha)
+    second.locator(".node-remove").click()
+    expect(node(page, "image")).to_have_count(1)
+
+    # Wired into image-to-image, it is the picture that gets redrawn.
+    redraw = add_from_nodes_tab(page, "image_to_image", 420, 360)
+    wire(page, image, "image", redraw, "image")
+    redraw.locator('textarea[data-field="prompt"]').fill("at night")
+    redraw.locator('select[data-field="preset"]').select_option("tiny-plain")
+    page.click("#run-workflow")
+    expect(redraw.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
+    task = http.get("/v1/tasks", params={"limit": 1}).json()[0]
+    assert task["input"]["graph"]["nodes"]["image_1"]["inputs"]["image"] == sha
+    (redrawn,) = task["result"]["nodes"]["image_to_image_1"]["outputs"]["images"]
+    assert redrawn != sha

@@ -4,6 +4,8 @@
 
 /** The drag type of a node type dragged from the Nodes tab. */
 export const NODE_DRAG_TYPE = "application/x-castbook-node";
+/** The drag type of a result image dragged from the results panel (its sha256). */
+export const IMAGE_DRAG_TYPE = "application/x-castbook-image";
 
 /** GET /v1/workflows/node-types and GET /v1/presets, loaded once a key is known. */
 export const catalog = { accepts: {}, types: new Map(), presets: [], loaded: false };

@@ -80,6 +80,10 @@ export function buildNode(node) {
   element.append(...buildPorts(spec));
   const fields = buildFields(node, spec);
   if (fields) element.append(fields);
+  if (node.type === "image") {
+    element.append(make("img", "node-thumb image-preview"));
+    renderImagePreview(node, element);
+  }
   element.append(make("div", "node-results"));
   const error = make("p", "node-error");
   error.hidden = true;
@@ -187,6 +191,7 @@ function control(node, spec, input) {
   const edited = () => {
     node.values[input.name] = element.value;
     checkField(node, input.name);
+    if (node.type === "image") renderImagePreview(node);
     hooks.onEdit(node);
   };
   element.addEventListener("input", edited);
@@ -230,6 +235,26 @@ function buildFields(node, spec) {
   }
   if (more.children.length > 1) fields.append(more);
   return fields;
+}
+
+// ---- the image node -------------------------------------------------------------------------
+
+/** An image node shows its picture when the id is one of your results. */
+function renderImagePreview(node, element = nodeElement(node.id)) {
+  const preview = element && element.querySelector(".image-preview");
+  if (!preview) return;
+  const sha = String(node.values.image || "").trim().toLowerCase();
+  preview.hidden = true;
+  preview.removeAttribute("src");
+  if (!/^[0-9a-f]{64}$/.test(sha)) return;
+  preview.alt = `image ${sha.slice(0, 12)}`;
+  blobUrl(`/v1/results/${sha}`)
+    .then((url) => {
+      if (String(node.values.image || "").trim().toLowerCase() !== sha) return; // changed since
+      preview.src = url;
+      preview.hidden = false;
+    })
+    .catch(() => {}); // a reference image, not a result: the id alone is shown
 }
 
 // ---- the character node ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // and shown from blob: URLs, each with its consistency score; the best one starred.
 
 import { $, blobUrl } from "./api.js";
+import { IMAGE_DRAG_TYPE } from "./canvas-graph.js";
 import { make } from "./dom.js";
 
 /** The API path of an output (its url may name another host, as the server saw itself). */
@@ -87,6 +88,20 @@ function figureFor(output, score, isBest, madeBy) {
       })
       .catch(() => figure.classList.add("broken"));
     figure.append(link);
+    // A result feeds the next step: drag it onto the canvas (or press Use) for an Image node.
+    figure.draggable = true;
+    figure.title = "Drag onto the canvas to use this image in the workflow";
+    figure.addEventListener("dragstart", (event) => {
+      event.dataTransfer.setData(IMAGE_DRAG_TYPE, output.id);
+      event.dataTransfer.effectAllowed = "copy";
+    });
+    const use = make("button", "result-use secondary", "Use");
+    use.type = "button";
+    use.title = "Add an Image node with this picture to the canvas";
+    use.addEventListener("click", () =>
+      document.dispatchEvent(new CustomEvent("castbook:use-image", { detail: output.id })),
+    );
+    figure.append(use);
   }
   const caption = make("figcaption");
   if (score) {

@@ -11,13 +11,14 @@
 //   canvas-palette.js  the Nodes tab
 
 import { $, ApiError, api } from "./api.js";
-import { NODE_DRAG_TYPE, catalog, setCatalog, workflow } from "./canvas-graph.js";
+import { IMAGE_DRAG_TYPE, NODE_DRAG_TYPE, catalog, setCatalog, workflow } from "./canvas-graph.js";
 import {
   buildNode,
   fillPresetSelect,
   libraryLoaded,
   nodeElement,
   renderCharacter,
+  setNodeHooks,
 } from "./canvas-nodes.js";
 import { paletteError, renderPalette } from "./canvas-palette.js";
 import { forgetCurrent, setStatus, setUpToolbar } from "./canvas-run.js";
@@ -136,11 +137,11 @@ function addNode(type, x, y, values = {}, name = undefined) {
   return node;
 }
 
-function addAtCentre(type) {
+function addAtCentre(type, values = {}) {
   // Offset each new node a little, so several added in a row do not hide each other.
   const centre = visibleCentre();
   const offset = (workflow.nodes.size % 6) * 24;
-  addNode(type, centre.x - 120 + offset, centre.y - 80 + offset);
+  addNode(type, centre.x - 120 + offset, centre.y - 80 + offset, values);
 }
 
 function removeNodes(ids) {
@@ -261,7 +262,8 @@ function onKeyDown(event) {
 
 function onDragOver(event) {
   const types = [...event.dataTransfer.types];
-  if (types.includes(NODE_DRAG_TYPE) || types.includes(DRAG_TYPE) || types.includes("text/plain")) {
+  const known = [NODE_DRAG_TYPE, IMAGE_DRAG_TYPE, DRAG_TYPE, "text/plain"];
+  if (known.some((type) => types.includes(type))) {
     event.preventDefault();
     event.dataTransfer.dropEffect = "copy";
     canvas.classList.add("drop-target");
@@ -279,6 +281,11 @@ function onDrop(event) {
   const type = event.dataTransfer.getData(NODE_DRAG_TYPE);
   if (type) {
     addNode(type, point.x, point.y);
+    return;
+  }
+  const image = event.dataTransfer.getData(IMAGE_DRAG_TYPE);
+  if (image) {
+    addNode("image", point.x, point.y, { image });
     return;
   }
   const id = event.dataTransfer.getData(DRAG_TYPE) || event.dataTransfer.getData("text/plain");
@@ -312,6 +319,8 @@ export function setUpCanvas() {
   canvas = $("#canvas");
   world = $("#canvas-world");
   resizeObserver = new ResizeObserver(drawWiresSoon);
+  // A node's ✕ removes it (and its wires); an edited field is kept in the draft.
+  setNodeHooks({ onEdit: saveDraftSoon, onRemove: (id) => removeNodes([id]) });
   setUpView(canvas, world, {
     onEmptyClick: () => {
       select([]);
@@ -353,6 +362,9 @@ export function setUpCanvas() {
   canvas.addEventListener("drop", onDrop);
   document.addEventListener("keydown", onKeyDown);
   document.addEventListener("castbook:key", loadCatalog);
+  document.addEventListener("castbook:use-image", (event) => {
+    addAtCentre("image", { image: event.detail });
+  });
   document.addEventListener("castbook:characters", () => {
     libraryLoaded();
     for (const node of workflow.nodes.values()) if (node.type === "character") renderCharacter(node);
