@@ -749,3 +749,42 @@ def test_a_result_becomes_an_image_node_for_image_to_image(page: Page, http: htt
     assert task["input"]["graph"]["nodes"]["image_1"]["inputs"]["image"] == sha
     (redrawn,) = task["result"]["nodes"]["image_to_image_1"]["outputs"]["images"]
     assert redrawn != sha
+
+
+def test_undo_and_redo_step_through_changes(page: Page, http: httpx.Client) -> None:
+    add_character(http, "Ada", (30, 120, 200))
+    page.reload()
+    expect(page.locator("#undo")).to_be_disabled()
+    character = drop_card(page, "Ada", 30, 60)
+    render = add_from_nodes_tab(page, "text_to_image", 360, 40)
+    wire(page, character, "character", render, "characters")
+    expect(wires(page)).to_have_count(1)
+    page.locator("#canvas").click(position={"x": 700, "y": 500})  # the canvas has the keys
+
+    page.keyboard.press("Control+z")  # the wire
+    expect(wires(page)).to_have_count(0)
+    expect(node(page, "text_to_image")).to_have_count(1)
+    page.keyboard.press("Control+z")  # the text-to-image node
+    expect(node(page, "text_to_image")).to_have_count(0)
+    expect(page.locator("#redo")).to_be_enabled()
+    page.keyboard.press("Control+Shift+z")
+    expect(node(page, "text_to_image")).to_have_count(1)
+    page.keyboard.press("Control+y")
+    expect(wires(page)).to_have_count(1)
+    expect(page.locator("#redo")).to_be_disabled()
+
+    # A typed value is one step too, and Clear can be undone.
+    prompt = node(page, "text_to_image").locator('textarea[data-field="prompt"]')
+    prompt.fill("in the rain")
+    page.locator("#canvas").click(position={"x": 700, "y": 500})
+    page.click("#clear-canvas")
+    page.click("#canvas-confirm-ok")
+    expect(page.locator("#canvas .node")).to_have_count(0)
+    page.click("#undo")
+    expect(page.locator("#canvas .node")).to_have_count(2)
+    expect(wires(page)).to_have_count(1)
+    expect(node(page, "text_to_image").locator('textarea[data-field="prompt"]')).to_have_value(
+        "in the rain"
+    )
+    page.click("#undo")
+    expect(node(page, "text_to_image").locator('textarea[data-field="prompt"]')).to_have_value("")

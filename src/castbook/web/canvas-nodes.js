@@ -188,11 +188,11 @@ function control(node, spec, input) {
   if (element.tagName !== "SELECT") element.placeholder = placeholderFor(spec, input);
   const hint = rangeText(input);
   if (hint) element.title = `${labelFor(input.name)}: ${hint}; empty = ${placeholderFor(spec, input)}`;
-  const edited = () => {
+  const edited = (event) => {
     node.values[input.name] = element.value;
     checkField(node, input.name);
     if (node.type === "image") renderImagePreview(node);
-    hooks.onEdit(node);
+    hooks.onEdit(node, event.type === "change"); // change: the edit is finished (blur, select)
   };
   element.addEventListener("input", edited);
   element.addEventListener("change", edited);
@@ -301,7 +301,7 @@ export function renderCharacter(node, element = nodeElement(node.id)) {
       node.values.character = select.value;
       delete node.values.reference;
       renderCharacter(node);
-      hooks.onEdit(node);
+      hooks.onEdit(node, true);
     });
     parts.push(select);
   }
@@ -327,7 +327,7 @@ export function renderCharacter(node, element = nodeElement(node.id)) {
         if (image.sha256 === character.primary_image) delete node.values.reference;
         else node.values.reference = image.sha256;
         renderCharacter(node);
-        hooks.onEdit(node);
+        hooks.onEdit(node, true);
       });
       picker.append(button);
     }

@@ -20,6 +20,7 @@ import {
   renderCharacter,
   setNodeHooks,
 } from "./canvas-nodes.js";
+import { canRedo, canUndo, recordChange, redo, resetHistory, undo } from "./canvas-history.js";
 import { paletteError, renderPalette } from "./canvas-palette.js";
 import { forgetCurrent, setStatus, setUpToolbar } from "./canvas-run.js";
 import {
@@ -55,7 +56,14 @@ let draftTimer = 0;
 
 function saveDraftSoon() {
   clearTimeout(draftTimer);
-  draftTimer = setTimeout(() => {
+  draftTimer = setTimeout(saveDraft, 300);
+}
+
+function saveDraft() {
+  clearTimeout(draftTimer);
+  recordChange();
+  updateHistoryButtons();
+  {
     const names = {};
     for (const node of workflow.nodes.values()) if (node.name) names[node.id] = node.name;
     try {
@@ -67,7 +75,22 @@ function saveDraftSoon() {
     } catch {
       // storage full or off: the canvas still works, it just is not kept
     }
-  }, 300);
+  }
+}
+
+// ---- undo and redo --------------------------------------------------------------------------
+
+function updateHistoryButtons() {
+  $("#undo").disabled = !canUndo();
+  $("#redo").disabled = !canRedo();
+}
+
+function stepHistory(step) {
+  saveDraft(); // a change still settling is recorded first, so undo takes it back
+  if (!step()) return;
+  selectWire(null);
+  renderAll();
+  saveDraft();
 }
 
 function restoreDraft() {
@@ -87,8 +110,12 @@ function restoreDraft() {
   renderAll();
 }
 
+/** After a change of structure (a node, a wire, a move): one undo step each. Typing in a
+ * field is recorded once it settles (saveDraftSoon), so a word is one step, not a letter. */
 function changed() {
   updateEmpty();
+  recordChange();
+  updateHistoryButtons();
   saveDraftSoon();
 }
 
@@ -208,7 +235,7 @@ function onNodePointerDown(event, node) {
     element.removeEventListener("pointerup", stop);
     element.removeEventListener("pointercancel", stop);
     element.classList.remove("dragging");
-    saveDraftSoon();
+    changed();
   };
   element.addEventListener("pointermove", move);
   element.addEventListener("pointerup", stop);
@@ -227,6 +254,12 @@ function onKeyDown(event) {
   const active = document.activeElement;
   const onCanvas = active === document.body || (active && canvas.contains(active));
   if (!onCanvas) return;
+  const key = event.key.toLowerCase();
+  if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
+    event.preventDefault();
+    stepHistory(key === "y" || event.shiftKey ? redo : undo);
+    return;
+  }
   if (event.key === "Delete" || event.key === "Backspace") {
     const wire = selectedWire();
     if (wire) {
@@ -311,6 +344,9 @@ async function loadCatalog() {
     fillPresetSelect(select, node.type, node.values.preset || "");
   }
   restoreDraft();
+  clearTimeout(draftTimer);
+  resetHistory(); // the restored canvas is where undo stops
+  updateHistoryButtons();
 }
 
 // ---- set up ---------------------------------------------------------------------------------
@@ -319,8 +355,14 @@ export function setUpCanvas() {
   canvas = $("#canvas");
   world = $("#canvas-world");
   resizeObserver = new ResizeObserver(drawWiresSoon);
-  // A node's ✕ removes it (and its wires); an edited field is kept in the draft.
-  setNodeHooks({ onEdit: saveDraftSoon, onRemove: (id) => removeNodes([id]) });
+  $("#undo").addEventListener("click", () => stepHistory(undo));
+  $("#redo").addEventListener("click", () => stepHistory(redo));
+  // A node's ✕ removes it (and its wires); an edit is kept in the draft, and a finished
+  // edit (the field left, a choice made) is one undo step.
+  setNodeHooks({
+    onEdit: (_node, finished) => (finished ? changed() : saveDraftSoon()),
+    onRemove: (id) => removeNodes([id]),
+  });
   setUpView(canvas, world, {
     onEmptyClick: () => {
       select([]);
