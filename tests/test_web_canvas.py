@@ -788,3 +788,37 @@ def test_undo_and_redo_step_through_changes(page: Page, http: httpx.Client) -> N
     )
     page.click("#undo")
     expect(node(page, "text_to_image").locator('textarea[data-field="prompt"]')).to_have_value("")
+
+
+def test_copy_paste_and_duplicate_keep_values_and_inner_wires(page: Page) -> None:
+    add_from_nodes_tab(page, "batch_render", 40, 40)
+    add_from_nodes_tab(page, "consistency_eval", 420, 60)
+    # Fixed by id: ".last" of a type would move on to the copies.
+    batch = page.locator('#canvas .node[data-node-id="batch_render_1"]')
+    evaluation = page.locator('#canvas .node[data-node-id="consistency_eval_1"]')
+    batch.locator('textarea[data-field="prompts"]').fill("waving\nreading")
+    wire(page, batch, "images", evaluation, "images")
+    expect(wires(page)).to_have_count(1)
+
+    # One node: Ctrl+C, Ctrl+V gives a copy with the same values, placed a step further on.
+    batch.locator(".node-title").click()
+    page.keyboard.press("Control+c")
+    page.keyboard.press("Control+v")
+    expect(node(page, "batch_render")).to_have_count(2)
+    copy = page.locator('#canvas .node[data-node-id="batch_render_2"]')
+    expect(copy.locator('textarea[data-field="prompts"]')).to_have_value("waving\nreading")
+    expect(copy).to_have_class(re.compile(r"\bselected\b"))
+    original, pasted = world_position(batch), world_position(copy)
+    assert (pasted[0] - original[0], pasted[1] - original[1]) == (40, 40)
+    expect(wires(page)).to_have_count(1)  # a wire to a node left behind is not copied
+
+    # Two wired nodes: Ctrl+D duplicates both and the wire between them.
+    batch.locator(".node-title").click()
+    evaluation.locator(".node-title").click(modifiers=["Shift"])
+    page.keyboard.press("Control+d")
+    expect(node(page, "consistency_eval")).to_have_count(2)
+    expect(node(page, "batch_render")).to_have_count(3)
+    expect(wires(page)).to_have_count(2)
+    page.keyboard.press("Control+z")  # one step takes the duplicate back
+    expect(node(page, "batch_render")).to_have_count(2)
+    expect(wires(page)).to_have_count(1)

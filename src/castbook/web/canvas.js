@@ -185,6 +185,45 @@ function removeNodes(ids) {
   changed();
 }
 
+// ---- copy and paste -------------------------------------------------------------------------
+
+const PASTE_OFFSET = 40;
+let clipboard = []; // copies of the copied nodes, with only the wires between them
+
+function copySelection() {
+  const ids = new Set(selection);
+  clipboard = [...ids].map((id) => {
+    const node = structuredClone(workflow.nodes.get(id));
+    for (const port of Object.keys(node.links)) {
+      node.links[port] = node.links[port].filter((link) => ids.has(link.node));
+    }
+    return node;
+  });
+  return clipboard.length > 0;
+}
+
+function paste() {
+  if (!clipboard.length) return;
+  const copies = new Map(); // copied id -> new node
+  for (const source of clipboard) {
+    source.x += PASTE_OFFSET; // each paste lands a step further on
+    source.y += PASTE_OFFSET;
+    const copy = workflow.add(source.type, source.x, source.y, source.values);
+    if (source.name) copy.name = source.name;
+    copies.set(source.id, copy);
+  }
+  for (const source of clipboard) {
+    const copy = copies.get(source.id);
+    for (const [port, links] of Object.entries(source.links)) {
+      copy.links[port] = links.map((link) => ({ node: copies.get(link.node).id, output: link.output }));
+    }
+    mount(copy);
+  }
+  select([...copies.values()].map((node) => node.id));
+  drawWires();
+  changed();
+}
+
 // ---- selection, moving, keys ----------------------------------------------------------------
 
 function select(ids) {
@@ -258,6 +297,12 @@ function onKeyDown(event) {
   if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
     event.preventDefault();
     stepHistory(key === "y" || event.shiftKey ? redo : undo);
+    return;
+  }
+  if ((event.ctrlKey || event.metaKey) && ["c", "v", "d"].includes(key)) {
+    if (key === "v") paste();
+    else if (copySelection() && key === "d") paste(); // d: duplicate in one go
+    if (key !== "c" || selection.size) event.preventDefault();
     return;
   }
   if (event.key === "Delete" || event.key === "Backspace") {
