@@ -91,40 +91,40 @@ export function buildNode(node) {
   return element;
 }
 
+/** One port: its row (what pointer events land on), its coloured dot and its label. */
+function portRow(direction, name, type, title) {
+  const row = make("div", "port-row");
+  const dot = make("span", `port type-${type}`);
+  for (const element of [row, dot]) {
+    element.dataset.direction = direction;
+    element.dataset.port = name;
+  }
+  dot.dataset.type = type;
+  dot.title = title;
+  const label = make("span", "port-label", name);
+  if (direction === "in") row.append(dot, label);
+  else row.append(label, dot);
+  return { row, label };
+}
+
 /** The ports, and under them (full width) the slots for their errors. */
 function buildPorts(spec) {
   const ports = make("div", "node-ports");
   const errors = make("div", "port-errors");
   const inputs = make("div", "node-port-column inputs");
   for (const input of spec.inputs.filter((i) => i.kind === "port")) {
-    const row = make("div", "port-row");
-    row.dataset.direction = "in";
-    row.dataset.port = input.name;
-    const dot = make("span", `port type-${input.type}`);
-    dot.dataset.direction = "in";
-    dot.dataset.port = input.name;
-    dot.dataset.type = input.type;
-    dot.title = `${input.name}: takes ${input.type === "any" ? "anything" : input.type}${input.many ? " (several)" : ""}`;
-    const label = make("span", "port-label", input.name);
+    const takes = input.type === "any" ? "anything" : input.type;
+    const title = `${input.name}: takes ${takes}${input.many ? " (several)" : ""}`;
+    const { row, label } = portRow("in", input.name, input.type, title);
     if (input.required) label.classList.add("required");
     if (input.many) label.append(make("small", "port-many", " ⋯"));
-    row.append(dot, label);
     inputs.append(row);
     errors.append(errorSlot(input.name));
   }
   const outputs = make("div", "node-port-column outputs");
   for (const output of spec.outputs) {
-    const row = make("div", "port-row");
-    row.dataset.direction = "out";
-    row.dataset.port = output.name;
-    const dot = make("span", `port type-${output.type}`);
-    dot.dataset.direction = "out";
-    dot.dataset.port = output.name;
-    dot.dataset.type = output.type;
-    dot.title = `${output.name}: ${output.type}`;
-    const label = make("span", "port-label", output.name);
+    const { row, label } = portRow("out", output.name, output.type, `${output.name}: ${output.type}`);
     if (output.name !== output.type) label.append(make("small", "port-type", ` ${output.type}`));
-    row.append(label, dot);
     outputs.append(row);
   }
   ports.append(inputs, outputs);
