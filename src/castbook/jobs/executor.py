@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from castbook.errors import CastbookError, GenerationCancelled
+from castbook.errors import CastbookError, FieldError, GenerationCancelled
 from castbook.jobs.store import Job, JobOutput, JobStore, PartialResults
 
 __all__ = ["Executor", "JobContext", "JobHandler", "StoppedWithResults", "run_job"]
@@ -36,10 +36,13 @@ class StoppedWithResults(Exception):
     """Raised by a handler that stopped part-way (``cause``: the error, or a cancel) with
     results worth keeping: the job ends failed (or cancelled) with those outputs and result."""
 
-    def __init__(self, cause: CastbookError, partial: PartialResults) -> None:
+    def __init__(
+        self, cause: CastbookError, partial: PartialResults, where: dict[str, str] | None = None
+    ) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.partial = partial
+        self.where = where or {}  # where it stopped (a workflow's node), for error_data
 
 
 class Executor(Protocol):
@@ -53,13 +56,11 @@ class Executor(Protocol):
 
 
 def _error_data(exc: CastbookError) -> dict[str, Any]:
-    """What a client needs to show the error next to its cause: the error's type, the field
-    it names (FieldError) and the workflow node it happened in (set by the workflow runner)."""
+    """What a client needs to show the error next to its cause: its type and, for a
+    FieldError, the field it names."""
     data: dict[str, Any] = {"type": type(exc).__name__}
-    for name in ("field", "node"):
-        value = getattr(exc, name, None)
-        if isinstance(value, str):
-            data[name] = value
+    if isinstance(exc, FieldError):
+        data["field"] = exc.field
     return data
 
 
@@ -78,7 +79,8 @@ def run_job(
     except StoppedWithResults as stopped:
         if isinstance(stopped.cause, GenerationCancelled):
             return store.mark_cancelled(job.id, stopped.partial)
-        return store.fail(job.id, str(stopped.cause), _error_data(stopped.cause), stopped.partial)
+        error_data = {**_error_data(stopped.cause), **stopped.where}
+        return store.fail(job.id, str(stopped.cause), error_data, stopped.partial)
     except GenerationCancelled:
         return store.mark_cancelled(job.id)
     except CastbookError as exc:

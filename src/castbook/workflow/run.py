@@ -73,6 +73,7 @@ class _Run:
         self.values: dict[str, dict[str, Any]] = {}
         self.files: list[JobOutput] = []
         self.done = 0
+        self._presets: Any = None  # the preset catalogue, read once per run
         reuse = job.input.get("cache", True)
         self.cache = NodeCache(context.store, jobs.blobs, job.owner) if reuse else None
 
@@ -108,6 +109,13 @@ class _Run:
         self.files.append(JobOutput(sha, *_fields(output)))
         return sha
 
+    def preset(self, preset_id: str | None, mode: Mode) -> Any:
+        if self._presets is None:
+            from castbook.generation import load_presets
+
+            self._presets = load_presets(self.jobs.settings.home)
+        return self._presets.get(preset_id) if preset_id else self._presets.default_for(mode)
+
     def progress(self, node_id: str, step: int, total: int) -> None:
         message = f"node {node_id}: running {step}/{total}"
         self.context.progress(self.done, len(self.graph.order), message)
@@ -124,14 +132,13 @@ class _Run:
                 hit = self.cache.get(key) if key and self.cache else None
                 outputs, extra = self.reuse(hit) if hit else self.run_node(parsed)
             except CastbookError as exc:
-                exc.node = node_id  # type: ignore[attr-defined]  # -> the job's error_data
                 stopped = "cancelled" if isinstance(exc, GenerationCancelled) else "failed"
                 results[node_id] = {"type": parsed.node.type, "status": stopped, "outputs": {}}
                 if stopped == "failed":
                     results[node_id]["error"] = str(exc)
                 # What the finished nodes made stays with the task.
                 partial = PartialResults(list(self.files), self.summary(results))
-                raise StoppedWithResults(exc, partial) from exc
+                raise StoppedWithResults(exc, partial, {"node": node_id}) from exc
             self.values[node_id] = outputs
             results[node_id] = {
                 "type": parsed.node.type,
@@ -175,7 +182,7 @@ class _Run:
         }
         mode = type(node).mode
         if mode is not None:
-            preset = self.jobs.preset(getattr(node, "preset", None), mode)
+            preset = self.preset(getattr(node, "preset", None), mode)
             parts["preset"] = {
                 k: v for k, v in asdict(preset).items() if k not in ("source", "description")
             }
@@ -257,7 +264,7 @@ class _Run:
         image_link = parsed.links.get("image")
         if isinstance(image_link, Link):
             values["init_image"] = self.image(image_link)
-        preset = self.jobs.preset(node.preset, values["mode"])
+        preset = self.preset(node.preset, values["mode"])
         try:
             request = apply_preset(parse_request(values), preset)
         except FieldError as exc:
@@ -287,7 +294,7 @@ class _Run:
     def batch_render(self, parsed: ParsedNode) -> tuple[dict[str, Any], dict[str, Any]]:
         node = parsed.node
         assert isinstance(node, BatchRenderNode)
-        preset = self.jobs.preset(node.preset, Mode.T2I)
+        preset = self.preset(node.preset, Mode.T2I)
         fields = ("width", "height", "steps", "guidance", "seed")
         spec = BatchRender(
             characters=tuple(self.characters(parsed, "characters")),
@@ -359,12 +366,6 @@ class WorkflowJobs:
         self.database = generation.database
         self.blobs = generation.blobs
         self.scorer = scorer or SharedScorer()
-
-    def preset(self, preset_id: str | None, mode: Mode) -> Any:
-        from castbook.generation import load_presets
-
-        catalog = load_presets(self.settings.home)
-        return catalog.get(preset_id) if preset_id else catalog.default_for(mode)
 
     def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
         graph = parse_graph(job.input["graph"])
