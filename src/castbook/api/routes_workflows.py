@@ -23,6 +23,7 @@ from castbook.api.routes_tasks import QUEUE_PATTERN, task_json
 from castbook.api.services import AppServices, Services
 from castbook.errors import NotFoundError
 from castbook.jobs import Job
+from castbook.library import Character
 from castbook.workflow import (
     Graph,
     GraphError,
@@ -90,23 +91,28 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
     library = services.library(owner)
     catalog = services.presets()
 
-    def character(node_id: str, field: str, ref: str) -> None:
+    def character(node_id: str, field: str, ref: str) -> Character | None:
         try:
             found = find_character(library, ref)
         except NotFoundError:
             problems.append(GraphProblem(node_id, field, f"no character {ref!r}"))
-            return
+            return None
         if not found.images:
             problems.append(
                 GraphProblem(node_id, field, f"{found.name} has no reference image; upload one")
             )
+        return found
 
     for node_id in graph.order:
         parsed = graph.nodes[node_id]
         node = parsed.node
         if isinstance(node, CharacterNode):
-            character(node_id, "character", node.character)
-            if node.reference is not None and not _has_reference(library, node):
+            found = character(node_id, "character", node.character)
+            if (
+                found is not None
+                and node.reference is not None
+                and all(image.sha256 != node.reference for image in found.images)
+            ):
                 problems.append(
                     GraphProblem(
                         node_id,
@@ -147,14 +153,6 @@ def _character_count(parsed: Any) -> int:
     given = parsed.links.get("characters")
     items = given if isinstance(given, list) else []
     return len({item.node if isinstance(item, Link) else item.casefold() for item in items})
-
-
-def _has_reference(library: Any, node: CharacterNode) -> bool:
-    try:
-        found = find_character(library, node.character)
-    except NotFoundError:
-        return True  # reported as an unknown character
-    return any(image.sha256 == node.reference for image in found.images)
 
 
 def _queue(
