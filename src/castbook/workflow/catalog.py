@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from castbook.workflow.nodes import _ALSO_ACCEPTS, NODE_TYPES, Node, PortType
+from castbook.workflow.nodes import NODE_TYPES, Node, PortType, accepted_types
 
 __all__ = ["node_catalog"]
 
@@ -39,12 +39,7 @@ _KEYWORDS = {
 
 def node_catalog() -> dict[str, Any]:
     """Every node type, its inputs (values and ports) and outputs, and the wiring rules."""
-    accepts = {
-        port.value: [port.value, *sorted(t.value for t in _ALSO_ACCEPTS.get(port, ()))]
-        for port in PortType
-        if port != PortType.ANY
-    }
-    accepts[PortType.ANY.value] = ["*"]
+    accepts = {port.value: accepted_types(port) for port in PortType}
     return {"accepts": accepts, "nodes": [_describe(cls) for cls in NODE_TYPES.values()]}
 
 

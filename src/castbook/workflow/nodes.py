@@ -31,6 +31,7 @@ __all__ = [
     "Port",
     "PortType",
     "TextToImageNode",
+    "accepted_types",
     "accepts",
 ]
 
@@ -58,6 +59,14 @@ def accepts(port: PortType, given: PortType) -> bool:
     return given in _ALSO_ACCEPTS.get(port, frozenset())
 
 
+def accepted_types(port: PortType) -> list[str]:
+    """The output types an input port of type ``port`` takes: its own first, then the others
+    sorted; ``["*"]`` for a port that takes anything."""
+    if port == PortType.ANY:
+        return ["*"]
+    return [port.value, *sorted(t.value for t in _ALSO_ACCEPTS.get(port, ()))]
+
+
 @dataclass(frozen=True)
 class Port:
     """An input that takes links. ``many``: a list of links; ``names``: items may also be
@@ -69,8 +78,9 @@ class Port:
     names: bool = False
 
     def rule(self) -> str:
-        taken = sorted({self.type.value, *(t.value for t in _ALSO_ACCEPTS.get(self.type, ()))})
-        return "anything" if self.type == PortType.ANY else " or ".join(taken)
+        if self.type == PortType.ANY:
+            return "anything"
+        return " or ".join(sorted(accepted_types(self.type)))
 
 
 def _range(name: str) -> dict[str, float]:
