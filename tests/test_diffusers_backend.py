@@ -275,7 +275,7 @@ def test_a_hub_model_not_in_the_cache_says_how_to_fix_it(tmp_path: Path) -> None
     message = str(caught.value)
     assert "'my-sd15'" in message
     assert "castbook-tests/never-downloaded" in message
-    assert "presets.toml" in message and "castbook presets list" in message
+    assert "castbook models pull my-sd15" in message and "presets.toml" in message
 
 
 def test_a_missing_folder_is_not_available(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ wrong and what to do about it, fit to print as-is in a CLI or an API answer.
     │   └── DuplicateNameError
     ├── StorageError                 the database or blob store failed underneath us
     ├── MissingDependencyError       an optional extra is not installed (names the extra)
+    ├── ModelDownloadError           the model hub refused or could not be reached, or a
+    │                                downloaded file does not match what the hub reported
     └── GenerationError              a generation did not produce its images
         ├── GenerationCancelled      the user (or a job) cancelled it between steps
         ├── ModelNotAvailableError   a preset's model is not on this machine and cannot be fetched
@@ -42,6 +44,7 @@ __all__ = [
     "ImportFormatError",
     "InvalidInputError",
     "MissingDependencyError",
+    "ModelDownloadError",
     "ModelNotAvailableError",
     "NotFoundError",
     "StorageError",
@@ -123,6 +126,11 @@ class MissingDependencyError(CastbookError, ImportError):
         super().__init__(
             f"{feature} needs the {extra!r} extra{detail}: pip install 'castbook[{extra}]'"
         )
+
+
+class ModelDownloadError(CastbookError):
+    """A model download failed: the hub refused (gated, not found), could not be reached,
+    or a file did not match the size or hash the hub reported."""
 
 
 class GenerationError(CastbookError):

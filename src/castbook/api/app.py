@@ -50,18 +50,9 @@ def default_executor(
         return create_executor(settings, store=jobs)
     if config.executor != "local":
         raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
-    from castbook.render.generation_job import GENERATION, GenerationJobs
-    from castbook.render.render_jobs import SharedScorer, render_handlers
-    from castbook.workflow.run import WORKFLOW, WorkflowJobs
+    from castbook.tasks.handlers import handlers
 
-    generation = GenerationJobs(settings, database, blobs)
-    scorer = SharedScorer()
-    handlers = {
-        GENERATION: generation,
-        **render_handlers(generation, scorer),
-        WORKFLOW: WorkflowJobs(generation, scorer),
-    }
-    return LocalExecutor(jobs, handlers, workers=config.job_workers)
+    return LocalExecutor(jobs, handlers(settings, database, blobs), workers=config.job_workers)
 
 
 async def _stop_executor(services: Services) -> None:

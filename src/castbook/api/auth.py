@@ -31,12 +31,15 @@ from castbook.settings import DEFAULT_OWNER
 __all__ = [
     "KEY_PREFIX",
     "OPEN_PATHS",
+    "AdminOwner",
     "ApiKey",
     "ApiKeys",
     "AuthenticationError",
     "CurrentOwner",
+    "ForbiddenError",
     "KeyGate",
     "hash_key",
+    "require_admin",
     "require_owner",
 ]
 
@@ -62,6 +65,7 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    admin: bool = False
 
     @property
     def active(self) -> bool:
@@ -76,6 +80,7 @@ class ApiKey:
             "created_at": self.created_at.isoformat(),
             "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "admin": self.admin,
         }
 
 
@@ -89,8 +94,11 @@ class ApiKeys:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def create(self, name: str, owner: str = DEFAULT_OWNER) -> tuple[ApiKey, str]:
-        """Make a key; returns its record and the plain key, which is never shown again."""
+    def create(
+        self, name: str, owner: str = DEFAULT_OWNER, *, admin: bool = False
+    ) -> tuple[ApiKey, str]:
+        """Make a key; returns its record and the plain key, which is never shown again.
+        An ``admin`` key may also pull and remove the server's models."""
         name = _clean("name", name, _MAX_NAME)
         owner = _clean("owner", owner, _MAX_OWNER)
         plain = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -101,6 +109,7 @@ class ApiKeys:
             prefix=plain[:_SHOWN_PREFIX],
             key_hash=hash_key(plain),
             created_at=datetime.now(UTC),
+            admin=admin,
         )
         with self.database.session() as session:
             session.add(row)
@@ -181,6 +190,7 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        admin=bool(row.admin),
     )
 
 
@@ -198,7 +208,7 @@ def _is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def _owner_from_header(keys: ApiKeys, header: str | None) -> str:
+def _key_from_header(keys: ApiKeys, header: str | None) -> ApiKey:
     if not header:
         raise AuthenticationError(
             "this endpoint needs an API key: send 'Authorization: Bearer <key>' "
@@ -210,7 +220,7 @@ def _owner_from_header(keys: ApiKeys, header: str | None) -> str:
             "the Authorization header must be 'Bearer <key>' (create a key with "
             "`castbook keys create`)"
         )
-    return keys.authenticate(token.strip()).owner
+    return keys.authenticate(token.strip())
 
 
 class KeyGate:
@@ -227,7 +237,7 @@ class KeyGate:
             return
         header = Request(scope).headers.get("authorization")
         try:
-            owner = await run_in_threadpool(_owner_from_header, self.keys, header)
+            key = await run_in_threadpool(_key_from_header, self.keys, header)
         except CastbookError as exc:  # a bad key; or the database failed underneath us
             refused = isinstance(exc, AuthenticationError)
             response = JSONResponse(
@@ -237,7 +247,9 @@ class KeyGate:
             )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["owner"] = owner
+        state = scope.setdefault("state", {})
+        state["owner"] = key.owner
+        state["admin"] = key.admin
         await self.app(scope, receive, send)
 
 
@@ -258,7 +270,26 @@ def require_owner(
     if isinstance(owner, str):
         return owner
     keys: ApiKeys = request.app.state.services.keys
-    return _owner_from_header(keys, request.headers.get("authorization"))
+    return _key_from_header(keys, request.headers.get("authorization")).owner
+
+
+class ForbiddenError(CastbookError):
+    """A valid key that may not do this (HTTP 403): only admin keys change the server."""
+
+
+def require_admin(request: Request, owner: Annotated[str, Depends(require_owner)]) -> str:
+    """The owner of an *admin* key (``castbook keys create --admin``); others get 403."""
+    admin = getattr(request.state, "admin", None)
+    if admin is None:
+        keys: ApiKeys = request.app.state.services.keys
+        admin = _key_from_header(keys, request.headers.get("authorization")).admin
+    if not admin:
+        raise ForbiddenError(
+            "only an admin key may pull or remove models on this server; create one with "
+            "`castbook keys create --name NAME --admin`"
+        )
+    return owner
 
 
 CurrentOwner = Annotated[str, Depends(require_owner)]
+AdminOwner = Annotated[str, Depends(require_admin)]

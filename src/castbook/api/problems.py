@@ -7,7 +7,8 @@
      "field": "batch",                                    the field at fault, when there is one
      "errors": [{"field": ..., "message": ..., "type": ...}]}   every problem (422 only)
 
-Status codes: 401 no or bad API key, 404 not found (also another owner's ids), 409 conflict,
+Status codes: 401 no or bad API key, 403 a key that may not do this (only admin keys pull
+or remove models), 404 not found (also another owner's ids), 409 conflict,
 413 body too large, 422 invalid input (malformed JSON, wrong types, out-of-range values,
 unusable images), 503 storage or queue unavailable.
 """
@@ -24,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from castbook.api.auth import AuthenticationError
+from castbook.api.auth import AuthenticationError, ForbiddenError
 from castbook.errors import (
     BackendError,
     CastbookError,
@@ -66,6 +67,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 # (error class, HTTP status); the first match wins, so subclasses come first.
 _STATUS: tuple[tuple[type[CastbookError], int], ...] = (
     (AuthenticationError, 401),
+    (ForbiddenError, 403),
     (InvalidInputError, 422),
     (NotFoundError, 404),
     (ConflictError, 409),

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from castbook.api import (
     routes_characters,
     routes_evaluations,
+    routes_models,
     routes_presets,
     routes_render,
     routes_tasks,
@@ -23,3 +24,4 @@ router.include_router(routes_evaluations.router)
 router.include_router(routes_render.router)
 router.include_router(routes_workflows.router)
 router.include_router(routes_presets.router)
+router.include_router(routes_models.router)

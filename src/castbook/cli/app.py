@@ -11,6 +11,7 @@ from castbook.cli.errors import reports_errors
 from castbook.cli.evaluate import evaluate
 from castbook.cli.generate import generate, presets_app
 from castbook.cli.library_access import open_library
+from castbook.cli.models import doctor, models_app
 from castbook.cli.prompt import prompt
 from castbook.cli.render import render
 from castbook.cli.serve import keys_app, serve
@@ -33,6 +34,8 @@ app.command("prompt")(prompt)
 app.command("eval")(evaluate)
 app.command("generate")(generate)
 app.add_typer(presets_app, name="presets")
+app.add_typer(models_app, name="models")
+app.command("doctor")(doctor)
 app.command("render")(render)
 app.add_typer(story_app, name="story")
 app.command("worker")(worker)

@@ -89,10 +89,14 @@ def generate(
     fps: int = typer.Option(None, "--fps", help="Video frames per second (1–60)."),
     output: Path = typer.Option(Path("outputs"), "--output", "-o", help="Folder for the results."),
     gif: bool = typer.Option(False, "--gif", help="Also write a GIF of each video."),
+    pull: bool = typer.Option(
+        False, "--pull", help="Download the preset's models first if they are missing."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Generate images or a video, with characters injected into prompt and image inputs."""
     from castbook.cli.library_access import open_library
+    from castbook.cli.models import ensure_models
     from castbook.generation import (
         Mode,
         apply_preset,
@@ -125,6 +129,7 @@ def generate(
     catalog = _catalog()
     chosen = catalog.get(preset) if preset else catalog.default_for(Mode(request.mode))
     request = apply_preset(request, chosen)
+    ensure_models(chosen, pull=pull, quiet=json_output)
     library = open_library() if request.characters else None
     prepared = prepare_request(request, chosen, library=library)
     backend = create_backend(chosen)

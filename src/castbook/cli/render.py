@@ -52,10 +52,14 @@ def render(
     steps: int = typer.Option(None, "--steps", help="1–50."),
     guidance: float = typer.Option(None, "--guidance", help="1–30."),
     output: Path = typer.Option(Path("outputs"), "--output", "-o", help="Folder for the results."),
+    pull: bool = typer.Option(
+        False, "--pull", help="Download the preset's models first if they are missing."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Render N prompt variants of the same character(s) in one job, score each, mark the best."""
     from castbook.cli.library_access import open_library
+    from castbook.cli.models import ensure_models
     from castbook.evaluation import Scorer
     from castbook.generation import Mode, create_backend, load_presets
     from castbook.generation.outputs import encode_png
@@ -83,6 +87,7 @@ def render(
         max_variants=max_variants,
     )
     spec.validate()
+    ensure_models(chosen, pull=pull, quiet=json_output)
     library = open_library()
     with work_progress("render", disable=json_output) as bar:
         task = bar.add_task("starting", total=len(variants))

@@ -65,19 +65,23 @@ def create_key(
         "--owner",
         help="Whose records the key reaches (default: the CLI's own library, 'local').",
     ),
+    admin: bool = typer.Option(
+        False, "--admin", help="Also allow it to pull and remove the server's models."
+    ),
     plain: bool = typer.Option(False, "--plain", help="Print only the key (for scripts)."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON (the key included)."),
 ) -> None:
     """Create an API key and print it once; only its hash is stored."""
-    key, secret = _keys().create(name, owner)
+    key, secret = _keys().create(name, owner, admin=admin)
     if plain:
         typer.echo(secret)
         return
     if json_output:
         print_json({**key.to_json(), "key": secret})
         return
+    kind = "admin API key" if key.admin else "API key"
     err_console.print(
-        f"Created API key [bold]{escape(key.name)}[/] (id {key.id}, owner {escape(key.owner)}). "
+        f"Created {kind} [bold]{escape(key.name)}[/] (id {key.id}, owner {escape(key.owner)}). "
         "Copy it now; it cannot be shown again:"
     )
     typer.echo(secret)
@@ -95,7 +99,7 @@ def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON
         console.print("No API keys. Create one with `castbook keys create --name NAME`.")
         return
     table = Table(title="API keys")
-    for column in ("id", "name", "owner", "key", "created", "last used", "state"):
+    for column in ("id", "name", "owner", "key", "created", "last used", "state", "admin"):
         table.add_column(column)
     for key in keys:
         table.add_row(
@@ -106,6 +110,7 @@ def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON
             key.created_at.strftime("%Y-%m-%d %H:%M"),
             key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never",
             "active" if key.active else "[red]revoked[/]",
+            "yes" if key.admin else "",
         )
     console.print(table)
 

@@ -49,10 +49,14 @@ def render_story_command(
     ),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Renders per panel at most (1–10)."),
     preset: str = typer.Option(None, "--preset", help="Preset id (default: the story's)."),
+    pull: bool = typer.Option(
+        False, "--pull", help="Download the preset's models first if they are missing."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Render every scene as a panel (characters injected), then the storyboard files."""
     from castbook.cli.library_access import open_library
+    from castbook.cli.models import ensure_models
     from castbook.evaluation import Scorer
     from castbook.generation import Mode, create_backend, load_presets
     from castbook.render.story import load_story, render_story
@@ -65,6 +69,7 @@ def render_story_command(
     catalog = load_presets(Settings.from_env().home)
     preset_id = preset or story.preset
     chosen = catalog.get(preset_id) if preset_id else catalog.default_for(Mode.T2I)
+    ensure_models(chosen, pull=pull, quiet=json_output)
     folder = output or file.with_suffix("")
     with work_progress("story", disable=json_output) as bar:
         task = bar.add_task("starting", total=len(scene or story.scenes))

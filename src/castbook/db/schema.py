@@ -184,6 +184,8 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Admin keys may change the server itself (pull or remove models), not only records.
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
 
 class WorkflowRow(Base):

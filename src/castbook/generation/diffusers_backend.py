@@ -20,13 +20,20 @@ A preset says what to load::
     dtype = "float16"                           # default: float16 on cuda/mps, float32 on cpu
     max_batch = 8                               # most images per pipeline call (default: batch)
     hf_cache = "/data/hf-cache"                 # where hub ids are looked up (default: HF's)
+    variant = "fp16"                            # load *.fp16.safetensors (built-ins do)
+    revision = "main"                           # the hub branch/tag/commit of the model
+    offload = "auto"                            # auto | model | none (model CPU offload)
     # family svd only: motion_bucket_id (127), noise_aug_strength (0.02), decode_chunk_size (8)
 
 The backend's ``device``/``dtype`` arguments beat the options; ``PreparedRequest.options``
 beat the preset's for one request.
 
-Weights are never downloaded here: a hub id must already be in the local Hugging Face cache,
-otherwise :class:`~castbook.errors.ModelNotAvailableError` says how to get it.
+Weights are never downloaded here: a hub id must already be in the local Hugging Face cache
+(``castbook models pull`` puts it there). Before torch is even imported,
+:func:`castbook.models.require_installed` checks every part the preset loads and raises one
+:class:`~castbook.errors.ModelNotAvailableError` naming all that are missing and the pull
+command. ``offload = "auto"`` turns on model CPU offload on a GPU with less memory than the
+family needs (:data:`castbook.models.doctor.OFFLOAD_BELOW_GB`).
 
 How a request runs:
 
@@ -48,6 +55,7 @@ torch and diffusers are imported on first use, never when this module is importe
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 from collections.abc import Sequence
@@ -81,6 +89,9 @@ from castbook.generation.diffusers_pipelines import (
 )
 from castbook.generation.presets import Preset
 from castbook.generation.request import Mode
+from castbook.models.cache import hub_cache_dir
+from castbook.models.doctor import detect_device, load_plan
+from castbook.models.status import SizeBook, require_installed
 
 __all__ = ["DiffusersBackend", "PipelineCache"]
 
@@ -124,11 +135,13 @@ class DiffusersBackend:
         device: str | None = None,
         dtype: str | None = None,
         cache: PipelineCache | None = None,
+        sizes: SizeBook | None = None,
     ) -> None:
         for module in ("torch", "diffusers", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError("local generation", "diffusers", module)
         self.preset = preset
+        self.sizes = sizes  # download sizes for the missing-model error, when known
         self.cache = cache if cache is not None else PipelineCache()
         self._device = device
         self._dtype = _dtype_name(dtype, "dtype") if dtype is not None else None
@@ -158,6 +171,7 @@ class DiffusersBackend:
             raise FieldError("init_image", "i2i needs an init image")
         if family == "svd" and request.init_image is None and not request.references:
             raise FieldError("init_image", "Stable Video Diffusion animates an init image")
+        self.require_models(options)
         torch, _ = import_stack()
         key = self._key(torch, options, family)
         entry = self.cache.get(key, lambda k: load_pipeline(k, self.preset.id))
@@ -191,6 +205,7 @@ class DiffusersBackend:
             return [self.generate(request, progress) for request in requests]
         if len(first.references) > _max_references(options, family):
             return [self.generate(request, progress) for request in requests]
+        self.require_models(options)
         torch, _ = import_stack()
         entry = self.cache.get(
             self._key(torch, options, family), lambda k: load_pipeline(k, self.preset.id)
@@ -243,6 +258,14 @@ class DiffusersBackend:
         for result in results:
             result.metadata["elapsed_s"] = elapsed
         return results
+
+    def require_models(self, options: dict[str, Any] | None = None) -> None:
+        """Every part the preset loads is on this machine, or one error naming all that are
+        missing and the command that fetches them (file checks only: no torch, no network)."""
+        preset = self.preset
+        if options is not None and options != preset.options:
+            preset = dataclasses.replace(preset, options=options)
+        require_installed(preset, self.sizes)
 
     # ------------------------------------------------------------------ images
 
@@ -415,6 +438,9 @@ class DiffusersBackend:
             dtype = _dtype_name(options["dtype"], "options.dtype")
         else:
             dtype = "float32" if device == "cpu" else "float16"
+        offload = load_plan(family, detect_device(), {**options, "device": device})["offload"]
+        if offload not in ("none", "model"):
+            raise FieldError("options.offload", f"must be auto, model or none, got {offload!r}")
         ip_adapter = None
         if options.get("ip_adapter") and family != "svd":
             ip_adapter = IPAdapterSpec(
@@ -422,9 +448,9 @@ class DiffusersBackend:
                 subfolder=str(options.get("ip_adapter_subfolder", "")),
                 weight_name=str(options.get("ip_adapter_weight", "ip-adapter_sd15.safetensors")),
                 image_encoder_folder=str(options.get("image_encoder_folder", "image_encoder")),
+                revision=str(options.get("ip_adapter_revision") or "main"),
             )
         motion_adapter = options.get("motion_adapter") if family == "animatediff" else None
-        hf_cache = options.get("hf_cache")
         return PipelineKey(
             model=self.preset.model,
             family=family,
@@ -432,7 +458,12 @@ class DiffusersBackend:
             dtype=dtype,
             ip_adapter=ip_adapter,
             motion_adapter=str(motion_adapter) if motion_adapter else None,
-            hf_cache=str(hf_cache) if hf_cache else None,
+            hf_cache=str(hub_cache_dir(options)),
+            revision=str(options.get("revision") or "main"),
+            variant=str(options.get("variant") or ""),
+            motion_adapter_revision=str(options.get("motion_adapter_revision") or "main"),
+            motion_adapter_variant=str(options.get("motion_adapter_variant") or ""),
+            offload=offload,
         )
 
     def _metadata(

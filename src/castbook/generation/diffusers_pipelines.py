@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -36,6 +35,8 @@ from castbook.errors import (
     ModelNotAvailableError,
 )
 from castbook.generation.base import Progress, ProgressCallback
+from castbook.models.cache import hub_cache_dir, snapshot_folder
+from castbook.models.parts import is_hub_id
 
 __all__ = [
     "FAMILIES",
@@ -68,8 +69,6 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "svd": ("StableVideoDiffusionPipeline", None),
 }
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
 
 def import_stack() -> tuple[ModuleType, ModuleType]:
     """Import torch and diffusers (and check transformers), or say which extra is missing."""
@@ -90,6 +89,7 @@ class IPAdapterSpec:
     subfolder: str = ""
     weight_name: str = "ip-adapter_sd15.safetensors"
     image_encoder_folder: str = "image_encoder"
+    revision: str = "main"
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,11 @@ class PipelineKey:
     ip_adapter: IPAdapterSpec | None = None
     motion_adapter: str | None = None
     hf_cache: str | None = None
+    revision: str = "main"
+    variant: str = ""  # "fp16": load the *.fp16.safetensors files
+    motion_adapter_revision: str = "main"
+    motion_adapter_variant: str = ""
+    offload: str = "none"  # "model": enable_model_cpu_offload instead of moving to device
 
 
 @dataclass
@@ -179,15 +184,19 @@ class PipelineCache:
 def _not_available(preset_id: str, what: str, location: str, why: str) -> ModelNotAvailableError:
     option = "model" if what == "model" else f"options.{what}"
     return ModelNotAvailableError(
-        f"preset {preset_id!r}: {what} {location!r} {why}. castbook does not download weights "
-        f"while generating: download it into the Hugging Face cache (`hf download "
-        f'{location}`) or anywhere on this machine and set {option} = "/path/to/it" under '
-        f"[presets.{preset_id}] in $CASTBOOK_HOME/presets.toml (`castbook presets list` shows "
-        "each preset's model)"
+        f"preset {preset_id!r}: {what} {location!r} {why}. Download it with `castbook models "
+        f"pull {preset_id}`, or put it anywhere on this machine and set {option} = "
+        f'"/path/to/it" under [presets.{preset_id}] in $CASTBOOK_HOME/presets.toml'
     )
 
 
-def resolve_location(preset_id: str, what: str, location: str, hf_cache: str | None = None) -> str:
+def resolve_location(
+    preset_id: str,
+    what: str,
+    location: str,
+    hf_cache: str | None = None,
+    revision: str = "main",
+) -> str:
     """A local folder for ``location``: the folder itself, or a hub id's cached snapshot.
 
     Never touches the network: a hub id that is not in the local Hugging Face cache raises
@@ -198,20 +207,15 @@ def resolve_location(preset_id: str, what: str, location: str, hf_cache: str | N
         return str(folder)
     if folder.exists():
         raise _not_available(preset_id, what, location, "is a file, not a model folder")
-    if folder.is_absolute() or location.startswith((".", "~")) or not _HUB_ID.match(location):
+    if not is_hub_id(location):
         raise _not_available(preset_id, what, location, "is not a folder on this machine")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return str(snapshot_download(location, local_files_only=True, cache_dir=hf_cache))
-    except (LocalEntryNotFoundError, OSError, ValueError):
+    cache = Path(hf_cache) if hf_cache else hub_cache_dir()
+    snapshot = snapshot_folder(cache, location, revision)
+    if snapshot is None:
         raise _not_available(
-            preset_id,
-            what,
-            location,
-            "is neither a folder nor in the local Hugging Face cache",
-        ) from None
+            preset_id, what, location, "is neither a folder nor in the local Hugging Face cache"
+        )
+    return str(snapshot)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -226,9 +230,9 @@ def load_pipeline(key: PipelineKey, preset_id: str) -> Any:
     torch, diffusers = import_stack()
     dtype = getattr(torch, key.dtype)
     pipeline_class = getattr(diffusers, FAMILIES[key.family][0])
-    model_dir = resolve_location(preset_id, "model", key.model, key.hf_cache)
+    model_dir = resolve_location(preset_id, "model", key.model, key.hf_cache, key.revision)
     _check_family(preset_id, key, Path(model_dir))
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = _without_absent_safety_checker(key, Path(model_dir))
     if key.family == "animatediff":
         if key.motion_adapter is None:
             raise ModelNotAvailableError(
@@ -236,14 +240,21 @@ def load_pipeline(key: PipelineKey, preset_id: str) -> Any:
                 "(a MotionAdapter folder or hub id)"
             )
         adapter_dir = resolve_location(
-            preset_id, "motion_adapter", key.motion_adapter, key.hf_cache
+            preset_id,
+            "motion_adapter",
+            key.motion_adapter,
+            key.hf_cache,
+            key.motion_adapter_revision,
         )
         extra["motion_adapter"] = _load_part(
             preset_id,
             "motion_adapter",
             key.motion_adapter,
             lambda: diffusers.MotionAdapter.from_pretrained(
-                adapter_dir, local_files_only=True, dtype=dtype
+                adapter_dir,
+                local_files_only=True,
+                dtype=dtype,
+                variant=key.motion_adapter_variant or None,
             ),
         )
     pipe = _load_part(
@@ -251,12 +262,14 @@ def load_pipeline(key: PipelineKey, preset_id: str) -> Any:
         "model",
         key.model,
         lambda: pipeline_class.from_pretrained(
-            model_dir, local_files_only=True, dtype=dtype, **extra
+            model_dir, local_files_only=True, dtype=dtype, variant=key.variant or None, **extra
         ),
     )
     if key.ip_adapter is not None:
         spec = key.ip_adapter
-        adapter_dir = resolve_location(preset_id, "ip_adapter", spec.location, key.hf_cache)
+        adapter_dir = resolve_location(
+            preset_id, "ip_adapter", spec.location, key.hf_cache, spec.revision
+        )
         _load_part(
             preset_id,
             "ip_adapter",
@@ -270,9 +283,27 @@ def load_pipeline(key: PipelineKey, preset_id: str) -> Any:
                 low_cpu_mem_usage=_accelerate_available(),
             ),
         )
-    pipe.to(key.device)
+    if key.offload == "model":
+        # Each sub-model moves to the GPU only while it runs: fits in little memory.
+        pipe.enable_model_cpu_offload(device=key.device)
+    else:
+        pipe.to(key.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _without_absent_safety_checker(key: PipelineKey, model_dir: Path) -> dict[str, Any]:
+    """SD 1.5 folders name a safety checker in model_index.json; castbook does not download
+    it (1.2 GB), so a folder without it loads without it instead of failing."""
+    if key.family != "sd15" or (model_dir / "safety_checker").is_dir():
+        return {}
+    try:
+        index = json.loads((model_dir / "model_index.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if isinstance(index, dict) and index.get("safety_checker") not in (None, [None, None]):
+        return {"safety_checker": None, "requires_safety_checker": False}
+    return {}
 
 
 def _check_family(preset_id: str, key: PipelineKey, model_dir: Path) -> None:

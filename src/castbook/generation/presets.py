@@ -29,6 +29,7 @@ from typing import Any
 
 from castbook.errors import FieldError, InvalidInputError, NotFoundError
 from castbook.generation.request import GenerationRequest, Mode
+from castbook.models import models_of
 
 __all__ = ["BACKENDS", "BUILTIN_PRESETS", "Preset", "PresetCatalog", "load_presets"]
 
@@ -66,7 +67,7 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         modes=(Mode.T2I, Mode.I2I),
         description="Stable Diffusion 1.5; character references through IP-Adapter",
         defaults={"width": 512, "height": 512, "steps": 30, "guidance": 7.5},
-        options={"family": "sd15", **_IP_ADAPTER_SD15},
+        options={"family": "sd15", "variant": "fp16", **_IP_ADAPTER_SD15},
     ),
     Preset(
         id="sdxl-ip-adapter-face",
@@ -77,6 +78,7 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         defaults={"width": 1024, "height": 1024, "steps": 30, "guidance": 6.0},
         options={
             "family": "sdxl",
+            "variant": "fp16",
             "ip_adapter": "h94/IP-Adapter",
             "ip_adapter_subfolder": "sdxl_models",
             "ip_adapter_weight": "ip-adapter-plus-face_sdxl_vit-h.safetensors",
@@ -92,6 +94,7 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         defaults={"width": 512, "height": 512, "steps": 25, "guidance": 7.5, "num_frames": 16},
         options={
             "family": "animatediff",
+            "variant": "fp16",
             "motion_adapter": "guoyww/animatediff-motion-adapter-v1-5-2",
             **_IP_ADAPTER_SD15,
         },
@@ -103,7 +106,7 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         modes=(Mode.I2V,),
         description="Stable Video Diffusion: animates the init image (or the primary reference)",
         defaults={"width": 1024, "height": 576, "steps": 25, "guidance": 3.0, "num_frames": 25},
-        options={"family": "svd"},
+        options={"family": "svd", "variant": "fp16"},
     ),
     Preset(
         id="openai-images",
@@ -155,10 +158,12 @@ class PresetCatalog:
         return len(self._presets)
 
     def default_for(self, mode: Mode) -> Preset:
-        for preset in self:
-            if preset.supports(mode) and preset.backend == "diffusers":
-                return preset
-        raise NotFoundError(f"no preset supports {mode.value}")
+        """The local (diffusers) preset for ``mode`` whose models are all on this machine;
+        the first by id when none is, so the error names what to pull."""
+        local = [p for p in self if p.supports(mode) and p.backend == "diffusers"]
+        if not local:
+            raise NotFoundError(f"no preset supports {mode.value}")
+        return next((p for p in local if models_of(p).runnable), local[0])
 
 
 def load_presets(home: Path | None) -> PresetCatalog:

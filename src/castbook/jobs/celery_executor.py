@@ -431,19 +431,11 @@ class CeleryExecutor:
 def default_handlers(
     settings: Settings, database: Database, blobs: BlobStore
 ) -> dict[str, JobHandler]:
-    """The handlers a worker runs: generation, batch render, story and workflow jobs
-    (backends, models and the scorer kept loaded, shared by all)."""
-    from castbook.render.generation_job import GENERATION, GenerationJobs
-    from castbook.render.render_jobs import SharedScorer, render_handlers
-    from castbook.workflow.run import WORKFLOW, WorkflowJobs
+    """The handlers a worker runs: every job kind (:func:`castbook.tasks.handlers.handlers`),
+    with backends, models and the scorer kept loaded, shared by all."""
+    from castbook.tasks.handlers import handlers
 
-    generation = GenerationJobs(settings, database, blobs)
-    scorer = SharedScorer()
-    return {
-        GENERATION: generation,
-        **render_handlers(generation, scorer),
-        WORKFLOW: WorkflowJobs(generation, scorer),
-    }
+    return handlers(settings, database, blobs)
 
 
 def create_executor(

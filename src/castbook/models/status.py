@@ -1,0 +1,204 @@
+"""Presets and their models: status, the missing-model check, sizes, removal.
+
+``castbook models list``, ``GET /v1/models``, the web app's preset pickers and every
+generation's first step read the same :class:`PresetModels`. Sizes the hub reported are
+remembered in ``$CASTBOOK_HOME/model-sizes.json`` so the offline answers (and the
+missing-model error) can still say how big a download is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from castbook.errors import FieldError, ModelNotAvailableError
+from castbook.models.cache import (
+    PartState,
+    PartStatus,
+    cached_files,
+    hub_cache_dir,
+    part_status,
+    remove_files,
+    summarise,
+    unmatched,
+)
+from castbook.models.parts import ModelPart, PresetLike, preset_parts
+from castbook.models.pull import PullPlan
+
+__all__ = [
+    "PresetModels",
+    "SizeBook",
+    "format_bytes",
+    "models_of",
+    "remove_preset",
+    "require_installed",
+]
+
+SIZES_FILE = "model-sizes.json"
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+class SizeBook:
+    """File sizes the hub reported, by repository and revision, kept between runs."""
+
+    def __init__(self, home: Path | None) -> None:
+        self.path = home / SIZES_FILE if home is not None else None
+        self._sizes: dict[str, dict[str, int]] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                loaded = json.loads(self.path.read_text("utf-8"))
+                if isinstance(loaded, dict):
+                    self._sizes = {k: dict(v) for k, v in loaded.items() if isinstance(v, dict)}
+            except (OSError, ValueError, TypeError):
+                self._sizes = {}  # a damaged cache of sizes only costs the offline figures
+
+    def record(self, plan: PullPlan) -> None:
+        for planned in plan.files:
+            key = f"{planned.repo_id}@{planned.revision}"
+            self._sizes.setdefault(key, {})[planned.filename] = planned.size
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{SIZES_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(self._sizes, indent=1, sort_keys=True), "utf-8")
+        temporary.replace(self.path)
+
+    def size(self, part: ModelPart) -> int | None:
+        """The part's whole download size, when the hub told us every file's size."""
+        known = self._sizes.get(f"{part.location}@{part.revision}")
+        if not known or unmatched(part, known):
+            return None
+        patterns = part.files + part.optional
+        return sum(size for name, size in known.items() if any(fnmatch(name, p) for p in patterns))
+
+
+@dataclass(frozen=True)
+class PresetModels:
+    """A preset's parts and how far they are on this machine."""
+
+    preset_id: str
+    backend: str
+    parts: tuple[PartStatus, ...]
+    download_size: int | None  # all parts, from the hub's figures (None: never asked)
+    missing_size: int | None  # what a pull would still fetch, roughly (whole parts)
+
+    @property
+    def state(self) -> str:
+        return summarise(self.parts)
+
+    @property
+    def runnable(self) -> bool:
+        return all(part.ready for part in self.parts)
+
+    @property
+    def size_on_disk(self) -> int:
+        return sum(part.size_on_disk for part in self.parts)
+
+    @property
+    def pullable(self) -> bool:
+        return any(not p.ready and p.part.is_hub for p in self.parts)
+
+    def pull_command(self) -> str:
+        size = f"  ({format_bytes(self.missing_size)})" if self.missing_size else ""
+        return f"castbook models pull {self.preset_id}{size}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset_id,
+            "backend": self.backend,
+            "state": self.state,
+            "runnable": self.runnable,
+            "size_on_disk": self.size_on_disk,
+            "download_size": self.download_size,
+            "missing_size": self.missing_size,
+            "pull": self.pull_command() if self.pullable else None,
+            "parts": [part.to_json() for part in self.parts],
+        }
+
+
+def models_of(preset: PresetLike, sizes: SizeBook | None = None) -> PresetModels:
+    """Read from the local cache only: instant, and the same offline."""
+    statuses = tuple(part_status(part, preset.options) for part in preset_parts(preset))
+    download: int | None = 0
+    missing: int | None = 0
+    for status in statuses:
+        size = sizes.size(status.part) if sizes is not None and status.part.is_hub else None
+        if not status.part.is_hub:
+            continue
+        if size is None:
+            download = missing = None
+            continue
+        if download is not None:
+            download += size
+        if missing is not None and not status.ready:
+            missing += max(size - status.size_on_disk, 0)
+    if not any(s.part.is_hub for s in statuses):
+        download = missing = None
+    return PresetModels(preset.id, preset.backend, statuses, download, missing or None)
+
+
+def require_installed(preset: PresetLike, sizes: SizeBook | None = None) -> None:
+    """Raise :class:`ModelNotAvailableError` naming every part ``preset`` lacks and the one
+    command that fetches them; return at once (a few file checks) when all are here."""
+    models = models_of(preset, sizes)
+    if models.runnable:
+        return
+    problems = []
+    for status in models.parts:
+        if status.ready:
+            continue
+        if not status.part.is_hub:
+            problems.append(f"{status.part.label}: {status.note}")
+            continue
+        how = "interrupted download" if status.state is PartState.PARTIAL else "not downloaded"
+        problems.append(f"{status.part.label} {status.part.location} ({how})")
+    fix = "point the preset at folders on this machine in $CASTBOOK_HOME/presets.toml"
+    if models.pullable:
+        fix = f"run `{models.pull_command()}` (or add --pull to generate/render/story), or " + fix
+    raise ModelNotAvailableError(
+        f"preset {preset.id!r} cannot run yet: {'; '.join(problems)}. To fix it, {fix}"
+    )
+
+
+def remove_preset(preset: PresetLike, keep: Iterable[PresetLike]) -> tuple[list[str], int]:
+    """Delete ``preset``'s downloaded files, except those another runnable preset in ``keep``
+    loads.
+
+    Returns the files removed (``repo/file``) and the bytes freed. Local folders are never
+    touched: castbook did not put them there.
+    """
+    if not preset_parts(preset):
+        raise FieldError("preset", f"preset {preset.id!r} has no downloaded model to remove")
+    kept: set[tuple[Path, str, str, str]] = set()
+    for other in keep:
+        if other.id == preset.id or not models_of(other).runnable:
+            continue
+        cache = hub_cache_dir(other.options)
+        for part in preset_parts(other):
+            if part.is_hub:
+                here = cached_files(cache, part)
+                kept.update((cache, part.location, part.revision, n) for n in here)
+    removed: list[str] = []
+    freed = 0
+    for part in preset_parts(preset):
+        if not part.is_hub:
+            continue
+        cache = hub_cache_dir(preset.options)
+        here = cached_files(cache, part)
+        names = [n for n in here if (cache, part.location, part.revision, n) not in kept]
+        removal = remove_files(cache, part.location, part.revision, names)
+        removed += [f"{part.location}/{name}" for name in removal.files]
+        freed += removal.freed
+    return removed, freed
