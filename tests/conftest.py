@@ -93,3 +93,12 @@ def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.tiny_diffusers import make_tiny_svd
 
     return make_tiny_svd(tmp_path_factory.mktemp("tiny-svd") / "svd")
+
+
+@pytest.fixture(scope="session")
+def hub_repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """Tiny model repositories laid out like ``sd15-ip-adapter``'s on the hub (built once)."""
+    pytest.importorskip("diffusers")
+    from tests.support.hub_models import build_hub_repos
+
+    return build_hub_repos(tmp_path_factory.mktemp("hub-repos"))

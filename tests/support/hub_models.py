@@ -19,8 +19,14 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+from transformers import CLIPImageProcessor
 
-from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT, make_tiny_ip_adapter, make_tiny_sd15
+from tests.support.tiny_diffusers import (
+    IMAGE_ENCODER_SIZE,
+    IP_ADAPTER_WEIGHT,
+    make_tiny_ip_adapter,
+    make_tiny_sd15,
+)
 
 __all__ = ["IP_ADAPTER_REPO", "SD15_REPO", "build_hub_repos", "decoys"]
 
@@ -70,10 +76,11 @@ def build_hub_repos(root: Path) -> dict[str, dict[str, Path]]:
     index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
     index["requires_safety_checker"] = True
     (repo / "model_index.json").write_text(json.dumps(index, indent=2))
-    (repo / "feature_extractor").mkdir()
-    (repo / "feature_extractor" / "preprocessor_config.json").write_text(
-        json.dumps({"crop_size": 224, "do_normalize": True, "size": 224})
-    )
+    # The real one suits the real image encoder (224 px); this one suits the tiny encoder.
+    CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_ENCODER_SIZE},
+        crop_size={"height": IMAGE_ENCODER_SIZE, "width": IMAGE_ENCODER_SIZE},
+    ).save_pretrained(repo / "feature_extractor")
     for name in decoys()[SD15_REPO]:
         source = sd15 / "fp32" / name
         if source.is_file():

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
+from castbook.errors import InvalidInputError
 from castbook.settings import Settings
 
 __all__ = ["doctor", "ensure_models", "models_app"]
@@ -180,7 +181,10 @@ def run_pull(
         _print_plan(plan)
     if plan.download_bytes and not yes:
         if not sys.stdin.isatty():
-            raise typer.BadParameter("add --yes to download without being asked")
+            raise InvalidInputError(
+                f"not a terminal, so not asking: add --yes to download "
+                f"{format_bytes(plan.download_bytes)}"
+            )
         if not typer.confirm(f"Download {format_bytes(plan.download_bytes)}?", err=True):
             raise typer.Exit(1)
     bar = Progress(
@@ -249,7 +253,7 @@ def remove_models(
     report = models_of(preset)
     if not yes and not json_output:
         if not sys.stdin.isatty():
-            raise typer.BadParameter("add --yes to remove without being asked")
+            raise InvalidInputError("not a terminal, so not asking: add --yes to remove")
         if not typer.confirm(
             f"Remove {preset.id}'s models ({format_bytes(report.size_on_disk)} on disk, "
             "less what other presets share)?",

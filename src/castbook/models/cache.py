@@ -130,6 +130,19 @@ def cached_files(cache: Path, part: ModelPart) -> dict[str, Path]:
     return found
 
 
+def _unreferenced_files(cache: Path, part: ModelPart) -> dict[str, Path]:
+    snapshots = repo_folder(cache, part.location) / "snapshots"
+    if not snapshots.is_dir():
+        return {}
+    patterns = part.files + part.optional
+    return {
+        path.relative_to(folder).as_posix(): path
+        for folder in snapshots.iterdir()
+        for path in folder.rglob("*")
+        if path.is_file() and any(fnmatch(path.relative_to(folder).as_posix(), p) for p in patterns)
+    }
+
+
 def unmatched(part: ModelPart, names: Iterable[str]) -> tuple[str, ...]:
     """The part's required patterns that none of ``names`` matches."""
     names = list(names)
@@ -158,6 +171,11 @@ def part_status(part: ModelPart, options: Mapping[str, Any] | None = None) -> Pa
     cache = hub_cache_dir(options)
     found = cached_files(cache, part)
     missing = unmatched(part, found)
+    if not found and snapshot_folder(cache, part.location, part.revision) is None:
+        # A pull writes the branch's ref last: files it got before it was stopped sit in
+        # a snapshot no ref names yet. They make the part partial, never installed.
+        found = _unreferenced_files(cache, part)
+        missing = unmatched(part, found) or ("(the download did not finish)",)
     downloading = _downloading(cache, part.location)
     size = sum(path.stat().st_size for path in found.values())
     snapshot = snapshot_folder(cache, part.location, part.revision)
