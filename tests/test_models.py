@@ -342,3 +342,21 @@ def test_remove_keeps_files_another_installed_preset_loads(cache: Path, hub: Fak
     assert not (cache / "models--h94--IP-Adapter").exists()
     removed, _ = remove_preset(plain, [SD15, plain])
     assert removed and not (cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5").exists()
+
+
+# ---------------------------------------------------------------------------- doctor
+
+
+def test_small_gpus_load_with_model_cpu_offload() -> None:
+    from castbook.models.doctor import Device, load_plan
+
+    small, large = Device("cuda", "T4", 5.6), Device("cuda", "H100", 79.1)
+    assert load_plan("sd15", small, {}) == {
+        "device": "cuda", "dtype": "float16", "offload": "model",
+        "offload_reason": "5.6 GB of GPU memory < 6.0 GB for sd15",
+    }  # fmt: skip
+    assert load_plan("sd15", large, {})["offload"] == "none"
+    assert load_plan("sdxl", Device("cuda", "A10G", 11.0), {})["offload"] == "model"
+    assert load_plan("sdxl", small, {"offload": "none"})["offload"] == "none"
+    cpu = load_plan("sdxl", Device("cpu", "CPU", None), {})
+    assert (cpu["dtype"], cpu["offload"]) == ("float32", "none")

@@ -76,8 +76,20 @@ def gets(hub: FakeHub, path: str) -> int:
 # ---------------------------------------------------------------------------- the CLI
 
 
+def start_sh_status(env: dict[str, str]) -> str:
+    """What scripts/start.sh prints at its end (scripts/model_status.py)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "model_status.py"
+    ran = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, check=False,
+        timeout=DEADLINE,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
+
+
 def test_pull_list_generate_doctor_and_remove(env: dict[str, str], tmp_path: Path) -> None:
     assert state(env)["state"] == "missing"
+    assert "castbook models pull sd15-ip-adapter" in start_sh_status(env)
     refused = castbook(env, "generate", "--preset", "sd15-ip-adapter", "-p", "a cat", *SMALL)
     assert refused.returncode == 1
     lines = refused.stderr.strip().splitlines()
@@ -97,6 +109,7 @@ def test_pull_list_generate_doctor_and_remove(env: dict[str, str], tmp_path: Pat
     assert report["state"] == "installed" and report["runnable"]
     assert report["download_size"] == report["size_on_disk"] > 0  # sizes known offline now
 
+    assert "Local models ready: sd15-ip-adapter" in start_sh_status(env)
     listed = castbook(env, "models", "list")  # the hub is reachable: a table, no note
     assert listed.returncode == 0 and "installed" in listed.stdout
     assert "Hub not asked" not in listed.stdout
@@ -301,3 +314,48 @@ def test_a_pull_task_can_be_cancelled(api, hub: FakeHub, tmp_path: Path) -> None
     hub.throttle(None)
     assert client.get("/v1/models/sd15-ip-adapter", headers=admin).json()["state"] != "installed"
     assert not list((tmp_path / "hf").rglob("*.incomplete"))
+
+
+def test_a_pull_task_survives_a_killed_server_and_fetches_only_the_rest(
+    env: dict[str, str], hub: FakeHub, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.test_api_server import start_server, stop
+
+    key = castbook(env, "keys", "create", "--name", "admin", "--admin", "--plain")
+    assert key.returncode == 0, key.stderr
+    headers = {"Authorization": f"Bearer {key.stdout.strip()}"}
+    unet = "unet/diffusion_pytorch_model.fp16.safetensors"
+    done_before = "text_encoder/model.fp16.safetensors"
+    hub.throttle(400_000)
+    first = start_server(env, tmp_path / "server.log")
+    try:
+        with httpx.Client(base_url=first.base, headers=headers, timeout=30) as http:
+            task = http.post("/v1/models/sd15-ip-adapter/pull").json()
+            deadline = time.monotonic() + DEADLINE
+            while hub.bytes_sent(SD15_REPO, unet) < 200_000:
+                assert time.monotonic() < deadline, http.get(f"/v1/tasks/{task['id']}").json()
+                time.sleep(0.05)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=30)
+    finally:
+        stop(first)
+    hub.throttle(None)
+    second = start_server(env, tmp_path / "server.log")
+    try:
+        with httpx.Client(base_url=second.base, headers=headers, timeout=30) as http:
+            deadline = time.monotonic() + DEADLINE
+            while (ended := http.get(f"/v1/tasks/{task['id']}").json())["status"] not in (
+                "succeeded",
+                "failed",
+                "cancelled",
+            ):
+                assert time.monotonic() < deadline, ended
+                time.sleep(0.1)
+            assert ended["status"] == "succeeded" and ended["attempts"] == 2, ended
+            assert http.get("/v1/models/sd15-ip-adapter").json()["state"] == "installed"
+    finally:
+        stop(second)
+    assert gets(hub, done_before) == 1, "a file that had arrived was downloaded again"
+    assert gets(hub, unet) == 2
