@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from castbook.generation import load_presets
 from castbook.models import SizeBook, models_of
+from castbook.models.status import STARTER_PRESET
 from castbook.settings import Settings
-
-STARTER = "sd15-ip-adapter"
 
 
 def main() -> None:
@@ -19,7 +18,7 @@ def main() -> None:
     if runnable:
         print(f"Local models ready: {', '.join(runnable)} (castbook models list shows all).")
         return
-    starter = next((m for m in local if m.preset_id == STARTER), local[0] if local else None)
+    starter = next((m for m in local if m.preset_id == STARTER_PRESET), local[0] if local else None)
     print("No local model is installed yet, so nothing can be generated on this machine.")
     if starter is not None:
         print(f"Make one runnable with:  .venv/bin/{starter.pull_command()}")

@@ -21,6 +21,7 @@ from rich.table import Table
 from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.errors import InvalidInputError
+from castbook.models.status import STARTER_PRESET
 from castbook.settings import Settings
 
 __all__ = ["doctor", "ensure_models", "models_app"]
@@ -97,29 +98,38 @@ def list_models(
             }
         )
         return
-    table = Table(title="Models of each preset")
-    for column in ("preset", "state", "on disk", "download", "parts"):
+    table = Table(title="Models of each preset (one row per part)")
+    for column in ("preset", "part", "repository or folder", "state", "on disk", "download"):
         table.add_column(column, overflow="fold")
+    table.add_column("path", overflow="fold", style="dim")
     colours = {"installed": "green", "local folder": "green", "partial": "yellow"}
     for report in reports:
-        colour = colours.get(report.state, "red" if report.state == "missing" else "dim")
-        parts = "\n".join(
-            f"{escape(s.part.label)}: {escape(s.part.location)} [{s.state.value}]"
-            for s in report.parts
-        )
-        table.add_row(
-            escape(report.preset_id),
-            f"[{colour}]{report.state}[/]",
-            _size(report.size_on_disk),
-            _size(report.download_size),
-            parts or "[dim]runs on a remote service[/]",
-        )
+        if not report.parts:
+            table.add_row(escape(report.preset_id), "", "runs on a remote service", "remote")
+            table.add_section()
+            continue
+        for index, status in enumerate(report.parts):
+            state = status.state.value
+            colour = colours.get(state, "red")
+            size = sizes.size(status.part) if status.part.is_hub else None
+            table.add_row(
+                escape(report.preset_id) if index == 0 else "",
+                escape(status.part.label),
+                escape(status.part.location),
+                f"[{colour}]{state}[/]",
+                _size(status.size_on_disk),
+                _size(size),
+                escape(status.path or ""),
+            )
+        table.add_section()
     console.print(table)
     if why_not:
         console.print(f"[dim]Hub not asked for sizes: {escape(why_not)}[/]")
     pullable = [r for r in reports if r.pullable]
-    if pullable:
-        console.print("Get one with: " + escape(pullable[0].pull_command()))
+    if pullable and not any(r.runnable for r in reports if r.backend == "diffusers"):
+        starter = next((r for r in pullable if r.preset_id == STARTER_PRESET), pullable[0])
+        command = escape(starter.pull_command())
+        console.print(f"No local preset can run yet. Get one with: {command}")
 
 
 def _target(name: str) -> tuple[str, list[Any], dict[str, Any]]:
@@ -323,7 +333,7 @@ def doctor(json_output: bool = typer.Option(False, "--json", help="Print JSON.")
                 f"missing {missing}: {escape(models.pull_command())}",
             )
     console.print(table)
-    if not report.to_json()["runnable"]:
-        console.print(
-            "No local preset can run yet. Get one with: castbook models pull sd15-ip-adapter"
-        )
+    local = [models for models, _ in report.presets if models.backend == "diffusers"]
+    if local and not any(models.runnable for models in local):
+        starter = next((m for m in local if m.preset_id == STARTER_PRESET), local[0])
+        console.print(f"No local preset can run yet. Get one with: {starter.pull_command()}")

@@ -31,6 +31,7 @@ from castbook.models.parts import ModelPart, PresetLike, preset_parts
 from castbook.models.pull import PullPlan
 
 __all__ = [
+    "STARTER_PRESET",
     "PresetModels",
     "SizeBook",
     "format_bytes",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 SIZES_FILE = "model-sizes.json"
+# The preset a new user is pointed at first: the smallest that takes character references.
+STARTER_PRESET = "sd15-ip-adapter"
 
 
 def format_bytes(size: float) -> str:
