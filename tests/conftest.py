@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
@@ -102,3 +103,15 @@ def hub_repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, P
     from tests.support.hub_models import build_hub_repos
 
     return build_hub_repos(tmp_path_factory.mktemp("hub-repos"))
+
+
+@pytest.fixture
+def model_hub(hub_repos: dict[str, dict[str, Path]]) -> Iterator[Any]:
+    """A fake Hugging Face hub on 127.0.0.1 serving :func:`hub_repos` (a fresh log each test)."""
+    pytest.importorskip("huggingface_hub")
+    from tests.support.fake_hub import FakeHub
+
+    with FakeHub() as hub:
+        for repo_id, files in hub_repos.items():
+            hub.add_repo(repo_id, files)
+        yield hub

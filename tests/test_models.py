@@ -7,7 +7,6 @@ a wrong hash, a cancel, gated and missing repositories) leave nothing that looks
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,11 +38,8 @@ ANIMATEDIFF = next(p for p in BUILTIN_PRESETS if p.id == "animatediff-sd15")
 
 
 @pytest.fixture
-def hub(hub_repos: dict[str, dict[str, Path]]) -> Iterator[FakeHub]:
-    with FakeHub() as server:
-        for repo_id, files in hub_repos.items():
-            server.add_repo(repo_id, files)
-        yield server
+def hub(model_hub: FakeHub) -> FakeHub:
+    return model_hub
 
 
 @pytest.fixture

@@ -31,11 +31,8 @@ SMALL = ["--steps", "1", "--width", "256", "--height", "256", "--seed", "3"]
 
 
 @pytest.fixture
-def hub(hub_repos: dict[str, dict[str, Path]]) -> Iterator[FakeHub]:
-    with FakeHub() as server:
-        for repo_id, files in hub_repos.items():
-            server.add_repo(repo_id, files)
-        yield server
+def hub(model_hub: FakeHub) -> FakeHub:
+    return model_hub
 
 
 @pytest.fixture
