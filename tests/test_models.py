@@ -22,6 +22,7 @@ from castbook.models import (
     PartState,
     PullProgress,
     SizeBook,
+    estimated_size,
     format_bytes,
     models_of,
     plan_pull,
@@ -159,12 +160,17 @@ def test_a_second_pull_downloads_nothing(cache: Path, hub: FakeHub) -> None:
 
 def test_sizes_the_hub_reported_are_known_offline(cache: Path, tmp_path: Path) -> None:
     sizes = SizeBook(tmp_path / "home")
-    assert models_of(SD15, sizes).download_size is None
+    before = models_of(SD15, sizes)  # never asked: the sizes computed from the architectures
+    assert before.estimated and before.download_size == sum(
+        estimated_size(part) or 0 for part in preset_parts(SD15)
+    )
+    assert before.download_size > 4e9  # the real weights, not the tiny test repositories
+    assert before.pull_command().endswith(f"(≈{format_bytes(before.download_size)})")
     plan = plan_pull(SD15.id, preset_parts(SD15), SD15.options)
     sizes.record(plan)
     again = SizeBook(tmp_path / "home")  # read back from $CASTBOOK_HOME/model-sizes.json
     report = models_of(SD15, again)
-    assert report.download_size == plan.total_bytes
+    assert report.download_size == plan.total_bytes and not report.estimated
     assert report.missing_size == plan.total_bytes
     size = format_bytes(plan.total_bytes)
     assert report.pull_command() == f"castbook models pull sd15-ip-adapter  ({size})"

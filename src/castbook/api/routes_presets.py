@@ -55,6 +55,7 @@ def _models(report: dict[str, Any]) -> dict[str, Any]:
         "size_on_disk": report["size_on_disk"],
         "download_size": report["download_size"],
         "missing_size": report["missing_size"],
+        "size_estimated": report["size_estimated"],
         "pullable": report["pull"] is not None,
         "missing": [p["role"] for p in report["parts"] if p["state"] not in _READY],
     }

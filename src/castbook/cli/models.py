@@ -61,7 +61,7 @@ def _ask_hub_for_sizes(presets: list[Any], sizes: Any) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
     for preset in presets:
-        parts = [p for p in preset_parts(preset) if p.is_hub and sizes.size(p) is None]
+        parts = [p for p in preset_parts(preset) if p.is_hub and sizes.reported_size(p) is None]
         if not parts:
             continue
         try:
@@ -84,6 +84,7 @@ def list_models(
     """Every preset's models: installed / missing / partial / local folder, size on disk and
     the download size (asked from the hub when it can be reached)."""
     from castbook.models import models_of
+    from castbook.models.status import estimated_size
 
     presets = list(_catalog())
     sizes = _sizes()
@@ -111,20 +112,24 @@ def list_models(
         for index, status in enumerate(report.parts):
             state = status.state.value
             colour = colours.get(state, "red")
-            size = sizes.size(status.part) if status.part.is_hub else None
+            reported = sizes.reported_size(status.part) if status.part.is_hub else None
+            estimate = estimated_size(status.part) if status.part.is_hub else None
+            download = _size(reported) if reported else f"≈{_size(estimate)}" if estimate else "—"
             table.add_row(
                 escape(report.preset_id) if index == 0 else "",
                 escape(status.part.label),
                 escape(status.part.location),
                 f"[{colour}]{state}[/]",
                 _size(status.size_on_disk),
-                _size(size),
+                download,
                 escape(status.path or ""),
             )
         table.add_section()
     console.print(table)
     if why_not:
         console.print(f"[dim]Hub not asked for sizes: {escape(why_not)}[/]")
+    if any(r.estimated for r in reports):
+        console.print("[dim]≈ sizes are computed from the architectures (weights only).[/]")
     pullable = [r for r in reports if r.pullable]
     if pullable and not any(r.runnable for r in reports if r.backend == "diffusers"):
         starter = next((r for r in pullable if r.preset_id == STARTER_PRESET), pullable[0])

@@ -8,6 +8,7 @@ missing-model error) can still say how big a download is.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ __all__ = [
     "STARTER_PRESET",
     "PresetModels",
     "SizeBook",
+    "estimated_size",
     "format_bytes",
     "models_of",
     "remove_preset",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 SIZES_FILE = "model-sizes.json"
+ESTIMATES_FILE = "estimated_sizes.json"
 # The preset a new user is pointed at first: the smallest that takes character references.
 STARTER_PRESET = "sd15-ip-adapter"
 
@@ -79,12 +82,36 @@ class SizeBook:
         temporary.replace(self.path)
 
     def size(self, part: ModelPart) -> int | None:
+        """The part's download size as the hub reported it, else the estimate computed from
+        the architecture (:func:`estimated_size`), else None."""
+        return self.reported_size(part) or estimated_size(part)
+
+    def reported_size(self, part: ModelPart) -> int | None:
         """The part's whole download size, when the hub told us every file's size."""
         known = self._sizes.get(f"{part.location}@{part.revision}")
         if not known or unmatched(part, known):
             return None
         patterns = part.files + part.optional
         return sum(size for name, size in known.items() if any(fnmatch(name, p) for p in patterns))
+
+
+@functools.cache
+def _estimates() -> dict[str, int]:
+    path = Path(__file__).with_name(ESTIMATES_FILE)
+    return dict(json.loads(path.read_text("utf-8"))["bytes"])
+
+
+def estimated_size(part: ModelPart) -> int | None:
+    """The weights of a built-in part, computed from its architecture by
+    ``benchmarks/model_sizes.py`` (parameters × bytes in the published dtype, the exact
+    safetensors layout); configs and tokenizers (a few MB) are not counted. None for parts
+    it has not sized, and for any part once the hub reported the real sizes."""
+    table = _estimates()
+    weights = [f for f in part.files if f.endswith(".safetensors")]
+    keys = [f"{part.location}/{f}" for f in weights]
+    if not weights or not all(key in table for key in keys):
+        return None
+    return sum(table[key] for key in keys)
 
 
 @dataclass(frozen=True)
@@ -94,8 +121,9 @@ class PresetModels:
     preset_id: str
     backend: str
     parts: tuple[PartStatus, ...]
-    download_size: int | None  # all parts, from the hub's figures (None: never asked)
+    download_size: int | None  # all parts: the hub's figures, else estimates, else None
     missing_size: int | None  # what a pull would still fetch, roughly (whole parts)
+    estimated: bool = False  # a size is computed from the architecture, not the hub's
 
     @property
     def state(self) -> str:
@@ -114,7 +142,8 @@ class PresetModels:
         return any(not p.ready and p.part.is_hub for p in self.parts)
 
     def pull_command(self) -> str:
-        size = f"  ({format_bytes(self.missing_size)})" if self.missing_size else ""
+        about = "≈" if self.estimated else ""
+        size = f"  ({about}{format_bytes(self.missing_size)})" if self.missing_size else ""
         return f"castbook models pull {self.preset_id}{size}"
 
     def to_json(self) -> dict[str, Any]:
@@ -126,6 +155,7 @@ class PresetModels:
             "size_on_disk": self.size_on_disk,
             "download_size": self.download_size,
             "missing_size": self.missing_size,
+            "size_estimated": self.estimated,
             "pull": self.pull_command() if self.pullable else None,
             "parts": [part.to_json() for part in self.parts],
         }
@@ -134,22 +164,25 @@ class PresetModels:
 def models_of(preset: PresetLike, sizes: SizeBook | None = None) -> PresetModels:
     """Read from the local cache only: instant, and the same offline."""
     statuses = tuple(part_status(part, preset.options) for part in preset_parts(preset))
+    hub_parts = [s for s in statuses if s.part.is_hub]
+    if not hub_parts:
+        return PresetModels(preset.id, preset.backend, statuses, None, None)
     download: int | None = 0
     missing: int | None = 0
-    for status in statuses:
-        size = sizes.size(status.part) if sizes is not None and status.part.is_hub else None
-        if not status.part.is_hub:
-            continue
+    estimated = False
+    for status in hub_parts:
+        size = sizes.reported_size(status.part) if sizes is not None else None
+        if size is None:
+            size = estimated_size(status.part)
+            estimated = estimated or size is not None
         if size is None:
             download = missing = None
-            continue
-        if download is not None:
-            download += size
-        if missing is not None and not status.ready:
+            break
+        assert download is not None and missing is not None
+        download += size
+        if not status.ready:
             missing += max(size - status.size_on_disk, 0)
-    if not any(s.part.is_hub for s in statuses):
-        download = missing = None
-    return PresetModels(preset.id, preset.backend, statuses, download, missing or None)
+    return PresetModels(preset.id, preset.backend, statuses, download, missing or None, estimated)
 
 
 def require_installed(preset: PresetLike, sizes: SizeBook | None = None) -> None:

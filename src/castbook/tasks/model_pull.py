@@ -47,11 +47,12 @@ class ModelPullJobs:
 
         def progress(event: PullProgress) -> None:
             name = event.filename.rsplit("/", 1)[-1]
+            file = min(event.files_done + 1, event.files_total)
             context.progress(
                 event.done_bytes // _MB,
                 math.ceil(event.total_bytes / _MB),
-                f"{name}: {format_bytes(event.done_bytes)} of {format_bytes(event.total_bytes)}"
-                f" (file {min(event.files_done + 1, event.files_total)} of {event.files_total})",
+                f"{format_bytes(event.done_bytes)} of {format_bytes(event.total_bytes)} "
+                f"(file {file} of {event.files_total}: {name})",
             )
 
         pull(plan, progress)
