@@ -617,6 +617,9 @@ def test_a_failure_shows_on_its_node_and_videos_play_in_the_results(
     presets.select_option("gone")
 
     page.click("#run-workflow")
+    # Run warns first (its model folder is missing); Run anyway: the server says why.
+    expect(page.locator("#canvas-confirm-text")).to_contain_text("gone's local folder is missing")
+    page.click("#canvas-confirm-ok")
     expect(video.locator(".node-status")).to_have_text("failed", timeout=RUN_TIMEOUT_MS)
     expect(video.locator(".node-error")).to_contain_text("gone")
     expect(character.locator(".node-status")).to_have_text("done")  # it ran before the failure

@@ -4,16 +4,12 @@
 // errors, each next to what it names.
 
 import { blobUrl } from "./api.js";
-import {
-  defaultPresetFor,
-  nodeSpec,
-  presetsFor,
-  range,
-  valueProblem,
-  workflow,
-} from "./canvas-graph.js";
+import { nodeSpec, range, valueProblem, workflow } from "./canvas-graph.js";
+import { fillPresetSelect, modelNoticeSlot, renderModelNotice } from "./canvas-models.js";
 import { characters, thumbnailUrl } from "./library.js";
 import { make } from "./dom.js";
+
+export { fillPresetSelect }; // canvas.js fills the selects again once the presets are read
 
 // Shown on the node; the rest sit under "More settings".
 const MAIN_FIELDS = new Set(["prompt", "prompts", "preset", "batch", "strength", "label", "image"]);
@@ -88,6 +84,7 @@ export function buildNode(node) {
   const error = make("p", "node-error");
   error.hidden = true;
   element.append(error);
+  renderModelNotice(node, element);
   return element;
 }
 
@@ -192,27 +189,12 @@ function control(node, spec, input) {
     node.values[input.name] = element.value;
     checkField(node, input.name);
     if (node.type === "image") renderImagePreview(node);
+    if (input.name === "preset") renderModelNotice(node);
     hooks.onEdit(node, event.type === "change"); // change: the edit is finished (blur, select)
   };
   element.addEventListener("input", edited);
   element.addEventListener("change", edited);
   return element;
-}
-
-/** The preset select: presets that do what the node does; "" is the server's default. */
-export function fillPresetSelect(select, type, value) {
-  const fallback = defaultPresetFor(type);
-  const options = [new Option(fallback ? `default (${fallback.id})` : "default", "")];
-  for (const preset of presetsFor(type)) {
-    const option = new Option(preset.id, preset.id);
-    if (preset.description) option.title = preset.description;
-    options.push(option);
-  }
-  if (value && !options.some((o) => o.value === value)) {
-    options.push(new Option(`${value} (not on this server)`, value));
-  }
-  select.replaceChildren(...options);
-  select.value = value || "";
 }
 
 function buildFields(node, spec) {
@@ -232,6 +214,7 @@ function buildFields(node, spec) {
     label.append(name, control(node, spec, input));
     const target = MAIN_FIELDS.has(input.name) || input.required ? fields : more;
     target.append(label, errorSlot(input.name));
+    if (input.name === "preset") target.append(modelNoticeSlot()); // "Model not installed"
   }
   if (more.children.length > 1) fields.append(more);
   return fields;

@@ -11,6 +11,7 @@ import {
   showNodeError,
   showNodeResults,
 } from "./canvas-nodes.js";
+import { missingModels, missingModelsText } from "./canvas-models.js";
 import { hideResults, outputPath, showResults } from "./canvas-results.js";
 
 const PROGRESS = /^node (.+): running (\d+)\/(\d+)$/;
@@ -100,6 +101,13 @@ async function runWorkflow() {
   const problems = checkAllFields();
   if (problems) {
     setStatus(`Fix ${problems} field${problems === 1 ? "" : "s"} marked in red first.`, "error");
+    return;
+  }
+  // A run would fail at the first node whose models are missing: ask first (the dialog is
+  // modal, so Run cannot be pressed again meanwhile).
+  const missing = missingModels();
+  if (missing.length && !(await confirmAction(missingModelsText(missing), "Run anyway"))) {
+    setStatus("Not run: download the missing models first (Download on the node).", "");
     return;
   }
   setRunning({ id: null });

@@ -8,6 +8,7 @@
 //   canvas-view.js     pan and zoom
 //   canvas-run.js      the toolbar: run with live progress, cancel, save, load, clear
 //   canvas-results.js  the results panel
+//   canvas-models.js   presets whose models are missing: marks, Download on the node
 //   canvas-palette.js  the Nodes tab
 
 import { $, ApiError, api } from "./api.js";
@@ -20,6 +21,7 @@ import {
   renderCharacter,
   setNodeHooks,
 } from "./canvas-nodes.js";
+import { renderModelNotices, resumePulls, setModelHooks } from "./canvas-models.js";
 import { canRedo, canUndo, recordChange, redo, resetHistory, undo } from "./canvas-history.js";
 import { paletteError, renderPalette } from "./canvas-palette.js";
 import { forgetCurrent, setStatus, setUpToolbar } from "./canvas-run.js";
@@ -388,7 +390,9 @@ async function loadCatalog() {
     const node = workflow.nodes.get(select.closest(".node").dataset.nodeId);
     fillPresetSelect(select, node.type, node.values.preset || "");
   }
+  renderModelNotices();
   restoreDraft();
+  resumePulls(); // downloads this browser started before a reload
   clearTimeout(draftTimer);
   resetHistory(); // the restored canvas is where undo stops
   updateHistoryButtons();
@@ -415,6 +419,7 @@ export function setUpCanvas() {
       canvas.focus({ preventScroll: true });
     },
   });
+  setModelHooks({ onStatus: setStatus });
   setUpWires(canvas, $("#wires"), {
     onChange: changed,
     onRefused: (problem) => setStatus(`Not connected: ${problem}.`, "error"),
