@@ -205,6 +205,15 @@ def test_a_file_whose_hash_does_not_match_is_removed(cache: Path, hub: FakeHub) 
     assert models_of(SD15).state != "installed"
 
 
+def test_without_hash_checks_only_sizes_are_checked(cache: Path, hub: FakeHub) -> None:
+    from dataclasses import replace
+
+    plan = plan_pull(SD15.id, preset_parts(SD15), SD15.options)
+    plan.files[:] = [replace(f, sha256="0" * 64) if f.sha256 else f for f in plan.files]
+    pull(plan, verify_hashes=False)  # the hashes are wrong, but nobody looked
+    assert models_of(SD15).runnable
+
+
 def test_a_cancelled_pull_leaves_no_partial_file_and_nothing_installed(
     cache: Path, hub: FakeHub
 ) -> None:

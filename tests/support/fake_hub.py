@@ -312,6 +312,9 @@ class _HubError(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle on, every small reply (a
+    # model_info, a config.json) would wait ~40 ms for a delayed ACK no real hub charges.
+    disable_nagle_algorithm = True
     entry: HubRequest
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -186,7 +186,13 @@ def _print_plan(plan: Any) -> None:
 
 
 def run_pull(
-    name: str, parts: list[Any], options: dict[str, Any], *, yes: bool, quiet: bool
+    name: str,
+    parts: list[Any],
+    options: dict[str, Any],
+    *,
+    yes: bool,
+    quiet: bool,
+    verify: bool = True,
 ) -> Any:
     from castbook.models import format_bytes, plan_pull, pull
 
@@ -224,7 +230,7 @@ def run_pull(
                 description=f"{label} ({event.files_done}/{event.files_total})",
             )
 
-        pull(plan, progress)
+        pull(plan, progress, verify_hashes=verify)
     return plan
 
 
@@ -233,12 +239,15 @@ def run_pull(
 def pull_models(
     name: str = typer.Argument(..., metavar="PRESET|REPO_ID", help="A preset id or a hub repo."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Download without asking."),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Check each file's hash (sizes are always checked)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON (the plan) when done."),
 ) -> None:
     """Download what a preset loads (only those files) into the Hugging Face cache, with
     progress; resumes, verifies sizes and hashes. HF_ENDPOINT, HF_TOKEN and HF_HOME apply."""
     target, parts, options = _target(name)
-    plan = run_pull(target, parts, options, yes=yes, quiet=json_output)
+    plan = run_pull(target, parts, options, yes=yes, quiet=json_output, verify=verify)
     if json_output:
         print_json(plan.to_json())
         return

@@ -321,13 +321,15 @@ def _file_digest(path: Path, algorithm: str, size: int) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, planned: PlannedFile, tail: _TailHasher | None) -> None:
+def _verify(path: Path, planned: PlannedFile, tail: _TailHasher | None, *, hashes: bool) -> None:
     actual_size = path.stat().st_size
     if actual_size != planned.size:
         raise ModelDownloadError(
             f"{planned.repo_id}/{planned.filename}: got {actual_size} bytes, the hub says "
             f"{planned.size}; it was removed, pull again"
         )
+    if not hashes:
+        return
     if planned.sha256:
         expected, algorithm = planned.sha256, "sha256"
     elif planned.blob_id:
@@ -373,10 +375,15 @@ def _remove_stale_partials(cache: Path, repo_id: str) -> None:
             continue
 
 
-def pull(plan: PullPlan, progress: ProgressFn | None = None) -> PullPlan:
+def pull(
+    plan: PullPlan, progress: ProgressFn | None = None, *, verify_hashes: bool = True
+) -> PullPlan:
     """Download every file of ``plan`` that is not here, verify it, then point each
     repository's branch at the commit planned. ``progress`` may raise (a cancel): the file
-    being downloaded is dropped and the cache is left as huggingface_hub leaves it."""
+    being downloaded is dropped and the cache is left as huggingface_hub leaves it.
+
+    Sizes are always checked; ``verify_hashes=False`` skips the sha256 / git-sha1 check (a
+    trusted mirror on a fast local network, where hashing is the only CPU castbook adds)."""
     hub = _hub()
     todo = plan.to_download
     total = sum(f.size for f in todo if not f.cached)
@@ -404,7 +411,7 @@ def pull(plan: PullPlan, progress: ProgressFn | None = None) -> PullPlan:
         started_at = done
         blobs = repo_folder(plan.cache, planned.repo_id) / "blobs"
         tail = None
-        if planned.sha256 and planned.size >= _TAIL_HASH_FROM:
+        if verify_hashes and planned.sha256 and planned.size >= _TAIL_HASH_FROM:
             tail = _TailHasher(blobs, planned.sha256)
             tail.start()
         try:
@@ -427,7 +434,7 @@ def pull(plan: PullPlan, progress: ProgressFn | None = None) -> PullPlan:
                 tail.finished.set()
                 tail.join()
         try:
-            _verify(path, planned, tail)
+            _verify(path, planned, tail, hashes=verify_hashes)
         except ModelDownloadError:
             blob = path.resolve()
             path.unlink(missing_ok=True)
