@@ -17,9 +17,9 @@ from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.errors import FieldError
 from castbook.jobs import Job, JobContext, JobHandler, JobOutput
-from castbook.render.generation_job import GenerationJobs
-from castbook.render.render_jobs import render_handlers
 from castbook.settings import Settings
+from castbook.tasks.generation import GenerationJobs
+from castbook.tasks.render import render_handlers
 from tests import test_api
 from tests.test_api import Api, ApiFactory, add_character
 from tests.test_evaluation import BOB, character, png_bytes

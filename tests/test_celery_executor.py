@@ -25,8 +25,8 @@ from castbook.db import Database
 from castbook.errors import FieldError, StorageError
 from castbook.generation import parse_request
 from castbook.jobs import Job, JobStatus, JobStore
-from castbook.render import generation_job_input
 from castbook.settings import Settings
+from castbook.tasks import generation_job_input, handlers
 from tests.support.redis_server import (
     RedisServer,
     RedisUnavailable,
@@ -152,9 +152,9 @@ def test_submit_without_a_broker_fails_the_job_instead_of_losing_it(tmp_path: Pa
 def test_worker_options_are_checked_before_anything_starts(tmp_path: Path) -> None:
     settings = Settings.for_home(tmp_path)
     with pytest.raises(FieldError, match="pool"):
-        run_worker(settings, ["default"], pool="gevent")
+        run_worker(settings, ["default"], pool="gevent", handlers=handlers)
     with pytest.raises(FieldError, match="queue"):
-        run_worker(settings, [" "])
+        run_worker(settings, [" "], handlers=handlers)
     with pytest.raises(FieldError, match="CASTBOOK_JOB_LEASE"):
         CeleryConfig.from_env({"CASTBOOK_JOB_LEASE": "soon"})
 

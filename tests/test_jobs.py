@@ -158,8 +158,8 @@ def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
     from castbook.generation import parse_request, read_parameters
     from castbook.library import CharacterLibrary, ImageInput
-    from castbook.render import GenerationJobs, generation_job_input
     from castbook.settings import Settings
+    from castbook.tasks import GenerationJobs, generation_job_input
     from tests.conftest import make_image_bytes
     from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT, make_tiny_ip_adapter, make_tiny_sd15
 

@@ -3,7 +3,7 @@
 Like a generation, each is validated completely (fields and ranges, the preset, every
 character and its reference images, every variant's or scene's request) before anything is
 written; then it becomes a job row (kinds ``batch_render`` and ``story``, see
-:mod:`castbook.render.render_jobs`) and the caller gets the task at once (202), to follow
+:mod:`castbook.tasks.render`) and the caller gets the task at once (202), to follow
 with ``GET /v1/tasks/{id}`` or its event stream. The finished task's ``result`` carries the
 scores, seeds and attempts, and names its files by output id.
 """
@@ -26,8 +26,8 @@ from castbook.generation.request import LIMITS
 from castbook.jobs import Job
 from castbook.library import Character, CharacterLibrary
 from castbook.render.batch import BatchRender
-from castbook.render.render_jobs import BATCH_RENDER, STORY
 from castbook.render.story import Story
+from castbook.tasks.render import BATCH_RENDER, STORY
 
 __all__ = ["BatchRenderSubmission", "StorySubmission", "router"]
 

@@ -23,7 +23,7 @@ from castbook.api.sse import task_events
 from castbook.errors import FieldError, NotFoundError
 from castbook.generation import GenerationRequest, Mode, Preset, apply_preset, parse_request
 from castbook.jobs import Job, JobStatus
-from castbook.render.generation_job import GENERATION, generation_job_input
+from castbook.tasks.generation import GENERATION, generation_job_input
 
 __all__ = [
     "GenerationSubmission",

@@ -24,6 +24,7 @@ from castbook.api.services import AppServices, Services
 from castbook.errors import NotFoundError
 from castbook.jobs import Job
 from castbook.library import Character
+from castbook.tasks.workflow import WORKFLOW
 from castbook.workflow import (
     Graph,
     GraphError,
@@ -37,7 +38,6 @@ from castbook.workflow.nodes import (
     CharacterNode,
     ImageNode,
 )
-from castbook.workflow.run import WORKFLOW
 
 __all__ = ["router"]
 

@@ -43,12 +43,14 @@ def worker(
     nothing: the job runs again on the next worker for its queue.
     """
     from castbook.jobs.celery_executor import run_worker
+    from castbook.tasks import handlers
 
     code = run_worker(
         Settings.from_env(),
         queue,
         concurrency=concurrency,
         pool=pool,
+        handlers=handlers,
         loglevel=loglevel,
         hostname=hostname,
     )

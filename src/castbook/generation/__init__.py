@@ -15,6 +15,7 @@ from castbook.generation.base import (
 )
 from castbook.generation.outputs import SavedOutput, read_parameters, save_result
 from castbook.generation.prepare import (
+    BackendPool,
     apply_preset,
     create_backend,
     prepare_request,
@@ -27,6 +28,7 @@ __all__ = [
     "BUILTIN_PRESETS",
     "LIMITS",
     "Backend",
+    "BackendPool",
     "GenerationRequest",
     "GenerationResult",
     "Mode",

@@ -5,6 +5,7 @@ decoded image inputs and a fixed seed; then running it with the checks every bac
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from castbook.images import open_image, read_image_file
 if TYPE_CHECKING:
     from castbook.library import Character, CharacterLibrary
 
-__all__ = ["apply_preset", "create_backend", "prepare_request", "run_generation"]
+__all__ = ["BackendPool", "apply_preset", "create_backend", "prepare_request", "run_generation"]
 
 
 def apply_preset(request: GenerationRequest, preset: Preset) -> GenerationRequest:
@@ -114,6 +115,26 @@ def create_backend(preset: Preset, **kwargs: Any) -> Backend:
 
         return ComfyUIBackend(preset, **kwargs)
     raise FieldError("backend", f"unknown backend {preset.backend!r}")
+
+
+class BackendPool:
+    """Backends kept between jobs (they hold loaded models), one per preset.
+
+    Keyed by the whole preset, so an edited presets.toml gets a fresh backend. Every job kind
+    of a process shares one pool: a model loaded for a generation serves the next batch
+    render or workflow node too.
+    """
+
+    def __init__(self) -> None:
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def get(self, preset: Preset) -> Backend:
+        key = repr(preset)
+        with self._lock:
+            if key not in self._backends:
+                self._backends[key] = create_backend(preset)
+            return self._backends[key]
 
 
 def _characters(names: Sequence[str], library: CharacterLibrary | None) -> list[Character]:

@@ -71,7 +71,6 @@ __all__ = [
     "CeleryExecutor",
     "HandlersFactory",
     "create_executor",
-    "default_handlers",
     "holder_alive",
     "make_celery_app",
     "recover_orphans",
@@ -428,16 +427,6 @@ class CeleryExecutor:
                 return
 
 
-def default_handlers(
-    settings: Settings, database: Database, blobs: BlobStore
-) -> dict[str, JobHandler]:
-    """The handlers a worker runs: every job kind (:func:`castbook.tasks.handlers.handlers`),
-    with backends, models and the scorer kept loaded, shared by all."""
-    from castbook.tasks.handlers import handlers
-
-    return handlers(settings, database, blobs)
-
-
 def create_executor(
     settings: Settings,
     handlers: Mapping[str, JobHandler] | None = None,
@@ -618,7 +607,7 @@ def run_worker(
     concurrency: int = 1,
     pool: str | None = None,
     config: CeleryConfig | None = None,
-    handlers: HandlersFactory = default_handlers,
+    handlers: HandlersFactory,
     loglevel: str = "INFO",
     hostname: str | None = None,
 ) -> int:

@@ -1,6 +1,3 @@
-"""Work that combines generation, evaluation and jobs: generation jobs (batch render and
-story mode build on them)."""
-
-from castbook.render.generation_job import GenerationJobs, generation_job_input
-
-__all__ = ["GenerationJobs", "generation_job_input"]
+"""Rendering: Batch Render and its consistency gate, Story Mode, contact sheets,
+storyboards (PNG, PDF, HTML) and the drift chart. The job kinds that run them live in
+:mod:`castbook.tasks`."""

@@ -1,10 +1,36 @@
 """Job kinds: what a queued task does when a worker runs it.
 
-:func:`castbook.tasks.handlers.handlers` is the one table of kinds that every executor is
-given. The model pull (:mod:`castbook.tasks.model_pull`) lives here; the generation, batch
-render, story and workflow kinds still live in ``render`` and ``workflow`` until they move.
+Every kind is a handler ``(job, context) -> (outputs, result)``; :func:`handlers` is the one
+table of kinds that every executor is given (the API's local executor, each Celery worker).
+
+- ``generation`` (:mod:`~castbook.tasks.generation`): one GenerationRequest
+- ``batch_render``, ``story`` (:mod:`~castbook.tasks.render`): Batch Render, Story Mode
+- ``workflow`` (:mod:`~castbook.tasks.workflow`): a node graph
+- ``model_pull`` (:mod:`~castbook.tasks.model_pull`): download a preset's models
+
+Adding a kind: a handler module here, one line in :func:`handlers`, and the route or command
+that creates its jobs.
 """
 
+from castbook.tasks.generation import GENERATION, GenerationJobs, generation_job_input
+from castbook.tasks.handlers import handlers
 from castbook.tasks.model_pull import MODEL_PULL, ModelPullJobs, model_pull_job_input
+from castbook.tasks.render import BATCH_RENDER, STORY, BatchRenderJobs, StoryJobs, render_handlers
+from castbook.tasks.workflow import WORKFLOW, WorkflowJobs
 
-__all__ = ["MODEL_PULL", "ModelPullJobs", "model_pull_job_input"]
+__all__ = [
+    "BATCH_RENDER",
+    "GENERATION",
+    "MODEL_PULL",
+    "STORY",
+    "WORKFLOW",
+    "BatchRenderJobs",
+    "GenerationJobs",
+    "ModelPullJobs",
+    "StoryJobs",
+    "WorkflowJobs",
+    "generation_job_input",
+    "handlers",
+    "model_pull_job_input",
+    "render_handlers",
+]

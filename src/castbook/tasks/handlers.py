@@ -1,23 +1,24 @@
 """The one table of job kinds every executor is given (the API's local executor and each
-Celery worker): backends, models and the scorer are built once and shared by all kinds."""
+Celery worker): the backends (loaded models) and the scorer are made once and shared by all
+kinds."""
 
 from __future__ import annotations
 
 from castbook.blobs import BlobStore
 from castbook.db import Database
+from castbook.evaluation.shared import SharedScorer
 from castbook.jobs import JobHandler
 from castbook.settings import Settings
+from castbook.tasks.generation import GENERATION, GenerationJobs
 from castbook.tasks.model_pull import MODEL_PULL, ModelPullJobs
+from castbook.tasks.render import render_handlers
+from castbook.tasks.workflow import WORKFLOW, WorkflowJobs
 
 __all__ = ["handlers"]
 
 
 def handlers(settings: Settings, database: Database, blobs: BlobStore) -> dict[str, JobHandler]:
     """Generation, batch render, story, workflow and model-pull jobs."""
-    from castbook.render.generation_job import GENERATION, GenerationJobs
-    from castbook.render.render_jobs import SharedScorer, render_handlers
-    from castbook.workflow.run import WORKFLOW, WorkflowJobs
-
     generation = GenerationJobs(settings, database, blobs)
     scorer = SharedScorer()
     return {

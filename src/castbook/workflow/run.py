@@ -1,4 +1,8 @@
-"""The ``workflow`` job kind: a validated graph run node by node, in topological order.
+"""Running a workflow: a validated graph run node by node, in topological order.
+
+:func:`run_workflow` is what the ``workflow`` job kind (:mod:`castbook.tasks.workflow`)
+calls, with the services of its process (:class:`WorkflowServices`: the backends and the
+scorer every job kind shares).
 
 Job input: ``{"graph": <graph JSON>, "workflow": saved workflow id or None}``. Values passed
 between nodes are ids, never pixels: an image is its blob id (sha256), a character its
@@ -19,15 +23,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from castbook.blobs import BlobStore
+from castbook.db import Database
 from castbook.errors import CastbookError, FieldError, GenerationCancelled
-from castbook.generation import Mode, apply_preset, parse_request, prepare_request, run_generation
+from castbook.evaluation.shared import SharedScorer
+from castbook.generation import (
+    BackendPool,
+    Mode,
+    apply_preset,
+    parse_request,
+    prepare_request,
+    run_generation,
+)
 from castbook.generation.outputs import encode_mp4, encode_png, generation_parameters
 from castbook.jobs import Job, JobContext, JobOutput, PartialResults, StoppedWithResults
 from castbook.library import Character, CharacterLibrary
 from castbook.render.batch import BatchRender, render_batch, variant_parameters
-from castbook.render.generation_job import GenerationJobs
 from castbook.render.references import character_reference_features
-from castbook.render.render_jobs import SharedScorer
+from castbook.settings import Settings
 from castbook.workflow.cache import CachedNode, NodeCache, signature
 from castbook.workflow.graph import Graph, Link, ParsedNode, parse_graph
 from castbook.workflow.nodes import (
@@ -44,9 +57,7 @@ from castbook.workflow.nodes import (
 if TYPE_CHECKING:
     from castbook.evaluation import Scorer
 
-__all__ = ["WORKFLOW", "WorkflowJobs"]
-
-WORKFLOW = "workflow"
+__all__ = ["WorkflowServices", "run_workflow"]
 
 _RENDER_FIELDS = ("negative_prompt", "width", "height", "steps", "guidance", "seed")
 
@@ -61,10 +72,35 @@ class CharacterValue:
         return {"id": self.id, "name": self.name}
 
 
+@dataclass(frozen=True)
+class WorkflowServices:
+    """What a run uses of its process: storage, and the backends (loaded models) and the
+    scorer that every job kind of the process shares."""
+
+    settings: Settings
+    database: Database
+    blobs: BlobStore
+    backends: BackendPool
+    scorer: SharedScorer
+
+
+def run_workflow(
+    services: WorkflowServices, job: Job, context: JobContext
+) -> tuple[list[JobOutput], dict[str, Any]]:
+    """Run the job's graph (``job.input["graph"]``); returns the files it made and its
+    result."""
+    graph = parse_graph(job.input["graph"])
+    run = _Run(services, job, context, graph)
+    result = run.run()
+    if job.input.get("workflow"):
+        result["workflow"] = job.input["workflow"]
+    return run.files, result
+
+
 class _Run:
     """One run of a graph: the node outputs so far, the job's files, its progress."""
 
-    def __init__(self, jobs: WorkflowJobs, job: Job, context: JobContext, graph: Graph) -> None:
+    def __init__(self, jobs: WorkflowServices, job: Job, context: JobContext, graph: Graph) -> None:
         self.jobs = jobs
         self.job = job
         self.context = context
@@ -272,7 +308,7 @@ class _Run:
         prepared = prepare_request(request, preset, library=self.library)
         self.progress(parsed.id, 0, request.steps)
         result = run_generation(
-            self.jobs.generation.backend(preset),
+            self.jobs.backends.get(preset),
             prepared,
             lambda event: self.progress(parsed.id, event.step, event.total),
         )
@@ -308,7 +344,7 @@ class _Run:
             spec,
             library=self.library,
             preset=preset,
-            backend=self.jobs.generation.backend(preset),
+            backend=self.jobs.backends.get(preset),
             scorer=self.jobs.scorer.get(),
             progress=lambda done, total, _: self.progress(parsed.id, done, total),
         )
@@ -355,25 +391,6 @@ class _Run:
             entry["best"] = index == top
         best = scores[top]["image"] if top is not None else None
         return {"scores": scores, "best": best}, {"scores": scores}
-
-
-class WorkflowJobs:
-    """Handler for ``workflow`` jobs; shares the generation handler's backends and a scorer."""
-
-    def __init__(self, generation: GenerationJobs, scorer: SharedScorer | None = None) -> None:
-        self.generation = generation
-        self.settings = generation.settings
-        self.database = generation.database
-        self.blobs = generation.blobs
-        self.scorer = scorer or SharedScorer()
-
-    def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
-        graph = parse_graph(job.input["graph"])
-        run = _Run(self, job, context, graph)
-        result = run.run()
-        if job.input.get("workflow"):
-            result["workflow"] = job.input["workflow"]
-        return run.files, result
 
 
 def _find(library: CharacterLibrary, ref: str) -> Character:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.generation import (
     Backend,
+    BackendPool,
     GenerationRequest,
     Mode,
     Preset,
     apply_preset,
-    create_backend,
     load_presets,
     parse_request,
     prepare_request,
@@ -35,25 +34,24 @@ def generation_job_input(request: GenerationRequest, preset_id: str) -> dict[str
 
 
 class GenerationJobs:
-    """Handler for generation jobs. Keeps backends (and their loaded models) between jobs."""
+    """Handler for generation jobs. Keeps backends (and their loaded models) between jobs, in
+    a :class:`BackendPool` the other job kinds of the process share."""
 
-    def __init__(self, settings: Settings, database: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        blobs: BlobStore,
+        backends: BackendPool | None = None,
+    ) -> None:
         self.settings = settings
         self.database = database
         self.blobs = blobs
-        self._backends: dict[str, Backend] = {}
-        self._lock = threading.Lock()
+        self.backends = backends if backends is not None else BackendPool()
 
     def backend(self, preset: Preset) -> Backend:
-        """The backend for ``preset``, kept between jobs (it holds the loaded model).
-
-        Keyed by the whole preset, so an edited presets.toml gets a fresh backend.
-        """
-        key = repr(preset)
-        with self._lock:
-            if key not in self._backends:
-                self._backends[key] = create_backend(preset)
-            return self._backends[key]
+        """The backend for ``preset``, kept between jobs (it holds the loaded model)."""
+        return self.backends.get(preset)
 
     def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
         preset = load_presets(self.settings.home).get(job.input["preset"])
