@@ -23,8 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.image_inputs import resolve_image
-from castbook.api.routes_tasks import choose_preset, queue_generation
 from castbook.api.services import AppServices, Services
+from castbook.api.submission import choose_preset, queue_generation
 from castbook.errors import CastbookError, FieldError
 from castbook.generation import Mode, Preset, create_backend
 from castbook.jobs import Job

@@ -14,11 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.services import AppServices
-from castbook.errors import CharacterNotFoundError, FieldError, NotFoundError
+from castbook.errors import FieldError, NotFoundError
 from castbook.images import MAX_FILE_BYTES
 from castbook.library import (
     Character,
-    CharacterLibrary,
     ExportFormat,
     ImageInput,
     export_characters,
@@ -88,14 +87,6 @@ def character_json(request: Request, character: Character) -> dict[str, Any]:
     return data
 
 
-def find_character(library: CharacterLibrary, ref: str) -> Character:
-    """By id first, then by name; another owner's characters do not exist here."""
-    try:
-        return library.get_by_id(ref)
-    except CharacterNotFoundError:
-        return library.get(ref)
-
-
 @router.get("", summary="List characters")
 def list_characters(
     request: Request,
@@ -132,7 +123,7 @@ def export(
     ] = None,
 ) -> dict[str, Any]:
     library = services.library(owner)
-    characters = [find_character(library, ref) for ref in id] if id else library.list()
+    characters = [library.find(ref) for ref in id] if id else library.list()
     return export_characters(library, characters, format)
 
 
@@ -187,7 +178,7 @@ def extract_character(
 def get_character(
     ref: str, request: Request, owner: CurrentOwner, services: AppServices
 ) -> dict[str, Any]:
-    return character_json(request, find_character(services.library(owner), ref))
+    return character_json(request, services.library(owner).find(ref))
 
 
 @router.patch("/{ref}", summary="Change a character's fields")
@@ -196,7 +187,7 @@ def patch_character(
 ) -> dict[str, Any]:
     """Send only the fields to change; lists replace the whole list."""
     library = services.library(owner)
-    character = find_character(library, ref)
+    character = library.find(ref)
     changes = body.changes()
     if body.name is not None:
         changes["name"] = body.name
@@ -210,7 +201,7 @@ def patch_character(
 def delete_character(ref: str, owner: CurrentOwner, services: AppServices) -> Response:
     """Deletes the character and every image blob nothing else uses."""
     library = services.library(owner)
-    library.delete(find_character(library, ref).name)
+    library.delete(library.find(ref).name)
     return Response(status_code=204)
 
 
@@ -233,7 +224,7 @@ def upload_images(
         data = upload.file.read(MAX_FILE_BYTES + 1)
         uploads.append(ImageInput(data, upload.filename or f"image {index + 1}"))
     library = services.library(owner)
-    character = find_character(library, ref)
+    character = library.find(ref)
     updated = library.update(character.name, add_images=uploads)
     if primary:
         first_new = next(i for i in updated.images if i.sha256 not in _shas(character))
@@ -250,7 +241,7 @@ def character_image(
     thumbnail: Annotated[bool, Query(description="The small WebP thumbnail instead.")] = False,
 ) -> RawResponse:
     library = services.library(owner)
-    character = find_character(library, ref)
+    character = library.find(ref)
     for stored in character.images:
         if stored.sha256 == sha256.lower():
             if thumbnail:
@@ -266,7 +257,7 @@ def delete_image(
     ref: str, sha256: str, request: Request, owner: CurrentOwner, services: AppServices
 ) -> dict[str, Any]:
     library = services.library(owner)
-    character = find_character(library, ref)
+    character = library.find(ref)
     updated = library.update(character.name, remove_images=[sha256])
     return character_json(request, updated)
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, UploadFile
 
 from castbook.api.auth import CurrentOwner
-from castbook.api.routes_characters import find_character
 from castbook.api.services import AppServices, Services
 from castbook.errors import FieldError
 from castbook.images import MAX_FILE_BYTES
@@ -48,7 +47,7 @@ def evaluate(
     if count > MAX_CANDIDATES:
         raise FieldError("image", f"at most {MAX_CANDIDATES} candidates per call, got {count}")
     library = services.library(owner)
-    chosen = find_character(library, character)
+    chosen = library.find(character)
     if not chosen.images:
         raise FieldError("character", f"{chosen.name} has no reference images to score against")
     candidates: list[bytes] = []

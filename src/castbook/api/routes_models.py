@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from castbook.api.auth import AdminOwner
-from castbook.api.routes_tasks import task_json
 from castbook.api.services import AppServices
+from castbook.api.submission import task_json
 from castbook.errors import FieldError
 from castbook.models import SizeBook, models_of, remove_preset
 from castbook.tasks import MODEL_PULL, model_pull_job_input

@@ -17,11 +17,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from castbook.api.auth import CurrentOwner
-from castbook.api.routes_characters import find_character
-from castbook.api.routes_tasks import QUEUE_PATTERN, choose_preset, task_json
 from castbook.api.services import AppServices, Services
-from castbook.errors import CastbookError, FieldError, NotFoundError
-from castbook.generation import Mode, Preset, apply_preset, create_backend, parse_request
+from castbook.api.submission import (
+    QUEUE_PATTERN,
+    choose_preset,
+    reference_room,
+    room_problem,
+    task_json,
+)
+from castbook.errors import FieldError, NotFoundError
+from castbook.generation import Mode, Preset, apply_preset, parse_request
 from castbook.generation.request import LIMITS
 from castbook.jobs import Job
 from castbook.library import Character, CharacterLibrary
@@ -122,7 +127,7 @@ def _characters(library: CharacterLibrary, refs: list[str], field: str) -> list[
     found: list[Character] = []
     for index, ref in enumerate(refs):
         try:
-            character = find_character(library, ref)
+            character = library.find(ref)
         except NotFoundError:
             raise FieldError(f"{field}.{index}", f"no character {ref!r}") from None
         if not character.images:
@@ -142,26 +147,6 @@ def _check(values: dict[str, Any], preset: Preset, prefix: str = "") -> None:
         if exc.field == "mode":
             raise FieldError("preset", str(exc).removeprefix("mode: ")) from None
         raise FieldError(f"{prefix}{exc.field}", str(exc).removeprefix(f"{exc.field}: ")) from None
-
-
-def reference_room(preset: Preset) -> int | None:
-    """How many reference images the preset's backend takes; None when it cannot say here
-    (the job itself will report what is missing)."""
-    try:
-        return create_backend(preset).max_references
-    except CastbookError:
-        return None
-
-
-def room_problem(preset: Preset, room: int | None, count: int) -> str | None:
-    """Why ``count`` characters do not fit the preset (each character's image goes to the
-    backend as a reference image); None when they do."""
-    if room is None or count <= room:
-        return None
-    return (
-        f"preset {preset.id!r} takes at most {room} reference image(s), one per "
-        f"character; {count} character(s) named — use fewer or a preset that takes more"
-    )
 
 
 def _check_room(preset: Preset, room: int | None, count: int, field: str) -> None:

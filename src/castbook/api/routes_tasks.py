@@ -16,25 +16,17 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from castbook.api.auth import CurrentOwner
-from castbook.api.image_inputs import ResolvedImage, resolve_image, store_images
-from castbook.api.routes_characters import find_character
+from castbook.api.image_inputs import ResolvedImage, resolve_image
 from castbook.api.services import AppServices, Services
 from castbook.api.sse import task_events
+from castbook.api.submission import QUEUE_PATTERN, choose_preset, queue_generation, task_json
 from castbook.errors import FieldError, NotFoundError
-from castbook.generation import GenerationRequest, Mode, Preset, apply_preset, parse_request
-from castbook.jobs import Job, JobStatus
-from castbook.tasks.generation import GENERATION, generation_job_input
+from castbook.generation import GenerationRequest
+from castbook.jobs import JobStatus
 
-__all__ = [
-    "GenerationSubmission",
-    "queue_generation",
-    "router",
-    "task_json",
-]
+__all__ = ["GenerationSubmission", "router"]
 
 router = APIRouter(tags=["tasks"])
-
-QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
 
 
 class GenerationSubmission(GenerationRequest):
@@ -54,45 +46,6 @@ class GenerationSubmission(GenerationRequest):
     )
 
 
-def task_json(request: Request, job: Job) -> dict[str, Any]:
-    data = job.to_json()
-    for output in data["outputs"]:
-        output["url"] = str(request.url_for("download_result", sha256=output["id"]))
-    data["events_url"] = str(request.url_for("task_events", task_id=job.id))
-    return data
-
-
-def choose_preset(services: Services, preset_id: str | None, mode: Mode) -> Preset:
-    catalog = services.presets()
-    try:
-        return catalog.get(preset_id) if preset_id else catalog.default_for(mode)
-    except NotFoundError as exc:
-        raise FieldError("preset", str(exc)) from None
-
-
-def queue_generation(
-    services: Services,
-    owner: str,
-    values: dict[str, Any],
-    preset: Preset,
-    *,
-    queue: str,
-    images: list[ResolvedImage],
-    extra_input: dict[str, Any] | None = None,
-) -> Job:
-    """Validate the request against its preset, then write images, the job, and submit it."""
-    request = parse_request(values)
-    apply_preset(request, preset)
-    if request.mode == Mode.T2I and not request.prompt.strip() and not request.characters:
-        raise FieldError("prompt", "is empty; describe the picture or choose a character")
-    store_images(services, images)
-    job_input = generation_job_input(request, preset.id)
-    if extra_input:
-        job_input.update(extra_input)
-    job = services.jobs.create(kind=GENERATION, input=job_input, owner=owner, queue=queue)
-    return services.submit(job)
-
-
 def _submission_values(
     services: Services, owner: str, body: GenerationSubmission
 ) -> tuple[dict[str, Any], list[ResolvedImage]]:
@@ -103,7 +56,7 @@ def _submission_values(
         names = []
         for index, ref in enumerate(body.characters):
             try:
-                names.append(find_character(library, ref).name)
+                names.append(library.find(ref).name)
             except NotFoundError:
                 raise FieldError(f"characters.{index}", f"no character {ref!r}") from None
         values["characters"] = names

@@ -17,10 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.problems import error_response
-from castbook.api.routes_characters import find_character
-from castbook.api.routes_render import reference_room, room_problem
-from castbook.api.routes_tasks import QUEUE_PATTERN, task_json
 from castbook.api.services import AppServices, Services
+from castbook.api.submission import QUEUE_PATTERN, reference_room, room_problem, task_json
 from castbook.errors import NotFoundError
 from castbook.jobs import Job
 from castbook.library import Character
@@ -93,7 +91,7 @@ def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
 
     def character(node_id: str, field: str, ref: str) -> Character | None:
         try:
-            found = find_character(library, ref)
+            found = library.find(ref)
         except NotFoundError:
             problems.append(GraphProblem(node_id, field, f"no character {ref!r}"))
             return None

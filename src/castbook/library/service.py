@@ -112,6 +112,13 @@ class CharacterLibrary:
         with self.database.session() as session:
             return _to_character(self._row(session, name))
 
+    def find(self, ref: str) -> Character:
+        """By id first, then by name (ignoring case): what users and clients pass around."""
+        try:
+            return self.get_by_id(ref)
+        except CharacterNotFoundError:
+            return self.get(ref)
+
     def get_by_id(self, character_id: str) -> Character:
         with self.database.session() as session:
             row = session.scalars(self._query().where(CharacterRow.id == character_id)).first()

@@ -252,7 +252,7 @@ class _Run:
     def run_node(self, parsed: ParsedNode) -> tuple[dict[str, Any], dict[str, Any]]:
         node = parsed.node
         if isinstance(node, CharacterNode):
-            character = _find(self.library, node.character)
+            character = self.library.find(node.character)
             if node.reference is not None and all(
                 image.sha256 != node.reference for image in character.images
             ):
@@ -391,15 +391,6 @@ class _Run:
             entry["best"] = index == top
         best = scores[top]["image"] if top is not None else None
         return {"scores": scores, "best": best}, {"scores": scores}
-
-
-def _find(library: CharacterLibrary, ref: str) -> Character:
-    from castbook.errors import CharacterNotFoundError
-
-    try:
-        return library.get_by_id(ref)
-    except CharacterNotFoundError:
-        return library.get(ref)
 
 
 def _character_print(character: Character) -> dict[str, Any]:
