@@ -11,11 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from castbook.api import ApiConfig, create_app
 from castbook.blobs import BlobStore
 from castbook.db import Database
+from castbook.jobs import JobStore, LocalExecutor
 from castbook.library import CharacterLibrary
+from castbook.settings import Settings
+from tests.support.api import Api, ApiFactory, write_presets
 from tests.support.postgres import (
     PostgresServer,
     PostgresUnavailable,
@@ -115,3 +120,131 @@ def model_hub(hub_repos: dict[str, dict[str, Path]]) -> Iterator[Any]:
         for repo_id, files in hub_repos.items():
             hub.add_repo(repo_id, files)
         yield hub
+
+
+# ---- the API: tiny models, a home with presets, in-process apps (tests/support/api.py) --------
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("diffusers")
+    from tests.support.tiny_diffusers import make_tiny_ip_adapter, make_tiny_sd15
+
+    root = tmp_path_factory.mktemp("api-models")
+    return {"sd15": make_tiny_sd15(root / "sd15"), "ip": make_tiny_ip_adapter(root / "ip")}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-empty"))
+    return home
+
+
+@pytest.fixture
+def make_api(home: Path) -> Iterator[ApiFactory]:
+    opened: list[TestClient] = []
+
+    def make(
+        database_url: str | None = None,
+        *,
+        handlers: dict[str, Any] | None = None,
+        workers: int = 1,
+        **config: Any,
+    ) -> Api:
+        settings = Settings.for_home(home, database_url)
+        executor = None
+        if handlers is not None:
+            executor = LocalExecutor(
+                JobStore(Database(settings.database_url)), handlers, workers=workers
+            )
+        api_config = ApiConfig(events_poll_seconds=0.02, job_workers=workers, **config)
+        app = create_app(settings, executor=executor, config=api_config)
+        client = TestClient(app)
+        client.__enter__()
+        opened.append(client)
+        return Api(client, app.state.services)
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def generating(home: Path, tiny_models: dict[str, Path]) -> Path:
+    """The test's CASTBOOK_HOME with the tiny presets."""
+    write_presets(home, tiny_models)
+    return home
+
+
+# ---- the CLI's generation tests (tests/test_cli_generate.py, test_cli_render_story.py) ----
+
+
+@pytest.fixture(scope="session")
+def cli_models(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The tiny SD 1.5 and IP-Adapter of the API tests, and a tiny AnimateDiff set."""
+    from tests.support.tiny_diffusers import make_tiny_animatediff
+
+    root = tmp_path_factory.mktemp("cli-models")
+    return {**tiny_models, "animatediff": make_tiny_animatediff(root / "animatediff")}
+
+
+@pytest.fixture
+def cli_home(
+    castbook_home: Path, cli_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """CASTBOOK_HOME for the CLI's generate/render/story tests: presets ``tiny`` (with an
+    IP-Adapter), ``tiny-plain`` and ``tiny-video`` (AnimateDiff), and Alice in the library."""
+    from tests.support.cli import castbook
+    from tests.support.drawings import ALICE, character, png_bytes
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT
+
+    models = cli_models
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(castbook_home / "hf-empty"))
+    castbook_home.mkdir(parents=True, exist_ok=True)
+    ad = models["animatediff"]
+    adapter = (
+        'ip_adapter_subfolder = ""\n'
+        f'ip_adapter_weight = "{IP_ADAPTER_WEIGHT}"\n'
+        'image_encoder_folder = "image_encoder"\n'
+    )
+    (castbook_home / "presets.toml").write_text(
+        f"""
+[presets.tiny]
+backend = "diffusers"
+model = "{models["sd15"]}"
+modes = ["t2i", "i2i"]
+defaults = {{ width = 256, height = 256, steps = 2 }}
+[presets.tiny.options]
+family = "sd15"
+ip_adapter = "{models["ip"]}"
+{adapter}
+[presets.tiny-plain]
+backend = "diffusers"
+model = "{models["sd15"]}"
+defaults = {{ width = 256, height = 256, steps = 2 }}
+options = {{ family = "sd15" }}
+
+[presets.tiny-video]
+backend = "diffusers"
+model = "{ad / "model"}"
+modes = ["i2v"]
+defaults = {{ width = 256, height = 256, steps = 2, num_frames = 4 }}
+[presets.tiny-video.options]
+family = "animatediff"
+motion_adapter = "{ad / "motion_adapter"}"
+ip_adapter = "{ad / "ip_adapter"}"
+{adapter}"""
+    )
+    alice = castbook_home.parent / "alice.png"
+    alice.write_bytes(png_bytes(character(**ALICE)))
+    code, _, err = castbook(
+        "character", "add", "--name", "Alice", "--image", str(alice), "--style", "long black hair"
+    )
+    assert code == 0, err
+    return castbook_home

@@ -11,186 +11,25 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from castbook.api import ApiConfig, create_app
-from castbook.api.services import Services
 from castbook.db import Database
-from castbook.jobs import Job, JobContext, JobOutput, JobStore, LocalExecutor
+from castbook.jobs import Job, JobContext, JobOutput
 from castbook.settings import Settings
 from tests.conftest import make_image_bytes
-from tests.test_evaluation import ALICE, character, png_bytes
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-# ---- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    pytest.importorskip("diffusers")
-    from tests.support.tiny_diffusers import make_tiny_ip_adapter, make_tiny_sd15
-
-    root = tmp_path_factory.mktemp("api-models")
-    return {"sd15": make_tiny_sd15(root / "sd15"), "ip": make_tiny_ip_adapter(root / "ip")}
-
-
-def write_presets(home: Path, models: dict[str, Path]) -> None:
-    """``tiny`` (IP-Adapter: takes a reference), ``tiny-plain`` (no references), ``tiny-slow``
-    (50 steps) and ``tiny-t2i`` (text-to-image only)."""
-    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT
-
-    home.mkdir(parents=True, exist_ok=True)
-    sd15 = models["sd15"]
-    (home / "presets.toml").write_text(
-        f"""
-[presets.tiny]
-backend = "diffusers"
-model = "{sd15}"
-defaults = {{ width = 256, height = 256, steps = 2 }}
-[presets.tiny.options]
-family = "sd15"
-ip_adapter = "{models["ip"]}"
-ip_adapter_subfolder = ""
-ip_adapter_weight = "{IP_ADAPTER_WEIGHT}"
-image_encoder_folder = "image_encoder"
-
-[presets.tiny-plain]
-backend = "diffusers"
-model = "{sd15}"
-defaults = {{ width = 256, height = 256, steps = 2 }}
-options = {{ family = "sd15" }}
-
-[presets.tiny-slow]
-backend = "diffusers"
-model = "{sd15}"
-defaults = {{ width = 256, height = 256, steps = 50 }}
-options = {{ family = "sd15" }}
-
-[presets.tiny-t2i]
-backend = "diffusers"
-model = "{sd15}"
-modes = ["t2i"]
-defaults = {{ width = 256, height = 256, steps = 2 }}
-options = {{ family = "sd15" }}
-"""
-    )
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-empty"))
-    return home
-
-
-@dataclass
-class Api:
-    client: TestClient
-    services: Services
-
-    def key(self, owner: str) -> dict[str, str]:
-        _, plain = self.services.keys.create(f"{owner}'s key", owner)
-        return {"Authorization": f"Bearer {plain}"}
-
-    def wait(self, task_id: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            task = self.client.get(f"/v1/tasks/{task_id}", headers=headers).json()
-            if task["status"] in TERMINAL or time.monotonic() > deadline:
-                return task
-            time.sleep(0.05)
-
-    def blobs(self) -> set[str]:
-        return set(self.services.blobs)
-
-    def job_count(self) -> int:
-        with self.services.database.session() as session:
-            from sqlalchemy import func, select
-
-            from castbook.db import JobRow
-
-            return session.scalar(select(func.count()).select_from(JobRow)) or 0
-
-
-ApiFactory = Callable[..., Api]
-
-
-@pytest.fixture
-def make_api(home: Path) -> Iterator[ApiFactory]:
-    opened: list[TestClient] = []
-
-    def make(
-        database_url: str | None = None,
-        *,
-        handlers: dict[str, Any] | None = None,
-        workers: int = 1,
-        **config: Any,
-    ) -> Api:
-        settings = Settings.for_home(home, database_url)
-        executor = None
-        if handlers is not None:
-            executor = LocalExecutor(
-                JobStore(Database(settings.database_url)), handlers, workers=workers
-            )
-        api_config = ApiConfig(events_poll_seconds=0.02, job_workers=workers, **config)
-        app = create_app(settings, executor=executor, config=api_config)
-        client = TestClient(app)
-        client.__enter__()
-        opened.append(client)
-        return Api(client, app.state.services)
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def generating(home: Path, tiny_models: dict[str, Path]) -> Path:
-    """The test's CASTBOOK_HOME with the tiny presets."""
-    write_presets(home, tiny_models)
-    return home
-
-
-def read_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.split("\n\n"):
-        lines = [line for line in block.splitlines() if not line.startswith((":", "retry:"))]
-        if not lines:
-            continue
-        name = next(line[7:] for line in lines if line.startswith("event: "))
-        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
-        events.append((name, json.loads(data)))
-    return events
-
-
-def alice_png() -> bytes:
-    return png_bytes(character(**ALICE))
-
-
-def add_character(api: Api, headers: dict[str, str], name: str = "Alice") -> dict[str, Any]:
-    made = api.client.post(
-        "/v1/characters", json={"name": name, "style_prompt": "long black hair"}, headers=headers
-    )
-    assert made.status_code == 201, made.text
-    uploaded = api.client.post(
-        f"/v1/characters/{made.json()['id']}/images",
-        files=[("image", ("alice.png", alice_png(), "image/png"))],
-        headers=headers,
-    )
-    assert uploaded.status_code == 201, uploaded.text
-    return uploaded.json()
-
+from tests.support.api import (
+    Api,
+    ApiFactory,
+    add_character,
+    alice_png,
+    read_events,
+)
+from tests.support.drawings import ALICE, character, png_bytes
 
 # ---- gated handlers: jobs whose pace the test controls ---------------------------------------
 

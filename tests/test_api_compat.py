@@ -16,15 +16,10 @@ import pytest
 from PIL import Image
 
 from castbook.api.compat import ImageToImageRequest
-from tests import test_api
 from tests.conftest import make_image_bytes
-from tests.test_api import ApiFactory, alice_png
+from tests.support.api import ApiFactory, alice_png
 
 # The API fixtures of test_api, shared by name.
-tiny_models = test_api.tiny_models
-home = test_api.home
-make_api = test_api.make_api
-generating = test_api.generating
 
 COMPAT_KEYS = {
     "time_required", "error", "error_data", "input", "output", "app_id", "task_id", "status",

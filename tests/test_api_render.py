@@ -20,15 +20,10 @@ from castbook.jobs import Job, JobContext, JobHandler, JobOutput
 from castbook.settings import Settings
 from castbook.tasks.generation import GenerationJobs
 from castbook.tasks.render import render_handlers
-from tests import test_api
-from tests.test_api import Api, ApiFactory, add_character
-from tests.test_evaluation import BOB, character, png_bytes
+from tests.support.api import Api, ApiFactory, add_character
+from tests.support.drawings import BOB, character, png_bytes
 
 # The API fixtures of test_api, shared by name.
-tiny_models = test_api.tiny_models
-home = test_api.home
-make_api = test_api.make_api
-generating = test_api.generating
 
 PROMPTS = ["at a cafe", "at the beach", "on a train"]
 STORY: dict[str, Any] = {

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,29 +18,8 @@ import pytest
 from castbook.db import Database
 from castbook.jobs import JobStatus, JobStore
 from castbook.settings import Settings
-from tests import test_api
-from tests.test_api import write_presets
-
-tiny_models = test_api.tiny_models  # the fixture, shared by name
-
-STARTUP_TIMEOUT = 60
-JOB_TIMEOUT = 90
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+from tests.support.api import write_presets
+from tests.support.server import start_server, stop, wait_for
 
 
 @pytest.fixture
@@ -57,48 +33,6 @@ def server_home(
     for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
         env.pop(name, None)
     yield home, env
-
-
-def start_server(env: dict[str, str], log: Path) -> Server:
-    port = free_port()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "castbook", "serve", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"castbook serve exited with {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(f"{server.base}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"castbook serve did not come up:\n{server.output()}")
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=10)
-
-
-def wait_for(http: httpx.Client, task_id: str, done: set[str], step: int = 0) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while True:
-        task = http.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in done and task["progress"]["step"] >= step:
-            return task
-        assert time.monotonic() < deadline, task
-        time.sleep(0.1)
 
 
 def test_a_killed_server_requeues_its_running_task_on_restart(

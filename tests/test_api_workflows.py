@@ -11,14 +11,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests import test_api
-from tests.test_api import ApiFactory, add_character
+from tests.support.api import ApiFactory, add_character
 
 # The API fixtures of test_api, shared by name.
-tiny_models = test_api.tiny_models
-home = test_api.home
-make_api = test_api.make_api
-generating = test_api.generating
 
 GRAPH: dict[str, Any] = {
     "nodes": {
@@ -231,7 +226,7 @@ def test_a_character_node_can_choose_which_reference_image_it_gives(
     api = make_api()
     alice = api.key("alice")
     character = add_character(api, alice)
-    from tests.test_api import alice_png
+    from tests.support.api import alice_png
 
     second = Image.open(io.BytesIO(alice_png())).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buffer = io.BytesIO()

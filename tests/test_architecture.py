@@ -85,3 +85,38 @@ def test_the_graph_is_read() -> None:
     edges = imports()
     assert {("api", "tasks"), ("tasks", "workflow"), ("workflow", "render")} <= set(edges)
     assert ("generation", "models") in edges and ("cli", "api") in edges
+
+
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in tests/conftest.py and tests/support/, never in a test module
+    (importing one re-registers its fixtures: a session fixture is then built once per
+    importing module)."""
+    tests = SRC.parents[1] / "tests"
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(name.split(".")[:2][-1].startswith("test_") for name in names if
+                   name.startswith("tests.")):  # fmt: skip
+                offenders.append(f"{path.relative_to(tests.parent)}:{node.lineno}")
+    assert not offenders, f"test modules imported from: {offenders}"
+
+
+def test_route_modules_do_not_import_each_other() -> None:
+    """Shared route helpers live in api/submission.py (and the other non-route modules);
+    only routes_v1 assembles the routers."""
+    api = SRC / "api"
+    crossing = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(api.glob("*.py"))
+        if path.name != "routes_v1.py"
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("castbook.api.routes_")
+    ]
+    assert not crossing, crossing

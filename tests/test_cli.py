@@ -6,19 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from castbook.cli.app import app
 from tests.conftest import make_image_bytes
-
-runner = CliRunner()
-
-
-def castbook(*args: str, input: str | None = None) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args), input=input)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+from tests.support.cli import castbook
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from castbook.library import CharacterLibrary
-from tests.test_cli import castbook
-from tests.test_evaluation import ALICE, BOB, character, png_bytes
+from tests.support.cli import castbook
+from tests.support.drawings import ALICE, BOB, character, png_bytes
 
 
 @pytest.fixture

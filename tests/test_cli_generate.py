@@ -8,77 +8,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_cli import castbook
-from tests.test_evaluation import ALICE, character, png_bytes
+from tests.support.cli import castbook
+from tests.support.drawings import ALICE, character, png_bytes
 
 pytest.importorskip("diffusers")
-from tests.support.tiny_diffusers import (
-    IP_ADAPTER_WEIGHT,
-    make_tiny_animatediff,
-    make_tiny_ip_adapter,
-    make_tiny_sd15,
-)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "sd15": make_tiny_sd15(root / "sd15"),
-        "ip": make_tiny_ip_adapter(root / "ip"),
-        "animatediff": make_tiny_animatediff(root / "animatediff"),
-    }
-
-
-@pytest.fixture
-def home(castbook_home: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(castbook_home / "hf-empty"))
-    castbook_home.mkdir(parents=True, exist_ok=True)
-    ad = models["animatediff"]
-    adapter = (
-        'ip_adapter_subfolder = ""\n'
-        f'ip_adapter_weight = "{IP_ADAPTER_WEIGHT}"\n'
-        'image_encoder_folder = "image_encoder"\n'
-    )
-    (castbook_home / "presets.toml").write_text(
-        f"""
-[presets.tiny]
-backend = "diffusers"
-model = "{models["sd15"]}"
-modes = ["t2i", "i2i"]
-defaults = {{ width = 256, height = 256, steps = 2 }}
-[presets.tiny.options]
-family = "sd15"
-ip_adapter = "{models["ip"]}"
-{adapter}
-[presets.tiny-plain]
-backend = "diffusers"
-model = "{models["sd15"]}"
-defaults = {{ width = 256, height = 256, steps = 2 }}
-options = {{ family = "sd15" }}
-
-[presets.tiny-video]
-backend = "diffusers"
-model = "{ad / "model"}"
-modes = ["i2v"]
-defaults = {{ width = 256, height = 256, steps = 2, num_frames = 4 }}
-[presets.tiny-video.options]
-family = "animatediff"
-motion_adapter = "{ad / "motion_adapter"}"
-ip_adapter = "{ad / "ip_adapter"}"
-{adapter}"""
-    )
-    alice = castbook_home.parent / "alice.png"
-    alice.write_bytes(png_bytes(character(**ALICE)))
-    code, _, err = castbook(
-        "character", "add", "--name", "Alice", "--image", str(alice), "--style", "long black hair"
-    )
-    assert code == 0, err
-    return castbook_home
-
-
-def test_generate_with_a_character(home: Path, tmp_path: Path) -> None:
+def test_generate_with_a_character(cli_home: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     code, stdout, err = castbook(
         "generate", "-c", "Alice", "-p", "at a cafe", "--preset", "tiny", "--batch", "2",
@@ -97,7 +33,7 @@ def test_generate_with_a_character(home: Path, tmp_path: Path) -> None:
     assert parameters["backend_references"] == 1
 
 
-def test_same_seed_same_picture_from_the_cli(home: Path, tmp_path: Path) -> None:
+def test_same_seed_same_picture_from_the_cli(cli_home: Path, tmp_path: Path) -> None:
     args = ["generate", "-c", "Alice", "-p", "x", "--preset", "tiny", "--seed", "9", "--json"]
     first = json.loads(castbook(*args, "-o", str(tmp_path / "a"))[1])
     second = json.loads(castbook(*args, "-o", str(tmp_path / "b"))[1])
@@ -108,7 +44,7 @@ def test_same_seed_same_picture_from_the_cli(home: Path, tmp_path: Path) -> None
         assert a.tobytes() == b.tobytes()
 
 
-def test_generate_image_to_image_and_video(home: Path, tmp_path: Path) -> None:
+def test_generate_image_to_image_and_video(cli_home: Path, tmp_path: Path) -> None:
     init = tmp_path / "init.png"
     init.write_bytes(png_bytes(character(**ALICE, seed=3)))
     code, stdout, err = castbook(
@@ -128,7 +64,7 @@ def test_generate_image_to_image_and_video(home: Path, tmp_path: Path) -> None:
         assert gif.n_frames == 4
 
 
-def test_progress_is_shown_per_step(home: Path, tmp_path: Path) -> None:
+def test_progress_is_shown_per_step(cli_home: Path, tmp_path: Path) -> None:
     code, stdout, _ = castbook(
         "generate", "-p", "a cat", "--preset", "tiny-plain", "-o", str(tmp_path / "o")
     )
@@ -148,7 +84,7 @@ def test_progress_is_shown_per_step(home: Path, tmp_path: Path) -> None:
     ],
 )
 def test_generate_errors_are_one_line(
-    home: Path, tmp_path: Path, args: list[str], message: str
+    cli_home: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
     code, _, err = castbook("generate", *args, "-o", str(tmp_path / "o"))
     assert code == 1

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_cli import castbook
+from tests.support.cli import castbook
 
 pytest.importorskip("diffusers")
-from tests.test_cli_generate import home, models  # noqa: F401 - shared fixtures
 
 
-def test_render_variants_with_the_gate(home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_render_variants_with_the_gate(cli_home: Path, tmp_path: Path) -> None:
     out = tmp_path / "render"
     code, stdout, err = castbook(
         "render", "-c", "Alice", "-p", "at a cafe", "-p", "at the beach", "-p", "on a train",
@@ -33,7 +32,7 @@ def test_render_variants_with_the_gate(home: Path, tmp_path: Path) -> None:  # n
         assert json.loads(png.text["castbook"])["prompt"] == "long black hair, at a cafe"
 
 
-def test_render_table_and_errors(home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_render_table_and_errors(cli_home: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# variants\nat a cafe\n\nat the beach\n")
     code, stdout, _ = castbook(
@@ -48,7 +47,7 @@ def test_render_table_and_errors(home: Path, tmp_path: Path) -> None:  # noqa: F
     assert code == 1 and "the limit is 8" in err
 
 
-def test_story_render_and_rerender_one_scene(home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_story_render_and_rerender_one_scene(cli_home: Path, tmp_path: Path) -> None:
     story = tmp_path / "cafe.yaml"
     story.write_text(
         "title: Cafe\ncharacters: [Alice]\npreset: tiny\ndefaults: {seed: 5}\nscenes:\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from castbook.errors import CastbookError, ImageError
 from castbook.evaluation import (
@@ -24,37 +24,7 @@ from castbook.evaluation import (
 )
 from castbook.evaluation.calibrate import fit_logistic, roc_auc, threshold_at_false_positive_rate
 from castbook.evaluation.scoring import Logistic, default_calibration
-
-
-def character(
-    hair: tuple[int, int, int],
-    shirt: tuple[int, int, int],
-    *,
-    seed: int = 0,
-    size: int = 256,
-    background: tuple[int, int, int] = (235, 230, 220),
-) -> Image.Image:
-    """A simple drawn character: background, hair, face, eyes, shirt; ``seed`` moves details."""
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    s = size / 256
-    jitter = rng.integers(-6, 7, size=4) * s
-    draw.rectangle((30 * s, 170 * s, 226 * s, 256 * s), fill=shirt)
-    draw.ellipse((35 * s + jitter[0], 10 * s, 221 * s + jitter[1], 200 * s), fill=hair)
-    draw.ellipse((98 * s, 80 * s + jitter[2], 158 * s, 160 * s), fill=(245, 214, 190))
-    for x in (110, 134):
-        draw.ellipse(
-            (x * s, 110 * s + jitter[3], (x + 10) * s, 120 * s + jitter[3]), fill=(40, 80, 190)
-        )
-    return image
-
-
-def png_bytes(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
+from tests.support.drawings import ALICE, BOB, character, png_bytes
 
 # ---- hashes --------------------------------------------------------------------------------
 
@@ -90,9 +60,6 @@ def test_hash_values_are_typed_and_round_trip() -> None:
 
 
 # ---- the score ------------------------------------------------------------------------------
-
-ALICE = dict(hair=(20, 20, 24), shirt=(245, 245, 245))
-BOB = dict(hair=(200, 90, 30), shirt=(40, 90, 160))
 
 
 @pytest.fixture(scope="module")

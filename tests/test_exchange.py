@@ -24,7 +24,7 @@ from castbook.library import (
     import_file,
 )
 from tests.conftest import make_image_bytes
-from tests.test_library import snapshot
+from tests.support.library_faults import snapshot
 
 
 def b64(data: bytes) -> str:
@@ -227,14 +227,14 @@ def test_missing_import_file(library: CharacterLibrary, tmp_path: Path) -> None:
 def test_a_failure_while_writing_an_import_leaves_the_library_as_before(
     populated: CharacterLibrary, empty_library: CharacterLibrary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_library import _Boom, _fail_commit
+    from tests.support.library_faults import Boom, fail_commit
 
     document = export_characters(populated, populated.list())
     empty_library.create({"name": "Keeper"}, [ImageInput(make_image_bytes((200, 10, 10)), "a.png")])
     before = snapshot(empty_library)
     with monkeypatch.context() as patch:
-        _fail_commit(patch)
-        with pytest.raises(_Boom):
+        fail_commit(patch)
+        with pytest.raises(Boom):
             import_document(empty_library, document)
     assert snapshot(empty_library) == before
 

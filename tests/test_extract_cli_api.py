@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from castbook.library import CharacterLibrary
+from tests.support.api import ApiFactory, alice_png
+from tests.support.cli import castbook
+from tests.support.drawings import ALICE, character, png_bytes
 from tests.support.fake_chat_server import GOOD_ANSWER, FakeChatServer
-from tests.test_api import ApiFactory, alice_png, home, make_api  # noqa: F401 - fixtures
-from tests.test_cli import castbook
-from tests.test_evaluation import ALICE, character, png_bytes
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_cli_extract_offline_says_what_it_could_not_fill(
     assert code == 1 and "no extraction provider 'nope'" in err
 
 
-def test_api_extract_and_save(make_api: ApiFactory, chat: FakeChatServer) -> None:  # noqa: F811
+def test_api_extract_and_save(make_api: ApiFactory, chat: FakeChatServer) -> None:
     api = make_api()
     headers = api.key("alice")
     files = {"image": ("alice.png", alice_png(), "image/png")}

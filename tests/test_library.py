@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
 from castbook.errors import (
     CharacterNotFoundError,
@@ -17,13 +16,7 @@ from castbook.errors import (
 )
 from castbook.library import CharacterLibrary, ImageInput
 from tests.conftest import make_image_bytes
-
-
-def snapshot(library: CharacterLibrary) -> tuple[object, ...]:
-    """Everything a user could observe of the stored library."""
-    characters = tuple(c.model_dump() for c in library.list())
-    blobs = tuple(sorted(library.blobs))
-    return characters, blobs
+from tests.support.library_faults import Boom, fail_commit, snapshot
 
 
 def red() -> ImageInput:
@@ -202,29 +195,15 @@ def test_delete_touches_nothing_else(library: CharacterLibrary) -> None:
     assert library.image_bytes(b_before.images[0]) == blue().data
 
 
-class _Boom(RuntimeError):
-    pass
-
-
-def _fail_commit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail right before the commit, after the blobs of the change were written."""
-
-    def commit(self: Session) -> None:
-        self.flush()
-        raise _Boom("disk full")
-
-    monkeypatch.setattr(Session, "commit", commit)
-
-
 def test_failed_create_leaves_everything_as_before(
     library: CharacterLibrary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     library.create({"name": "Existing"}, [red()])
     before = snapshot(library)
     with monkeypatch.context() as patch:
-        _fail_commit(patch)
+        fail_commit(patch)
         # red is shared with Existing and must survive; blue is new and must be removed.
-        with pytest.raises(_Boom):
+        with pytest.raises(Boom):
             library.create({"name": "New"}, [red(), blue()])
     assert snapshot(library) == before
 
@@ -235,12 +214,12 @@ def test_failed_edit_leaves_everything_as_before(
     library.create({"name": "A", "hair": "black"}, [red(), blue()])
     before = snapshot(library)
     with monkeypatch.context() as patch:
-        _fail_commit(patch)
-        with pytest.raises(_Boom):
+        fail_commit(patch)
+        with pytest.raises(Boom):
             library.update(
                 "A", {"hair": "red"}, add_images=[green()], remove_images=["1"], primary="2"
             )
-        with pytest.raises(_Boom):
+        with pytest.raises(Boom):
             library.update("A", replace_images=[green()])
     assert snapshot(library) == before
 
@@ -251,8 +230,8 @@ def test_failed_delete_leaves_everything_as_before(
     library.create({"name": "A"}, [red()])
     before = snapshot(library)
     with monkeypatch.context() as patch:
-        _fail_commit(patch)
-        with pytest.raises(_Boom):
+        fail_commit(patch)
+        with pytest.raises(Boom):
             library.delete("A")
     assert snapshot(library) == before
 

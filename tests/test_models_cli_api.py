@@ -318,7 +318,7 @@ def test_a_pull_task_survives_a_killed_server_and_fetches_only_the_rest(
 ) -> None:
     import httpx
 
-    from tests.test_api_server import start_server, stop
+    from tests.support.server import start_server, stop
 
     key = castbook(env, "keys", "create", "--name", "admin", "--admin", "--plain")
     assert key.returncode == 0, key.stderr

@@ -4,7 +4,7 @@ and a real run on the tiny SD 1.5 model with live progress and scored results.
 Same set-up as tests/test_web_ui.py (Debian's ``chromium`` driven by Playwright, skipped
 without it except under ``CI=true``, never a browser download, only 127.0.0.1 reachable),
 against one real ``castbook serve`` for the module whose home has the tiny presets
-(tests/test_api.py's ``write_presets``: ``tiny`` takes reference images).
+(tests/support/api.py's ``write_presets``: ``tiny`` takes reference images).
 """
 
 from __future__ import annotations
@@ -19,19 +19,18 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests import test_api
+from tests.support.api import write_presets
+from tests.support.server import Server
 from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
     chromium,
+    png_bytes,
     require_browser,
     screenshot,
     server_page,
 )
-from tests.test_api import write_presets
-from tests.test_api_server import Server
-from tests.test_web_ui import png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS_SCREENSHOT = ROOT / "docs" / "web-canvas.png"
@@ -41,9 +40,6 @@ RUN_TIMEOUT_MS = 90_000
 require_browser()
 
 from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
-
-tiny_models = test_api.tiny_models  # the session fixture, shared by name
-
 
 # ---- one server (with the tiny presets) and one browser for the module ----------------------
 

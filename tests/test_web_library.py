@@ -20,20 +20,21 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.support.drawings import character as drawn_character
+from tests.support.drawings import png_bytes as encode
 from tests.support.fake_chat_server import GOOD_ANSWER, ChatReply, FakeChatServer, answer_json
+from tests.support.server import Server
 from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
     chromium,
+    enter_key,
+    png_bytes,
     require_browser,
     screenshot,
     server_page,
 )
-from tests.test_api_server import Server
-from tests.test_evaluation import character as drawn_character
-from tests.test_evaluation import png_bytes as encode
-from tests.test_web_ui import enter_key, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 EDIT_SCREENSHOT = ROOT / "docs" / "web-edit.png"

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests.support.fake_hub import FakeHub
+from tests.support.server import Server
 from tests.support.web import (
     BLOB_URL,
     api_client,
@@ -35,7 +36,6 @@ from tests.support.web import (
     screenshot,
     server_page,
 )
-from tests.test_api_server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "web-models.png"

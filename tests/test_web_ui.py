@@ -7,24 +7,24 @@ except under ``CI=true`` where that is a failure. Never downloads a browser.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
+from tests.support.server import Server
 from tests.support.web import (
     BLOB_URL,
     castbook_server,
     chromium,
+    enter_key,
+    png_bytes,
     require_browser,
     screenshot,
     server_page,
 )
-from tests.test_api_server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "web-characters.png"
@@ -32,16 +32,6 @@ SCREENSHOT = ROOT / "docs" / "web-characters.png"
 require_browser()
 
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
-
-
-def png_bytes(color: tuple[int, int, int] = (200, 60, 40)) -> bytes:
-    image = Image.new("RGB", (96, 128), color)
-    for x in range(30, 66):
-        for y in range(30, 70):
-            image.putpixel((x, y), (250, 220, 180))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +50,6 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, served: tuple[Server, str]) -> Iterator[Page]:
     with server_page(browser, served[0], viewport=(1100, 640)) as page:
         yield page
-
-
-def enter_key(page: Page, key: str) -> None:
-    page.goto("/")
-    expect(page.locator("#key-dialog")).to_be_visible()
-    page.fill("#api-key", key)
-    page.click("#save-key")
-    expect(page.locator("#key-dialog")).to_be_hidden()
 
 
 def create_character(page: Page, name: str, tags: str, image: bytes | None = None) -> None:

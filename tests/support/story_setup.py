@@ -7,7 +7,7 @@ from pathlib import Path
 from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.library import CharacterLibrary, ImageInput
-from tests.test_evaluation import ALICE, BOB, character, png_bytes
+from tests.support.drawings import ALICE, BOB, character, png_bytes
 
 
 def library_with_alice_and_bob(root: Path) -> CharacterLibrary:

@@ -9,6 +9,7 @@ where that is a failure.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from PIL import Image
 
-from tests.test_api_server import Server, start_server, stop
+from tests.support.server import Server, start_server, stop
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -137,3 +139,25 @@ def screenshot(page: Page, target: Path, tmp_path: Path, **options: Any) -> None
     an ordinary test run leaves the committed files alone (it writes into tmp_path)."""
     update = os.environ.get("CASTBOOK_UPDATE_SCREENSHOTS") == "1" or not target.exists()
     page.screenshot(path=str(target if update else tmp_path / target.name), **options)
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 60, 40)) -> bytes:
+    """A small portrait-shaped PNG: a coloured card with a face-coloured block."""
+    image = Image.new("RGB", (96, 128), color)
+    for x in range(30, 66):
+        for y in range(30, 70):
+            image.putpixel((x, y), (250, 220, 180))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def enter_key(page: Page, key: str) -> None:
+    """Type ``key`` into the page's key dialog, as a user does on a first visit."""
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    expect(page.locator("#key-dialog")).to_be_visible()
+    page.fill("#api-key", key)
+    page.click("#save-key")
+    expect(page.locator("#key-dialog")).to_be_hidden()
