@@ -1,32 +1,17 @@
-"""What the HTTP server itself can be told, on top of :class:`castbook.settings.Settings`.
-
-``CASTBOOK_API_MAX_BODY_MB``      request body limit in MB (default 40); larger bodies get 413
-``CASTBOOK_API_WAIT_SECONDS``     how long ``POST /getImagetoImage`` with ``celery: false``
-                                  waits for its result before answering with the task's
-                                  current state (default 600)
-``CASTBOOK_ALLOW_PRIVATE_URLS``   ``1`` lets ``image`` URLs point at loopback and private
-                                  addresses (a self-hosted setup on its own network); off by
-                                  default, so URLs cannot reach into the server's network
-``CASTBOOK_FETCH_ALLOWED_HOSTS``  comma-separated host names exempt from that check
-``CASTBOOK_EXECUTOR``             ``local`` (job threads inside the server, the default) or
-                                  ``celery`` (``castbook worker`` processes through Redis)
-``CASTBOOK_MAX_VARIANTS``         the most prompt variants one batch render may have
-                                  (default 8); a request's ``max_variants`` can only lower it
-"""
+"""What the HTTP server works with: taken from :class:`castbook.settings.Settings` (which
+reads and checks every ``CASTBOOK_*`` variable, see ``castbook.settings.SETTINGS``), plus
+what only tests and embedders set (event-stream pacing, the stop grace, job threads)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from castbook.errors import FieldError
+from castbook.settings import Settings
 
 __all__ = ["ApiConfig"]
 
 _MB = 1024 * 1024
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -51,41 +36,18 @@ class ApiConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        if raw := env.get("CASTBOOK_API_MAX_BODY_MB", "").strip():
-            values["max_body_bytes"] = int(_positive("CASTBOOK_API_MAX_BODY_MB", raw) * _MB)
-        if raw := env.get("CASTBOOK_API_WAIT_SECONDS", "").strip():
-            values["wait_seconds"] = _positive("CASTBOOK_API_WAIT_SECONDS", raw)
-        raw = env.get("CASTBOOK_ALLOW_PRIVATE_URLS", "").strip().lower()
-        if raw not in _TRUE | _FALSE:
-            raise FieldError("CASTBOOK_ALLOW_PRIVATE_URLS", f"must be 1 or 0, got {raw!r}")
-        values["allow_private_urls"] = raw in _TRUE
-        hosts = env.get("CASTBOOK_FETCH_ALLOWED_HOSTS", "")
-        values["allowed_hosts"] = frozenset(h.strip() for h in hosts.split(",") if h.strip())
-        if raw := env.get("CASTBOOK_EXECUTOR", "").strip().lower():
-            values["executor"] = raw
-        if raw := env.get("CASTBOOK_MAX_VARIANTS", "").strip():
-            values["max_variants"] = _whole("CASTBOOK_MAX_VARIANTS", raw)
+        """From :class:`castbook.settings.Settings` (which reads and checks the variables)."""
+        return cls.from_settings(Settings.from_env(environ), **overrides)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> ApiConfig:
+        values: dict[str, object] = {
+            "max_body_bytes": int(settings.api_max_body_mb * _MB),
+            "wait_seconds": settings.api_wait_seconds,
+            "allow_private_urls": settings.allow_private_urls,
+            "allowed_hosts": settings.fetch_allowed_hosts,
+            "executor": settings.executor,
+            "max_variants": settings.max_variants,
+        }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
-
-
-def _whole(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FieldError(name, f"must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise FieldError(name, f"must be at least 1, got {raw!r}")
-    return value
-
-
-def _positive(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise FieldError(name, f"must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise FieldError(name, f"must be positive, got {raw!r}")
-    return value

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from castbook.errors import InvalidInputError, MissingDependencyError
+from castbook.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -380,8 +381,7 @@ def load_learned_embedder(
 
 def configured_embedder(environ: Mapping[str, str] | None = None) -> LearnedEmbedder | None:
     """The embedder named by ``CASTBOOK_EVAL_EMBEDDING_MODEL``; ``None`` when it is unset."""
-    env = os.environ if environ is None else environ
-    model_dir = (env.get(EMBEDDING_MODEL_ENV) or "").strip()
+    model_dir = Settings.from_env(environ).eval_embedding_model
     if not model_dir:
         return None
     return load_learned_embedder(model_dir)

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from castbook.errors import FieldError
+from castbook.settings import Settings
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -198,11 +199,11 @@ def load_providers(
 
     Nothing configured gives ``[]``. A malformed file raises :class:`FieldError`.
     """
-    env = os.environ if environ is None else environ
+    settings = Settings.from_env(environ)
     providers: list[ProviderConfig] = []
-    base_url = (env.get(ENV_BASE_URL) or "").strip()
-    model = (env.get(ENV_MODEL) or "").strip()
-    api_key = (env.get(ENV_API_KEY) or "").strip()
+    base_url = settings.extract_base_url or ""
+    model = settings.extract_model or ""
+    api_key = settings.extract_api_key or ""
     if base_url or model or api_key:
         keys = (ProviderKey(ENV_PROVIDER, api_key, "paid", name=ENV_API_KEY),) if api_key else ()
         providers.append(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from pydantic import ValidationError
 from castbook.errors import BackendError, FieldError, UnsupportedImageError
 from castbook.extract.keys import KeyRing, ProviderConfig, ProviderKey
 from castbook.extract.schema import EXTRACTION_JSON_SCHEMA, UNKNOWN, Extraction
+from castbook.settings import Settings
 
 __all__ = ["SYSTEM_PROMPT", "USER_PROMPT", "extract_with_vlm", "unfilled_fields"]
 
@@ -88,12 +88,8 @@ def extract_with_vlm(
     ``timeout`` is per request, default ``$CASTBOOK_EXTRACT_TIMEOUT`` or 60 s;
     ``cool_down`` is how long a rate-limited key is skipped.
     """
-    env = os.environ if environ is None else environ
     if timeout is None:
-        try:
-            timeout = float(env.get(ENV_TIMEOUT) or 60)
-        except ValueError:
-            raise FieldError(ENV_TIMEOUT, "must be a number of seconds") from None
+        timeout = Settings.from_env(environ).extract_timeout
     if timeout <= 0:
         raise FieldError("timeout", f"must be positive, got {timeout!r}")
     if ring is None:

@@ -56,7 +56,7 @@ from castbook.db import Database, JobRow
 from castbook.errors import FieldError, MissingDependencyError, NotFoundError, StorageError
 from castbook.jobs.executor import JobHandler, run_job
 from castbook.jobs.store import Job, JobStatus, JobStore
-from castbook.settings import Settings
+from castbook.settings import DEFAULT_REDIS_URL, Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -80,26 +80,12 @@ __all__ = [
 
 log = logging.getLogger("castbook.jobs.celery")
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TASK_NAME = "castbook.run_job"
 # The queues the HTTP API's inference_type names; any other queue name works too.
 QUEUES = ("default", "a10g", "a100", "h100")
 
 # Builds the handlers a worker process keeps for its lifetime (models stay loaded).
 HandlersFactory = Callable[[Settings, Database, "BlobStore"], Mapping[str, JobHandler]]
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise FieldError(name, f"must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise FieldError(name, f"must be positive, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -115,12 +101,13 @@ class CeleryConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CeleryConfig:
-        env = os.environ if environ is None else environ
-        lease = _env_number(env, "CASTBOOK_JOB_LEASE", 120.0)
+        """From :class:`castbook.settings.Settings` (which reads and checks the variables)."""
+        settings = Settings.from_env(environ)
+        lease = settings.job_lease
         return cls(
-            broker_url=env.get("CASTBOOK_REDIS_URL") or DEFAULT_REDIS_URL,
-            visibility_timeout=_env_number(env, "CASTBOOK_CELERY_VISIBILITY_TIMEOUT", 3600.0),
-            max_attempts=int(_env_number(env, "CASTBOOK_JOB_MAX_ATTEMPTS", 2)),
+            broker_url=settings.redis_url,
+            visibility_timeout=settings.celery_visibility_timeout,
+            max_attempts=settings.job_max_attempts,
             heartbeat=min(10.0, lease / 4),
             lease=lease,
             sweep_interval=max(1.0, lease / 2),
