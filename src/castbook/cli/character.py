@@ -14,6 +14,7 @@ from castbook.cli.library_access import open_library
 from castbook.errors import InvalidInputError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
 from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
+from castbook.library.models import PHYSICAL_TRAITS
 from castbook.library.transfer import format_timestamp, write_json_atomically
 from castbook.settings import Settings
 
@@ -57,11 +58,7 @@ _OPTION_FIELDS = {
     "style": "style_prompt",
     "negative": "negative_prompt",
     "description": "description",
-    "hair": "hair",
-    "eyes": "eyes",
-    "face": "face",
-    "body": "body",
-    "skin": "skin",
+    **{trait: trait for trait in PHYSICAL_TRAITS},
     "clothing": "clothing",
     "accessory": "accessories",
     "feature": "distinctive_features",
@@ -158,11 +155,7 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
         ("style prompt", character.style_prompt),
         ("negative prompt", character.negative_prompt),
         ("description", character.description),
-        ("hair", character.physical.hair),
-        ("eyes", character.physical.eyes),
-        ("face", character.physical.face),
-        ("body", character.physical.body),
-        ("skin", character.physical.skin),
+        *((trait, getattr(character.physical, trait)) for trait in PHYSICAL_TRAITS),
         ("clothing", character.clothing),
         ("accessories", ", ".join(character.accessories)),
         ("distinctive features", ", ".join(character.distinctive_features)),
@@ -370,11 +363,7 @@ def extract(
     rows = [
         ("style prompt", extraction.style_prompt),
         ("description", extraction.description),
-        ("hair", extraction.physical.hair),
-        ("eyes", extraction.physical.eyes),
-        ("face", extraction.physical.face),
-        ("body", extraction.physical.body),
-        ("skin", extraction.physical.skin),
+        *((trait, getattr(extraction.physical, trait)) for trait in PHYSICAL_TRAITS),
         ("clothing", extraction.clothing),
         ("accessories", ", ".join(extraction.accessories)),
         ("distinctive features", ", ".join(extraction.distinctive_features)),

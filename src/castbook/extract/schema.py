@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from castbook.library.models import PHYSICAL_TRAITS
+
 __all__ = ["EXTRACTION_JSON_SCHEMA", "UNKNOWN", "Extraction", "PhysicalGuess"]
 
 UNKNOWN = "unknown"
@@ -52,11 +54,7 @@ class Extraction(BaseModel):
             "name": name,
             "style_prompt": self.style_prompt,
             "description": known(self.description),
-            "hair": known(self.physical.hair),
-            "eyes": known(self.physical.eyes),
-            "face": known(self.physical.face),
-            "body": known(self.physical.body),
-            "skin": known(self.physical.skin),
+            **{trait: known(getattr(self.physical, trait)) for trait in PHYSICAL_TRAITS},
             "clothing": known(self.clothing),
             "accessories": list(self.accessories),
             "distinctive_features": list(self.distinctive_features),
@@ -80,10 +78,8 @@ EXTRACTION_JSON_SCHEMA: dict[str, Any] = {
         "physical": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["hair", "eyes", "face", "body", "skin"],
-            "properties": {
-                key: {"type": "string"} for key in ("hair", "eyes", "face", "body", "skin")
-            },
+            "required": list(PHYSICAL_TRAITS),
+            "properties": {key: {"type": "string"} for key in PHYSICAL_TRAITS},
         },
         "clothing": {"type": "string"},
         "accessories": {"type": "array", "items": {"type": "string"}},

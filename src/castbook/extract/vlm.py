@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from castbook.errors import BackendError, FieldError, UnsupportedImageError
 from castbook.extract.keys import KeyRing, ProviderConfig, ProviderKey
 from castbook.extract.schema import EXTRACTION_JSON_SCHEMA, UNKNOWN, Extraction
+from castbook.library.models import PHYSICAL_TRAITS
 from castbook.settings import Settings
 
 __all__ = ["SYSTEM_PROMPT", "USER_PROMPT", "extract_with_vlm", "unfilled_fields"]
@@ -188,7 +189,7 @@ def _extraction(answer: str, provider: ProviderConfig) -> Extraction:
     for name in ("description", "clothing"):
         if _is_unknown(getattr(extraction, name)):
             setattr(extraction, name, UNKNOWN)
-    for name in ("hair", "eyes", "face", "body", "skin"):
+    for name in PHYSICAL_TRAITS:
         if _is_unknown(getattr(extraction.physical, name)):
             setattr(extraction.physical, name, UNKNOWN)
     extraction.accessories = [a.strip() for a in extraction.accessories if not _is_unknown(a)]

@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from castbook.library.models import CharacterFields, normalize_name
+from castbook.library.models import PHYSICAL_TRAITS, CharacterFields, normalize_name
 
 __all__ = [
     "InjectedPrompt",
@@ -58,7 +58,7 @@ _TRAIT_NOUNS: dict[str, tuple[str, re.Pattern[str]]] = {
     "eyes": ("eyes", re.compile(r"\beye", re.IGNORECASE)),
     "skin": ("skin", re.compile(r"\bskin", re.IGNORECASE)),
 }
-_PHYSICAL_ORDER = ("hair", "eyes", "face", "body", "skin")
+_PHYSICAL_ORDER = PHYSICAL_TRAITS
 
 # Scripts written without spaces between words: inside them every character is its own
 # word boundary, so "黑色长发" is found inside "黑色长发的女孩".
