@@ -27,6 +27,7 @@ from castbook.generation import parse_request
 from castbook.jobs import Job, JobStatus, JobStore
 from castbook.settings import Settings
 from castbook.tasks import generation_job_input, handlers
+from tests.support.executor_contract import ExecutorContract, contract_presets
 from tests.support.redis_server import (
     RedisServer,
     RedisUnavailable,
@@ -188,10 +189,7 @@ class Cluster:
     def __init__(self, home: Path, database_url: str, redis_url: str, model: Path) -> None:
         self.home = home
         home.mkdir(parents=True)
-        (home / "presets.toml").write_text(
-            f'[presets.tiny]\nbackend = "diffusers"\nmodel = "{model}"\n'
-            'defaults = { width = 256, height = 256, steps = 2 }\noptions = { family = "sd15" }\n'
-        )
+        (home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
         self.settings = Settings.for_home(home, database_url)
         self.database = Database(self.settings.database_url)
         self.store = JobStore(self.database)
@@ -367,3 +365,50 @@ def test_a_pool_process_killed_mid_job_is_redelivered_at_once(
     assert done.attempts == 2 and len(done.outputs) == 2
     assert done.worker is not None and done.worker != running.worker
     assert main.poll() is None
+
+
+# ---- the executor contract: Celery workers ------------------------------------------------------
+
+
+class CeleryHarness:
+    """One ``castbook worker`` on the ``default`` queue of a cluster, shared by the contract's
+    tests (a worker process takes seconds to start)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.store = cluster.store
+
+    def create(self, kind: str, input: dict) -> Job:
+        return self.store.create(kind=kind, input=input, queue="default")
+
+    def hand_over(self, job: Job) -> None:
+        self.cluster.executor.submit(job)
+
+    def submit(self, kind: str, input: dict) -> Job:
+        job = self.create(kind, input)
+        self.hand_over(job)
+        return job
+
+    def start(self) -> None:
+        if not self.cluster.workers:
+            self.cluster.worker("default")
+
+    def wait(self, job_id: str) -> Job:
+        return self.cluster.wait_for(job_id, _finished, WORKER_START_S)
+
+
+@pytest.fixture(scope="module")
+def contract_cluster(
+    redis_server: RedisServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("contract")
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    cluster = Cluster(root / "home", f"sqlite:///{root / 'castbook.db'}", url, tiny_model)
+    yield cluster
+    cluster.close()
+
+
+class TestCeleryExecutor(ExecutorContract):
+    @pytest.fixture
+    def harness(self, contract_cluster: Cluster) -> CeleryHarness:
+        return CeleryHarness(contract_cluster)
