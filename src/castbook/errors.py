@@ -19,8 +19,9 @@ wrong and what to do about it, fit to print as-is in a CLI or an API answer.
     │   └── DuplicateNameError
     ├── StorageError                 the database or blob store failed underneath us
     ├── MissingDependencyError       an optional extra is not installed (names the extra)
-    ├── ModelDownloadError           the model hub refused or could not be reached, or a
-    │                                downloaded file does not match what the hub reported
+    ├── ModelDownloadError           the model hub refused, or a downloaded file does not
+    │   │                            match what the hub reported
+    │   └── HubUnreachableError      the model hub could not be reached at all
     └── GenerationError              a generation did not produce its images
         ├── GenerationCancelled      the user (or a job) cancelled it between steps
         ├── ModelNotAvailableError   a preset's model is not on this machine and cannot be fetched
@@ -39,6 +40,7 @@ __all__ = [
     "FieldError",
     "GenerationCancelled",
     "GenerationError",
+    "HubUnreachableError",
     "ImageError",
     "ImageTooLargeError",
     "ImportFormatError",
@@ -131,6 +133,10 @@ class MissingDependencyError(CastbookError, ImportError):
 class ModelDownloadError(CastbookError):
     """A model download failed: the hub refused (gated, not found), could not be reached,
     or a file did not match the size or hash the hub reported."""
+
+
+class HubUnreachableError(ModelDownloadError):
+    """The model hub (``HF_ENDPOINT``) could not be reached: no network, or a wrong address."""
 
 
 class GenerationError(CastbookError):

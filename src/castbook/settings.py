@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,3 @@ class Settings:
             database_url=database_url or f"sqlite:///{home / 'castbook.db'}",
             blob_dir=home / "blobs",
         )
-
-    def with_changes(self, **changes: Any) -> Settings:
-        return replace(self, **changes)

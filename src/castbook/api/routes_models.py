@@ -16,7 +16,7 @@ from castbook.api.auth import AdminOwner
 from castbook.api.services import AppServices
 from castbook.api.submission import task_json
 from castbook.errors import FieldError
-from castbook.models import SizeBook, models_of, remove_preset
+from castbook.models import SizeBook, models_of, preset_parts, remove_preset
 from castbook.tasks import MODEL_PULL, model_pull_job_input
 
 __all__ = ["router"]
@@ -58,12 +58,12 @@ def pull_models(
     body: PullRequest | None = None,
 ) -> dict[str, Any]:
     preset = services.presets().get(preset_id)
-    report = models_of(preset)
-    if not report.parts:
+    parts = preset_parts(preset)
+    if not parts:
         raise FieldError(
             "preset", f"preset {preset.id!r} runs on the {preset.backend} backend: nothing to pull"
         )
-    if not any(p.part.is_hub for p in report.parts):
+    if not any(part.is_hub for part in parts):
         raise FieldError(
             "preset", f"preset {preset.id!r} loads local folders only: nothing to pull"
         )

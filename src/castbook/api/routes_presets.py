@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from castbook.api.services import AppServices
 from castbook.errors import NotFoundError
 from castbook.generation import Mode
-from castbook.models import SizeBook, models_of
+from castbook.models import PresetModels, SizeBook, models_of
 
 __all__ = ["router"]
 
@@ -41,24 +41,21 @@ def list_presets(services: AppServices) -> list[dict[str, Any]]:
             "defaults": preset.defaults,
             "default_for": defaults.get(preset.id, []),
             "source": preset.source,
-            "models": _models(models_of(preset, sizes).to_json()),
+            "models": _models(models_of(preset, sizes)),
         }
         for preset in catalog
     ]
 
 
-def _models(report: dict[str, Any]) -> dict[str, Any]:
+def _models(models: PresetModels) -> dict[str, Any]:
     """What a picker shows: the state and sizes, and which parts are missing (not paths)."""
     return {
-        "state": report["state"],
-        "runnable": report["runnable"],
-        "size_on_disk": report["size_on_disk"],
-        "download_size": report["download_size"],
-        "missing_size": report["missing_size"],
-        "size_estimated": report["size_estimated"],
-        "pullable": report["pull"] is not None,
-        "missing": [p["role"] for p in report["parts"] if p["state"] not in _READY],
+        "state": models.state,
+        "runnable": models.runnable,
+        "size_on_disk": models.size_on_disk,
+        "download_size": models.download_size,
+        "missing_size": models.missing_size,
+        "size_estimated": models.estimated,
+        "pullable": models.pullable,
+        "missing": [status.part.role for status in models.parts if not status.ready],
     }
-
-
-_READY = ("installed", "local folder")

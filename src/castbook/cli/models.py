@@ -55,7 +55,7 @@ def _ask_hub_for_sizes(presets: list[Any], sizes: Any) -> str | None:
     could not be reached), or None."""
     import os
 
-    from castbook.errors import ModelDownloadError
+    from castbook.errors import HubUnreachableError, ModelDownloadError
     from castbook.models import plan_pull, preset_parts
 
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
@@ -66,9 +66,9 @@ def _ask_hub_for_sizes(presets: list[Any], sizes: Any) -> str | None:
             continue
         try:
             sizes.record(plan_pull(preset.id, parts, preset.options, timeout=5.0))
-        except ModelDownloadError as exc:
-            if "cannot reach" in str(exc):
-                return str(exc)
+        except HubUnreachableError as exc:
+            return str(exc)
+        except ModelDownloadError:
             continue  # gated or missing repositories: their error shows on pull
     return None
 

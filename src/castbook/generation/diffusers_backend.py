@@ -91,7 +91,7 @@ from castbook.generation.presets import Preset
 from castbook.generation.request import Mode
 from castbook.models.cache import hub_cache_dir
 from castbook.models.doctor import detect_device, load_plan
-from castbook.models.status import SizeBook, require_installed
+from castbook.models.status import require_installed
 
 __all__ = ["DiffusersBackend", "PipelineCache"]
 
@@ -135,13 +135,11 @@ class DiffusersBackend:
         device: str | None = None,
         dtype: str | None = None,
         cache: PipelineCache | None = None,
-        sizes: SizeBook | None = None,
     ) -> None:
         for module in ("torch", "diffusers", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError("local generation", "diffusers", module)
         self.preset = preset
-        self.sizes = sizes  # download sizes for the missing-model error, when known
         self.cache = cache if cache is not None else PipelineCache()
         self._device = device
         self._dtype = _dtype_name(dtype, "dtype") if dtype is not None else None
@@ -265,7 +263,7 @@ class DiffusersBackend:
         preset = self.preset
         if options is not None and options != preset.options:
             preset = dataclasses.replace(preset, options=options)
-        require_installed(preset, self.sizes)
+        require_installed(preset)
 
     # ------------------------------------------------------------------ images
 

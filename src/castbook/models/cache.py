@@ -20,11 +20,10 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from castbook.models.parts import ModelPart, PresetLike, preset_parts
+from castbook.models.parts import ModelPart
 
 __all__ = [
     "PartState",
@@ -32,12 +31,10 @@ __all__ = [
     "cached_files",
     "hub_cache_dir",
     "part_status",
-    "preset_status",
     "remove_files",
     "repo_folder",
     "snapshot_folder",
     "summarise",
-    "unmatched",
 ]
 
 
@@ -114,39 +111,20 @@ def snapshot_folder(cache: Path, repo_id: str, revision: str) -> Path | None:
     return snapshot if snapshot.is_dir() else None
 
 
+def _files_in(snapshot: Path, part: ModelPart) -> dict[str, Path]:
+    # is_file follows the link: a dangling link is not a file
+    return {
+        name: path
+        for path in snapshot.rglob("*")
+        if part.matches(name := path.relative_to(snapshot).as_posix()) and path.is_file()
+    }
+
+
 def cached_files(cache: Path, part: ModelPart) -> dict[str, Path]:
     """The part's files (required and optional) that are complete in the cache → their
     content."""
     snapshot = snapshot_folder(cache, part.location, part.revision)
-    if snapshot is None:
-        return {}
-    found: dict[str, Path] = {}
-    patterns = part.files + part.optional
-    for path in snapshot.rglob("*"):
-        name = path.relative_to(snapshot).as_posix()
-        # is_file follows the link: a dangling link is not a file
-        if any(fnmatch(name, p) for p in patterns) and path.is_file():
-            found[name] = path
-    return found
-
-
-def _unreferenced_files(cache: Path, part: ModelPart) -> dict[str, Path]:
-    snapshots = repo_folder(cache, part.location) / "snapshots"
-    if not snapshots.is_dir():
-        return {}
-    patterns = part.files + part.optional
-    return {
-        path.relative_to(folder).as_posix(): path
-        for folder in snapshots.iterdir()
-        for path in folder.rglob("*")
-        if path.is_file() and any(fnmatch(path.relative_to(folder).as_posix(), p) for p in patterns)
-    }
-
-
-def unmatched(part: ModelPart, names: Iterable[str]) -> tuple[str, ...]:
-    """The part's required patterns that none of ``names`` matches."""
-    names = list(names)
-    return tuple(p for p in part.files if not any(fnmatch(n, p) for n in names))
+    return _files_in(snapshot, part) if snapshot is not None else {}
 
 
 def _downloading(cache: Path, repo_id: str) -> bool:
@@ -169,16 +147,20 @@ def part_status(part: ModelPart, options: Mapping[str, Any] | None = None) -> Pa
             note=f"{part.location!r} {why}; set {part.setting} to a folder or a hub id",
         )
     cache = hub_cache_dir(options)
-    found = cached_files(cache, part)
-    missing = unmatched(part, found)
-    if not found and snapshot_folder(cache, part.location, part.revision) is None:
+    snapshot = snapshot_folder(cache, part.location, part.revision)
+    if snapshot is not None:
+        found = _files_in(snapshot, part)
+        missing = part.unmatched(found)
+    else:
         # A pull writes the branch's ref last: files it got before it was stopped sit in
         # a snapshot no ref names yet. They make the part partial, never installed.
-        found = _unreferenced_files(cache, part)
-        missing = unmatched(part, found) or ("(the download did not finish)",)
+        snapshots = repo_folder(cache, part.location) / "snapshots"
+        found = {}
+        for folder in snapshots.iterdir() if snapshots.is_dir() else ():
+            found.update(_files_in(folder, part))
+        missing = part.unmatched(found) or ("(the download did not finish)",)
     downloading = _downloading(cache, part.location)
     size = sum(path.stat().st_size for path in found.values())
-    snapshot = snapshot_folder(cache, part.location, part.revision)
     if not missing:
         state = PartState.INSTALLED
     elif found or downloading:
@@ -193,10 +175,6 @@ def part_status(part: ModelPart, options: Mapping[str, Any] | None = None) -> Pa
         missing_files=missing,
         downloading=downloading and bool(missing),
     )
-
-
-def preset_status(preset: PresetLike) -> list[PartStatus]:
-    return [part_status(part, preset.options) for part in preset_parts(preset)]
 
 
 def summarise(statuses: Iterable[PartStatus]) -> str:

@@ -7,6 +7,7 @@ left, and how each local preset would be loaded here (dtype, CPU offload).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import shutil
@@ -36,8 +37,10 @@ class Device:
         return {"kind": self.kind, "name": self.name, "memory_gb": self.memory_gb}
 
 
+@functools.cache
 def detect_device() -> Device | None:
-    """The device generation would use, or None when torch is not installed."""
+    """The device generation would use, or None when torch is not installed (asked once per
+    process: every generation's load plan reads it)."""
     if importlib.util.find_spec("torch") is None:
         return None
     import torch

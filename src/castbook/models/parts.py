@@ -27,13 +27,13 @@ Nothing here touches the network or imports torch.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
-    "DIFFUSERS_FAMILIES",
     "ModelPart",
     "PresetLike",
     "image_encoder_path",
@@ -90,9 +90,6 @@ def _pipeline_files(family: str, variant: str) -> tuple[str, ...]:
 _OPTIONAL = {"sd15": ("feature_extractor/*.json",), "animatediff": ("feature_extractor/*.json",)}
 
 
-DIFFUSERS_FAMILIES = ("sd15", "sdxl", "animatediff", "svd")
-
-
 def is_hub_id(location: str) -> bool:
     """``org/name`` (or ``name``) that is not a path on this machine."""
     if location.startswith((".", "~", "/")) or Path(location).expanduser().exists():
@@ -126,6 +123,15 @@ class ModelPart:
     @property
     def label(self) -> str:
         return self.role.replace("_", " ")
+
+    def matches(self, name: str) -> bool:
+        """Whether the file ``name`` (a repository path) is one this part loads."""
+        return any(fnmatch(name, pattern) for pattern in self.files + self.optional)
+
+    def unmatched(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The required patterns that none of ``names`` matches."""
+        names = list(names)
+        return tuple(p for p in self.files if not any(fnmatch(n, p) for n in names))
 
 
 def image_encoder_path(options: Mapping[str, Any]) -> str:

@@ -27,7 +27,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from castbook.errors import CastbookError, MissingDependencyError, ModelDownloadError
+from castbook.errors import (
+    CastbookError,
+    HubUnreachableError,
+    MissingDependencyError,
+    ModelDownloadError,
+)
 from castbook.models.cache import hub_cache_dir, repo_folder
 from castbook.models.parts import ModelPart
 
@@ -161,7 +166,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str) -> CastbookError:
         status = exc.response.status_code if exc.response is not None else "?"
         return ModelDownloadError(f"{endpoint} answered HTTP {status} for {repo_id}")
     if _is_transport_error(exc):
-        return ModelDownloadError(
+        return HubUnreachableError(
             f"cannot reach the Hugging Face hub at {endpoint} ({type(exc).__name__}: "
             f"{_first_line(exc)}); check the network, or HF_ENDPOINT for a mirror"
         )

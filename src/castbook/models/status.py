@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from castbook.models.cache import (
     part_status,
     remove_files,
     summarise,
-    unmatched,
 )
 from castbook.models.parts import ModelPart, PresetLike, preset_parts
 from castbook.models.pull import PullPlan
@@ -81,18 +79,12 @@ class SizeBook:
         temporary.write_text(json.dumps(self._sizes, indent=1, sort_keys=True), "utf-8")
         temporary.replace(self.path)
 
-    def size(self, part: ModelPart) -> int | None:
-        """The part's download size as the hub reported it, else the estimate computed from
-        the architecture (:func:`estimated_size`), else None."""
-        return self.reported_size(part) or estimated_size(part)
-
     def reported_size(self, part: ModelPart) -> int | None:
         """The part's whole download size, when the hub told us every file's size."""
         known = self._sizes.get(f"{part.location}@{part.revision}")
-        if not known or unmatched(part, known):
+        if not known or part.unmatched(known):
             return None
-        patterns = part.files + part.optional
-        return sum(size for name, size in known.items() if any(fnmatch(name, p) for p in patterns))
+        return sum(size for name, size in known.items() if part.matches(name))
 
 
 @functools.cache
