@@ -20,7 +20,9 @@ Each repetition runs all three (each path goes first in turn), each into a
 fresh empty cache folder; the caches are deleted and ``sync`` run between runs, so no run
 pays for the previous run's writeback. The source file stays in the page cache for both.
 Printed: per-run seconds, MB/s and CPU seconds, the medians, and castbook's overhead
-= median castbook time / median baseline time − 1, with and without the hash check.
+= median castbook time / median baseline time − 1, with and without the hash check, and
+the errors of each path: a download that raised, or a cached file whose sha256 is not the
+source's (checked after the clock stops). Any error fails the goal.
 Goal: ≤ 5 %.
 
 Over loopback the client is CPU-bound (one core receiving and writing), the worst case for
@@ -126,9 +128,14 @@ class Run:
     cpu_process_time: float  # time.process_time(): the same clock, as a cross-check
     server_cpu: float  # the hub subprocess
     requests: list
+    error: str | None = None  # the download raised, or its bytes are not the source's
 
 
-def measure(hub: HubProcess, fetch: Callable[[Path], None], scratch: Path, name: str) -> Run:
+def measure(
+    hub: HubProcess, fetch: Callable[[Path], None], scratch: Path, name: str, expected: str
+) -> Run:
+    """One timed download into a fresh cache; afterwards (untimed) the weights it left are
+    compared with the source's sha256 ``expected``."""
     cache = scratch / f"cache-{name}"
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir()
@@ -137,11 +144,19 @@ def measure(hub: HubProcess, fetch: Callable[[Path], None], scratch: Path, name:
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = time.process_time()
     started = time.perf_counter()
-    fetch(cache)
+    error = None
+    try:
+        fetch(cache)
+    except Exception as exc:  # counted and reported, not hidden
+        error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     usage = resource.getrusage(resource.RUSAGE_SELF)
     server = hub.stats()
+    if error is None:
+        got = [p for p in cache.rglob(WEIGHTS) if p.is_file()]
+        if len(got) != 1 or file_sha256(got[0]) != expected:
+            error = f"{len(got)} copies of {WEIGHTS} in the cache, or not the source's bytes"
     shutil.rmtree(cache)
     os.sync()
     return Run(
@@ -151,7 +166,16 @@ def measure(hub: HubProcess, fetch: Callable[[Path], None], scratch: Path, name:
         cpu_process_time=cpu,
         server_cpu=server["user"] + server["sys"] - server_before["user"] - server_before["sys"],
         requests=server["requests"],
+        error=error,
     )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * MB):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_source(folder: Path, size: int) -> None:
@@ -187,7 +211,8 @@ def report(runs: dict[str, list[Run]], total: int, plan_seconds: list[float]) ->
             f"(best {best:.3f} s), client CPU {median(rs, 'cpu_process_time'):.2f} s "
             f"(user {median(rs, 'cpu_user'):.2f}, sys {median(rs, 'cpu_sys'):.2f}; "
             f"{statistics.median(r.cpu_process_time / r.seconds for r in rs):.2f} cores busy), "
-            f"hub CPU {median(rs, 'server_cpu'):.2f} s"
+            f"hub CPU {median(rs, 'server_cpu'):.2f} s; "
+            f"{total / MB / median(rs, 'cpu_process_time'):.0f} MB per client CPU-second"
         )
     bare = runs["--no-verify"]
     bare_overhead = 100 * (median(bare, "seconds") / median(theirs, "seconds") - 1)
@@ -227,8 +252,17 @@ def report(runs: dict[str, list[Run]], total: int, plan_seconds: list[float]) ->
     for name, rs in runs.items():
         asked = ", ".join(f"{m} {p} {s}" for m, p, s in rs[-1].requests)
         print(f"  requests, {name}: {asked}")
+    errors = {name: [r.error for r in rs if r.error] for name, rs in runs.items()}
+    print(
+        "errors (a download that raised, or left bytes other than the source's): "
+        + ", ".join(f"{name} {len(found)}" for name, found in errors.items())
+    )
+    for name, found in errors.items():
+        for error in found[:3]:
+            print(f"  {name}: {error}")
+    failed = any(errors.values())
     for label, value in (("castbook", overhead), ("castbook --no-verify", bare_overhead)):
-        verdict = "PASS" if value <= GOAL_PERCENT else "FAIL"
+        verdict = "PASS" if value <= GOAL_PERCENT and not failed else "FAIL"
         print(f"goal: ≤ {GOAL_PERCENT:.0f} % overhead, {label}: {value:+.1f} % {verdict}")
 
 
@@ -274,6 +308,7 @@ def main() -> None:
         scratch.mkdir()
         size = options.size_mb * MB
         write_source(source, size)
+        expected = file_sha256(source / WEIGHTS)
         total = size + (source / CONFIG).stat().st_size
         os.sync()
         hub = HubProcess(source, options.rate_mb)
@@ -307,7 +342,7 @@ def main() -> None:
             }
             # One untimed round of each: imports, the HTTP client, first-touch costs.
             for name, fetch in paths.items():
-                measure(hub, fetch, scratch, name)
+                measure(hub, fetch, scratch, name, expected)
             plan_seconds.clear()
             print(f"file: {WEIGHTS} {size / MB:.0f} MB (+ {CONFIG}), {options.repeats} runs each")
             rate = f"capped at {options.rate_mb:g} MB/s" if options.rate_mb else "loopback, no cap"
@@ -321,7 +356,7 @@ def main() -> None:
                 shift = repetition % len(names)
                 order = names[shift:] + names[:shift]
                 for name in order:
-                    run = measure(hub, paths[name], scratch, name)
+                    run = measure(hub, paths[name], scratch, name, expected)
                     runs[name].append(run)
                     print(
                         f"{repetition + 1:>3} {name:<16} {run.seconds:8.3f} "
