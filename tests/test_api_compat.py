@@ -152,7 +152,7 @@ def test_large_references_are_resized_to_fit_keeping_the_aspect_ratio(
         ({"inference_type": "t4"}, "inference_type", "'a10g', 'a100' or 'h100'"),
         ({"app_id": None}, "app_id", "valid string"),
         ({"app_id": "nope"}, "app_id", "no preset 'nope'"),
-        ({"app_id": "tiny-t2i"}, "app_id", "not image-to-image"),
+        ({"app_id": "tiny-t2i"}, "app_id", "does t2i, not i2i"),
         ({"image": None}, "image", "valid string"),
         ({"image": "file:///etc/passwd"}, "image", "http(s) URL"),
         ({"image": "/etc/passwd"}, "image", "http(s) URL"),

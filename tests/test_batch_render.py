@@ -95,12 +95,12 @@ def test_bad_batch_renders_are_refused(characters, tiny, spec, field) -> None:
 def test_variants_render_in_one_call_like_single_renders(characters, tiny) -> None:
     import numpy as np
 
-    from castbook.generation import apply_preset, parse_request, prepare_request
+    from castbook.generation import prepare_request, resolve_request
 
     preset, backend = tiny
     prepared = [
         prepare_request(
-            apply_preset(parse_request({"prompt": p, "characters": ["Alice"], "seed": i}), preset),
+            resolve_request({"prompt": p, "characters": ["Alice"], "seed": i}, preset),
             preset,
             library=characters,
         )
@@ -114,7 +114,7 @@ def test_variants_render_in_one_call_like_single_renders(characters, tiny) -> No
         assert difference.max() <= 2  # batched float maths, same picture
     # Different sizes cannot share a call: each runs on its own.
     mixed = [prepared[0], prepare_request(
-        apply_preset(parse_request({"prompt": "x", "width": 320, "seed": 9}), preset), preset
+        resolve_request({"prompt": "x", "width": 320, "seed": 9}, preset), preset
     )]  # fmt: skip
     assert all(
         "batched_variants" not in r.metadata

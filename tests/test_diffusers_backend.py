@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from castbook.errors import (  # noqa: E402
 )
 from castbook.generation.base import PreparedRequest, Progress  # noqa: E402
 from castbook.generation.diffusers_backend import DiffusersBackend, PipelineCache  # noqa: E402
+from castbook.generation.prepare import prepare_request, run_generation  # noqa: E402
 from castbook.generation.presets import Preset  # noqa: E402
-from castbook.generation.request import GenerationRequest, Mode  # noqa: E402
+from castbook.generation.request import GenerationRequest, Mode, parse_request  # noqa: E402
 from tests.support import tiny_diffusers  # noqa: E402
 from tests.support.backend_contract import BackendContract, Prepare, fingerprint  # noqa: E402
 
@@ -402,9 +404,12 @@ def test_dtype_and_scheduler_can_be_chosen(sd15_dir: Path, cache: PipelineCache)
         DiffusersBackend(preset, dtype="int8")
 
 
-def test_the_preset_family_decides_the_modes(plain: DiffusersBackend) -> None:
-    with pytest.raises(FieldError, match="i2v"):
-        plain.generate(make_prepare(mode="i2v", init=RED)(), quiet)
+def test_the_preset_family_decides_the_modes(sd15_dir: Path) -> None:
+    # A preset may only declare modes its family does; requests are checked against the
+    # preset's modes once, when they are resolved, so the backend checks the preset itself.
+    claims_video = Preset("sd15-video", "diffusers", str(sd15_dir), (Mode.T2I, Mode.I2V))
+    with pytest.raises(FieldError, match="does t2i, i2i, not i2v"):
+        DiffusersBackend(claims_video)
 
 
 def test_sdxl_family(sdxl_dir: Path, cache: PipelineCache) -> None:
@@ -462,6 +467,12 @@ def test_references_are_encoded_once(sd15_dir: Path, ip_adapter_dir: Path) -> No
     backend.generate(make_prepare(steps=1, reference_images=(BLUE,))(), quiet)
     (entry,) = backend.cache.entries()
     assert entry.encodes == 2
+    # A reference with a stored id is cached under the id, its pixels never hashed: the
+    # same pixels under a new id are encoded again, the same id is not.
+    with_id = replace(prepare(), references=(RED,), reference_ids=("1" * 64,))
+    backend.generate(with_id, quiet)
+    backend.generate(with_id, quiet)
+    assert entry.encodes == 3
 
 
 def test_several_references_condition_together(
@@ -482,13 +493,15 @@ def test_several_references_condition_together(
         assert distance(result.images[0], blue) > 0.5
     assert distance(results["concat"].images[0], results["mean"].images[0]) > 0.5
     with pytest.raises(FieldError, match="at most 4"):
-        backend.generate(prepare(reference_images=(RED,) * 5), quiet)
+        run_generation(backend, prepare(reference_images=(RED,) * 5), quiet)
 
 
 def test_no_ip_adapter_takes_no_references(plain: DiffusersBackend) -> None:
     assert plain.max_references == 0
+    loads = plain.cache.loads
     with pytest.raises(FieldError, match="references"):
-        plain.generate(make_prepare(reference_images=(RED,))(), quiet)
+        run_generation(plain, make_prepare(reference_images=(RED,))(), quiet)
+    assert plain.cache.loads == loads  # refused before the slow part
 
 
 # ---------------------------------------------------------------------------- image to image
@@ -520,10 +533,10 @@ def test_img2img_reports_the_steps_it_really_runs(plain: DiffusersBackend) -> No
 
 
 def test_img2img_needs_an_init_image(sd15_dir: Path) -> None:
-    backend = DiffusersBackend(sd15_preset(sd15_dir))
+    # prepare_request refuses it, so no backend is handed an i2i request without one.
+    preset = sd15_preset(sd15_dir)
     with pytest.raises(FieldError, match="init_image"):
-        backend.generate(make_prepare(mode="i2i")(), quiet)
-    assert backend.cache.loads == 0  # refused before the slow part
+        prepare_request(parse_request({"mode": "i2i", "prompt": "x"}), preset)
 
 
 # ---------------------------------------------------------------------------- video

@@ -14,11 +14,11 @@ from castbook.generation import (
     Mode,
     PreparedRequest,
     Video,
-    apply_preset,
     load_presets,
     parse_request,
     prepare_request,
     read_parameters,
+    resolve_request,
     save_result,
 )
 from castbook.library import CharacterLibrary, ImageInput
@@ -33,8 +33,8 @@ from tests.conftest import make_image_bytes
         ("width", 255, "width: must be between 256 and 1536"),
         ("height", 1537, "height: must be between 256 and 1536"),
         ("steps", 51, "steps: must be between 1 and 50"),
-        ("guidance", 0.5, "guidance: must be between 1.0 and 30.0"),
-        ("strength", 1.5, "strength: must be between 0.0 and 1.0"),
+        ("guidance", 0.5, "guidance: must be between 1 and 30"),
+        ("strength", 1.5, "strength: must be between 0 and 1"),
         ("mode", "t2v", "mode"),
         ("width", "wide", "width"),
         ("colour", "red", "colour: extra inputs are not permitted"),
@@ -82,10 +82,10 @@ model = "/models/other"
     mine = catalog.get("my-sd15")
     assert mine.defaults == {"steps": 12, "width": 640} and mine.modes == (Mode.T2I,)
     assert catalog.get("sd15-ip-adapter").model == "/models/other"
-    request = apply_preset(parse_request({"prompt": "x", "width": 768}), mine)
+    request = resolve_request({"prompt": "x", "width": 768}, mine)
     assert (request.steps, request.width) == (12, 768)  # the user's value wins
     with pytest.raises(FieldError, match="does t2i, not i2v"):
-        apply_preset(parse_request({"mode": "i2v"}), mine)
+        resolve_request({"mode": "i2v"}, mine)
 
 
 @pytest.mark.parametrize(
@@ -116,12 +116,16 @@ def test_prepare_injects_characters_and_their_references(library: CharacterLibra
         [ImageInput(make_image_bytes((200, 20, 20)), "alice.png")],
     )
     preset = load_presets(None).get("sd15-ip-adapter")
-    request = apply_preset(parse_request({"prompt": "at a cafe", "characters": ["alice"]}), preset)
+    request = resolve_request({"prompt": "at a cafe", "characters": ["alice"]}, preset)
     prepared = prepare_request(request, preset, library=library)
     assert prepared.prompt == "long black hair, blue eyes, at a cafe"
     assert prepared.negative_prompt == "glasses"
     assert len(prepared.references) == 1
     assert prepared.references[0].getpixel((0, 79)) == (200, 20, 20)
+    # The reference travels with its stored id, which caches key on.
+    alice = library.get("Alice")
+    assert prepared.reference_ids == (alice.primary_image.sha256,)
+    assert prepared.reference_keys() == prepared.reference_ids
     assert 0 <= prepared.seed < 2**32 and prepared.init_image is None
     assert prepared.options["family"] == "sd15"
 
@@ -182,3 +186,67 @@ def test_videos_are_written_as_mp4_and_gif(tmp_path: Path) -> None:
     assert len(decoded) == 8 and decoded[0].image.size == (258, 256)
     with Image.open(saved[1].path) as gif:
         assert gif.n_frames == 8
+
+
+# ---- one definition of every range, one resolution per request ------------------------
+
+
+def test_every_entry_point_reads_its_ranges_from_limits() -> None:
+    from typer.testing import CliRunner
+
+    from castbook.api.compat import ImageToImageRequest
+    from castbook.cli.app import app
+    from castbook.generation.request import LIMITS, range_text
+
+    def bounds(model: type, field: str) -> tuple[float, float]:
+        schema = model.model_json_schema()["properties"][field]
+        options = schema.get("anyOf", [schema])
+        (numeric,) = [o for o in options if "minimum" in o]
+        return numeric["minimum"], numeric["maximum"]
+
+    for name, limits in LIMITS.items():
+        assert bounds(GenerationRequest, name) == limits, name
+    compat_names = {"batch": "batch", "width": "width", "height": "height", "steps":
+                    "num_inference_steps", "guidance": "guidance_scale", "strength": "strength",
+                    "seed": "seed"}  # fmt: skip
+    for ours, theirs in compat_names.items():
+        assert bounds(ImageToImageRequest, theirs) == LIMITS[ours], theirs
+    help_text = " ".join(CliRunner().invoke(app, ["generate", "--help"]).output.split())
+    for name in ("width", "steps", "guidance", "strength", "batch", "num_frames", "fps"):
+        assert range_text(name) in help_text, name
+
+
+def test_a_stored_resolved_request_is_trusted_as_stored(tmp_path: Path) -> None:
+    from castbook.tasks.generation import generation_job_input, stored_request
+
+    (tmp_path / "presets.toml").write_text(
+        '[presets.mine]\nbackend = "diffusers"\nmodel = "/m"\n[presets.mine.defaults]\nsteps = 7\n'
+    )
+    preset = load_presets(tmp_path).get("mine")
+    request = resolve_request({"prompt": "x", "guidance": 3}, preset)
+    job_input = generation_job_input(request, "mine")
+    assert job_input["request"]["steps"] == 7 and job_input["resolved"] is True
+    # The preset is edited after submission: the job runs what was accepted.
+    (tmp_path / "presets.toml").write_text(
+        '[presets.mine]\nbackend = "diffusers"\nmodel = "/m"\n[presets.mine.defaults]\nsteps = 9\n'
+    )
+    edited = load_presets(tmp_path).get("mine")
+    assert stored_request(job_input, edited) == request
+    # A row from before requests were stored resolved is resolved when it runs.
+    assert stored_request({"request": {"prompt": "x"}, "preset": "mine"}, edited).steps == 9
+
+
+def test_a_reference_added_without_an_id_is_keyed_by_its_pixels() -> None:
+    red, also_red = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "red")
+    prepared = PreparedRequest(
+        GenerationRequest(prompt="x"), "x", "", 1, references=(red, also_red),
+        reference_ids=("a" * 64,),
+    )  # fmt: skip
+    first, second = prepared.reference_keys()
+    assert first == "a" * 64 and second.startswith("pixels:")
+    assert (
+        second
+        == PreparedRequest(
+            GenerationRequest(), "x", "", 1, references=(Image.new("RGB", (8, 8), "red"),)
+        ).reference_keys()[0]
+    )

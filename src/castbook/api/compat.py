@@ -27,6 +27,7 @@ from castbook.api.services import AppServices, Services
 from castbook.api.submission import choose_preset, queue_generation
 from castbook.errors import CastbookError, FieldError
 from castbook.generation import Mode, Preset, create_backend
+from castbook.generation.request import PROMPT_MAX, within
 from castbook.jobs import Job
 
 __all__ = ["ImageToImageRequest", "TaskQuery", "compat_answer", "router"]
@@ -54,15 +55,15 @@ class ImageToImageRequest(BaseModel):
 
     app_id: str = Field(min_length=1, max_length=100, description="A preset id.")
     image: str = Field(min_length=1, description="The face reference: http(s) URL or data: URI.")
-    prompt: str = Field(default="", max_length=4000)
-    negative_prompt: str = Field(default="", max_length=4000)
-    batch: int = Field(default=1, ge=1, le=8)
-    height: int | None = Field(default=None, ge=256, le=1536)
-    width: int | None = Field(default=None, ge=256, le=1536)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=50)
-    guidance_scale: float | None = Field(default=None, ge=1, le=30)
-    strength: float | None = Field(default=None, ge=0, le=1)
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    prompt: str = Field(default="", max_length=PROMPT_MAX)
+    negative_prompt: str = Field(default="", max_length=PROMPT_MAX)
+    batch: int = Field(default=1, **within("batch"))
+    height: int | None = Field(default=None, **within("height"))
+    width: int | None = Field(default=None, **within("width"))
+    num_inference_steps: int | None = Field(default=None, **within("steps"))
+    guidance_scale: float | None = Field(default=None, **within("guidance"))
+    strength: float | None = Field(default=None, **within("strength"))
+    seed: int | None = Field(default=None, **within("seed"))
     celery: bool = Field(default=False, description="true: answer at once with the task id.")
     inference_type: Literal["a10g", "a100", "h100"] | None = Field(
         default=None, description="The GPU pool (job queue) to run on."
@@ -100,9 +101,6 @@ def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
         preset = choose_preset(services, body.app_id, Mode.I2I)
     except FieldError as exc:
         raise FieldError("app_id", str(exc).removeprefix("preset: ")) from None
-    if not preset.supports(Mode.I2I):
-        modes = ", ".join(m.value for m in preset.modes)
-        raise FieldError("app_id", f"preset {preset.id!r} does {modes}, not image-to-image")
     image = resolve_image(services, owner, body.image, "image")
     sent = body.model_dump(exclude_unset=True)
     values: dict[str, Any] = {
@@ -126,7 +124,7 @@ def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
             extra_input={"compat": recorded},
         )
     except FieldError as exc:
-        name = _NAMES.get(exc.field, exc.field)
+        name = "app_id" if exc.field == "mode" else _NAMES.get(exc.field, exc.field)
         raise FieldError(name, str(exc).removeprefix(f"{exc.field}: ")) from None
 
 

@@ -37,7 +37,7 @@ from castbook.errors import (
     NotFoundError,
     StorageError,
 )
-from castbook.generation.request import LIMITS
+from castbook.generation.request import LIMITS, range_message
 
 __all__ = [
     "BodyLimit",
@@ -58,10 +58,10 @@ _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 _RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})
 # Ranges by the names clients send (castbook's own and the compat API's), for messages that
 # say the whole range: "batch: must be between 1 and 8, got 9".
-_RANGES: dict[str, tuple[float, float]] = {
-    **LIMITS,
-    "num_inference_steps": LIMITS["steps"],
-    "guidance_scale": LIMITS["guidance"],
+_RANGE_NAMES: dict[str, str] = {
+    **{name: name for name in LIMITS},
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
 }
 
 # (error class, HTTP status); the first match wins, so subclasses come first.
@@ -135,9 +135,8 @@ def validation_problems(errors: Sequence[Any]) -> list[FieldProblem]:
         message = str(error.get("msg", "is invalid"))
         if kind == "missing":
             message = "is required"
-        elif kind in _RANGE_ERRORS and field in _RANGES:
-            low, high = _RANGES[field]
-            message = f"must be between {low:g} and {high:g}, got {_shown(error.get('input'))}"
+        elif kind in _RANGE_ERRORS and field in _RANGE_NAMES:
+            message = range_message(_RANGE_NAMES[field], error.get("input"), _shown)
         elif "input" in error and kind not in ("extra_forbidden",):
             message = f"{message}, got {_shown(error['input'])}"
         if message.startswith("Value error, "):

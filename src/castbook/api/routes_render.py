@@ -10,7 +10,8 @@ scores, seeds and attempts, and names its files by output id.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -26,8 +27,8 @@ from castbook.api.submission import (
     task_json,
 )
 from castbook.errors import FieldError, NotFoundError
-from castbook.generation import Mode, Preset, apply_preset, parse_request
-from castbook.generation.request import LIMITS
+from castbook.generation import Mode, Preset, resolve_request
+from castbook.generation.request import PROMPT_MAX, within
 from castbook.jobs import Job
 from castbook.library import Character, CharacterLibrary
 from castbook.render.batch import BatchRender
@@ -40,12 +41,7 @@ router = APIRouter(tags=["batch render and stories"])
 
 # Renders per variant (or panel) with a gate but no max_attempts, as the CLI.
 _DEFAULT_GATE_ATTEMPTS = 3
-_Prompt = Annotated[str, Field(max_length=4000)]
-
-
-def _range(name: str) -> dict[str, float]:
-    low, high = LIMITS[name]
-    return {"ge": low, "le": high}
+_Prompt = Annotated[str, Field(max_length=PROMPT_MAX)]
 
 
 class _Gate(BaseModel):
@@ -91,14 +87,14 @@ class BatchRenderSubmission(_Gate):
     )
     preset: str | None = Field(default=None, description="Preset id; default: the t2i default.")
     seed: int | None = Field(
-        default=None, ge=0, lt=2**32, description="The first variant's seed (then +1 each)."
+        default=None, **within("seed"), description="The first variant's seed (then +1 each)."
     )
-    width: int | None = Field(default=None, **_range("width"))
-    height: int | None = Field(default=None, **_range("height"))
-    steps: int | None = Field(default=None, **_range("steps"))
-    guidance: float | None = Field(default=None, **_range("guidance"))
-    reference_scale: float | None = Field(default=None, **_range("reference_scale"))
-    negative_prompt: str | None = Field(default=None, max_length=4000)
+    width: int | None = Field(default=None, **within("width"))
+    height: int | None = Field(default=None, **within("height"))
+    steps: int | None = Field(default=None, **within("steps"))
+    guidance: float | None = Field(default=None, **within("guidance"))
+    reference_scale: float | None = Field(default=None, **within("reference_scale"))
+    negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX)
 
 
 class StorySubmission(Story, _Gate):
@@ -139,10 +135,11 @@ def _characters(library: CharacterLibrary, refs: list[str], field: str) -> list[
     return found
 
 
-def _check(values: dict[str, Any], preset: Preset, prefix: str = "") -> None:
-    """The request a variant or scene will make, checked against the preset."""
+def _check(resolve: Callable[[], object], prefix: str = "") -> None:
+    """Run ``resolve`` (the resolution the job will make, against the preset) and name the
+    submission's field in what it refuses: a mode the preset lacks is the preset's fault."""
     try:
-        apply_preset(parse_request(values), preset)
+        resolve()
     except FieldError as exc:
         if exc.field == "mode":
             raise FieldError("preset", str(exc).removeprefix("mode: ")) from None
@@ -180,11 +177,7 @@ def queue_batch_render(services: Services, owner: str, body: BatchRenderSubmissi
     spec.validate()
     preset = choose_preset(services, body.preset, Mode.T2I)
     _check_room(preset, reference_room(preset), len(names), "characters")
-    for index, prompt in enumerate(spec.prompts):  # as render_batch builds them
-        values = {**request, "prompt": prompt, "characters": names, "batch": 1}
-        if body.seed is not None:
-            values["seed"] = body.seed + index
-        _check(values, preset)
+    _check(lambda: spec.variant_requests(preset))  # as render_batch resolves them
     job = services.jobs.create(
         kind=BATCH_RENDER,
         input={
@@ -249,7 +242,7 @@ def queue_story(services: Services, owner: str, body: StorySubmission) -> Job:
             values["seed"] = scene.seed
         elif base_seed is not None:
             values["seed"] = base_seed + index
-        _check(values, preset, f"scenes.{index}.")
+        _check(lambda values=values: resolve_request(values, preset), f"scenes.{index}.")
     job = services.jobs.create(
         kind=STORY,
         input={

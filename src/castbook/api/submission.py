@@ -11,7 +11,7 @@ from fastapi import Request
 from castbook.api.image_inputs import ResolvedImage, store_images
 from castbook.api.services import Services
 from castbook.errors import CastbookError, FieldError, NotFoundError
-from castbook.generation import Mode, Preset, apply_preset, create_backend, parse_request
+from castbook.generation import Mode, Preset, create_backend, references_problem, resolve_request
 from castbook.jobs import Job
 from castbook.tasks.generation import GENERATION, generation_job_input
 
@@ -53,11 +53,9 @@ def queue_generation(
     images: list[ResolvedImage],
     extra_input: dict[str, Any] | None = None,
 ) -> Job:
-    """Validate the request against its preset, then write images, the job, and submit it."""
-    request = parse_request(values)
-    apply_preset(request, preset)
-    if request.mode == Mode.T2I and not request.prompt.strip() and not request.characters:
-        raise FieldError("prompt", "is empty; describe the picture or choose a character")
+    """Resolve the request against its preset (the one check it gets), then write images,
+    the job (the request stored resolved), and submit it."""
+    request = resolve_request(values, preset)
     store_images(services, images)
     job_input = generation_job_input(request, preset.id)
     if extra_input:
@@ -78,9 +76,6 @@ def reference_room(preset: Preset) -> int | None:
 def room_problem(preset: Preset, room: int | None, count: int) -> str | None:
     """Why ``count`` characters do not fit the preset (each character's image goes to the
     backend as a reference image); None when they do."""
-    if room is None or count <= room:
+    if room is None:
         return None
-    return (
-        f"preset {preset.id!r} takes at most {room} reference image(s), one per "
-        f"character; {count} character(s) named — use fewer or a preset that takes more"
-    )
+    return references_problem(f"preset {preset.id!r}", room, count, count, 0)

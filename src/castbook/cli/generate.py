@@ -10,6 +10,7 @@ from rich.table import Table
 
 from castbook.cli.console import console, print_json, work_progress
 from castbook.cli.errors import reports_errors
+from castbook.generation.request import range_text
 from castbook.settings import Settings
 
 presets_app = typer.Typer(help="Presets: a backend + model + defaults (the API's app_id).")
@@ -71,22 +72,32 @@ def generate(
         None, "--preset", help="Preset id (default: the first for the mode)."
     ),
     negative: str = typer.Option(None, "--negative", help="Negative prompt."),
-    width: int = typer.Option(None, "--width", help="256–1536 (default from the preset)."),
-    height: int = typer.Option(None, "--height", help="256–1536."),
-    steps: int = typer.Option(None, "--steps", help="1–50."),
-    guidance: float = typer.Option(None, "--guidance", help="1–30."),
-    strength: float = typer.Option(None, "--strength", help="0–1: how much i2i changes the image."),
+    width: int = typer.Option(
+        None, "--width", help=f"{range_text('width')} (default from the preset)."
+    ),
+    height: int = typer.Option(None, "--height", help=range_text("height") + "."),
+    steps: int = typer.Option(None, "--steps", help=range_text("steps") + "."),
+    guidance: float = typer.Option(None, "--guidance", help=range_text("guidance") + "."),
+    strength: float = typer.Option(
+        None, "--strength", help=f"{range_text('strength')}: how much i2i changes the image."
+    ),
     seed: int = typer.Option(None, "--seed", help="Fix the seed (recorded either way)."),
-    batch: int = typer.Option(None, "--batch", help="1–8 images (or videos) in one call."),
+    batch: int = typer.Option(
+        None, "--batch", help=f"{range_text('batch')} images (or videos) in one call."
+    ),
     reference: list[Path] = typer.Option(
         None, "--reference", help="An extra reference image (repeatable)."
     ),
     init: Path = typer.Option(None, "--init", help="Start image for i2i / i2v."),
     reference_scale: float = typer.Option(
-        None, "--reference-scale", help="How strongly references steer (IP-Adapter scale, 0–2)."
+        None,
+        "--reference-scale",
+        help=f"How strongly references steer (IP-Adapter scale, {range_text('reference_scale')}).",
     ),
-    frames: int = typer.Option(None, "--frames", help="Video frames for i2v (2–64)."),
-    fps: int = typer.Option(None, "--fps", help="Video frames per second (1–60)."),
+    frames: int = typer.Option(
+        None, "--frames", help=f"Video frames for i2v ({range_text('num_frames')})."
+    ),
+    fps: int = typer.Option(None, "--fps", help=f"Video frames per second ({range_text('fps')})."),
     output: Path = typer.Option(Path("outputs"), "--output", "-o", help="Folder for the results."),
     gif: bool = typer.Option(False, "--gif", help="Also write a GIF of each video."),
     pull: bool = typer.Option(
@@ -98,11 +109,10 @@ def generate(
     from castbook.cli.library_access import open_library
     from castbook.cli.models import ensure_models
     from castbook.generation import (
-        Mode,
-        apply_preset,
         create_backend,
         parse_request,
         prepare_request,
+        resolve_request,
         run_generation,
         save_result,
     )
@@ -125,10 +135,10 @@ def generate(
         "num_frames": frames,
         "fps": fps,
     }
-    request = parse_request({k: v for k, v in values.items() if v is not None})
+    given = {k: v for k, v in values.items() if v is not None}
     catalog = _catalog()
-    chosen = catalog.get(preset) if preset else catalog.default_for(Mode(request.mode))
-    request = apply_preset(request, chosen)
+    chosen = catalog.get(preset) if preset else catalog.default_for(parse_request(given).mode)
+    request = resolve_request(given, chosen)
     ensure_models(chosen, pull=pull, quiet=json_output)
     library = open_library() if request.characters else None
     prepared = prepare_request(request, chosen, library=library)

@@ -12,6 +12,7 @@ from rich.table import Table
 from castbook.cli.console import console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.errors import InvalidInputError
+from castbook.generation.request import range_text
 from castbook.settings import Settings
 
 
@@ -47,10 +48,10 @@ def render(
     max_variants: int = typer.Option(8, "--max-variants", help="Cap on the number of variants."),
     seed: int = typer.Option(None, "--seed", help="Seed of the first variant (then +1 each)."),
     negative: str = typer.Option(None, "--negative", help="Negative prompt."),
-    width: int = typer.Option(None, "--width", help="256–1536."),
-    height: int = typer.Option(None, "--height", help="256–1536."),
-    steps: int = typer.Option(None, "--steps", help="1–50."),
-    guidance: float = typer.Option(None, "--guidance", help="1–30."),
+    width: int = typer.Option(None, "--width", help=range_text("width") + "."),
+    height: int = typer.Option(None, "--height", help=range_text("height") + "."),
+    steps: int = typer.Option(None, "--steps", help=range_text("steps") + "."),
+    guidance: float = typer.Option(None, "--guidance", help=range_text("guidance") + "."),
     output: Path = typer.Option(Path("outputs"), "--output", "-o", help="Folder for the results."),
     pull: bool = typer.Option(
         False, "--pull", help="Download the preset's models first if they are missing."

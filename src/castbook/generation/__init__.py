@@ -17,12 +17,15 @@ from castbook.generation.outputs import SavedOutput, read_parameters, save_resul
 from castbook.generation.prepare import (
     BackendPool,
     apply_preset,
+    check_references,
     create_backend,
     prepare_request,
+    references_problem,
+    resolve_request,
     run_generation,
 )
 from castbook.generation.presets import BUILTIN_PRESETS, Preset, PresetCatalog, load_presets
-from castbook.generation.request import LIMITS, GenerationRequest, Mode, parse_request
+from castbook.generation.request import LIMITS, GenerationRequest, Mode, parse_request, within
 
 __all__ = [
     "BUILTIN_PRESETS",
@@ -40,11 +43,15 @@ __all__ = [
     "SavedOutput",
     "Video",
     "apply_preset",
+    "check_references",
     "create_backend",
     "load_presets",
     "parse_request",
     "prepare_request",
     "read_parameters",
+    "references_problem",
+    "resolve_request",
     "run_generation",
     "save_result",
+    "within",
 ]

@@ -9,6 +9,7 @@ lets the exception through.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +25,7 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "Video",
+    "image_key",
     "no_progress",
 ]
 
@@ -59,10 +61,27 @@ class PreparedRequest:
     init_image: Image.Image | None = None
     # Options from the preset that only the backend understands (model paths, scales …).
     options: dict[str, Any] = field(default_factory=dict)
+    # The stored id (sha256 of the file) of references[i], for the first references; an
+    # image added later without one (a story's previous panel) is keyed by its pixels.
+    reference_ids: tuple[str, ...] = ()
 
     @property
     def mode(self) -> Mode:
         return self.request.mode
+
+    def reference_keys(self) -> tuple[str, ...]:
+        """One key per reference image, equal for equal images: caches (the IP-Adapter's
+        embeddings) key on it. Stored ids cost nothing; others hash their pixels."""
+        known = self.reference_ids[: len(self.references)]
+        return (*known, *(image_key(image) for image in self.references[len(known) :]))
+
+
+def image_key(image: Image.Image) -> str:
+    """A key for an image that has no stored id: sha256 of its size and RGB pixels."""
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return "pixels:" + digest.hexdigest()
 
 
 @dataclass(frozen=True)

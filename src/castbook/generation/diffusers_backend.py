@@ -70,6 +70,7 @@ from castbook.generation.base import (
     Progress,
     ProgressCallback,
     Video,
+    image_key,
 )
 from castbook.generation.diffusers_pipelines import (
     FAMILIES,
@@ -80,7 +81,6 @@ from castbook.generation.diffusers_pipelines import (
     StepReporter,
     derived_pipeline,
     generators,
-    image_digest,
     import_stack,
     load_pipeline,
     reference_embeddings,
@@ -116,6 +116,7 @@ _DTYPES = {
 _COMBINE = ("concat", "mean")
 # Conditioning for "no reference": with the adapter's scale at 0 its content does not matter.
 _BLANK = Image.new("RGB", (224, 224), (127, 127, 127))
+_BLANK_KEY = image_key(_BLANK)
 
 
 class DiffusersBackend:
@@ -144,6 +145,14 @@ class DiffusersBackend:
         self._device = device
         self._dtype = _dtype_name(dtype, "dtype") if dtype is not None else None
         self.family = _family(preset, preset.options)
+        lacking = [m.value for m in preset.modes if m not in _FAMILY_MODES[self.family]]
+        if lacking:
+            modes = ", ".join(m.value for m in _FAMILY_MODES[self.family])
+            raise FieldError(
+                "mode",
+                f"preset {preset.id!r} (family {self.family}) does {modes}, "
+                f"not {', '.join(lacking)}",
+            )
         self.max_references = _max_references(preset.options, self.family)
 
     # ------------------------------------------------------------------ the protocol
@@ -151,24 +160,6 @@ class DiffusersBackend:
     def generate(self, request: PreparedRequest, progress: ProgressCallback) -> GenerationResult:
         options = {**self.preset.options, **request.options}
         family = _family(self.preset, options)
-        if request.mode not in _FAMILY_MODES[family]:
-            modes = ", ".join(m.value for m in _FAMILY_MODES[family])
-            raise FieldError(
-                "mode",
-                f"preset {self.preset.id!r} (family {family}) does {modes}, "
-                f"not {request.mode.value}",
-            )
-        limit = _max_references(options, family)
-        if len(request.references) > limit:
-            raise FieldError(
-                "references",
-                f"preset {self.preset.id!r} takes at most {limit} reference images, "
-                f"got {len(request.references)}",
-            )
-        if request.mode is Mode.I2I and request.init_image is None:
-            raise FieldError("init_image", "i2i needs an init image")
-        if family == "svd" and request.init_image is None and not request.references:
-            raise FieldError("init_image", "Stable Video Diffusion animates an init image")
         self.require_models(options)
         torch, _ = import_stack()
         key = self._key(torch, options, family)
@@ -201,8 +192,6 @@ class DiffusersBackend:
         family = _family(self.preset, options)
         if family not in ("sd15", "sdxl"):
             return [self.generate(request, progress) for request in requests]
-        if len(first.references) > _max_references(options, family):
-            return [self.generate(request, progress) for request in requests]
         self.require_models(options)
         torch, _ = import_stack()
         entry = self.cache.get(
@@ -224,7 +213,9 @@ class DiffusersBackend:
                 "output_type": "pil",
                 "num_images_per_prompt": 1,
             }
-            scale = self._condition(entry, pipe, first.references, options, first, call)
+            scale = self._condition(
+                entry, pipe, first.references, first.reference_keys(), options, first, call
+            )
             guided = (
                 wanted.guidance > 1.0 and pipe.unet.config.get("time_cond_proj_dim", None) is None
             )
@@ -293,7 +284,9 @@ class DiffusersBackend:
             call["strength"] = wanted.strength
         else:
             call.update(width=width, height=height)
-        scale = self._condition(entry, pipe, request.references, options, request, call)
+        scale = self._condition(
+            entry, pipe, request.references, request.reference_keys(), options, request, call
+        )
 
         def run(start: int, count: int, on_step: StepReporter) -> list[Image.Image]:
             output = pipe(
@@ -352,11 +345,13 @@ class DiffusersBackend:
             )
         else:
             # AnimateDiff: the init image (and any references) condition through IP-Adapter.
-            images = ([request.init_image] if request.init_image is not None else []) + list(
-                request.references
-            )
+            images = list(request.references)
+            keys = list(request.reference_keys())
+            if request.init_image is not None:
+                images.insert(0, request.init_image)
+                keys.insert(0, image_key(request.init_image))
             call["guidance_scale"] = wanted.guidance
-            scale = self._condition(entry, pipe, images, options, request, call)
+            scale = self._condition(entry, pipe, images, keys, options, request, call)
 
         def run(start: int, count: int, on_step: StepReporter) -> list[list[Image.Image]]:
             extra: dict[str, Any]
@@ -397,6 +392,7 @@ class DiffusersBackend:
         entry: LoadedPipeline,
         pipe: Any,
         images: Sequence[Image.Image],
+        keys: Sequence[str],
         options: dict[str, Any],
         request: PreparedRequest,
         call: dict[str, Any],
@@ -416,6 +412,7 @@ class DiffusersBackend:
         call["ip_adapter_image_embeds"] = reference_embeddings(
             entry,
             images or [_BLANK],
+            keys if images else [_BLANK_KEY],
             combine=combine,
             guided=guided,
             max_cached=self.cache.max_embeddings,
@@ -501,7 +498,7 @@ class DiffusersBackend:
 def _variants_of_one_request(requests: Sequence[PreparedRequest]) -> bool:
     first = requests[0]
     shared = first.request.model_dump(exclude={"prompt", "negative_prompt", "seed", "characters"})
-    digests = [image_digest(image) for image in first.references]
+    keys = first.reference_keys()
     for request in requests:
         if request.mode is not Mode.T2I or request.request.batch != 1:
             return False
@@ -510,7 +507,7 @@ def _variants_of_one_request(requests: Sequence[PreparedRequest]) -> bool:
         other = request.request.model_dump(
             exclude={"prompt", "negative_prompt", "seed", "characters"}
         )
-        if other != shared or [image_digest(i) for i in request.references] != digests:
+        if other != shared or request.reference_keys() != keys:
             return False
     return True
 

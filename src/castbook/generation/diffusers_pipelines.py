@@ -13,7 +13,6 @@ missing package into :class:`~castbook.errors.MissingDependencyError`.
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -355,22 +354,17 @@ def derived_pipeline(entry: LoadedPipeline, kind: str) -> Any:
 # ---------------------------------------------------------------------------- references
 
 
-def image_digest(image: Image.Image) -> str:
-    rgb = image.convert("RGB")
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
-    return digest.hexdigest()
-
-
 def reference_embeddings(
     entry: LoadedPipeline,
     images: Sequence[Image.Image],
+    keys: Sequence[str],
     *,
     combine: str,
     guided: bool,
     max_cached: int,
 ) -> list[Any]:
-    """``ip_adapter_image_embeds`` for ``images``: each image is encoded once per loaded model.
+    """``ip_adapter_image_embeds`` for ``images``: each image is encoded once per loaded model,
+    cached under its key (``keys[i]``: its stored id, see ``PreparedRequest.reference_keys``).
 
     Several references for the one IP-Adapter are either concatenated (``combine="concat"``,
     diffusers' own behaviour for a list of images: 4 image tokens per reference, the UNet
@@ -385,8 +379,8 @@ def reference_embeddings(
     device = pipe._execution_device
     positives, negatives = [], []
     with torch.no_grad():
-        for image in images:
-            key = (image_digest(image), hidden_states)
+        for image, image_id in zip(images, keys, strict=True):
+            key = (image_id, hidden_states)
             cached = entry.embeddings.get(key)
             if cached is None:
                 cached = pipe.encode_image(image.convert("RGB"), device, 1, hidden_states)

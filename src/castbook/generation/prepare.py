@@ -4,9 +4,10 @@ decoded image inputs and a fixed seed; then running it with the checks every bac
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -21,16 +22,50 @@ from castbook.images import open_image, read_image_file
 if TYPE_CHECKING:
     from castbook.library import Character, CharacterLibrary
 
-__all__ = ["BackendPool", "apply_preset", "create_backend", "prepare_request", "run_generation"]
+__all__ = [
+    "BackendPool",
+    "apply_preset",
+    "check_references",
+    "create_backend",
+    "prepare_request",
+    "references_problem",
+    "resolve_request",
+    "run_generation",
+]
 
 
-def apply_preset(request: GenerationRequest, preset: Preset) -> GenerationRequest:
-    """The preset's defaults for every field the user did not set; checks the mode."""
+def resolve_request(values: Mapping[str, Any], preset: Preset) -> GenerationRequest:
+    """The one check a request gets, when it is submitted: fields and ranges, the preset's
+    modes, the preset's defaults for every field the user did not set, and something to draw
+    for text-to-image. What it returns is stored and trusted: workers and backends do not
+    check it again."""
+    request = parse_request(dict(values))
     if not preset.supports(request.mode):
         modes = ", ".join(m.value for m in preset.modes)
         raise FieldError("mode", f"preset {preset.id!r} does {modes}, not {request.mode.value}")
-    values = {**preset.defaults, **request.model_dump(exclude_unset=True)}
-    return parse_request(values)
+    if preset.defaults:
+        request = parse_request({**preset.defaults, **request.model_dump(exclude_unset=True)})
+    if request.mode == Mode.T2I and not request.prompt.strip() and not request.characters:
+        raise FieldError("prompt", "is empty; describe the picture or choose a character")
+    return request
+
+
+def apply_preset(request: GenerationRequest, preset: Preset) -> GenerationRequest:
+    """Transitional: :func:`resolve_request` for a request already parsed."""
+    return resolve_request(request.model_dump(exclude_unset=True), preset)
+
+
+def references_problem(who: str, room: int, count: int, characters: int, extra: int) -> str | None:
+    """Why ``count`` reference images (from ``characters`` characters and ``extra`` extra
+    references) do not fit ``who`` (a preset or backend taking ``room``); None when they do.
+    The one rule submissions (one image per character) and run_generation use."""
+    if count <= room:
+        return None
+    return (
+        f"{who} takes at most {room} reference image(s); this request has {count} "
+        f"({characters} character(s) + {extra} reference(s)); use fewer characters or a "
+        "preset whose backend takes more"
+    )
 
 
 def prepare_request(
@@ -45,16 +80,21 @@ def prepare_request(
     characters = _characters(request.characters, library)
     injected = inject_characters(request.prompt, characters, request.negative_prompt)
     references: list[Image.Image] = []
+    ids: list[str] = []
     for character in characters:
         primary = character.primary_image
         if primary is not None:
             assert library is not None
             data = library.image_bytes(primary)
             references.append(open_image(data, source=f"{character.name}'s reference"))
-    references.extend(_load(ref, library, "references") for ref in request.references)
+            ids.append(primary.sha256)
+    for ref in request.references:
+        image, sha256 = _load(ref, library, "references")
+        references.append(image)
+        ids.append(sha256)
     init_image = None
     if request.init_image is not None:
-        init_image = _load(request.init_image, library, "init_image")
+        init_image, _ = _load(request.init_image, library, "init_image")
     elif request.mode in (Mode.I2I, Mode.I2V):
         if not references:
             raise FieldError(
@@ -73,23 +113,28 @@ def prepare_request(
         references=tuple(references),
         init_image=init_image,
         options={**preset.options, **(options or {})},
+        reference_ids=tuple(ids),
     )
+
+
+def check_references(backend: Backend, prepared: PreparedRequest) -> None:
+    """Refuse more reference images than ``backend`` takes (before any model is loaded)."""
+    problem = references_problem(
+        f"the {backend.name} backend",
+        backend.max_references,
+        len(prepared.references),
+        len(prepared.request.characters),
+        len(prepared.request.references),
+    )
+    if problem is not None:
+        raise FieldError("references", problem)
 
 
 def run_generation(
     backend: Backend, prepared: PreparedRequest, progress: ProgressCallback
 ) -> GenerationResult:
     """Refuse what the backend cannot take, run it, and check it returned what was asked."""
-    count = len(prepared.references)
-    if count > backend.max_references:
-        characters = len(prepared.request.characters)
-        raise FieldError(
-            "references",
-            f"the {backend.name} backend takes at most {backend.max_references} reference "
-            f"image(s); this request has {count} ({characters} character(s) + "
-            f"{len(prepared.request.references)} reference(s)); use fewer characters or a "
-            "preset whose backend takes more",
-        )
+    check_references(backend, prepared)
     result = backend.generate(prepared, progress)
     wanted = prepared.request.batch
     produced = len(result.videos) if prepared.mode == Mode.I2V else len(result.images)
@@ -149,9 +194,11 @@ def _characters(names: Sequence[str], library: CharacterLibrary | None) -> list[
     return list(seen.values())
 
 
-def _load(ref: str, library: CharacterLibrary | None, field: str) -> Image.Image:
+def _load(ref: str, library: CharacterLibrary | None, field: str) -> tuple[Image.Image, str]:
+    """The image ``ref`` names (a stored image id or a file) and its id: the sha256 of its
+    bytes, which for a stored image is its name."""
     if is_blob_id(ref) and library is not None and library.blobs.exists(ref):
-        return open_image(library.blobs.get(ref), source=f"image {ref[:12]}")
+        return open_image(library.blobs.get(ref), source=f"image {ref[:12]}"), ref
     try:
         data = read_image_file(ref)
     except ImageError:
@@ -160,4 +207,4 @@ def _load(ref: str, library: CharacterLibrary | None, field: str) -> Image.Image
         raise FieldError(
             field, f"{ref!r} is neither a stored image id nor a readable file ({exc})"
         ) from None
-    return open_image(data, source=ref)
+    return open_image(data, source=ref), hashlib.sha256(data).hexdigest()

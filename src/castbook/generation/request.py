@@ -1,14 +1,31 @@
-"""What a user asks a generation for, validated with the ranges users already know."""
+"""What a user asks a generation for, validated with the ranges users already know.
+
+Every range lives in :data:`LIMITS`, once. The request model, the face-consistency API's
+model, batch renders and stories, workflow nodes, the CLI's help and every error message
+read it (through :func:`within`, :func:`range_text` and :func:`range_message`), so a range
+changed here changes everywhere.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from castbook.errors import FieldError
 
-__all__ = ["LIMITS", "GenerationRequest", "Mode", "parse_request"]
+__all__ = [
+    "LIMITS",
+    "PROMPT_MAX",
+    "GenerationRequest",
+    "Mode",
+    "parse_request",
+    "range_message",
+    "range_text",
+    "within",
+]
 
 
 class Mode(StrEnum):
@@ -17,8 +34,9 @@ class Mode(StrEnum):
     I2V = "i2v"  # image to video
 
 
-# The face-consistency API's ranges (ARCHITECTURE.md), shared by every entry point.
-LIMITS = {
+# The face-consistency API's ranges (ARCHITECTURE.md), inclusive at both ends; the one
+# definition every entry point uses.
+LIMITS: dict[str, tuple[int | float, int | float]] = {
     "batch": (1, 8),
     "width": (256, 1536),
     "height": (256, 1536),
@@ -28,7 +46,32 @@ LIMITS = {
     "num_frames": (2, 64),
     "fps": (1, 60),
     "reference_scale": (0.0, 2.0),
+    "seed": (0, 2**32 - 1),
 }
+PROMPT_MAX = 4000  # characters, for prompts and negative prompts
+
+
+def within(name: str) -> dict[str, Any]:
+    """Pydantic constraints for the range ``name``: ``Field(**within("width"))``."""
+    low, high = LIMITS[name]
+    return {"ge": low, "le": high}
+
+
+def range_text(name: str) -> str:
+    """The range as help text shows it: ``256–1536``."""
+    low, high = LIMITS[name]
+    return f"{_number(low)}–{_number(high)}"
+
+
+def range_message(name: str, given: object, show: Callable[[object], str] = repr) -> str:
+    """What an out-of-range value is told, wherever it was sent."""
+    low, high = LIMITS[name]
+    return f"must be between {_number(low)} and {_number(high)}, got {show(given)}"
+
+
+def _number(value: float) -> str:
+    """1.0 as 1, 0.5 as 0.5, 4294967295 in full."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class GenerationRequest(BaseModel):
@@ -43,21 +86,21 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Mode = Mode.T2I
-    prompt: str = Field(default="", max_length=4000)
-    negative_prompt: str = Field(default="", max_length=4000)
-    width: int = Field(default=512, ge=256, le=1536)
-    height: int = Field(default=512, ge=256, le=1536)
-    steps: int = Field(default=30, ge=1, le=50)
-    guidance: float = Field(default=7.5, ge=1.0, le=30.0)
-    strength: float = Field(default=0.75, ge=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
-    batch: int = Field(default=1, ge=1, le=8)
+    prompt: str = Field(default="", max_length=PROMPT_MAX)
+    negative_prompt: str = Field(default="", max_length=PROMPT_MAX)
+    width: int = Field(default=512, **within("width"))
+    height: int = Field(default=512, **within("height"))
+    steps: int = Field(default=30, **within("steps"))
+    guidance: float = Field(default=7.5, **within("guidance"))
+    strength: float = Field(default=0.75, **within("strength"))
+    seed: int | None = Field(default=None, **within("seed"))
+    batch: int = Field(default=1, **within("batch"))
     characters: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     init_image: str | None = None
-    num_frames: int = Field(default=16, ge=2, le=64)
-    fps: int = Field(default=8, ge=1, le=60)
-    reference_scale: float = Field(default=0.6, ge=0.0, le=2.0)
+    num_frames: int = Field(default=16, **within("num_frames"))
+    fps: int = Field(default=8, **within("fps"))
+    reference_scale: float = Field(default=0.6, **within("reference_scale"))
 
     @field_validator("characters", "references")
     @classmethod
@@ -74,10 +117,9 @@ def parse_request(values: dict[str, object]) -> GenerationRequest:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "request"
-        limits = LIMITS.get(field)
-        if limits is not None:
-            given = error.get("input")
-            raise FieldError(
-                field, f"must be between {limits[0]} and {limits[1]}, got {given!r}"
-            ) from None
+        if field in LIMITS and error["type"] in _RANGE_ERRORS:
+            raise FieldError(field, range_message(field, error.get("input"))) from None
         raise FieldError(field, error["msg"].lower()) from None
+
+
+_RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})

@@ -18,13 +18,15 @@ from castbook.errors import FieldError
 from castbook.evaluation import ImageFeatures, Scorer, compare
 from castbook.generation import (
     Backend,
+    GenerationRequest,
     Preset,
-    apply_preset,
-    parse_request,
+    check_references,
     prepare_request,
+    resolve_request,
     run_generation,
 )
 from castbook.generation.base import PreparedRequest, Progress
+from castbook.generation.request import LIMITS, range_message
 from castbook.library import Character, CharacterLibrary
 from castbook.render.references import character_reference_features
 
@@ -71,6 +73,24 @@ class BatchRender:
         if self.min_score is not None and not 0 <= self.min_score <= 100:
             raise FieldError("min_score", f"must be between 0 and 100, got {self.min_score}")
 
+    def variant_requests(self, preset: Preset) -> list[GenerationRequest]:
+        """One single-image request per prompt variant: the shared fields resolved against
+        the preset once, then each variant's prompt and seed (seed, seed + 1 …) set on it."""
+        values = {**self.request, "characters": list(self.characters), "batch": 1}
+        base = resolve_request({**values, "prompt": self.prompts[0]}, preset)
+        first = base.seed
+        if first is not None and first + len(self.prompts) - 1 > LIMITS["seed"][1]:
+            last = first + len(self.prompts) - 1
+            raise FieldError(
+                "seed", f"{range_message('seed', last)} (the last variant's seed: seed + 1 each)"
+            )
+        return [
+            base.model_copy(
+                update={"prompt": prompt, "seed": first + index if first is not None else None}
+            )
+            for index, prompt in enumerate(self.prompts)
+        ]
+
 
 @dataclass(frozen=True)
 class VariantResult:
@@ -90,6 +110,7 @@ class VariantResult:
 class BatchRenderResult:
     variants: tuple[VariantResult, ...]
     final_prompts: tuple[str, ...]
+    request: GenerationRequest  # the first variant's, as resolved against the preset
     batched: bool = False  # the first attempts ran as one backend call
 
     @property
@@ -109,7 +130,7 @@ def variant_parameters(
 ) -> list[dict[str, Any]]:
     """What each variant's PNG records (its A1111 ``parameters`` line and castbook JSON):
     the prompt sent, the user's variant, seed, scores and the settings after the preset."""
-    applied = apply_preset(parse_request({**spec.request, "batch": 1}), preset)
+    applied = result.request
     return [
         {
             "mode": "t2i",
@@ -148,14 +169,10 @@ def render_batch(
     report = progress or (lambda done, total, message: None)
     characters = [library.get(name) for name in spec.characters]
     references = {c.name: character_reference_features(library, scorer, c) for c in characters}
-    base_seed = spec.request.get("seed")
-    prepared_first = []
-    for index, prompt in enumerate(spec.prompts):
-        values = {**spec.request, "prompt": prompt, "characters": list(spec.characters), "batch": 1}
-        if base_seed is not None:
-            values["seed"] = base_seed + index
-        request = apply_preset(parse_request(values), preset)
-        prepared_first.append(prepare_request(request, preset, library=library))
+    requests = spec.variant_requests(preset)
+    prepared_first = [prepare_request(r, preset, library=library) for r in requests]
+    for prepared in prepared_first:
+        check_references(backend, prepared)
 
     total = len(spec.prompts)
     done = 0
@@ -211,7 +228,10 @@ def render_batch(
         VariantResult(**{**v.__dict__, "best": i == best}) for i, v in enumerate(variants)
     )
     return BatchRenderResult(
-        marked, tuple(p.prompt for p in prepared_first), batched=first_images is not None
+        marked,
+        tuple(p.prompt for p in prepared_first),
+        request=requests[0],
+        batched=first_images is not None,
     )
 
 

@@ -33,7 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from castbook.errors import FieldError, ImportFormatError, InvalidInputError
 from castbook.evaluation import Scorer
-from castbook.generation import Backend, Preset, apply_preset, parse_request, prepare_request
+from castbook.generation import (
+    Backend,
+    Preset,
+    parse_request,
+    prepare_request,
+    resolve_request,
+    within,
+)
 from castbook.generation.outputs import encode_png
 from castbook.library import CharacterLibrary
 from castbook.render.batch import render_gated, score_characters
@@ -51,7 +58,7 @@ class Scene(BaseModel):
     prompt: str = Field(min_length=1, max_length=2000)
     characters: list[str] = Field(default_factory=list)
     shot: str = Field(default="", max_length=200)
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    seed: int | None = Field(default=None, **within("seed"))
     negative_prompt: str = Field(default="", max_length=2000)
 
 
@@ -175,9 +182,7 @@ def render_story(
             values["seed"] = scene.seed
         elif base_seed is not None:
             values["seed"] = base_seed + number - 1
-        prepared = prepare_request(
-            apply_preset(parse_request(values), preset), preset, library=library
-        )
+        prepared = prepare_request(resolve_request(values, preset), preset, library=library)
         if continuity and number > 1:
             previous = rendered.get(number - 1) or _panel_image(folder, number - 1)
             if previous is not None and len(prepared.references) < backend.max_references:

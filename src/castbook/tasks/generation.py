@@ -12,10 +12,9 @@ from castbook.generation import (
     GenerationRequest,
     Mode,
     Preset,
-    apply_preset,
     load_presets,
-    parse_request,
     prepare_request,
+    resolve_request,
     run_generation,
 )
 from castbook.generation.outputs import encode_mp4, encode_png, generation_parameters
@@ -29,8 +28,21 @@ GENERATION = "generation"
 
 
 def generation_job_input(request: GenerationRequest, preset_id: str) -> dict[str, Any]:
-    """What a generation job row stores: the request (ids, never pixels) and the preset."""
-    return {"request": request.model_dump(mode="json", exclude_unset=True), "preset": preset_id}
+    """What a generation job row stores: the request as :func:`resolve_request` resolved it
+    against the preset (ids, never pixels), and the preset. Workers trust it as stored."""
+    return {
+        "request": request.model_dump(mode="json", exclude_unset=True),
+        "preset": preset_id,
+        "resolved": True,
+    }
+
+
+def stored_request(job_input: dict[str, Any], preset: Preset) -> GenerationRequest:
+    """A generation job's request as submitted. A row written before requests were stored
+    resolved (no ``resolved`` mark) is resolved now, as its submission did then."""
+    if job_input.get("resolved"):
+        return GenerationRequest.model_validate(job_input["request"])
+    return resolve_request(job_input["request"], preset)
 
 
 class GenerationJobs:
@@ -55,7 +67,7 @@ class GenerationJobs:
 
     def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
         preset = load_presets(self.settings.home).get(job.input["preset"])
-        request = apply_preset(parse_request(job.input["request"]), preset)
+        request = stored_request(job.input, preset)
         library = CharacterLibrary(self.database, self.blobs, owner=job.owner)
         prepared = prepare_request(request, preset, library=library)
         context.progress(0, request.steps, "loading model")
