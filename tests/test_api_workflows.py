@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import pytest
 from PIL import Image
+from pydantic import Field
 
+from castbook.workflow import (
+    NODE_TYPES,
+    CheckContext,
+    Node,
+    NodeContext,
+    Port,
+    PortType,
+    register,
+)
 from tests.support.api import ApiFactory, add_character
 
 # The API fixtures of test_api, shared by name.
@@ -201,6 +212,63 @@ def test_node_types_describe_every_node_with_the_api_ranges(make_api: ApiFactory
     assert catalog["accepts"]["image"] == ["image", "character"]
     assert catalog["accepts"]["scores"] == ["scores"]
     assert api.client.get("/v1/workflows/node-types").status_code == 401
+
+
+@pytest.fixture
+def registry() -> Iterator[None]:
+    """Node types a test registers are gone after it."""
+    before = dict(NODE_TYPES)
+    yield
+    NODE_TYPES.clear()
+    NODE_TYPES.update(before)
+
+
+def test_a_node_type_is_one_class_the_api_describes_checks_and_runs(
+    make_api: ApiFactory, registry: None
+) -> None:
+    @register
+    class Stamp(Node):
+        """Repeats a character's reference image."""
+
+        type: Literal["stamp"]
+        times: int = Field(default=2, ge=1, le=4)
+        ports: ClassVar[dict[str, Port]] = {"image": Port(PortType.IMAGE)}
+        outputs: ClassVar[dict[str, PortType]] = {"images": PortType.IMAGES}
+
+        def check(self, context: CheckContext) -> None:
+            if self.times == 3:
+                context.problem("times", "three is unlucky")
+
+        def invoke(self, context: NodeContext) -> dict[str, Any]:
+            context.progress(1, 1)
+            return {"images": [context.image("image")] * self.times}
+
+    api = make_api()
+    alice = api.key("alice")
+    character = add_character(api, alice)
+    catalog = api.client.get("/v1/workflows/node-types", headers=alice).json()
+    (described,) = [n for n in catalog["nodes"] if n["type"] == "stamp"]
+    assert described["description"] == "Repeats a character's reference image."
+    assert [i["name"] for i in described["inputs"]] == ["times", "image"]
+    assert described["outputs"] == [{"name": "images", "type": "images"}]
+
+    graph = {"nodes": {
+        "alice": {"type": "character", "inputs": {"character": "Alice"}},
+        "stamp": {"type": "stamp", "inputs": {"image": ["alice", "character"], "times": 3}},
+        "out": {"type": "output", "inputs": {"value": ["stamp", "images"]}}}}  # fmt: skip
+    refused = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"node": "stamp", "field": "times", "message": "three is unlucky"}
+    ]
+    graph["nodes"]["stamp"]["inputs"]["times"] = 2
+    task = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
+    assert task.status_code == 202, task.text
+    done = api.wait(task.json()["id"], alice)
+    assert done["status"] == "succeeded", done["error"]
+    primary = character["images"][0]["sha256"]
+    assert done["result"]["nodes"]["stamp"]["outputs"] == {"images": [primary, primary]}
+    assert done["result"]["outputs"] == {"out": [primary, primary]}
 
 
 def test_presets_are_listed_without_model_paths_or_options(

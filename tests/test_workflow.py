@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pytest
+from pydantic import Field
 
-from castbook.workflow import GraphError, parse_graph, topological_order
-from castbook.workflow.nodes import NODE_TYPES, PortType, accepts
+from castbook.workflow import (
+    CheckContext,
+    GraphError,
+    check_graph,
+    node_catalog,
+    parse_graph,
+    register,
+    topological_order,
+)
+from castbook.workflow.nodes import NODE_TYPES, Node, Port, PortType, accepts
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def graph(**nodes: dict[str, Any]) -> dict[str, Any]:
@@ -161,3 +179,139 @@ def test_two_prompts_are_a_value_not_a_link() -> None:
     assert problems(data) == [
         {"node": "batch", "field": "preset", "message": "takes a value, not a link: it has no port"}
     ]
+
+
+@pytest.fixture
+def registry() -> Iterator[dict[str, type[Node]]]:
+    """NODE_TYPES as it was, again after the test."""
+    before = dict(NODE_TYPES)
+    yield NODE_TYPES
+    NODE_TYPES.clear()
+    NODE_TYPES.update(before)
+
+
+class _NoData:
+    """A GraphChecker for graphs whose nodes ask about images only."""
+
+    library: Any = None
+    presets: Any = None
+
+    def owns_image(self, sha256: str) -> bool:
+        return sha256.startswith("a")
+
+
+def test_a_node_type_is_one_registered_class(registry: dict[str, type[Node]]) -> None:
+    @register
+    class Stamp(Node):
+        """Repeats an image."""
+
+        type: Literal["stamp"]
+        times: int = Field(default=2, ge=1, le=4)
+        ports: ClassVar[dict[str, Port]] = {"image": Port(PortType.IMAGE)}
+        outputs: ClassVar[dict[str, PortType]] = {"images": PortType.IMAGES}
+
+        def check(self, context: CheckContext) -> None:
+            if self.times == 3:
+                context.problem("times", "three is unlucky")
+            super().check(context)
+
+    assert registry["stamp"] is Stamp and list(registry)[-1] == "stamp"
+    with pytest.raises(ValueError, match="registered already"):
+        register(Stamp)
+    data = graph(
+        img={"type": "image", "inputs": {"image": "b" * 64}},
+        stamp={"type": "stamp", "inputs": {"image": ["img", "image"], "times": 3}},
+        out={"type": "output", "inputs": {"value": ["stamp", "images"]}},
+    )
+    assert parse_graph(data).order == ["img", "stamp", "out"]
+    # Its own check runs beside the other nodes' (the image node's is the owner's images).
+    with pytest.raises(GraphError) as caught:
+        check_graph(data, _NoData())
+    assert [p.to_json() for p in caught.value.problems] == [
+        {"node": "img", "field": "image", "message": "no stored image bbbbbbbbbbbb"},
+        {"node": "stamp", "field": "times", "message": "three is unlucky"},
+    ]
+    data["nodes"]["img"]["inputs"]["image"] = "a" * 64
+    data["nodes"]["stamp"]["inputs"]["times"] = 4
+    assert check_graph(data, _NoData()).order == ["img", "stamp", "out"]
+    # Its fields and ports are the wiring rules and the catalogue's form.
+    data["nodes"]["stamp"]["inputs"]["times"] = 5
+    assert {(p["node"], p["field"]) for p in problems(data)} == {("stamp", "times")}
+    (described,) = [n for n in node_catalog()["nodes"] if n["type"] == "stamp"]
+    assert described == {
+        "type": "stamp", "version": "1.0", "title": "Stamp", "description": "Repeats an image.",
+        "mode": None,
+        "inputs": [
+            {"name": "times", "kind": "value", "type": "integer", "required": False,
+             "nullable": False, "default": 2, "minimum": 1, "maximum": 4},
+            {"name": "image", "kind": "port", "type": "image", "required": True, "many": False,
+             "names": False},
+        ],
+        "outputs": [{"name": "images", "type": "images"}],
+    }  # fmt: skip
+
+
+def _docs_example() -> str:
+    """The node type docs/workflows.md shows under "Adding a node type"."""
+    text = (ROOT / "docs" / "workflows.md").read_text("utf-8")
+    section = text.split("## Adding a node type", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+_PROBE = """
+import json, sys, types
+import castbook
+from castbook.workflow import GraphError, NodeContext, check_graph, node_catalog, parse_graph
+
+assert castbook.__file__.startswith(sys.argv[1]), castbook.__file__
+
+
+class Checker:
+    library = presets = None
+
+    def owns_image(self, sha256):
+        return True
+
+
+data = {"nodes": {
+    "img": {"type": "image", "inputs": {"image": "a" * 64}},
+    "stamp": {"type": "stamp", "inputs": {"image": ["img", "image"], "times": 3}},
+    "out": {"type": "output", "inputs": {"value": ["stamp", "images"]}}}}
+try:
+    check_graph(data, Checker())
+except GraphError as exc:
+    problems = [p.to_json() for p in exc.problems]
+data["nodes"]["stamp"]["inputs"]["times"] = 2
+parsed = check_graph(data, Checker()).nodes["stamp"]
+run = types.SimpleNamespace(value=lambda link: "a" * 64)  # what the image node gave
+outputs = parsed.node.invoke(NodeContext(run, parsed))
+print(json.dumps({"catalog": node_catalog()["nodes"], "problems": problems, "outputs": outputs}))
+"""
+
+
+def test_the_documented_node_type_is_one_new_file(tmp_path: Path) -> None:
+    """docs/workflows.md's example, saved as a new module of the nodes package of a copy of
+    castbook, is described, checked and invoked with no other file changed."""
+    copy = tmp_path / "castbook"
+    shutil.copytree(ROOT / "src" / "castbook", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "workflow" / "nodes" / "stamp.py").write_text(_docs_example(), "utf-8")
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    # The built-in types keep their order (the web palette's); the new one comes last.
+    assert [n["type"] for n in seen["catalog"]] == [*NODE_TYPES, "stamp"]
+    assert seen["catalog"][:-1] == node_catalog()["nodes"]
+    stamp = seen["catalog"][-1]
+    assert (stamp["title"], stamp["description"]) == ("Stamp", "Repeats an image.")
+    assert [(i["name"], i["kind"]) for i in stamp["inputs"]] == [
+        ("times", "value"),
+        ("image", "port"),
+    ]
+    assert seen["problems"] == [{"node": "stamp", "field": "times", "message": "three is unlucky"}]
+    assert seen["outputs"] == {"images": ["a" * 64, "a" * 64]}

@@ -13,26 +13,75 @@ Both answer ``{time_required, error, error_data, input, output, app_id, task_id,
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import anyio
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.image_inputs import resolve_image
 from castbook.api.services import AppServices, Services
 from castbook.api.submission import choose_preset, queue_generation
-from castbook.errors import CastbookError, FieldError
-from castbook.generation import Mode, Preset, create_backend
+from castbook.errors import FieldError
+from castbook.generation import Mode, reference_room
 from castbook.generation.request import PROMPT_MAX, within
 from castbook.jobs import Job
 
 __all__ = ["ImageToImageRequest", "TaskQuery", "compat_answer", "router"]
 
-router = APIRouter(tags=["face-consistency API (compatible)"])
+
+class CompatErrorRoute(APIRoute):
+    """Every error answer of these endpoints (validation, auth, not found …) also carries the
+    original API's keys, ``error`` and ``error_data`` filled and the others null or empty, so
+    a client written for it finds the error where it looks; castbook's own ``type``,
+    ``field`` and ``errors`` stay beside them."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except Exception as exc:
+                answer = _registered_handler(request, exc)
+                if answer is None:
+                    raise
+                return _with_compat_keys(await answer(request, exc))
+
+        return handler
+
+
+def _registered_handler(request: Request, exc: Exception) -> Any:
+    handlers = request.app.exception_handlers
+    return next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
+
+
+def _with_compat_keys(response: Response) -> Response:
+    problem = json.loads(bytes(response.body))
+    answer = {
+        "time_required": None,
+        "error": problem.get("error"),
+        "error_data": {k: v for k, v in problem.items() if k != "error"},
+        "input": None,
+        "output": [],
+        "app_id": None,
+        "task_id": None,
+        "status": None,
+        **problem,
+    }
+    headers = {k: v for k, v in response.headers.items() if k.lower() == "www-authenticate"}
+    return JSONResponse(answer, status_code=response.status_code, headers=headers or None)
+
+
+router = APIRouter(tags=["face-consistency API (compatible)"], route_class=CompatErrorRoute)
 
 # castbook's request field -> the compat API's name for it.
 _NAMES = {
@@ -89,13 +138,6 @@ def compat_answer(request: Request, job: Job) -> dict[str, Any]:
     }
 
 
-def _takes_references(preset: Preset) -> bool:
-    try:
-        return create_backend(preset).max_references > 0
-    except CastbookError:
-        return False  # the job itself will say what is missing
-
-
 def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
     try:
         preset = choose_preset(services, body.app_id, Mode.I2I)
@@ -108,7 +150,7 @@ def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
     }
     values["mode"] = Mode.I2I
     values["init_image"] = image.sha256
-    if _takes_references(preset):
+    if (reference_room(preset) or 0) > 0:  # the face is also the identity reference
         values["references"] = [image.sha256]
     recorded = {**sent, "image": image.source, "image_id": image.sha256}
     if image.resized:

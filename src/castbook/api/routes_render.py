@@ -22,12 +22,10 @@ from castbook.api.services import AppServices, Services
 from castbook.api.submission import (
     QUEUE_PATTERN,
     choose_preset,
-    reference_room,
-    room_problem,
     task_json,
 )
 from castbook.errors import FieldError, NotFoundError
-from castbook.generation import Mode, Preset, resolve_request
+from castbook.generation import Mode, Preset, preset_room_problem, resolve_request
 from castbook.generation.request import PROMPT_MAX, within
 from castbook.jobs import Job
 from castbook.library import Character, CharacterLibrary
@@ -146,8 +144,8 @@ def _check(resolve: Callable[[], object], prefix: str = "") -> None:
         raise FieldError(f"{prefix}{exc.field}", str(exc).removeprefix(f"{exc.field}: ")) from None
 
 
-def _check_room(preset: Preset, room: int | None, count: int, field: str) -> None:
-    problem = room_problem(preset, room, count)
+def _check_room(preset: Preset, count: int, field: str) -> None:
+    problem = preset_room_problem(preset, count)
     if problem is not None:
         raise FieldError(field, problem)
 
@@ -176,7 +174,7 @@ def queue_batch_render(services: Services, owner: str, body: BatchRenderSubmissi
     )
     spec.validate()
     preset = choose_preset(services, body.preset, Mode.T2I)
-    _check_room(preset, reference_room(preset), len(names), "characters")
+    _check_room(preset, len(names), "characters")
     _check(lambda: spec.variant_requests(preset))  # as render_batch resolves them
     job = services.jobs.create(
         kind=BATCH_RENDER,
@@ -232,9 +230,8 @@ def queue_story(services: Services, owner: str, body: StorySubmission) -> Job:
     document["preset"] = preset.id
     story = Story.model_validate(document)
     base_seed = story.defaults.get("seed")
-    room = reference_room(preset)
     for index, scene in enumerate(story.scenes):  # as render_story builds them
-        _check_room(preset, room, len(set(scene.characters)), f"scenes.{index}.characters")
+        _check_room(preset, len(set(scene.characters)), f"scenes.{index}.characters")
         values = {**story.defaults, "prompt": scene.prompt, "characters": scene.characters}
         if scene.negative_prompt:
             values["negative_prompt"] = scene.negative_prompt

@@ -2,13 +2,15 @@
 
 A graph is validated completely before anything is written: its shape (see
 :mod:`castbook.workflow.graph`), then what only the owner's data can tell (characters with
-reference images, presets, stored images). Every problem comes back at once as 422
+reference images, presets, stored images: each node's ``check``, see
+:mod:`castbook.workflow.validate`). Every problem comes back at once as 422
 ``{"error", "type": "WorkflowError", "errors": [{"node", "field", "message"}]}``. A run is
 one task of kind ``workflow`` (202); ``GET /v1/tasks/{id}`` shows its per-node results.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,24 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from castbook.api.auth import CurrentOwner
 from castbook.api.problems import error_response
 from castbook.api.services import AppServices, Services
-from castbook.api.submission import QUEUE_PATTERN, reference_room, room_problem, task_json
-from castbook.errors import NotFoundError
+from castbook.api.submission import QUEUE_PATTERN, task_json
+from castbook.generation import PresetCatalog
 from castbook.jobs import Job
-from castbook.library import Character
+from castbook.library import CharacterLibrary
 from castbook.tasks.workflow import WORKFLOW
-from castbook.workflow import (
-    Graph,
-    GraphError,
-    GraphProblem,
-    Link,
-    WorkflowStore,
-    node_catalog,
-    parse_graph,
-)
-from castbook.workflow.nodes import (
-    CharacterNode,
-    ImageNode,
-)
+from castbook.workflow import Graph, GraphError, WorkflowStore, check_graph, node_catalog
 
 __all__ = ["router"]
 
@@ -82,75 +72,29 @@ def _problems_response(exc: GraphError) -> JSONResponse:
     )
 
 
-def check_graph(services: Services, owner: str, data: dict[str, Any]) -> Graph:
-    """The graph's shape, then what the owner's library, presets and images say of it."""
-    graph = parse_graph(data)
-    problems: list[GraphProblem] = []
-    library = services.library(owner)
-    catalog = services.presets()
+class _OwnerData:
+    """One owner's library, presets and images, as the workflow checks ask for them."""
 
-    def character(node_id: str, field: str, ref: str) -> Character | None:
-        try:
-            found = library.find(ref)
-        except NotFoundError:
-            problems.append(GraphProblem(node_id, field, f"no character {ref!r}"))
-            return None
-        if not found.images:
-            problems.append(
-                GraphProblem(node_id, field, f"{found.name} has no reference image; upload one")
-            )
-        return found
+    def __init__(self, services: Services, owner: str) -> None:
+        self.services = services
+        self.owner = owner
 
-    for node_id in graph.order:
-        parsed = graph.nodes[node_id]
-        node = parsed.node
-        if isinstance(node, CharacterNode):
-            found = character(node_id, "character", node.character)
-            if (
-                found is not None
-                and node.reference is not None
-                and all(image.sha256 != node.reference for image in found.images)
-            ):
-                problems.append(
-                    GraphProblem(
-                        node_id,
-                        "reference",
-                        f"{node.character} has no reference image {node.reference[:12]}",
-                    )
-                )
-        elif isinstance(node, ImageNode) and not services.owns_image(owner, node.image):
-            problems.append(GraphProblem(node_id, "image", f"no stored image {node.image[:12]}"))
-        mode = type(node).mode
-        if mode is not None:
-            preset_id = getattr(node, "preset", None)
-            try:
-                preset = catalog.get(preset_id) if preset_id else catalog.default_for(mode)
-            except NotFoundError as exc:
-                problems.append(GraphProblem(node_id, "preset", str(exc)))
-            else:
-                if not preset.supports(mode):
-                    problems.append(
-                        GraphProblem(node_id, "preset", f"preset {preset.id!r} does not do {mode}")
-                    )
-                elif (count := _character_count(parsed)) and (
-                    problem := room_problem(preset, reference_room(preset), count)
-                ):
-                    problems.append(GraphProblem(node_id, "characters", problem))
-        given = parsed.links.get("characters")
-        if isinstance(given, list):
-            for index, item in enumerate(given):
-                if not isinstance(item, Link):
-                    character(node_id, f"characters.{index}", item)
-    if problems:
-        raise GraphError(problems)
-    return graph
+    @cached_property
+    def library(self) -> CharacterLibrary:
+        return self.services.library(self.owner)
+
+    @cached_property
+    def presets(self) -> PresetCatalog:
+        return self.services.presets()
+
+    def owns_image(self, sha256: str) -> bool:
+        return self.services.owns_image(self.owner, sha256)
 
 
-def _character_count(parsed: Any) -> int:
-    """How many characters a node sends to its backend (links and names, without repeats)."""
-    given = parsed.links.get("characters")
-    items = given if isinstance(given, list) else []
-    return len({item.node if isinstance(item, Link) else item.casefold() for item in items})
+def _checked(services: Services, owner: str, data: dict[str, Any]) -> Graph:
+    """The graph, checked (its shape, then each node against the owner's data) by
+    :func:`castbook.workflow.check_graph`; raises GraphError."""
+    return check_graph(data, _OwnerData(services, owner))
 
 
 def _queue(
@@ -189,7 +133,7 @@ def validate_workflow(owner: CurrentOwner, services: AppServices, body: GraphBod
     """200 ``{"valid": true, "order": [...]}``, or 422 with every problem, each naming its
     node and input."""
     try:
-        graph = check_graph(services, owner, body.graph)
+        graph = _checked(services, owner, body.graph)
     except GraphError as exc:
         return _problems_response(exc)
     return {"valid": True, "order": graph.order}
@@ -200,7 +144,7 @@ def run_inline_workflow(
     request: Request, owner: CurrentOwner, services: AppServices, body: RunBody
 ) -> JSONResponse:
     try:
-        graph = check_graph(services, owner, body.graph)
+        graph = _checked(services, owner, body.graph)
     except GraphError as exc:
         return _problems_response(exc)
     return _queue(request, services, owner, graph, None, body.inference_type, body.cache)
@@ -211,7 +155,7 @@ def save_workflow(owner: CurrentOwner, services: AppServices, body: SaveBody) ->
     """The graph is validated as for a run (422 otherwise); names are unique per owner
     (409)."""
     try:
-        graph = check_graph(services, owner, body.graph)
+        graph = _checked(services, owner, body.graph)
     except GraphError as exc:
         return _problems_response(exc)
     saved = WorkflowStore(services.database, owner).save(body.name, graph.source)
@@ -245,7 +189,7 @@ def run_saved_workflow(
     """Checked again first: characters, presets or images it names may be gone since."""
     saved = WorkflowStore(services.database, owner).get(workflow_id)
     try:
-        graph = check_graph(services, owner, saved.graph)
+        graph = _checked(services, owner, saved.graph)
     except GraphError as exc:
         return _problems_response(exc)
     body = body or RunSavedBody()

@@ -1,5 +1,5 @@
 """What the routes that create tasks share: the task's JSON, the preset a request runs on,
-queueing a generation, the queue names, how many characters a preset takes. Route modules
+queueing a generation, the queue names. Route modules
 import from here, never from each other."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from fastapi import Request
 
 from castbook.api.image_inputs import ResolvedImage, store_images
 from castbook.api.services import Services
-from castbook.errors import CastbookError, FieldError, NotFoundError
-from castbook.generation import Mode, Preset, create_backend, references_problem, resolve_request
+from castbook.errors import FieldError, NotFoundError
+from castbook.generation import Mode, Preset, resolve_request
 from castbook.jobs import Job
 from castbook.tasks.generation import GENERATION, generation_job_input
 
@@ -19,8 +19,6 @@ __all__ = [
     "QUEUE_PATTERN",
     "choose_preset",
     "queue_generation",
-    "reference_room",
-    "room_problem",
     "task_json",
 ]
 
@@ -62,20 +60,3 @@ def queue_generation(
         job_input.update(extra_input)
     job = services.jobs.create(kind=GENERATION, input=job_input, owner=owner, queue=queue)
     return services.submit(job)
-
-
-def reference_room(preset: Preset) -> int | None:
-    """How many reference images the preset's backend takes; None when it cannot say here
-    (the job itself will report what is missing)."""
-    try:
-        return create_backend(preset).max_references
-    except CastbookError:
-        return None
-
-
-def room_problem(preset: Preset, room: int | None, count: int) -> str | None:
-    """Why ``count`` characters do not fit the preset (each character's image goes to the
-    backend as a reference image); None when they do."""
-    if room is None:
-        return None
-    return references_problem(f"preset {preset.id!r}", room, count, count, 0)

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from castbook.blobs import is_blob_id
-from castbook.errors import FieldError, GenerationError, ImageError, InvalidInputError
+from castbook.errors import (
+    CastbookError,
+    FieldError,
+    GenerationError,
+    ImageError,
+    InvalidInputError,
+)
 from castbook.generation.base import Backend, GenerationResult, PreparedRequest, ProgressCallback
 from castbook.generation.presets import Preset
 from castbook.generation.request import GenerationRequest, Mode, parse_request
@@ -24,10 +30,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendPool",
-    "apply_preset",
     "check_references",
     "create_backend",
+    "mode_problem",
     "prepare_request",
+    "preset_room_problem",
+    "reference_room",
     "references_problem",
     "resolve_request",
     "run_generation",
@@ -40,9 +48,9 @@ def resolve_request(values: Mapping[str, Any], preset: Preset) -> GenerationRequ
     for text-to-image. What it returns is stored and trusted: workers and backends do not
     check it again."""
     request = parse_request(dict(values))
-    if not preset.supports(request.mode):
-        modes = ", ".join(m.value for m in preset.modes)
-        raise FieldError("mode", f"preset {preset.id!r} does {modes}, not {request.mode.value}")
+    problem = mode_problem(preset, request.mode)
+    if problem is not None:
+        raise FieldError("mode", problem)
     if preset.defaults:
         request = parse_request({**preset.defaults, **request.model_dump(exclude_unset=True)})
     if request.mode == Mode.T2I and not request.prompt.strip() and not request.characters:
@@ -50,9 +58,31 @@ def resolve_request(values: Mapping[str, Any], preset: Preset) -> GenerationRequ
     return request
 
 
-def apply_preset(request: GenerationRequest, preset: Preset) -> GenerationRequest:
-    """Transitional: :func:`resolve_request` for a request already parsed."""
-    return resolve_request(request.model_dump(exclude_unset=True), preset)
+def mode_problem(preset: Preset, mode: Mode) -> str | None:
+    """Why ``preset`` cannot run ``mode``; None when it can. The one rule every entry point
+    (requests, workflow nodes) asks."""
+    if preset.supports(mode):
+        return None
+    modes = ", ".join(m.value for m in preset.modes)
+    return f"preset {preset.id!r} does {modes}, not {mode.value}"
+
+
+def reference_room(preset: Preset) -> int | None:
+    """How many reference images the preset's backend takes; None when it cannot say before
+    it runs (a missing dependency or model: the run itself reports that)."""
+    try:
+        return create_backend(preset).max_references
+    except CastbookError:
+        return None
+
+
+def preset_room_problem(preset: Preset, characters: int) -> str | None:
+    """Why ``characters`` characters (one reference image each) do not fit the preset's
+    backend; None when they do or when it cannot tell yet (see :func:`reference_room`)."""
+    room = reference_room(preset)
+    if room is None:
+        return None
+    return references_problem(f"preset {preset.id!r}", room, characters, characters, 0)
 
 
 def references_problem(who: str, room: int, count: int, characters: int, extra: int) -> str | None:

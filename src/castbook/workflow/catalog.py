@@ -44,7 +44,7 @@ def node_catalog() -> dict[str, Any]:
 
 
 def _describe(cls: type[Node]) -> dict[str, Any]:
-    kind = cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    kind = cls.type_id()
     schema = cls.model_json_schema()
     required = set(schema.get("required", ())) - {"type"}
     inputs: list[dict[str, Any]] = []
