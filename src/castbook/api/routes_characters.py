@@ -23,6 +23,7 @@ from castbook.library import (
     export_characters,
     import_document,
 )
+from castbook.library.models import FIELD_SECTIONS, FORM_FIELDS, FieldInfo
 
 __all__ = ["CharacterCreate", "CharacterPatch", "character_json", "router"]
 
@@ -99,6 +100,20 @@ def list_characters(
         wanted = tag.casefold()
         characters = [c for c in characters if wanted in (t.casefold() for t in c.tags)]
     return [character_json(request, c) for c in characters]
+
+
+class CharacterFieldList(BaseModel):
+    fields: list[FieldInfo]
+    sections: dict[str, str]
+
+
+@router.get("/fields", summary="The editable fields, as a form shows them")
+def character_fields() -> CharacterFieldList:
+    """Every field a character can be created or changed with, in form order: its label, its
+    kind of input (``text``, ``long_text`` or ``list``), its group (``physical``: nested under
+    ``physical`` in a character), the section it is shown under (``sections`` names them), its
+    limits and, for a list, how its text is split."""
+    return CharacterFieldList(fields=list(FORM_FIELDS), sections=dict(FIELD_SECTIONS))
 
 
 @router.post("", status_code=201, summary="Create a character")

@@ -14,7 +14,7 @@ from castbook.cli.library_access import open_library
 from castbook.errors import InvalidInputError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
 from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
-from castbook.library.models import PHYSICAL_TRAITS
+from castbook.library.models import FORM_FIELDS, PHYSICAL_TRAITS, field_value
 from castbook.library.transfer import format_timestamp, write_json_atomically
 from castbook.settings import Settings
 
@@ -140,6 +140,19 @@ def list_characters(
     console.print(table)
 
 
+def _field_rows(record: object) -> list[tuple[str, str]]:
+    """(label, text) for each field but the name that ``record`` (a character or an
+    extraction) has, in the library's order; a list's entries are joined with commas."""
+    rows = []
+    for field in FORM_FIELDS:
+        value = field_value(record, field)
+        if field.name == "name" or value is None:
+            continue
+        text = ", ".join(value) if isinstance(value, list | tuple) else str(value)
+        rows.append((field.label.lower(), text))
+    return rows
+
+
 @app.command()
 @reports_errors
 def show(name: str = typer.Argument(..., help="Character name."), json_output: bool = JSON) -> None:
@@ -152,14 +165,7 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
     table.add_column("Field", style="bold")
     table.add_column("Value")
     rows = [
-        ("style prompt", character.style_prompt),
-        ("negative prompt", character.negative_prompt),
-        ("description", character.description),
-        *((trait, getattr(character.physical, trait)) for trait in PHYSICAL_TRAITS),
-        ("clothing", character.clothing),
-        ("accessories", ", ".join(character.accessories)),
-        ("distinctive features", ", ".join(character.distinctive_features)),
-        ("tags", ", ".join(character.tags)),
+        *_field_rows(character),
         ("created", format_timestamp(character.created_at)),
         ("updated", format_timestamp(character.updated_at)),
     ]
@@ -360,14 +366,7 @@ def extract(
     table = Table(show_header=False, title=f"Proposed character ({escape_text(extraction.source)})")
     table.add_column("field", style="bold")
     table.add_column("value")
-    rows = [
-        ("style prompt", extraction.style_prompt),
-        ("description", extraction.description),
-        *((trait, getattr(extraction.physical, trait)) for trait in PHYSICAL_TRAITS),
-        ("clothing", extraction.clothing),
-        ("accessories", ", ".join(extraction.accessories)),
-        ("distinctive features", ", ".join(extraction.distinctive_features)),
-    ]
+    rows = _field_rows(extraction)
     for label, value in rows:
         table.add_row(label, escape_text(value) if value else "[dim]—[/]")
     console.print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
+from typing import Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,14 +12,19 @@ from castbook.errors import FieldError
 
 __all__ = [
     "EDITABLE_FIELDS",
+    "FIELD_SECTIONS",
+    "FORM_FIELDS",
     "MAX_LIST_ITEMS",
     "MAX_NAME_LENGTH",
     "MAX_TEXT_LENGTH",
+    "PHYSICAL_TRAITS",
     "Character",
     "CharacterFields",
+    "FieldInfo",
     "PhysicalTraits",
     "ReferenceImage",
     "clean_fields",
+    "field_value",
     "fields_as_dict",
     "name_key",
     "normalize_name",
@@ -28,10 +34,11 @@ MAX_NAME_LENGTH = 100
 MAX_TEXT_LENGTH = 4000
 MAX_LIST_ITEMS = 50
 
-PHYSICAL_TRAITS = ("hair", "eyes", "face", "body", "skin")
-
 
 class PhysicalTraits(BaseModel):
+    """A character's appearance. Its fields are the traits everything else lists
+    (:data:`PHYSICAL_TRAITS`): the CLI, the API, the web form, the export formats, injection."""
+
     model_config = ConfigDict(frozen=True)
 
     hair: str = ""
@@ -39,6 +46,9 @@ class PhysicalTraits(BaseModel):
     face: str = ""
     body: str = ""
     skin: str = ""
+
+
+PHYSICAL_TRAITS: tuple[str, ...] = tuple(PhysicalTraits.model_fields)  # in declaration order
 
 
 class ReferenceImage(BaseModel):
@@ -109,10 +119,101 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", normalize_name(name).casefold())
 
 
-TEXT_FIELDS = ("style_prompt", "negative_prompt", "description", "clothing")
-LIST_FIELDS = ("accessories", "distinctive_features", "tags")
-EDITABLE_FIELDS = ("name", *TEXT_FIELDS, *PHYSICAL_TRAITS, *LIST_FIELDS)
+def _flat_field_names() -> tuple[str, ...]:
+    """CharacterFields' fields in declaration order, ``physical`` replaced by its traits."""
+    names: list[str] = []
+    for name in CharacterFields.model_fields:
+        names.extend(PHYSICAL_TRAITS if name == "physical" else (name,))
+    return tuple(names)
+
+
+# Every editable field, flat and in one order (the CLI table's, the form's, the API's).
+EDITABLE_FIELDS = _flat_field_names()
+LIST_FIELDS = tuple(
+    name
+    for name, info in CharacterFields.model_fields.items()
+    if get_origin(info.annotation) is tuple
+)
+TEXT_FIELDS = tuple(
+    n for n in EDITABLE_FIELDS if n != "name" and n not in PHYSICAL_TRAITS + LIST_FIELDS
+)
 MAX_ITEM_LENGTH = 200
+
+# ---- what a form needs to show the editable fields (GET /v1/characters/fields) ----------------
+
+LONG_TEXT_FIELDS = ("style_prompt", "description")  # several lines; other text is one line
+LIST_SEPARATORS = {"tags": ","}  # how a list is typed as text; one entry per line otherwise
+# Fields shown together under a heading: the traits and what the character wears.
+FIELD_SECTIONS = {"appearance": "Appearance"}
+_SECTION_OF = dict.fromkeys((*PHYSICAL_TRAITS, "clothing"), "appearance")
+_HINTS = {"style_prompt": "1–3 sentences of key features, added to every prompt"}
+_LIST_HINTS = {"\n": "one per line", ",": "comma separated"}
+_PLACEHOLDERS = {
+    "style_prompt": "e.g. a young knight with short silver hair, amber eyes and a red scarf",
+    "negative_prompt": "e.g. extra fingers, blurry",
+    "description": "who they are, at a glance",
+    "accessories": "e.g. silver pendant",
+    "distinctive_features": "e.g. scar over the left eye",
+    "tags": "e.g. hero, knight",
+}
+
+
+class FieldInfo(BaseModel):
+    """One editable field as a form (or the CLI's table) shows it: label, input and limits.
+
+    ``kind`` is "text" (one line), "long_text" (several lines) or "list": a list is typed as
+    text, its entries split on ``separator``, each up to ``max_length`` characters. ``group``
+    names the object a character nests the field in (``physical``), or is None; ``section``
+    the heading it is shown under (a key of :data:`FIELD_SECTIONS`), or is None.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    label: str
+    kind: Literal["text", "long_text", "list"]
+    group: str | None
+    section: str | None
+    required: bool
+    max_length: int
+    max_items: int | None
+    separator: str | None
+    placeholder: str
+    hint: str
+
+
+def _field_info(name: str) -> FieldInfo:
+    is_list = name in LIST_FIELDS
+    separator = LIST_SEPARATORS.get(name, "\n") if is_list else None
+    if name == "name":
+        limit = MAX_NAME_LENGTH
+    elif is_list:
+        limit = MAX_ITEM_LENGTH
+    else:
+        limit = MAX_TEXT_LENGTH
+    return FieldInfo(
+        name=name,
+        label=name.replace("_", " ").capitalize(),
+        kind="list" if is_list else "long_text" if name in LONG_TEXT_FIELDS else "text",
+        group="physical" if name in PHYSICAL_TRAITS else None,
+        section=_SECTION_OF.get(name),
+        required=name == "name",
+        max_length=limit,
+        max_items=MAX_LIST_ITEMS if is_list else None,
+        separator=separator,
+        placeholder=_PLACEHOLDERS.get(name, ""),
+        hint=_LIST_HINTS[separator] if separator else _HINTS.get(name, ""),
+    )
+
+
+FORM_FIELDS = tuple(_field_info(name) for name in EDITABLE_FIELDS)  # in EDITABLE_FIELDS order
+
+
+def field_value(record: object, field: FieldInfo) -> object:
+    """``field``'s value in a character (or anything shaped like one: an extraction), read
+    from its group (``record.physical.hair``); None when ``record`` has no such field."""
+    holder = getattr(record, field.group, None) if field.group else record
+    return getattr(holder, field.name, None)
 
 
 def _clean_text(field: str, value: object, limit: int = MAX_TEXT_LENGTH) -> str:

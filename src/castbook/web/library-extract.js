@@ -6,8 +6,18 @@
 import { $, api } from "./api.js";
 
 const UNKNOWN = "unknown";
-const PHYSICAL = ["hair", "eyes", "face", "body", "skin"];
 const NOT_SEEN = "not determined from the picture";
+
+/** `field`'s value in a character or an extraction (a grouped field sits in its group). */
+export function fieldValue(record, field) {
+  const holder = field.group ? record[field.group] || {} : record;
+  return holder[field.name];
+}
+
+/** A list field's entries as the user types them: one per line, or "a, b". */
+export function listText(field, items) {
+  return items.join(field.separator === "\n" ? "\n" : `${field.separator} `);
+}
 
 function known(value) {
   const text = typeof value === "string" ? value.trim() : "";
@@ -16,7 +26,7 @@ function known(value) {
 
 /** "physical.eyes" is the form's eyes field. */
 function formField(name) {
-  return name.startsWith("physical.") ? name.slice("physical.".length) : name;
+  return name.slice(name.indexOf(".") + 1);
 }
 
 function sourceLabel(source) {
@@ -34,22 +44,18 @@ export async function requestExtraction(image, { local = false, signal } = {}) {
   return result.extraction;
 }
 
-/** Fill `form` with what `extraction` determined; mark and name what it could not. */
-export function showExtraction(form, extraction, saveLabel) {
+/**
+ * Fill `form`'s `fields` (GET /v1/characters/fields) with what `extraction` determined; mark
+ * and name what it could not.
+ */
+export function showExtraction(form, extraction, saveLabel, fields) {
   const field = (name) => form.elements.namedItem(name);
-  const physical = extraction.physical || {};
-  const proposal = {
-    style_prompt: known(extraction.style_prompt),
-    description: known(extraction.description),
-    clothing: known(extraction.clothing),
-    accessories: extraction.accessories || [],
-    distinctive_features: extraction.distinctive_features || [],
-  };
-  for (const trait of PHYSICAL) proposal[trait] = known(physical[trait]);
-  for (const [name, value] of Object.entries(proposal)) {
-    if (Array.isArray(value) ? value.length === 0 : !value) continue;
-    field(name).value = Array.isArray(value) ? value.join("\n") : value;
-    field(name).classList.add("proposed");
+  for (const described of fields) {
+    const value = fieldValue(extraction, described);
+    const text = Array.isArray(value) ? listText(described, value) : known(value);
+    if (!text) continue; // not proposed (the name, tags), or not seen
+    field(described.name).value = text;
+    field(described.name).classList.add("proposed");
   }
   const unfilled = (extraction.unfilled || []).map(formField);
   for (const name of unfilled) {

@@ -1,28 +1,31 @@
 // The character dialog: create or edit every field of a character, manage its reference
 // images, and fill the form from the Character Extractor's proposal for the user to review
 // (it never saves by itself). library.js opens it; `onChange` is called after every change
-// the server accepted, so the list (and the canvas) follow.
+// the server accepted, so the list (and the canvas) follow. The fields themselves (labels,
+// kinds, limits) come from GET /v1/characters/fields, read once the key is known.
 
 import { $, api, blobUrl, characterImagePath } from "./api.js";
-import { clearExtraction, requestExtraction, showExtraction, unmark } from "./library-extract.js";
+import { make } from "./dom.js";
+import {
+  clearExtraction,
+  fieldValue,
+  listText,
+  requestExtraction,
+  showExtraction,
+  unmark,
+} from "./library-extract.js";
 
-const TEXT_FIELDS = [
-  "name",
-  "style_prompt",
-  "negative_prompt",
-  "description",
-  "hair",
-  "eyes",
-  "face",
-  "body",
-  "skin",
-  "clothing",
-];
-const PHYSICAL = ["hair", "eyes", "face", "body", "skin"];
-const LIST_SEPARATORS = { accessories: /\n/, distinctive_features: /\n/, tags: "," };
 const EXTRACT_LABEL = "Extract from image";
+// The ids these fields had before the form was built from the API; the others are field-<name>.
+const FIELD_IDS = {
+  style_prompt: "field-style",
+  negative_prompt: "field-negative",
+  distinctive_features: "field-traits",
+};
 
 const state = {
+  fields: null, // GET /v1/characters/fields' list, once the form is built from it
+  fieldsLoading: null, // its promise while it loads or once it did
   mode: "new", // or "edit"
   character: null, // edit: the character as the server last answered
   baseline: null, // the field values the form opened with, to send only what changed
@@ -109,39 +112,143 @@ export function confirmAction(text, confirmLabel = "Delete") {
   });
 }
 
+// ---- building the fields from the API --------------------------------------------------------
+
+function control(field) {
+  const lines = field.kind === "list" && field.separator === "\n";
+  const multiline = field.kind === "long_text" || lines;
+  const element = document.createElement(multiline ? "textarea" : "input");
+  element.name = field.name;
+  element.id = FIELD_IDS[field.name] || `field-${field.name}`;
+  if (multiline) element.rows = 3;
+  else element.autocomplete = "off";
+  if (field.kind !== "list") element.maxLength = field.max_length; // a list's limit is per entry
+  element.required = field.required;
+  element.placeholder = field.placeholder;
+  return element;
+}
+
+/** A field's label, its input, and the slot its errors appear in. */
+function fieldBox(field, className = "field") {
+  const label = make("label", "", `${field.label} `);
+  if (field.hint) label.append(make("small", "", `(${field.hint})`), " ");
+  label.append(control(field));
+  const error = make("p", "field-error");
+  error.dataset.errorFor = field.name;
+  error.hidden = true;
+  const box = make("div", className);
+  box.append(label, error);
+  return box;
+}
+
+/** The fields of one section in a 6-column grid: rows of three, the first row takes the rest. */
+function sectionBox(label, fields) {
+  const box = make("fieldset", "traits");
+  box.append(make("legend", "", label));
+  const lead = fields.length % 3;
+  fields.forEach((field, index) => {
+    let span = "span-2";
+    if (index < lead) span = lead === 1 ? "span-6" : "span-3";
+    box.append(fieldBox(field, `field ${span}`));
+  });
+  return box;
+}
+
+/** Runs of neighbouring fields shown together: a section's fields, lists (two a row), or one. */
+function runs(fields) {
+  const key = (field) =>
+    field.section
+      ? `section ${field.section}`
+      : field.kind === "list"
+        ? "lists"
+        : `field ${field.name}`;
+  const result = [];
+  for (const field of fields) {
+    const last = result[result.length - 1];
+    if (last && key(last[0]) === key(field)) last.push(field);
+    else result.push([field]);
+  }
+  return result;
+}
+
+function buildFields({ fields, sections }) {
+  const parts = [];
+  for (const run of runs(fields)) {
+    if (run[0].section) {
+      parts.push(sectionBox(sections[run[0].section] || run[0].section, run));
+      continue;
+    }
+    for (let i = 0; i < run.length; i += 2) {
+      const row = run.slice(i, i + 2);
+      if (row.length === 1) {
+        parts.push(fieldBox(row[0]));
+      } else {
+        const pair = make("div", "field-pair");
+        pair.append(...row.map((field) => fieldBox(field)));
+        parts.push(pair);
+      }
+    }
+  }
+  $("#character-fields").replaceChildren(...parts);
+  state.fields = fields;
+}
+
+/** Build the fields from the API (once; a failed try is tried again on the next call). */
+function loadFields() {
+  if (!state.fieldsLoading) {
+    state.fieldsLoading = api("/v1/characters/fields")
+      .then(buildFields)
+      .catch((exc) => {
+        state.fieldsLoading = null;
+        throw exc;
+      });
+  }
+  return state.fieldsLoading;
+}
+
+function showFieldsError(exc) {
+  const message = make(
+    "p",
+    "form-error",
+    `Could not load the character's fields: ${exc.message}. Close this form and open it ` +
+      "again to retry.",
+  );
+  message.id = "fields-error";
+  message.setAttribute("role", "alert");
+  $("#character-fields").replaceChildren(message);
+}
+
 // ---- reading and filling the fields ----------------------------------------------------------
 
-function lines(text, separator) {
+function entries(field, text) {
   return text
-    .split(separator)
+    .split(field.separator)
     .map((part) => part.trim())
     .filter(Boolean);
 }
 
 function readFields() {
   const values = {};
-  for (const field of TEXT_FIELDS) values[field] = input(field).value.trim();
-  for (const [field, separator] of Object.entries(LIST_SEPARATORS)) {
-    values[field] = lines(input(field).value, separator);
+  for (const field of state.fields || []) {
+    const text = input(field.name).value;
+    values[field.name] = field.kind === "list" ? entries(field, text) : text.trim();
   }
   return values;
 }
 
 function fieldsOf(character) {
   const values = {};
-  for (const field of TEXT_FIELDS) {
-    values[field] = PHYSICAL.includes(field)
-      ? (character.physical || {})[field] || ""
-      : character[field] || "";
+  for (const field of state.fields) {
+    const value = fieldValue(character, field);
+    values[field.name] = field.kind === "list" ? [...(value || [])] : value || "";
   }
-  for (const field of Object.keys(LIST_SEPARATORS)) values[field] = [...(character[field] || [])];
   return values;
 }
 
 function fillFields(values) {
-  for (const field of TEXT_FIELDS) input(field).value = values[field] || "";
-  for (const [field, separator] of Object.entries(LIST_SEPARATORS)) {
-    input(field).value = (values[field] || []).join(separator === "," ? ", " : "\n");
+  for (const field of state.fields) {
+    const value = values[field.name];
+    input(field.name).value = field.kind === "list" ? listText(field, value || []) : value || "";
   }
 }
 
@@ -338,7 +445,7 @@ async function extract() {
     const local = $("#extract-local").checked;
     const extraction = await requestExtraction(image, { local, signal });
     if (signal.aborted) return;
-    showExtraction(form, extraction, state.mode === "new" ? "Create" : "Save");
+    showExtraction(form, extraction, state.mode === "new" ? "Create" : "Save", state.fields);
     if (!input("name").value.trim()) input("name").focus();
   } catch (exc) {
     if (!signal.aborted) showApiError(form, exc, "image", "Extraction failed: ");
@@ -352,11 +459,12 @@ async function extract() {
 
 function updateBusy() {
   const extracting = Boolean(state.extracting);
+  const noFields = !state.fields;
   const button = $("#extract-character");
-  button.disabled = extracting || state.imagesBusy || imageItems().length === 0;
+  button.disabled = extracting || state.imagesBusy || noFields || imageItems().length === 0;
   button.classList.toggle("busy", extracting);
   button.textContent = extracting ? "Extracting…" : EXTRACT_LABEL;
-  $("#save-character").disabled = extracting || state.imagesBusy || state.saving;
+  $("#save-character").disabled = extracting || state.imagesBusy || state.saving || noFields;
   $("#field-image").disabled = extracting || state.imagesBusy;
   $("#add-images").classList.toggle("disabled", extracting || state.imagesBusy);
   $("#image-list").classList.toggle("busy", state.imagesBusy);
@@ -409,7 +517,7 @@ async function updateCharacter() {
 async function save(event) {
   event.preventDefault();
   const form = formElement();
-  if (state.extracting || state.imagesBusy || state.saving) return;
+  if (!state.fields || state.extracting || state.imagesBusy || state.saving) return;
   clearErrors(form);
   const values = readFields();
   if (!values.name) {
@@ -434,21 +542,32 @@ async function save(event) {
 
 // ---- opening and closing ---------------------------------------------------------------------
 
-/** Open the dialog: empty for a new character, or pre-filled to edit `character`. */
-export function openCharacterForm(character = null) {
+/**
+ * Open the dialog: empty for a new character, or pre-filled to edit `character`. Without the
+ * fields (GET /v1/characters/fields failed) it opens with the reason instead of the fields.
+ */
+export async function openCharacterForm(character = null) {
   const form = formElement();
+  const ready = await loadFields().then(
+    () => true,
+    (exc) => {
+      showFieldsError(exc);
+      return false;
+    },
+  );
+  if ($("#character-dialog").open) return;
   reset();
   state.mode = character ? "edit" : "new";
   state.character = character;
-  state.baseline = character ? fieldsOf(character) : readFields();
-  if (character) fillFields(state.baseline);
+  state.baseline = character && ready ? fieldsOf(character) : readFields();
+  if (character && ready) fillFields(state.baseline);
   $("#character-form-title").textContent = character ? `Edit ${character.name}` : "New character";
   $("#save-character").textContent = character ? "Save" : "Create";
   $("#extract-hint").lastElementChild.textContent = character ? "Save" : "Create";
   form.dataset.mode = state.mode;
   renderImages();
   $("#character-dialog").showModal();
-  input("name").focus();
+  if (ready) input("name").focus();
 }
 
 function reset() {
@@ -478,6 +597,8 @@ function onCancelKey(event) {
 export function setUpCharacterForm({ onChange }) {
   state.onChange = onChange;
   const form = formElement();
+  // Ready before the first New character; a failure is shown when the form opens.
+  document.addEventListener("castbook:key", () => loadFields().catch(() => {}));
   form.addEventListener("submit", save);
   $("#cancel-character").addEventListener("click", () => $("#character-dialog").close());
   $("#character-dialog").addEventListener("close", () => {
