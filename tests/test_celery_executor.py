@@ -23,7 +23,7 @@ from PIL import Image
 from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.errors import FieldError, StorageError
-from castbook.generation import parse_request
+from castbook.generation import load_presets, resolve_request
 from castbook.jobs import Job, JobStatus, JobStore
 from castbook.settings import Settings
 from castbook.tasks import generation_job_input, handlers
@@ -57,7 +57,10 @@ from castbook.jobs.celery_executor import (  # noqa: E402
     worker_name,
 )
 
-WORKER_START_S = 60.0
+# A generous deadline for a job on a worker: an idle machine takes seconds (a worker's first
+# job imports torch and loads the model), one with both cores busy minutes (159 s seen).
+JOB_DEADLINE_S = 300.0
+VISIBILITY_TIMEOUT_S = 2
 _databases = itertools.count(1)
 
 
@@ -176,15 +179,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(request: pytest.FixtureRequest) -> Path:
+    """The session's tiny SD 1.5 (tests/conftest.py), built once for every module."""
     _need("diffusers")
-    from tests.support.tiny_diffusers import make_tiny_sd15
-
-    return make_tiny_sd15(tmp_path_factory.mktemp("models") / "sd15")
+    return request.getfixturevalue("tiny_models")["sd15"]
 
 
 class Cluster:
-    """A CASTBOOK_HOME with presets, its own Redis database, and the workers started on it."""
+    """A CASTBOOK_HOME with presets, its own Redis database, and the workers started on it.
+
+    A worker process takes seconds to start (it imports torch on its first job), so the
+    tests on the ``default`` queue share one cluster and its workers (:func:`sqlite_cluster`):
+    a test that needs a fresh worker stops the others first (:meth:`stop_workers`), one that
+    needs just one worker on a queue takes a live one or starts it (:meth:`sole_worker`).
+    """
 
     def __init__(self, home: Path, database_url: str, redis_url: str, model: Path) -> None:
         self.home = home
@@ -201,7 +209,7 @@ class Cluster:
             "HF_HOME": str(home / "hf-empty"),
             "OMP_NUM_THREADS": "1",
             # Redis hands the message of a killed worker's job out again after 2 s.
-            "CASTBOOK_CELERY_VISIBILITY_TIMEOUT": "2",
+            "CASTBOOK_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
         }
         for name in ("CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
             self.env.pop(name, None)
@@ -211,6 +219,7 @@ class Cluster:
         )
         self.executor.start()  # as `castbook serve` does: it checks for orphans too
         self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.queues: dict[int, tuple[str, ...]] = {}  # pid -> the queues it consumes
 
     def worker(self, *queues: str, pool: str = "solo") -> subprocess.Popen[bytes]:
         log = self.home / f"worker-{len(self.workers)}.log"
@@ -222,14 +231,32 @@ class Cluster:
                 args, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         self.workers.append((process, log))
+        self.queues[process.pid] = queues
         return process
+
+    def live_workers(self) -> list[subprocess.Popen[bytes]]:
+        return [process for process, _ in self.workers if process.poll() is None]
+
+    def stop_workers(self, keep: subprocess.Popen[bytes] | None = None) -> None:
+        """Kill every live worker but ``keep`` (idle ones: they hold no message)."""
+        for process in self.live_workers():
+            if process is not keep:
+                process.kill()
+                process.wait(timeout=10)
+
+    def sole_worker(self, queue: str) -> subprocess.Popen[bytes]:
+        """The cluster's only live worker, one consuming just ``queue``: a live one is kept
+        (its model may be loaded already), every other is stopped; none: one is started."""
+        kept = next((p for p in self.live_workers() if self.queues[p.pid] == (queue,)), None)
+        self.stop_workers(keep=kept)
+        return kept if kept is not None else self.worker(queue)
 
     def submit(self, queue: str, **request: object) -> Job:
         values = {"prompt": "a lighthouse at dusk", "seed": 3, **request}
+        # Resolved against the preset as the API's submission does (workers trust the row).
+        resolved = resolve_request(values, load_presets(self.home).get("tiny"))
         job = self.store.create(
-            kind="generation",
-            input=generation_job_input(parse_request(values), "tiny"),
-            queue=queue,
+            kind="generation", input=generation_job_input(resolved, "tiny"), queue=queue
         )
         self.executor.submit(job)
         return job
@@ -280,25 +307,41 @@ def _finished(job: Job) -> bool:
     return job.done
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_jobs_run_only_on_workers_for_their_queue(cluster: Cluster, database_url: str) -> None:
+@pytest.fixture(scope="module")
+def sqlite_cluster(
+    redis_server: RedisServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One cluster (SQLite) for the tests on the ``default`` queue and the contract: its
+    workers are started once and kept from test to test where a test allows it."""
+    root = tmp_path_factory.mktemp("cluster")
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    cluster = Cluster(root / "home", f"sqlite:///{root / 'castbook.db'}", url, tiny_model)
+    yield cluster
+    cluster.close()
+
+
+def test_jobs_run_only_on_workers_for_their_queue(sqlite_cluster: Cluster) -> None:
+    cluster = sqlite_cluster
+    cluster.stop_workers()  # fresh workers: the first job of each loads the model
     on_default = cluster.worker("default")
+    # Started together (they take seconds to start). Had the default worker taken the h100
+    # job, the h100 worker could not have run it: which worker ran it (below) is the proof,
+    # not a pause and a look at "still queued".
+    on_h100 = cluster.worker("h100", "a100")
     for_default = cluster.submit("default", batch=2)
     for_h100 = cluster.submit("h100")
 
-    first = done = cluster.wait_for(for_default.id, _finished, WORKER_START_S)
+    first = done = cluster.wait_for(for_default.id, _finished, JOB_DEADLINE_S)
     assert done.status == JobStatus.SUCCEEDED, (done.error, cluster.logs())
     assert done.worker == worker_name(on_default.pid)
     assert len(done.outputs) == 2 and done.result and done.result["seed"] == 3
     with Image.open(BlobStore(cluster.settings.blob_dir).path(done.outputs[0].sha256)) as image:
         assert image.size == (256, 256)
-    # Had the default worker taken the h100 job, the h100 worker could not have run it:
-    # which worker ran it (below) is the proof, not a pause and a look at "still queued".
-    on_h100 = cluster.worker("h100", "a100")
-    done = cluster.wait_for(for_h100.id, _finished, WORKER_START_S)
+    done = cluster.wait_for(for_h100.id, _finished, JOB_DEADLINE_S)
     assert done.status == JobStatus.SUCCEEDED, (done.error, cluster.logs())
     assert done.worker == worker_name(on_h100.pid)
     assert len(done.outputs) == 1 and done.attempts == 1
+    cluster.stop_workers(keep=on_default)  # the later tests need no h100 worker
 
     # The worker keeps its model loaded: the next job skips the seconds of loading.
     again = cluster.submit("default", seed=4)
@@ -308,31 +351,43 @@ def test_jobs_run_only_on_workers_for_their_queue(cluster: Cluster, database_url
     assert finished.seconds < first.seconds / 3, (finished.seconds, first.seconds)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_worker_killed_mid_job_loses_nothing(cluster: Cluster, redis_server: RedisServer) -> None:
-    first = cluster.worker("default")
+def test_a_worker_killed_mid_job_loses_nothing(
+    sqlite_cluster: Cluster, redis_server: RedisServer
+) -> None:
+    cluster = sqlite_cluster
+    # The cluster's only worker (a live one is kept: killing a worker whose model is loaded
+    # proves the same); no other worker may hand the held message out before the checks.
+    first = cluster.sole_worker("default")
     slow = cluster.submit("default", steps=30, batch=2)
     running = cluster.wait_for(
         slow.id,
         lambda j: j.done or (j.status == JobStatus.RUNNING and j.progress_step >= 2),
-        WORKER_START_S,
+        JOB_DEADLINE_S,
     )
     assert running.status == JobStatus.RUNNING, (running.error, cluster.logs())
+    assert running.worker == worker_name(first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
 
     # Late acknowledgement: the message of the job it was running is still held by Redis.
     assert redis_server.command("HLEN", "unacked", db=cluster.redis_db()) == 1
     assert cluster.store.get(slow.id).status == JobStatus.RUNNING
+    # A worker hands out held messages older than the visibility timeout when it starts
+    # (its later scans are a minute or more apart): the killed one may have held it for less.
+    (_, delivered) = redis_server.command(
+        "ZRANGE", "unacked_index", 0, -1, "WITHSCORES", db=cluster.redis_db()
+    )
+    while time.time() - float(delivered) <= VISIBILITY_TIMEOUT_S + 0.5:
+        time.sleep(0.1)
 
     second = cluster.worker("default")
-    done = cluster.wait_for(slow.id, _finished, WORKER_START_S)
+    done = cluster.wait_for(slow.id, _finished, JOB_DEADLINE_S)
     assert done.status == JobStatus.SUCCEEDED, (done.error, cluster.logs())
     assert done.attempts == 2 and len(done.outputs) == 2
     assert done.worker == worker_name(second.pid)
     assert cluster.store.ids_with_status(JobStatus.RUNNING) == []
     # The held message was delivered again too, and dropped: the job had already run.
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + JOB_DEADLINE_S
     while (
         redis_server.command("HLEN", "unacked", db=cluster.redis_db()),
         redis_server.command("LLEN", "default", db=cluster.redis_db()),
@@ -351,7 +406,7 @@ def test_a_pool_process_killed_mid_job_is_redelivered_at_once(
     running = cluster.wait_for(
         slow.id,
         lambda j: j.done or (j.status == JobStatus.RUNNING and j.progress_step >= 2),
-        WORKER_START_S,
+        JOB_DEADLINE_S,
     )
     assert running.status == JobStatus.RUNNING, (running.error, cluster.logs())
     child = int((running.worker or "").split(":")[2])
@@ -360,7 +415,7 @@ def test_a_pool_process_killed_mid_job_is_redelivered_at_once(
 
     # The parent rejects the lost message back to the queue; its new pool process finds the
     # job running under a dead process, re-queues it (attempt 2) and runs it.
-    done = cluster.wait_for(slow.id, _finished, WORKER_START_S)
+    done = cluster.wait_for(slow.id, _finished, JOB_DEADLINE_S)
     assert done.status == JobStatus.SUCCEEDED, (done.error, cluster.logs())
     assert done.attempts == 2 and len(done.outputs) == 2
     assert done.worker is not None and done.worker != running.worker
@@ -371,8 +426,8 @@ def test_a_pool_process_killed_mid_job_is_redelivered_at_once(
 
 
 class CeleryHarness:
-    """One ``castbook worker`` on the ``default`` queue of a cluster, shared by the contract's
-    tests (a worker process takes seconds to start)."""
+    """The ``default`` queue of the shared cluster and its one worker, shared by the
+    contract's tests with the tests above (a worker process takes seconds to start)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -390,25 +445,13 @@ class CeleryHarness:
         return job
 
     def start(self) -> None:
-        if not self.cluster.workers:
-            self.cluster.worker("default")
+        self.cluster.sole_worker("default")
 
     def wait(self, job_id: str) -> Job:
-        return self.cluster.wait_for(job_id, _finished, WORKER_START_S)
-
-
-@pytest.fixture(scope="module")
-def contract_cluster(
-    redis_server: RedisServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("contract")
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
-    cluster = Cluster(root / "home", f"sqlite:///{root / 'castbook.db'}", url, tiny_model)
-    yield cluster
-    cluster.close()
+        return self.cluster.wait_for(job_id, _finished, JOB_DEADLINE_S)
 
 
 class TestCeleryExecutor(ExecutorContract):
     @pytest.fixture
-    def harness(self, contract_cluster: Cluster) -> CeleryHarness:
-        return CeleryHarness(contract_cluster)
+    def harness(self, sqlite_cluster: Cluster) -> CeleryHarness:
+        return CeleryHarness(sqlite_cluster)

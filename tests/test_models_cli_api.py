@@ -319,10 +319,9 @@ def test_a_pull_task_survives_a_killed_server_and_fetches_only_the_rest(
     import httpx
 
     from tests.support.server import start_server, stop
+    from tests.support.web import create_key
 
-    key = castbook(env, "keys", "create", "--name", "admin", "--admin", "--plain")
-    assert key.returncode == 0, key.stderr
-    headers = {"Authorization": f"Bearer {key.stdout.strip()}"}
+    headers = {"Authorization": f"Bearer {create_key(env, 'admin', admin=True)}"}
     unet = "unet/diffusion_pytorch_model.fp16.safetensors"
     done_before = "text_encoder/model.fp16.safetensors"
     hub.throttle(400_000)

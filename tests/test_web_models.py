@@ -16,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +28,14 @@ import httpx
 import pytest
 
 from tests.support.fake_hub import FakeHub
+from tests.support.hub_models import SD15_REPO
 from tests.support.server import Server
 from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
     chromium,
+    create_key,
     require_browser,
     screenshot,
     server_page,
@@ -44,8 +48,12 @@ NEVER_PULLED = "sdxl-ip-adapter-face"  # its repositories are not on the fake hu
 ADMIN_ONLY = "Only an admin key can download models on this server (castbook keys create --admin)"
 PULL_TIMEOUT_MS = 120_000
 RUN_TIMEOUT_MS = 120_000
-THROTTLE = 200_000  # bytes per second: the pull of 3.7 MB takes ~20 s, its progress shows
+THROTTLE = 200_000  # bytes per second: the download cancelled is still running at the click
 SLOW = 20_000  # once the progress was seen: the rest takes long enough to reload the page
+# The UNet (2.9 MB) is the file the progress waits for: a file's bytes count when it has
+# arrived. It comes at FAST; the moment the hub has sent it, the rest (about 0.7 MB) at SLOW.
+UNET = "unet/diffusion_pytorch_model.fp16.safetensors"
+FAST = 2_000_000  # a chunk is 1/20 s of it: at most a chunk or two of the rest leaves fast
 
 require_browser()
 
@@ -69,6 +77,30 @@ def castbook(environment: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
+@contextmanager
+def slow_once_sent(hub: FakeHub, repo_id: str, path: str) -> Iterator[None]:
+    """The hub sends at FAST until it has sent ``path`` once more in full, then at SLOW
+    (a wait on the bytes sent, not on the clock)."""
+    start, size = hub.bytes_sent(repo_id, path), hub.file(repo_id, path).size
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if hub.bytes_sent(repo_id, path) - start >= size:
+                hub.throttle(SLOW)
+                return
+            time.sleep(0.005)
+
+    hub.throttle(FAST)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+
+
 # ---- one fake hub, one server and one browser for the module ----------------------------------
 
 
@@ -88,7 +120,7 @@ def served(
             environment = {**os.environ, "CASTBOOK_HOME": str(home), **hub_env}
             for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
                 environment.pop(name, None)
-            admin = castbook(environment, "keys", "create", "--name", "admin", "--admin", "--plain")
+            admin = create_key(environment, "admin", admin=True)
             castbook(environment, "models", "list")  # asks the hub for the download sizes
             yield Served(server, key, admin, hub)
 
@@ -313,12 +345,14 @@ def test_download_a_preset_from_a_node_then_run_it(
             expect(chosen.locator(".model-pull")).to_have_count(0)
             expect(defaulted.locator(".node-models")).to_contain_text("Model not installed")
 
-            chosen.locator("button.model-download").click()
-            # Live progress on every node that uses the preset: MB, percent, the file.
-            for owner in (chosen, defaulted):
-                expect(owner.locator(".model-pull-figures")).to_have_text(
-                    re.compile(r"^[1-9]\d* of \d+ MB · [1-9]\d* %$"), timeout=PULL_TIMEOUT_MS
-                )
+            with slow_once_sent(served.hub, SD15_REPO, UNET):
+                chosen.locator("button.model-download").click()
+                # Live progress on every node that uses the preset: MB, percent, the file.
+                for owner in (chosen, defaulted):
+                    expect(owner.locator(".model-pull-figures")).to_have_text(
+                        re.compile(r"^[1-9]\d* of \d+ MB · [1-9]\d* %$"),
+                        timeout=PULL_TIMEOUT_MS,
+                    )
             served.hub.throttle(SLOW)  # the rest (about 0.7 MB) now takes long: time to look
             expect(chosen.locator(".model-pull-message")).to_contain_text(
                 re.compile(r"\(file \d+ of \d+: [^)]+\)")

@@ -46,8 +46,13 @@ class Harness(Protocol):
     def wait(self, job_id: str) -> Job: ...
 
 
+# The ``tiny`` preset's defaults: a job row stores its request resolved against its preset
+# (workers trust it), so a row built here must carry them or the worker draws 512x512.
+TINY_DEFAULTS = {"width": 256, "height": 256, "steps": 2}
+
+
 def generation(preset: str, seed: int = 3) -> dict[str, Any]:
-    request = parse_request({"prompt": "a lighthouse at dusk", "seed": seed})
+    request = parse_request({"prompt": "a lighthouse at dusk", "seed": seed, **TINY_DEFAULTS})
     return generation_job_input(request, preset)
 
 

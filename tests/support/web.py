@@ -12,9 +12,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,16 +68,27 @@ def castbook_server(home: Path, env: dict[str, str] | None = None) -> Iterator[t
     for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
         environment.pop(name, None)
     environment.update(env or {})
-    created = subprocess.run(
-        [sys.executable, "-m", "castbook", "keys", "create", "--name", "web", "--plain"],
-        env=environment, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
+    key = create_key(environment, "web")
     server = start_server(environment, home.parent / "server.log")
     try:
-        yield server, created.stdout.strip()
+        yield server, key
     finally:
         stop(server)
+
+
+def create_key(environment: Mapping[str, str], name: str, *, admin: bool = False) -> str:
+    """The key ``castbook keys create --name NAME [--admin] --plain`` would print for the
+    home and database ``environment`` names, made in this process the way that command
+    makes it (the command itself runs in tests/test_api_server.py; a process costs seconds)."""
+    from castbook.api import ApiKeys
+    from castbook.db import Database
+    from castbook.settings import Settings
+
+    database = Database(Settings.from_env(environment).database_url)
+    try:
+        return ApiKeys(database).create(name, admin=admin)[1]
+    finally:
+        database.dispose()
 
 
 @contextmanager
