@@ -21,10 +21,19 @@ def portrait(hair: tuple[int, int, int], shirt: tuple[int, int, int], turned: bo
     return image
 
 
+def from_behind(hair: tuple[int, int, int], shirt: tuple[int, int, int]) -> Image.Image:
+    image = Image.new("RGB", (512, 640), (236, 228, 214))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((96, 440, 416, 640), fill=shirt)
+    draw.ellipse((136, 96, 376, 420), fill=hair)
+    return image
+
+
 def main(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     portrait((20, 20, 24), (250, 250, 250), False).save(folder / "alice-front.png")
     portrait((20, 20, 24), (250, 250, 250), True).save(folder / "alice-side.png")
+    from_behind((20, 20, 24), (250, 250, 250)).save(folder / "alice-back.png")
     portrait((190, 60, 30), (60, 90, 150), False).save(folder / "bob.png")
     portrait((10, 10, 10), (200, 30, 40), False).save(folder / "hero.jpg", quality=92)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -222,3 +224,190 @@ def test_get_image_for_unknown_and_other_owners_tasks(
         assert response.status_code == 404 and "no task" in response.json()["error"]
     assert api.client.post("/getImage", json={}, headers=alice).json()["field"] == "id"
     assert api.wait(answer["task_id"], alice)["status"] == "succeeded"
+
+
+# ---- strength: how closely the result follows the face --------------------------------------
+
+
+def test_strength_maps_monotonically_toward_the_reference() -> None:
+    from castbook.api.compat import follow_reference
+    from castbook.generation import Preset
+    from castbook.generation.request import Mode
+
+    for defaults in ({}, {"reference_scale": 0.9}, {"reference_scale": 2.0}):
+        preset = Preset("p", "diffusers", "m", (Mode.I2I,), defaults=defaults)
+        mapped = [follow_reference(i / 1000, preset) for i in range(1001)]
+        denoise = [m["denoise"] for m in mapped]
+        scale = [m["reference_scale"] for m in mapped]
+        assert denoise == sorted(denoise, reverse=True) and scale == sorted(scale)
+        assert (denoise[0], denoise[-1], scale[0]) == (1.0, 0.0, 0.0)
+        assert all(0 <= s <= 2 for s in scale)
+        base = defaults.get("reference_scale", 0.6)
+        assert follow_reference(0.5, preset)["reference_scale"] == pytest.approx(min(base, 2))
+
+
+def test_strength_reaches_the_job_as_denoise_and_reference_scale(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    from castbook.api.compat import follow_reference
+
+    api = make_api()
+    headers = api.key("alice")
+    preset = api.services.presets().get("tiny")
+    face = data_uri(alice_png())
+    submitted = {}
+    for strength in (0.0, 0.3, 0.7, 1.0):
+        body = {"app_id": "tiny", "image": face, "strength": strength, "num_inference_steps": 2,
+                "width": 256, "height": 256, "celery": True}  # fmt: skip
+        answer = api.client.post("/getImagetoImage", json=body, headers=headers).json()
+        submitted[strength] = answer["task_id"]
+    for strength, task_id in submitted.items():
+        task = api.wait(task_id, headers)
+        assert task["status"] == "succeeded", task
+        request = task["input"]["request"]
+        expected = follow_reference(strength, preset)
+        assert (request["denoise"], request["reference_scale"]) == (
+            expected["denoise"],
+            expected["reference_scale"],
+        )
+    # strength 1: the result is the face itself (at the asked size), nothing redrawn.
+    answer = api.client.post("/getImage", json={"id": submitted[1.0]}, headers=headers).json()
+    result = api.client.get(answer["output"][0], headers=headers).content
+    with Image.open(io.BytesIO(result)) as got, Image.open(io.BytesIO(alice_png())) as face_image:
+        expected_pixels = face_image.convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)
+        assert got.convert("RGB").tobytes() == expected_pixels.tobytes()
+
+
+# ---- no allowed input ends in "internal error" ---------------------------------------------
+
+
+# (endpoint, steps, strength for compat / denoise for /v1, batch, width = height)
+FULL_GRID = [
+    (endpoint, steps, value, batch, 256)
+    for endpoint in ("compat", "v1")
+    for steps in (1, 50)
+    for value in (0.0, 0.01, 0.5, 1.0)
+    for batch in (1, 8)
+] + [("compat", 1, 0.5, 1, 1536), ("v1", 1, 0.5, 1, 1536)]
+# What the default run takes: every corner value on each endpoint, every case where
+# steps × denoise < 1 (where "internal error" came from), batch 8 with and without a
+# pipeline, and a 1536 request (strength 1, so no denoising step); each runs at most one
+# denoising step on the tiny model (~1.5 s, 6 s at batch 8). CASTBOOK_FULL_GRID=1 runs all
+# 34, with 50-step and 1536 denoising runs (11 min on 2 busy cores; 30 s for one 1536 step).
+DEFAULT_GRID = [
+    ("compat", 1, 0.0, 1, 256), ("compat", 1, 0.01, 8, 256), ("compat", 1, 0.5, 1, 256),
+    ("compat", 1, 1.0, 1, 256), ("compat", 50, 1.0, 8, 256), ("compat", 1, 1.0, 1, 1536),
+    ("v1", 1, 0.0, 1, 256), ("v1", 1, 0.01, 1, 256), ("v1", 1, 0.5, 1, 256),
+    ("v1", 50, 0.0, 8, 256), ("v1", 50, 0.01, 1, 256), ("v1", 1, 1.0, 8, 256),
+]  # fmt: skip
+GRID = FULL_GRID if os.environ.get("CASTBOOK_FULL_GRID") == "1" else DEFAULT_GRID
+
+
+def test_every_corner_of_the_documented_ranges_succeeds(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    """steps 1/50 × strength (compat) or denoise (/v1) 0/0.01/0.5/1 × batch 1/8 × 256/1536
+    (see GRID): every one succeeds. steps × denoise < 1 used to end in "internal error:
+    RuntimeError: cannot reshape tensor of 0 elements"."""
+    api = make_api()
+    headers = api.key("alice")
+    face = data_uri(alice_png())
+    tasks = []
+    for case in GRID:
+        endpoint, steps, value, batch, size = case
+        if endpoint == "compat":
+            body = {"app_id": "tiny", "image": face, "num_inference_steps": steps,
+                    "strength": value, "batch": batch, "width": size, "height": size,
+                    "guidance_scale": 1, "celery": True}  # fmt: skip
+            answer = api.client.post("/getImagetoImage", json=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+            tasks.append((case, answer.json()["task_id"]))
+        else:
+            body = {"mode": "i2i", "preset": "tiny", "init_image": face, "steps": steps,
+                    "denoise": value, "batch": batch, "width": size, "height": size,
+                    "guidance": 1}  # fmt: skip
+            answer = api.client.post("/v1/generations", json=body, headers=headers)
+            assert answer.status_code == 202, answer.text
+            tasks.append((case, answer.json()["id"]))
+    for case, task_id in tasks:
+        task = api.wait(task_id, headers, timeout=600)
+        assert task["status"] == "succeeded", (case, task.get("error"))
+        assert len(task["outputs"]) == case[3], case
+        assert task["outputs"][0]["width"] == case[4], case
+
+
+# ---- error answers keep the documented keys -------------------------------------------------
+
+
+def test_error_answers_carry_the_documented_keys(make_api: ApiFactory, generating: Path) -> None:
+    api = make_api()
+    headers = api.key("alice")
+    face = data_uri(alice_png())
+    cases = [
+        ("/getImagetoImage", {"app_id": "tiny", "image": face, "batch": 9}, headers, 422),
+        ("/getImagetoImage", {"app_id": "nope", "image": face}, headers, 422),
+        ("/getImagetoImage", {"image": face}, headers, 422),
+        ("/getImagetoImage", {"app_id": "tiny", "image": face}, {}, 401),
+        ("/getImagetoImage", {"app_id": "tiny", "image": face}, {"Authorization": "Bearer x"}, 401),
+        ("/getImage", {"id": "no-such-task"}, headers, 404),
+        ("/getImage", {}, headers, 422),
+    ]
+    for path, body, sent_headers, status in cases:
+        response = api.client.post(path, json=body, headers=sent_headers)
+        assert response.status_code == status, (path, body, response.text)
+        answer = response.json()
+        assert set(answer) >= COMPAT_KEYS, answer
+        assert answer["error"] and answer["error_data"]["type"] == answer["type"], answer
+        assert answer["output"] == [] and answer["task_id"] is None and answer["status"] is None
+        assert answer["time_required"] is None and answer["input"] is None
+    malformed = api.client.post(
+        "/getImagetoImage",
+        content=b"{not json",
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert malformed.status_code == 422 and set(malformed.json()) >= COMPAT_KEYS
+    unauthorised = api.client.post("/getImage", json={"id": "x"})
+    assert unauthorised.headers["www-authenticate"] == "Bearer"
+
+
+class DescriptionClient:
+    """A client written only from the face-consistency API's description (ARCHITECTURE.md,
+    "Reference facts"): POST /getImagetoImage with celery true, then POST /getImage with the
+    task id until the status is final; errors read from ``error``."""
+
+    def __init__(self, http: Any, key: str) -> None:
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def generate(self, **fields: Any) -> dict[str, Any]:
+        answer = self.http.post(
+            "/getImagetoImage", json={**fields, "celery": True}, headers=self.headers
+        ).json()
+        if answer["error"]:
+            return answer
+        deadline = time.monotonic() + 120
+        while answer["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            answer = self.http.post(
+                "/getImage", json={"id": answer["task_id"]}, headers=self.headers
+            ).json()
+        return answer
+
+
+def test_a_client_written_from_the_description_works_unchanged(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    key = api.key("alice")["Authorization"].removeprefix("Bearer ")
+    client = DescriptionClient(api.client, key)
+    done = client.generate(
+        app_id="tiny", image=data_uri(alice_png()), prompt="smiling", negative_prompt="",
+        batch=2, height=256, width=256, num_inference_steps=2, guidance_scale=5, strength=0.6,
+        inference_type="a10g",
+    )  # fmt: skip
+    assert done["status"] == "succeeded" and done["error"] is None, done
+    assert len(done["output"]) == 2 and done["app_id"] == "tiny" and done["time_required"] > 0
+    refused = client.generate(app_id="tiny", image=data_uri(alice_png()), batch=9)
+    assert "batch" in refused["error"] and refused["status"] is None
+    stranger = DescriptionClient(api.client, "not-a-key")
+    assert "key" in stranger.generate(app_id="tiny", image=data_uri(alice_png()))["error"].lower()

@@ -200,8 +200,8 @@ def test_node_types_describe_every_node_with_the_api_ranges(make_api: ApiFactory
     batch = {i["name"]: i for i in nodes["batch_render"]["inputs"]}
     assert batch["prompts"]["type"] == "array" and batch["prompts"]["max_items"] == 8
     assert batch["characters"]["required"] is True
-    strength = {i["name"]: i for i in nodes["image_to_image"]["inputs"]}["strength"]
-    assert (strength["minimum"], strength["maximum"], strength["default"]) == (0, 1, 0.75)
+    denoise = {i["name"]: i for i in nodes["image_to_image"]["inputs"]}["denoise"]
+    assert (denoise["minimum"], denoise["maximum"], denoise["default"]) == (0, 1, 0.75)
     assert nodes["character"]["version"] == "1.1"
     assert [nodes[t]["mode"] for t in ("text_to_image", "image_to_video", "consistency_eval")] == [
         "t2i",
@@ -345,6 +345,7 @@ def test_image_to_image_video_and_batch_render_nodes_run(
             "alice": {"type": "character", "inputs": {"character": "Alice"}},
             "redraw": {"type": "image_to_image",
                        "inputs": {"image": ["alice", "character"], "prompt": "in the rain",
+                                  # "strength": denoise's old name, still accepted
                                   "strength": 0.5, "preset": "tiny", "seed": 9,
                                   "characters": [["alice", "character"]]}},
             "clip": {"type": "image_to_video",
@@ -444,6 +445,8 @@ def test_a_failing_node_is_named_and_earlier_results_are_kept(
         "alice": "succeeded", "gen": "succeeded", "clip": "failed",
     }  # fmt: skip
     assert nodes["clip"]["error"] == done["error"]
+    # It had prepared its request: what it would have sent is said too.
+    assert (nodes["clip"]["prompt"], nodes["clip"]["negative_prompt"]) == ("", "")
     (made,) = nodes["gen"]["outputs"]["images"]
     assert [o["id"] for o in done["outputs"]] == [made]
     picture = api.client.get(f"/v1/results/{made}", headers=alice)
@@ -536,3 +539,125 @@ def test_a_rerun_reuses_nodes_whose_inputs_did_not_change(
     twice = run(unseeded)["result"]["nodes"]
     assert "signature" not in twice["gen"] and "cached_from" not in twice["gen"]
     assert "cached_from" not in twice["eval"]  # its images are new
+
+
+def test_an_image_is_a_consistency_evals_reference_image_batch_render_eval(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    """Pixify's "Image Input → Batch Render → Consistency Eval": the eval scores against a
+    plain image; every variant says the prompt its model was given."""
+    api = make_api()
+    alice = api.key("alice")
+    reference = add_character(api, alice)["images"][0]["sha256"]
+    graph = {"nodes": {
+        "photo": {"type": "image", "inputs": {"image": reference}},
+        "alice": {"type": "character", "inputs": {"character": "Alice"}},
+        "variants": {"type": "batch_render",
+                     "inputs": {"characters": [["alice", "character"]], "preset": "tiny",
+                                "prompts": ["waving", "reading a book"], "seed": 4}},
+        "by_image": {"type": "consistency_eval",
+                     "inputs": {"images": ["variants", "images"], "character": ["photo", "image"]}},
+        "by_character": {"type": "consistency_eval",
+                         "inputs": {"images": ["variants", "images"],
+                                    "character": ["alice", "character"]}},
+        "best": {"type": "output", "inputs": {"value": ["by_image", "best"]}},
+    }}  # fmt: skip
+    valid = api.client.post("/v1/workflows/validate", json={"graph": graph}, headers=alice)
+    assert valid.status_code == 200, valid.text
+    task = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
+    assert task.status_code == 202, task.text
+    done = api.wait(task.json()["id"], alice, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    nodes = done["result"]["nodes"]
+    variants = nodes["variants"]["outputs"]["images"]
+    scores = nodes["by_image"]["scores"]
+    assert [s["image"] for s in scores] == variants
+    for s in scores:
+        assert s["reference"] == reference and "character" not in s
+        assert 0 <= s["score"] <= 100
+    assert sum(s["best"] for s in scores) == 1
+    assert done["result"]["outputs"] == {"best": nodes["by_image"]["outputs"]["best"]}
+    # Alice has this one reference image: scoring against it or against her is the same.
+    assert [s["score"] for s in scores] == [s["score"] for s in nodes["by_character"]["scores"]]
+    # Each variant: the user's prompt, and the prompt sent with Alice's style injected.
+    sent = nodes["variants"]["scores"]
+    assert [s["prompt"] for s in sent] == ["waving", "reading a book"]
+    assert [s["final_prompt"] for s in sent] == [
+        "long black hair, waving",
+        "long black hair, reading a book",
+    ]
+    assert all(isinstance(s["negative_prompt"], str) for s in sent)
+    # An image that is not the owner's is refused as a reference.
+    foreign = {
+        "nodes": {**graph["nodes"], "photo": {"type": "image", "inputs": {"image": "ab" * 32}}}
+    }
+    refused = api.client.post("/v1/workflows/validate", json={"graph": foreign}, headers=alice)
+    assert refused.status_code == 422
+    assert [(e["node"], e["field"]) for e in refused.json()["errors"]] == [("photo", "image")]
+
+
+def test_image_to_video_takes_characters_and_results_carry_the_prompts_sent(
+    make_api: ApiFactory, generating: Path, tiny_svd: Path
+) -> None:
+    with (generating / "presets.toml").open("a") as presets:
+        presets.write(
+            f'\n[presets.tiny-svd]\nbackend = "diffusers"\nmodel = "{tiny_svd}"\n'
+            'modes = ["i2v"]\ndefaults = { width = 256, height = 256, steps = 2 }\n'
+            'options = { family = "svd" }\n'
+        )
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+    add_character(api, alice, "Bob")
+    patched = api.client.patch(
+        "/v1/characters/Alice", json={"negative_prompt": "freckles"}, headers=alice
+    )
+    assert patched.status_code == 200, patched.text
+    graph = {"nodes": {
+        "alice": {"type": "character", "inputs": {"character": "Alice"}},
+        "gen": {"type": "text_to_image",
+                "inputs": {"prompt": "at a cafe", "preset": "tiny", "seed": 2,
+                           "negative_prompt": "blurry", "characters": [["alice", "character"]]}},
+        "clip": {"type": "image_to_video",
+                 "inputs": {"image": ["alice", "image"], "prompt": "turning around",
+                            "preset": "tiny-svd", "num_frames": 3, "fps": 4,
+                            "characters": [["alice", "character"]]}},
+    }}  # fmt: skip
+    # Only the characters' words go to a video model: two characters do not need room for
+    # two reference images (tiny-svd takes one).
+    two = {
+        "nodes": {
+            **graph["nodes"],
+            "clip": {
+                "type": "image_to_video",
+                "inputs": {
+                    **graph["nodes"]["clip"]["inputs"],
+                    "characters": [["alice", "character"], "Bob"],
+                },
+            },
+        }
+    }
+    valid = api.client.post("/v1/workflows/validate", json={"graph": two}, headers=alice)
+    assert valid.status_code == 200, valid.text
+
+    task = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
+    assert task.status_code == 202, task.text
+    done = api.wait(task.json()["id"], alice, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    nodes = done["result"]["nodes"]
+    assert nodes["gen"]["prompt"] == "long black hair, at a cafe"
+    assert nodes["gen"]["negative_prompt"] == "blurry, freckles"
+    assert nodes["clip"]["prompt"] == "long black hair, turning around"
+    assert nodes["clip"]["negative_prompt"] == "freckles"
+    assert "prompt" not in nodes["alice"]
+    video = nodes["clip"]["outputs"]["video"]
+    assert next(o for o in done["outputs"] if o["id"] == video)["kind"] == "video"
+
+    # A re-run that re-uses the seeded node says what was sent too.
+    again = api.client.post("/v1/workflows/run", json={"graph": graph}, headers=alice)
+    cached = api.wait(again.json()["id"], alice, timeout=180)["result"]["nodes"]["gen"]
+    assert cached["cached_from"] == done["id"]
+    assert (cached["prompt"], cached["negative_prompt"]) == (
+        "long black hair, at a cafe",
+        "blurry, freckles",
+    )

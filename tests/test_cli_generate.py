@@ -48,7 +48,7 @@ def test_generate_image_to_image_and_video(cli_home: Path, tmp_path: Path) -> No
     init = tmp_path / "init.png"
     init.write_bytes(png_bytes(character(**ALICE, seed=3)))
     code, stdout, err = castbook(
-        "generate", "-c", "Alice", "--mode", "i2i", "--init", str(init), "--strength", "0.5",
+        "generate", "-c", "Alice", "--mode", "i2i", "--init", str(init), "--denoise", "0.5",
         "--preset", "tiny", "-o", str(tmp_path / "i2i"), "--json",
     )  # fmt: skip
     assert code == 0, err

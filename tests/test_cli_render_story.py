@@ -20,12 +20,17 @@ def test_render_variants_with_the_gate(cli_home: Path, tmp_path: Path) -> None:
         "--preset", "tiny", "--seed", "3", "--min-score", "100", "--max-attempts", "2",
         "-o", str(out), "--json",
     )  # fmt: skip
-    assert code == 0, err
+    # Still below the gate after every attempt: exit 1 naming them, as `castbook eval` does,
+    # with the results written and printed all the same.
+    assert code == 1, err
+    assert "3 of 3 variants still scored below 100 after 2 render(s) each" in err
+    assert "#2 'at the beach'" in err and "Traceback" not in err
     result = json.loads(stdout)
     assert [v["prompt"] for v in result["variants"]] == ["at a cafe", "at the beach", "on a train"]
     assert sum(v["best"] for v in result["variants"]) == 1
     assert all(v["attempts"] == 2 and v["passed"] is False for v in result["variants"])
     assert result["rerolls"] == 3
+    assert result["min_score"] == 100 and result["below_min_score"] == [1, 2, 3]
     with Image.open(result["contact_sheet"]) as sheet:
         assert sheet.width > 0
     with Image.open(result["variants"][0]["path"]) as png:
@@ -40,6 +45,12 @@ def test_render_table_and_errors(cli_home: Path, tmp_path: Path) -> None:
         "-o", str(tmp_path / "o"),
     )  # fmt: skip
     assert code == 0 and "★" in stdout and "contact sheet" in stdout
+    code, stdout, err = castbook(
+        "render", "-c", "Alice", "-p", "at a cafe", "--preset", "tiny", "--min-score", "0",
+        "-o", str(tmp_path / "gate"),
+    )  # fmt: skip
+    assert code == 0, err  # every variant passed the gate
+    assert "consistency gate 0: 0 re-render(s)" in stdout and "below" not in err
     code, _, err = castbook("render", "-c", "Alice", "--preset", "tiny")
     assert code == 1 and "at least one prompt" in err
     many = [arg for i in range(9) for arg in ("-p", f"v{i}")]

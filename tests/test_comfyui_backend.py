@@ -175,7 +175,7 @@ def test_reference_is_uploaded_and_lands_in_the_load_image_node(
     assert backend.max_references == 1
 
 
-def test_img2img_uploads_the_init_image_and_denoises_by_strength(
+def test_img2img_uploads_the_init_image_and_sets_the_samplers_denoise(
     make_backend: Callable[..., ComfyUIBackend], comfy: FakeComfyUI
 ) -> None:
     backend = make_backend()
@@ -185,7 +185,7 @@ def test_img2img_uploads_the_init_image_and_denoises_by_strength(
         mode=Mode.I2I,
         init_image=source,
         references=(reference,),
-        strength=0.35,
+        denoise=0.35,
         batch=2,
         width=256,
         height=256,
@@ -202,7 +202,7 @@ def test_img2img_uploads_the_init_image_and_denoises_by_strength(
     assert only(workflow, "RepeatLatentBatch")["amount"] == 2
     assert [image.size for image in result.images] == [(256, 256), (256, 256)]
     weaker = backend.generate(
-        replace(request, request=request.request.model_copy(update={"strength": 0.9})),
+        replace(request, request=request.request.model_copy(update={"denoise": 0.9})),
         lambda _: None,
     )
     assert fingerprint(weaker.images[0]) != fingerprint(result.images[0])

@@ -214,8 +214,8 @@ class TestImageToImageContract(BackendContract):
 
     @pytest.fixture
     def prepare(self) -> Prepare:
-        # strength 1 runs every step, so the contract's "total == steps" holds for i2i too
-        return make_prepare(mode="i2i", init=BLUE, strength=1.0)
+        # denoise 1 runs every step, so the contract's "total == steps" holds for i2i too
+        return make_prepare(mode="i2i", init=BLUE, denoise=1.0)
 
 
 # ---------------------------------------------------------------------------- import & deps
@@ -252,7 +252,7 @@ def test_two_generations_load_the_model_once(sd15_dir: Path) -> None:
     prepare = make_prepare(steps=1)
     first.generate(prepare(), quiet)
     first.generate(prepare(seed=7), quiet)
-    first.generate(prepare(mode="i2i", init=RED, strength=1.0), quiet)  # from_pipe, no reload
+    first.generate(prepare(mode="i2i", init=RED, denoise=1.0), quiet)  # from_pipe, no reload
     DiffusersBackend(sd15_preset(sd15_dir), cache=own).generate(prepare(), quiet)
     assert own.loads == 1
     (entry,) = own.entries()
@@ -418,7 +418,7 @@ def test_sdxl_family(sdxl_dir: Path, cache: PipelineCache) -> None:
     preset = Preset("tiny-sdxl", "diffusers", str(folder), modes, options={"family": "sdxl"})
     backend = DiffusersBackend(preset, cache=cache)
     t2i = backend.generate(make_prepare(steps=2, batch=2)(), quiet)
-    i2i = backend.generate(make_prepare(mode="i2i", init=RED, steps=2, strength=0.5)(), quiet)
+    i2i = backend.generate(make_prepare(mode="i2i", init=RED, steps=2, denoise=0.5)(), quiet)
     assert [i.size for i in t2i.images] == [(256, 256)] * 2
     assert i2i.images[0].size == (256, 256)
     assert (t2i.metadata["family"], t2i.metadata["scheduler"]) == ("sdxl", "EulerDiscreteScheduler")
@@ -507,16 +507,16 @@ def test_no_ip_adapter_takes_no_references(plain: DiffusersBackend) -> None:
 # ---------------------------------------------------------------------------- image to image
 
 
-def test_strength_decides_how_much_of_the_init_image_survives(plain: DiffusersBackend) -> None:
-    # Two different init images, same seed: at low strength the outputs keep their inits'
-    # differences, at high strength the noise dominates. (Pixel distance to the init itself
+def test_denoise_decides_how_much_of_the_init_image_survives(plain: DiffusersBackend) -> None:
+    # Two different init images, same seed: at low denoise the outputs keep their inits'
+    # differences, at high denoise the noise dominates. (Pixel distance to the init itself
     # says little here: a random-weight VAE does not reproduce its input.)
     prepare = make_prepare(mode="i2i", steps=10, seed=3)
     source_a, source_b = picture((200, 40, 40), (256, 256)), picture((40, 40, 200), (256, 256))
 
-    def spread(strength: float) -> float:
-        a = plain.generate(prepare(init=source_a, strength=strength), quiet).images[0]
-        b = plain.generate(prepare(init=source_b, strength=strength), quiet).images[0]
+    def spread(denoise: float) -> float:
+        a = plain.generate(prepare(init=source_a, denoise=denoise), quiet).images[0]
+        b = plain.generate(prepare(init=source_b, denoise=denoise), quiet).images[0]
         return distance(a, b)
 
     assert spread(0.2) > 3 * spread(0.9)
@@ -525,10 +525,10 @@ def test_strength_decides_how_much_of_the_init_image_survives(plain: DiffusersBa
 def test_img2img_reports_the_steps_it_really_runs(plain: DiffusersBackend) -> None:
     events: list[Progress] = []
     result = plain.generate(
-        make_prepare(mode="i2i", init=RED, steps=4, strength=0.5)(), events.append
+        make_prepare(mode="i2i", init=RED, steps=4, denoise=0.5)(), events.append
     )
     assert [(e.step, e.total) for e in events] == [(1, 2), (2, 2)]
-    assert result.metadata["strength"] == 0.5
+    assert result.metadata["denoise"] == 0.5
     assert result.images[0].size == (256, 256)
 
 

@@ -34,7 +34,8 @@ from tests.conftest import make_image_bytes
         ("height", 1537, "height: must be between 256 and 1536"),
         ("steps", 51, "steps: must be between 1 and 50"),
         ("guidance", 0.5, "guidance: must be between 1 and 30"),
-        ("strength", 1.5, "strength: must be between 0 and 1"),
+        ("denoise", 1.5, "denoise: must be between 0 and 1"),
+        ("strength", 0.5, "strength: castbook calls it denoise"),
         ("mode", "t2v", "mode"),
         ("width", "wide", "width"),
         ("colour", "red", "colour: extra inputs are not permitted"),
@@ -47,9 +48,9 @@ def test_out_of_range_values_name_the_field(field: str, value: object, message: 
 
 def test_edges_of_the_ranges_are_accepted() -> None:
     low = parse_request({"batch": 1, "width": 256, "height": 256, "steps": 1, "guidance": 1,
-                         "strength": 0})  # fmt: skip
+                         "denoise": 0})  # fmt: skip
     high = parse_request({"batch": 8, "width": 1536, "height": 1536, "steps": 50, "guidance": 30,
-                          "strength": 1})  # fmt: skip
+                          "denoise": 1})  # fmt: skip
     assert (low.batch, high.batch, high.width, high.steps) == (1, 8, 1536, 50)
 
 
@@ -207,12 +208,12 @@ def test_every_entry_point_reads_its_ranges_from_limits() -> None:
     for name, limits in LIMITS.items():
         assert bounds(GenerationRequest, name) == limits, name
     compat_names = {"batch": "batch", "width": "width", "height": "height", "steps":
-                    "num_inference_steps", "guidance": "guidance_scale", "strength": "strength",
+                    "num_inference_steps", "guidance": "guidance_scale", "denoise": "strength",
                     "seed": "seed"}  # fmt: skip
     for ours, theirs in compat_names.items():
         assert bounds(ImageToImageRequest, theirs) == LIMITS[ours], theirs
     help_text = " ".join(CliRunner().invoke(app, ["generate", "--help"]).output.split())
-    for name in ("width", "steps", "guidance", "strength", "batch", "num_frames", "fps"):
+    for name in ("width", "steps", "guidance", "denoise", "batch", "num_frames", "fps"):
         assert range_text(name) in help_text, name
 
 
@@ -250,3 +251,17 @@ def test_a_reference_added_without_an_id_is_keyed_by_its_pixels() -> None:
             GenerationRequest(), "x", "", 1, references=(Image.new("RGB", (8, 8), "red"),)
         ).reference_keys()[0]
     )
+
+
+def test_img2img_runs_at_least_one_step_whatever_steps_times_denoise() -> None:
+    from castbook.generation.diffusers_backend import img2img_schedule
+
+    for steps in range(1, 51):
+        for denoise in (0.001, 0.01, 0.019, 0.02, 0.1, 1 / 3, 0.5, 0.99, 1.0):
+            schedule = img2img_schedule(steps, denoise)
+            runs = int(schedule * denoise)  # what diffusers' img2img runs of the schedule
+            assert runs >= 1, (steps, denoise)
+            if steps * denoise >= 1:
+                assert schedule == steps, (steps, denoise)  # unchanged where it already ran
+            else:
+                assert runs == 1 and int((schedule - 1) * denoise) == 0  # the shortest that runs

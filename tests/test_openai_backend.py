@@ -210,7 +210,7 @@ def test_i2i_sends_the_init_image_first(
     assert len(sent.files) == len(refs) + 1
     colours = [f.image().convert("RGB").getpixel((0, 0)) for f in sent.files]
     assert colours == [(10, 20, 30), (200, 0, 0), (0, 200, 0)]
-    assert result.metadata["ignored"] == ["strength"]
+    assert result.metadata["ignored"] == ["denoise"]
 
 
 def test_i2i_without_references_still_uses_edits(

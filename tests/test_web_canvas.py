@@ -697,6 +697,10 @@ def test_a_rerun_reuses_unchanged_seeded_nodes(page: Page, http: httpx.Client) -
     page.click("#run-workflow")
     expect(render.locator(".node-status")).to_have_text("cached", timeout=RUN_TIMEOUT_MS)
     expect(page.locator("#results-panel figure.result")).to_have_count(1)
+    # The prompt its model was given, the character's style injected (also when re-used).
+    expect(page.locator("#results-panel .result-prompt")).to_have_text(
+        "Prompt ink and watercolor, reading in a library"
+    )
     tasks = http.get("/v1/tasks", params={"limit": 2}).json()
     assert tasks[0]["result"]["nodes"]["text_to_image_1"]["cached_from"] == tasks[1]["id"]
     assert [o["id"] for o in tasks[0]["outputs"]] == [o["id"] for o in tasks[1]["outputs"]]
@@ -706,6 +710,42 @@ def test_a_rerun_reuses_unchanged_seeded_nodes(page: Page, http: httpx.Client) -
     expect(render.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
     latest = http.get("/v1/tasks", params={"limit": 1}).json()[0]
     assert "cached_from" not in latest["result"]["nodes"]["text_to_image_1"]
+
+
+def test_an_image_is_the_evals_reference_and_results_show_the_prompts_sent(
+    page: Page, http: httpx.Client
+) -> None:
+    """Image → Batch Render → Consistency Eval, as Pixify draws it: the eval scores against
+    a plain Image node; each result shows the prompt its model was given (the character's
+    style injected) and the negative prompt."""
+    reference = add_character(http, "Ada", (30, 120, 200))["primary_image"]
+    patched = http.patch("/v1/characters/Ada", json={"negative_prompt": "blurry"})
+    assert patched.status_code == 200, patched.text
+    page.reload()
+    character = drop_card(page, "Ada", 30, 60)
+    photo = add_from_nodes_tab(page, "image", 30, 360)
+    photo.locator('input[data-field="image"]').fill(reference)
+    batch = add_from_nodes_tab(page, "batch_render", 320, 30)
+    evaluation = add_from_nodes_tab(page, "consistency_eval", 650, 150)
+    wire(page, character, "character", batch, "characters")
+    wire(page, batch, "images", evaluation, "images")
+    wire(page, photo, "image", evaluation, "character")  # an image as the reference
+    expect(wires(page)).to_have_count(3)
+    batch.locator('textarea[data-field="prompts"]').fill("a knight at dawn")
+    batch.locator('select[data-field="preset"]').select_option("tiny")
+
+    page.click("#run-workflow")
+    expect(evaluation.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
+    figure = page.locator("#results-panel figure.result")
+    expect(figure).to_have_count(1)
+    expect(figure.locator(".score")).to_contain_text("★")
+    expect(figure.locator(".result-prompt")).to_have_text(
+        "Prompt ink and watercolor, a knight at dawn"
+    )
+    expect(figure.locator(".result-negative")).to_have_text("Negative blurry")
+    task = http.get("/v1/tasks", params={"limit": 1}).json()[0]
+    (score,) = task["result"]["nodes"]["consistency_eval_1"]["scores"]
+    assert score["reference"] == reference and "character" not in score
 
 
 def test_a_result_becomes_an_image_node_for_image_to_image(page: Page, http: httpx.Client) -> None:

@@ -84,7 +84,7 @@ def test_every_node_type_has_a_type_id_version_and_typed_outputs() -> None:
          "out", "value", "has no output 'video'"),
         ({"eval": {"type": "consistency_eval", "inputs": {"images": ["gen", "images"],
                                                           "character": ["gen", "images"]}}},
-         "eval", "character", "takes character, but gen.images is images"),
+         "eval", "character", "takes character or image, but gen.images is images"),
         ({"gen": {"type": "text_to_image", "inputs": {"prompt": "x", "seed": ["alice", "image"]}}},
          "gen", "seed", "not a link"),
     ],
@@ -109,6 +109,33 @@ def test_an_image_port_takes_a_character_but_not_a_video() -> None:
         {"node": "i2v", "field": "image", "message": "takes character or image, but "
          "i2i.images is images"}
     ]  # fmt: skip
+
+
+def test_an_eval_takes_an_image_as_reference_and_image_to_video_takes_characters() -> None:
+    data = graph(
+        photo={"type": "image", "inputs": {"image": "a" * 64}},
+        alice={"type": "character", "inputs": {"character": "Alice"}},
+        batch={"type": "batch_render", "inputs": {"characters": [["alice", "character"]],
+                                                  "prompts": ["waving"]}},
+        eval={"type": "consistency_eval", "inputs": {"images": ["batch", "images"],
+                                                     "character": ["photo", "image"]}},
+        clip={"type": "image_to_video", "inputs": {"image": ["eval", "best"],
+                                                   "characters": [["alice", "character"], "Bob"]}},
+    )  # fmt: skip
+    parsed = parse_graph(data)
+    assert parsed.order == ["photo", "alice", "batch", "eval", "clip"]
+    assert NODE_TYPES["consistency_eval"].version == NODE_TYPES["image_to_video"].version == "1.1"
+    # A video's characters send their words only, not reference images to find room for.
+    assert NODE_TYPES["image_to_video"].character_images is False
+    assert NODE_TYPES["text_to_image"].character_images is True
+    ports = {p["name"]: p for p in _catalog_inputs("image_to_video") if p["kind"] == "port"}
+    assert ports["characters"]["type"] == "character" and ports["characters"]["names"]
+    reference = {p["name"]: p for p in _catalog_inputs("consistency_eval")}["character"]
+    assert reference["type"] == "image"  # which takes an image or a character
+
+
+def _catalog_inputs(kind: str) -> list[dict[str, Any]]:
+    return next(n for n in node_catalog()["nodes"] if n["type"] == kind)["inputs"]
 
 
 def test_all_problems_are_reported_at_once() -> None:

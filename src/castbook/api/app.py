@@ -16,10 +16,12 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from castbook import __version__
-from castbook.api import compat, routes_v1, routes_web
+from castbook.api import compat, routes_docs, routes_v1, routes_web
 from castbook.api.auth import ApiKeys, KeyGate, require_owner
 from castbook.api.config import ApiConfig
+from castbook.api.headers import SecurityHeaders
 from castbook.api.problems import BodyLimit, install_error_handlers
+from castbook.api.request_text import reject_invalid_text
 from castbook.api.services import Services
 from castbook.blobs import BlobStore
 from castbook.db import Database
@@ -110,11 +112,18 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # Served by routes_docs from an installed package instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        dependencies=[Depends(reject_invalid_text)],
     )
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    app.add_middleware(KeyGate, keys=services.keys)  # outermost: no key, nothing else runs
+    # No key, nothing else runs; the compat endpoints answer with their own keys.
+    app.add_middleware(KeyGate, keys=services.keys, shape=compat.shape_error)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, 401s too
 
     @app.get("/health", tags=["server"], summary="Is the server up (no key needed)")
     def health() -> dict[str, str]:
@@ -122,5 +131,6 @@ def create_app(
 
     app.include_router(routes_v1.router)
     app.include_router(compat.router, dependencies=[Depends(require_owner)])
+    app.include_router(routes_docs.router)  # /docs, /redoc, /favicon.ico (no key)
     app.include_router(routes_web.router)  # the browser UI at / (no key: the page asks)
     return app

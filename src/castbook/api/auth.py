@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -197,11 +198,10 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
 # ---- the gate and the FastAPI dependency ---------------------------------------------------
 
 # Everything else needs a key, unknown paths included (they answer 404 only to a valid key).
-OPEN_PATHS = frozenset(
-    {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-)
-# The web UI's files (castbook/web): the page itself asks for a key and sends it.
-OPEN_PREFIXES = ("/static/",)
+OPEN_PATHS = frozenset({"/", "/health", "/docs", "/redoc", "/openapi.json", "/favicon.ico"})
+# The web UI's files (castbook/web): the page itself asks for a key and sends it; the docs'
+# scripts and styles.
+OPEN_PREFIXES = ("/static/", "/docs/assets/")
 
 
 def _is_open(path: str) -> bool:
@@ -225,11 +225,18 @@ def _key_from_header(keys: ApiKeys, header: str | None) -> ApiKey:
 
 class KeyGate:
     """ASGI middleware: a request without a valid key gets 401 before anything else happens
-    (its body is not even read), so no handler, validation or upload runs for it."""
+    (its body is not even read), so no handler, validation or upload runs for it.
+    ``shape(path, body)`` may dress the error body for the path (the compat API's keys)."""
 
-    def __init__(self, app: Any, keys: ApiKeys) -> None:
+    def __init__(
+        self,
+        app: Any,
+        keys: ApiKeys,
+        shape: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         self.app = app
         self.keys = keys
+        self.shape = shape or (lambda _path, body: body)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or _is_open(scope["path"]):
@@ -241,7 +248,7 @@ class KeyGate:
         except CastbookError as exc:  # a bad key; or the database failed underneath us
             refused = isinstance(exc, AuthenticationError)
             response = JSONResponse(
-                {"error": str(exc), "type": type(exc).__name__},
+                self.shape(scope["path"], {"error": str(exc), "type": type(exc).__name__}),
                 status_code=401 if refused else 503,
                 headers={"WWW-Authenticate": "Bearer"} if refused else None,
             )

@@ -31,11 +31,20 @@ from castbook.api.image_inputs import resolve_image
 from castbook.api.services import AppServices, Services
 from castbook.api.submission import choose_preset, queue_generation
 from castbook.errors import FieldError
-from castbook.generation import Mode, reference_room
-from castbook.generation.request import PROMPT_MAX, within
+from castbook.generation import GenerationRequest, Mode, Preset, reference_room
+from castbook.generation.request import LIMITS, PROMPT_MAX, within
 from castbook.jobs import Job
 
-__all__ = ["ImageToImageRequest", "TaskQuery", "compat_answer", "router"]
+__all__ = [
+    "CompatErrorRoute",
+    "ImageToImageRequest",
+    "TaskQuery",
+    "compat_answer",
+    "compat_error",
+    "follow_reference",
+    "router",
+    "shape_error",
+]
 
 
 class CompatErrorRoute(APIRoute):
@@ -65,8 +74,24 @@ def _registered_handler(request: Request, exc: Exception) -> Any:
 
 
 def _with_compat_keys(response: Response) -> Response:
-    problem = json.loads(bytes(response.body))
-    answer = {
+    answer = compat_error(json.loads(bytes(response.body)))
+    headers = {k: v for k, v in response.headers.items() if k.lower() == "www-authenticate"}
+    return JSONResponse(answer, status_code=response.status_code, headers=headers or None)
+
+
+PATHS = ("/getImagetoImage", "/getImage")
+
+
+def shape_error(path: str, problem: dict[str, Any]) -> dict[str, Any]:
+    """An error body answered before any route runs (a missing key), dressed as
+    :func:`compat_error` when it is for one of these endpoints."""
+    return compat_error(problem) if path in PATHS else problem
+
+
+def compat_error(problem: dict[str, Any]) -> dict[str, Any]:
+    """castbook's error body with the original API's keys: ``error`` and ``error_data``
+    filled, the others null or empty, castbook's own keys beside them."""
+    return {
         "time_required": None,
         "error": problem.get("error"),
         "error_data": {k: v for k, v in problem.items() if k != "error"},
@@ -77,8 +102,6 @@ def _with_compat_keys(response: Response) -> Response:
         "status": None,
         **problem,
     }
-    headers = {k: v for k, v in response.headers.items() if k.lower() == "www-authenticate"}
-    return JSONResponse(answer, status_code=response.status_code, headers=headers or None)
 
 
 router = APIRouter(tags=["face-consistency API (compatible)"], route_class=CompatErrorRoute)
@@ -92,7 +115,6 @@ _NAMES = {
     "width": "width",
     "steps": "num_inference_steps",
     "guidance": "guidance_scale",
-    "strength": "strength",
     "seed": "seed",
 }
 
@@ -111,7 +133,11 @@ class ImageToImageRequest(BaseModel):
     width: int | None = Field(default=None, **within("width"))
     num_inference_steps: int | None = Field(default=None, **within("steps"))
     guidance_scale: float | None = Field(default=None, **within("guidance"))
-    strength: float | None = Field(default=None, **within("strength"))
+    strength: float | None = Field(
+        default=None,
+        **within("denoise"),
+        description="How closely the result follows the face image: 0 loosely, 1 exactly.",
+    )
     seed: int | None = Field(default=None, **within("seed"))
     celery: bool = Field(default=False, description="true: answer at once with the task id.")
     inference_type: Literal["a10g", "a100", "h100"] | None = Field(
@@ -138,6 +164,30 @@ def compat_answer(request: Request, job: Job) -> dict[str, Any]:
     }
 
 
+def follow_reference(strength: float, preset: Preset) -> dict[str, float]:
+    """The face-consistency API's ``strength`` (0–1: "a higher strength value results in the
+    generated image closely following the reference image") as castbook's request fields:
+
+    - ``denoise = 1 − strength``: how much image to image may change the face image (at 1
+      nothing changes, the answer is the reference itself);
+    - ``reference_scale = 2 × strength × s``, ``s`` the preset's reference scale (its default
+      at strength 0.5, none at 0, twice it at 1, at most 2): how strongly the face steers
+      the picture as an identity reference, where the backend takes one.
+
+    Both move toward the reference as ``strength`` rises, for every backend: diffusers and
+    ComfyUI take them as img2img strength / KSampler denoise and IP-Adapter scale / weight.
+    """
+    base = float(preset.defaults.get("reference_scale", _DEFAULT_REFERENCE_SCALE))
+    low, high = LIMITS["reference_scale"]
+    return {
+        "denoise": round(1.0 - strength, 6),
+        "reference_scale": round(min(high, max(low, 2.0 * strength * base)), 6),
+    }
+
+
+_DEFAULT_REFERENCE_SCALE = GenerationRequest.model_fields["reference_scale"].default
+
+
 def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
     try:
         preset = choose_preset(services, body.app_id, Mode.I2I)
@@ -148,6 +198,8 @@ def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
     values: dict[str, Any] = {
         ours: sent[theirs] for ours, theirs in _NAMES.items() if sent.get(theirs) is not None
     }
+    if body.strength is not None:
+        values.update(follow_reference(body.strength, preset))
     values["mode"] = Mode.I2I
     values["init_image"] = image.sha256
     if (reference_room(preset) or 0) > 0:  # the face is also the identity reference
@@ -167,6 +219,8 @@ def _queue(services: Services, owner: str, body: ImageToImageRequest) -> Job:
         )
     except FieldError as exc:
         name = "app_id" if exc.field == "mode" else _NAMES.get(exc.field, exc.field)
+        if exc.field in ("denoise", "reference_scale"):
+            name = "strength"  # both come from it
         raise FieldError(name, str(exc).removeprefix(f"{exc.field}: ")) from None
 
 

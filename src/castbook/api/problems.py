@@ -9,8 +9,9 @@
 
 Status codes: 401 no or bad API key, 403 a key that may not do this (only admin keys pull
 or remove models), 404 not found (also another owner's ids), 409 conflict,
-413 body too large, 422 invalid input (malformed JSON, wrong types, out-of-range values,
-unusable images), 503 storage or queue unavailable.
+413 body too large, 422 invalid input (malformed or too deeply nested JSON, a body that
+cannot be parsed, text with lone surrogates, wrong types, out-of-range values, unusable
+images), 503 storage or queue unavailable.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ _RANGE_NAMES: dict[str, str] = {
     **{name: name for name in LIMITS},
     "num_inference_steps": "steps",
     "guidance_scale": "guidance",
+    "strength": "denoise",  # the compat API's; the same 0–1
 }
 
 # (error class, HTTP status); the first match wins, so subclasses come first.
@@ -172,6 +174,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR:
+            return _unparsable_body(exc.__cause__)
         names = {404: "NotFound", 405: "MethodNotAllowed"}
         return error_response(
             exc.status_code,
@@ -182,10 +186,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, UnicodeError):  # text that slipped past reject_invalid_text
+            return error_response(422, f"text that is not valid Unicode: {exc}", "ValidationError")
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return error_response(
             500, f"internal error: {type(exc).__name__}; see the server log", "InternalError"
         )
+
+
+# What FastAPI raises (as a 400) when reading the body fails other than as invalid JSON.
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+
+def _unparsable_body(cause: BaseException | None) -> JSONResponse:
+    """A body FastAPI could not parse is invalid input like malformed JSON: 422, field body."""
+    if isinstance(cause, RecursionError):
+        message = "the body's JSON is nested too deeply to read"
+    else:
+        reason = f" ({type(cause).__name__})" if cause is not None else ""
+        message = f"the body cannot be parsed{reason}"
+    problem = {"field": "body", "message": message, "type": "body_invalid"}
+    return error_response(
+        422, f"body: {message}", "ValidationError", field="body", errors=[problem]
+    )
 
 
 class BodyLimit:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from rich.markup import escape
 
 from castbook import __version__
 from castbook.cli import character
-from castbook.cli.console import console, print_json
+from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.cli.evaluate import evaluate
 from castbook.cli.generate import generate, presets_app
@@ -17,9 +20,10 @@ from castbook.cli.render import render
 from castbook.cli.serve import keys_app, serve
 from castbook.cli.story import story_app
 from castbook.cli.worker import worker
+from castbook.library.text import invalid_text
 from castbook.settings import Settings
 
-__all__ = ["app", "main"]
+__all__ = ["app", "argument_problem", "main"]
 
 
 app = typer.Typer(
@@ -83,5 +87,24 @@ def info(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) 
         console.print(f"[bold]{key.replace('_', ' ')}[/]: {value}", highlight=False)
 
 
+def argument_problem(args: list[str]) -> str | None:
+    """Why the command line cannot be used, or ``None``: bytes that are not UTF-8 reach
+    Python as lone surrogates, which nothing downstream can store or print."""
+    for position, arg in enumerate(args):
+        if invalid_text(arg) is None:
+            continue
+        option = args[position - 1] if position else ""
+        after = f" (the value of {option})" if option.startswith("-") else ""
+        return (
+            f"argument {position + 1}{after} is not valid UTF-8 text: {arg!a}; "
+            "is the terminal's encoding UTF-8?"
+        )
+    return None
+
+
 def main() -> None:
+    problem = argument_problem(sys.argv[1:])
+    if problem is not None:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}")
+        raise SystemExit(1)
     app()

@@ -33,5 +33,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             raise report_error(f"{exc.strerror or exc}{where}") from None
+        except UnicodeError as exc:  # text no file, database or terminal can take
+            raise report_error(f"text that is not valid Unicode: {exc}") from None
+        except RecursionError:
+            raise report_error("the input is nested too deeply to read") from None
 
     return wrapper

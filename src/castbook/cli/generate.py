@@ -78,8 +78,8 @@ def generate(
     height: int = typer.Option(None, "--height", help=range_text("height") + "."),
     steps: int = typer.Option(None, "--steps", help=range_text("steps") + "."),
     guidance: float = typer.Option(None, "--guidance", help=range_text("guidance") + "."),
-    strength: float = typer.Option(
-        None, "--strength", help=f"{range_text('strength')}: how much i2i changes the image."
+    denoise: float = typer.Option(
+        None, "--denoise", help=f"{range_text('denoise')}: how much i2i changes the image."
     ),
     seed: int = typer.Option(None, "--seed", help="Fix the seed (recorded either way)."),
     batch: int = typer.Option(
@@ -125,7 +125,7 @@ def generate(
         "height": height,
         "steps": steps,
         "guidance": guidance,
-        "strength": strength,
+        "denoise": denoise,
         "seed": seed,
         "batch": batch,
         "characters": tuple(character or ()),

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from castbook.cli.console import console, print_json, work_progress
+from castbook.cli.console import console, err_console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.errors import InvalidInputError
 from castbook.generation.request import range_text
@@ -23,6 +23,11 @@ def _prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
             text = prompts_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidInputError(f"cannot read {prompts_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(
+                f"{prompts_file} is not UTF-8 text (byte {exc.start + 1} cannot be read); "
+                "save it as UTF-8"
+            ) from None
         found += [
             line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
         ]
@@ -40,7 +45,9 @@ def render(
     ),
     preset: str = typer.Option(None, "--preset", help="Preset id (see `castbook presets list`)."),
     min_score: float = typer.Option(
-        None, "--min-score", help="Consistency gate: re-render variants scoring below this."
+        None,
+        "--min-score",
+        help="Consistency gate: re-render variants scoring below this; exit 1 if one still does.",
     ),
     max_attempts: int = typer.Option(
         3, "--max-attempts", help="Renders per variant at most, with --min-score (1–10)."
@@ -121,12 +128,15 @@ def render(
             title=", ".join(spec.characters),
         )
     )
+    below = [v for v in result.variants if v.passed is False]
     if json_output:
         print_json(
             {
                 "preset": chosen.id,
                 "best": result.best.index + 1,
                 "rerolls": result.rerolls,
+                "min_score": min_score,
+                "below_min_score": [v.index + 1 for v in below],
                 "contact_sheet": str(sheet),
                 "variants": [
                     {
@@ -148,9 +158,18 @@ def render(
                 ],
             }
         )
-        return
-    _print_table(result, spec.characters, min_score)
-    console.print(f"contact sheet: {escape(str(sheet))}; variants in {escape(str(output))}")
+    else:
+        _print_table(result, spec.characters, min_score)
+        console.print(f"contact sheet: {escape(str(sheet))}; variants in {escape(str(output))}")
+    if below:
+        # As `castbook eval --min-score`: a gate a script can test. The files are still written.
+        err_console.print(
+            f"{len(below)} of {len(result.variants)} variants still scored below "
+            f"{min_score:g} after {spec.max_attempts} render(s) each: "
+            + "; ".join(f"#{v.index + 1} {v.prompt!r} ({v.score:.1f})" for v in below),
+            markup=False,
+        )
+        raise typer.Exit(1)
 
 
 def _png(image: object) -> bytes:

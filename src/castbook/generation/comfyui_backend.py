@@ -9,7 +9,8 @@ plain API-format graphs whose node inputs hold placeholders as string literals::
     "text": "masterpiece, {{prompt}}"        → text with the prompt written in
 
 Request placeholders: ``prompt``, ``negative_prompt``, ``seed``, ``steps``, ``guidance``,
-``width``, ``height``, ``batch``, ``strength`` (denoise), ``reference_scale``,
+``width``, ``height``, ``batch``, ``denoise`` (also as ``strength``, its old name),
+``reference_scale``,
 ``init_image`` and ``reference_image`` (names of files castbook uploads first; a template
 takes more references with ``reference_image_2`` …). Any other placeholder is filled from
 the preset's ``options``; ``checkpoint``, ``ipadapter_model``, ``clip_vision``, ``sampler``
@@ -225,7 +226,8 @@ class ComfyUIBackend:
             width=int(fields.width),
             height=int(fields.height),
             batch=int(fields.batch),
-            strength=float(fields.strength),
+            denoise=float(fields.denoise),
+            strength=float(fields.denoise),  # the placeholder's old name, still honoured
             reference_scale=float(fields.reference_scale),
         )
         return values

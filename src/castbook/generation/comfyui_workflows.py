@@ -51,6 +51,7 @@ REQUEST_PLACEHOLDERS = (
     "width",
     "height",
     "batch",
+    "denoise",
     "strength",
     "reference_scale",
     "init_image",

@@ -46,7 +46,8 @@ How a request runs:
   references once. Without references the adapter's scale is 0, which is exactly the model
   without the adapter.
 - Progress is reported after every denoising step, ``Progress(step, total)`` where ``total``
-  is the number of steps the scheduler really runs (img2img runs ``int(steps × strength)``).
+  is the number of steps the scheduler really runs (img2img runs ``int(steps × denoise)``,
+  at least 1).
   A progress callback that raises :class:`~castbook.errors.GenerationCancelled` stops the
   generation between steps; the exception reaches the caller.
 
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -268,6 +270,8 @@ class DiffusersBackend:
     ) -> GenerationResult:
         wanted = request.request
         image_to_image = request.mode is Mode.I2I
+        if image_to_image and wanted.denoise == 0 and request.init_image is not None:
+            return self._unchanged(entry, request)
         pipe = derived_pipeline(entry, "img2img") if image_to_image else entry.pipeline
         use_scheduler(entry, pipe, options.get("scheduler"))
         width, height = _snap(wanted.width), _snap(wanted.height)
@@ -281,7 +285,8 @@ class DiffusersBackend:
         if request.init_image is not None and image_to_image:
             source = request.init_image.convert("RGB")
             call["image"] = source.resize((width, height), Image.Resampling.LANCZOS)
-            call["strength"] = wanted.strength
+            call["strength"] = wanted.denoise  # diffusers' name for it
+            call["num_inference_steps"] = img2img_schedule(wanted.steps, wanted.denoise)
         else:
             call.update(width=width, height=height)
         scale = self._condition(
@@ -301,11 +306,23 @@ class DiffusersBackend:
         images = run_in_chunks(torch, entry, shape, wanted.batch, run, progress, options)
         metadata = self._metadata(entry, pipe, request, scale)
         if image_to_image:
-            metadata["strength"] = wanted.strength
+            metadata["denoise"] = wanted.denoise
+            metadata["steps_run"] = int(call["num_inference_steps"] * wanted.denoise)
         return GenerationResult(
             images=tuple(_fit(image, wanted.width, wanted.height) for image in images),
             seed=request.seed,
             metadata=metadata,
+        )
+
+    def _unchanged(self, entry: LoadedPipeline, request: PreparedRequest) -> GenerationResult:
+        """Image to image with denoise 0 changes nothing: the init image, at the asked size,
+        once per batch image (a pipeline cannot run zero denoising steps)."""
+        wanted = request.request
+        image = _fit(request.init_image.convert("RGB"), wanted.width, wanted.height)  # type: ignore[union-attr]
+        metadata = self._metadata(entry, entry.pipeline, request, None)
+        metadata.update(denoise=0.0, steps_run=0)
+        return GenerationResult(
+            images=(image,) * wanted.batch, seed=request.seed, metadata=metadata
         )
 
     # ------------------------------------------------------------------ videos
@@ -493,6 +510,18 @@ class DiffusersBackend:
 
 
 # ---------------------------------------------------------------------- small pieces
+
+
+def img2img_schedule(steps: int, denoise: float) -> int:
+    """The ``num_inference_steps`` to hand an img2img pipeline so that it runs
+    ``int(steps × denoise)`` denoising steps, and at least one: diffusers runs
+    ``int(n × strength)`` (its name for denoise) of a schedule of ``n``, which is 0 (an
+    error deep in the scheduler) when ``steps × denoise < 1``. Then the schedule is
+    lengthened until its low-noise end holds one step. ``denoise`` > 0."""
+    schedule = steps
+    while int(schedule * denoise) < 1:
+        schedule = max(schedule + 1, math.ceil(1 / denoise))
+    return schedule
 
 
 def _variants_of_one_request(requests: Sequence[PreparedRequest]) -> bool:

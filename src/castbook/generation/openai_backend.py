@@ -14,7 +14,7 @@ What the API cannot express, and what is done instead
     * No negative prompt: it is appended to the prompt as ``Avoid: …``.
     * No seed: generations are not reproducible. The requested seed is still recorded in
       the result (``metadata["seed_reproducible"]`` is ``False``).
-    * No i2i strength: ignored (recorded in ``metadata["ignored"]``).
+    * No i2i denoise: ignored (recorded in ``metadata["ignored"]``).
     * Sizes: the requested ``WxH`` is sent as-is, unless the preset lists the sizes the
       server accepts (``options["sizes"] = ["1024x1024", "1536x1024", "1024x1536"]`` for
       gpt-image-1); then the one closest in shape is asked for. An image that comes back in
@@ -247,7 +247,7 @@ class OpenAIImagesBackend:
         if request.negative_prompt.strip():
             metadata["negative_prompt"] = "appended to the prompt as 'Avoid: …'"
         if mode is Mode.I2I:
-            metadata["ignored"] = ["strength"]
+            metadata["ignored"] = ["denoise"]
         if revised:
             metadata["revised_prompt"] = revised[0] if len(revised) == 1 else revised
         if usage:

@@ -50,7 +50,7 @@ def generation_parameters(
         "height": request.height,
         "steps": request.steps,
         "guidance": request.guidance,
-        "strength": request.strength if request.mode.value != "t2i" else None,
+        "denoise": request.denoise if request.mode.value != "t2i" else None,
         "seed": result.seed,
         "index": index,
         "batch": request.batch,

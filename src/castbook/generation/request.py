@@ -30,7 +30,7 @@ __all__ = [
 
 class Mode(StrEnum):
     T2I = "t2i"  # text to image
-    I2I = "i2i"  # image to image (init image + strength)
+    I2I = "i2i"  # image to image (init image + denoise)
     I2V = "i2v"  # image to video
 
 
@@ -42,7 +42,7 @@ LIMITS: dict[str, tuple[int | float, int | float]] = {
     "height": (256, 1536),
     "steps": (1, 50),
     "guidance": (1.0, 30.0),
-    "strength": (0.0, 1.0),
+    "denoise": (0.0, 1.0),
     "num_frames": (2, 64),
     "fps": (1, 60),
     "reference_scale": (0.0, 2.0),
@@ -74,6 +74,13 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+_RENAMED = (
+    "castbook calls it denoise: how much image to image changes the init image (0–1, "
+    "diffusers' strength); in the face-consistency API (POST /getImagetoImage) strength means "
+    "the opposite, how closely the output follows the reference"
+)
+
+
 class GenerationRequest(BaseModel):
     """A generation as the user asked for it; ids only, never pixels (it travels to workers).
 
@@ -92,7 +99,7 @@ class GenerationRequest(BaseModel):
     height: int = Field(default=512, **within("height"))
     steps: int = Field(default=30, **within("steps"))
     guidance: float = Field(default=7.5, **within("guidance"))
-    strength: float = Field(default=0.75, **within("strength"))
+    denoise: float = Field(default=0.75, **within("denoise"))
     seed: int | None = Field(default=None, **within("seed"))
     batch: int = Field(default=1, **within("batch"))
     characters: tuple[str, ...] = ()
@@ -101,6 +108,16 @@ class GenerationRequest(BaseModel):
     num_frames: int = Field(default=16, **within("num_frames"))
     fps: int = Field(default=8, **within("fps"))
     reference_scale: float = Field(default=0.6, **within("reference_scale"))
+
+    # Refused with a pointer: the face-consistency API's ``strength`` means the opposite.
+    strength: None = Field(default=None, exclude=True, description=f"Not accepted: {_RENAMED}")
+
+    @field_validator("strength", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError(_RENAMED)
+        return None
 
     @field_validator("characters", "references")
     @classmethod
@@ -119,6 +136,8 @@ def parse_request(values: dict[str, object]) -> GenerationRequest:
         field = ".".join(str(part) for part in error["loc"]) or "request"
         if field in LIMITS and error["type"] in _RANGE_ERRORS:
             raise FieldError(field, range_message(field, error.get("input"))) from None
+        if error["type"] == "value_error":  # ours, written as it should be shown
+            raise FieldError(field, error["msg"].removeprefix("Value error, ")) from None
         raise FieldError(field, error["msg"].lower()) from None
 
 

@@ -39,6 +39,7 @@ from castbook.library.models import (
     fields_as_dict,
     name_key,
 )
+from castbook.library.text import check_text_fields
 from castbook.settings import DEFAULT_OWNER, Settings
 
 __all__ = ["CharacterLibrary", "ImageInput", "NewCharacter", "prepare_images"]
@@ -169,6 +170,7 @@ class CharacterLibrary:
         primary_index: int = 0,
     ) -> Character:
         if not isinstance(fields, CharacterFields):
+            check_text_fields(fields)
             fields = clean_fields(dict(fields))
         new = NewCharacter(fields, prepare_images(images), primary_index)
         with self._write() as write:
@@ -199,6 +201,8 @@ class CharacterLibrary:
         shown by ``castbook character show``, or a unique prefix (6+ hex digits) of the
         image's sha256. ``replace_images`` drops every current image first.
         """
+        if changes:
+            check_text_fields(changes)
         added = prepare_images(add_images)
         replacements = None if replace_images is None else prepare_images(replace_images)
         with self._write() as write:

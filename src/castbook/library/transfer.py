@@ -23,6 +23,7 @@ from typing import Any
 from castbook.errors import CastbookError, ImportFormatError, InvalidInputError
 from castbook.library.models import name_key
 from castbook.library.service import CharacterLibrary, NewCharacter
+from castbook.library.text import find_invalid_text
 
 __all__ = [
     "MAX_IMPORT_FILE_BYTES",
@@ -75,6 +76,11 @@ def parse_entry(
     display = f"{label} ({name!r})" if isinstance(name, str) else label
     if not isinstance(raw, dict):
         return ParsedEntry(display, None, error=f"must be an object, got {type(raw).__name__}")
+    bad_text = find_invalid_text(raw)
+    if bad_text is not None:
+        # Any field, even one the format ignores: such a file was not written by a tool
+        # that keeps text intact. The entry fails alone; the others still import.
+        return ParsedEntry(display, None, error=f"{bad_text.indexed()}: {bad_text.problem}")
     try:
         return ParsedEntry(display, name if isinstance(name, str) else None, build(raw))
     except InvalidInputError as exc:
@@ -208,6 +214,11 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
     try:
         with path.open("rb") as handle:
             return json.load(handle)
+    except RecursionError:
+        raise ImportFormatError(
+            f"{path} nests its JSON too deeply to read (an export is a few levels deep); "
+            "it is not a character export"
+        ) from None
     except UnicodeDecodeError:
         raise ImportFormatError(f"{path} is not a JSON text file") from None
     except json.JSONDecodeError as exc:

@@ -112,6 +112,8 @@ class BatchRenderResult:
     final_prompts: tuple[str, ...]
     request: GenerationRequest  # the first variant's, as resolved against the preset
     batched: bool = False  # the first attempts ran as one backend call
+    # Each variant's negative prompt as sent (the characters' merged in); () if not known.
+    final_negative_prompts: tuple[str, ...] = ()
 
     @property
     def best(self) -> VariantResult:
@@ -232,6 +234,7 @@ def render_batch(
         tuple(p.prompt for p in prepared_first),
         request=requests[0],
         batched=first_images is not None,
+        final_negative_prompts=tuple(p.negative_prompt for p in prepared_first),
     )
 
 

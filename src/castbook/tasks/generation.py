@@ -40,9 +40,12 @@ def generation_job_input(request: GenerationRequest, preset_id: str) -> dict[str
 def stored_request(job_input: dict[str, Any], preset: Preset) -> GenerationRequest:
     """A generation job's request as submitted. A row written before requests were stored
     resolved (no ``resolved`` mark) is resolved now, as its submission did then."""
+    values = dict(job_input["request"])
+    if "strength" in values:  # stored before it was renamed: the same value, diffusers' sense
+        values["denoise"] = values.pop("strength")
     if job_input.get("resolved"):
-        return GenerationRequest.model_validate(job_input["request"])
-    return resolve_request(job_input["request"], preset)
+        return GenerationRequest.model_validate(values)
+    return resolve_request(values, preset)
 
 
 class GenerationJobs:

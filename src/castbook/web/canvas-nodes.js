@@ -12,7 +12,7 @@ import { make } from "./dom.js";
 export { fillPresetSelect }; // canvas.js fills the selects again once the presets are read
 
 // Shown on the node; the rest sit under "More settings".
-const MAIN_FIELDS = new Set(["prompt", "prompts", "preset", "batch", "strength", "label", "image"]);
+const MAIN_FIELDS = new Set(["prompt", "prompts", "preset", "batch", "denoise", "label", "image"]);
 // A character node shows these as its picture and reference choice, not as fields.
 const CHARACTER_FIELDS = new Set(["character", "reference"]);
 

@@ -1,5 +1,6 @@
 // The results panel (#results-panel): every image and video a run made, fetched with the key
-// and shown from blob: URLs, each with its consistency score; the best one starred.
+// and shown from blob: URLs, each with its consistency score (the best one starred) and the
+// prompt and negative prompt its model was given.
 
 import { $, blobUrl } from "./api.js";
 import { IMAGE_DRAG_TYPE } from "./canvas-graph.js";
@@ -38,6 +39,37 @@ export function scoresOf(result) {
   return { byImage, best, judge };
 }
 
+/**
+ * What each output's model was given, by image or video id: the final prompt (after the
+ * characters' style prompts and traits) and the negative prompt its node reports — a
+ * generating node's `prompt` and `negative_prompt`, a batch render's per variant in `scores`.
+ */
+export function promptsOf(result) {
+  const sent = new Map();
+  for (const node of Object.values((result && result.nodes) || {})) {
+    const outputs = node.outputs || {};
+    if (typeof node.prompt === "string") {
+      const made = Array.isArray(outputs.images) ? [...outputs.images] : [];
+      if (typeof outputs.video === "string") made.push(outputs.video);
+      for (const sha of made) sent.set(sha, { prompt: node.prompt, negative: node.negative_prompt || "" });
+    }
+    for (const entry of Array.isArray(node.scores) ? node.scores : []) {
+      if (entry && typeof entry.final_prompt === "string") {
+        sent.set(entry.image, { prompt: entry.final_prompt, negative: entry.negative_prompt || "" });
+      }
+    }
+  }
+  return sent;
+}
+
+function promptLine(className, label, text) {
+  const line = make("p", className);
+  line.append(make("span", "result-label", label), document.createTextNode(` ${text}`));
+  line.title = `${label}: ${text} (click to show it all)`;
+  line.addEventListener("click", () => line.classList.toggle("open"));
+  return line;
+}
+
 function makers(result) {
   const made = new Map();
   for (const [id, node] of Object.entries((result && result.nodes) || {})) {
@@ -59,7 +91,7 @@ function header(title, summary) {
   return [top, make("p", "results-summary", summary)];
 }
 
-function figureFor(output, score, isBest, madeBy) {
+function figureFor(output, score, isBest, madeBy, sent) {
   const figure = make("figure", "result");
   figure.dataset.sha = output.id;
   figure.dataset.kind = output.kind;
@@ -116,6 +148,8 @@ function figureFor(output, score, isBest, madeBy) {
   const text = make("span", "result-details", details.join(" · "));
   if (madeBy) text.title = `made by ${madeBy}`;
   caption.append(text);
+  if (sent && sent.prompt) caption.append(promptLine("result-prompt", "Prompt", sent.prompt));
+  if (sent && sent.negative) caption.append(promptLine("result-negative", "Negative", sent.negative));
   figure.append(caption);
   return figure;
 }
@@ -126,6 +160,7 @@ export function showResults(task) {
   const outputs = (task.outputs || []).filter((o) => o.kind === "image" || o.kind === "video");
   const { byImage, best, judge } = scoresOf(task.result);
   const made = makers(task.result);
+  const sent = promptsOf(task.result);
   const images = outputs.filter((o) => o.kind === "image").length;
   const videos = outputs.length - images;
   const counts = [];
@@ -137,7 +172,8 @@ export function showResults(task) {
   }
   const grid = make("div", "results-grid");
   for (const output of outputs) {
-    grid.append(figureFor(output, byImage.get(output.id), output.id === best, made.get(output.id)));
+    const score = byImage.get(output.id);
+    grid.append(figureFor(output, score, output.id === best, made.get(output.id), sent.get(output.id)));
   }
   panel.replaceChildren(...header("Results", summary), grid);
   panel.hidden = false;

@@ -71,6 +71,7 @@ class NodeContext:
         self.run = run
         self.node = node
         self.id = node.id
+        self.details: dict[str, Any] = {}  # added to the node's entry in the task's result
 
     @property
     def library(self) -> CharacterLibrary:
@@ -138,3 +139,9 @@ class NodeContext:
     def progress(self, step: int, total: int) -> None:
         """Where the node is (also where a cancel arrives)."""
         self.run.progress(self.id, step, total)
+
+    def report(self, **details: Any) -> None:
+        """Add to the node's entry in the task's result, next to its outputs (what a
+        generating node sent: ``prompt``, ``negative_prompt``). Kept when the node fails
+        afterwards, and taken with the outputs when a re-run re-uses the node."""
+        self.details.update(details)

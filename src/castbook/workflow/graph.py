@@ -24,7 +24,7 @@ from typing import Any, get_origin
 from pydantic import ValidationError
 
 from castbook.errors import InvalidInputError
-from castbook.generation.request import LIMITS
+from castbook.generation.request import LIMITS, range_message
 from castbook.workflow.nodes import NODE_TYPES, Node, Port, PortType, accepts
 
 __all__ = [
@@ -218,7 +218,8 @@ def _parse_node(
     literals: dict[str, Any] = {}
     links: dict[str, PortValue] = {}
     failed = False
-    for name, value in inputs.items():
+    for given, value in inputs.items():
+        name = node_class.renamed.get(given, given)
         port = node_class.ports.get(name)
         if port is not None:
             parsed = _port_value(node_id, name, port, value, raw_nodes, problems)
@@ -262,9 +263,8 @@ def _literal_problem(error: Any) -> tuple[str, str]:
     kind = error.get("type", "")
     if kind == "missing":
         return name, "is required"
-    limits = LIMITS.get(loc[0]) if loc else None
-    if limits is not None and kind in ("greater_than_equal", "less_than_equal"):
-        return name, f"must be between {limits[0]:g} and {limits[1]:g}, got {error.get('input')!r}"
+    if loc and loc[0] in LIMITS and kind in ("greater_than_equal", "less_than_equal"):
+        return name, range_message(loc[0], error.get("input"))
     given = error.get("input")
     return name, f"{str(error.get('msg', 'is invalid')).lower()}, got {given!r}"
 

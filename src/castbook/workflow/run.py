@@ -16,8 +16,9 @@ before it made is kept with the task (its outputs and a result with their status
 is when the run is cancelled.
 
 Result: ``{"order": [...], "nodes": {node_id: {"type", "status", "outputs": {...},
-"scores"?}}, "outputs": {output_node_id: value}}``; a node's ``scores`` output is repeated
-as its ``scores``.
+"scores"?, ...}}, "outputs": {output_node_id: value}}``; a node's ``scores`` output is
+repeated as its ``scores``, and what it reported (:meth:`NodeContext.report`: a generating
+node's final ``prompt`` and ``negative_prompt``) is added to its entry.
 """
 
 from __future__ import annotations
@@ -65,14 +66,20 @@ class _Run:
         results: dict[str, dict[str, Any]] = {}
         for node_id in self.graph.order:
             parsed = self.graph.nodes[node_id]
+            node_context = NodeContext(state, parsed)
             try:
                 state.progress(node_id, 0, 1)  # also where a cancel arrives between nodes
                 key = self.signature(parsed)
                 hit = self.cache.get(key) if key and self.cache else None
-                outputs = self.reuse(hit) if hit else parsed.node.invoke(NodeContext(state, parsed))
+                if hit:
+                    outputs = self.reuse(hit)
+                    node_context.report(**_reported(hit.result))
+                else:
+                    outputs = parsed.node.invoke(node_context)
             except CastbookError as exc:
                 stopped = "cancelled" if isinstance(exc, GenerationCancelled) else "failed"
                 results[node_id] = {"type": parsed.node.type, "status": stopped, "outputs": {}}
+                results[node_id].update(_reported(node_context.details))
                 if stopped == "failed":
                     results[node_id]["error"] = str(exc)
                 # What the finished nodes made stays with the task.
@@ -83,6 +90,7 @@ class _Run:
                 "type": parsed.node.type,
                 "status": "succeeded",
                 "outputs": {k: to_json(v) for k, v in outputs.items()},
+                **_reported(node_context.details),
             }
             if "scores" in outputs:
                 results[node_id]["scores"] = outputs["scores"]
@@ -150,6 +158,17 @@ class _Run:
         listed = {output.sha256 for output in files}
         files.extend(f for f in hit.files if f.sha256 not in listed)
         return dict(hit.result["outputs"])
+
+
+# A node's entry in the result: what the run writes; the rest is what the node reported.
+_ENTRY_KEYS = frozenset(
+    {"type", "status", "outputs", "scores", "signature", "cached_from", "error"}
+)
+
+
+def _reported(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a node reported, from its details or an earlier run's entry for it."""
+    return {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
 
 
 def _character_print(character: Character) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from castbook.errors import FieldError
-from castbook.generation.request import LIMITS, Mode
+from castbook.generation.request import PROMPT_MAX, Mode, within
 
 if TYPE_CHECKING:
     from castbook.workflow.context import NodeContext
@@ -81,13 +81,10 @@ class Port:
         return " or ".join(sorted(accepted_types(self.type)))
 
 
-def limits(name: str) -> dict[str, float]:
-    """The API's range of a request field, as ``Field`` keywords."""
-    low, high = LIMITS[name]
-    return {"ge": low, "le": high}
+limits = within  # the API's range of a request field, as ``Field`` keywords
 
 
-Prompt = Annotated[str, Field(max_length=4000)]
+Prompt = Annotated[str, Field(max_length=PROMPT_MAX)]
 
 
 class Node(BaseModel):
@@ -104,6 +101,10 @@ class Node(BaseModel):
     outputs: ClassVar[dict[str, PortType]] = {}
     scored: ClassVar[bool] = False  # uses the scorer: its feature set is in the signature
     workflow_output: ClassVar[bool] = False  # its ``value`` is one of the workflow's outputs
+    renamed: ClassVar[dict[str, str]] = {}  # old input name -> its name now (saved graphs)
+    # Its ``characters`` send their reference images to the model too, so the preset must
+    # have room for them; False: only their words (style prompt, traits, negative prompt).
+    character_images: ClassVar[bool] = True
 
     @classmethod
     def type_id(cls) -> str:
@@ -118,10 +119,11 @@ class Node(BaseModel):
     def check(self, context: CheckContext) -> None:
         """Report (``context.problem``) what only the owner's data can tell of this node. By
         default: a rendering node's preset exists, does ``mode`` and has room for its
-        ``characters``; every character named in a port exists and has a reference image."""
+        ``characters`` (when it sends their images); every character named in a port exists
+        and has a reference image."""
         if self.mode is not None:
             preset = context.preset(getattr(self, "preset", None), self.mode)
-            count = context.character_count("characters")
+            count = context.character_count("characters") if self.character_images else 0
             if preset is not None and count and (problem := context.room(preset, count)):
                 context.problem("characters", problem)
         for name, port in self.ports.items():

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from castbook.errors import FieldError
-from castbook.generation import Mode, prepare_request, resolve_request, run_generation
+from castbook.generation import (
+    GenerationRequest,
+    Mode,
+    PreparedRequest,
+    Preset,
+    prepare_request,
+    resolve_request,
+    run_generation,
+)
 from castbook.generation.outputs import encode_mp4, encode_png, generation_parameters
 from castbook.jobs import JobOutput
 from castbook.workflow.nodes.base import Node, Port, PortType, Prompt, limits, register
@@ -39,6 +48,12 @@ class _Rendering(Node):
         """What this type adds to the request's values (its mode's own fields)."""
         return {}
 
+    def prepare(
+        self, request: GenerationRequest, preset: Preset, context: NodeContext
+    ) -> PreparedRequest:
+        """The request as the backend gets it: characters injected, images decoded."""
+        return prepare_request(request, preset, library=context.library)
+
     def invoke(self, context: NodeContext) -> dict[str, Any]:
         assert self.mode is not None
         values: dict[str, Any] = {
@@ -54,7 +69,9 @@ class _Rendering(Node):
             request = resolve_request(values, preset)
         except FieldError as exc:
             raise FieldError(f"{context.id}.{exc.field}", str(exc)) from None
-        prepared = prepare_request(request, preset, library=context.library)
+        prepared = self.prepare(request, preset, context)
+        # What the model is given, after the characters' style prompts and traits.
+        context.report(prompt=prepared.prompt, negative_prompt=prepared.negative_prompt)
         context.progress(0, request.steps)
         result = run_generation(
             context.backend(preset),
@@ -99,12 +116,13 @@ class TextToImageNode(_Rendering):
 
 @register
 class ImageToImageNode(_Rendering):
-    """Redraws an image (``strength``: how much changes), with characters injected."""
+    """Redraws an image (``denoise``: how much changes), with characters injected."""
 
     type: Literal["image_to_image"]
     title: ClassVar[str] = "Image to image"
     mode: ClassVar[Mode | None] = Mode.I2I
-    strength: float = Field(default=0.75, **limits("strength"))
+    denoise: float = Field(default=0.75, **limits("denoise"))
+    renamed: ClassVar[dict[str, str]] = {"strength": "denoise"}
     batch: int = Field(default=1, **limits("batch"))
     ports: ClassVar[dict[str, Port]] = {
         "image": Port(PortType.IMAGE),
@@ -113,20 +131,35 @@ class ImageToImageNode(_Rendering):
     outputs: ClassVar[dict[str, PortType]] = {"images": PortType.IMAGES}
 
     def request_values(self) -> dict[str, Any]:
-        return {"batch": self.batch, "strength": self.strength}
+        return {"batch": self.batch, "denoise": self.denoise}
 
 
 @register
 class ImageToVideoNode(_Rendering):
-    """A short video that starts from an image."""
+    """A short video that starts from an image; wired characters are injected (style prompt,
+    traits and negative prompt; the image is what moves, so their reference images are not
+    sent)."""
 
     type: Literal["image_to_video"]
+    version: ClassVar[str] = "1.1"  # 1.1: ``characters``
     title: ClassVar[str] = "Image to video"
     mode: ClassVar[Mode | None] = Mode.I2V
     num_frames: int | None = Field(default=None, **limits("num_frames"))
     fps: int | None = Field(default=None, **limits("fps"))
-    ports: ClassVar[dict[str, Port]] = {"image": Port(PortType.IMAGE)}
+    ports: ClassVar[dict[str, Port]] = {
+        "image": Port(PortType.IMAGE),
+        "characters": Port(PortType.CHARACTER, required=False, many=True, names=True),
+    }
     outputs: ClassVar[dict[str, PortType]] = {"video": PortType.VIDEO}
+    character_images: ClassVar[bool] = False
 
     def request_values(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("num_frames", "fps") if getattr(self, k)}
+
+    def prepare(
+        self, request: GenerationRequest, preset: Preset, context: NodeContext
+    ) -> PreparedRequest:
+        # The characters' words only: a video model animates the wired image and takes no
+        # reference images beside it (AnimateDiff without an IP-Adapter takes none at all).
+        prepared = super().prepare(request, preset, context)
+        return replace(prepared, references=(), reference_ids=())

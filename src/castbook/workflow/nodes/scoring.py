@@ -13,6 +13,7 @@ from castbook.jobs import JobOutput
 from castbook.render.batch import BatchRender, render_batch, variant_parameters
 from castbook.render.references import character_reference_features
 from castbook.workflow.nodes.base import Node, Port, PortType, Prompt, limits, register
+from castbook.workflow.values import CharacterValue
 
 if TYPE_CHECKING:
     from castbook.workflow.context import NodeContext
@@ -72,7 +73,10 @@ class BatchRenderNode(Node):
         shas: list[str] = []
         scores: list[dict[str, Any]] = []
         described = variant_parameters(spec, preset, rendered)
-        for variant, parameters in zip(rendered.variants, described, strict=True):
+        negatives = rendered.final_negative_prompts or (None,) * len(rendered.variants)
+        for variant, parameters, final_prompt, negative in zip(
+            rendered.variants, described, rendered.final_prompts, negatives, strict=True
+        ):
             image = variant.image
             output = JobOutput("", "image", "image/png", image.width, image.height, variant.seed)
             sha = context.keep(encode_png(image, parameters), output)
@@ -81,6 +85,9 @@ class BatchRenderNode(Node):
                 {
                     "image": sha,
                     "prompt": variant.prompt,
+                    # What the model was given, after the characters' style prompts and traits.
+                    "final_prompt": final_prompt,
+                    "negative_prompt": negative,
                     "score": round(variant.score, 2),
                     "scores": {k: round(v, 2) for k, v in variant.scores.items()},
                     "attempts": variant.attempts,
@@ -92,14 +99,17 @@ class BatchRenderNode(Node):
 
 @register
 class ConsistencyEvalNode(Node):
-    """Scores images against a character's reference images (0-100) and picks the best."""
+    """Scores images (0-100) against a character's reference images, or against one image
+    wired as the reference, and picks the best."""
 
     type: Literal["consistency_eval"]
+    version: ClassVar[str] = "1.1"  # 1.1: ``character`` also takes a plain image
     title: ClassVar[str] = "Consistency eval"
     scored: ClassVar[bool] = True
     ports: ClassVar[dict[str, Port]] = {
         "images": Port(PortType.IMAGES),
-        "character": Port(PortType.CHARACTER),
+        # A character (all its reference images) or an image (that one picture).
+        "character": Port(PortType.IMAGE),
     }
     outputs: ClassVar[dict[str, PortType]] = {"scores": PortType.SCORES, "best": PortType.IMAGE}
 
@@ -107,16 +117,24 @@ class ConsistencyEvalNode(Node):
         return True
 
     def invoke(self, context: NodeContext) -> dict[str, Any]:
-        character = context.character("character")
         scorer = context.scorer()
-        references = character_reference_features(context.library, scorer, character)
+        given = context.value("character")
+        against: dict[str, str]
+        if isinstance(given, CharacterValue):
+            character = context.character("character")
+            references = character_reference_features(context.library, scorer, character)
+            against = {"character": character.name}
+        else:
+            reference = context.image("character")
+            references = [scorer.features(context.blobs.get(reference), "the reference image")]
+            against = {"reference": reference}
         images = context.images("images")
         scores: list[dict[str, Any]] = []
         for index, sha in enumerate(images):
             context.progress(index, len(images))
             features = scorer.features(context.blobs.get(sha), f"image {index + 1}")
             best = max(compare(r, features, scorer.calibration).score for r in references)
-            scores.append({"image": sha, "character": character.name, "score": round(best, 2)})
+            scores.append({"image": sha, **against, "score": round(best, 2)})
         top = max(range(len(scores)), key=lambda i: (scores[i]["score"], -i)) if scores else None
         for index, entry in enumerate(scores):
             entry["best"] = index == top
