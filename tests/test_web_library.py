@@ -469,20 +469,30 @@ def test_export_downloads_json_with_the_images(
     for image in rook["images"]:
         assert image_size(base64.b64decode(image["data"])) == (image["width"], image["height"])
 
-    # Only the ones the search shows, in the nbp format.
+    # Only the ones the search shows, in the nbp format: nbp cannot show a character
+    # without an image, so Quillon is left out and the dialog says so.
+    add_character(http, "Quillon", [], tags=["scribe"])
+    wait_for_card(page, "Quillon")
     page.fill("#search", "scribe")
-    expect(page.locator(".card")).to_have_count(1)
+    expect(page.locator(".card")).to_have_count(2)
     page.click("#export-characters")
     expect(page.locator("#export-scope-shown")).to_be_checked()
     page.check("#export-form input[name='format'][value='nbp']")
     with page.expect_download() as download_info:
         page.click("#export-download")
     download = download_info.value
-    assert download.suggested_filename == "Quill.nbp.json"
+    assert download.suggested_filename.startswith("nbp-characters-")
+    expect(page.locator("#export-error")).to_contain_text("Quillon")
     document = json.loads(Path(download.path()).read_text())
     assert document["type"] == "characters"
     assert [c["name"] for c in document["characters"]] == ["Quill"]
     assert image_size(base64.b64decode(document["characters"][0]["imageData"])) == (96, 128)
+
+
+def gif_bytes(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 80), color).save(buffer, format="GIF")
+    return buffer.getvalue()
 
 
 def test_import_reports_imported_skipped_and_failed(page: Page, http: httpx.Client) -> None:
@@ -496,8 +506,8 @@ def test_import_reports_imported_skipped_and_failed(page: Page, http: httpx.Clie
             {
                 "name": "Tamsin",
                 "description": "a lighthouse keeper",
-                "physicalTraits": {"hair": "grey braid"},
-                "imageData": base64.b64encode(png_bytes((120, 120, 30))).decode(),
+                "physicalTraits": {"hair": "grey braid", "eyes": "unknown"},
+                "imageData": base64.b64encode(gif_bytes((120, 120, 30))).decode(),
             },
             {"name": "Ursa", "imageData": "this is not base64!"},
         ],
@@ -517,11 +527,13 @@ def test_import_reports_imported_skipped_and_failed(page: Page, http: httpx.Clie
         ["Sable — a character with this name already exists"]
     )
     expect(report.locator(".failed li")).to_contain_text(["Ursa"])
+    expect(report.locator(".warnings li")).to_contain_text(["Tamsin — imageData was a GIF"])
     page.click("#import-close")
     expect(dialog).to_be_hidden()
     card = page.locator(".card", has_text="Tamsin")
     expect(card.locator("img.thumb")).to_have_attribute("src", BLOB_URL)
-    assert http.get("/v1/characters/Tamsin").json()["physical"]["hair"] == "grey braid"
+    tamsin = http.get("/v1/characters/Tamsin").json()
+    assert (tamsin["physical"]["hair"], tamsin["physical"]["eyes"]) == ("grey braid", "")
     assert http.get("/v1/characters/Sable").json()["description"] == ""
 
     # A file that is not JSON: said plainly, nothing imported.
@@ -532,3 +544,44 @@ def test_import_reports_imported_skipped_and_failed(page: Page, http: httpx.Clie
     expect(page.locator("#import-error")).to_contain_text("notes.json is not a JSON file")
     expect(page.locator("#import-report")).to_be_hidden()
     page.click("#import-close")
+
+
+def test_export_as_a_character_card_and_import_it_back(
+    page: Page, http: httpx.Client, tmp_path: Path
+) -> None:
+    add_character(http, "Vesper", [png_bytes((30, 40, 200))], style_prompt="a moth-winged bard")
+    add_character(http, "Yestin")
+    wait_for_card(page, "Vesper")
+
+    # A card holds one character: with the whole library chosen, the dialog says so.
+    page.click("#export-characters")
+    page.check("#export-form input[name='format'][value='card']")
+    page.click("#export-download")
+    expect(page.locator("#export-error")).to_contain_text("holds one character")
+    page.keyboard.press("Escape")
+
+    page.fill("#search", "Vesper")
+    expect(page.locator(".card")).to_have_count(1)
+    page.click("#export-characters")
+    expect(page.locator("#export-scope-shown")).to_be_checked()
+    page.check("#export-form input[name='format'][value='card']")
+    with page.expect_download() as download_info:
+        page.click("#export-download")
+    download = download_info.value
+    assert download.suggested_filename == "Vesper.png"
+    data = Path(download.path()).read_bytes()
+    with Image.open(io.BytesIO(data)) as picture:
+        picture.load()
+        assert picture.format == "PNG" and {"ccv3", "chara"} <= set(picture.text)
+        card = json.loads(base64.b64decode(picture.text["ccv3"]))
+    assert card["spec"] == "chara_card_v3" and card["data"]["name"] == "Vesper"
+    assert card["data"]["extensions"]["castbook"]["style_prompt"] == "a moth-winged bard"
+
+    # The PNG card goes back in through Import… (the server reads PNG cards).
+    assert http.delete("/v1/characters/Vesper").status_code == 204
+    page.set_input_files("#import-file", files=[upload("Vesper.png", data)])
+    expect(page.locator("#import-report .count")).to_have_text(
+        ["1 imported", "0 skipped", "0 failed"]
+    )
+    page.click("#import-close")
+    assert http.get("/v1/characters/Vesper").json()["style_prompt"] == "a moth-winged bard"

@@ -31,6 +31,7 @@ from castbook.library.models import (
     clean_fields,
     fields_as_dict,
 )
+from tests.conftest import make_image_bytes
 from tests.support.api import ApiFactory
 from tests.support.server import Server
 from tests.support.web import (
@@ -165,6 +166,12 @@ def test_both_export_formats_carry_every_trait(make_api: ApiFactory) -> None:
     for name in EDITABLE_FIELDS:
         holder = character["physical"] if name in PHYSICAL_TRAITS else character
         assert holder[name] == body[name], name
+    # nbp leaves out a character without an image (the app cannot show one): give it one.
+    png = ("a.png", make_image_bytes(), "image/png")
+    uploaded = api.client.post(
+        f"/v1/characters/{created.json()['id']}/images", files=[("image", png)], headers=headers
+    )
+    assert uploaded.status_code == 201, uploaded.text
     params = {"format": "nbp"}
     exported = api.client.get("/v1/characters/export", params=params, headers=headers).json()
     (nbp,) = exported["characters"]

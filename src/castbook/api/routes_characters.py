@@ -6,6 +6,7 @@ sent as JSON; reference images are uploaded as ``multipart/form-data``.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
@@ -23,6 +24,8 @@ from castbook.library import (
     export_characters,
     import_document,
 )
+from castbook.library.cards import MAX_CARD_FILE_BYTES
+from castbook.library.exchange import export_card, import_card_bytes
 from castbook.library.models import FIELD_SECTIONS, FORM_FIELDS, FieldInfo
 
 __all__ = ["CharacterCreate", "CharacterPatch", "character_json", "router"]
@@ -128,18 +131,48 @@ def create_character(
     return character_json(request, character)
 
 
-@router.get("/export", summary="Export characters as JSON (images included)")
+@router.get(
+    "/export",
+    summary="Export characters as JSON (images included), or one as a character card",
+    response_model=None,
+)
 def export(
     owner: CurrentOwner,
     services: AppServices,
-    format: Annotated[ExportFormat, Query(description="castbook or nbp")] = ExportFormat.CASTBOOK,
+    response: Response,
+    format: Annotated[
+        ExportFormat,
+        Query(description="castbook, nbp, card (a PNG character card) or card-json"),
+    ] = ExportFormat.CASTBOOK,
     id: Annotated[
         list[str] | None, Query(description="Character ids or names (repeatable); all if none.")
     ] = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | RawResponse:
+    """``card`` and ``card-json`` hold one character: name it with ``id``. ``card`` answers
+    ``image/png`` (Character Card V3 in a ``ccv3`` chunk, V2 in a ``chara`` chunk). ``nbp``
+    leaves out characters without an image and names them in an ``X-Castbook-Warnings``
+    header (a JSON list of lines)."""
     library = services.library(owner)
     characters = [library.find(ref) for ref in id] if id else library.list()
+    if format == ExportFormat.CARD:
+        card = export_card(library, characters)
+        return RawResponse(
+            card,
+            media_type="image/png",
+            headers={"Content-Disposition": _attachment(characters[0].name, "png")},
+        )
+    if format == ExportFormat.NBP:
+        from castbook.library.nbp_json import export_warnings
+
+        # Characters left out (no image): a JSON list of lines, ASCII-escaped for the header.
+        if warnings := export_warnings(characters):
+            response.headers["X-Castbook-Warnings"] = json.dumps(warnings)
     return export_characters(library, characters, format)
+
+
+def _attachment(name: str, extension: str) -> str:
+    ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in name)
+    return f'attachment; filename="{ascii_name.strip("-") or "character"}.{extension}"'
 
 
 @router.post("/import", summary="Import a castbook or nbp export")
@@ -153,6 +186,23 @@ def import_characters(
 ) -> dict[str, Any]:
     """Existing names are skipped, never overwritten; invalid entries are reported as failed."""
     return import_document(services.library(owner), document, strict=strict).as_dict()
+
+
+@router.post("/import/card", summary="Import a character card (PNG, .charx or JSON)")
+def import_card(
+    owner: CurrentOwner,
+    services: AppServices,
+    file: Annotated[
+        UploadFile, File(description="A PNG card (ccv3/chara chunk), a .charx, or card JSON.")
+    ],
+    strict: Annotated[bool, Query(description="Import nothing if the card is invalid.")] = False,
+) -> dict[str, Any]:
+    """Character Card V2 / V3 (SillyTavern, RisuAI, chub …). Answers the same report as
+    ``/import``; a card whose name exists is skipped."""
+    data = file.file.read(MAX_CARD_FILE_BYTES + 1)
+    return import_card_bytes(
+        services.library(owner), data, source=file.filename or "card", strict=strict
+    ).as_dict()
 
 
 @router.post("/extract", summary="Propose a character's fields from an image")

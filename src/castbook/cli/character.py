@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -281,21 +282,44 @@ def export_command(
     all_characters: bool = typer.Option(False, "--all", help="Export every character."),
     output: Path = typer.Option(..., "--output", "-o", help="File to write ('-' for stdout)."),
     fmt: ExportFormat = typer.Option(
-        ExportFormat.CASTBOOK, "--format", help="castbook (everything) or nbp (one image each)."
+        ExportFormat.CASTBOOK,
+        "--format",
+        help="castbook (everything), nbp (one image each), card (a PNG character card, "
+        "V3 + V2) or card-json (the card as JSON); a card holds one character.",
     ),
 ) -> None:
-    """Export characters, images included (base64), to a JSON file."""
+    """Export characters, images included (base64), to a JSON file, or one as a PNG card."""
     library = open_library()
     if all_characters and names:
         raise InvalidInputError("give character names or --all, not both")
     if not all_characters and not names:
         raise InvalidInputError("name the characters to export, or pass --all")
     characters = library.list() if all_characters else [library.get(n) for n in _unique(names)]
+    if fmt == ExportFormat.CARD:
+        from castbook.library.exchange import export_card, write_bytes_atomically
+
+        card = export_card(library, characters)
+        if str(output) == "-":
+            sys.stdout.buffer.write(card)
+            sys.stdout.buffer.flush()
+            return
+        write_bytes_atomically(output, card)
+        console.print(
+            f"Exported {_m(characters[0].name)} as a character card (PNG, V3 and V2) "
+            f"to {_m(str(output))}."
+        )
+        return
+    if fmt == ExportFormat.NBP:
+        from castbook.library.nbp_json import export_warnings
+
+        for warning in export_warnings(characters):  # characters left out: no image
+            err_console.print(f"[yellow]warning[/] {_m(warning)}")
+        characters = [c for c in characters if c.images]
     if str(output) == "-":
         print_json(export_characters(library, characters, fmt))
         return
     write_json_atomically(output, export_characters(library, characters, fmt))
-    images = sum(len(c.images) for c in characters)
+    images = sum(1 if fmt == ExportFormat.NBP else len(c.images) for c in characters)
     console.print(
         f"Exported {_count(len(characters), 'character')} "
         f"({_count(images, 'image')}) to {_m(str(output))}."
@@ -305,7 +329,10 @@ def export_command(
 @app.command("import")
 @reports_errors
 def import_command(
-    file: Path = typer.Argument(..., help="A castbook or nbp character export (.json)."),
+    file: Path = typer.Argument(
+        ...,
+        help="A castbook or nbp export (.json), or a character card (.png, .json, .charx).",
+    ),
     strict: bool = typer.Option(
         False, "--strict", help="Import nothing if any character in the file is invalid."
     ),
@@ -329,6 +356,8 @@ def import_command(
             console.print(f"  skipped {_m(skipped)}: {_m(reason)}")
         for entry, reason in report.failed:
             console.print(f"  [red]failed[/] {_m(entry)}: {_m(reason)}")
+        for name, warning in report.warnings:
+            console.print(f"  [yellow]warning[/] {_m(name)}: {_m(warning)}")
     if report.failed:
         raise typer.Exit(1)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from castbook.errors import ImportFormatError
-from castbook.library import castbook_json, nbp_json
+from castbook.errors import CastbookError, ImportFormatError, InvalidInputError
+from castbook.library import cards, castbook_json, nbp_json
 from castbook.library.models import Character
 from castbook.library.service import CharacterLibrary
 from castbook.library.transfer import (
@@ -21,17 +23,22 @@ from castbook.library.transfer import (
 
 __all__ = [
     "ExportFormat",
+    "export_card",
     "export_characters",
     "export_to_file",
+    "import_card_bytes",
     "import_document",
     "import_file",
     "parse_any",
+    "write_bytes_atomically",
 ]
 
 
 class ExportFormat(StrEnum):
     CASTBOOK = "castbook"
     NBP = "nbp"
+    CARD = "card"  # a PNG character card (V3 and V2 chunks), one character
+    CARD_JSON = "card-json"  # the card as JSON (Character Card V3), one character
 
 
 def export_characters(
@@ -39,8 +46,18 @@ def export_characters(
     characters: Sequence[Character],
     fmt: ExportFormat = ExportFormat.CASTBOOK,
 ) -> dict[str, Any]:
+    """A JSON export; ``card`` (a PNG) is bytes: use :func:`export_card`."""
+    if fmt == ExportFormat.CARD:
+        raise InvalidInputError("a PNG card is an image, not JSON; use export_card")
+    if fmt == ExportFormat.CARD_JSON:
+        return cards.export_card_json(library, cards.check_one(characters))
     module = castbook_json if fmt == ExportFormat.CASTBOOK else nbp_json
     return module.export_document(library, characters)
+
+
+def export_card(library: CharacterLibrary, characters: Sequence[Character]) -> bytes:
+    """One character as a PNG character card."""
+    return cards.export_card_png(library, cards.check_one(characters))
 
 
 def export_to_file(
@@ -49,7 +66,27 @@ def export_to_file(
     path: str | os.PathLike[str],
     fmt: ExportFormat = ExportFormat.CASTBOOK,
 ) -> None:
+    if fmt == ExportFormat.CARD:
+        write_bytes_atomically(path, export_card(library, characters))
+        return
     write_json_atomically(path, export_characters(library, characters, fmt))
+
+
+def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes so that the target is either the old file or the complete new one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CastbookError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def parse_any(document: Any) -> list[ParsedEntry]:
@@ -58,9 +95,12 @@ def parse_any(document: Any) -> list[ParsedEntry]:
         return castbook_json.parse_document(document)
     if nbp_json.is_nbp_document(document):
         return nbp_json.parse_document(document)
+    if cards.is_card_document(document):
+        return cards.parse_document(document)
     raise ImportFormatError(
         "not a character export castbook knows: expected a castbook export "
-        f'("format": "{castbook_json.FORMAT}") or an nbp character library ("type": "characters")'
+        f'("format": "{castbook_json.FORMAT}"), an nbp character library ("type": "characters") '
+        f'or a character card ("spec": "{cards.SPEC_V3}" or "{cards.SPEC_V2}")'
     )
 
 
@@ -70,7 +110,28 @@ def import_document(
     return apply_import(library, parse_any(document), strict=strict)
 
 
+def import_card_bytes(
+    library: CharacterLibrary, data: bytes, *, source: str = "card", strict: bool = False
+) -> ImportReport:
+    """A PNG card, a .charx or a JSON card, as uploaded."""
+    return apply_import(library, cards.parse_card_bytes(data, source=source), strict=strict)
+
+
 def import_file(
     library: CharacterLibrary, path: str | os.PathLike[str], *, strict: bool = False
 ) -> ImportReport:
+    """A castbook or nbp export or a JSON card (JSON), a PNG card or a .charx (zip)."""
+    if _is_binary_card(path):
+        with open(path, "rb") as handle:
+            data = handle.read(cards.MAX_CARD_FILE_BYTES + 1)
+        return import_card_bytes(library, data, source=Path(path).name, strict=strict)
     return import_document(library, read_json_file(path), strict=strict)
+
+
+def _is_binary_card(path: str | os.PathLike[str]) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False  # read_json_file says what is wrong with the path
+    return head.startswith((b"\x89PNG\r\n\x1a\n", b"PK\x03\x04"))

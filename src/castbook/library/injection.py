@@ -14,6 +14,10 @@ What the model gets
   or when it is part of a phrase already injected ("black hair" after "long black hair").
 * **One character is not named** (a name is just noise to the model); several characters
   are named, each followed by its phrases in parentheses, so the model can tell them apart.
+* **No placeholders.** A value that only says "not known" — ``unknown``, ``n/a``, ``none``
+  and the others in :data:`PLACEHOLDERS`, in any case, or nothing but punctuation such as
+  ``-`` or ``?`` — is never injected, in either prompt (see :func:`is_placeholder`). Such
+  values come from other tools (an nbp export, a vision model's "unknown").
 * **Never draw and avoid the same thing.** A character's negative phrase that the final
   prompt asks for is dropped; a character phrase the user's negative prompt names exactly
   is not injected. The user's own text is never dropped, only tidied.
@@ -32,11 +36,37 @@ from dataclasses import dataclass
 from castbook.library.models import PHYSICAL_TRAITS, CharacterFields, normalize_name
 
 __all__ = [
+    "PLACEHOLDERS",
     "InjectedPrompt",
     "character_phrases",
     "inject_characters",
+    "is_placeholder",
     "split_phrases",
 ]
+
+# Values that stand for "not known" rather than describe anything, compared ignoring case,
+# spacing and punctuation at either end ("N/A.", " Unknown "). A value that is empty once
+# that punctuation is gone ("-", "?", "—", "...") is a placeholder too.
+PLACEHOLDERS = frozenset(
+    {
+        "unknown",
+        "n/a",
+        "na",
+        "none",
+        "null",
+        "nil",
+        "undefined",
+        "unspecified",
+        "not specified",
+        "not applicable",
+        "not visible",
+        "tbd",
+        "未知",
+        "不明",
+        "无",
+        "無",
+    }
+)
 
 # Characters that separate phrases anywhere in a style or negative prompt.
 _SEPARATORS = frozenset(",;\n\r，；、。！？")
@@ -101,6 +131,13 @@ def split_phrases(text: str) -> list[str]:
     return [p for p in (_clean(p) for p in phrases) if p]
 
 
+def is_placeholder(text: str) -> bool:
+    """Whether ``text`` says nothing about a character: empty, only punctuation, or one of
+    :data:`PLACEHOLDERS` ("unknown", "N/A", "none" …), ignoring case and spacing."""
+    key = _key(text)
+    return not key or key in PLACEHOLDERS
+
+
 def character_phrases(character: CharacterFields) -> list[str]:
     """The phrases injected for ``character`` into an empty prompt, in order.
 
@@ -163,7 +200,7 @@ def inject_characters(
     for character in cast:
         for phrase in split_phrases(character.negative_prompt):
             key = _key(phrase)
-            if not key or _contains(final_key, key):
+            if is_placeholder(phrase) or _contains(final_key, key):
                 continue  # the prompt asks for it: do not also tell the model to avoid it
             if _contains(user_negative_key, key) or _already(seen_negative, key):
                 continue
@@ -207,7 +244,9 @@ def _raw_phrases(character: CharacterFields) -> list[str]:
     phrases = split_phrases(character.style_prompt)
     for trait in _PHYSICAL_ORDER:
         value = _clean(getattr(character.physical, trait))
-        if value and trait in _TRAIT_NOUNS:
+        if is_placeholder(value):
+            continue  # before the noun: "unknown" must not become "unknown hair"
+        if trait in _TRAIT_NOUNS:
             noun, present = _TRAIT_NOUNS[trait]
             if not present.search(value) and _is_latin(value):
                 value = f"{value} {noun}"
@@ -215,7 +254,7 @@ def _raw_phrases(character: CharacterFields) -> list[str]:
     phrases.append(_clean(character.clothing))
     phrases.extend(_clean(a) for a in character.accessories)
     phrases.extend(_clean(f) for f in character.distinctive_features)
-    return [p for p in phrases if p]
+    return [p for p in phrases if not is_placeholder(p)]
 
 
 def _dedupe(phrases: Iterable[str], against: str) -> list[str]:

@@ -4,6 +4,8 @@ An import runs in two phases. First every entry of the file is parsed and valida
 fields, base64, image decoding, size limits — without touching the library. Then the valid
 entries whose names are free are written in one transaction. Entries that fail validation
 are reported as failed, names already in the library (or repeated in the file) as skipped.
+An entry imported with something changed on the way in (an image converted, a name
+shortened) is also listed under warnings.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class ParsedEntry:
     name: str | None
     character: NewCharacter | None = None
     error: str | None = None
+    warnings: tuple[str, ...] = ()  # what was changed to make the entry importable
+
+
+# A format's entry parser returns the character, or the character and its warnings.
+Built = NewCharacter | tuple[NewCharacter, Sequence[str]]
 
 
 @dataclass
@@ -56,6 +63,8 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # (name as imported, what was changed): imported characters only.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,12 +74,11 @@ class ImportReport:
             "imported_names": self.imported,
             "skipped_details": [{"name": n, "reason": r} for n, r in self.skipped],
             "failed_details": [{"entry": e, "reason": r} for e, r in self.failed],
+            "warnings": [{"name": n, "warning": w} for n, w in self.warnings],
         }
 
 
-def parse_entry(
-    label: str, raw: object, build: Callable[[dict[str, Any]], NewCharacter]
-) -> ParsedEntry:
+def parse_entry(label: str, raw: object, build: Callable[[dict[str, Any]], Built]) -> ParsedEntry:
     """Run one entry's parser, turning any validation problem into a failed entry."""
     name = raw.get("name") if isinstance(raw, dict) else None
     display = f"{label} ({name!r})" if isinstance(name, str) else label
@@ -82,13 +90,17 @@ def parse_entry(
         # that keeps text intact. The entry fails alone; the others still import.
         return ParsedEntry(display, None, error=f"{bad_text.indexed()}: {bad_text.problem}")
     try:
-        return ParsedEntry(display, name if isinstance(name, str) else None, build(raw))
+        built = build(raw)
     except InvalidInputError as exc:
         return ParsedEntry(display, name if isinstance(name, str) else None, error=str(exc))
+    character, warnings = built if isinstance(built, tuple) else (built, ())
+    return ParsedEntry(
+        display, name if isinstance(name, str) else None, character, warnings=tuple(warnings)
+    )
 
 
 def parse_entries(
-    document: dict[str, Any], build: Callable[[dict[str, Any]], NewCharacter], kind: str
+    document: dict[str, Any], build: Callable[[dict[str, Any]], Built], kind: str
 ) -> list[ParsedEntry]:
     characters = document.get("characters")
     if not isinstance(characters, list):
@@ -110,26 +122,40 @@ def apply_import(
             f"{len(report.failed)} of {len(entries)} characters are invalid, nothing was imported "
             f"(--strict); first: {label}: {reason}"
         )
-    taken = {name_key(character.name) for character in library.list()}
+    existing = {name_key(character.name): character.name for character in library.list()}
+    taken = set(existing)
     to_write: list[NewCharacter] = []
+    warnings: list[tuple[str, str]] = []
     for entry in entries:
         if entry.character is None:
             continue
         name = entry.character.fields.name
         key = name_key(name)
         if key in taken:
-            reason = (
-                "a character with this name already exists"
-                if not any(name_key(c.fields.name) == key for c in to_write)
-                else "the name appears earlier in the same file"
-            )
-            report.skipped.append((name, reason))
+            report.skipped.append((name, _clash_reason(name, key, existing, to_write)))
             continue
         taken.add(key)
         to_write.append(entry.character)
+        warnings.extend((name, warning) for warning in entry.warnings)
     library.create_many(to_write)
     report.imported = [character.fields.name for character in to_write]
+    report.warnings = warnings
     return report
+
+
+def _clash_reason(
+    name: str, key: str, existing: dict[str, str], to_write: Sequence[NewCharacter]
+) -> str:
+    earlier = next((c.fields.name for c in to_write if name_key(c.fields.name) == key), None)
+    if earlier is not None:
+        return "the name appears earlier in the same file"
+    if existing[key] == name:
+        return "a character with this name already exists"
+    # Another tool may keep "alice" and "Alice" apart; castbook cannot, so say which one.
+    return (
+        f"a character with this name already exists: {existing[key]!r} "
+        "(names are unique ignoring case; rename one to keep both)"
+    )
 
 
 # ---- value checks shared by the format parsers ---------------------------------------------

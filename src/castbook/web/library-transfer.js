@@ -1,5 +1,6 @@
-// Export (a downloaded JSON file, castbook or nbp format) and import (a JSON file the user
-// picks, answered with a report of what was imported, skipped and why, and what failed).
+// Export (a downloaded JSON file, castbook or nbp format, or one character as a character card:
+// PNG or JSON) and import (a JSON file or a character card the user picks, answered with a report
+// of what was imported, skipped and why, and what failed).
 
 import { $, api } from "./api.js";
 
@@ -51,10 +52,14 @@ function saveBlob(blob, filename) {
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
+const CARD_FORMATS = new Set(["card", "card-json"]);
+
 function exportFilename(format, characters) {
   const date = new Date().toISOString().slice(0, 10);
   if (characters.length === 1) {
     const name = characters[0].name.replace(/[^\p{L}\p{N}._-]+/gu, "-").replace(/^-+|-+$/g, "");
+    if (format === "card") return `${name || "character"}.png`;
+    if (format === "card-json") return `${name || "character"}.card.json`;
     return `${name || "character"}.${format}.json`;
   }
   return `${format}-characters-${date}.json`;
@@ -65,8 +70,15 @@ async function download(event) {
   const form = $("#export-form");
   const format = form.elements.format.value;
   const chosen = form.elements.scope.value === "shown" ? hooks.shown() : hooks.all();
+  if (CARD_FORMATS.has(format) && chosen.length !== 1) {
+    showExportError(
+      `A character card holds one character, not ${chosen.length}: ` +
+        "search until only that character shows, then choose “Only those the search shows”.",
+    );
+    return;
+  }
   const params = new URLSearchParams({ format });
-  if (form.elements.scope.value === "shown") {
+  if (form.elements.scope.value === "shown" || CARD_FORMATS.has(format)) {
     for (const character of chosen) params.append("id", character.id);
   }
   const button = $("#export-download");
@@ -76,7 +88,13 @@ async function download(event) {
   try {
     const response = await api(`/v1/characters/export?${params}`, { raw: true });
     saveBlob(await response.blob(), exportFilename(format, chosen));
-    $("#export-dialog").close();
+    // nbp cannot show a character without an image: the server leaves it out and says so.
+    const warnings = JSON.parse(response.headers.get("X-Castbook-Warnings") || "[]");
+    if (warnings.length) {
+      showExportError(`Downloaded, with warnings: ${warnings.join(" ")}`);
+    } else {
+      $("#export-dialog").close();
+    }
   } catch (exc) {
     showExportError(`Export failed: ${exc.message}`);
   } finally {
@@ -136,6 +154,10 @@ function renderReport(report) {
     const entries = (report.failed_details || []).map((f) => item(f.entry, f.reason));
     box.append(section("Failed", "failed", entries));
   }
+  if (report.warnings && report.warnings.length) {
+    const entries = report.warnings.map((w) => item(w.name, w.warning));
+    box.append(section("Imported with changes", "warnings", entries));
+  }
   if (!report.imported && !report.skipped && !report.failed) {
     const empty = document.createElement("p");
     empty.textContent = "The file holds no characters.";
@@ -149,6 +171,13 @@ function showImportError(message) {
   $("#import-error").hidden = false;
 }
 
+async function isBinaryCard(file) {
+  const head = new Uint8Array(await file.slice(0, 4).arrayBuffer());
+  const png = head[0] === 0x89 && head[1] === 0x50 && head[2] === 0x4e && head[3] === 0x47;
+  const zip = head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
+  return png || zip;
+}
+
 async function importFile(file) {
   const dialog = $("#import-dialog");
   $("#import-title").textContent = `Import ${file.name}`;
@@ -158,16 +187,25 @@ async function importFile(file) {
   $("#import-close").disabled = true;
   if (!dialog.open) dialog.showModal();
   try {
-    let exported;
-    try {
-      exported = JSON.parse(await file.text());
-    } catch (exc) {
-      showImportError(`${file.name} is not a JSON file (${exc.message}); nothing was imported.`);
-      return;
+    let request;
+    if (await isBinaryCard(file)) {
+      // A PNG card or a .charx: the server reads it.
+      const form = new FormData();
+      form.append("file", file, file.name);
+      request = ["/v1/characters/import/card", { method: "POST", form }];
+    } else {
+      let exported;
+      try {
+        exported = JSON.parse(await file.text());
+      } catch (exc) {
+        showImportError(`${file.name} is not a JSON file (${exc.message}); nothing was imported.`);
+        return;
+      }
+      request = ["/v1/characters/import", { method: "POST", json: exported }];
     }
     let report;
     try {
-      report = await api("/v1/characters/import", { method: "POST", json: exported });
+      report = await api(...request);
     } catch (exc) {
       showImportError(`Nothing was imported: ${exc.message}`);
       return;
