@@ -158,7 +158,7 @@ def test_local_executor_picks_up_queued_and_recovered_jobs(store: JobStore) -> N
 
 def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
-    from castbook.generation import parse_request, read_parameters
+    from castbook.generation import load_presets, read_parameters, resolve_request
     from castbook.library import CharacterLibrary, ImageInput
     from castbook.settings import Settings
     from castbook.tasks import GenerationJobs, generation_job_input
@@ -182,14 +182,18 @@ def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
         [ImageInput(make_image_bytes((200, 30, 30)), "a.png")],
     )
     store = JobStore(database)
-    request = parse_request({"prompt": "at a cafe", "characters": ["Alice"], "batch": 2, "seed": 3})
+    # Resolved against the preset (256x256, 2 steps), as a submission stores it.
+    request = resolve_request(
+        {"prompt": "at a cafe", "characters": ["Alice"], "batch": 2, "seed": 3},
+        load_presets(home).get("tiny"),
+    )
     job = store.create(
         kind="generation", input=generation_job_input(request, "tiny"), owner="alice"
     )
     executor = LocalExecutor(store, {"generation": GenerationJobs(settings, database, blobs)})
     executor.start()
     try:
-        done = executor.wait(job.id, timeout=60)
+        done = executor.wait(job.id, timeout=300)  # generous: a loaded machine is slow
     finally:
         executor.shutdown()
     assert done.status == JobStatus.SUCCEEDED, done.error
