@@ -130,6 +130,8 @@ def test_recover_requeues_then_gives_up(store: JobStore) -> None:
     assert store.recover(max_attempts=2) == ([], [job.id])
     failed = store.get(job.id)
     assert failed.status == JobStatus.FAILED and "stopped 2 time(s)" in failed.error
+    # As the Celery executor says it, so a client reads one shape whichever runs the task.
+    assert failed.error_data == {"type": "WorkerLost", "worker": "dead-again", "attempts": 2}
 
 
 def test_recover_finishes_a_cancel_the_dead_worker_never_saw(store: JobStore) -> None:

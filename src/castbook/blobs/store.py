@@ -16,13 +16,30 @@ from pathlib import Path
 
 from castbook.errors import NotFoundError, StorageError
 
-__all__ = ["BlobStore", "is_blob_id"]
+__all__ = ["BlobStore", "blob_ids_in", "is_blob_id"]
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def is_blob_id(value: str) -> bool:
     return bool(_BLOB_ID.fullmatch(value))
+
+
+def blob_ids_in(value: object) -> set[str]:
+    """Every blob id a JSON value names, at any depth (a job's input: an init image, the
+    references, a batch's or a workflow's images)."""
+    if isinstance(value, str):
+        return {value} if is_blob_id(value) else set()
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return set()
+    found: set[str] = set()
+    for item in items:
+        found |= blob_ids_in(item)
+    return found
 
 
 class BlobStore:

@@ -24,6 +24,7 @@ __all__ = [
     "Base",
     "CharacterRow",
     "ImageFeaturesRow",
+    "JobInputRow",
     "JobOutputRow",
     "JobRow",
     "ReferenceImageRow",
@@ -151,6 +152,9 @@ class JobRow(Base):
     outputs: Mapped[list[JobOutputRow]] = relationship(
         cascade="all, delete-orphan", order_by="JobOutputRow.position", passive_deletes=True
     )
+    inputs: Mapped[list[JobInputRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class JobOutputRow(Base):
@@ -169,6 +173,19 @@ class JobOutputRow(Base):
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobInputRow(Base):
+    """A stored image a job's input names (an init image, a reference, an uploaded picture):
+    like an output, it keeps the blob alive for as long as the job exists, so deleting a
+    character never takes an image from a task that was accepted with it."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class ApiKeyRow(Base):

@@ -227,7 +227,10 @@ def _characters(names: Sequence[str], library: CharacterLibrary | None) -> list[
 def _load(ref: str, library: CharacterLibrary | None, field: str) -> tuple[Image.Image, str]:
     """The image ``ref`` names (a stored image id or a file) and its id: the sha256 of its
     bytes, which for a stored image is its name."""
-    if is_blob_id(ref) and library is not None and library.blobs.exists(ref):
+    if is_blob_id(ref):
+        # A stored image's id, never a file path, whatever the server's folders hold.
+        if library is None or not library.blobs.exists(ref):
+            raise FieldError(field, f"the stored image {ref[:12]}… is not in this library")
         return open_image(library.blobs.get(ref), source=f"image {ref[:12]}"), ref
     try:
         data = read_image_file(ref)

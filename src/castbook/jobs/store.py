@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from castbook.db import Database, JobOutputRow, JobRow
+from castbook.blobs import blob_ids_in
+from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
 from castbook.errors import NotFoundError
 from castbook.settings import DEFAULT_OWNER
 
@@ -151,6 +152,9 @@ class JobStore:
             created_at=now,
             updated_at=now,
         )
+        # The stored images the input names stay alive while the job exists (see
+        # CharacterLibrary's garbage collection), whoever deletes what meanwhile.
+        row.inputs = [JobInputRow(sha256=sha) for sha in sorted(blob_ids_in(input))]
         with self.database.session() as session:
             session.add(row)
             session.commit()
@@ -307,6 +311,12 @@ class JobStore:
                     row.error = (
                         f"the worker running this task stopped {row.attempts} time(s); giving up"
                     )
+                    # The same answer the Celery executor gives (celery_executor._recover_one).
+                    row.error_data = {
+                        "type": "WorkerLost",
+                        "worker": row.worker,
+                        "attempts": row.attempts,
+                    }
                     row.finished_at = row.updated_at
                     failed.append(row.id)
             session.commit()

@@ -22,7 +22,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from castbook.blobs import BlobStore
-from castbook.db import CharacterRow, Database, ImageFeaturesRow, JobOutputRow, ReferenceImageRow
+from castbook.db import (
+    CharacterRow,
+    Database,
+    ImageFeaturesRow,
+    JobInputRow,
+    JobOutputRow,
+    ReferenceImageRow,
+)
 from castbook.errors import (
     CharacterNotFoundError,
     DuplicateNameError,
@@ -375,10 +382,12 @@ class CharacterLibrary:
             )
         ):
             referenced.update((sha, thumb))
-        # Images a job produced keep their blob too (a result may equal a reference).
-        referenced.update(
-            session.scalars(select(JobOutputRow.sha256).where(JobOutputRow.sha256.in_(candidates)))
-        )
+        # Images a job produced or was given keep their blob too (a result may equal a
+        # reference; a queued task may name a reference as its init image).
+        for table in (JobOutputRow, JobInputRow):
+            referenced.update(
+                session.scalars(select(table.sha256).where(table.sha256.in_(candidates)))
+            )
         unreferenced = sorted(candidates - referenced)
         for blob_id in unreferenced:
             self.blobs.delete(blob_id)
