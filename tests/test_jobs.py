@@ -152,7 +152,7 @@ def test_local_executor_picks_up_queued_and_recovered_jobs(store: JobStore) -> N
         fresh = store.create(kind="demo", input={})
         executor.submit(fresh)
         for job in (waiting, orphan, fresh):
-            assert executor.wait(job.id, timeout=10).status == JobStatus.SUCCEEDED
+            assert executor.wait(job.id, timeout=120).status == JobStatus.SUCCEEDED
         assert store.get(orphan.id).attempts == 2
     finally:
         executor.shutdown()
@@ -212,7 +212,7 @@ def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
     executor = LocalExecutor(store, {"generation": GenerationJobs(settings, database, blobs)})
     executor.start()
     try:
-        failed = executor.wait(other.id, timeout=60)
+        failed = executor.wait(other.id, timeout=300)
     finally:
         executor.shutdown()
     assert failed.status == JobStatus.FAILED and "no character named 'Alice'" in failed.error

@@ -81,7 +81,7 @@ class Api:
         _, plain = self.services.keys.create(f"{owner}'s key", owner)
         return {"Authorization": f"Bearer {plain}"}
 
-    def wait(self, task_id: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
+    def wait(self, task_id: str, headers: dict[str, str], timeout: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             task = self.client.get(f"/v1/tasks/{task_id}", headers=headers).json()
