@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from castbook.errors import CastbookError, ImportFormatError, InvalidInputError
+from castbook.errors import ImportFormatError, InvalidInputError
 from castbook.library import cards, castbook_json, nbp_json
 from castbook.library.models import Character
 from castbook.library.service import CharacterLibrary
@@ -18,6 +17,7 @@ from castbook.library.transfer import (
     ParsedEntry,
     apply_import,
     read_json_file,
+    write_bytes_atomically,
     write_json_atomically,
 )
 
@@ -70,23 +70,6 @@ def export_to_file(
         write_bytes_atomically(path, export_card(library, characters))
         return
     write_json_atomically(path, export_characters(library, characters, fmt))
-
-
-def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes so that the target is either the old file or the complete new one."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CastbookError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_any(document: Any) -> list[ParsedEntry]:

@@ -16,11 +16,12 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from castbook.errors import CastbookError, ImportFormatError, InvalidInputError
 from castbook.library.models import name_key
@@ -36,6 +37,7 @@ __all__ = [
     "expect",
     "parse_timestamp",
     "read_json_file",
+    "write_bytes_atomically",
     "write_json_atomically",
 ]
 
@@ -254,19 +256,32 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
-def write_json_atomically(path: str | os.PathLike[str], document: Any) -> None:
-    """Write JSON so that the target is either the old file or the complete new one."""
-    path = Path(path)
+@contextmanager
+def _atomic_file(path: Path, mode: str, **options: Any) -> Iterator[IO[Any]]:
+    """A file that appears under ``path`` only once it is complete: the target is either
+    the old file or the whole new one, never half of it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise CastbookError(f"cannot write {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
+        with os.fdopen(fd, mode, **options) as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomically(path: str | os.PathLike[str], document: Any) -> None:
+    """Write JSON so that the target is either the old file or the complete new one."""
+    with _atomic_file(Path(path), "w", encoding="utf-8") as handle:
+        json.dump(document, handle, ensure_ascii=False, indent=2)
+        handle.write("\n")
+
+
+def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes (a PNG card) so that the target is the old file or the complete new one."""
+    with _atomic_file(Path(path), "wb") as handle:
+        handle.write(data)
