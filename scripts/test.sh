@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
 bash scripts/setup-venv.sh test,faces,video,embeddings,diffusers,postgres,celery
 .venv/bin/ruff check src tests benchmarks scripts
-# Two processes (CI and this machine have 2 cores); each test file stays in one process, so
-# a module's fixtures (a Redis, a Celery cluster, a browser) are built once. `-n 0` after it
-# runs everything in this process.
-.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
+# Three processes on CI's and this machine's 2 cores: many tests wait on a server, a worker or
+# a browser, and a third process keeps both cores busy meanwhile. Each test file stays in one
+# process, so a module's fixtures (a Redis, a Celery cluster, a browser) are built once.
+# `-n 0` after it runs everything in this process.
+.venv/bin/python -m pytest -n 3 --dist loadfile "$@"

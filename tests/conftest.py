@@ -30,6 +30,28 @@ from tests.support.postgres import (
 
 _database_counter = itertools.count()
 
+# The slowest test files (loaded run, `pytest --durations=0`, summed per file), slowest first.
+# `scripts/test.sh` runs the suite in several processes, one file per process at a time; a
+# process that starts the slowest file last makes everybody wait for it, so they go first.
+# A stale list costs only time.
+SLOWEST_FIRST = (
+    "test_diffusers_backend.py",
+    "test_celery_executor.py",
+    "test_web_canvas.py",
+    "test_models_cli_api.py",
+    "test_api_server.py",
+    "test_api_workflows.py",
+    "test_faces.py",
+    "test_readme_quickstart.py",
+    "test_web_models.py",
+    "test_batch_render.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+
 
 def make_image_bytes(
     color: tuple[int, int, int] = (200, 120, 80),
