@@ -76,6 +76,13 @@ def test_story_render_and_rerender_one_scene(cli_home: Path, tmp_path: Path) -> 
     assert "[close-up] orders a coffee" in html
     code, stdout, err = castbook("story", "render", str(story), "--scene", "2")
     assert code == 0 and "Cafe" in stdout, err
+    # A gate nobody passes: exit 1 naming the panel (scene 2 has no one to score); the
+    # storyboard is still written.
+    code, stdout, err = castbook(
+        "story", "render", str(story), "--min-score", "100", "--max-attempts", "1", "--json"
+    )
+    assert code == 1 and "1 of 2 panels still scored below 100" in err and "scene 1" in err
+    assert json.loads(stdout)["below_min_score"] == [1]
     bad = tmp_path / "bad.yaml"
     bad.write_text("title: x\ncharacters: [Nobody]\nscenes:\n  - {prompt: a}\n")
     code, _, err = castbook("story", "validate", str(bad))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from castbook.cli.console import console, print_json, work_progress
+from castbook.cli.console import console, err_console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.errors import FieldError
 from castbook.settings import Settings
+
+if TYPE_CHECKING:
+    from castbook.render.story import Story, StoryRender
 
 story_app = typer.Typer(help="Story Mode: scenes with characters, rendered into a storyboard.")
 
@@ -45,7 +49,9 @@ def render_story_command(
         False, "--continuity", help="Use the previous panel as an extra reference."
     ),
     min_score: float = typer.Option(
-        None, "--min-score", help="Consistency gate: re-render panels scoring below this."
+        None,
+        "--min-score",
+        help="Consistency gate: re-render panels scoring below this; exit 1 if one still does.",
     ),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Renders per panel at most (1–10)."),
     preset: str = typer.Option(None, "--preset", help="Preset id (default: the story's)."),
@@ -89,11 +95,23 @@ def render_story_command(
                     task, completed=done, total=total, description=message
                 ),
             )
+    # Panels rendered now whose lowest character score is still under the gate (a panel
+    # without characters has nothing to be consistent with).
+    below = [
+        p
+        for p in result.board.panels
+        if min_score is not None
+        and p.number in result.rendered
+        and p.scores
+        and min(p.scores.values()) < min_score
+    ]
     if json_output:
         print_json(
             {
                 "title": story.title,
                 "rendered": list(result.rendered),
+                "min_score": min_score,
+                "below_min_score": [p.number for p in below],
                 "files": {name: str(path) for name, path in result.files.items()},
                 "panels": [
                     {"scene": p.number, "caption": p.caption, "scores": p.scores,
@@ -102,7 +120,20 @@ def render_story_command(
                 ],
             }
         )  # fmt: skip
-        return
+    else:
+        _print_board(story, result)
+    if below:
+        # As `castbook render` and `castbook eval`: a gate a script can test; files are written.
+        err_console.print(
+            f"{len(below)} of {len(result.rendered)} panels still scored below {min_score:g} "
+            f"after {max_attempts} render(s) each: "
+            + "; ".join(f"scene {p.number} ({min(p.scores.values()):.1f})" for p in below),
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+
+def _print_board(story: Story, result: StoryRender) -> None:
     table = Table(title=escape(story.title))
     table.add_column("scene", justify="right")
     table.add_column("caption")
