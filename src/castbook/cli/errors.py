@@ -39,3 +39,16 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise report_error("the input is nested too deeply to read") from None
 
     return wrapper
+
+
+def below_gate(
+    what: str, total: int, min_score: float, attempts: int, below: list[str]
+) -> typer.Exit:
+    """Say which ``what`` (variants, panels) still scored under ``--min-score`` after their
+    renders, and the exit that makes the gate testable by a script (as ``castbook eval``)."""
+    err_console.print(
+        f"{len(below)} of {total} {what} still scored below {min_score:g} after {attempts} "
+        "render(s) each: " + "; ".join(below),
+        markup=False,
+    )
+    return typer.Exit(1)

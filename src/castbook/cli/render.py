@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from castbook.cli.console import console, err_console, print_json, work_progress
-from castbook.cli.errors import reports_errors
+from castbook.cli.console import console, print_json, work_progress
+from castbook.cli.errors import below_gate, reports_errors
 from castbook.errors import InvalidInputError
 from castbook.generation.request import range_text
 from castbook.settings import Settings
@@ -161,15 +161,14 @@ def render(
     else:
         _print_table(result, spec.characters, min_score)
         console.print(f"contact sheet: {escape(str(sheet))}; variants in {escape(str(output))}")
-    if below:
-        # As `castbook eval --min-score`: a gate a script can test. The files are still written.
-        err_console.print(
-            f"{len(below)} of {len(result.variants)} variants still scored below "
-            f"{min_score:g} after {spec.max_attempts} render(s) each: "
-            + "; ".join(f"#{v.index + 1} {v.prompt!r} ({v.score:.1f})" for v in below),
-            markup=False,
+    if below:  # the files are still written
+        raise below_gate(
+            "variants",
+            len(result.variants),
+            min_score,
+            spec.max_attempts,
+            [f"#{v.index + 1} {v.prompt!r} ({v.score:.1f})" for v in below],
         )
-        raise typer.Exit(1)
 
 
 def _png(image: object) -> bytes:

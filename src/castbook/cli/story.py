@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from castbook.cli.console import console, err_console, print_json, work_progress
-from castbook.cli.errors import reports_errors
+from castbook.cli.console import console, print_json, work_progress
+from castbook.cli.errors import below_gate, reports_errors
 from castbook.errors import FieldError
 from castbook.settings import Settings
 
@@ -122,15 +122,14 @@ def render_story_command(
         )  # fmt: skip
     else:
         _print_board(story, result)
-    if below:
-        # As `castbook render` and `castbook eval`: a gate a script can test; files are written.
-        err_console.print(
-            f"{len(below)} of {len(result.rendered)} panels still scored below {min_score:g} "
-            f"after {max_attempts} render(s) each: "
-            + "; ".join(f"scene {p.number} ({min(p.scores.values()):.1f})" for p in below),
-            markup=False,
+    if below:  # the storyboard is still written
+        raise below_gate(
+            "panels",
+            len(result.rendered),
+            min_score,
+            max_attempts,
+            [f"scene {p.number} ({min(p.scores.values()):.1f})" for p in below],
         )
-        raise typer.Exit(1)
 
 
 def _print_board(story: Story, result: StoryRender) -> None:
