@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from castbook.jobs import (
     StoppedWithResults,
     run_job,
 )
+from castbook.jobs.leases import worker_name
 from tests.support.executor_contract import ExecutorContract, contract_presets
 
 
@@ -142,10 +145,17 @@ def test_recover_finishes_a_cancel_the_dead_worker_never_saw(store: JobStore) ->
     assert store.get(job.id).status == JobStatus.CANCELLED
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 def test_local_executor_picks_up_queued_and_recovered_jobs(store: JobStore) -> None:
     waiting = store.create(kind="demo", input={})
     orphan = store.create(kind="demo", input={})
-    store.start(orphan.id, "a process that died")
+    store.start(orphan.id, worker_name(dead_pid(), kind="local") + ":castbook-job-0")
     executor = LocalExecutor(store, handlers_that("ok"), workers=2)
     executor.start()
     try:
@@ -156,6 +166,53 @@ def test_local_executor_picks_up_queued_and_recovered_jobs(store: JobStore) -> N
         assert store.get(orphan.id).attempts == 2
     finally:
         executor.shutdown()
+
+
+def test_a_second_server_leaves_a_live_holders_job_alone(store: JobStore) -> None:
+    # Another `castbook serve` on the same data, alive (this very process) and beating.
+    held = store.create(kind="demo", input={})
+    store.start(held.id, worker_name(kind="local") + ":castbook-job-0")
+    executor = LocalExecutor(store, handlers_that("ok"), workers=1)
+    executor.start()
+    try:
+        fresh = store.create(kind="demo", input={})
+        executor.submit(fresh)
+        assert executor.wait(fresh.id, timeout=120).status == JobStatus.SUCCEEDED
+        assert executor.recover() == ([], [])
+    finally:
+        executor.shutdown()
+    still = store.get(held.id)
+    assert still.status == JobStatus.RUNNING and still.attempts == 1
+
+
+def test_a_holder_silent_past_its_lease_loses_the_job(store: JobStore) -> None:
+    # A holder on another machine (no pid to check) whose heartbeat stopped: after the lease
+    # the sweep re-queues the job and this executor runs it.
+    job = store.create(kind="demo", input={})
+    store.start(job.id, "local:another-host:4242:ns1:castbook-job-0")
+    executor = LocalExecutor(store, handlers_that("ok"), workers=1, lease=1.0)
+    executor.start()
+    try:
+        done = executor.wait(job.id, timeout=120)
+    finally:
+        executor.shutdown()
+    assert done.status == JobStatus.SUCCEEDED and done.attempts == 2
+
+
+def test_a_finisher_that_lost_its_job_changes_nothing(store: JobStore) -> None:
+    job = store.create(kind="demo", input={})
+    store.start(job.id, "first")
+    store.recover(max_attempts=3)  # its lease ran out: re-queued ...
+    store.start(job.id, "second")  # ... and taken by another worker
+    late = store.succeed(job.id, [], {"by": "first"}, worker="first")
+    assert late.status == JobStatus.RUNNING and late.worker == "second"
+    failed = store.fail(job.id, "boom", worker="first")
+    assert failed.status == JobStatus.RUNNING
+    done = store.succeed(job.id, [], {"by": "second"}, worker="second")
+    assert done.status == JobStatus.SUCCEEDED and done.result == {"by": "second"}
+    assert store.succeed(job.id, [], {"by": "second again"}, worker="second").result == {
+        "by": "second"
+    }
 
 
 def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:

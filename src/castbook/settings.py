@@ -106,7 +106,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CASTBOOK_JOB_LEASE",
         "job_lease",
         "120",
-        "seconds without a heartbeat before a running Celery job counts as orphaned",
+        "seconds without a heartbeat before a running job counts as orphaned (either executor)",
         _positive,
     ),
     Setting(

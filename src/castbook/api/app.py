@@ -54,7 +54,13 @@ def default_executor(
         raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
     from castbook.tasks.handlers import handlers
 
-    return LocalExecutor(jobs, handlers(settings, database, blobs), workers=config.job_workers)
+    return LocalExecutor(
+        jobs,
+        handlers(settings, database, blobs),
+        workers=config.job_workers,
+        max_attempts=settings.job_max_attempts,
+        lease=settings.job_lease,
+    )
 
 
 async def _stop_executor(services: Services) -> None:

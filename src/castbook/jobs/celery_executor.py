@@ -45,16 +45,21 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-
-from castbook.db import Database, JobRow
+from castbook.db import Database
 from castbook.errors import FieldError, MissingDependencyError, NotFoundError, StorageError
 from castbook.jobs.executor import JobHandler, run_job
+from castbook.jobs.leases import (
+    current_worker_name,
+    heartbeat,
+    holder_alive,
+    recover_one,
+    recover_orphans,
+    worker_name,
+)
 from castbook.jobs.store import Job, JobStatus, JobStore
 from castbook.settings import DEFAULT_REDIS_URL, Settings
 
@@ -167,176 +172,6 @@ def make_celery_app(config: CeleryConfig) -> Celery:
     )
     app.task(name=TASK_NAME, ignore_result=True)(_task_body)
     return app
-
-
-# ---- who holds a running job ------------------------------------------------------------
-
-
-def _pid_namespace() -> str:
-    # Containers sharing the host's name (host networking) still have their own pids.
-    try:
-        return f"ns{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return "ns0"
-
-
-def worker_name(pid: int | None = None) -> str:
-    """How a Celery worker process names itself in a job's ``worker`` column.
-
-    ``celery:<host>:<pid>:<pid namespace>``, plus the thread in the ``threads`` pool.
-    """
-    return f"celery:{socket.gethostname()}:{pid or os.getpid()}:{_pid_namespace()}"
-
-
-def _current_worker_name() -> str:
-    name = worker_name()
-    thread = threading.current_thread()
-    if thread is not threading.main_thread():
-        name += f":{thread.name}"
-    return name[:200]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; it only waits to be reaped
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def holder_alive(job: Job, lease: float, now: datetime | None = None) -> bool:
-    """Whether the worker a running job names may still be working on it.
-
-    Gone when its heartbeat is older than ``lease`` seconds, or when it ran on this host in
-    this pid namespace (see :func:`worker_name`) and that process no longer exists.
-    """
-    now = now or datetime.now(UTC)
-    if (now - job.updated_at).total_seconds() > lease:
-        return False
-    parts = (job.worker or "").split(":", 4)
-    if (
-        len(parts) >= 4
-        and parts[0] == "celery"
-        and parts[1] == socket.gethostname()
-        and parts[2].isdigit()
-        and parts[3] == _pid_namespace()
-    ):
-        return _pid_alive(int(parts[2]))
-    return True
-
-
-def _recover_one(store: JobStore, job: Job, max_attempts: int) -> JobStatus | None:
-    """Re-queue, fail or cancel an orphaned running job; None when it changed meanwhile."""
-    now = datetime.now(UTC)
-    values: dict[str, Any] = {"updated_at": now}
-    if job.cancel_requested:
-        status = JobStatus.CANCELLED
-        values.update(finished_at=now, progress_message="cancelled")
-    elif job.attempts < max_attempts:
-        status = JobStatus.QUEUED
-        values["progress_message"] = (
-            f"re-queued after its worker {job.worker} stopped (attempt {job.attempts})"
-        )
-    else:
-        status = JobStatus.FAILED
-        values.update(
-            finished_at=now,
-            progress_message="failed",
-            error=f"the worker running this task stopped {job.attempts} time(s); giving up",
-            error_data={"type": "WorkerLost", "worker": job.worker, "attempts": job.attempts},
-        )
-    values["status"] = status.value
-    with store.database.session() as session:
-        # Compare-and-set on what we saw: a heartbeat or another reaper in between wins.
-        changed = session.execute(
-            update(JobRow)
-            .where(
-                JobRow.id == job.id,
-                JobRow.status == JobStatus.RUNNING.value,
-                JobRow.worker == job.worker,
-                JobRow.attempts == job.attempts,
-                JobRow.updated_at == job.updated_at,
-            )
-            .values(**values)
-        ).rowcount
-        session.commit()
-    if not changed:
-        return None
-    log.warning("task %s: worker %s is gone; %s", job.id, job.worker, status.value)
-    return status
-
-
-def recover_orphans(
-    store: JobStore,
-    *,
-    queues: Sequence[str] | None,
-    max_attempts: int,
-    lease: float,
-    publish: Callable[[Job], None] | None = None,
-) -> tuple[list[str], list[str]]:
-    """Running jobs whose worker is gone: re-queue (and publish) them, or fail them.
-
-    Unlike :meth:`JobStore.recover` this leaves jobs of live workers alone, so any number of
-    workers and servers may call it at any time. Returns (re-queued ids, finished ids).
-    """
-    requeued: list[str] = []
-    finished: list[str] = []
-    for queue in queues if queues is not None else [None]:
-        for job_id in store.ids_with_status(JobStatus.RUNNING, queue):
-            try:
-                job = store.get(job_id)
-            except NotFoundError:
-                continue
-            if job.status != JobStatus.RUNNING or holder_alive(job, lease):
-                continue
-            outcome = _recover_one(store, job, max_attempts)
-            if outcome == JobStatus.QUEUED:
-                requeued.append(job_id)
-                if publish is not None:
-                    try:
-                        publish(store.get(job_id))
-                    except Exception:
-                        log.exception("task %s was re-queued but could not be published", job_id)
-            elif outcome is not None:
-                finished.append(job_id)
-    return requeued, finished
-
-
-@contextlib.contextmanager
-def _heartbeat(store: JobStore, job_id: str, worker: str, every: float) -> Iterator[None]:
-    """Touch the running job's row every ``every`` seconds while the block runs."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every):
-            try:
-                with store.database.session() as session:
-                    session.execute(
-                        update(JobRow)
-                        .where(
-                            JobRow.id == job_id,
-                            JobRow.status == JobStatus.RUNNING.value,
-                            JobRow.worker == worker,
-                        )
-                        .values(updated_at=datetime.now(UTC))
-                    )
-                    session.commit()
-            except Exception:
-                log.warning("task %s: heartbeat failed", job_id, exc_info=True)
-
-    thread = threading.Thread(target=beat, name=f"castbook-heartbeat-{job_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 # ---- the server side ----------------------------------------------------------------------
@@ -526,12 +361,12 @@ def _task_body(job_id: str) -> str:
         if holder_alive(job, setup.config.lease):
             log.info("task %s is running on %s; duplicate message dropped", job_id, job.worker)
             return "running elsewhere"
-        _recover_one(store, job, setup.config.max_attempts)
+        recover_one(store, job, setup.config.max_attempts)
         job = store.get(job_id)
     if job.status != JobStatus.QUEUED:
         return job.status.value
-    worker = _current_worker_name()
-    with _heartbeat(store, job_id, worker, setup.config.heartbeat):
+    worker = current_worker_name()
+    with heartbeat(store, job_id, worker, setup.config.heartbeat):
         try:
             final = run_job(store, runtime.handlers, job_id, worker)
         except Exception as exc:  # the database failed under run_job: record it if we can

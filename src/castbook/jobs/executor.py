@@ -73,21 +73,28 @@ def run_job(
         return None
     handler = handlers.get(job.kind)
     if handler is None:
-        return store.fail(job.id, f"no handler for tasks of kind {job.kind!r} on {worker}")
+        return store.fail(
+            job.id, f"no handler for tasks of kind {job.kind!r} on {worker}", worker=worker
+        )
+    # Every ending names this worker: one that lost the job meanwhile (its lease ran out and
+    # another worker took it) changes nothing.
     try:
         outputs, result = handler(job, JobContext(job, store))
     except StoppedWithResults as stopped:
         if isinstance(stopped.cause, GenerationCancelled):
-            return store.mark_cancelled(job.id, stopped.partial)
+            return store.mark_cancelled(job.id, stopped.partial, worker=worker)
         error_data = {**_error_data(stopped.cause), **stopped.where}
-        return store.fail(job.id, str(stopped.cause), error_data, stopped.partial)
+        return store.fail(job.id, str(stopped.cause), error_data, stopped.partial, worker=worker)
     except GenerationCancelled:
-        return store.mark_cancelled(job.id)
+        return store.mark_cancelled(job.id, worker=worker)
     except CastbookError as exc:
-        return store.fail(job.id, str(exc), _error_data(exc))
+        return store.fail(job.id, str(exc), _error_data(exc), worker=worker)
     except Exception as exc:  # a bug or a library failure: keep the job honest, log the rest
         log.error("task %s failed:\n%s", job.id, traceback.format_exc())
         return store.fail(
-            job.id, f"internal error: {type(exc).__name__}: {exc}", {"type": type(exc).__name__}
+            job.id,
+            f"internal error: {type(exc).__name__}: {exc}",
+            {"type": type(exc).__name__},
+            worker=worker,
         )
-    return store.succeed(job.id, outputs, result)
+    return store.succeed(job.id, outputs, result, worker=worker)

@@ -1,25 +1,30 @@
 """The embedded executor: a bounded pool of threads inside ``castbook serve``.
 
-On start it recovers jobs a previous process left running (re-queued up to
-``max_attempts``, then failed with the reason) and picks up everything still queued, so a
-killed server never leaves a task hanging.
+Running jobs are held as the Celery workers hold theirs (:mod:`castbook.jobs.leases`): the
+row names this process's thread and is touched while the job runs. On start, and every half
+lease after, it recovers jobs whose holder is provably gone — its process no longer exists
+on this host, or its heartbeat is older than the lease — (re-queued up to ``max_attempts``,
+then failed with the reason) and picks up everything still queued. So a killed server never
+leaves a task hanging, and a second ``castbook serve`` on the same data never takes a job
+the first one is still running.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import queue
-import socket
 import threading
 import time
 from collections.abc import Mapping
 
 from castbook.jobs.executor import JobHandler, run_job
+from castbook.jobs.leases import heartbeat, recover_orphans, worker_name
 from castbook.jobs.store import Job, JobStatus, JobStore
 
 __all__ = ["LocalExecutor"]
 
 _STOP = object()
+log = logging.getLogger("castbook.jobs")
 
 
 class LocalExecutor:
@@ -30,28 +35,54 @@ class LocalExecutor:
         *,
         workers: int = 1,
         max_attempts: int = 2,
+        lease: float = 120.0,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
         self.workers = workers
         self.max_attempts = max_attempts
-        self.name = f"local:{socket.gethostname()}:{os.getpid()}"
+        self.lease = lease
+        self.heartbeat = min(10.0, lease / 4)
+        self.name = worker_name(kind="local")
         self._queue: queue.Queue[object] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     def start(self) -> None:
-        self.store.recover(max_attempts=self.max_attempts)
+        self._stopping.clear()
+        self.recover()
         for job_id in self.store.ids_with_status(JobStatus.QUEUED):
             self._queue.put(job_id)
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"castbook-job-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        sweeper = threading.Thread(target=self._sweep, name="castbook-job-sweep", daemon=True)
+        sweeper.start()
+        self._sweeper = sweeper
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """Re-queue (here) or end the running jobs whose holder is gone; live ones stay."""
+        return recover_orphans(
+            self.store,
+            queues=None,
+            max_attempts=self.max_attempts,
+            lease=self.lease,
+            publish=lambda job: self._queue.put(job.id),
+        )
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(max(1.0, self.lease / 2)):
+            try:
+                self.recover()
+            except Exception:
+                log.warning("checking for orphaned tasks failed", exc_info=True)
 
     def submit(self, job: Job) -> None:
         self._queue.put(job.id)
 
     def shutdown(self, wait: bool = True) -> None:
+        self._stopping.set()
         for _ in self._threads:
             self._queue.put(_STOP)
         if wait:
@@ -74,4 +105,5 @@ class LocalExecutor:
             item = self._queue.get()
             if item is _STOP:
                 return
-            run_job(self.store, self.handlers, str(item), worker)
+            with heartbeat(self.store, str(item), worker, self.heartbeat):
+                run_job(self.store, self.handlers, str(item), worker)

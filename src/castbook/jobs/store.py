@@ -8,6 +8,7 @@ re-queues it (bounded attempts) or fails it with the reason.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from castbook.blobs import blob_ids_in
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
@@ -23,6 +25,8 @@ from castbook.errors import NotFoundError
 from castbook.settings import DEFAULT_OWNER
 
 __all__ = ["TERMINAL", "Job", "JobOutput", "JobStatus", "JobStore", "PartialResults"]
+
+log = logging.getLogger("castbook.jobs")
 
 
 class JobStatus(StrEnum):
@@ -226,12 +230,20 @@ class JobStore:
             return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def succeed(
-        self, job_id: str, outputs: Sequence[JobOutput], result: dict[str, Any] | None = None
+        self,
+        job_id: str,
+        outputs: Sequence[JobOutput],
+        result: dict[str, Any] | None = None,
+        *,
+        worker: str | None = None,
     ) -> Job:
+        """Record success. With ``worker``, only while that worker still holds the job: a
+        finisher whose job was re-queued (its lease ran out) or ended meanwhile changes
+        nothing, so one job never ends twice."""
         with self.database.session() as session:
-            row = session.get(JobRow, job_id)
+            row = self._held_row(session, job_id, worker)
             if row is None:
-                raise NotFoundError(f"no task {job_id!r}")
+                return self.get(job_id)
             row.status = JobStatus.SUCCEEDED.value
             row.result = result or {}
             row.finished_at = row.updated_at = _now()
@@ -247,10 +259,17 @@ class JobStore:
         error: str,
         error_data: dict[str, Any] | None = None,
         partial: PartialResults | None = None,
+        *,
+        worker: str | None = None,
     ) -> Job:
         """Record the failure, with what the job made before it failed (``partial``)."""
         return self._finish(
-            job_id, JobStatus.FAILED, error=error, error_data=error_data, partial=partial
+            job_id,
+            JobStatus.FAILED,
+            error=error,
+            error_data=error_data,
+            partial=partial,
+            worker=worker,
         )
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
@@ -278,16 +297,19 @@ class JobStore:
                 session.commit()
         return self.get(job_id)
 
-    def mark_cancelled(self, job_id: str, partial: PartialResults | None = None) -> Job:
-        return self._finish(job_id, JobStatus.CANCELLED, error=None, partial=partial)
+    def mark_cancelled(
+        self, job_id: str, partial: PartialResults | None = None, *, worker: str | None = None
+    ) -> Job:
+        return self._finish(
+            job_id, JobStatus.CANCELLED, error=None, partial=partial, worker=worker
+        )
 
     def recover(
         self, *, max_attempts: int, queue: str | None = None
     ) -> tuple[list[str], list[str]]:
-        """Jobs left "running" by a process that died: re-queue, or fail after max_attempts.
-
-        Call it when an executor starts, before it takes new work.
-        """
+        """Every "running" job: re-queue, or fail after max_attempts — without asking whether
+        its holder is alive. Only for a database no live process uses; the executors use
+        :func:`castbook.jobs.leases.recover_orphans`, which leaves live holders alone."""
         requeued: list[str] = []
         failed: list[str] = []
         with self.database.session() as session:
@@ -311,7 +333,7 @@ class JobStore:
                     row.error = (
                         f"the worker running this task stopped {row.attempts} time(s); giving up"
                     )
-                    # The same answer the Celery executor gives (celery_executor._recover_one).
+                    # The same answer the Celery executor gives (leases.recover_one).
                     row.error_data = {
                         "type": "WorkerLost",
                         "worker": row.worker,
@@ -322,6 +344,23 @@ class JobStore:
             session.commit()
         return requeued, failed
 
+    @staticmethod
+    def _held_row(session: Session, job_id: str, worker: str | None) -> JobRow | None:
+        """The job's row, locked; None when ``worker`` is given and no longer holds it."""
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"no task {job_id!r}")
+        if worker is not None and (row.status != JobStatus.RUNNING.value or row.worker != worker):
+            log.warning(
+                "task %s: %s no longer holds it (%s, held by %s); its result is dropped",
+                job_id,
+                worker,
+                row.status,
+                row.worker,
+            )
+            return None
+        return row
+
     def _finish(
         self,
         job_id: str,
@@ -330,11 +369,12 @@ class JobStore:
         error: str | None,
         error_data: dict[str, Any] | None = None,
         partial: PartialResults | None = None,
+        worker: str | None = None,
     ) -> Job:
         with self.database.session() as session:
-            row = session.get(JobRow, job_id)
+            row = self._held_row(session, job_id, worker)
             if row is None:
-                raise NotFoundError(f"no task {job_id!r}")
+                return self.get(job_id)
             row.status = status.value
             row.error = error
             row.error_data = error_data
