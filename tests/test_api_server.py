@@ -87,3 +87,37 @@ def test_a_killed_server_requeues_its_running_task_on_restart(
     assert recovered["status"] == "succeeded", (recovered, second.output())
     assert recovered["attempts"] == 2
     assert len(recovered["outputs"]) == 1
+
+
+def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
+    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = server_home
+    env = {**env, "CASTBOOK_STOP_GRACE": "1"}
+    key = subprocess.run(
+        [sys.executable, "-m", "castbook", "keys", "create", "--name", "test", "--plain"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    log = tmp_path / "server.log"
+    server = start_server(env, log)
+    try:
+        with httpx.Client(
+            base_url=server.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow_id = slow.json()["id"]
+            running = wait_for(http, slow_id, {"running"}, step=2)
+            assert running["progress"]["step"] < 50, "the slow task finished too fast to stop"
+        server.process.send_signal(signal.SIGTERM)  # what Ctrl+C and `docker stop` send
+        # uvicorn stops gracefully, then re-raises the signal: it ends "killed by SIGTERM".
+        assert server.process.wait(timeout=120) in (0, -signal.SIGTERM), server.output()
+    finally:
+        stop(server)
+    store = JobStore(Database(Settings.for_home(home).database_url))
+    try:
+        handed = store.get(slow_id)
+    finally:
+        store.database.dispose()
+    # Queued again, the interrupted run not counted against its attempts, and said so.
+    assert handed.status == JobStatus.QUEUED and handed.attempts == 0, handed
+    assert "handed back to the queue" in server.output() and slow_id in server.output()

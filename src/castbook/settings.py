@@ -131,6 +131,14 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "CASTBOOK_STOP_GRACE",
+        "stop_grace",
+        "30",
+        "seconds a stopping `castbook serve` lets running tasks finish before it hands them "
+        "back to the queue",
+        _positive,
+    ),
+    Setting(
         "CASTBOOK_API_WAIT_SECONDS",
         "api_wait_seconds",
         "600",
@@ -212,6 +220,7 @@ class Settings:
     job_max_attempts: int = 2
     celery_visibility_timeout: float = 3600.0
     api_max_body_mb: float = 40.0
+    stop_grace: float = 30.0
     api_wait_seconds: float = 600.0
     allow_private_urls: bool = False
     fetch_allowed_hosts: frozenset[str] = field(default_factory=frozenset)

@@ -64,17 +64,23 @@ def default_executor(
 
 
 async def _stop_executor(services: Services) -> None:
-    """Give running tasks ``shutdown_grace_seconds`` to finish. A task still running after
-    that is left as it is: the next start re-queues it, as after a crash."""
+    """Give running tasks ``shutdown_grace_seconds`` (CASTBOOK_STOP_GRACE) to finish. The
+    local executor then hands what still runs back to the queue (the next start runs it) and
+    says so; Celery workers keep theirs."""
     stopper = threading.Thread(
         target=services.executor.shutdown, name="castbook-executor-stop", daemon=True
     )
     stopper.start()
     await run_in_threadpool(stopper.join, services.config.shutdown_grace_seconds)
     if stopper.is_alive():
+        executor = services.executor
+        handed = executor.hand_back() if isinstance(executor, LocalExecutor) else []
         log.warning(
-            "tasks still running after %.0f s; they are re-queued when the server starts again",
+            "stopping: %d task(s) still running after %.0f s handed back to the queue (%s); "
+            "they run when a server starts again",
+            len(handed),
             services.config.shutdown_grace_seconds,
+            ", ".join(handed) or "none",
         )
         return
     services.close()

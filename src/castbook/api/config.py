@@ -28,8 +28,8 @@ class ApiConfig:
     # keep-alive comment so proxies do not close a quiet stream.
     events_poll_seconds: float = 0.25
     events_keepalive_seconds: float = 15.0
-    # On stop, how long running tasks may take to finish; after that the server exits anyway
-    # and the next start re-queues them.
+    # On stop, how long running tasks may take to finish (CASTBOOK_STOP_GRACE); after that
+    # the local executor hands them back to the queue and the server exits.
     shutdown_grace_seconds: float = 30.0
     # The most prompt variants in one batch render (POST /v1/batch-renders).
     max_variants: int = 8
@@ -48,6 +48,7 @@ class ApiConfig:
             "allowed_hosts": settings.fetch_allowed_hosts,
             "executor": settings.executor,
             "max_variants": settings.max_variants,
+            "shutdown_grace_seconds": settings.stop_grace,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
