@@ -35,10 +35,8 @@ def server_home(
     yield home, env
 
 
-def test_a_killed_server_requeues_its_running_task_on_restart(
-    server_home: tuple[Path, dict[str, str]], tmp_path: Path
-) -> None:
-    home, env = server_home
+def create_key(env: dict[str, str]) -> str:
+    """A key made with the CLI, as an operator does before starting the server."""
     created = subprocess.run(
         [sys.executable, "-m", "castbook", "keys", "create", "--name", "test", "--plain"],
         env=env, capture_output=True, text=True, check=False,
@@ -46,6 +44,14 @@ def test_a_killed_server_requeues_its_running_task_on_restart(
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     assert key.startswith("cb_")
+    return key
+
+
+def test_a_killed_server_requeues_its_running_task_on_restart(
+    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = server_home
+    key = create_key(env)
     log = tmp_path / "server.log"
     first = start_server(env, log)
     try:
@@ -94,10 +100,7 @@ def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
 ) -> None:
     home, env = server_home
     env = {**env, "CASTBOOK_STOP_GRACE": "1"}
-    key = subprocess.run(
-        [sys.executable, "-m", "castbook", "keys", "create", "--name", "test", "--plain"],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    key = create_key(env)
     log = tmp_path / "server.log"
     server = start_server(env, log)
     try:

@@ -16,11 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
-from sqlalchemy import update
-
-from castbook.db import JobRow
 from castbook.jobs.executor import JobHandler, run_job
 from castbook.jobs.leases import heartbeat, recover_orphans, worker_name
 from castbook.jobs.store import Job, JobStatus, JobStore
@@ -89,23 +85,7 @@ class LocalExecutor:
         """Running jobs this process holds go back to the queue, the run not counted as an
         attempt: for a stop that could not wait for them. Their threads, if they finish
         before the process exits, record nothing (the ending is guarded by the holder)."""
-        with self.store.database.session() as session:
-            rows = session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.status == JobStatus.RUNNING.value,
-                    JobRow.worker.startswith(f"{self.name}:", autoescape=True),
-                )
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    attempts=JobRow.attempts - 1,
-                    progress_message="handed back to the queue when the server stopped",
-                    updated_at=datetime.now(UTC),
-                )
-                .returning(JobRow.id)
-            ).all()
-            session.commit()
-        return [row[0] for row in rows]
+        return self.store.hand_back(f"{self.name}:")
 
     def shutdown(self, wait: bool = True) -> None:
         self._stopping.set()

@@ -304,6 +304,27 @@ class JobStore:
             job_id, JobStatus.CANCELLED, error=None, partial=partial, worker=worker
         )
 
+    def hand_back(self, worker_prefix: str) -> list[str]:
+        """Running jobs whose worker name starts with ``worker_prefix`` (one process's
+        threads) back to ``queued``, the run not counted as an attempt. Returns their ids."""
+        with self.database.session() as session:
+            rows = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.status == JobStatus.RUNNING.value,
+                    JobRow.worker.startswith(worker_prefix, autoescape=True),
+                )
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    attempts=JobRow.attempts - 1,
+                    progress_message="handed back to the queue when the server stopped",
+                    updated_at=_now(),
+                )
+                .returning(JobRow.id)
+            ).all()
+            session.commit()
+        return [row[0] for row in rows]
+
     def recover(
         self, *, max_attempts: int, queue: str | None = None
     ) -> tuple[list[str], list[str]]:
