@@ -62,6 +62,12 @@ def _hosts(name: str, raw: str) -> frozenset[str]:
     return frozenset(h.strip() for h in raw.split(",") if h.strip())
 
 
+def _local_jobs(name: str, raw: str) -> str:
+    if raw.lower() not in ("process", "thread"):
+        raise FieldError(name, f"must be process or thread, got {raw!r}")
+    return raw.lower()
+
+
 def _executor(name: str, raw: str) -> str:
     if raw.lower() not in ("local", "celery"):
         raise FieldError(name, f"must be local or celery, got {raw!r}")
@@ -98,8 +104,18 @@ SETTINGS: tuple[Setting, ...] = (
         "CASTBOOK_EXECUTOR",
         "executor",
         "local",
-        "`local` (job threads inside `castbook serve`) or `celery` (`castbook worker` processes)",
+        "`local` (jobs run by `castbook serve` itself, see `CASTBOOK_LOCAL_JOBS`) or `celery` "
+        "(`castbook worker` processes)",
         _executor,
+    ),
+    Setting(
+        "CASTBOOK_LOCAL_JOBS",
+        "local_jobs",
+        "process",
+        "where the local executor runs jobs: `process` (a worker process `castbook serve` "
+        "starts; the HTTP process only serves requests) or `thread` (threads in the server's "
+        "own process: for embedding and tests)",
+        _local_jobs,
     ),
     Setting("CASTBOOK_REDIS_URL", "redis_url", DEFAULT_REDIS_URL, "the Celery executor's broker"),
     Setting(
@@ -215,6 +231,7 @@ class Settings:
     database_url: str
     blob_dir: Path
     executor: str = "local"
+    local_jobs: str = "process"
     redis_url: str = DEFAULT_REDIS_URL
     job_lease: float = 120.0
     job_max_attempts: int = 2

@@ -45,7 +45,8 @@ as `Authorization: Bearer <key>`. Errors are JSON: `{"error", "type", "field", "
 def default_executor(
     settings: Settings, database: Database, blobs: BlobStore, jobs: JobStore, config: ApiConfig
 ) -> Executor:
-    """``CASTBOOK_EXECUTOR``: ``local`` (threads in this process, the default) or ``celery``."""
+    """``CASTBOOK_EXECUTOR``: ``local`` (the default: a worker process this server starts, or
+    threads in this process with ``CASTBOOK_LOCAL_JOBS=thread``) or ``celery``."""
     if config.executor == "celery":
         from castbook.jobs.celery_executor import create_executor
 
@@ -54,6 +55,17 @@ def default_executor(
         raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
     from castbook.tasks.handlers import handlers
 
+    if config.local_jobs == "process":
+        from castbook.jobs.processes import ProcessExecutor
+
+        return ProcessExecutor(
+            jobs,
+            settings,
+            handlers,
+            workers=config.job_workers,
+            max_attempts=settings.job_max_attempts,
+            lease=settings.job_lease,
+        )
     return LocalExecutor(
         jobs,
         handlers(settings, database, blobs),
@@ -65,8 +77,8 @@ def default_executor(
 
 async def _stop_executor(services: Services) -> None:
     """Give running tasks ``shutdown_grace_seconds`` (CASTBOOK_STOP_GRACE) to finish. The
-    local executor then hands what still runs back to the queue (the next start runs it) and
-    says so; Celery workers keep theirs."""
+    local executor (either kind) then hands what still runs back to the queue (the next start
+    runs it) and says so; Celery workers keep theirs."""
     stopper = threading.Thread(
         target=services.executor.shutdown, name="castbook-executor-stop", daemon=True
     )
@@ -74,7 +86,8 @@ async def _stop_executor(services: Services) -> None:
     await run_in_threadpool(stopper.join, services.config.shutdown_grace_seconds)
     if stopper.is_alive():
         executor = services.executor
-        handed = executor.hand_back() if isinstance(executor, LocalExecutor) else []
+        hand_back = getattr(executor, "hand_back", None)  # only executors running jobs here
+        handed: list[str] = hand_back() if callable(hand_back) else []
         log.warning(
             "stopping: %d task(s) still running after %.0f s handed back to the queue (%s); "
             "they run when a server starts again",

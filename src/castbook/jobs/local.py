@@ -1,4 +1,8 @@
-"""The embedded executor: a bounded pool of threads inside ``castbook serve``.
+"""The embedded executor in threads: a bounded pool of job threads in this process.
+
+``castbook serve`` runs jobs in a worker process by default (:mod:`castbook.jobs.processes`);
+this one is for ``CASTBOOK_LOCAL_JOBS=thread``, for embedding castbook in a program and for
+tests that hand in their own handlers.
 
 Running jobs are held as the Celery workers hold theirs (:mod:`castbook.jobs.leases`): the
 row names this process's thread and is touched while the job runs. On start, and every half

@@ -185,12 +185,16 @@ class JobStore:
         with self.database.session() as session:
             return [_to_job(row) for row in session.scalars(query)]
 
-    def ids_with_status(self, status: JobStatus, queue: str | None = None) -> list[str]:
+    def ids_with_status(
+        self, status: JobStatus, queue: str | None = None, *, limit: int | None = None
+    ) -> list[str]:
+        """Ids of the jobs with this status, oldest first (at most ``limit``)."""
         query = select(JobRow.id).where(JobRow.status == status.value)
         if queue is not None:
             query = query.where(JobRow.queue == queue)
+        query = query.order_by(JobRow.created_at, JobRow.id).limit(limit)
         with self.database.session() as session:
-            return list(session.scalars(query.order_by(JobRow.created_at)))
+            return list(session.scalars(query))
 
     # ---- transitions (each guarded by the status it expects) --------------------------------
 
