@@ -9,6 +9,7 @@ key's flood never limits another key. Tasks are queued into an executor that hol
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -98,6 +99,7 @@ def test_a_key_over_its_rate_gets_429_and_the_limit_clears(
     body = refused.json()
     assert body["type"] == "QuotaExceeded" and body["limit"] == "rate"
     assert "rate limit of 2 requests/s" in body["error"] and "for this key" in body["error"]
+    assert re.search(r"retry in (0\.[1-9]|[1-9])", body["error"]), body["error"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 1  # a token comes back within 0.5 s
     # Refused requests take no token: the key gets through again once one has refilled.
     until(

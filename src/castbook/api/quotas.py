@@ -239,7 +239,7 @@ class QuotaGate:
             return _Refusal(
                 "rate",
                 f"rate limit of {quotas.rate:g} requests/s (bursts of {quotas.burst}) for this "
-                f"key exceeded; retry in {wait:.1f} s",
+                f"key exceeded; retry in {math.ceil(wait * 10) / 10:.1f} s",
                 wait,
             )
         if quotas.max_queued and queues_task(method, path):
