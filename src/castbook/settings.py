@@ -52,6 +52,28 @@ def _whole(name: str, raw: str) -> int:
     return value
 
 
+def _limit(name: str, raw: str) -> float:
+    """A limit where ``0`` means none."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FieldError(name, f"must be a number (0 for no limit), got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise FieldError(name, f"must be 0 (no limit) or positive, got {raw!r}")
+    return value
+
+
+def _count_limit(name: str, raw: str) -> int:
+    """A whole-number limit where ``0`` means none."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FieldError(name, f"must be a whole number (0 for no limit), got {raw!r}") from None
+    if value < 0:
+        raise FieldError(name, f"must be 0 (no limit) or more, got {raw!r}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     if raw.lower() not in _TRUE | _FALSE:
         raise FieldError(name, f"must be 1 or 0, got {raw!r}")
@@ -183,6 +205,35 @@ SETTINGS: tuple[Setting, ...] = (
         _whole,
     ),
     Setting(
+        "CASTBOOK_RATE_LIMIT",
+        "rate_limit",
+        "50",
+        "requests per second one API key may make, on average (`0`: no limit); over it, 429",
+        _limit,
+    ),
+    Setting(
+        "CASTBOOK_RATE_BURST",
+        "rate_burst",
+        "100",
+        "requests one API key may make at once before that rate applies",
+        _whole,
+    ),
+    Setting(
+        "CASTBOOK_MAX_QUEUED_TASKS",
+        "max_queued_tasks",
+        "1000",
+        "queued and running tasks one owner may have (`0`: no limit); a new task over it gets 429",
+        _count_limit,
+    ),
+    Setting(
+        "CASTBOOK_MAX_STORAGE_MB",
+        "max_storage_mb",
+        "0",
+        "MB of stored images one owner may hold: reference images, task inputs and results "
+        "(`0`: no limit); uploads and new tasks over it get 429",
+        _limit,
+    ),
+    Setting(
         "CASTBOOK_OPENAI_BASE_URL",
         "openai_base_url",
         "(OpenAI's)",
@@ -242,6 +293,10 @@ class Settings:
     allow_private_urls: bool = False
     fetch_allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     max_variants: int = 8
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    max_queued_tasks: int = 1000
+    max_storage_mb: float = 0.0
     openai_base_url: str | None = None
     comfyui_url: str | None = None
     extract_base_url: str | None = None

@@ -21,6 +21,7 @@ from castbook.api.auth import ApiKeys, KeyGate, require_owner
 from castbook.api.config import ApiConfig
 from castbook.api.headers import SecurityHeaders
 from castbook.api.problems import BodyLimit, install_error_handlers
+from castbook.api.quotas import QuotaGate, Quotas
 from castbook.api.request_text import reject_invalid_text
 from castbook.api.services import Services
 from castbook.blobs import BlobStore
@@ -146,6 +147,14 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    # Inside KeyGate (it needs the key), outside BodyLimit: a refused body is never read.
+    app.add_middleware(
+        QuotaGate,
+        quotas=Quotas.from_settings(settings),
+        database=database,
+        blobs=blobs,
+        shape=compat.shape_error,
+    )
     # No key, nothing else runs; the compat endpoints answer with their own keys.
     app.add_middleware(KeyGate, keys=services.keys, shape=compat.shape_error)
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, 401s too
