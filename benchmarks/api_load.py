@@ -83,7 +83,18 @@ def main() -> None:
         write_home(home, Path(tmp))
         env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         env.pop("CASTBOOK_DATABASE_URL", None)
-        key = castbook("keys", "create", "--name", "load", "--plain", env=env).strip()
+        key = castbook(  # one key for all clients: no per-key rate limit
+            "keys",
+            "create",
+            "--name",
+            "load",
+            "--rate",
+            "0",
+            "--max-queued",
+            "0",
+            "--plain",
+            env=env,
+        ).strip()
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "castbook", "serve", "--port", str(port),
@@ -228,9 +239,11 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
           f"measured, one request every {options.poll} s each, submitting {cadence}; "
           f"server job threads: {options.workers}; "
           "tiny SD 1.5 at 256 px, 2 steps")  # fmt: skip
-    print(f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "
-          f"cancelled: {cancelled}, "
-          f"lost: {len(lost)}, duplicated ids: {duplicated}, errors: {len(errors)}")
+    print(
+        f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "
+        f"cancelled: {cancelled}, "
+        f"lost: {len(lost)}, duplicated ids: {duplicated}, errors: {len(errors)}"
+    )
     print(f"  throughput: {succeeded / elapsed:.1f} tasks/s completed over {elapsed:.1f} s")
     print(f"  submit latency (steady state): {percentiles(submit_latencies)}")
     print(f"  poll latency (steady state):   {percentiles(poll_latencies)}")

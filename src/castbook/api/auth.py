@@ -405,29 +405,36 @@ _bearer = HTTPBearer(
 )
 
 
-def require_owner(
+async def require_owner(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The owner of the request's bearer key, as :class:`KeyGate` found it; anything else is
-    a 401. (``credentials`` is declared so the OpenAPI docs offer the bearer scheme.)"""
+    a 401. (``credentials`` is declared so the OpenAPI docs offer the bearer scheme.)
+    Async, so a request costs no thread hop for it: the gate already did the work."""
     owner = getattr(request.state, "owner", None)
     if isinstance(owner, str):
         return owner
     keys: ApiKeys = request.app.state.services.keys
-    return _key_from_header(keys, request.headers.get("authorization")).owner
+    found = await run_in_threadpool(_key_from_header, keys, request.headers.get("authorization"))
+    return found.owner
 
 
 class ForbiddenError(CastbookError):
     """A valid key that may not do this (HTTP 403): only admin keys change the server."""
 
 
-def require_admin(request: Request, owner: Annotated[str, Depends(require_owner)]) -> str:
+async def require_admin(
+    request: Request, owner: Annotated[str, Depends(require_owner)]
+) -> str:
     """The owner of an *admin* key (``castbook keys create --admin``); others get 403."""
     admin = getattr(request.state, "admin", None)
     if admin is None:
         keys: ApiKeys = request.app.state.services.keys
-        admin = _key_from_header(keys, request.headers.get("authorization")).admin
+        found = await run_in_threadpool(
+            _key_from_header, keys, request.headers.get("authorization")
+        )
+        admin = found.admin
     if not admin:
         raise ForbiddenError(
             "only an admin key may pull or remove models on this server; create one with "

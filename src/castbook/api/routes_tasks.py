@@ -91,8 +91,10 @@ def create_generation(
     )
 
 
+# Polling and listing are the hottest requests: they run on the event loop (one indexed read
+# each, no thread hop). Reads never wait for a writer (SQLite WAL, PostgreSQL MVCC).
 @router.get("/tasks", summary="List your tasks, newest first")
-def list_tasks(
+async def list_tasks(
     request: Request,
     owner: CurrentOwner,
     services: AppServices,
@@ -104,7 +106,7 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", name="get_task", summary="A task's status, progress and results")
-def get_task(
+async def get_task(
     task_id: str, request: Request, owner: CurrentOwner, services: AppServices
 ) -> dict[str, Any]:
     return task_json(request, services.jobs.get(task_id, owner))

@@ -114,7 +114,7 @@ class Services:
         self.database.dispose()
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:  # async: no thread hop per request
     return request.app.state.services
 
 

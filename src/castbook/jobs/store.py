@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from castbook.blobs import blob_ids_in
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
@@ -167,7 +167,8 @@ class JobStore:
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job; a job of another owner is reported as missing, never as forbidden."""
         with self.database.session() as session:
-            row = session.get(JobRow, job_id)
+            # One query, outputs joined: polling a task is the API's hottest request.
+            row = session.get(JobRow, job_id, options=[joinedload(JobRow.outputs)])
             if row is None or (owner is not None and row.owner != owner):
                 raise NotFoundError(f"no task {job_id!r}")
             return _to_job(row)
@@ -176,7 +177,8 @@ class JobStore:
         self, owner: str, *, limit: int = 50, status: str | None = None, kind: str | None = None
     ) -> list[Job]:
         """The owner's jobs, newest first."""
-        query = select(JobRow).where(JobRow.owner == owner)
+        # Outputs in one more query for the whole page, not one per task.
+        query = select(JobRow).where(JobRow.owner == owner).options(selectinload(JobRow.outputs))
         if status is not None:
             query = query.where(JobRow.status == status)
         if kind is not None:
