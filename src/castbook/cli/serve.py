@@ -75,7 +75,11 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
     workers: int = typer.Option(
-        1, "--workers", min=1, max=64, help="Jobs run at the same time (threads of the job worker process)."
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Jobs run at the same time (threads of the job worker process).",
     ),
     log_level: str = typer.Option(
         "info", "--log-level", help="critical, error, warning, info or debug."
