@@ -282,6 +282,11 @@ class EvaluationPool:
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=self._initializer,
             )
+            # Start every worker now, so each loads its models while the first request is
+            # scored: left to itself, the executor starts one only when no worker is idle,
+            # and the second owner's request would wait for a process start.
+            for _ in range(self.workers):
+                getattr(self._executor, "_adjust_process_count", lambda: None)()
         item.executor = self._executor
         try:
             return self._executor.submit(self._job, item.payload)
