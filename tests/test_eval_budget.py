@@ -391,3 +391,54 @@ def test_a_field_error_in_a_worker_reaches_the_caller_readably() -> None:
     )
     with pytest.raises(InvalidInputError, match="ref"):
         evaluate(request)  # in this process: the code a worker runs
+
+
+# ---- a real server ------------------------------------------------------------------------
+
+
+def test_a_real_server_scores_in_its_worker_processes_and_stops_them(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+    import psutil
+
+    from tests.support.server import start_server, stop
+
+    env = {**os.environ, "CASTBOOK_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
+        env.pop(name, None)
+    created = subprocess.run(
+        [sys.executable, "-m", "castbook", "keys", "create", "--name", "t", "--plain"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+        with httpx.Client(base_url=server.base, headers=headers, timeout=DEADLINE_S) as http:
+            made = http.post("/v1/characters", json={"name": "Alice"})
+            http.post(
+                f"/v1/characters/{made.json()['id']}/images",
+                files=[("image", ("a.png", png_bytes(character(**ALICE)), "image/png"))],
+            ).raise_for_status()
+            scored = http.post(
+                "/v1/evaluations",
+                data={"character": "Alice"},
+                files=[("image", ("b.png", png_bytes(character(**ALICE, seed=1)), "image/png"))],
+            )
+            assert scored.status_code == 200, scored.text
+            assert scored.json()["scores"][0]["score"] is not None
+        workers = [
+            child
+            for child in psutil.Process(server.process.pid).children(recursive=True)
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, workers  # CASTBOOK_EVAL_WORKERS defaults to 2
+    finally:
+        stop(server)
+    assert "Application shutdown complete" in server.output(), server.output()
+    assert "Traceback" not in server.output(), server.output()
+    _, alive = psutil.wait_procs(workers, timeout=DEADLINE_S)
+    assert not alive, f"evaluation workers left running: {alive}"
