@@ -258,6 +258,24 @@ def test_one_owners_slow_evaluation_does_not_hold_anothers(
     assert events.seen().index(("finished", "bob")) < events.seen().index(("finished", "ann"))
 
 
+def test_models_that_cannot_load_are_named_in_every_answer(
+    make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CASTBOOK_EVAL_EMBEDDING_MODEL", str(tmp_path / "no-model"))
+    api = make_api()
+    headers = api.key("alice")
+    add_character(api, headers)
+    for _ in range(2):  # the workers are still there for the next request
+        response = api.client.post(
+            "/v1/evaluations",
+            data={"character": "Alice"},
+            files=[("image", ("a.png", png_bytes(character(**ALICE)), "image/png"))],
+            headers=headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "CASTBOOK_EVAL_EMBEDDING_MODEL" in response.json()["error"]
+
+
 # ---- the fair queue -----------------------------------------------------------------------
 
 

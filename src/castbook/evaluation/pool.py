@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from castbook.errors import CastbookError, FieldError, InvalidInputError
+from castbook.errors import CastbookError, InvalidInputError
 
 if TYPE_CHECKING:
     from castbook.evaluation.scorer import Score, Scorer
@@ -88,14 +89,21 @@ class EvaluationResult:
 # --- in the worker process ----------------------------------------------------------------
 
 _scorer: Scorer | None = None
+# Why the models could not be loaded (a bad CASTBOOK_EVAL_EMBEDDING_MODEL, a missing extra):
+# every request this worker takes answers with it, instead of the worker dying at start-up
+# and each request reading as a crash.
+_start_failure: CastbookError | None = None
 
 
 def load_worker_scorer() -> None:
     """Worker start-up: load the scorer's models once for every request this process scores."""
-    global _scorer
+    global _scorer, _start_failure
     from castbook.evaluation.shared import _default_scorer
 
-    _scorer = _default_scorer()
+    try:
+        _scorer = _default_scorer()
+    except CastbookError as exc:
+        _start_failure = exc
 
 
 def evaluate(request: EvaluationRequest) -> EvaluationResult:
@@ -103,8 +111,10 @@ def evaluate(request: EvaluationRequest) -> EvaluationResult:
     from castbook.evaluation.budget import BudgetExceededError, PixelBudget, check_budget
     from castbook.evaluation.features import ImageFeatures
 
-    if _scorer is None:
+    if _scorer is None and _start_failure is None:
         load_worker_scorer()
+    if _start_failure is not None:
+        raise _portable(_start_failure)
     scorer = _scorer
     assert scorer is not None
     try:
@@ -129,10 +139,21 @@ def evaluate(request: EvaluationRequest) -> EvaluationResult:
         ]
     except BudgetExceededError:
         raise
-    except FieldError as exc:
-        # FieldError does not survive pickling (its args are not its constructor's).
-        raise InvalidInputError(str(exc)) from None
+    except CastbookError as exc:
+        raise _portable(exc) from None
     return EvaluationResult(scores, scorer.key, computed)
+
+
+def _portable(error: CastbookError) -> CastbookError:
+    """``error`` as it can cross back to the server: errors whose constructor takes other
+    arguments than their message (FieldError, MissingDependencyError) do not unpickle, and
+    one that fails to unpickle breaks the whole process pool."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        kind = InvalidInputError if isinstance(error, InvalidInputError) else CastbookError
+        return kind(str(error))
+    return error
 
 
 # --- in the server process ----------------------------------------------------------------

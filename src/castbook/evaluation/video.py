@@ -422,6 +422,8 @@ def _sample_with_ffmpeg(
         if decoded and decoded != count:
             # The demuxer's packet count was not the decoder's frame count (damaged data,
             # packets that hold no picture): choose again among the frames that really exist.
+            if budget is not None and probe.size is not None:
+                budget.charge(decoded * probe.size[0] * probe.size[1], name)  # decoded again
             frames, _ = _decode(
                 head, source, decoded, max_frames, max_side, probe, kind, name, target
             )
