@@ -266,6 +266,22 @@ SETTINGS: tuple[Setting, ...] = (
         "(unset)",
         "a local CLIP/DINOv2 folder for the `learned` eval component",
     ),
+    Setting(
+        "CASTBOOK_EVAL_PIXEL_BUDGET",
+        "eval_pixel_budget",
+        "320",
+        "megapixels (frames × pixels, every frame decoded) one `POST /v1/evaluations` may "
+        "decode; more is refused with 422 before decoding",
+        _whole,
+    ),
+    Setting(
+        "CASTBOOK_EVAL_WORKERS",
+        "eval_workers",
+        "2",
+        "worker processes that score `POST /v1/evaluations` requests (started on the first "
+        "one; each owner has one request in them at a time)",
+        _whole,
+    ),
 )
 
 
@@ -304,6 +320,10 @@ class Settings:
     extract_api_key: str | None = field(default=None, repr=False)
     extract_timeout: float = 60.0
     eval_embedding_model: str | None = None
+    # 320 MP: a 10 s 720p clip at 30 fps (276 MP), 5 s of 1080p (311 MP) or 32 stills of
+    # 1024² (34 MP) fit; decoding that much takes ~3 s on one core (GIF: ~100 MP/s).
+    eval_pixel_budget: int = 320
+    eval_workers: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -131,6 +131,7 @@ def create_app(
         try:
             yield
         finally:
+            await run_in_threadpool(services.close_evaluations)  # its worker processes
             await _stop_executor(services)
 
     app = FastAPI(
