@@ -453,7 +453,8 @@ def test_a_real_server_scores_in_its_worker_processes_and_stops_them(tmp_path: P
             for child in psutil.Process(server.process.pid).children(recursive=True)
             if "spawn_main" in " ".join(child.cmdline())
         ]
-        assert len(workers) == 2, workers  # CASTBOOK_EVAL_WORKERS defaults to 2
+        # CASTBOOK_EVAL_WORKERS (default 2) evaluation workers, and the server's job worker.
+        assert len(workers) == 3, workers
     finally:
         stop(server)
     assert "Application shutdown complete" in server.output(), server.output()
