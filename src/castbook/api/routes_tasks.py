@@ -131,14 +131,12 @@ async def stream_task_events(
     task_id: str, request: Request, owner: CurrentOwner, services: AppServices
 ) -> StreamingResponse:
     await run_in_threadpool(services.jobs.get, task_id, owner)  # 404 before the stream starts
-    config = services.config
     events = task_events(
-        services.jobs,
+        services.task_watch(),
         task_id,
         owner,
         lambda job: task_json(request, job),
-        poll=config.events_poll_seconds,
-        keepalive=config.events_keepalive_seconds,
+        keepalive=services.config.events_keepalive_seconds,
     )
     return StreamingResponse(
         events,

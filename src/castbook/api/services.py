@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from castbook.api.auth import ApiKeys
 from castbook.api.config import ApiConfig
+from castbook.api.sse import TaskWatch
 from castbook.blobs import BlobStore
 from castbook.db import CharacterRow, Database, JobOutputRow, JobRow, ReferenceImageRow
 from castbook.errors import StorageError
@@ -38,6 +39,13 @@ class Services:
     _evaluations: EvaluationPool | None = field(default=None, repr=False)
     _made_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _extractor: Any = field(default=None, repr=False)
+    _task_watch: TaskWatch | None = field(default=None, repr=False)
+
+    def task_watch(self) -> TaskWatch:
+        """What every open task event stream of this app reads its task's state from."""
+        if self._task_watch is None:
+            self._task_watch = TaskWatch(self.jobs, self.config.events_poll_seconds)
+        return self._task_watch
 
     def extractor(self) -> Any:
         """The Character Extractor; one per server, so key cool-downs are remembered."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -24,7 +24,15 @@ from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
 from castbook.errors import NotFoundError
 from castbook.settings import DEFAULT_OWNER
 
-__all__ = ["TERMINAL", "Job", "JobOutput", "JobStatus", "JobStore", "PartialResults"]
+__all__ = [
+    "TERMINAL",
+    "Job",
+    "JobOutput",
+    "JobStatus",
+    "JobStore",
+    "PartialResults",
+    "ProgressState",
+]
 
 log = logging.getLogger("castbook.jobs")
 
@@ -122,6 +130,15 @@ class Job:
         }
 
 
+class ProgressState(NamedTuple):
+    """The part of a job an event stream follows."""
+
+    status: JobStatus
+    step: int
+    total: int
+    message: str
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -186,6 +203,24 @@ class JobStore:
         query = query.order_by(JobRow.created_at.desc()).limit(limit)
         with self.database.session() as session:
             return [_to_job(row) for row in session.scalars(query)]
+
+    def progress_states(self, job_ids: Sequence[str]) -> dict[str, ProgressState]:
+        """Status and progress of many jobs in one read (what event streams watch)."""
+        states: dict[str, ProgressState] = {}
+        with self.database.session() as session:
+            for start in range(0, len(job_ids), 500):
+                rows = session.execute(
+                    select(
+                        JobRow.id,
+                        JobRow.status,
+                        JobRow.progress_step,
+                        JobRow.progress_total,
+                        JobRow.progress_message,
+                    ).where(JobRow.id.in_(job_ids[start : start + 500]))
+                )
+                for job_id, status, step, total, message in rows:
+                    states[job_id] = ProgressState(JobStatus(status), step, total, message or "")
+        return states
 
     def ids_with_status(
         self, status: JobStatus, queue: str | None = None, *, limit: int | None = None
