@@ -10,6 +10,7 @@ rooms that use a setting take it from a :class:`Settings` (the API server's
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,12 +19,15 @@ from typing import Any
 
 from castbook.errors import FieldError
 
-__all__ = ["DEFAULT_OWNER", "SETTINGS", "Setting", "Settings"]
+__all__ = ["DEFAULT_OWNER", "SETTINGS", "WORKER_NICENESS", "Setting", "Settings", "yield_cpu"]
 
 # Until API keys exist every record belongs to the local user; the column is there so the
 # HTTP API can scope records per key owner without a data migration.
 DEFAULT_OWNER = "local"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Worker processes a server starts (jobs, evaluations) yield the CPU to the process answering
+# HTTP: a request waits for no model when cores are short. (Unix ``nice``; 0 is the server's.)
+WORKER_NICENESS = 10
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -346,3 +350,11 @@ class Settings:
             database_url=database_url or f"sqlite:///{home / 'castbook.db'}",
             blob_dir=home / "blobs",
         )
+
+
+def yield_cpu() -> None:
+    """Lower this process's CPU priority to :data:`WORKER_NICENESS` (a worker process of the
+    server calls it first thing); where that is not possible nothing changes."""
+    # Not permitted, or no nice() on this platform: the worker runs at the server's priority.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(max(0, WORKER_NICENESS - os.nice(0)))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from castbook.errors import CastbookError, InvalidInputError
+from castbook.settings import yield_cpu
 
 if TYPE_CHECKING:
     from castbook.evaluation.scorer import Score, Scorer
@@ -99,6 +100,9 @@ def load_worker_scorer() -> None:
     """Worker start-up: load the scorer's models once for every request this process scores."""
     global _scorer, _start_failure
     from castbook.evaluation.shared import _default_scorer
+
+    if multiprocessing.parent_process() is not None:  # a worker, not a caller's process
+        yield_cpu()  # the server's HTTP process goes first when cores are short
 
     try:
         _scorer = _default_scorer()

@@ -40,7 +40,7 @@ from castbook.db import Database
 from castbook.jobs.executor import JobHandler, run_job
 from castbook.jobs.leases import heartbeat, recover_orphans, worker_name
 from castbook.jobs.store import Job, JobStatus, JobStore
-from castbook.settings import Settings
+from castbook.settings import Settings, yield_cpu
 
 __all__ = ["HandlersFactory", "ProcessExecutor"]
 
@@ -233,6 +233,7 @@ class ProcessExecutor:
 def _child_main(spec: _ChildSpec, bell: Connection) -> None:
     # Ctrl+C reaches the whole process group; the server decides when its worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield_cpu()  # the server's HTTP process goes first when cores are short
     logging.basicConfig(
         level=logging.WARNING, format=f"castbook job worker {os.getpid()}: %(message)s"
     )
