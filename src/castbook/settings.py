@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,15 @@ from typing import Any
 
 from castbook.errors import FieldError
 
-__all__ = ["DEFAULT_OWNER", "SETTINGS", "WORKER_NICENESS", "Setting", "Settings", "yield_cpu"]
+__all__ = [
+    "DEFAULT_OWNER",
+    "SETTINGS",
+    "WORKER_NICENESS",
+    "Setting",
+    "Settings",
+    "parse_duration",
+    "yield_cpu",
+]
 
 # Until API keys exist every record belongs to the local user; the column is there so the
 # HTTP API can scope records per key owner without a data migration.
@@ -92,6 +101,30 @@ def _local_jobs(name: str, raw: str) -> str:
     if raw.lower() not in ("process", "thread"):
         raise FieldError(name, f"must be process or thread, got {raw!r}")
     return raw.lower()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_KEEP_FOREVER = frozenset({"0", "off", "never", "forever"})
+
+
+def parse_duration(name: str, raw: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``90m`` or ``3600s``. A bare number is refused: "30"
+    could mean seconds or days, and guessing wrong deletes data."""
+    match = _DURATION.fullmatch(raw.strip().lower())
+    if match is None:
+        raise FieldError(name, f"must be a duration such as 30d, 12h, 90m or 3600s, got {raw!r}")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds > 0:
+        raise FieldError(name, f"must be longer than zero, got {raw!r}")
+    return seconds
+
+
+def _retention(name: str, raw: str) -> float | None:
+    """A duration, or ``off`` (also ``0``, ``never``, ``forever``): keep finished tasks."""
+    if raw.strip().lower() in _KEEP_FOREVER:
+        return None
+    return parse_duration(name, raw)
 
 
 def _executor(name: str, raw: str) -> str:
@@ -179,6 +212,21 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a stopping `castbook serve` lets running tasks finish before it hands them "
         "back to the queue",
         _positive,
+    ),
+    Setting(
+        "CASTBOOK_TASK_RETENTION",
+        "task_retention",
+        "off",
+        "how long finished tasks, their outputs and their input-only images are kept "
+        "(`30d`, `12h`, `90m`, `3600s`; `off` keeps them until deleted)",
+        _retention,
+    ),
+    Setting(
+        "CASTBOOK_PRUNE_INTERVAL",
+        "prune_interval",
+        "1h",
+        "how often `castbook serve` prunes expired tasks and unreferenced blobs",
+        parse_duration,
     ),
     Setting(
         "CASTBOOK_API_WAIT_SECONDS",
@@ -309,6 +357,8 @@ class Settings:
     celery_visibility_timeout: float = 3600.0
     api_max_body_mb: float = 40.0
     stop_grace: float = 30.0
+    task_retention: float | None = None  # seconds; None keeps finished tasks
+    prune_interval: float = 3600.0
     api_wait_seconds: float = 600.0
     allow_private_urls: bool = False
     fetch_allowed_hosts: frozenset[str] = field(default_factory=frozenset)

@@ -28,6 +28,7 @@ from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.errors import FieldError
 from castbook.jobs import Executor, JobStore, LocalExecutor
+from castbook.jobs.retention import RetentionPass
 from castbook.settings import Settings
 
 __all__ = ["create_app", "default_executor"]
@@ -112,7 +113,7 @@ def create_app(
     config = config or ApiConfig.from_env()
     database = Database(settings.database_url)
     blobs = BlobStore(settings.blob_dir)
-    jobs = JobStore(database)
+    jobs = JobStore(database, blobs)
     if executor is None:
         executor = default_executor(settings, database, blobs, jobs, config)
     services = Services(
@@ -125,12 +126,16 @@ def create_app(
         executor=executor,
     )
 
+    retention = RetentionPass.from_settings(settings, database, blobs)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(services.executor.start)
+        retention.start()  # CASTBOOK_TASK_RETENTION, every CASTBOOK_PRUNE_INTERVAL
         try:
             yield
         finally:
+            await run_in_threadpool(retention.stop)
             await run_in_threadpool(services.close_evaluations)  # its worker processes
             await _stop_executor(services)
 
@@ -146,6 +151,7 @@ def create_app(
         dependencies=[Depends(reject_invalid_text)],
     )
     app.state.services = services
+    app.state.retention = retention
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     # Inside KeyGate (it needs the key), outside BodyLimit: a refused body is never read.

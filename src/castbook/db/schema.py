@@ -155,7 +155,7 @@ class JobRow(Base):
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     outputs: Mapped[list[JobOutputRow]] = relationship(

@@ -238,8 +238,9 @@ def _child_main(spec: _ChildSpec, bell: Connection) -> None:
         level=logging.WARNING, format=f"castbook job worker {os.getpid()}: %(message)s"
     )
     database = Database(spec.settings.database_url)
-    store = JobStore(database)
-    handlers = spec.factory(spec.settings, database, BlobStore(spec.settings.blob_dir))
+    blobs = BlobStore(spec.settings.blob_dir)
+    store = JobStore(database, blobs)  # a finisher that lost its job tidies its outputs
+    handlers = spec.factory(spec.settings, database, blobs)
     worker = _ChildWorker(store, handlers, spec)
     listener = threading.Thread(target=worker.listen, args=(bell,), daemon=True)
     listener.start()

@@ -9,8 +9,9 @@ re-queues it (bounded attempts) or fails it with the reason.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,8 +20,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from castbook.blobs import blob_ids_in
+from castbook.blobs import BlobStore, blob_ids_in
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
+from castbook.db.references import referenced_blob_ids
 from castbook.errors import NotFoundError
 from castbook.settings import DEFAULT_OWNER
 
@@ -144,8 +146,14 @@ def _now() -> datetime:
 
 
 class JobStore:
-    def __init__(self, database: Database) -> None:
+    """The job rows. With ``blobs`` (the store handlers write outputs to) it also keeps that
+    store tidy: a blob a row is about to name is touched first, so a collector running
+    meanwhile leaves it alone, and a finisher that lost its job deletes the outputs it wrote
+    that nothing references."""
+
+    def __init__(self, database: Database, blobs: BlobStore | None = None) -> None:
         self.database = database
+        self.blobs = blobs
 
     # ---- creating and reading -----------------------------------------------------------
 
@@ -176,6 +184,7 @@ class JobStore:
         # The stored images the input names stay alive while the job exists (see
         # CharacterLibrary's garbage collection), whoever deletes what meanwhile.
         row.inputs = [JobInputRow(sha256=sha) for sha in sorted(blob_ids_in(input))]
+        self._touch((i.sha256 for i in row.inputs), what="input")
         with self.database.session() as session:
             session.add(row)
             session.commit()
@@ -280,11 +289,16 @@ class JobStore:
     ) -> Job:
         """Record success. With ``worker``, only while that worker still holds the job: a
         finisher whose job was re-queued (its lease ran out) or ended meanwhile changes
-        nothing, so one job never ends twice."""
+        nothing, so one job never ends twice (and deletes the outputs it wrote that nothing
+        references: see :meth:`_drop_orphans`)."""
+        called = time.time()
         with self.database.session() as session:
             row = self._held_row(session, job_id, worker)
             if row is None:
+                session.rollback()
+                self._drop_orphans(job_id, outputs, called)
                 return self.get(job_id)
+            self._touch((o.sha256 for o in outputs), what="output")
             row.status = JobStatus.SUCCEEDED.value
             row.result = result or {}
             row.finished_at = row.updated_at = _now()
@@ -341,9 +355,7 @@ class JobStore:
     def mark_cancelled(
         self, job_id: str, partial: PartialResults | None = None, *, worker: str | None = None
     ) -> Job:
-        return self._finish(
-            job_id, JobStatus.CANCELLED, error=None, partial=partial, worker=worker
-        )
+        return self._finish(job_id, JobStatus.CANCELLED, error=None, partial=partial, worker=worker)
 
     def hand_back(self, worker_prefix: str) -> list[str]:
         """Running jobs whose worker name starts with ``worker_prefix`` (one process's
@@ -423,6 +435,35 @@ class JobStore:
             return None
         return row
 
+    def _touch(self, blob_ids: Iterable[str], *, what: str) -> None:
+        """Refresh the blobs a row is about to name, so a collector whose snapshot of the
+        references predates the commit sees them as new and leaves them alone."""
+        if self.blobs is None:
+            return
+        for blob_id in blob_ids:
+            # An input may hold any 64-hex text; only a missing *output* is a fault.
+            if not self.blobs.touch(blob_id) and what == "output":
+                log.warning("output blob %s is missing from %s", blob_id, self.blobs.root)
+
+    def _drop_orphans(self, job_id: str, outputs: Sequence[JobOutput], called: float) -> None:
+        """A finisher that lost its job wrote ``outputs`` for nothing: delete those no row
+        references. Identical bytes share a blob, so one that another task produced (the
+        new holder re-running this very job makes the same bytes from the same seed) or a
+        reference image uses stays; so does one written again after this call began (a
+        writer about to commit a reference to it)."""
+        if self.blobs is None or not outputs:
+            return
+        shas = {o.sha256 for o in outputs}
+        with self.database.session() as session:
+            unreferenced = shas - referenced_blob_ids(session, shas)
+        dropped = [sha for sha in sorted(unreferenced) if self.blobs.delete_if_older(sha, called)]
+        if dropped:
+            log.warning(
+                "task %s: deleted %d output(s) its lost finisher wrote that nothing uses",
+                job_id,
+                len(dropped),
+            )
+
     def _finish(
         self,
         job_id: str,
@@ -433,10 +474,16 @@ class JobStore:
         partial: PartialResults | None = None,
         worker: str | None = None,
     ) -> Job:
+        called = time.time()
         with self.database.session() as session:
             row = self._held_row(session, job_id, worker)
             if row is None:
+                session.rollback()
+                if partial is not None:
+                    self._drop_orphans(job_id, partial.outputs, called)
                 return self.get(job_id)
+            if partial is not None:
+                self._touch((o.sha256 for o in partial.outputs), what="output")
             row.status = status.value
             row.error = error
             row.error_data = error_data

@@ -4,7 +4,7 @@
 event stream) scanned the whole outputs table for that task's outputs; counting an owner's
 queued and running tasks (the queued-task quota) wants ``(owner, status)``.
 
-Revision ID: 0007_quotas
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-06
 """
@@ -12,7 +12,7 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_quotas"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
