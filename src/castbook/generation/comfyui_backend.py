@@ -85,6 +85,9 @@ _DEFAULT_SERVER_ENV = "CASTBOOK_COMFYUI_URL"
 
 log = logging.getLogger("castbook.generation")
 
+#: seconds of websocket silence after which ``/history`` is read once, in case it ended
+QUIET_CHECK_S = 5.0
+
 
 class ComfyUIBackend:
     """The ``comfyui`` backend: one preset's workflows on one ComfyUI server."""
@@ -179,16 +182,13 @@ class ComfyUIBackend:
             # A client id per call: ComfyUI keeps one socket per id and silently drops the
             # older one, so two concurrent calls must not share it.
             client_id = uuid.uuid4().hex
-            socket = self._open_socket(client_id)
-            try:
+            with contextlib.ExitStack() as stack:
+                socket = self._open_socket(client_id, stack)
                 prompt_id, number = self._queue(client, graph, client_id)
                 watch = _Watch(
                     client, prompt_id, number, graph, request, progress, socket, self.timeout
                 )
                 entry = self._wait(watch)
-            finally:
-                if socket is not None:
-                    socket.close()
             images = self._download(client, entry, batch, request, progress)
         return GenerationResult(
             images=tuple(images),
@@ -324,9 +324,11 @@ class ComfyUIBackend:
 
     # -- waiting: the websocket's messages, else polling /history ----------------------------
 
-    def _open_socket(self, client_id: str) -> ProgressSocket | None:
+    def _open_socket(self, client_id: str, stack: contextlib.ExitStack) -> ProgressSocket | None:
         """Open the progress websocket before queueing (so no message is missed), or None."""
-        opened = ProgressSocket.open(self.server, client_id, timeout=min(self.timeout, 10.0))
+        opened = ProgressSocket.open(
+            self.server, client_id, timeout=min(self.timeout, 10.0), stack=stack
+        )
         if isinstance(opened, str):
             self._say_polling(opened)
             return None
@@ -350,31 +352,53 @@ class ComfyUIBackend:
         watch.report(0, watch.total, f"queued on ComfyUI{where}")
         if watch.socket is not None:
             try:
-                self._follow(watch)
+                entry = self._follow(watch)
             except SocketClosed as closed:
                 self._say_polling(f"the websocket closed before the prompt finished ({closed})")
+            else:
+                if entry is not None:
+                    return entry
         while True:
-            response = self._send(watch.client, "GET", f"/history/{watch.prompt_id}")
-            history = self._json(response, "reading the prompt's history failed")
-            entry = history.get(watch.prompt_id) if isinstance(history, dict) else None
-            if isinstance(entry, dict):
-                _raise_for_status(self.name, entry)
+            entry = self._history_entry(watch)
+            if entry is not None:
                 return entry
             self._check_deadline(watch)
             time.sleep(max(0.0, min(self.poll_interval, watch.deadline - time.monotonic())))
             watch.report(watch.step, watch.of, watch.waiting())
 
-    def _follow(self, watch: _Watch) -> None:
-        """Report the websocket's messages until our prompt is done; raise on its failure."""
+    def _history_entry(self, watch: _Watch) -> dict[str, Any] | None:
+        """The prompt's ``/history`` entry once it has one (raising if it failed), else None."""
+        response = self._send(watch.client, "GET", f"/history/{watch.prompt_id}")
+        history = self._json(response, "reading the prompt's history failed")
+        entry = history.get(watch.prompt_id) if isinstance(history, dict) else None
+        if not isinstance(entry, dict):
+            return None
+        _raise_for_status(self.name, entry)
+        return entry
+
+    def _follow(self, watch: _Watch) -> dict[str, Any] | None:
+        """Report the websocket's messages until our prompt is done; raise on its failure.
+
+        Gives the history entry when a quiet socket made it look there and the prompt had
+        ended (a message lost to a proxy, a server that stopped sending to this client), so
+        a silent socket costs at most ``QUIET_CHECK_S``, never the whole timeout."""
         assert watch.socket is not None
+        heard = time.monotonic()
         while True:
             self._check_deadline(watch)
             wait = max(0.0, min(self.poll_interval, watch.deadline - time.monotonic()))
             message = watch.socket.receive(timeout=wait)
-            if message is None:
-                watch.report(watch.step, watch.of, watch.waiting())
-            elif message.about(watch.prompt_id) and self._on_message(watch, message):
-                return
+            if message is not None:
+                heard = time.monotonic()
+                if message.about(watch.prompt_id) and self._on_message(watch, message):
+                    return None
+                continue
+            watch.report(watch.step, watch.of, watch.waiting())
+            if time.monotonic() - heard >= QUIET_CHECK_S:
+                heard = time.monotonic()
+                entry = self._history_entry(watch)
+                if entry is not None:
+                    return entry
 
     def _on_message(self, watch: _Watch, message: Message) -> bool:
         """Act on one message; True when the prompt has finished."""

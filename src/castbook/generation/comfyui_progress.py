@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -78,8 +79,12 @@ class ProgressSocket:
         self.url = url
 
     @classmethod
-    def open(cls, server: str, client_id: str, *, timeout: float) -> ProgressSocket | str:
-        """Connect, or say in one line why not (the caller then polls ``/history``)."""
+    def open(
+        cls, server: str, client_id: str, *, timeout: float, stack: ExitStack
+    ) -> ProgressSocket | str:
+        """Connect (closed when ``stack`` closes), or say in one line why not.
+
+        The caller then polls ``/history``."""
         try:
             from websockets.sync.client import connect
         except ImportError:
@@ -89,14 +94,22 @@ class ProgressSocket:
         url = websocket_url(server, client_id)
         try:
             # Previews of big images come as binary frames; 64 MiB keeps a sane bound.
-            connection = connect(
-                url, open_timeout=timeout, close_timeout=2, max_size=64 * 1024 * 1024
-            )
+            opening = connect(url, open_timeout=timeout, close_timeout=2, max_size=64 << 20)
+            connection = stack.enter_context(opening)
         except InvalidHandshake as exc:
             return f"the server refused the websocket at {url} ({exc})"
         except (OSError, TimeoutError, InvalidURI) as exc:
             return f"cannot open the websocket at {url} ({exc or type(exc).__name__})"
-        return cls(connection, url)
+        opened = cls(connection, url)
+        # ComfyUI registers the socket under our id, then sends ``status``: once it is here,
+        # messages for a prompt queued with this id reach us (queueing sooner could lose them).
+        try:
+            first = opened.receive(timeout=timeout)
+        except SocketClosed as closed:
+            return f"the websocket at {url} closed at once ({closed})"
+        if first is None:
+            return f"the websocket at {url} sent no status within {timeout:g} s"
+        return opened
 
     def receive(self, timeout: float) -> Message | None:
         """The next JSON message, or ``None`` when none came within ``timeout`` seconds.
@@ -116,12 +129,6 @@ class ProgressSocket:
             message = parse(frame)
             if message is not None:
                 return message
-
-    def close(self) -> None:
-        try:
-            self._connection.close()
-        except Exception:  # closing is best effort: the answer is already in hand
-            log.debug("closing the ComfyUI websocket failed", exc_info=True)
 
 
 def parse(text: str) -> Message | None:
