@@ -91,7 +91,7 @@ def prepare() -> Callable[..., PreparedRequest]:
 
 
 class TestContract(BackendContract):
-    reports_steps = False
+    reports_steps = True  # each sampler step, from ComfyUI's websocket
 
 
 # -- filling the template -------------------------------------------------------------------

@@ -26,7 +26,8 @@ node, ``execution_success``, ``executing`` with ``node: null``; a failing node s
 interrupted prompt sends ``execution_interrupted``. A binary preview frame follows the first
 step. Scripting: ``websocket_refused = True`` answers /ws with 404 (an old proxy, a server
 without it); ``websocket_closes_after = n`` drops the connection after n messages of a
-prompt; ``message_delay`` waits between messages. ``ws_sent`` records every message sent.
+prompt; ``websocket_mute = True`` greets and then sends nothing. ``ws_sent`` records every
+message sent.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import json
 import socket
 import struct
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -209,7 +209,7 @@ class FakeComfyUI:
         self.missing_classes: set[str] = set()
         self.websocket_refused = False
         self.websocket_closes_after: int | None = None
-        self.message_delay = 0.0
+        self.websocket_mute = False
         self.ws_sent: list[dict[str, Any]] = []
         self._sockets: dict[str, _Socket] = {}
         self.requests: list[RecordedRequest] = []
@@ -354,8 +354,6 @@ class FakeComfyUI:
             if self.websocket_closes_after is not None and sent >= self.websocket_closes_after:
                 ws.drop()
                 return False
-            if self.message_delay:
-                time.sleep(self.message_delay)
             self._send(ws, kind, data)
             sent += 1
             return not ws.closed
@@ -491,7 +489,7 @@ class FakeComfyUI:
         else:
             self._prompts[prompt_id] = _Prompt(self.pending_polls, self._execute(prompt_id, graph))
         ws = self._sockets.get(str(body.get("client_id")))
-        if ws is not None:
+        if ws is not None and not self.websocket_mute:
             threading.Thread(target=self._narrate, args=(ws, prompt_id, graph), daemon=True).start()
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}
 
