@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -414,8 +415,8 @@ class ComfyUIBackend:
             watch.node = str(node)
             watch.report(watch.step, watch.of, f"running {watch.describe(watch.node)}")
         elif message.type == "progress":
-            value, most = data.get("value"), data.get("max")
-            if isinstance(value, int) and isinstance(most, int) and 0 <= value <= most and most:
+            value, most = _count(data.get("value")), _count(data.get("max"))
+            if value is not None and most and value <= most:
                 node = data.get("node")
                 watch.node = str(node) if node is not None else watch.node
                 watch.step, watch.of = value, most
@@ -535,6 +536,13 @@ class _Watch:
         except GenerationCancelled:
             ComfyUIBackend._stop(self.client, self.prompt_id)
             raise
+
+
+def _count(value: Any) -> int | None:
+    """A step count from a ``progress`` message (custom nodes may send floats), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return max(0, round(value))
 
 
 def _output_files(entry: dict[str, Any]) -> list[dict[str, Any]]:
