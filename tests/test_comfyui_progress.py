@@ -133,6 +133,20 @@ def test_a_websocket_that_closes_early_falls_back_to_polling(
     assert "closed before the prompt finished" in warning.getMessage()
 
 
+def test_a_websocket_that_never_says_status_is_not_trusted_with_the_prompt(
+    make_backend: Callable[..., ComfyUIBackend],
+    comfy: FakeComfyUI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    comfy.websocket_greets = False  # not filed under our id yet: queueing now could lose it
+    with caplog.at_level(logging.WARNING, logger="castbook.generation"):
+        result = make_backend(timeout=1.0).generate(make_prepared(), lambda _: None)
+    assert len(result.images) == 1
+    assert polled_history(comfy)
+    (warning,) = caplog.records
+    assert "sent no status within 1 s" in warning.getMessage()
+
+
 def test_without_the_websockets_package_it_polls_and_names_the_extra(
     backend: ComfyUIBackend,
     comfy: FakeComfyUI,

@@ -26,8 +26,8 @@ node, ``execution_success``, ``executing`` with ``node: null``; a failing node s
 interrupted prompt sends ``execution_interrupted``. A binary preview frame follows the first
 step. Scripting: ``websocket_refused = True`` answers /ws with 404 (an old proxy, a server
 without it); ``websocket_closes_after = n`` drops the connection after n messages of a
-prompt; ``websocket_mute = True`` greets and then sends nothing. ``ws_sent`` records every
-message sent.
+prompt; ``websocket_mute = True`` greets and then sends nothing; ``websocket_greets = False``
+sends not even the first ``status``. ``ws_sent`` records every message sent.
 """
 
 from __future__ import annotations
@@ -210,6 +210,7 @@ class FakeComfyUI:
         self.websocket_refused = False
         self.websocket_closes_after: int | None = None
         self.websocket_mute = False
+        self.websocket_greets = True
         self.ws_sent: list[dict[str, Any]] = []
         self._sockets: dict[str, _Socket] = {}
         self.requests: list[RecordedRequest] = []
@@ -317,7 +318,9 @@ class FakeComfyUI:
         ws = _Socket(handler)
         with self._lock:
             self._sockets[sid] = ws  # like ComfyUI: a reused id replaces the older socket
-        self._send(ws, "status", {"status": {"exec_info": {"queue_remaining": 0}}, "sid": sid})
+        if self.websocket_greets:
+            status = {"status": {"exec_info": {"queue_remaining": 0}}, "sid": sid}
+            self._send(ws, "status", status)
         try:
             while (frame := ws.read_frame()) is not None:
                 opcode, payload = frame

@@ -92,23 +92,26 @@ class ProgressSocket:
         from websockets.exceptions import InvalidHandshake, InvalidURI
 
         url = websocket_url(server, client_id)
-        try:
-            # Previews of big images come as binary frames; 64 MiB keeps a sane bound.
-            opening = connect(url, open_timeout=timeout, close_timeout=2, max_size=64 << 20)
-            connection = stack.enter_context(opening)
-        except InvalidHandshake as exc:
-            return f"the server refused the websocket at {url} ({exc})"
-        except (OSError, TimeoutError, InvalidURI) as exc:
-            return f"cannot open the websocket at {url} ({exc or type(exc).__name__})"
-        opened = cls(connection, url)
-        # ComfyUI registers the socket under our id, then sends ``status``: once it is here,
-        # messages for a prompt queued with this id reach us (queueing sooner could lose them).
-        try:
-            first = opened.receive(timeout=timeout)
-        except SocketClosed as closed:
-            return f"the websocket at {url} closed at once ({closed})"
-        if first is None:
-            return f"the websocket at {url} sent no status within {timeout:g} s"
+        with ExitStack() as own:  # closes the socket unless it is handed to ``stack``
+            try:
+                # Previews of big images come as binary frames; 64 MiB keeps a sane bound.
+                opening = connect(url, open_timeout=timeout, close_timeout=2, max_size=64 << 20)
+                connection = own.enter_context(opening)
+            except InvalidHandshake as exc:
+                return f"the server refused the websocket at {url} ({exc})"
+            except (OSError, TimeoutError, InvalidURI) as exc:
+                return f"cannot open the websocket at {url} ({exc or type(exc).__name__})"
+            opened = cls(connection, url)
+            # ComfyUI files the socket under our id, then sends ``status``: once that is here,
+            # messages for a prompt queued with this id reach us (queueing sooner could lose
+            # them).
+            try:
+                first = opened.receive(timeout=timeout)
+            except SocketClosed as closed:
+                return f"the websocket at {url} closed at once ({closed})"
+            if first is None:
+                return f"the websocket at {url} sent no status within {timeout:g} s"
+            stack.enter_context(own.pop_all())
         return opened
 
     def receive(self, timeout: float) -> Message | None:
