@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.api_load import castbook, free_port, wait_until_up  # noqa: E402
+from benchmarks.api_load import free_port, unlimited_key, wait_until_up  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,18 +87,7 @@ def main() -> None:
         )
         env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         env.pop("CASTBOOK_DATABASE_URL", None)
-        key = castbook(
-            "keys",
-            "create",
-            "--name",
-            "cost",
-            "--rate",
-            "0",
-            "--max-queued",
-            "0",
-            "--plain",
-            env=env,
-        ).strip()
+        key = unlimited_key("cost", env)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "castbook", "serve", "--port", str(port),

@@ -62,6 +62,12 @@ def castbook(*args: str, env: dict[str, str]) -> str:
     ).stdout  # fmt: skip
 
 
+def unlimited_key(name: str, env: dict[str, str]) -> str:
+    """An API key without a rate or queued-task limit: every client of a benchmark shares it."""
+    limits = ("--rate", "0", "--max-queued", "0")
+    return castbook("keys", "create", "--name", name, *limits, "--plain", env=env).strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
@@ -83,18 +89,7 @@ def main() -> None:
         write_home(home, Path(tmp))
         env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         env.pop("CASTBOOK_DATABASE_URL", None)
-        key = castbook(  # one key for all clients: no per-key rate limit
-            "keys",
-            "create",
-            "--name",
-            "load",
-            "--rate",
-            "0",
-            "--max-queued",
-            "0",
-            "--plain",
-            env=env,
-        ).strip()
+        key = unlimited_key("load", env)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "castbook", "serve", "--port", str(port),

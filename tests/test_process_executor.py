@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from castbook.db import Database
-from castbook.jobs import Job, JobStatus, JobStore
+from castbook.jobs import JobStatus, JobStore
 from castbook.jobs.processes import ProcessExecutor
 from castbook.settings import Settings
-from tests.support.executor_contract import ExecutorContract, contract_presets
+from tests.support.executor_contract import EmbeddedHarness, ExecutorContract
 from tests.support.job_kinds import gated_handlers, open_gate, started_pids
 
 DEADLINE = 300.0  # seconds: generous for a loaded machine (a worker imports torch first)
@@ -37,51 +37,10 @@ def _until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) 
     pytest.fail(f"timed out waiting for {what}")
 
 
-class ProcessHarness:
-    """The executor as ``castbook serve`` runs it by default (tasks.handlers)."""
-
-    def __init__(self, home: Path, model: Path) -> None:
-        from castbook.tasks import handlers
-
-        home.mkdir(parents=True)
-        (home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
-        settings = Settings.for_home(home)
-        self.database = Database(settings.database_url)
-        self.store = JobStore(self.database)
-        self.executor = ProcessExecutor(self.store, settings, handlers)
-        self.started = False
-
-    def create(self, kind: str, input: dict) -> Job:
-        return self.store.create(kind=kind, input=input)
-
-    def hand_over(self, job: Job) -> None:
-        self.executor.submit(job)
-
-    def submit(self, kind: str, input: dict) -> Job:
-        job = self.create(kind, input)
-        self.hand_over(job)
-        return job
-
-    def start(self) -> None:
-        if not self.started:
-            self.executor.start()
-            self.started = True
-
-    def wait(self, job_id: str) -> Job:
-        job = self.executor.wait(job_id, timeout=DEADLINE)
-        assert job.done, f"task {job_id} is still {job.status.value} after {DEADLINE}s"
-        return job
-
-    def close(self) -> None:
-        if self.started:
-            self.executor.shutdown()
-        self.database.dispose()
-
-
 class TestProcessExecutor(ExecutorContract):
     @pytest.fixture
-    def harness(self, tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[ProcessHarness]:
-        harness = ProcessHarness(tmp_path / "home", tiny_models["sd15"])
+    def harness(self, tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[EmbeddedHarness]:
+        harness = EmbeddedHarness(tmp_path / "home", tiny_models["sd15"], processes=True)
         yield harness
         harness.close()
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from castbook.blobs import BlobStore
 from castbook.db import Database
-from castbook.jobs.executor import JobHandler, run_job
+from castbook.jobs.executor import JobHandler, run_job, wait_for
 from castbook.jobs.leases import heartbeat, recover_orphans, worker_name
 from castbook.jobs.store import Job, JobStatus, JobStore
 from castbook.settings import Settings, yield_cpu
@@ -146,12 +146,7 @@ class ProcessExecutor:
 
     def wait(self, job_id: str, timeout: float, poll: float = 0.05) -> Job:
         """Block until the job finishes or ``timeout`` seconds pass; returns its latest state."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.store.get(job_id)
-            if job.done or time.monotonic() >= deadline:
-                return job
-            time.sleep(poll)
+        return wait_for(self.store, job_id, timeout, poll)
 
     @property
     def worker_pid(self) -> int | None:
