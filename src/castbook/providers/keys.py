@@ -1,8 +1,19 @@
-"""Provider keys for the Character Extractor: tiers, cool-down and ``providers.toml``.
+"""Provider keys for every hosted service: tiers, cool-down and ``providers.toml``.
 
-A provider (any OpenAI-compatible chat-completions endpoint) may hold several keys, each
-``free`` or ``paid``. :class:`KeyRing` hands them out free first, then paid, and skips a
-key that is cooling down after a 429 or a quota/rate-limit error until its time is up.
+A provider is one endpoint of a ``kind`` — ``openai`` (any OpenAI-compatible API: the
+Character Extractor's chat completions, the ``openai`` images backend), ``gemini`` (the
+Gemini API: the ``gemini`` backend) or ``comfyui`` — and may hold several keys, each
+``free`` or ``paid``. :class:`KeyRing` hands them out in the order the work wants and skips
+a key that is cooling down after a 429 or a quota/rate-limit error until its time is up:
+
+* text work (extraction) uses free keys first (:data:`TEXT`): it is cheap and frequent;
+* image generation uses paid keys first (:data:`IMAGE`): free tiers of image models are
+  small or absent and a 429 per picture is slow; a provider's ``prefer = "free"`` turns
+  that round (:func:`tier_order`).
+
+Both fall back to the next key on a 429 and take a cooled-down key again once its time is
+up. This module is on floor 2 (it imports only ``errors`` and ``settings``), so the
+extractor and the generation backends share it.
 
 Configuration comes from ``$CASTBOOK_HOME/providers.toml``::
 
@@ -13,13 +24,21 @@ Configuration comes from ``$CASTBOOK_HOME/providers.toml``::
     key = "sk-..."
     tier = "free"
 
+    [providers.google]
+    kind = "gemini"                  # openai (the default), gemini or comfyui
+    prefer = "free"                  # image work: free keys first (default: paid first)
+    [[providers.google.keys]]
+    key = "AIza..."
+    tier = "paid"
+
 and from the environment: ``CASTBOOK_EXTRACT_BASE_URL``, ``CASTBOOK_EXTRACT_MODEL`` and
 ``CASTBOOK_EXTRACT_API_KEY`` (one ``paid`` key). When any of them is set, a provider named
 ``env`` is listed first (base URL defaulting to OpenAI's, model to ``gpt-4o-mini``).
 
 Keys are never printed or logged: :class:`ProviderKey`'s ``repr``/``str`` show only
 :attr:`ProviderKey.masked`, and error messages name keys by their masked form. The file is
-created with 0600 permissions and rewritten atomically, keeping 0600.
+created with 0600 permissions and rewritten atomically, keeping 0600; a file anyone on the
+machine may read is refused (the error gives the ``chmod 600`` that fixes it).
 """
 
 from __future__ import annotations
@@ -27,6 +46,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import threading
 import time
 import tomllib
@@ -43,19 +63,36 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "ENV_PROVIDER",
+    "IMAGE",
+    "KINDS",
     "PROVIDERS_FILE",
+    "TEXT",
     "KeyRing",
     "ProviderConfig",
     "ProviderKey",
+    "Purpose",
     "Tier",
     "load_providers",
+    "mask",
+    "providers_path",
     "save_provider_key",
+    "tier_order",
 ]
 
 Tier = Literal["free", "paid"]
 TIERS: tuple[str, ...] = ("free", "paid")
+Purpose = Literal["text", "image"]
+TEXT: Purpose = "text"
+IMAGE: Purpose = "image"
+KINDS: tuple[str, ...] = ("openai", "gemini", "comfyui")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
+# What a provider of each kind talks to when its table leaves base_url/model out.
+KIND_BASE_URLS = {
+    "openai": DEFAULT_BASE_URL,
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+KIND_MODELS = {"openai": DEFAULT_MODEL, "gemini": "gemini-2.5-flash-image"}
 PROVIDERS_FILE = "providers.toml"
 ENV_PROVIDER = "env"
 ENV_BASE_URL = "CASTBOOK_EXTRACT_BASE_URL"
@@ -142,8 +179,13 @@ class KeyRing:
         with self._lock:
             return [key for key in self._keys if key.provider == provider]
 
-    def ordered(self, provider: str, now: float | None = None) -> list[ProviderKey]:
-        """The keys to try now: free first, then paid, each in given order; none cooling."""
+    def ordered(
+        self, provider: str, now: float | None = None, *, first: Tier = "free"
+    ) -> list[ProviderKey]:
+        """The keys to try now: the ``first`` tier (free unless told), then the other, each
+        in given order; none cooling. :func:`tier_order` says which tier a work goes first."""
+        if first not in TIERS:
+            raise FieldError("first", f"must be 'free' or 'paid', got {first!r}")
         now = self.clock() if now is None else now
         with self._lock:
             ready = [
@@ -151,7 +193,19 @@ class KeyRing:
                 for key in self._keys
                 if key.provider == provider and self._until.get(key, float("-inf")) <= now
             ]
-        return sorted(ready, key=lambda key: TIERS.index(key.tier))
+        return sorted(ready, key=lambda key: key.tier != first)
+
+    def ready_in(self, provider: str, now: float | None = None) -> float | None:
+        """Seconds until a key of ``provider`` is usable again: 0 when one is now, None when
+        it has no keys. A caller whose every key is cooling waits this long and tries again."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            waits = [
+                max(self._until.get(key, float("-inf")) - now, 0.0)
+                for key in self._keys
+                if key.provider == provider
+            ]
+        return min(waits) if waits else None
 
     def cool_down(self, key: ProviderKey, seconds: float, now: float | None = None) -> None:
         """Skip ``key`` for ``seconds`` (after a 429 or a quota/rate-limit error)."""
@@ -171,18 +225,45 @@ class KeyRing:
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    """One OpenAI-compatible chat-completions endpoint; ``repr`` shows keys masked."""
+    """One endpoint of a ``kind`` (see :data:`KINDS`); ``repr`` shows keys masked.
+
+    ``prefer`` is the tier image generation tries first (None: paid, see
+    :func:`tier_order`); text work always starts with free keys.
+    """
 
     name: str
     base_url: str
     model: str
     keys: tuple[ProviderKey, ...] = field(default_factory=tuple)
+    kind: str = "openai"
+    prefer: Tier | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
         object.__setattr__(self, "base_url", _check_url(self.name, self.base_url))
-        if not str(self.model).strip():
+        if self.kind not in KINDS:
+            raise FieldError(
+                f"providers.{self.name}.kind",
+                f"must be one of {', '.join(KINDS)}, not {self.kind!r}",
+            )
+        if self.prefer is not None and self.prefer not in TIERS:
+            raise FieldError(
+                f"providers.{self.name}.prefer", f"must be 'free' or 'paid', not {self.prefer!r}"
+            )
+        if not str(self.model).strip() and self.kind != "comfyui":
             raise FieldError(f"providers.{self.name}.model", "must name a model")
+
+
+def tier_order(provider: ProviderConfig | None, purpose: Purpose) -> Tier:
+    """The tier ``purpose`` work tries first on ``provider``: text work free first (as the
+    extractor always did); image work paid first unless the provider says ``prefer``."""
+    if purpose == TEXT:
+        return "free"
+    if purpose != IMAGE:
+        raise FieldError("purpose", f"must be 'text' or 'image', got {purpose!r}")
+    if provider is not None and provider.prefer is not None:
+        return provider.prefer
+    return "paid"
 
 
 # ---------------------------------------------------------------------- loading
@@ -217,6 +298,7 @@ def load_providers(
 
 
 def _read(path: Path) -> dict[str, Any]:
+    _refuse_world_readable(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -230,18 +312,45 @@ def _read(path: Path) -> dict[str, Any]:
     return providers
 
 
+def _refuse_world_readable(path: Path) -> None:
+    """Keys in a file anyone on the machine can read are as good as published: refuse it
+    and say how to fix it (castbook itself always writes it 0600)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise FieldError(PROVIDERS_FILE, f"cannot read {path}: {exc.__class__.__name__}") from None
+    if mode & stat.S_IROTH:
+        raise FieldError(
+            PROVIDERS_FILE,
+            f"{path} is readable by every user of this machine and holds API keys; "
+            f"make it private with: chmod 600 {path}",
+        )
+
+
 def _provider_from(name: str, table: object) -> ProviderConfig:
     where = f"providers.{name}"
     if not _NAME.match(name):
         raise FieldError(where, "provider names are letters, digits, '_' and '-'")
     if not isinstance(table, dict):
         raise FieldError(where, "must be a table with base_url, model and keys")
-    base_url = table.get("base_url") or (DEFAULT_BASE_URL if name == "openai" else None)
-    model = table.get("model") or (DEFAULT_MODEL if name == "openai" else None)
+    kind = table.get("kind", "openai")
+    if kind not in KINDS:
+        raise FieldError(f"{where}.kind", f"must be one of {', '.join(KINDS)}, not {kind!r}")
+    # A provider called "openai", and any gemini one, may leave the public endpoint out.
+    known = kind == "gemini" or (kind == "openai" and name == "openai")
+    base_url = table.get("base_url") or (KIND_BASE_URLS.get(kind) if known else None)
+    model = table.get("model") or (KIND_MODELS.get(kind) if known else None)
+    if kind == "comfyui" and model is None:
+        model = ""
     if not isinstance(base_url, str):
         raise FieldError(f"{where}.base_url", "is required (the API root, ending in /v1)")
     if not isinstance(model, str):
         raise FieldError(f"{where}.model", "is required (a vision-capable chat model)")
+    prefer = table.get("prefer")
+    if prefer is not None and prefer not in TIERS:
+        raise FieldError(f"{where}.prefer", f"must be 'free' or 'paid', not {prefer!r}")
     raw_keys = table.get("keys", [])
     if not isinstance(raw_keys, list):
         raise FieldError(f"{where}.keys", "must be an array of tables ([[...keys]])")
@@ -255,7 +364,7 @@ def _provider_from(name: str, table: object) -> ProviderConfig:
                 f"{where}.keys[{index}].tier", f"must be 'free' or 'paid', not {tier!r}"
             )
         keys.append(ProviderKey(name, entry["key"], tier, name=str(entry.get("name", ""))))
-    return ProviderConfig(name, base_url, model, tuple(keys))
+    return ProviderConfig(name, base_url, model, tuple(keys), kind=kind, prefer=prefer)
 
 
 def _check_url(name: str, url: str) -> str:
@@ -284,11 +393,13 @@ def save_provider_key(
     name: str = "",
     base_url: str | None = None,
     model: str | None = None,
+    kind: str | None = None,
 ) -> Path:
     """Add ``key`` to ``provider`` in ``$CASTBOOK_HOME/providers.toml`` (created 0600).
 
-    A key already there has its tier and name updated instead. ``base_url``/``model``
-    replace the provider's when given; a new provider other than ``openai`` needs both.
+    A key already there has its tier and name updated instead. ``base_url``/``model``/
+    ``kind`` replace the provider's when given; a new ``openai``-kind provider other than
+    ``openai`` needs a base URL and a model (a ``gemini`` one defaults to Google's).
     The file is replaced atomically and stays 0600. Returns the file's path.
     """
     if not _NAME.match(provider):
@@ -303,6 +414,8 @@ def save_provider_key(
         table["base_url"] = base_url
     if model is not None:
         table["model"] = model
+    if kind is not None:
+        table["kind"] = kind
     entries = table.setdefault("keys", [])
     entry = {"key": new_key.key, "tier": new_key.tier}
     if name:
