@@ -367,25 +367,27 @@ class GeminiImagesBackend:
         answers: list[tuple[Image.Image, str] | None] = [None] * batch
         workers = min(batch, self.max_concurrent)
         done = 0
-        with ThreadPoolExecutor(workers, thread_name_prefix="castbook-gemini") as pool:
-            futures: dict[Future[tuple[Image.Image, str]], int] = {
-                pool.submit(call.one, body, index, batch): index for index in range(batch)
-            }
-            pending = set(futures)
-            try:
-                while pending:
-                    finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                    for note in call.drain_notes():
-                        progress(Progress(done, batch, note))
-                    for future in finished:
-                        answers[futures[future]] = future.result()
-                        done += 1
-                        progress(Progress(done, batch, f"image {done} of {batch} received"))
-            except BaseException:
-                call.cancelled.set()  # workers stop before their next request or retry
-                for future in pending:
-                    future.cancel()
-                raise
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="castbook-gemini")
+        futures: dict[Future[tuple[Image.Image, str]], int] = {
+            pool.submit(call.one, body, index, batch): index for index in range(batch)
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for note in call.drain_notes():
+                    progress(Progress(done, batch, note))
+                for future in finished:
+                    answers[futures[future]] = future.result()
+                    done += 1
+                    progress(Progress(done, batch, f"image {done} of {batch} received"))
+        except BaseException:
+            # Cancelled, or one image failed: the rest stop before their next request or
+            # retry, and the caller does not wait for requests already in flight.
+            call.cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return [answer for answer in answers if answer is not None]
 
     # ------------------------------------------------------------------ errors
@@ -448,9 +450,12 @@ class _Call:
                 if self.cancelled.is_set():
                     raise GenerationCancelled("cancelled")
                 ready = self._ready()
-                if not ready:
+                # Each key gets at most max_retries + 1 429s per image: a short retryDelay
+                # on a slow link must not turn into an endless round of keys.
+                spent = len(limited) >= len(self.keys) * (backend.max_retries + 1)
+                if not ready or spent:
                     wait_for = self._wait_for_a_key()
-                    if waits >= backend.max_retries or wait_for > backend.max_retry_wait:
+                    if spent or waits >= backend.max_retries or wait_for > backend.max_retry_wait:
                         shown = ", ".join(f"{k.masked} ({k.tier})" for k in self.keys)
                         raise backend.error(
                             f"rate limited: every key for {self.provider} is out of quota "
