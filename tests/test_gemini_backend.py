@@ -682,3 +682,49 @@ def test_the_image_carries_the_servers_data(
     # The answer's bytes are decoded, not made up: another prompt, another colour.
     result = backend.generate(prepare(prompt="someone else"), lambda _: None)
     assert background(result.images[0]) == color_for("someone else")
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_castbook_generate_with_the_gemini_preset_keeps_the_key_out_of_every_output(
+    server: FakeGeminiServer,
+    castbook_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from tests.support.cli import castbook
+    from tests.support.drawings import ALICE, character, png_bytes
+
+    monkeypatch.setenv("CASTBOOK_GEMINI_BASE_URL", server.base_url)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    castbook_home.mkdir(parents=True, exist_ok=True)
+    alice = tmp_path / "alice.png"
+    alice.write_bytes(png_bytes(character(**ALICE)))
+    code, _, err = castbook(
+        "character", "add", "--name", "Alice", "--image", str(alice), "--style", "long black hair"
+    )
+    assert code == 0, err
+    out = tmp_path / "out"
+    code, stdout, err = castbook(
+        "generate", "-c", "Alice", "-p", "at a cafe", "--preset", "gemini-image",
+        "--batch", "2", "--width", "512", "--height", "768", "-o", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    [first, second] = server.generate_requests()
+    assert first.parts[0] == {"text": "long black hair, at a cafe"}
+    assert first.json["generationConfig"]["imageConfig"] == {"aspectRatio": "2:3"}
+    assert len(first.inline_images()) == 1 and second.json == first.json
+    paths = [Path(o["path"]) for o in result["outputs"]]
+    assert len(paths) == 2
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.size == (512, 768)
+            assert background(image) == color_for("long black hair, at a cafe")
+            recorded = image.text["castbook"]
+        assert_no_key(recorded)
+    assert_no_key(stdout + err)
+    assert_no_key("".join(p.read_text(errors="ignore") for p in castbook_home.rglob("*.db*")))
