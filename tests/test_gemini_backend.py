@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -693,8 +694,6 @@ def test_castbook_generate_with_the_gemini_preset_keeps_the_key_out_of_every_out
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import json
-
     from tests.support.cli import castbook
     from tests.support.drawings import ALICE, character, png_bytes
 
@@ -728,3 +727,55 @@ def test_castbook_generate_with_the_gemini_preset_keeps_the_key_out_of_every_out
         assert_no_key(recorded)
     assert_no_key(stdout + err)
     assert_no_key("".join(p.read_text(errors="ignore") for p in castbook_home.rglob("*.db*")))
+
+
+def test_through_the_api_task_records_hold_no_key_and_too_many_characters_fail_before_a_call(
+    server: FakeGeminiServer, make_api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.api import add_character
+
+    monkeypatch.setenv("CASTBOOK_GEMINI_BASE_URL", server.base_url)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    api = make_api()
+    headers = api.key("local")
+    for name in ("Alice", "Bea", "Cleo", "Dora"):
+        add_character(api, headers, name)
+
+    submitted = api.client.post(
+        "/v1/generations",
+        json={"preset": "gemini-image", "characters": ["Alice"], "prompt": "at a cafe"},
+        headers=headers,
+    )
+    assert submitted.status_code == 202, submitted.text
+    task = api.wait(submitted.json()["id"], headers, timeout=120)
+    assert task["status"] == "succeeded", task
+    assert len(server.generate_requests()) == 1
+    listed = api.client.get("/v1/tasks", headers=headers).text
+    assert_no_key(json.dumps(task) + listed)
+
+    # Four characters: the model takes three pictures. The task fails with the reason
+    # before any call (POST /v1/generations leaves that check to the run).
+    refused = api.client.post(
+        "/v1/generations",
+        json={"preset": "gemini-image", "characters": ["Alice", "Bea", "Cleo", "Dora"],
+              "prompt": "a group photo"},
+        headers=headers,
+    )  # fmt: skip
+    task = api.wait(refused.json()["id"], headers, timeout=120)
+    assert task["status"] == "failed", task
+    assert "takes at most 3 reference image(s); this request has 4" in task["error"]
+    assert len(server.generate_requests()) == 1
+
+    # A refused key fails the task with the masked key, never the key itself.
+    wrong = "AIzaSyWRONG-987654321zyxwvuts"
+    monkeypatch.setenv("GEMINI_API_KEY", wrong)
+    failed = api.client.post(
+        "/v1/generations",
+        json={"preset": "gemini-image", "prompt": "a lighthouse"},
+        headers=headers,
+    )
+    task = api.wait(failed.json()["id"], headers, timeout=120)
+    assert task["status"] == "failed", task
+    text = json.dumps(task)
+    assert "AIz…vuts" in task["error"], task["error"]
+    assert wrong not in text
