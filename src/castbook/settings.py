@@ -292,6 +292,12 @@ SETTINGS: tuple[Setting, ...] = (
         "base URL of the OpenAI-compatible images API (`openai-images` preset)",
     ),
     Setting(
+        "CASTBOOK_GEMINI_BASE_URL",
+        "gemini_base_url",
+        "(Google's)",
+        "base URL of the Gemini API (`gemini-image` preset), e.g. a proxy or a test server",
+    ),
+    Setting(
         "CASTBOOK_COMFYUI_URL",
         "comfyui_url",
         "http://127.0.0.1:8188",
@@ -368,6 +374,7 @@ class Settings:
     max_queued_tasks: int = 1000
     max_storage_mb: float = 0.0
     openai_base_url: str | None = None
+    gemini_base_url: str | None = None
     comfyui_url: str | None = None
     extract_base_url: str | None = None
     extract_model: str | None = None
