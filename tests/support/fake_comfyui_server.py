@@ -427,6 +427,9 @@ class FakeComfyUI:
                 self.prompt_failure = None
                 return status, text.encode(), "text/plain; charset=utf-8"
             return (*self._queue_prompt(record.json or {}), json_type)
+        if method == "GET" and path == "/system_stats":  # `castbook providers test`
+            stats = {"system": {"os": "posix", "comfyui_version": "0.3.fake"}, "devices": []}
+            return 200, stats, json_type
         if method == "GET" and path.startswith("/history/"):
             return 200, self._history(path.removeprefix("/history/")), json_type
         if method == "GET" and path == "/view":

@@ -227,6 +227,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return None
 
+    def do_GET(self) -> None:
+        """``GET /v1beta/models`` (models.list, what `castbook providers test` asks): the
+        key is checked as for generateContent; an exhausted key gets its 429."""
+        owner = self.server.owner
+        recorded = RecordedRequest(
+            self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, b""
+        )
+        owner._record(recorded)
+        if self.path.split("?")[0] != "/v1beta/models" or "key=" in self.path:
+            self._error(404, f"Unknown path {self.path}", "NOT_FOUND")
+        elif recorded.key not in owner.api_keys:
+            self._error(
+                400,
+                "API key not valid. Please pass a valid API key.",
+                "INVALID_ARGUMENT",
+                reason="API_KEY_INVALID",
+            )
+        elif recorded.key in owner.exhausted:
+            delay = owner.exhausted[recorded.key]
+            self._error(429, "Quota exceeded.", "RESOURCE_EXHAUSTED", retry_delay=delay)
+        else:
+            model = {"name": "models/gemini-2.5-flash-image", "displayName": "Nano Banana"}
+            body = {"models": [model], "nextPageToken": "fake-next"}
+            self._send(200, json.dumps(body).encode())
+
     def do_POST(self) -> None:
         owner = self.server.owner
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -192,6 +192,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         owner = self.server.owner
         self._record(b"")
+        if self.path.split("?")[0] == "/v1/models":  # what `castbook providers test` asks
+            if self.headers.get("Authorization") != f"Bearer {owner.api_key}":
+                self._send_error(401, "Incorrect API key provided.", "invalid_api_key")
+                return
+            models = {"object": "list", "data": [{"id": "gpt-image-1", "object": "model"}]}
+            self._send(200, json.dumps(models).encode(), "application/json")
+            return
         prefix = "/v1/files/"
         data = owner._files.get(self.path[len(prefix) :]) if self.path.startswith(prefix) else None
         if data is None:

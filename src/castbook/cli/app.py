@@ -16,6 +16,7 @@ from castbook.cli.generate import generate, presets_app
 from castbook.cli.library_access import open_library
 from castbook.cli.models import doctor, models_app
 from castbook.cli.prompt import prompt
+from castbook.cli.providers import providers_app
 from castbook.cli.render import render
 from castbook.cli.serve import keys_app, serve
 from castbook.cli.story import story_app
@@ -47,6 +48,7 @@ app.command("worker")(worker)
 app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(providers_app, name="providers")
 
 
 def _version(value: bool) -> None:
