@@ -9,6 +9,7 @@ from castbook.api import (
     routes_evaluations,
     routes_models,
     routes_presets,
+    routes_providers,
     routes_render,
     routes_tasks,
     routes_workflows,
@@ -25,3 +26,4 @@ router.include_router(routes_render.router)
 router.include_router(routes_workflows.router)
 router.include_router(routes_presets.router)
 router.include_router(routes_models.router)
+router.include_router(routes_providers.router)
