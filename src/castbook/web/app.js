@@ -1,10 +1,12 @@
 // castbook web UI: the API key prompt, the sidebar tabs, and the parts of the page
-// (library.js: the Characters tab; canvas.js: the workflow canvas). Plain ES modules, no
+// (library.js: the Characters tab; canvas.js: the workflow canvas; settings-providers.js:
+// the Settings tab). Plain ES modules, no
 // bundler, no network beyond this server.
 
 import { $, ApiError, apiKey, onUnauthorized, setApiKey } from "./api.js";
 import { setUpCanvas } from "./canvas.js";
 import { loadCharacters, setUpLibrary } from "./library.js";
+import { setUpProviders } from "./settings-providers.js";
 
 // ---- the key prompt -----------------------------------------------------------------------
 
@@ -67,6 +69,7 @@ function start() {
   }
   setUpLibrary();
   setUpCanvas();
+  setUpProviders();
   if (!apiKey()) {
     askForKey();
     return;
