@@ -107,7 +107,7 @@ def test_bad_input_is_named_and_leaves_the_file_as_it_was(castbook_home: Path) -
     )
     assert "base_url: is required" in fails("providers", "add", "x", "--kind", "comfyui")
     assert "letters, digits" in fails("providers", "add", "a b", "--kind", "gemini")
-    assert "CASTBOOK_EXTRACT_*" in fails("providers", "add", "env", "--kind", "openai")
+    assert "CASTBOOK_EXTRACT_API_KEY" in fails("providers", "add", "env", "--kind", "openai")
     assert "no provider named 'nope'" in fails("providers", "key", "add", "nope", input=GOOD)
     assert "no provider named 'nope'" in fails("providers", "remove", "nope")
     assert "no provider named 'nope'" in fails("providers", "test", "nope")

@@ -55,7 +55,11 @@ def list_providers(json_output: bool = typer.Option(False, "--json", help="Print
         )
         return
     for provider in providers:
-        where = "from CASTBOOK_EXTRACT_*" if provider["source"] == "environment" else ""
+        where = (
+            "from the environment (CASTBOOK_EXTRACT_API_KEY …)"
+            if provider["source"] == "environment"
+            else ""
+        )
         console.print(
             f"[bold]{escape(provider['name'])}[/] ({provider['kind']}) "
             f"{escape(provider['base_url'])}  model: {escape(provider['model'] or '—')}  "

@@ -28,6 +28,8 @@ from castbook.errors import ConflictError, FieldError, NotFoundError
 from castbook.providers.keys import (
     _NAME,
     ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_MODEL,
     ENV_PROVIDER,
     IMAGE,
     KINDS,
@@ -100,8 +102,9 @@ def _refuse_env(name: str) -> None:
     if name == ENV_PROVIDER:
         raise FieldError(
             "name",
-            f"the provider {ENV_PROVIDER!r} comes from the CASTBOOK_EXTRACT_* environment "
-            f"variables ({ENV_API_KEY} …); change those instead, or pick another name",
+            f"the provider {ENV_PROVIDER!r} comes from the environment variables "
+            f"{ENV_BASE_URL}, {ENV_MODEL} and {ENV_API_KEY}; change those instead, or pick "
+            "another name",
         )
 
 
