@@ -282,7 +282,7 @@ class _Chat:
         return self.error(
             f"every key for {self.provider.name} is rate-limited or out of quota "
             f"({shown}), each skipped for {self.cool_down:g} s after its error{why}; "
-            "try again later or add a key to $CASTBOOK_HOME/providers.toml",
+            f"try again later or add a key: castbook providers key add {self.provider.name}",
             429 if self.limited else None,
         )
 
@@ -310,7 +310,7 @@ class _Chat:
                 who = f"the key {key.masked}" if key is not None else "the request (no key)"
                 raise self.error(
                     f"{who} for {self.provider.name} was refused ({message}); "
-                    "check the key in providers.toml or CASTBOOK_EXTRACT_API_KEY",
+                    f"check it with `castbook providers test {self.provider.name}`",
                     status,
                 )
             if status == 404:

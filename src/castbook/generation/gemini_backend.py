@@ -251,8 +251,9 @@ class GeminiImagesBackend:
         if not keys:
             raise BackendError(
                 self.name,
-                f"no API key: set {API_KEY_ENV}, or add a key to a provider with "
-                f'kind = "gemini" in {self.home / "providers.toml"} (a key comes from '
+                f"no API key: set {API_KEY_ENV}, or add a gemini provider and its key with "
+                "`castbook providers add google --kind gemini` and `castbook providers key "
+                f"add google` (kept in {self.home / 'providers.toml'}; a key comes from "
                 "https://aistudio.google.com/apikey)",
             )
         self._remember(keys)
@@ -461,7 +462,7 @@ class _Call:
                             f"rate limited: every key for {self.provider} is out of quota "
                             f"or cooling down ({shown}; next one free in {wait_for:.0f} s); "
                             f"last answer: {last_limit or 'none'}; try again later or add a "
-                            "key to providers.toml",
+                            "key with `castbook providers key add NAME`",
                             429,
                         )
                     waits += 1
