@@ -194,3 +194,14 @@ def test_openai_and_comfyui_providers_are_tested_with_their_own_calls(
     assert "provider 'comfy' failed its check: cannot reach 127.0.0.1" in error
     ok("providers", "add", "empty", "--kind", "gemini")
     assert "has no keys" in fails("providers", "test", "empty")
+
+
+def test_a_malformed_file_is_named_and_never_rewritten(castbook_home: Path) -> None:
+    castbook_home.mkdir(parents=True, exist_ok=True)
+    path = castbook_home / "providers.toml"
+    path.write_text('[providers.broken]\nkind = "gemini"\n[[providers.broken.keys]]\ntier = "x"\n')
+    os.chmod(path, 0o600)
+    before = path.read_bytes()
+    assert "providers.broken.keys[0]" in fails("providers", "add", "other", "--kind", "gemini")
+    assert "providers.broken.keys[0]" in fails("providers", "key", "remove", "broken", "1")
+    assert path.read_bytes() == before

@@ -84,6 +84,8 @@ def _editing(home: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     path = providers_path(home)
     with _LOCK, _file_lock(path):
         providers = _read(path) if path.is_file() else {}
+        for name, table in providers.items():
+            _provider_from(name, table)  # a file that does not load is fixed by hand first
         yield providers
         for name, table in providers.items():
             _provider_from(name, table)  # refuse to write a file that would not load
