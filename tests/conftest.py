@@ -37,11 +37,13 @@ _database_counter = itertools.count()
 SLOWEST_FIRST = (
     "test_diffusers_backend.py",
     "test_celery_executor.py",
+    "test_process_executor.py",
     "test_web_canvas.py",
     "test_models_cli_api.py",
     "test_api_server.py",
     "test_api_workflows.py",
     "test_faces.py",
+    "test_eval_budget.py",
     "test_readme_quickstart.py",
     "test_web_models.py",
     "test_batch_render.py",
