@@ -215,6 +215,8 @@ class CeleryExecutor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._redis: Any = None
+        # Set once the first sweep (the one at start) is done: tests wait on it.
+        self.first_sweep_done = threading.Event()
 
     def start(self) -> None:
         if not self.sweep or self._thread is not None:
@@ -353,6 +355,7 @@ class CeleryExecutor:
             except Exception:
                 log.warning("checking for queued tasks with lost messages failed", exc_info=True)
             older_than = None
+            self.first_sweep_done.set()
             if self._stop.wait(interval):
                 return
 
