@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -223,6 +224,71 @@ class Blackhole:
             self.listener.close()
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) in "ZX"
+    return True
+
+
+class OwnPostgres:
+    """A PostgreSQL server of one run (killing the lab's would break other runs' tests),
+    which can be SIGKILLed — the postmaster and every backend — and started again on the
+    same port with the same data."""
+
+    def __init__(self) -> None:
+        from tests.support.postgres import start_postgres
+
+        # Outside pytest's temp tree, whose folders only root may enter (as tests/conftest.py).
+        self.folder = Path(tempfile.mkdtemp(prefix="castbook-chaos-pg-"))
+        self.server = start_postgres(self.folder)
+
+    def kill(self) -> None:
+        pid = int((self.server.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        victims = [pid, *_children(pid)]
+        for victim in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        _until(lambda: all(_gone(v) for v in victims), 30, "PostgreSQL's processes to exit")
+        # They may linger as zombies (no init reaps them here), which PostgreSQL's stale-lock
+        # check takes for a live postmaster: the lock file goes, as after a machine's crash.
+        (self.server.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        for folder in (self.server.data_dir.parent, *self.server._extra_dirs):
+            for lock in Path(folder).rglob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        server = self.server
+        assert server.bin_dir is not None and server.log_path is not None
+        run_as = server._run_as.popen_kwargs() if server._run_as else {}
+        started = subprocess.run(
+            [str(server.bin_dir / "pg_ctl"), "start", "-D", str(server.data_dir), "-l",
+             str(server.log_path), "-w", "-t", "60", "-o", f"-p {server.port}"],
+            capture_output=True, text=True, env=server._env, timeout=90, check=False,
+            cwd="/", **run_as,
+        )  # fmt: skip
+        if started.returncode != 0:
+            raise AssertionError(f"PostgreSQL did not start again: {started.stderr}")
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 # ---- what a run found --------------------------------------------------------------------
 
 
@@ -261,10 +327,17 @@ class Lab:
         self.postgres = postgres
         self.runs = itertools.count(1)
 
-    def cluster(self, executor: str) -> Cluster:
+    def cluster(self, executor: str, *, own_postgres: bool = False) -> Cluster:
         run = next(self.runs)
-        url = self.postgres.create_database(f"castbook_chaos{os.getpid()}_{run}")
-        return Cluster(self.root / f"run-{run}", self.model, url, executor)
+        folder = self.root / f"run-{run}"
+        own = OwnPostgres() if own_postgres else None
+        postgres = own.server if own is not None else self.postgres
+        url = postgres.create_database(f"castbook_chaos{os.getpid()}_{run}")
+        cluster = Cluster(folder, self.model, url, executor)
+        cluster.postgres = own
+        if own is not None:
+            cluster.cleanups.append(own.stop)
+        return cluster
 
 
 class Cluster:
@@ -310,6 +383,7 @@ class Cluster:
         self.accepted: list[str] = []
         self.kills = 0
         self.cleanups: list[Callable[[], None]] = []
+        self.postgres: OwnPostgres | None = None
 
     # ---- processes
 
@@ -472,11 +546,11 @@ class Cluster:
             return int(session.scalar(select(func.count()).select_from(JobOutputRow)) or 0)
 
     def close(self) -> None:
-        for cleanup in self.cleanups:
-            cleanup()
         for process in self.processes:
             if process.alive:
                 process.kill()
+        for cleanup in self.cleanups:
+            cleanup()
         if self.redis is not None:
             self.redis.stop()
         self.database.dispose()
@@ -568,6 +642,21 @@ def server_killed_before_publish(cluster: Cluster) -> Server:
     return cluster.server()
 
 
+def postgres_killed_mid_job(cluster: Cluster) -> Server:
+    """PostgreSQL SIGKILLed (postmaster and backends) while a task runs, started again
+    after a couple of seconds: the worker's writes fail meanwhile, its job is left running
+    without a heartbeat, and the sweep re-queues it once the lease has passed."""
+    assert cluster.postgres is not None
+    cluster.worker()
+    server = cluster.server()
+    _submit_three(cluster, server)
+    cluster.wait_running(lambda step, total: step >= 2 and total >= 10, "a task to be running")
+    cluster.postgres.kill()
+    cluster.kills += 1
+    cluster.postgres.start()
+    return server
+
+
 def two_servers_one_killed(cluster: Cluster) -> Server:
     """Two `castbook serve` (local executor) on one PostgreSQL database and blob store; one
     is SIGKILLed (its whole process group) while tasks run; it is started again."""
@@ -589,13 +678,16 @@ SCENARIOS: dict[str, tuple[str, Callable[[Cluster], Server]]] = {
     "redis killed mid-job, restarted empty": ("celery", redis_killed_mid_job),
     "server killed between insert and publish": ("celery", server_killed_before_publish),
     "two servers on one database, one killed": ("local", two_servers_one_killed),
+    "postgres killed mid-job": ("celery", postgres_killed_mid_job),
 }
+# Scenarios that need a PostgreSQL server of their own (they kill it).
+OWN_POSTGRES = frozenset({"postgres killed mid-job"})
 
 
 def run_scenario(lab: Lab, name: str, *, keep: bool = False) -> tuple[Outcome, str]:
     """Run scenario ``name`` once on a fresh cluster: (its outcome, the processes' logs)."""
     executor, scenario = SCENARIOS[name]
-    cluster = lab.cluster(executor)
+    cluster = lab.cluster(executor, own_postgres=name in OWN_POSTGRES)
     try:
         server = scenario(cluster)
         outcome = cluster.outcome(name, server)
