@@ -47,6 +47,7 @@ def test_no_task_is_lost_or_run_twice(lab: Lab, scenario: str) -> None:
     assert outcome.accepted >= 1, summary
     assert outcome.lost == 0, summary
     assert outcome.duplicated == 0, summary
+    assert outcome.endings_logged >= 1, f"the processes logged no ending to count\n{summary}"
     assert outcome.accepted == outcome.succeeded + outcome.failed, summary
     assert outcome.orphan_blobs == 0, summary
     if scenario in LOSES_MESSAGES:  # the outbox, not luck, brought those tasks home

@@ -303,6 +303,7 @@ class Outcome:
     orphan_blobs: int = 0
     kills: int = 0
     resent: int = 0  # messages the outbox sent again
+    endings_logged: int = 0  # "task … ended …" lines seen: the duplicate count can work
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -498,6 +499,7 @@ class Cluster:
             if process.log.exists()
             for match in ENDED.finditer(process.log.read_text(errors="replace"))
         )
+        result.endings_logged = sum(endings.values())
         for task_id in accepted:
             task = ended.get(task_id)
             if task is None:
