@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -58,8 +59,13 @@ def main() -> int:
     totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
     started = time.monotonic()
     run = 0
+    # SIGTERM or SIGINT (also where a background job ignores Ctrl+C): end the run under way,
+    # start no other, print the table.
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: stopping.append(number))
     try:
-        while run < args.runs and time.monotonic() - started < args.max_seconds:
+        while run < args.runs and time.monotonic() - started < args.max_seconds and not stopping:
             name = names[run % len(names)]
             run += 1
             row = totals[name]
