@@ -62,6 +62,12 @@ def castbook(*args: str, env: dict[str, str]) -> str:
     ).stdout  # fmt: skip
 
 
+def unlimited_key(name: str, env: dict[str, str]) -> str:
+    """An API key without a rate or queued-task limit: every client of a benchmark shares it."""
+    limits = ("--rate", "0", "--max-queued", "0")
+    return castbook("keys", "create", "--name", name, *limits, "--plain", env=env).strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
@@ -83,7 +89,7 @@ def main() -> None:
         write_home(home, Path(tmp))
         env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         env.pop("CASTBOOK_DATABASE_URL", None)
-        key = castbook("keys", "create", "--name", "load", "--plain", env=env).strip()
+        key = unlimited_key("load", env)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "castbook", "serve", "--port", str(port),
@@ -228,9 +234,11 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
           f"measured, one request every {options.poll} s each, submitting {cadence}; "
           f"server job threads: {options.workers}; "
           "tiny SD 1.5 at 256 px, 2 steps")  # fmt: skip
-    print(f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "
-          f"cancelled: {cancelled}, "
-          f"lost: {len(lost)}, duplicated ids: {duplicated}, errors: {len(errors)}")
+    print(
+        f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "
+        f"cancelled: {cancelled}, "
+        f"lost: {len(lost)}, duplicated ids: {duplicated}, errors: {len(errors)}"
+    )
     print(f"  throughput: {succeeded / elapsed:.1f} tasks/s completed over {elapsed:.1f} s")
     print(f"  submit latency (steady state): {percentiles(submit_latencies)}")
     print(f"  poll latency (steady state):   {percentiles(poll_latencies)}")

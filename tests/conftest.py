@@ -183,6 +183,9 @@ def make_api(home: Path) -> Iterator[ApiFactory]:
             executor = LocalExecutor(
                 JobStore(Database(settings.database_url)), handlers, workers=workers
             )
+        # Jobs in this test process (handlers and models the test made, warm between tests);
+        # the worker process `castbook serve` starts by default is tested on real servers.
+        config.setdefault("local_jobs", "thread")
         api_config = ApiConfig(events_poll_seconds=0.02, job_workers=workers, **config)
         app = create_app(settings, executor=executor, config=api_config)
         client = TestClient(app)

@@ -270,6 +270,49 @@ def test_events_report_each_step_until_done(make_api: ApiFactory, database_url: 
     assert events[-1][1]["result"] == {"ok": True}
 
 
+def test_open_event_streams_share_one_read_per_poll(make_api: ApiFactory) -> None:
+    """Six clients following six tasks cost the server one query per poll, not six."""
+    handler = SteppingHandler(steps=3, pause=0.1)
+    handler.release.clear()  # every task holds until all streams are open
+    api = make_api(handlers={"generation": handler}, workers=6)
+    headers = api.key("alice")
+    body = {"preset": "sd15-ip-adapter", "prompt": "x"}
+    tasks = [
+        api.client.post("/v1/generations", json=body, headers=headers).json() for _ in range(6)
+    ]
+    watch = api.services.task_watch()
+    asks = 0
+    original = watch.state
+
+    async def counted(job_id: str):  # type: ignore[no-untyped-def]
+        nonlocal asks
+        asks += 1
+        return await original(job_id)
+
+    watch.state = counted  # type: ignore[method-assign]
+    streams: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+
+    def follow(task_id: str) -> None:
+        response = api.client.get(f"/v1/tasks/{task_id}/events", headers=headers)
+        streams[task_id] = read_events(response.text)
+
+    readers = [threading.Thread(target=follow, args=(task["id"],)) for task in tasks]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 120  # generous: a loaded machine
+    while asks < 60:  # every stream has been polling for a while
+        assert time.monotonic() < deadline, asks
+        time.sleep(0.02)
+    handler.release.set()
+    for reader in readers:
+        reader.join(timeout=120)
+    for task in tasks:
+        events = streams[task["id"]]
+        assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded", events
+    # Streams that wake within one poll of each other reuse the same read.
+    assert watch.reads < asks / 2, (watch.reads, asks)
+
+
 def test_cancel_a_queued_and_a_running_task(make_api: ApiFactory, database_url: str) -> None:
     handler = SteppingHandler(steps=1, pause=0)
     handler.release.clear()  # the first job runs until cancelled

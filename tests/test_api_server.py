@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from castbook.db import Database
 from castbook.jobs import JobStatus, JobStore
 from castbook.settings import Settings
 from tests.support.api import write_presets
-from tests.support.server import start_server, stop, wait_for
+from tests.support.server import JOB_TIMEOUT, kill_server, start_server, stop, wait_for
 
 
 @pytest.fixture
@@ -72,8 +73,7 @@ def test_a_killed_server_requeues_its_running_task_on_restart(
             slow_id = slow.json()["id"]
             running = wait_for(http, slow_id, {"running"}, step=3)
             assert running["progress"]["step"] < 50, "the slow task finished too fast to kill"
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait(timeout=10)
+        kill_server(first)
     finally:
         stop(first)
 
@@ -124,3 +124,57 @@ def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
     # Queued again, the interrupted run not counted against its attempts, and said so.
     assert handed.status == JobStatus.QUEUED and handed.attempts == 0, handed
     assert "handed back to the queue" in server.output() and slow_id in server.output()
+
+
+def test_the_worker_of_a_killed_http_process_finishes_its_task_once(
+    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """Jobs run in the server's worker process: when only the HTTP process dies, the worker
+    finishes what it runs, records it, and exits; a new server does not run it again."""
+    home, env = server_home
+    key = create_key(env)
+    log = tmp_path / "server.log"
+    first = start_server(env, log)
+    try:
+        with httpx.Client(
+            base_url=first.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow_id = slow.json()["id"]
+            wait_for(http, slow_id, {"running"}, step=1)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=10)
+    finally:
+        stop(first)
+    store = JobStore(Database(Settings.for_home(home).database_url))
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while not (job := store.get(slow_id)).done:
+            assert time.monotonic() < deadline, f"the orphaned worker never finished: {job}"
+            time.sleep(0.2)
+        holder = int(job.worker.split(":")[2])
+        assert holder != first.process.pid
+        while _alive(holder):
+            assert time.monotonic() < deadline, "the worker outlived its server's job"
+            time.sleep(0.2)
+    finally:
+        store.database.dispose()
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 1 and len(job.outputs) == 1
+
+    second = start_server(env, log)
+    try:
+        with httpx.Client(
+            base_url=second.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            again = http.get(f"/v1/tasks/{slow_id}").json()
+    finally:
+        stop(second)
+    assert again["status"] == "succeeded" and again["attempts"] == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

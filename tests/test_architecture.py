@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "castbook"
 FLOORS: list[set[str]] = [
     {"errors"},
     {"settings"},
-    {"images", "blobs", "db", "models"},
+    {"images", "blobs", "db", "models", "providers"},
     {"library"},
     {"evaluation", "generation"},
     {"jobs"},

@@ -91,7 +91,7 @@ def prepare() -> Callable[..., PreparedRequest]:
 
 
 class TestContract(BackendContract):
-    reports_steps = False
+    reports_steps = True  # each sampler step, from ComfyUI's websocket
 
 
 # -- filling the template -------------------------------------------------------------------
@@ -455,7 +455,7 @@ def test_cancelling_after_the_render_finished_interrupts_nothing(
     backend: ComfyUIBackend, comfy: FakeComfyUI
 ) -> None:
     def cancel_while_downloading(event: Progress) -> None:
-        if event.step == event.total:
+        if event.message.startswith("downloading"):
             raise GenerationCancelled("too late to stop the render")
 
     with pytest.raises(GenerationCancelled):

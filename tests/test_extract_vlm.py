@@ -322,11 +322,13 @@ def test_broken_config_errors_do_not_leak_keys(tmp_path):
     (tmp_path / "providers.toml").write_text(
         f'[providers.openai]\n[[providers.openai.keys]]\nkey = "{FREE}"\ntier = "gold"\n'
     )
-    with pytest.raises(FieldError) as caught:
+    (tmp_path / "providers.toml").chmod(0o600)  # private, so the content is what is refused
+    with pytest.raises(FieldError, match="tier") as caught:
         load_providers(tmp_path, environ={})
     assert_no_secret(str(caught.value))
     (tmp_path / "providers.toml").write_text(f'key = "{FREE}\n')
-    with pytest.raises(FieldError) as caught:
+    (tmp_path / "providers.toml").chmod(0o600)
+    with pytest.raises(FieldError, match="not valid TOML") as caught:
         load_providers(tmp_path, environ={})
     assert_no_secret(str(caught.value))
 

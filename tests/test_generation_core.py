@@ -58,7 +58,7 @@ def test_builtin_presets_cover_every_mode_and_backend() -> None:
     catalog = load_presets(None)
     ids = {p.id for p in catalog}
     assert {"sd15-ip-adapter", "sdxl-ip-adapter-face", "animatediff-sd15", "svd-i2v"} <= ids
-    assert {p.backend for p in catalog} == {"diffusers", "openai", "comfyui"}
+    assert {p.backend for p in catalog} == {"diffusers", "openai", "gemini", "comfyui"}
     assert catalog.default_for(Mode.I2V).supports(Mode.I2V)
     with pytest.raises(NotFoundError, match="known presets"):
         catalog.get("nope")

@@ -12,7 +12,6 @@ from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.errors import FieldError, GenerationCancelled, GenerationError, NotFoundError
 from castbook.jobs import (
-    Job,
     JobContext,
     JobOutput,
     JobStatus,
@@ -23,7 +22,7 @@ from castbook.jobs import (
     run_job,
 )
 from castbook.jobs.leases import worker_name
-from tests.support.executor_contract import ExecutorContract, contract_presets
+from tests.support.executor_contract import EmbeddedHarness, ExecutorContract
 
 
 @pytest.fixture
@@ -278,55 +277,9 @@ def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
 # ---- the executor contract: the local executor ------------------------------------------------
 
 
-class LocalHarness:
-    """The local executor on a tiny model, as ``castbook serve`` runs it (tasks.handlers)."""
-
-    def __init__(self, home: Path, model: Path) -> None:
-        from castbook.settings import Settings
-        from castbook.tasks import handlers
-
-        home.mkdir(parents=True)
-        (home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
-        settings = Settings.for_home(home)
-        self.database = Database(settings.database_url)
-        self.store = JobStore(self.database)
-        blobs = BlobStore(settings.blob_dir)
-        self.executor = LocalExecutor(self.store, handlers(settings, self.database, blobs))
-        self.started = False
-
-    def create(self, kind: str, input: dict) -> Job:
-        return self.store.create(kind=kind, input=input)
-
-    def hand_over(self, job: Job) -> None:
-        self.executor.submit(job)
-
-    def submit(self, kind: str, input: dict) -> Job:
-        job = self.create(kind, input)
-        self.hand_over(job)
-        return job
-
-    def start(self) -> None:
-        if not self.started:
-            self.executor.start()
-            self.started = True
-
-    def wait(self, job_id: str) -> Job:
-        job = self.executor.wait(job_id, timeout=JOB_DEADLINE)
-        assert job.done, f"task {job_id} is still {job.status.value} after {JOB_DEADLINE}s"
-        return job
-
-    def close(self) -> None:
-        if self.started:
-            self.executor.shutdown()
-        self.database.dispose()
-
-
-JOB_DEADLINE = 300  # seconds; generous for a loaded machine
-
-
 class TestLocalExecutor(ExecutorContract):
     @pytest.fixture
     def harness(self, tmp_path: Path, tiny_models: dict[str, Path]):
-        harness = LocalHarness(tmp_path / "home", tiny_models["sd15"])
+        harness = EmbeddedHarness(tmp_path / "home", tiny_models["sd15"])
         yield harness
         harness.close()

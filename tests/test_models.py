@@ -83,7 +83,7 @@ def test_built_in_presets_declare_their_parts_with_exact_files() -> None:
     assert roles["sd15-ip-adapter"] == ["model", "ip_adapter", "image_encoder"]
     assert roles["animatediff-sd15"] == ["model", "ip_adapter", "image_encoder", "motion_adapter"]
     assert roles["svd-i2v"] == ["model"]
-    assert roles["openai-images"] == roles["comfyui"] == []
+    assert roles["openai-images"] == roles["gemini-image"] == roles["comfyui"] == []
     model = preset_parts(SD15)[0]
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in model.files
     assert not any("safety_checker" in f or f.endswith(".ckpt") for f in model.files)

@@ -318,7 +318,7 @@ def test_a_pull_task_survives_a_killed_server_and_fetches_only_the_rest(
 ) -> None:
     import httpx
 
-    from tests.support.server import start_server, stop
+    from tests.support.server import kill_server, start_server, stop
     from tests.support.web import create_key
 
     headers = {"Authorization": f"Bearer {create_key(env, 'admin', admin=True)}"}
@@ -333,8 +333,7 @@ def test_a_pull_task_survives_a_killed_server_and_fetches_only_the_rest(
             while hub.bytes_sent(SD15_REPO, unet) < 200_000:
                 assert time.monotonic() < deadline, http.get(f"/v1/tasks/{task['id']}").json()
                 time.sleep(0.05)
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait(timeout=30)
+        kill_server(first)
     finally:
         stop(first)
     hub.throttle(None)

@@ -10,7 +10,9 @@ rooms that use a setting take it from a :class:`Settings` (the API server's
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +20,23 @@ from typing import Any
 
 from castbook.errors import FieldError
 
-__all__ = ["DEFAULT_OWNER", "SETTINGS", "Setting", "Settings"]
+__all__ = [
+    "DEFAULT_OWNER",
+    "SETTINGS",
+    "WORKER_NICENESS",
+    "Setting",
+    "Settings",
+    "parse_duration",
+    "yield_cpu",
+]
 
 # Until API keys exist every record belongs to the local user; the column is there so the
 # HTTP API can scope records per key owner without a data migration.
 DEFAULT_OWNER = "local"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Worker processes a server starts (jobs, evaluations) yield the CPU to the process answering
+# HTTP: a request waits for no model when cores are short. (Unix ``nice``; 0 is the server's.)
+WORKER_NICENESS = 10
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -52,6 +65,28 @@ def _whole(name: str, raw: str) -> int:
     return value
 
 
+def _limit(name: str, raw: str) -> float:
+    """A limit where ``0`` means none."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FieldError(name, f"must be a number (0 for no limit), got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise FieldError(name, f"must be 0 (no limit) or positive, got {raw!r}")
+    return value
+
+
+def _count_limit(name: str, raw: str) -> int:
+    """A whole-number limit where ``0`` means none."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FieldError(name, f"must be a whole number (0 for no limit), got {raw!r}") from None
+    if value < 0:
+        raise FieldError(name, f"must be 0 (no limit) or more, got {raw!r}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     if raw.lower() not in _TRUE | _FALSE:
         raise FieldError(name, f"must be 1 or 0, got {raw!r}")
@@ -60,6 +95,36 @@ def _flag(name: str, raw: str) -> bool:
 
 def _hosts(name: str, raw: str) -> frozenset[str]:
     return frozenset(h.strip() for h in raw.split(",") if h.strip())
+
+
+def _local_jobs(name: str, raw: str) -> str:
+    if raw.lower() not in ("process", "thread"):
+        raise FieldError(name, f"must be process or thread, got {raw!r}")
+    return raw.lower()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_KEEP_FOREVER = frozenset({"0", "off", "never", "forever"})
+
+
+def parse_duration(name: str, raw: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``90m`` or ``3600s``. A bare number is refused: "30"
+    could mean seconds or days, and guessing wrong deletes data."""
+    match = _DURATION.fullmatch(raw.strip().lower())
+    if match is None:
+        raise FieldError(name, f"must be a duration such as 30d, 12h, 90m or 3600s, got {raw!r}")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds > 0:
+        raise FieldError(name, f"must be longer than zero, got {raw!r}")
+    return seconds
+
+
+def _retention(name: str, raw: str) -> float | None:
+    """A duration, or ``off`` (also ``0``, ``never``, ``forever``): keep finished tasks."""
+    if raw.strip().lower() in _KEEP_FOREVER:
+        return None
+    return parse_duration(name, raw)
 
 
 def _executor(name: str, raw: str) -> str:
@@ -98,8 +163,18 @@ SETTINGS: tuple[Setting, ...] = (
         "CASTBOOK_EXECUTOR",
         "executor",
         "local",
-        "`local` (job threads inside `castbook serve`) or `celery` (`castbook worker` processes)",
+        "`local` (jobs run by `castbook serve` itself, see `CASTBOOK_LOCAL_JOBS`) or `celery` "
+        "(`castbook worker` processes)",
         _executor,
+    ),
+    Setting(
+        "CASTBOOK_LOCAL_JOBS",
+        "local_jobs",
+        "process",
+        "where the local executor runs jobs: `process` (a worker process `castbook serve` "
+        "starts; the HTTP process only serves requests) or `thread` (threads in the server's "
+        "own process: for embedding and tests)",
+        _local_jobs,
     ),
     Setting("CASTBOOK_REDIS_URL", "redis_url", DEFAULT_REDIS_URL, "the Celery executor's broker"),
     Setting(
@@ -146,6 +221,21 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "CASTBOOK_TASK_RETENTION",
+        "task_retention",
+        "off",
+        "how long finished tasks, their outputs and their input-only images are kept "
+        "(`30d`, `12h`, `90m`, `3600s`; `off` keeps them until deleted)",
+        _retention,
+    ),
+    Setting(
+        "CASTBOOK_PRUNE_INTERVAL",
+        "prune_interval",
+        "1h",
+        "how often `castbook serve` prunes expired tasks and unreferenced blobs",
+        parse_duration,
+    ),
+    Setting(
         "CASTBOOK_API_WAIT_SECONDS",
         "api_wait_seconds",
         "600",
@@ -174,10 +264,45 @@ SETTINGS: tuple[Setting, ...] = (
         _whole,
     ),
     Setting(
+        "CASTBOOK_RATE_LIMIT",
+        "rate_limit",
+        "50",
+        "requests per second one API key may make, on average (`0`: no limit); over it, 429",
+        _limit,
+    ),
+    Setting(
+        "CASTBOOK_RATE_BURST",
+        "rate_burst",
+        "100",
+        "requests one API key may make at once before that rate applies",
+        _whole,
+    ),
+    Setting(
+        "CASTBOOK_MAX_QUEUED_TASKS",
+        "max_queued_tasks",
+        "1000",
+        "queued and running tasks one owner may have (`0`: no limit); a new task over it gets 429",
+        _count_limit,
+    ),
+    Setting(
+        "CASTBOOK_MAX_STORAGE_MB",
+        "max_storage_mb",
+        "0",
+        "MB of stored images one owner may hold: reference images, task inputs and results "
+        "(`0`: no limit); uploads and new tasks over it get 429",
+        _limit,
+    ),
+    Setting(
         "CASTBOOK_OPENAI_BASE_URL",
         "openai_base_url",
         "(OpenAI's)",
         "base URL of the OpenAI-compatible images API (`openai-images` preset)",
+    ),
+    Setting(
+        "CASTBOOK_GEMINI_BASE_URL",
+        "gemini_base_url",
+        "(Google's)",
+        "base URL of the Gemini API (`gemini-image` preset), e.g. a proxy or a test server",
     ),
     Setting(
         "CASTBOOK_COMFYUI_URL",
@@ -206,6 +331,22 @@ SETTINGS: tuple[Setting, ...] = (
         "(unset)",
         "a local CLIP/DINOv2 folder for the `learned` eval component",
     ),
+    Setting(
+        "CASTBOOK_EVAL_PIXEL_BUDGET",
+        "eval_pixel_budget",
+        "320",
+        "megapixels (frames × pixels, every frame decoded) one `POST /v1/evaluations` may "
+        "decode; more is refused with 422 before decoding",
+        _whole,
+    ),
+    Setting(
+        "CASTBOOK_EVAL_WORKERS",
+        "eval_workers",
+        "2",
+        "worker processes that score `POST /v1/evaluations` requests (started on the first "
+        "one; each owner has one request in them at a time)",
+        _whole,
+    ),
 )
 
 
@@ -222,6 +363,7 @@ class Settings:
     database_url: str
     blob_dir: Path
     executor: str = "local"
+    local_jobs: str = "process"
     redis_url: str = DEFAULT_REDIS_URL
     job_lease: float = 120.0
     job_max_attempts: int = 2
@@ -229,17 +371,28 @@ class Settings:
     outbox_after: float = 60.0
     api_max_body_mb: float = 40.0
     stop_grace: float = 30.0
+    task_retention: float | None = None  # seconds; None keeps finished tasks
+    prune_interval: float = 3600.0
     api_wait_seconds: float = 600.0
     allow_private_urls: bool = False
     fetch_allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     max_variants: int = 8
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    max_queued_tasks: int = 1000
+    max_storage_mb: float = 0.0
     openai_base_url: str | None = None
+    gemini_base_url: str | None = None
     comfyui_url: str | None = None
     extract_base_url: str | None = None
     extract_model: str | None = None
     extract_api_key: str | None = field(default=None, repr=False)
     extract_timeout: float = 60.0
     eval_embedding_model: str | None = None
+    # 320 MP: a 10 s 720p clip at 30 fps (276 MP), 5 s of 1080p (311 MP) or 32 stills of
+    # 1024² (34 MP) fit; decoding that much takes ~3 s on one core (GIF: ~100 MP/s).
+    eval_pixel_budget: int = 320
+    eval_workers: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -262,3 +415,11 @@ class Settings:
             database_url=database_url or f"sqlite:///{home / 'castbook.db'}",
             blob_dir=home / "blobs",
         )
+
+
+def yield_cpu() -> None:
+    """Lower this process's CPU priority to :data:`WORKER_NICENESS` (a worker process of the
+    server calls it first thing); where that is not possible nothing changes."""
+    # Not permitted, or no nice() on this platform: the worker runs at the server's priority.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(max(0, WORKER_NICENESS - os.nice(0)))

@@ -15,11 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from castbook.blobs import BlobStore
+from castbook.db import Database
 from castbook.generation import parse_request
-from castbook.jobs import Job, JobStatus, JobStore
+from castbook.jobs import Job, JobStatus, JobStore, LocalExecutor
+from castbook.jobs.processes import ProcessExecutor
+from castbook.settings import Settings
 from castbook.tasks import generation_job_input
 
-__all__ = ["ExecutorContract", "Harness", "contract_presets"]
+__all__ = ["EmbeddedHarness", "ExecutorContract", "Harness", "contract_presets"]
 
 
 def contract_presets(model: Path, missing: Path) -> str:
@@ -92,3 +96,53 @@ class ExecutorContract:
         skipped = harness.store.get(cancelled.id)
         assert skipped.status is JobStatus.CANCELLED
         assert skipped.attempts == 0 and skipped.started_at is None and not skipped.outputs
+
+
+JOB_DEADLINE = 300  # seconds; generous for a loaded machine
+
+
+class EmbeddedHarness:
+    """The executor ``castbook serve`` runs itself on a tiny model (tasks.handlers): its job
+    threads in this process, or (``processes``) its worker process."""
+
+    def __init__(self, home: Path, model: Path, *, processes: bool = False) -> None:
+        from castbook.tasks import handlers
+
+        home.mkdir(parents=True)
+        (home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
+        settings = Settings.for_home(home)
+        self.database = Database(settings.database_url)
+        self.store = JobStore(self.database)
+        self.executor: LocalExecutor | ProcessExecutor
+        if processes:
+            self.executor = ProcessExecutor(self.store, settings, handlers)
+        else:
+            blobs = BlobStore(settings.blob_dir)
+            self.executor = LocalExecutor(self.store, handlers(settings, self.database, blobs))
+        self.started = False
+
+    def create(self, kind: str, input: dict) -> Job:
+        return self.store.create(kind=kind, input=input)
+
+    def hand_over(self, job: Job) -> None:
+        self.executor.submit(job)
+
+    def submit(self, kind: str, input: dict) -> Job:
+        job = self.create(kind, input)
+        self.hand_over(job)
+        return job
+
+    def start(self) -> None:
+        if not self.started:
+            self.executor.start()
+            self.started = True
+
+    def wait(self, job_id: str) -> Job:
+        job = self.executor.wait(job_id, timeout=JOB_DEADLINE)
+        assert job.done, f"task {job_id} is still {job.status.value} after {JOB_DEADLINE}s"
+        return job
+
+    def close(self) -> None:
+        if self.started:
+            self.executor.shutdown()
+        self.database.dispose()

@@ -4,22 +4,41 @@ It implements ``POST /upload/image`` (multipart), ``POST /prompt`` (validated li
 unknown node classes, missing inputs, wrong value types, dangling links and model files it
 does not have answer 400 with ``node_errors``), ``GET /history/{prompt_id}`` (``{}`` for the
 first ``pending_polls`` reads, then the outputs), ``GET /view``, ``POST /queue`` (delete) and
-``POST /interrupt``. "Running" a workflow interprets the graph: the PNGs it saves have the
-size and batch of the latent, and pixels derived from the filled prompt texts, the seed,
-the sampler settings and the uploaded images, so the same workflow gives the same pixels.
+``POST /interrupt``, and the websocket ``GET /ws?clientId=…`` (RFC 6455, spoken by hand
+over the same HTTP server, as ComfyUI serves it on its one port). "Running" a workflow
+interprets the graph: the PNGs it saves have the size and batch of the latent, and pixels
+derived from the filled prompt texts, the seed, the sampler settings and the uploaded
+images, so the same workflow gives the same pixels.
 
 Scripting: ``prompt_failure = (500, "…")`` answers the next /prompt with that status;
 ``execution_error = "…"`` makes executions fail in the KSampler; ``never_finish = True``
 keeps prompts running until /interrupt; ``missing_classes`` hides node classes (a custom
 node pack that is not installed). Every request is recorded in ``requests``; each run's
 interpreted inputs in ``executions``.
+
+The websocket sends what ComfyUI sends a client (shapes from ComfyUI's server.py,
+execution.py and main.py, and https://docs.comfy.org/essentials/comfyui-server/comms_messages,
+read 2026-12-06): ``status`` with the ``sid`` on connect, then for each prompt queued with that
+``client_id``: ``status``, ``execution_start``, ``execution_cached``, ``executing`` per node in
+the order the graph was run, ``progress`` for every sampler step, ``executed`` for the saving
+node, ``execution_success``, ``executing`` with ``node: null``; a failing node sends
+``execution_error`` instead (and then ``executing`` null, as main.py always does); an
+interrupted prompt sends ``execution_interrupted``. A binary preview frame follows the first
+step. Scripting: ``websocket_refused = True`` answers /ws with 404 (an old proxy, a server
+without it); ``websocket_closes_after = n`` drops the connection after n messages of a
+prompt; ``websocket_mute = True`` greets and then sends nothing; ``websocket_greets = False``
+sends not even the first ``status``. ``ws_sent`` records every message sent.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import io
 import json
+import socket
+import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -120,6 +139,57 @@ class _Prompt:
     polls_left: int
     entry: dict[str, Any] | None  # None: still running
     interrupted: bool = False
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+class _Socket:
+    """The server side of one websocket: unmasked frames out, masked client frames in."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+        self.rfile, self.wfile = handler.rfile, handler.wfile
+        self.connection: socket.socket = handler.connection
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        size = len(payload)
+        if size < 126:
+            header = struct.pack("!BB", 0x80 | opcode, size)
+        elif size < 1 << 16:
+            header = struct.pack("!BBH", 0x80 | opcode, 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.wfile.write(header + payload)
+                self.wfile.flush()
+            except OSError:
+                self.closed = True
+
+    def read_frame(self) -> tuple[int, bytes] | None:
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None
+        opcode, size = head[0] & 0x0F, head[1] & 0x7F
+        if size == 126:
+            (size,) = struct.unpack("!H", self.rfile.read(2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", self.rfile.read(8))
+        mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+        data = self.rfile.read(size)
+        return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+    def drop(self) -> None:
+        """Close the TCP connection without a closing handshake (a crashed server or proxy)."""
+        with self.lock:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
 
 class _NodeError(Exception):
@@ -137,6 +207,12 @@ class FakeComfyUI:
         self.execution_error: str | None = None
         self.never_finish = False
         self.missing_classes: set[str] = set()
+        self.websocket_refused = False
+        self.websocket_closes_after: int | None = None
+        self.websocket_mute = False
+        self.websocket_greets = True
+        self.ws_sent: list[dict[str, Any]] = []
+        self._sockets: dict[str, _Socket] = {}
         self.requests: list[RecordedRequest] = []
         self.uploads: dict[str, bytes] = {}
         self.executions: list[dict[str, Any]] = []
@@ -191,7 +267,11 @@ class FakeComfyUI:
                 pass
 
             def do_GET(self) -> None:
-                fake._dispatch(self, "GET")
+                upgrade = self.headers.get("Upgrade", "").lower() == "websocket"
+                if upgrade and urlsplit(self.path).path == "/ws" and not fake.websocket_refused:
+                    fake._websocket(self)
+                else:
+                    fake._dispatch(self, "GET")
 
             def do_POST(self) -> None:
                 fake._dispatch(self, "POST")
@@ -218,6 +298,116 @@ class FakeComfyUI:
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
+
+    # -- the websocket side -----------------------------------------------------------------
+
+    def _websocket(self, handler: BaseHTTPRequestHandler) -> None:
+        query = parse_qs(urlsplit(handler.path).query)
+        sid = (query.get("clientId") or [""])[0] or uuid.uuid4().hex
+        key = handler.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        with self._lock:
+            self.requests.append(RecordedRequest("GET", "/ws", {"clientId": sid}))
+        handler.close_connection = True
+        handler.send_response(101, "Switching Protocols")
+        handler.send_header("Upgrade", "websocket")
+        handler.send_header("Connection", "Upgrade")
+        handler.send_header("Sec-WebSocket-Accept", accept)
+        handler.end_headers()
+        handler.wfile.flush()
+        ws = _Socket(handler)
+        with self._lock:
+            self._sockets[sid] = ws  # like ComfyUI: a reused id replaces the older socket
+        if self.websocket_greets:
+            status = {"status": {"exec_info": {"queue_remaining": 0}}, "sid": sid}
+            self._send(ws, "status", status)
+        try:
+            while (frame := ws.read_frame()) is not None:
+                opcode, payload = frame
+                if opcode == 0x8:  # close: answer it and end
+                    ws.send(0x8, payload[:2])
+                    break
+                if opcode == 0x9:  # ping
+                    ws.send(0xA, payload)
+        except OSError:
+            pass
+        finally:
+            ws.closed = True
+            with self._lock:
+                if self._sockets.get(sid) is ws:
+                    del self._sockets[sid]
+
+    def _send(self, ws: _Socket, kind: str, data: dict[str, Any]) -> None:
+        message = {"type": kind, "data": data}
+        with self._lock:
+            self.ws_sent.append(message)
+        ws.send(0x1, json.dumps(message).encode())
+
+    def _narrate(self, ws: _Socket, prompt_id: str, graph: dict[str, Any]) -> None:
+        """Send a prompt's run to the client that queued it, the way ComfyUI's executor does."""
+        prompt = self._prompts[prompt_id]
+        record = next((e for e in self.executions if e.get("prompt_id") == prompt_id), {})
+        order: list[str] = list(record.get("order", ()))
+        if prompt.entry is None:  # never_finish: a sampler that keeps running
+            order = [n for n, node in graph.items() if node["class_type"] == "KSampler"][:1]
+        sent = 0
+
+        def send(kind: str, data: dict[str, Any]) -> bool:
+            nonlocal sent
+            if self.websocket_closes_after is not None and sent >= self.websocket_closes_after:
+                ws.drop()
+                return False
+            self._send(ws, kind, data)
+            sent += 1
+            return not ws.closed
+
+        ids = {"prompt_id": prompt_id}
+        steps = [
+            ("status", {"status": {"exec_info": {"queue_remaining": 1}}}),
+            ("execution_start", {**ids, "timestamp": 1}),
+            ("execution_cached", {"nodes": [], **ids, "timestamp": 1}),
+        ]
+        if not all(send(kind, data) for kind, data in steps):
+            return
+        failure = _failure(prompt.entry)
+        for node_id in order:
+            kind = graph[node_id]["class_type"]
+            if not send("executing", {"node": node_id, "display_node": node_id, **ids}):
+                return
+            if failure is not None and failure.get("node_id") == node_id:
+                break
+            if kind == "KSampler":
+                total = int(graph[node_id]["inputs"].get("steps", 1))
+                for value in range(1, total + 1):
+                    if prompt.interrupted:
+                        break
+                    if prompt.entry is None and value == total:
+                        prompt.stopped.wait(timeout=30)  # until /interrupt (or give up)
+                        break
+                    data = {"value": value, "max": total, **ids, "node": node_id}
+                    if not send("progress", data):
+                        return
+                    if value == 1:
+                        ws.send(0x2, struct.pack(">II", 1, 2) + b"\x89PNG preview")
+            elif kind in _OUTPUT_NODES and prompt.entry is not None:
+                output = prompt.entry["outputs"].get(node_id, {})
+                data = {"node": node_id, "display_node": node_id, "output": output, **ids}
+                if not send("executed", data):
+                    return
+        if prompt.interrupted:
+            node_id = order[0] if order else None
+            kind = graph[node_id]["class_type"] if node_id else None
+            data = {**ids, "node_id": node_id, "node_type": kind, "executed": [], "timestamp": 2}
+            if not send("execution_interrupted", data):
+                return
+        elif failure is not None:
+            if not send("execution_error", failure):
+                return
+        else:
+            if not send("execution_success", {**ids, "timestamp": 2}):
+                return
+        send("status", {"status": {"exec_info": {"queue_remaining": 0}}})
+        send("executing", {"node": None, **ids})
 
     def _route(
         self,
@@ -256,6 +446,7 @@ class FakeComfyUI:
                 if prompt.entry is None and wanted in (None, prompt_id):
                     prompt.interrupted = True
                     prompt.entry = _interrupted_entry(prompt_id)
+                    prompt.stopped.set()
             return 200, b"", "text/plain; charset=utf-8"
         return 404, b"404: Not Found", "text/plain; charset=utf-8"
 
@@ -300,6 +491,9 @@ class FakeComfyUI:
             self._prompts[prompt_id] = _Prompt(polls_left=0, entry=None)
         else:
             self._prompts[prompt_id] = _Prompt(self.pending_polls, self._execute(prompt_id, graph))
+        ws = self._sockets.get(str(body.get("client_id")))
+        if ws is not None and not self.websocket_mute:
+            threading.Thread(target=self._narrate, args=(ws, prompt_id, graph), daemon=True).start()
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}
 
     def _history(self, prompt_id: str) -> dict[str, Any]:
@@ -414,12 +608,13 @@ class FakeComfyUI:
 
     def _execute(self, prompt_id: str, graph: dict[str, Any]) -> dict[str, Any]:
         cache: dict[str, tuple[Any, ...]] = {}
-        record: dict[str, Any] = {"prompt_id": prompt_id, "loaded_images": []}
+        record: dict[str, Any] = {"prompt_id": prompt_id, "loaded_images": [], "order": []}
         outputs: dict[str, Any] = {}
         try:
             for node_id, node in graph.items():
                 if node["class_type"] in _OUTPUT_NODES:
                     outputs[node_id] = self._save(graph, node_id, node, cache, record)
+                    record["order"].append(node_id)
         except _NodeError as failure:
             self.executions.append(record)
             return {
@@ -505,6 +700,7 @@ class FakeComfyUI:
             name: self._value(graph, value, cache, record) if isinstance(value, list) else value
             for name, value in node["inputs"].items()
         }
+        record["order"].append(node_id)  # run after its inputs, as ComfyUI orders them
         if kind == "CheckpointLoaderSimple":
             name = inputs["ckpt_name"]
             return (f"model({name})", f"clip({name})", f"vae({name})")
@@ -615,6 +811,14 @@ def _link_errors(graph: dict[str, Any], name: str, value: Any, kind: str) -> lis
             )
         ]
     return []
+
+
+def _failure(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``execution_error`` data of a failed run's history entry, if it failed."""
+    for kind, data in ((entry or {}).get("status") or {}).get("messages") or ():
+        if kind == "execution_error":
+            return data
+    return None
 
 
 def _interrupted_entry(prompt_id: str) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +21,7 @@ __all__ = [
     "STARTUP_TIMEOUT",
     "Server",
     "free_port",
+    "kill_server",
     "start_server",
     "stop",
     "wait_for",
@@ -50,6 +54,7 @@ def start_server(env: dict[str, str], log: Path) -> Server:
         process = subprocess.Popen(
             [sys.executable, "-m", "castbook", "serve", "--port", str(port)],
             env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill_server takes its worker too
         )  # fmt: skip
     server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -64,6 +69,14 @@ def start_server(env: dict[str, str], log: Path) -> Server:
         time.sleep(0.1)
     process.kill()
     pytest.fail(f"castbook serve did not come up:\n{server.output()}")
+
+
+def kill_server(server: Server) -> None:
+    """SIGKILL the server and its job worker process at once, as a crash or the OOM killer of
+    a container would (killing only the HTTP process lets the worker finish its jobs)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=10)
 
 
 def stop(server: Server) -> None:

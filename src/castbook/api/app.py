@@ -21,12 +21,14 @@ from castbook.api.auth import ApiKeys, KeyGate, require_owner
 from castbook.api.config import ApiConfig
 from castbook.api.headers import SecurityHeaders
 from castbook.api.problems import BodyLimit, install_error_handlers
+from castbook.api.quotas import QuotaGate, Quotas
 from castbook.api.request_text import reject_invalid_text
 from castbook.api.services import Services
 from castbook.blobs import BlobStore
 from castbook.db import Database
 from castbook.errors import FieldError
 from castbook.jobs import Executor, JobStore, LocalExecutor
+from castbook.jobs.retention import RetentionPass
 from castbook.settings import Settings
 
 __all__ = ["create_app", "default_executor"]
@@ -45,7 +47,8 @@ as `Authorization: Bearer <key>`. Errors are JSON: `{"error", "type", "field", "
 def default_executor(
     settings: Settings, database: Database, blobs: BlobStore, jobs: JobStore, config: ApiConfig
 ) -> Executor:
-    """``CASTBOOK_EXECUTOR``: ``local`` (threads in this process, the default) or ``celery``."""
+    """``CASTBOOK_EXECUTOR``: ``local`` (the default: a worker process this server starts, or
+    threads in this process with ``CASTBOOK_LOCAL_JOBS=thread``) or ``celery``."""
     if config.executor == "celery":
         from castbook.jobs.celery_executor import create_executor
 
@@ -54,6 +57,17 @@ def default_executor(
         raise FieldError("CASTBOOK_EXECUTOR", f"must be local or celery, got {config.executor!r}")
     from castbook.tasks.handlers import handlers
 
+    if config.local_jobs == "process":
+        from castbook.jobs.processes import ProcessExecutor
+
+        return ProcessExecutor(
+            jobs,
+            settings,
+            handlers,
+            workers=config.job_workers,
+            max_attempts=settings.job_max_attempts,
+            lease=settings.job_lease,
+        )
     return LocalExecutor(
         jobs,
         handlers(settings, database, blobs),
@@ -65,8 +79,8 @@ def default_executor(
 
 async def _stop_executor(services: Services) -> None:
     """Give running tasks ``shutdown_grace_seconds`` (CASTBOOK_STOP_GRACE) to finish. The
-    local executor then hands what still runs back to the queue (the next start runs it) and
-    says so; Celery workers keep theirs."""
+    local executor (either kind) then hands what still runs back to the queue (the next start
+    runs it) and says so; Celery workers keep theirs."""
     stopper = threading.Thread(
         target=services.executor.shutdown, name="castbook-executor-stop", daemon=True
     )
@@ -74,7 +88,8 @@ async def _stop_executor(services: Services) -> None:
     await run_in_threadpool(stopper.join, services.config.shutdown_grace_seconds)
     if stopper.is_alive():
         executor = services.executor
-        handed = executor.hand_back() if isinstance(executor, LocalExecutor) else []
+        hand_back = getattr(executor, "hand_back", None)  # only executors running jobs here
+        handed: list[str] = hand_back() if callable(hand_back) else []
         log.warning(
             "stopping: %d task(s) still running after %.0f s handed back to the queue (%s); "
             "they run when a server starts again",
@@ -98,7 +113,7 @@ def create_app(
     config = config or ApiConfig.from_env()
     database = Database(settings.database_url)
     blobs = BlobStore(settings.blob_dir)
-    jobs = JobStore(database)
+    jobs = JobStore(database, blobs)
     if executor is None:
         executor = default_executor(settings, database, blobs, jobs, config)
     services = Services(
@@ -111,12 +126,17 @@ def create_app(
         executor=executor,
     )
 
+    retention = RetentionPass.from_settings(settings, database, blobs)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(services.executor.start)
+        retention.start()  # CASTBOOK_TASK_RETENTION, every CASTBOOK_PRUNE_INTERVAL
         try:
             yield
         finally:
+            await run_in_threadpool(retention.stop)
+            await run_in_threadpool(services.close_evaluations)  # its worker processes
             await _stop_executor(services)
 
     app = FastAPI(
@@ -131,8 +151,17 @@ def create_app(
         dependencies=[Depends(reject_invalid_text)],
     )
     app.state.services = services
+    app.state.retention = retention
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    # Inside KeyGate (it needs the key), outside BodyLimit: a refused body is never read.
+    app.add_middleware(
+        QuotaGate,
+        quotas=Quotas.from_settings(settings),
+        database=database,
+        blobs=blobs,
+        shape=compat.shape_error,
+    )
     # No key, nothing else runs; the compat endpoints answer with their own keys.
     app.add_middleware(KeyGate, keys=services.keys, shape=compat.shape_error)
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, 401s too

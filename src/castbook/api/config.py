@@ -22,6 +22,9 @@ class ApiConfig:
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     fetch_timeout: float = 15.0
     executor: str = "local"
+    # Where the local executor runs jobs (CASTBOOK_LOCAL_JOBS): "process" (a worker process)
+    # or "thread" (in this process; tests that inject handlers use it).
+    local_jobs: str = "process"
     # Job threads of the embedded (local) executor: jobs that run at the same time.
     job_workers: int = 1
     # How often a task's event stream looks at the job row, and how often it sends a
@@ -47,6 +50,7 @@ class ApiConfig:
             "allow_private_urls": settings.allow_private_urls,
             "allowed_hosts": settings.fetch_allowed_hosts,
             "executor": settings.executor,
+            "local_jobs": settings.local_jobs,
             "max_variants": settings.max_variants,
             "shutdown_grace_seconds": settings.stop_grace,
         }

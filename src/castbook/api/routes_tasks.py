@@ -91,8 +91,10 @@ def create_generation(
     )
 
 
+# Polling and listing are the hottest requests: they run on the event loop (one indexed read
+# each, no thread hop). Reads never wait for a writer (SQLite WAL, PostgreSQL MVCC).
 @router.get("/tasks", summary="List your tasks, newest first")
-def list_tasks(
+async def list_tasks(
     request: Request,
     owner: CurrentOwner,
     services: AppServices,
@@ -104,7 +106,7 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", name="get_task", summary="A task's status, progress and results")
-def get_task(
+async def get_task(
     task_id: str, request: Request, owner: CurrentOwner, services: AppServices
 ) -> dict[str, Any]:
     return task_json(request, services.jobs.get(task_id, owner))
@@ -129,14 +131,12 @@ async def stream_task_events(
     task_id: str, request: Request, owner: CurrentOwner, services: AppServices
 ) -> StreamingResponse:
     await run_in_threadpool(services.jobs.get, task_id, owner)  # 404 before the stream starts
-    config = services.config
     events = task_events(
-        services.jobs,
+        services.task_watch(),
         task_id,
         owner,
         lambda job: task_json(request, job),
-        poll=config.events_poll_seconds,
-        keepalive=config.events_keepalive_seconds,
+        keepalive=services.config.events_keepalive_seconds,
     )
     return StreamingResponse(
         events,

@@ -1,4 +1,5 @@
-"""What one app instance works with: database, blob store, jobs, keys, executor, scorer."""
+"""What one app instance works with: database, blob store, jobs, keys, executor, and the
+evaluation workers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from castbook.api.auth import ApiKeys
 from castbook.api.config import ApiConfig
+from castbook.api.sse import TaskWatch
 from castbook.blobs import BlobStore
 from castbook.db import CharacterRow, Database, JobOutputRow, JobRow, ReferenceImageRow
 from castbook.errors import StorageError
@@ -19,7 +21,7 @@ from castbook.library import CharacterLibrary
 from castbook.settings import Settings
 
 if TYPE_CHECKING:
-    from castbook.evaluation import Scorer
+    from castbook.evaluation.pool import EvaluationPool
     from castbook.generation import PresetCatalog
 
 __all__ = ["AppServices", "Services"]
@@ -34,15 +36,20 @@ class Services:
     jobs: JobStore
     keys: ApiKeys
     executor: Executor
-    _scorer: Scorer | None = field(default=None, repr=False)
-    _scorer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    # The face model is not safe to share between threads; scoring calls take turns.
-    scoring_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _evaluations: EvaluationPool | None = field(default=None, repr=False)
+    _made_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _extractor: Any = field(default=None, repr=False)
+    _task_watch: TaskWatch | None = field(default=None, repr=False)
+
+    def task_watch(self) -> TaskWatch:
+        """What every open task event stream of this app reads its task's state from."""
+        if self._task_watch is None:
+            self._task_watch = TaskWatch(self.jobs, self.config.events_poll_seconds)
+        return self._task_watch
 
     def extractor(self) -> Any:
         """The Character Extractor; one per server, so key cool-downs are remembered."""
-        with self._scorer_lock:
+        with self._made_lock:
             if self._extractor is None:
                 from castbook.extract import Extractor
 
@@ -95,26 +102,30 @@ class Services:
             ).first()
         return found is not None
 
-    def scorer(self) -> Scorer:
-        """One scorer per app, made on first use (loading the face model takes a moment)."""
-        with self._scorer_lock:
-            if self._scorer is None:
-                from castbook.evaluation import Scorer
-                from castbook.evaluation.faces import faces_available
-                from castbook.evaluation.learned import configured_embedder
+    def evaluations(self) -> EvaluationPool:
+        """The worker processes that score evaluations, one pool per app, made on first use
+        (each worker loads the face model once). Owners share them fairly; nothing here holds
+        a lock across owners while scoring."""
+        with self._made_lock:
+            if self._evaluations is None:
+                from castbook.evaluation.pool import EvaluationPool
 
-                self._scorer = Scorer(
-                    faces=faces_available(), learned_embedder=configured_embedder()
-                )
-            return self._scorer
+                self._evaluations = EvaluationPool(self.settings.eval_workers)
+            return self._evaluations
+
+    def close_evaluations(self) -> None:
+        """Stop the evaluation workers (queued evaluations are refused); safe to repeat."""
+        with self._made_lock:
+            pool, self._evaluations = self._evaluations, None
+        if pool is not None:
+            pool.close()
 
     def close(self) -> None:
-        if self._scorer is not None:
-            self._scorer.close()
+        self.close_evaluations()
         self.database.dispose()
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:  # async: no thread hop per request
     return request.app.state.services
 
 

@@ -16,28 +16,67 @@ than listening to an executor: it works the same for the local executor and for 
 workers on other machines. Steps that start and finish between two reads are not seen; the
 last state always is. A comment line is sent every ``keepalive`` seconds of silence so
 proxies keep the connection open.
+
+Every open stream of an app shares one :class:`TaskWatch`: one query per ``poll`` reads the
+status and progress of all watched tasks, so a stream costs the server next to nothing
+between events, far less than a client polling ``GET /v1/tasks/{id}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
 
-from castbook.jobs import Job, JobStore
+from castbook.jobs import TERMINAL, Job, JobStore
+from castbook.jobs.store import ProgressState
 
-__all__ = ["format_event", "progress_text", "task_events"]
+__all__ = ["TaskWatch", "format_event", "task_events"]
 
 
-def progress_text(job: Job) -> str:
-    """``running 3/4``, ``queued``, ``succeeded 4/4`` …"""
-    if job.progress_total:
-        return f"{job.status.value} {job.progress_step}/{job.progress_total}"
-    return job.status.value
+class TaskWatch:
+    """The latest status and progress of every task an open stream follows, read for all of
+    them at once, at most once per ``poll`` seconds (whoever asks first after that reads)."""
+
+    def __init__(self, jobs: JobStore, poll: float) -> None:
+        self.jobs = jobs
+        self.poll = poll
+        self._watched: Counter[str] = Counter()
+        self._states: dict[str, ProgressState] = {}
+        self._read_at = float("-inf")
+        self._lock: asyncio.Lock | None = None
+        self.reads = 0  # how many queries all streams together cost (tests look)
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[None]:
+        self._watched[job_id] += 1
+        try:
+            yield
+        finally:
+            self._watched[job_id] -= 1
+            if self._watched[job_id] <= 0:
+                del self._watched[job_id]
+                self._states.pop(job_id, None)
+
+    async def state(self, job_id: str) -> ProgressState | None:
+        """The task's state as of at most ``poll`` seconds ago (None: the row is gone)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            stale = time.monotonic() - self._read_at >= self.poll
+            if stale or job_id not in self._states:
+                watched = sorted(self._watched) or [job_id]
+                self._states = await run_in_threadpool(self.jobs.progress_states, watched)
+                self._read_at = time.monotonic()
+                self.reads += 1
+        return self._states.get(job_id)
 
 
 def format_event(event: str, data: Any, event_id: int | None = None) -> str:
@@ -49,47 +88,52 @@ def format_event(event: str, data: Any, event_id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _progress(job: Job) -> dict[str, Any]:
+def _progress(job_id: str, state: ProgressState) -> dict[str, Any]:
+    status, step, total, message = state
     return {
-        "id": job.id,
-        "status": job.status.value,
-        "step": job.progress_step,
-        "total": job.progress_total,
-        "message": job.progress_message,
-        "text": progress_text(job),
+        "id": job_id,
+        "status": status.value,
+        "step": step,
+        "total": total,
+        "message": message,
+        "text": f"{status.value} {step}/{total}" if total else status.value,
     }
 
 
 async def task_events(
-    jobs: JobStore,
+    watch: TaskWatch,
     job_id: str,
     owner: str,
     describe: Callable[[Job], dict[str, Any]],
     *,
-    poll: float,
     keepalive: float,
 ) -> AsyncIterator[str]:
     """The event stream of one task; ends after the ``done`` event.
 
     ``describe`` turns the finished job into the ``done`` event's data.
     """
-    last: tuple[object, ...] | None = None
+    last: ProgressState | None = None
     counter = 0
     quiet_since = time.monotonic()
     yield "retry: 2000\n\n"
-    while True:
-        job = await run_in_threadpool(jobs.get, job_id, owner)
-        state = (job.status, job.progress_step, job.progress_total, job.progress_message)
-        if state != last:
-            last = state
-            counter += 1
-            yield format_event("progress", _progress(job), counter)
-            quiet_since = time.monotonic()
-        if job.done:
-            counter += 1
-            yield format_event("done", describe(job), counter)
-            return
-        if time.monotonic() - quiet_since >= keepalive:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await anyio.sleep(poll)
+    with watch.watching(job_id):
+        while True:
+            state = await watch.state(job_id)
+            if state is None:  # deleted meanwhile (retention, another server): say so, end
+                gone = {"id": job_id, "error": f"task {job_id} no longer exists"}
+                yield format_event("gone", gone, counter + 1)
+                return
+            if state != last:
+                last = state
+                counter += 1
+                yield format_event("progress", _progress(job_id, state), counter)
+                quiet_since = time.monotonic()
+            if state.status in TERMINAL:
+                job = await run_in_threadpool(watch.jobs.get, job_id, owner)
+                counter += 1
+                yield format_event("done", describe(job), counter)
+                return
+            if time.monotonic() - quiet_since >= keepalive:
+                yield ": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            await anyio.sleep(watch.poll)

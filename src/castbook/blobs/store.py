@@ -2,6 +2,11 @@
 
 Writes go to a temporary file in the same folder and are renamed into place, so a reader
 never sees half a blob and a crash never leaves a truncated one under a real name.
+
+A blob's modification time says when a writer last stored (or touched) it: a writer about to
+record a reference to a blob refreshes it first, and collectors delete only blobs older than
+their cut-off, so a blob written for a row not yet committed is never taken from under it
+(see :mod:`castbook.jobs.retention`).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class BlobStore:
         """Store ``data``; return its id and whether this call created the file."""
         blob_id = hashlib.sha256(data).hexdigest()
         target = self.path(blob_id)
-        if target.is_file():
+        if self.touch(blob_id):  # already there: fresh again, for collectors running now
             return blob_id, False
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +90,32 @@ class BlobStore:
                 f"blob {blob_id} is missing from {self.root}; "
                 "the store was changed outside castbook"
             ) from None
+
+    def touch(self, blob_id: str) -> bool:
+        """Mark the blob as just written (a reference to it is about to be committed); False
+        when it is missing."""
+        try:
+            os.utime(self.path(blob_id))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"could not touch blob {blob_id} in {self.root}: {exc}") from exc
+        return True
+
+    def stat(self, blob_id: str) -> os.stat_result | None:
+        """Its size and modification time; None when it is missing."""
+        try:
+            return self.path(blob_id).stat()
+        except FileNotFoundError:
+            return None
+
+    def delete_if_older(self, blob_id: str, cutoff: float) -> int | None:
+        """Delete the blob when it was last written before ``cutoff`` (a Unix time); its size
+        when deleted, None when it is missing or newer (a writer may be about to use it)."""
+        info = self.stat(blob_id)
+        if info is None or info.st_mtime >= cutoff:
+            return None
+        return info.st_size if self.delete(blob_id) else None
 
     def delete(self, blob_id: str) -> bool:
         path = self.path(blob_id)

@@ -19,6 +19,7 @@ from castbook.cli.prompt import prompt
 from castbook.cli.render import render
 from castbook.cli.serve import keys_app, serve
 from castbook.cli.story import story_app
+from castbook.cli.tasks import describe_holdings, tasks_app
 from castbook.cli.worker import worker
 from castbook.library.text import invalid_text
 from castbook.settings import Settings
@@ -45,6 +46,7 @@ app.add_typer(story_app, name="story")
 app.command("worker")(worker)
 app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
+app.add_typer(tasks_app, name="tasks")
 
 
 def _version(value: bool) -> None:
@@ -69,22 +71,27 @@ def root(
 @app.command()
 @reports_errors
 def info(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Show where castbook keeps its data and how much is there."""
+    """Show where castbook keeps its data and how much is there, tasks included."""
+    from castbook.jobs.retention import holdings
+
+    settings = Settings.from_env()
     library = open_library()
     characters = library.list()
+    held = holdings(library.database, library.blobs, settings)
     details = {
         "version": __version__,
-        "home": str(Settings.from_env().home),
+        "home": str(settings.home),
         "database": library.database.safe_url,
         "blob_store": str(library.blobs.root),
         "characters": len(characters),
         "reference_images": sum(len(c.images) for c in characters),
     }
     if json_output:
-        print_json(details)
+        print_json({**details, "tasks": held.to_json()})
         return
-    for key, value in details.items():
-        console.print(f"[bold]{key.replace('_', ' ')}[/]: {value}", highlight=False)
+    lines = [(key.replace("_", " "), str(value)) for key, value in details.items()]
+    for key, value in [*lines, *describe_holdings(held)]:
+        console.print(f"[bold]{key}[/]: {escape(value)}", highlight=False)
 
 
 def argument_problem(args: list[str]) -> str | None:

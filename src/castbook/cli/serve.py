@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -10,11 +12,62 @@ from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.settings import DEFAULT_OWNER, Settings
 
+if TYPE_CHECKING:
+    from castbook.api.auth import ApiKey
+
 __all__ = ["keys_app", "serve"]
 
 keys_app = typer.Typer(
-    help="API keys for the HTTP API: create (shown once), list, revoke.", no_args_is_help=True
+    help="API keys for the HTTP API: create (shown once), list, set quotas, revoke.",
+    no_args_is_help=True,
 )
+
+_MB = 1024 * 1024
+
+
+def _rate_option() -> float | None:
+    return typer.Option(
+        None, "--rate", min=0, help="Requests/s for this key (0: no limit; default: the server's)."
+    )
+
+
+def _burst_option() -> int | None:
+    return typer.Option(None, "--burst", min=1, help="Requests at once above that rate.")
+
+
+def _queued_option() -> int | None:
+    return typer.Option(
+        None, "--max-queued", min=0, help="Queued and running tasks of the key's owner (0: none)."
+    )
+
+
+def _storage_option() -> float | None:
+    return typer.Option(
+        None, "--max-storage-mb", min=0, help="MB of stored images of the key's owner (0: none)."
+    )
+
+
+def _limits(
+    rate: float | None, burst: int | None, queued: int | None, storage_mb: float | None
+) -> dict[str, float | int | None]:
+    return {
+        "rate_limit": rate,
+        "rate_burst": burst,
+        "max_queued": queued,
+        "max_storage_bytes": None if storage_mb is None else int(storage_mb * _MB),
+    }
+
+
+def _limits_text(key: ApiKey) -> str:
+    shown = {
+        "rate": f"{key.rate_limit:g}/s" if key.rate_limit is not None else None,
+        "burst": key.rate_burst,
+        "queued": key.max_queued,
+        "storage": (
+            f"{key.max_storage_bytes / _MB:g} MB" if key.max_storage_bytes is not None else None
+        ),
+    }
+    return ", ".join(f"{name} {value}" for name, value in shown.items() if value is not None)
 
 
 @reports_errors
@@ -22,7 +75,11 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
     workers: int = typer.Option(
-        1, "--workers", min=1, max=64, help="Jobs run at the same time (local executor threads)."
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Jobs run at the same time (threads of the job worker process).",
     ),
     log_level: str = typer.Option(
         "info", "--log-level", help="critical, error, warning, info or debug."
@@ -68,11 +125,18 @@ def create_key(
     admin: bool = typer.Option(
         False, "--admin", help="Also allow it to pull and remove the server's models."
     ),
+    rate: float | None = _rate_option(),
+    burst: int | None = _burst_option(),
+    max_queued: int | None = _queued_option(),
+    max_storage_mb: float | None = _storage_option(),
     plain: bool = typer.Option(False, "--plain", help="Print only the key (for scripts)."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON (the key included)."),
 ) -> None:
-    """Create an API key and print it once; only its hash is stored."""
-    key, secret = _keys().create(name, owner, admin=admin)
+    """Create an API key and print it once; only its hash is stored. Quotas not given are
+    the server's (CASTBOOK_RATE_LIMIT, CASTBOOK_RATE_BURST, CASTBOOK_MAX_QUEUED_TASKS,
+    CASTBOOK_MAX_STORAGE_MB)."""
+    limits = _limits(rate, burst, max_queued, max_storage_mb)
+    key, secret = _keys().create(name, owner, admin=admin, **limits)
     if plain:
         typer.echo(secret)
         return
@@ -99,7 +163,10 @@ def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON
         console.print("No API keys. Create one with `castbook keys create --name NAME`.")
         return
     table = Table(title="API keys")
-    for column in ("id", "name", "owner", "key", "created", "last used", "state", "admin"):
+    # Keys with quotas of their own get a column for them; otherwise the server's apply.
+    quotas = any(_limits_text(key) for key in keys)
+    columns = ("id", "name", "owner", "key", "created", "last used", "state", "admin")
+    for column in (*columns, "quotas") if quotas else columns:
         table.add_column(column)
     for key in keys:
         table.add_row(
@@ -111,6 +178,7 @@ def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON
             key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never",
             "active" if key.active else "[red]revoked[/]",
             "yes" if key.admin else "",
+            *([_limits_text(key) or "server's"] if quotas else []),
         )
     console.print(table)
 
@@ -123,3 +191,23 @@ def revoke_key(
     """Revoke an API key; requests with it get 401 from then on."""
     key = _keys().revoke(key_id)
     console.print(f"Revoked API key [bold]{escape(key.name)}[/] ({key.id}).")
+
+
+@keys_app.command("limits")
+@reports_errors
+def set_key_limits(
+    key_id: str = typer.Argument(..., metavar="ID", help="The key's id (or 6+ of its first)."),
+    rate: float | None = _rate_option(),
+    burst: int | None = _burst_option(),
+    max_queued: int | None = _queued_option(),
+    max_storage_mb: float | None = _storage_option(),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Set a key's quotas; a quota not given goes back to the server's setting. Running
+    servers apply the change within a second."""
+    key = _keys().set_limits(key_id, **_limits(rate, burst, max_queued, max_storage_mb))
+    if json_output:
+        print_json(key.to_json())
+        return
+    shown = _limits_text(key) or "the server's settings"
+    console.print(f"Quotas of API key [bold]{escape(key.name)}[/] ({key.id}): {escape(shown)}.")

@@ -49,7 +49,10 @@ class Database:
         if self.dialect == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
+            # A file database cannot drop a connection; a network one can (a restarted
+            # server): only there is a ping per checkout worth its cost.
+            ping = self.dialect != "sqlite"
+            self.engine: Engine = create_engine(parsed, pool_pre_ping=ping)
         except (NoSuchModuleError, ModuleNotFoundError) as exc:
             raise StorageError(
                 "PostgreSQL support needs the psycopg driver: pip install 'castbook[postgres]'"

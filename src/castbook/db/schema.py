@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -128,6 +129,14 @@ class JobRow(Base):
     """One piece of queued work; the table is the source of truth for its state."""
 
     __tablename__ = "jobs"
+    __table_args__ = (
+        # Listing an owner's tasks, newest first (GET /v1/tasks).
+        Index("ix_jobs_owner_created", "owner", "created_at"),
+        # The executors' queue scans.
+        Index("ix_jobs_status", "status"),
+        # Counting an owner's queued and running tasks (the queued-task quota).
+        Index("ix_jobs_owner_status", "owner", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -146,7 +155,7 @@ class JobRow(Base):
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     outputs: Mapped[list[JobOutputRow]] = relationship(
@@ -161,6 +170,9 @@ class JobOutputRow(Base):
     """An image or video a job produced; its bytes are a blob, so it keeps the blob alive."""
 
     __tablename__ = "job_outputs"
+    # Every read of a task (polling, its event stream, each task of a list) loads its
+    # outputs by job, in order.
+    __table_args__ = (Index("ix_job_outputs_job_id", "job_id", "position"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(
@@ -203,6 +215,12 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Admin keys may change the server itself (pull or remove models), not only records.
     admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # This key's own quotas (castbook.api.quotas); NULL takes the server's setting, 0 means
+    # no limit for this key.
+    rate_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_queued: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class WorkflowRow(Base):

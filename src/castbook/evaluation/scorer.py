@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from castbook.errors import CastbookError
 from castbook.evaluation.features import (
@@ -27,6 +27,9 @@ from castbook.evaluation.features import (
     load_for_scoring,
 )
 from castbook.evaluation.scoring import Calibration, Comparison, compare, default_calibration
+
+if TYPE_CHECKING:
+    from castbook.evaluation.budget import PixelBudget
 
 __all__ = ["Score", "Scorer", "most_consistent", "rank", "score"]
 
@@ -105,12 +108,24 @@ class Scorer:
         return self.face_embedder is not None or self.learned_embedder is not None
 
     def score_one(
-        self, references: Sequence[ImageFeatures], candidate: ImageSource, name: str
+        self,
+        references: Sequence[ImageFeatures],
+        candidate: ImageSource,
+        name: str,
+        *,
+        budget: PixelBudget | None = None,
     ) -> Score:
+        """One candidate's score; a candidate that cannot be read gets an ``error``. A clip's
+        decoded frames are charged to ``budget``; running out raises (it refuses the whole
+        request, unlike one unreadable candidate)."""
+        from castbook.evaluation.budget import BudgetExceededError
+
         try:
             if _is_video(candidate):
-                return self._score_video(references, candidate, name)
+                return self._score_video(references, candidate, name, budget)
             features = self.features(candidate, name)
+        except BudgetExceededError:
+            raise
         except CastbookError as exc:
             return Score(name, None, error=str(exc))
         index, best = self._best(references, features)
@@ -159,12 +174,16 @@ class Scorer:
         return index, results[index]
 
     def _score_video(
-        self, references: Sequence[ImageFeatures], candidate: ImageSource, name: str
+        self,
+        references: Sequence[ImageFeatures],
+        candidate: ImageSource,
+        name: str,
+        budget: PixelBudget | None = None,
     ) -> Score:
         from castbook.evaluation.video import sample_frames
 
         source = candidate if isinstance(candidate, bytes) else Path(candidate)  # type: ignore[arg-type]
-        frames = sample_frames(source, max_frames=self.video_frames)
+        frames = sample_frames(source, max_frames=self.video_frames, budget=budget)
         per_frame = [self._best(references, self.features(f.image, name))[1] for f in frames]
         headline = [c.score for c in per_frame]
         components = {

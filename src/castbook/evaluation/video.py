@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
@@ -37,10 +37,15 @@ from castbook.errors import (
 from castbook.images.decode import MAX_PIXELS
 from castbook.images.reference import fit_within
 
+if TYPE_CHECKING:
+    from castbook.evaluation.budget import PixelBudget
+
 __all__ = [
     "FFMPEG_TIMEOUT_S",
     "VIDEO_SUFFIXES",
     "VideoFrame",
+    "clip_dimensions",
+    "container_kind",
     "is_video",
     "sample_frames",
 ]
@@ -103,12 +108,64 @@ def is_video(path_or_bytes: str | os.PathLike[str] | bytes) -> bool:
     return kind is not None
 
 
+def container_kind(data: bytes) -> str | None:
+    """``"mov"``, ``"matroska"``, ``"gif"``, ``"webp"`` or ``"png"`` by the first bytes, else
+    None (a JPEG, or nothing castbook samples frames from). Says nothing about frame count."""
+    return _sniff(bytes(data[:_HEAD_BYTES]))
+
+
+def clip_dimensions(
+    source: str | os.PathLike[str] | bytes, *, label: str | None = None
+) -> tuple[int, int, int] | None:
+    """``(frames, width, height)`` of a clip without decoding its pictures, or None for a
+    still image (or a clip whose frame size ffmpeg does not report).
+
+    Animated GIF/WebP/PNG: Pillow's frame count and canvas size, read from the file's
+    structure. MP4/MOV, WebM/MKV: ffmpeg's demux-only pass (the one :func:`sample_frames`
+    makes first) counts the packets and reads the stream's frame size. Unreadable data raises
+    the error :func:`sample_frames` would.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        data: bytes | None = bytes(source)
+        name = label or "video"
+        head = data[:_HEAD_BYTES]
+        path: str | None = None
+    else:
+        data, path = None, os.fspath(source)
+        name = label or path
+        head = _read_head(path, name)
+    kind = _sniff(head)
+    if kind is None:
+        return None
+    if kind in _PILLOW_KINDS:
+        opened: str | IO[bytes] = path if data is None else io.BytesIO(data)
+        try:
+            with Image.open(opened, formats=[_PILLOW_KINDS[kind]]) as image:
+                count = getattr(image, "n_frames", 1)
+                width, height = image.size
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{name} has far too many pixels ({exc})") from exc
+        except (UnidentifiedImageError, *_PILLOW_ERRORS) as exc:
+            raise CorruptImageError(f"{name} cannot be read as {kind.upper()} ({exc})") from exc
+        return (count, width, height) if count >= 2 else None
+    exe = _ffmpeg_exe()
+    with _on_disk(path, data, kind) as file_path:
+        target = "file:" + os.path.abspath(file_path)
+        head_args = [exe, "-hide_banner", "-nostdin", "-nostats", "-threads", "0"]
+        source_args = ["-f", kind, "-protocol_whitelist", "file", "-i", target, "-map", "0:V:0"]
+        probe = _probe(head_args, source_args, kind, name, target)
+    if probe.size is None:
+        return None
+    return probe.frames, probe.size[0], probe.size[1]
+
+
 def sample_frames(
     source: str | os.PathLike[str] | bytes,
     *,
     max_frames: int = 16,
     max_side: int | None = 1024,
     label: str | None = None,
+    budget: PixelBudget | None = None,
 ) -> list[VideoFrame]:
     """Up to ``max_frames`` frames spread evenly over the whole clip, in order.
 
@@ -116,7 +173,9 @@ def sample_frames(
     sample is the first frame; a clip with fewer frames than ``max_frames`` gives all of them.
     Frames are RGB (transparency is laid on white) and, when ``max_side`` is set, shrunk to fit
     a ``max_side`` square keeping their aspect ratio (never enlarged). ``label`` names bytes
-    input in error messages (a path names itself).
+    input in error messages (a path names itself). ``budget`` is charged for every frame
+    decoded (all of them, not only the samples: each is decoded to reach the next), and stops
+    the decoding with :class:`~castbook.evaluation.budget.BudgetExceededError` when it runs out.
     """
     if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
         raise FieldError("max_frames", f"must be a whole number of at least 1, not {max_frames!r}")
@@ -145,8 +204,8 @@ def sample_frames(
         raise UnsupportedImageError(f"{name} is not a video ({_describe(head)}); {_SUPPORTED}")
     if kind in _PILLOW_KINDS:
         opened: str | IO[bytes] = path if data is None else io.BytesIO(data)
-        return _sample_with_pillow(opened, kind, name, max_frames, max_side)
-    return _sample_with_ffmpeg(path, data, kind, name, max_frames, max_side)
+        return _sample_with_pillow(opened, kind, name, max_frames, max_side, budget)
+    return _sample_with_ffmpeg(path, data, kind, name, max_frames, max_side, budget)
 
 
 # --- choosing frames ---------------------------------------------------------------------
@@ -238,7 +297,12 @@ def _is_animated(fp: str | os.PathLike[str] | IO[bytes], kind: str) -> bool:
 
 
 def _sample_with_pillow(
-    fp: str | IO[bytes], kind: str, name: str, max_frames: int, max_side: int | None
+    fp: str | IO[bytes],
+    kind: str,
+    name: str,
+    max_frames: int,
+    max_side: int | None,
+    budget: PixelBudget | None = None,
 ) -> list[VideoFrame]:
     fmt = _PILLOW_KINDS[kind]
     try:
@@ -258,6 +322,8 @@ def _sample_with_pillow(
             frames: list[VideoFrame] = []
             elapsed_ms = 0
             for index in range(chosen[-1] + 1):
+                if budget is not None:
+                    budget.charge(width * height, name)  # before the frame is decoded
                 image.seek(index)
                 # Reaching a frame decodes the ones before it anyway (they draw on each
                 # other), and WebP only reports a frame's duration once it is loaded.
@@ -330,6 +396,7 @@ def _sample_with_ffmpeg(
     name: str,
     max_frames: int,
     max_side: int | None,
+    budget: PixelBudget | None = None,
 ) -> list[VideoFrame]:
     exe = _ffmpeg_exe()
     with _on_disk(path, data, kind) as file_path:
@@ -346,12 +413,17 @@ def _sample_with_ffmpeg(
                 f"{MAX_PIXELS // 1_000_000} MP a frame"
             )
         count = probe.frames
+        if budget is not None and probe.size is not None:
+            # Every frame is decoded (the select filter sees them all), so all are charged.
+            budget.charge(count * probe.size[0] * probe.size[1], name)
         frames, decoded = _decode(
             head, source, count, max_frames, max_side, probe, kind, name, target
         )
         if decoded and decoded != count:
             # The demuxer's packet count was not the decoder's frame count (damaged data,
             # packets that hold no picture): choose again among the frames that really exist.
+            if budget is not None and probe.size is not None:
+                budget.charge(decoded * probe.size[0] * probe.size[1], name)  # decoded again
             frames, _ = _decode(
                 head, source, decoded, max_frames, max_side, probe, kind, name, target
             )

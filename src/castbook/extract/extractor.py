@@ -16,9 +16,11 @@ class Extractor:
     """Holds the providers and their key ring (rate-limit cool-downs live as long as it)."""
 
     def __init__(self, home: Path | None, environ: Mapping[str, str] | None = None) -> None:
-        from castbook.extract.keys import KeyRing, load_providers
+        from castbook.providers import KeyRing, load_providers
 
-        self.providers = load_providers(home, environ)
+        # Only OpenAI-compatible providers speak chat completions; a gemini or comfyui one
+        # in the same file is for the generation backends.
+        self.providers = [p for p in load_providers(home, environ) if p.kind == "openai"]
         self.ring = KeyRing([key for provider in self.providers for key in provider.keys])
 
     def extract(

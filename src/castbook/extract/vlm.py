@@ -29,9 +29,9 @@ import httpx
 from pydantic import ValidationError
 
 from castbook.errors import BackendError, FieldError, UnsupportedImageError
-from castbook.extract.keys import KeyRing, ProviderConfig, ProviderKey
 from castbook.extract.schema import EXTRACTION_JSON_SCHEMA, UNKNOWN, Extraction
 from castbook.library.models import PHYSICAL_TRAITS
+from castbook.providers import KeyRing, ProviderConfig, ProviderKey
 from castbook.settings import Settings
 
 __all__ = ["SYSTEM_PROMPT", "USER_PROMPT", "extract_with_vlm", "unfilled_fields"]
@@ -282,7 +282,7 @@ class _Chat:
         return self.error(
             f"every key for {self.provider.name} is rate-limited or out of quota "
             f"({shown}), each skipped for {self.cool_down:g} s after its error{why}; "
-            "try again later or add a key (castbook keys)",
+            "try again later or add a key to $CASTBOOK_HOME/providers.toml",
             429 if self.limited else None,
         )
 

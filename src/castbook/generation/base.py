@@ -64,6 +64,10 @@ class PreparedRequest:
     # The stored id (sha256 of the file) of references[i], for the first references; an
     # image added later without one (a story's previous panel) is keyed by its pixels.
     reference_ids: tuple[str, ...] = ()
+    # The stored bytes of references[i] where castbook has them (a character's reference, a
+    # stored or file reference): a hosted backend may send them as they are instead of
+    # re-encoding the decoded picture (Gemini's inline image parts).
+    reference_data: tuple[bytes, ...] = ()
 
     @property
     def mode(self) -> Mode:

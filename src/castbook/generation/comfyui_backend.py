@@ -34,6 +34,8 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
+import math
 import os
 import time
 import uuid
@@ -50,6 +52,12 @@ from castbook.errors import (
     InvalidInputError,
 )
 from castbook.generation.base import GenerationResult, PreparedRequest, Progress, ProgressCallback
+from castbook.generation.comfyui_progress import (
+    Message,
+    ProgressSocket,
+    SocketClosed,
+    execution_error_text,
+)
 from castbook.generation.comfyui_workflows import (
     BUILTIN_WORKFLOWS,
     I2I_SIBLINGS,
@@ -75,6 +83,11 @@ __all__ = [
 ]
 
 _DEFAULT_SERVER_ENV = "CASTBOOK_COMFYUI_URL"
+
+log = logging.getLogger("castbook.generation")
+
+#: seconds of websocket silence after which ``/history`` is read once, in case it ended
+QUIET_CHECK_S = 5.0
 
 
 class ComfyUIBackend:
@@ -107,7 +120,7 @@ class ComfyUIBackend:
         self.timeout = float(timeout)
         self.poll_interval = float(poll_interval)
         self.options = {**OPTION_DEFAULTS, **options}
-        self.client_id = uuid.uuid4().hex
+        self._said_polling = False
         relative_to = Path(preset.source).parent if preset.source != "built-in" else None
         self.workflows: dict[Mode, Workflow] = {}
         for mode in preset.modes:
@@ -167,8 +180,16 @@ class ComfyUIBackend:
                 for slot in range(len(request.references) + 1, workflow.reference_slots + 1)
             )
             graph = fill_workflow(workflow, values, unused=unused)
-            prompt_id, number = self._queue(client, graph)
-            entry = self._wait(client, prompt_id, number, request, progress)
+            # A client id per call: ComfyUI keeps one socket per id and silently drops the
+            # older one, so two concurrent calls must not share it.
+            client_id = uuid.uuid4().hex
+            with contextlib.ExitStack() as stack:
+                socket = self._open_socket(client_id, stack)
+                prompt_id, number = self._queue(client, graph, client_id)
+                watch = _Watch(
+                    client, prompt_id, number, graph, request, progress, socket, self.timeout
+                )
+                entry = self._wait(watch)
             images = self._download(client, entry, batch, request, progress)
         return GenerationResult(
             images=tuple(images),
@@ -284,9 +305,11 @@ class ComfyUIBackend:
         subfolder = answer.get("subfolder") or ""
         return f"{subfolder}/{name}" if subfolder else name
 
-    def _queue(self, client: httpx.Client, graph: dict[str, Any]) -> tuple[str, Any]:
+    def _queue(
+        self, client: httpx.Client, graph: dict[str, Any], client_id: str
+    ) -> tuple[str, Any]:
         response = self._send(
-            client, "POST", "/prompt", json={"prompt": graph, "client_id": self.client_id}
+            client, "POST", "/prompt", json={"prompt": graph, "client_id": client_id}
         )
         if response.status_code == 400:
             raise BackendError(
@@ -300,43 +323,122 @@ class ComfyUIBackend:
             raise BackendError(self.name, f"ComfyUI queued nothing: {answer!r}")
         return prompt_id, answer.get("number")
 
-    def _wait(
-        self,
-        client: httpx.Client,
-        prompt_id: str,
-        number: Any,
-        request: PreparedRequest,
-        progress: ProgressCallback,
-    ) -> dict[str, Any]:
-        total = request.request.steps
-        started = time.monotonic()
-        deadline = started + self.timeout
-        where = f" as #{number}" if number is not None else ""
+    # -- waiting: the websocket's messages, else polling /history ----------------------------
 
-        def report(message: str) -> None:
+    def _open_socket(self, client_id: str, stack: contextlib.ExitStack) -> ProgressSocket | None:
+        """Open the progress websocket before queueing (so no message is missed), or None."""
+        opened = ProgressSocket.open(
+            self.server, client_id, timeout=min(self.timeout, 10.0), stack=stack
+        )
+        if isinstance(opened, str):
+            self._say_polling(opened)
+            return None
+        return opened
+
+    def _say_polling(self, why: str) -> None:
+        """Log the fallback once per backend: a refusing server refuses every time."""
+        level = logging.DEBUG if self._said_polling else logging.WARNING
+        self._said_polling = True
+        log.log(
+            level, "ComfyUI at %s: %s; polling /history for completion instead", self.server, why
+        )
+
+    def _wait(self, watch: _Watch) -> dict[str, Any]:
+        """Wait for the prompt to end and give its ``/history`` entry.
+
+        The websocket, when open, reports each step and ends the wait; what it cannot tell
+        (a socket that closed early, history written a moment after ``execution_success``)
+        is read by polling ``/history``."""
+        where = f" as #{watch.number}" if watch.number is not None else ""
+        watch.report(0, watch.total, f"queued on ComfyUI{where}")
+        if watch.socket is not None:
             try:
-                progress(Progress(0, total, message))
-            except GenerationCancelled:
-                self._stop(client, prompt_id)
-                raise
-
-        report(f"queued on ComfyUI{where}")
+                entry = self._follow(watch)
+            except SocketClosed as closed:
+                self._say_polling(f"the websocket closed before the prompt finished ({closed})")
+            else:
+                if entry is not None:
+                    return entry
         while True:
-            response = self._send(client, "GET", f"/history/{prompt_id}")
-            history = self._json(response, "reading the prompt's history failed")
-            entry = history.get(prompt_id) if isinstance(history, dict) else None
-            if isinstance(entry, dict):
-                _raise_for_status(self.name, entry)
+            entry = self._history_entry(watch)
+            if entry is not None:
                 return entry
-            if time.monotonic() >= deadline:
-                self._stop(client, prompt_id)
-                raise BackendError(
-                    self.name,
-                    f"ComfyUI at {self.server} did not finish within {self.timeout:g} s; "
-                    "the prompt was cancelled there (raise the timeout for slow workflows)",
-                )
-            time.sleep(max(0.0, min(self.poll_interval, deadline - time.monotonic())))
-            report(f"waiting for ComfyUI ({time.monotonic() - started:.0f} s)")
+            self._check_deadline(watch)
+            time.sleep(max(0.0, min(self.poll_interval, watch.deadline - time.monotonic())))
+            watch.report(watch.step, watch.of, watch.waiting())
+
+    def _history_entry(self, watch: _Watch) -> dict[str, Any] | None:
+        """The prompt's ``/history`` entry once it has one (raising if it failed), else None."""
+        response = self._send(watch.client, "GET", f"/history/{watch.prompt_id}")
+        history = self._json(response, "reading the prompt's history failed")
+        entry = history.get(watch.prompt_id) if isinstance(history, dict) else None
+        if not isinstance(entry, dict):
+            return None
+        _raise_for_status(self.name, entry)
+        return entry
+
+    def _follow(self, watch: _Watch) -> dict[str, Any] | None:
+        """Report the websocket's messages until our prompt is done; raise on its failure.
+
+        Gives the history entry when a quiet socket made it look there and the prompt had
+        ended (a message lost to a proxy, a server that stopped sending to this client), so
+        a silent socket costs at most ``QUIET_CHECK_S``, never the whole timeout."""
+        assert watch.socket is not None
+        heard = time.monotonic()
+        while True:
+            self._check_deadline(watch)
+            wait = max(0.0, min(self.poll_interval, watch.deadline - time.monotonic()))
+            message = watch.socket.receive(timeout=wait)
+            if message is not None:
+                heard = time.monotonic()
+                if message.about(watch.prompt_id) and self._on_message(watch, message):
+                    return None
+                continue
+            watch.report(watch.step, watch.of, watch.waiting())
+            if time.monotonic() - heard >= QUIET_CHECK_S:
+                heard = time.monotonic()
+                entry = self._history_entry(watch)
+                if entry is not None:
+                    return entry
+
+    def _on_message(self, watch: _Watch, message: Message) -> bool:
+        """Act on one message; True when the prompt has finished."""
+        data = message.data
+        if message.type == "execution_start":
+            watch.running = True
+            watch.report(watch.step, watch.of, "running on ComfyUI")
+        elif message.type == "executing":
+            node = data.get("node")
+            if node is None:
+                return data.get("prompt_id") == watch.prompt_id
+            watch.running = True
+            watch.node = str(node)
+            watch.report(watch.step, watch.of, f"running {watch.describe(watch.node)}")
+        elif message.type == "progress":
+            value, most = _count(data.get("value")), _count(data.get("max"))
+            if value is not None and most and value <= most:
+                node = data.get("node")
+                watch.node = str(node) if node is not None else watch.node
+                watch.step, watch.of = value, most
+                watch.report(value, most, f"{watch.describe(watch.node)}: step {value}/{most}")
+        elif message.type == "execution_success":
+            return data.get("prompt_id") == watch.prompt_id
+        elif message.type == "execution_error":
+            raise BackendError(self.name, execution_error_text(data))
+        elif message.type == "execution_interrupted":
+            raise GenerationCancelled(
+                f"the prompt was interrupted on the ComfyUI server (node {data.get('node_id')})"
+            )
+        return False
+
+    def _check_deadline(self, watch: _Watch) -> None:
+        if time.monotonic() >= watch.deadline:
+            self._stop(watch.client, watch.prompt_id)
+            raise BackendError(
+                self.name,
+                f"ComfyUI at {self.server} did not finish within {self.timeout:g} s; "
+                "the prompt was cancelled there (raise the timeout for slow workflows)",
+            )
 
     def _download(
         self,
@@ -373,7 +475,8 @@ class ComfyUIBackend:
             images.append(image if image.mode == "RGB" else image.convert("RGB"))
         return images
 
-    def _stop(self, client: httpx.Client, prompt_id: str) -> None:
+    @staticmethod
+    def _stop(client: httpx.Client, prompt_id: str) -> None:
         """Best effort: take the prompt out of the queue, or interrupt it if it is running.
 
         Servers before mid-2025 ignore the prompt_id and interrupt whatever runs, so this is
@@ -384,6 +487,62 @@ class ComfyUIBackend:
         ):
             with contextlib.suppress(httpx.HTTPError):
                 client.post(path, json=body, timeout=5.0)
+
+
+class _Watch:
+    """One queued prompt being waited for: where it is, and reporting to the callback.
+
+    ``step``/``of`` is the last step the server reported (of the node that reported it), so
+    a heartbeat or the next node's start never moves the progress back."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        prompt_id: str,
+        number: Any,
+        graph: dict[str, Any],
+        request: PreparedRequest,
+        progress: ProgressCallback,
+        socket: ProgressSocket | None,
+        timeout: float,
+    ) -> None:
+        self.client, self.prompt_id, self.number = client, prompt_id, number
+        self.graph, self.progress, self.socket = graph, progress, socket
+        self.total = request.request.steps
+        self.step, self.of = 0, self.total
+        self.node: str | None = None
+        self.running = False
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+
+    def describe(self, node: str | None) -> str:
+        """``KSampler (node 3)``: the node's class from the graph we sent, and its id."""
+        if node is None:
+            return "the workflow"
+        spec = self.graph.get(node)
+        kind = spec.get("class_type") if isinstance(spec, dict) else None
+        return f"{kind} (node {node})" if kind else f"node {node}"
+
+    def waiting(self) -> str:
+        elapsed = f"{time.monotonic() - self.started:.0f} s"
+        if self.running and self.node is not None:
+            return f"waiting for ComfyUI ({elapsed}): running {self.describe(self.node)}"
+        return f"waiting for ComfyUI ({elapsed})"
+
+    def report(self, step: int, total: int, message: str) -> None:
+        """Tell the callback; its GenerationCancelled stops the prompt on the server."""
+        try:
+            self.progress(Progress(step, total, message))
+        except GenerationCancelled:
+            ComfyUIBackend._stop(self.client, self.prompt_id)
+            raise
+
+
+def _count(value: Any) -> int | None:
+    """A step count from a ``progress`` message (custom nodes may send floats), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return max(0, round(value))
 
 
 def _output_files(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -412,12 +571,7 @@ def _raise_for_status(backend: str, entry: dict[str, Any]) -> None:
                 f"the prompt was interrupted on the ComfyUI server (node {data.get('node_id')})"
             )
         if kind == "execution_error":
-            what = data.get("exception_type") or "error"
-            raise BackendError(
-                backend,
-                f"the workflow failed in node {data.get('node_id')} ({data.get('node_type')}): "
-                f"{what}: {str(data.get('exception_message', '')).strip()}",
-            )
+            raise BackendError(backend, execution_error_text(data))
     raise BackendError(backend, "the workflow failed on the ComfyUI server (no error message)")
 
 

@@ -111,6 +111,7 @@ def prepare_request(
     injected = inject_characters(request.prompt, characters, request.negative_prompt)
     references: list[Image.Image] = []
     ids: list[str] = []
+    stored: list[bytes] = []
     for character in characters:
         primary = character.primary_image
         if primary is not None:
@@ -118,13 +119,15 @@ def prepare_request(
             data = library.image_bytes(primary)
             references.append(open_image(data, source=f"{character.name}'s reference"))
             ids.append(primary.sha256)
+            stored.append(data)
     for ref in request.references:
-        image, sha256 = _load(ref, library, "references")
+        image, sha256, data = _load(ref, library, "references")
         references.append(image)
         ids.append(sha256)
+        stored.append(data)
     init_image = None
     if request.init_image is not None:
-        init_image, _ = _load(request.init_image, library, "init_image")
+        init_image, _, _ = _load(request.init_image, library, "init_image")
     elif request.mode in (Mode.I2I, Mode.I2V):
         if not references:
             raise FieldError(
@@ -144,6 +147,7 @@ def prepare_request(
         init_image=init_image,
         options={**preset.options, **(options or {})},
         reference_ids=tuple(ids),
+        reference_data=tuple(stored),
     )
 
 
@@ -185,6 +189,10 @@ def create_backend(preset: Preset, **kwargs: Any) -> Backend:
         from castbook.generation.openai_backend import OpenAIImagesBackend
 
         return OpenAIImagesBackend(preset, **kwargs)
+    if preset.backend == "gemini":
+        from castbook.generation.gemini_backend import GeminiImagesBackend
+
+        return GeminiImagesBackend(preset, **kwargs)
     if preset.backend == "comfyui":
         from castbook.generation.comfyui_backend import ComfyUIBackend
 
@@ -224,14 +232,15 @@ def _characters(names: Sequence[str], library: CharacterLibrary | None) -> list[
     return list(seen.values())
 
 
-def _load(ref: str, library: CharacterLibrary | None, field: str) -> tuple[Image.Image, str]:
-    """The image ``ref`` names (a stored image id or a file) and its id: the sha256 of its
-    bytes, which for a stored image is its name."""
+def _load(ref: str, library: CharacterLibrary | None, field: str) -> tuple[Image.Image, str, bytes]:
+    """The image ``ref`` names (a stored image id or a file), its id (the sha256 of its
+    bytes, which for a stored image is its name) and those bytes."""
     if is_blob_id(ref):
         # A stored image's id, never a file path, whatever the server's folders hold.
         if library is None or not library.blobs.exists(ref):
             raise FieldError(field, f"the stored image {ref[:12]}… is not in this library")
-        return open_image(library.blobs.get(ref), source=f"image {ref[:12]}"), ref
+        data = library.blobs.get(ref)
+        return open_image(data, source=f"image {ref[:12]}"), ref, data
     try:
         data = read_image_file(ref)
     except ImageError:
@@ -240,4 +249,4 @@ def _load(ref: str, library: CharacterLibrary | None, field: str) -> tuple[Image
         raise FieldError(
             field, f"{ref!r} is neither a stored image id nor a readable file ({exc})"
         ) from None
-    return open_image(data, source=ref), hashlib.sha256(data).hexdigest()
+    return open_image(data, source=ref), hashlib.sha256(data).hexdigest(), data

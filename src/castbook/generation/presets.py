@@ -33,7 +33,7 @@ from castbook.models import models_of
 
 __all__ = ["BACKENDS", "BUILTIN_PRESETS", "Preset", "PresetCatalog", "load_presets"]
 
-BACKENDS = ("diffusers", "openai", "comfyui")
+BACKENDS = ("diffusers", "openai", "gemini", "comfyui")
 PRESETS_FILE = "presets.toml"
 
 
@@ -122,6 +122,18 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
             # and resized to what the user asked for.
             "sizes": ["1024x1024", "1536x1024", "1024x1536"],
         },
+    ),
+    Preset(
+        id="gemini-image",
+        backend="gemini",
+        model="gemini-2.5-flash-image",
+        modes=(Mode.T2I, Mode.I2I),
+        description="Google's Gemini image model (Nano Banana); references as image parts "
+        "(GEMINI_API_KEY or a gemini provider in providers.toml)",
+        defaults={"width": 1024, "height": 1024},
+        # One request per image; this many at a time. The model takes 3 images per
+        # request (init image included); set max_images for a model that takes more.
+        options={"max_concurrent": 4},
     ),
     Preset(
         id="comfyui",

@@ -484,12 +484,13 @@ def _runtime() -> _Runtime:
         from castbook.blobs import BlobStore
 
         database = Database(setup.settings.database_url)
+        blobs = BlobStore(setup.settings.blob_dir)
         setup.runtime = _Runtime(
             pid=os.getpid(),
             settings=setup.settings,
             database=database,
-            blobs=BlobStore(setup.settings.blob_dir),
-            store=JobStore(database),
+            blobs=blobs,
+            store=JobStore(database, blobs),  # a finisher that lost its job tidies its outputs
             factory=setup.factory,
         )
         return setup.runtime

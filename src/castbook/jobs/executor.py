@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -11,7 +12,14 @@ from typing import Any, Protocol
 from castbook.errors import CastbookError, FieldError, GenerationCancelled
 from castbook.jobs.store import Job, JobOutput, JobStore, PartialResults
 
-__all__ = ["Executor", "JobContext", "JobHandler", "StoppedWithResults", "run_job"]
+__all__ = [
+    "Executor",
+    "JobContext",
+    "JobHandler",
+    "StoppedWithResults",
+    "run_job",
+    "wait_for",
+]
 
 log = logging.getLogger("castbook.jobs")
 
@@ -113,3 +121,13 @@ def _run_claimed(store: JobStore, handlers: Mapping[str, JobHandler], job: Job, 
             worker=worker,
         )
     return store.succeed(job.id, outputs, result, worker=worker)
+
+
+def wait_for(store: JobStore, job_id: str, timeout: float, poll: float = 0.05) -> Job:
+    """Block until the job finishes or ``timeout`` seconds pass; returns its latest state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get(job_id)
+        if job.done or time.monotonic() >= deadline:
+            return job
+        time.sleep(poll)

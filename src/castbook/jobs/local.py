@@ -1,4 +1,8 @@
-"""The embedded executor: a bounded pool of threads inside ``castbook serve``.
+"""The embedded executor in threads: a bounded pool of job threads in this process.
+
+``castbook serve`` runs jobs in a worker process by default (:mod:`castbook.jobs.processes`);
+this one is for ``CASTBOOK_LOCAL_JOBS=thread``, for embedding castbook in a program and for
+tests that hand in their own handlers.
 
 Running jobs are held as the Celery workers hold theirs (:mod:`castbook.jobs.leases`): the
 row names this process's thread and is touched while the job runs. On start, and every half
@@ -14,10 +18,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Mapping
 
-from castbook.jobs.executor import JobHandler, run_job
+from castbook.jobs.executor import JobHandler, run_job, wait_for
 from castbook.jobs.leases import heartbeat, recover_orphans, worker_name
 from castbook.jobs.store import Job, JobStatus, JobStore
 
@@ -98,12 +101,7 @@ class LocalExecutor:
 
     def wait(self, job_id: str, timeout: float, poll: float = 0.05) -> Job:
         """Block until the job finishes or ``timeout`` seconds pass; returns its latest state."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.store.get(job_id)
-            if job.done or time.monotonic() >= deadline:
-                return job
-            time.sleep(poll)
+        return wait_for(self.store, job_id, timeout, poll)
 
     def _work(self) -> None:
         worker = f"{self.name}:{threading.current_thread().name}"

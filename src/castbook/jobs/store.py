@@ -9,22 +9,32 @@ re-queues it (bounded attempts) or fails it with the reason.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from castbook.blobs import blob_ids_in
+from castbook.blobs import BlobStore, blob_ids_in
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
+from castbook.db.references import referenced_blob_ids
 from castbook.errors import NotFoundError
 from castbook.settings import DEFAULT_OWNER
 
-__all__ = ["TERMINAL", "Job", "JobOutput", "JobStatus", "JobStore", "PartialResults"]
+__all__ = [
+    "TERMINAL",
+    "Job",
+    "JobOutput",
+    "JobStatus",
+    "JobStore",
+    "PartialResults",
+    "ProgressState",
+]
 
 log = logging.getLogger("castbook.jobs")
 
@@ -122,13 +132,28 @@ class Job:
         }
 
 
+class ProgressState(NamedTuple):
+    """The part of a job an event stream follows."""
+
+    status: JobStatus
+    step: int
+    total: int
+    message: str
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 class JobStore:
-    def __init__(self, database: Database) -> None:
+    """The job rows. With ``blobs`` (the store handlers write outputs to) it also keeps that
+    store tidy: a blob a row is about to name is touched first, so a collector running
+    meanwhile leaves it alone, and a finisher that lost its job deletes the outputs it wrote
+    that nothing references."""
+
+    def __init__(self, database: Database, blobs: BlobStore | None = None) -> None:
         self.database = database
+        self.blobs = blobs
 
     # ---- creating and reading -----------------------------------------------------------
 
@@ -159,6 +184,7 @@ class JobStore:
         # The stored images the input names stay alive while the job exists (see
         # CharacterLibrary's garbage collection), whoever deletes what meanwhile.
         row.inputs = [JobInputRow(sha256=sha) for sha in sorted(blob_ids_in(input))]
+        self._touch((i.sha256 for i in row.inputs), what="input")
         with self.database.session() as session:
             session.add(row)
             session.commit()
@@ -167,7 +193,8 @@ class JobStore:
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job; a job of another owner is reported as missing, never as forbidden."""
         with self.database.session() as session:
-            row = session.get(JobRow, job_id)
+            # One query, outputs joined: polling a task is the API's hottest request.
+            row = session.get(JobRow, job_id, options=[joinedload(JobRow.outputs)])
             if row is None or (owner is not None and row.owner != owner):
                 raise NotFoundError(f"no task {job_id!r}")
             return _to_job(row)
@@ -176,7 +203,8 @@ class JobStore:
         self, owner: str, *, limit: int = 50, status: str | None = None, kind: str | None = None
     ) -> list[Job]:
         """The owner's jobs, newest first."""
-        query = select(JobRow).where(JobRow.owner == owner)
+        # Outputs in one more query for the whole page, not one per task.
+        query = select(JobRow).where(JobRow.owner == owner).options(selectinload(JobRow.outputs))
         if status is not None:
             query = query.where(JobRow.status == status)
         if kind is not None:
@@ -185,12 +213,34 @@ class JobStore:
         with self.database.session() as session:
             return [_to_job(row) for row in session.scalars(query)]
 
-    def ids_with_status(self, status: JobStatus, queue: str | None = None) -> list[str]:
+    def progress_states(self, job_ids: Sequence[str]) -> dict[str, ProgressState]:
+        """Status and progress of many jobs in one read (what event streams watch)."""
+        states: dict[str, ProgressState] = {}
+        with self.database.session() as session:
+            for start in range(0, len(job_ids), 500):
+                rows = session.execute(
+                    select(
+                        JobRow.id,
+                        JobRow.status,
+                        JobRow.progress_step,
+                        JobRow.progress_total,
+                        JobRow.progress_message,
+                    ).where(JobRow.id.in_(job_ids[start : start + 500]))
+                )
+                for job_id, status, step, total, message in rows:
+                    states[job_id] = ProgressState(JobStatus(status), step, total, message or "")
+        return states
+
+    def ids_with_status(
+        self, status: JobStatus, queue: str | None = None, *, limit: int | None = None
+    ) -> list[str]:
+        """Ids of the jobs with this status, oldest first (at most ``limit``)."""
         query = select(JobRow.id).where(JobRow.status == status.value)
         if queue is not None:
             query = query.where(JobRow.queue == queue)
+        query = query.order_by(JobRow.created_at, JobRow.id).limit(limit)
         with self.database.session() as session:
-            return list(session.scalars(query.order_by(JobRow.created_at)))
+            return list(session.scalars(query))
 
     # ---- transitions (each guarded by the status it expects) --------------------------------
 
@@ -239,11 +289,16 @@ class JobStore:
     ) -> Job:
         """Record success. With ``worker``, only while that worker still holds the job: a
         finisher whose job was re-queued (its lease ran out) or ended meanwhile changes
-        nothing, so one job never ends twice."""
+        nothing, so one job never ends twice (and deletes the outputs it wrote that nothing
+        references: see :meth:`_drop_orphans`)."""
+        called = time.time()
         with self.database.session() as session:
             row = self._held_row(session, job_id, worker)
             if row is None:
+                session.rollback()
+                self._drop_orphans(job_id, outputs, called)
                 return self.get(job_id)
+            self._touch((o.sha256 for o in outputs), what="output")
             row.status = JobStatus.SUCCEEDED.value
             row.result = result or {}
             row.finished_at = row.updated_at = _now()
@@ -300,9 +355,7 @@ class JobStore:
     def mark_cancelled(
         self, job_id: str, partial: PartialResults | None = None, *, worker: str | None = None
     ) -> Job:
-        return self._finish(
-            job_id, JobStatus.CANCELLED, error=None, partial=partial, worker=worker
-        )
+        return self._finish(job_id, JobStatus.CANCELLED, error=None, partial=partial, worker=worker)
 
     def hand_back(self, worker_prefix: str) -> list[str]:
         """Running jobs whose worker name starts with ``worker_prefix`` (one process's
@@ -382,6 +435,35 @@ class JobStore:
             return None
         return row
 
+    def _touch(self, blob_ids: Iterable[str], *, what: str) -> None:
+        """Refresh the blobs a row is about to name, so a collector whose snapshot of the
+        references predates the commit sees them as new and leaves them alone."""
+        if self.blobs is None:
+            return
+        for blob_id in blob_ids:
+            # An input may hold any 64-hex text; only a missing *output* is a fault.
+            if not self.blobs.touch(blob_id) and what == "output":
+                log.warning("output blob %s is missing from %s", blob_id, self.blobs.root)
+
+    def _drop_orphans(self, job_id: str, outputs: Sequence[JobOutput], called: float) -> None:
+        """A finisher that lost its job wrote ``outputs`` for nothing: delete those no row
+        references. Identical bytes share a blob, so one that another task produced (the
+        new holder re-running this very job makes the same bytes from the same seed) or a
+        reference image uses stays; so does one written again after this call began (a
+        writer about to commit a reference to it)."""
+        if self.blobs is None or not outputs:
+            return
+        shas = {o.sha256 for o in outputs}
+        with self.database.session() as session:
+            unreferenced = shas - referenced_blob_ids(session, shas)
+        dropped = [sha for sha in sorted(unreferenced) if self.blobs.delete_if_older(sha, called)]
+        if dropped:
+            log.warning(
+                "task %s: deleted %d output(s) its lost finisher wrote that nothing uses",
+                job_id,
+                len(dropped),
+            )
+
     def _finish(
         self,
         job_id: str,
@@ -392,10 +474,16 @@ class JobStore:
         partial: PartialResults | None = None,
         worker: str | None = None,
     ) -> Job:
+        called = time.time()
         with self.database.session() as session:
             row = self._held_row(session, job_id, worker)
             if row is None:
+                session.rollback()
+                if partial is not None:
+                    self._drop_orphans(job_id, partial.outputs, called)
                 return self.get(job_id)
+            if partial is not None:
+                self._touch((o.sha256 for o in partial.outputs), what="output")
             row.status = status.value
             row.error = error
             row.error_data = error_data

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
@@ -26,10 +26,9 @@ from castbook.db import (
     CharacterRow,
     Database,
     ImageFeaturesRow,
-    JobInputRow,
-    JobOutputRow,
     ReferenceImageRow,
 )
+from castbook.db.references import referenced_blob_ids
 from castbook.errors import (
     CharacterNotFoundError,
     DuplicateNameError,
@@ -372,23 +371,9 @@ class CharacterLibrary:
         candidates = set(blob_ids)
         if not candidates:
             return []
-        referenced = set()
-        for sha, thumb in session.execute(
-            select(ReferenceImageRow.sha256, ReferenceImageRow.thumbnail_sha256).where(
-                or_(
-                    ReferenceImageRow.sha256.in_(candidates),
-                    ReferenceImageRow.thumbnail_sha256.in_(candidates),
-                )
-            )
-        ):
-            referenced.update((sha, thumb))
         # Images a job produced or was given keep their blob too (a result may equal a
         # reference; a queued task may name a reference as its init image).
-        for table in (JobOutputRow, JobInputRow):
-            referenced.update(
-                session.scalars(select(table.sha256).where(table.sha256.in_(candidates)))
-            )
-        unreferenced = sorted(candidates - referenced)
+        unreferenced = sorted(candidates - referenced_blob_ids(session, candidates))
         for blob_id in unreferenced:
             self.blobs.delete(blob_id)
         return unreferenced

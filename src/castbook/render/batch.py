@@ -293,7 +293,7 @@ def render_gated(
 def _concurrency(backend: Backend, variants: int) -> int:
     # Remote backends work in parallel on their side; a local pipeline runs one call at a
     # time, so more threads there would only queue on its lock.
-    return min(variants, 4) if backend.name in ("openai", "comfyui") else 1
+    return min(variants, 4) if backend.name in ("openai", "gemini", "comfyui") else 1
 
 
 def _no_step_progress(_: Progress) -> None:

@@ -162,4 +162,4 @@ class ImageToVideoNode(_Rendering):
         # The characters' words only: a video model animates the wired image and takes no
         # reference images beside it (AnimateDiff without an IP-Adapter takes none at all).
         prepared = super().prepare(request, preset, context)
-        return replace(prepared, references=(), reference_ids=())
+        return replace(prepared, references=(), reference_ids=(), reference_data=())

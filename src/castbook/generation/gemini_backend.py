@@ -1,0 +1,724 @@
+"""The Gemini API image backend: ``POST {base}/models/{model}:generateContent``.
+
+Gemini's image models ("Nano Banana": ``gemini-2.5-flash-image``, ``gemini-3-pro-image-
+preview`` …) take a character's reference pictures as image parts of the request, next to
+the prompt; that is how castbook keeps a character's face across pictures with them.
+
+The request (REST, https://ai.google.dev/api/generate-content)::
+
+    {"contents": [{"role": "user", "parts": [
+        {"text": "<the prompt, characters injected>"},
+        {"inlineData": {"mimeType": "image/png", "data": "<base64>"}},   # i2i init image
+        {"inlineData": {...}}, ...                                        # references
+     ]}],
+     "generationConfig": {"responseModalities": ["TEXT", "IMAGE"],
+                          "imageConfig": {"aspectRatio": "4:5", "imageSize": "2K"}}}
+
+with the key in the ``x-goog-api-key`` header (never in the URL, so never in a proxy's
+log). A stored reference is sent as the bytes castbook stored (PNG, JPEG or WebP, which the
+API takes); other images as PNG.
+
+What the API cannot express, and what is done instead
+    * Sizes: the model draws a fixed set of aspect ratios (:data:`ASPECT_RATIOS`); the
+      requested ``WxH`` is asked as the nearest one, and where the model offers image sizes
+      (``imageSize``: 1K/2K/4K on Gemini 3 Pro Image) as the smallest that covers the
+      requested long side. The answer is scaled to ``WxH`` (centre-cropped first if its
+      shape differs); ``metadata`` says what was asked and returned.
+    * No seed: recorded in the result, ``metadata["seed_reproducible"]`` is ``False``.
+    * No negative prompt: appended to the prompt as ``Avoid: …``. No denoise for i2i.
+    * One image per request: ``batch`` images are ``batch`` requests, at most
+      ``max_concurrent`` (preset option, default 4) at a time.
+
+References: a request carries at most :data:`MODEL_MAX_IMAGES` images for the models it
+knows (init image included): 3 for ``gemini-2.5-flash-image`` ("Maximum images per prompt:
+3", https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/2-5-flash-image)
+and 14 for ``gemini-3-pro-image-preview`` ("up to 14 reference images",
+https://ai.google.dev/gemini-api/docs/image-generation); other models 3 unless the preset's
+``max_images`` says otherwise. More is a :class:`FieldError` before any call.
+
+Keys: the one given to the constructor, else the keys of a provider of kind ``gemini`` in
+``$CASTBOOK_HOME/providers.toml`` (the preset's ``provider`` option names it; else the
+first), plus ``GEMINI_API_KEY`` from the environment as a paid key. Image work takes paid
+keys first unless the provider says ``prefer = "free"``
+(:func:`castbook.providers.tier_order`). A 429 / ``RESOURCE_EXHAUSTED`` cools that key down
+for the server's ``retryDelay`` and the request goes to the next key; when every key is
+cooling, the request waits for the first to come back (at most ``max_retry_wait`` s,
+``max_retries`` times) and then fails naming the masked keys. The file is re-read on every
+generation, so a key added to it is used by a running server.
+
+Errors (all :class:`~castbook.errors.BackendError` with the HTTP status where there is one):
+400 "bad request: <the server's message>"; 401/403, and a 400 whose reason is
+``API_KEY_INVALID``, name the refused key masked; 404 is a
+:class:`~castbook.errors.ModelNotAvailableError`; 5xx are retried ``max_retries`` times with
+exponential backoff; a timeout says how long was waited and is not resent; a prompt or
+picture stopped by safety (``promptFeedback.blockReason``, ``finishReason`` ``SAFETY``,
+``IMAGE_SAFETY``, ``PROHIBITED_CONTENT`` …) is "blocked by the provider's safety filter: …";
+an answer with text but no image is "the model answered with text only: …". No key appears
+in a message, a log line, ``repr``, the metadata or a task record.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import os
+import queue
+import re
+import threading
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from PIL import Image, ImageOps
+
+from castbook.errors import (
+    BackendError,
+    FieldError,
+    GenerationCancelled,
+    ImageError,
+    MissingDependencyError,
+    ModelNotAvailableError,
+)
+from castbook.generation.base import GenerationResult, PreparedRequest, Progress, ProgressCallback
+from castbook.generation.request import Mode
+from castbook.images import open_image
+from castbook.providers import IMAGE, KeyRing, ProviderConfig, ProviderKey, load_providers
+from castbook.providers import tier_order as _tier_order
+from castbook.settings import Settings
+
+try:
+    import httpx
+except ImportError:  # pragma: no cover - exercised only without the extra
+    httpx = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from castbook.generation.presets import Preset
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "MODEL_MAX_IMAGES",
+    "GeminiImagesBackend",
+    "nearest_aspect_ratio",
+]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+DEFAULT_MODEL = "gemini-2.5-flash-image"
+BASE_URL_ENV = "CASTBOOK_GEMINI_BASE_URL"
+API_KEY_ENV = "GEMINI_API_KEY"
+# The aspect ratios imageConfig.aspectRatio takes (https://ai.google.dev/gemini-api/docs/
+# image-generation, "Aspect ratios"), as width:height.
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+# Images one request may carry (init image and references together), per model; see the
+# module docstring for the sources.
+MODEL_MAX_IMAGES = {
+    "gemini-2.5-flash-image": 3,
+    "gemini-2.5-flash-image-preview": 3,
+    "gemini-3-pro-image-preview": 14,
+}
+DEFAULT_MAX_IMAGES = 3
+# imageConfig.imageSize values and their long side in pixels, for models that take one.
+IMAGE_SIZES = {"1K": 1024, "2K": 2048, "4K": 4096}
+MODEL_IMAGE_SIZES = {"gemini-3-pro-image-preview": ("1K", "2K", "4K")}
+# finishReason values that mean a safety or policy filter stopped the picture.
+SAFETY_REASONS = frozenset(
+    {
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+    }
+)
+_RETRIED = frozenset({500, 502, 503, 504})
+_MESSAGE_LIMIT = 500
+_INLINE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+class GeminiImagesBackend:
+    """A client for the Gemini API's image models (see the module docstring)."""
+
+    name = "gemini"
+
+    def __init__(
+        self,
+        preset: Preset,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        home: str | os.PathLike[str] | None = None,
+        timeout: float = 120,
+        max_retries: int = 2,
+        backoff: float = 1.0,
+        max_retry_wait: float = 60.0,
+        cool_down: float = 60.0,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if httpx is None:  # pragma: no cover - exercised only without the extra
+            raise MissingDependencyError("the Gemini backend", "openai", "httpx")
+        if timeout <= 0:
+            raise FieldError("timeout", f"must be positive, got {timeout!r}")
+        if max_retries < 0:
+            raise FieldError("max_retries", f"must be 0 or more, got {max_retries!r}")
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        settings = Settings.from_env(self.environ)
+        self.home = Path(home) if home is not None else settings.home
+        options = dict(preset.options)
+        self.preset = preset
+        self.model = str(preset.model).strip()
+        if not self.model or "/" in self.model or ":" in self.model:
+            raise FieldError("model", f"must be a Gemini model name such as {DEFAULT_MODEL}")
+        self.options = options
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_retry_wait = float(max_retry_wait)
+        self.cool_down = float(cool_down)
+        self.max_references = _whole_option(
+            options, "max_images", MODEL_MAX_IMAGES.get(self.model, DEFAULT_MAX_IMAGES)
+        )
+        self.max_concurrent = _whole_option(options, "max_concurrent", 4)
+        self.image_sizes = _image_sizes(options, self.model)
+        modalities = options.get("response_modalities", ["TEXT", "IMAGE"])
+        if not isinstance(modalities, list) or "IMAGE" not in modalities:
+            raise FieldError("options.response_modalities", 'must be a list with "IMAGE" in it')
+        self.response_modalities = [str(m) for m in modalities]
+        self.provider_name = options.get("provider")
+
+        self._given_key = api_key.strip() if api_key and api_key.strip() else None
+        provider = self._provider()
+        resolved = (
+            base_url
+            or settings.gemini_base_url
+            or (provider.base_url if provider is not None else None)
+            or options.get("base_url")
+            or DEFAULT_BASE_URL
+        )
+        self.base_url = str(resolved).strip().rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise FieldError(
+                "base_url",
+                f"must be an http(s) URL such as {DEFAULT_BASE_URL} (set it with "
+                f"{BASE_URL_ENV}), got {parts.scheme}://{parts.hostname or ''}",
+            )
+        self.host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        self._ring = KeyRing()
+        self._secrets: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"GeminiImagesBackend(model={self.model!r}, host={self.host!r})"
+
+    # ------------------------------------------------------------------ keys
+
+    def _provider(self) -> ProviderConfig | None:
+        """The gemini provider of providers.toml this backend uses (None: none there)."""
+        if self._given_key is not None:
+            return None
+        providers = [p for p in load_providers(self.home, self.environ) if p.kind == "gemini"]
+        if self.provider_name is not None:
+            for provider in providers:
+                if provider.name == self.provider_name:
+                    return provider
+            known = ", ".join(p.name for p in providers) or "none"
+            raise FieldError(
+                "options.provider",
+                f"no provider {self.provider_name!r} of kind gemini in "
+                f"{self.home / 'providers.toml'} (gemini providers there: {known})",
+            )
+        return providers[0] if providers else None
+
+    def _keys(self) -> tuple[str, list[ProviderKey], str]:
+        """The ring's provider name, the keys to use (file re-read), and the first tier."""
+        if self._given_key is not None:
+            keys = [ProviderKey("gemini", self._given_key, "paid", name="the given key")]
+            self._remember(keys)
+            return "gemini", keys, "paid"
+        provider = self._provider()
+        name = provider.name if provider is not None else "gemini"
+        keys = list(provider.keys) if provider is not None else []
+        from_env = (self.environ.get(API_KEY_ENV) or "").strip()
+        if from_env and all(key.key != from_env for key in keys):
+            keys.append(ProviderKey(name, from_env, "paid", name=API_KEY_ENV))
+        if not keys:
+            raise BackendError(
+                self.name,
+                f"no API key: set {API_KEY_ENV}, or add a key to a provider with "
+                f'kind = "gemini" in {self.home / "providers.toml"} (a key comes from '
+                "https://aistudio.google.com/apikey)",
+            )
+        self._remember(keys)
+        return name, keys, _tier_order(provider, IMAGE)
+
+    def _remember(self, keys: list[ProviderKey]) -> None:
+        for key in keys:
+            self._ring.add(key)
+            self._secrets.add(key.key)
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(self, request: PreparedRequest, progress: ProgressCallback) -> GenerationResult:
+        mode = request.mode
+        if mode is Mode.I2V:
+            raise BackendError(self.name, "image-to-video is not supported by the Gemini API")
+        images = self._images_in(request)
+        provider, keys, first = self._keys()
+
+        wanted = (request.request.width, request.request.height)
+        aspect = nearest_aspect_ratio(*wanted)
+        size = self._size_to_ask(wanted)
+        prompt = request.prompt
+        if request.negative_prompt.strip():
+            prompt = f"{prompt.rstrip()}\n\nAvoid: {request.negative_prompt.strip()}"
+        parts: list[dict[str, Any]] = [{"text": prompt}]
+        parts += [{"inlineData": {"mimeType": mime, "data": data}} for mime, data in images]
+        image_config = {"aspectRatio": aspect}
+        if size is not None:
+            image_config["imageSize"] = size
+        body = {
+            "contents": [{"role": "user", "parts": parts}],
+            "generationConfig": {
+                "responseModalities": self.response_modalities,
+                "imageConfig": image_config,
+            },
+        }
+
+        batch = request.request.batch
+        call = _Call(self, provider, keys, first)
+        answers = self._run_batch(call, body, batch, progress)
+
+        outputs = [image for image, _ in answers]
+        returned = [f"{image.width}x{image.height}" for image in outputs]
+        resized = any(image.size != wanted for image in outputs)
+        progress(Progress(batch, batch, "done"))
+
+        metadata: dict[str, Any] = {
+            "backend": self.name,
+            "model": self.model,
+            "base_url_host": self.host,
+            "endpoint": f"models/{self.model}:generateContent",
+            "size_requested": f"{wanted[0]}x{wanted[1]}",
+            "aspect_ratio": aspect,
+            "size_returned": returned,
+            "resized": resized,
+            "seed_reproducible": False,
+            "images_sent": len(images),
+            "calls": batch,
+            "attempts": call.attempts,
+            "key_tiers": call.tiers_used,
+        }
+        if size is not None:
+            metadata["image_size"] = size
+        texts = [text for _, text in answers if text]
+        if texts:
+            metadata["model_text"] = texts[0] if len(texts) == 1 else texts
+        if request.negative_prompt.strip():
+            metadata["negative_prompt"] = "appended to the prompt as 'Avoid: …'"
+        if mode is Mode.I2I:
+            metadata["ignored"] = ["denoise"]
+        images_out = tuple(_fit(image, wanted) for image in outputs)
+        return GenerationResult(images=images_out, seed=request.seed, metadata=metadata)
+
+    def _images_in(self, request: PreparedRequest) -> list[tuple[str, str]]:
+        """(mime type, base64) of every image the request carries: the i2i init image
+        first, then the references; refused before any call when the model takes fewer."""
+        pictures: list[tuple[Image.Image, bytes | None]] = []
+        if request.mode is Mode.I2I:
+            if request.init_image is None:
+                raise FieldError("init_image", "i2i needs an init image")
+            pictures.append((request.init_image, None))
+        stored = request.reference_data
+        for index, image in enumerate(request.references):
+            pictures.append((image, stored[index] if index < len(stored) else None))
+        if len(pictures) > self.max_references:
+            init = " (the init image included)" if request.mode is Mode.I2I else ""
+            raise FieldError(
+                "references",
+                f"the gemini backend's model {self.model!r} takes at most "
+                f"{self.max_references} images per request{init}; this request has "
+                f"{len(pictures)}: use fewer characters or references, or a model that takes "
+                "more (preset option max_images)",
+            )
+        return [_inline(image, data) for image, data in pictures]
+
+    def _size_to_ask(self, wanted: tuple[int, int]) -> str | None:
+        if not self.image_sizes:
+            return None
+        long_side = max(wanted)
+        for size in self.image_sizes:  # ordered small to large
+            if IMAGE_SIZES[size] >= long_side:
+                return size
+        return self.image_sizes[-1]
+
+    def _run_batch(
+        self, call: _Call, body: dict[str, Any], batch: int, progress: ProgressCallback
+    ) -> list[tuple[Image.Image, str]]:
+        """``batch`` requests, ``max_concurrent`` at a time. Progress (and so cancelling)
+        happens on the caller's thread; the workers only post notes."""
+        progress(Progress(0, batch, f"submitted {batch} request(s) to {self.host}"))
+        answers: list[tuple[Image.Image, str] | None] = [None] * batch
+        workers = min(batch, self.max_concurrent)
+        done = 0
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="castbook-gemini")
+        futures: dict[Future[tuple[Image.Image, str]], int] = {
+            pool.submit(call.one, body, index, batch): index for index in range(batch)
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for note in call.drain_notes():
+                    progress(Progress(done, batch, note))
+                for future in finished:
+                    answers[futures[future]] = future.result()
+                    done += 1
+                    progress(Progress(done, batch, f"image {done} of {batch} received"))
+        except BaseException:
+            # Cancelled, or one image failed: the rest stop before their next request or
+            # retry, and the caller does not wait for requests already in flight.
+            call.cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return [answer for answer in answers if answer is not None]
+
+    # ------------------------------------------------------------------ errors
+
+    def error(self, message: str, status: int | None = None) -> BackendError:
+        return BackendError(self.name, self.redact(message), status=status)
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+class _Call:
+    """The requests of one generation: which keys they use, their notes and attempts."""
+
+    def __init__(
+        self, backend: GeminiImagesBackend, provider: str, keys: list[ProviderKey], first: str
+    ) -> None:
+        self.backend = backend
+        self.provider = provider
+        self.keys = keys
+        self.first = first
+        self.url = f"{backend.base_url}/models/{quote(backend.model, safe='.-_')}:generateContent"
+        self.cancelled = threading.Event()
+        self.notes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.tiers_used: list[str] = []
+        self._lock = threading.Lock()
+        self.attempts = 0
+
+    def drain_notes(self) -> list[str]:
+        notes = []
+        while True:
+            try:
+                notes.append(self.notes.get_nowait())
+            except queue.Empty:
+                return notes
+
+    def _ready(self) -> list[ProviderKey]:
+        ring = self.backend._ring
+        ordered = ring.ordered(self.provider, first=self.first)  # type: ignore[arg-type]
+        return [key for key in ordered if key in self.keys]
+
+    def _wait_for_a_key(self) -> float:
+        ring = self.backend._ring
+        now = ring.clock()
+        waits = [max((ring.cooling_until(key) or now) - now, 0.0) for key in self.keys]
+        return min(waits)
+
+    def one(self, body: dict[str, Any], index: int, batch: int) -> tuple[Image.Image, str]:
+        """One image: the request sent with the first ready key, moving on after a 429."""
+        backend = self.backend
+        which = f"image {index + 1} of {batch}" if batch > 1 else "the image"
+        limited: list[str] = []
+        last_limit = ""
+        waits = 0
+        failures = 0
+        with httpx.Client(timeout=backend.timeout, headers={"User-Agent": "castbook"}) as client:
+            while True:
+                if self.cancelled.is_set():
+                    raise GenerationCancelled("cancelled")
+                ready = self._ready()
+                # Each key gets at most max_retries + 1 429s per image: a short retryDelay
+                # on a slow link must not turn into an endless round of keys.
+                spent = len(limited) >= len(self.keys) * (backend.max_retries + 1)
+                if not ready or spent:
+                    wait_for = self._wait_for_a_key()
+                    if spent or waits >= backend.max_retries or wait_for > backend.max_retry_wait:
+                        shown = ", ".join(f"{k.masked} ({k.tier})" for k in self.keys)
+                        raise backend.error(
+                            f"rate limited: every key for {self.provider} is out of quota "
+                            f"or cooling down ({shown}; next one free in {wait_for:.0f} s); "
+                            f"last answer: {last_limit or 'none'}; try again later or add a "
+                            "key to providers.toml",
+                            429,
+                        )
+                    waits += 1
+                    self.notes.put(f"every key is rate-limited; waiting {wait_for:.1f} s")
+                    if self.cancelled.wait(wait_for):
+                        raise GenerationCancelled("cancelled")
+                    continue
+                key = ready[0]
+                with self._lock:
+                    self.attempts += 1
+                response = self._post(client, body, key, which)
+                status = response.status_code
+                if status < 300:
+                    with self._lock:
+                        self.tiers_used.append(key.tier)
+                    return _answer_of(backend, response, which)
+                problem = _google_error(response)
+                message = backend.redact(problem.message)
+                if status == 429 or problem.status == "RESOURCE_EXHAUSTED":
+                    delay = problem.retry_delay
+                    backend._ring.cool_down(key, delay if delay is not None else backend.cool_down)
+                    limited.append(key.masked)
+                    last_limit = message
+                    self.notes.put(f"key {key.masked} is rate-limited; trying the next key")
+                    continue
+                if status in (401, 403) or "API_KEY_INVALID" in problem.reasons:
+                    raise backend.error(
+                        f"the server refused the key {key.masked} ({_key_source(key)}): "
+                        f"{message}; check the key and that it may use {backend.model!r}",
+                        status,
+                    )
+                if status == 404:
+                    raise ModelNotAvailableError(
+                        backend.redact(
+                            f"{backend.name}: model {backend.model!r} is not available at "
+                            f"{backend.host}: {message} (is {backend.base_url} the Gemini "
+                            f"API? set {BASE_URL_ENV})"
+                        )
+                    )
+                if status in _RETRIED:
+                    failures += 1
+                    if failures > backend.max_retries:
+                        tried = f"after {failures} attempts" if failures > 1 else "once"
+                        raise backend.error(f"{message} ({tried})", status)
+                    self.notes.put(f"{backend.host} failed ({status}); retrying {which}")
+                    if self.cancelled.wait(backend.backoff * 2 ** (failures - 1)):
+                        raise GenerationCancelled("cancelled")
+                    continue
+                if status == 400:
+                    raise backend.error(f"bad request: {message}", status)
+                raise backend.error(message, status)
+
+    def _post(
+        self, client: httpx.Client, body: dict[str, Any], key: ProviderKey, which: str
+    ) -> httpx.Response:
+        backend = self.backend
+        try:
+            return client.post(self.url, headers={"x-goog-api-key": key.key}, json=body)
+        except httpx.TimeoutException:
+            # A generation that timed out may still be running (and billed): not resent.
+            raise backend.error(
+                f"timed out after {backend.timeout:g} s waiting for {backend.host} ({which})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise backend.error(f"cannot reach {backend.host}: {exc}") from None
+
+
+# ---------------------------------------------------------------------- answers
+
+
+class _Problem:
+    def __init__(
+        self, message: str, status: str, reasons: set[str], retry_delay: float | None
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.reasons = reasons
+        self.retry_delay = retry_delay
+
+
+def _google_error(response: httpx.Response) -> _Problem:
+    """The message, status, ErrorInfo reasons and RetryInfo delay of a Google API error:
+    ``{"error": {"code", "message", "status", "details": [{"@type": …}]}}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message, status, reasons, delay = "", "", set(), None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        status = str(error.get("status") or "")
+        for detail in error.get("details") or []:
+            if not isinstance(detail, dict):
+                continue
+            kind = str(detail.get("@type", ""))
+            if kind.endswith("RetryInfo"):
+                delay = _duration(detail.get("retryDelay"))
+            elif kind.endswith("ErrorInfo") and detail.get("reason"):
+                reasons.add(str(detail["reason"]))
+    if delay is None:
+        delay = _duration(response.headers.get("retry-after"))
+    if not message:
+        text = response.text.strip() if response.content else ""
+        message = " ".join(text.split()) or response.reason_phrase or "no message"
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[: _MESSAGE_LIMIT - 1] + "…"
+    return _Problem(message, status, reasons, delay)
+
+
+def _duration(raw: object) -> float | None:
+    """``"37s"``, ``"1.5s"`` (protobuf Duration in JSON) or a plain number of seconds."""
+    if raw is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*s?\s*", str(raw))
+    return float(match.group(1)) if match else None
+
+
+def _answer_of(
+    backend: GeminiImagesBackend, response: httpx.Response, which: str
+) -> tuple[Image.Image, str]:
+    """The picture of a 200 answer and the model's text beside it; a blocked or text-only
+    answer is a BackendError saying so."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise backend.error("the answer is not JSON", response.status_code) from None
+    if not isinstance(body, dict):
+        raise backend.error("the answer is not a JSON object", response.status_code)
+    feedback = body.get("promptFeedback")
+    if isinstance(feedback, dict) and feedback.get("blockReason"):
+        detail = feedback.get("blockReasonMessage") or ""
+        raise backend.error(
+            "blocked by the provider's safety filter: the prompt was refused "
+            f"({feedback['blockReason']}){': ' + str(detail) if detail else ''}"
+        )
+    candidates = body.get("candidates")
+    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+        raise backend.error(f"the answer for {which} holds no candidates")
+    candidate = candidates[0]
+    finish = str(candidate.get("finishReason") or "")
+    content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
+    parts = content.get("parts") if isinstance(content.get("parts"), list) else []
+    texts: list[str] = []
+    pictures: list[dict[str, Any]] = []
+    for part in parts:
+        if not isinstance(part, dict) or part.get("thought"):
+            continue  # thinking models may send draft pictures first: not the answer
+        inline = part.get("inlineData") or part.get("inline_data")
+        if isinstance(inline, dict) and str(
+            inline.get("mimeType") or inline.get("mime_type") or ""
+        ).startswith("image/"):
+            pictures.append(inline)
+        elif isinstance(part.get("text"), str) and part["text"].strip():
+            texts.append(part["text"].strip())
+    text = " ".join(texts)
+    if pictures:
+        return _decode(backend, pictures[-1], which), text
+    said = f": {_short(text)}" if text else ""
+    if finish in SAFETY_REASONS:
+        message = candidate.get("finishMessage") or ""
+        why = f": {_short(str(message))}" if message else said
+        raise backend.error(
+            f"blocked by the provider's safety filter: {which} was stopped ({finish}){why}"
+        )
+    if text:
+        raise backend.error(f"the model answered with text only: {_short(text)}")
+    raise backend.error(f"the model returned no image for {which} (finishReason {finish or '-'})")
+
+
+def _decode(backend: GeminiImagesBackend, inline: dict[str, Any], which: str) -> Image.Image:
+    source = f"{which} from {backend.host}"
+    try:
+        data = base64.b64decode(str(inline.get("data", "")), validate=True)
+    except (binascii.Error, ValueError):
+        raise backend.error(f"{source} is not valid base64") from None
+    try:
+        image = open_image(data, source=source)
+    except ImageError as exc:
+        raise backend.error(str(exc)) from None
+    if image.mode not in ("RGB", "RGBA"):
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return image
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def nearest_aspect_ratio(width: int, height: int) -> str:
+    """The aspect ratio of :data:`ASPECT_RATIOS` closest in shape to ``width x height``."""
+    wanted = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        w, h = (int(part) for part in ratio.split(":"))
+        return abs(math.log(w / h) - wanted)
+
+    return min(ASPECT_RATIOS, key=distance)
+
+
+def _inline(image: Image.Image, stored: bytes | None) -> tuple[str, str]:
+    """The stored bytes when the API takes their format as they are, else a PNG."""
+    if stored is not None:
+        mime = _sniff(stored)
+        if mime is not None:
+            return mime, base64.b64encode(stored).decode("ascii")
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "image/png", base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _sniff(data: bytes) -> str | None:
+    for magic, mime in _INLINE_TYPES.items():
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    # Another shape: crop the centre to the requested shape first, so faces keep theirs.
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _key_source(key: ProviderKey) -> str:
+    if key.name == API_KEY_ENV:
+        return f"from {API_KEY_ENV}"
+    if key.name == "the given key":
+        return "the key given to the backend"
+    label = f" {key.name!r}" if key.name else ""
+    return f"{key.tier} key{label} of provider {key.provider!r} in providers.toml"
+
+
+def _whole_option(options: Mapping[str, Any], name: str, default: int) -> int:
+    raw = options.get(name, default)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise FieldError(f"options.{name}", f"must be a whole number of at least 1, got {raw!r}")
+    return raw
+
+
+def _image_sizes(options: Mapping[str, Any], model: str) -> tuple[str, ...]:
+    raw = options.get("image_sizes", MODEL_IMAGE_SIZES.get(model, ()))
+    if isinstance(raw, str) or not isinstance(raw, list | tuple):
+        raise FieldError("options.image_sizes", 'must be a list such as ["1K", "2K", "4K"]')
+    unknown = [size for size in raw if size not in IMAGE_SIZES]
+    if unknown:
+        raise FieldError(
+            "options.image_sizes", f"{unknown[0]!r} is not one of {', '.join(IMAGE_SIZES)}"
+        )
+    return tuple(sorted(set(raw), key=IMAGE_SIZES.__getitem__))

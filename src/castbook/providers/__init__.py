@@ -1,0 +1,42 @@
+"""Hosted providers and their keys (floor 2): ``providers.toml``, tiers and cool-downs,
+shared by the Character Extractor and the hosted generation backends."""
+
+from castbook.providers.keys import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    ENV_PROVIDER,
+    IMAGE,
+    KINDS,
+    PROVIDERS_FILE,
+    TEXT,
+    KeyRing,
+    ProviderConfig,
+    ProviderKey,
+    Purpose,
+    Tier,
+    load_providers,
+    mask,
+    providers_path,
+    save_provider_key,
+    tier_order,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "ENV_PROVIDER",
+    "IMAGE",
+    "KINDS",
+    "PROVIDERS_FILE",
+    "TEXT",
+    "KeyRing",
+    "ProviderConfig",
+    "ProviderKey",
+    "Purpose",
+    "Tier",
+    "load_providers",
+    "mask",
+    "providers_path",
+    "save_provider_key",
+    "tier_order",
+]

@@ -1,0 +1,190 @@
+"""The local executor's default: jobs run in a worker process the server starts.
+
+The contract every executor keeps (tests/support/executor_contract.py), then what only a
+worker process brings: the server's process runs no job, a worker that dies is replaced and
+its job recovered, and a stop hands running jobs back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from castbook.db import Database
+from castbook.jobs import JobStatus, JobStore
+from castbook.jobs.processes import ProcessExecutor
+from castbook.settings import Settings
+from tests.support.executor_contract import EmbeddedHarness, ExecutorContract
+from tests.support.job_kinds import gated_handlers, open_gate, started_pids
+
+DEADLINE = 300.0  # seconds: generous for a loaded machine (a worker imports torch first)
+
+
+def _until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class TestProcessExecutor(ExecutorContract):
+    @pytest.fixture
+    def harness(self, tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[EmbeddedHarness]:
+        harness = EmbeddedHarness(tmp_path / "home", tiny_models["sd15"], processes=True)
+        yield harness
+        harness.close()
+
+
+# ---- what a worker process brings ---------------------------------------------------------
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[tuple[ProcessExecutor, JobStore]]:
+    settings = Settings.for_home(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    database = Database(settings.database_url)
+    store = JobStore(database)
+    executor = ProcessExecutor(store, settings, gated_handlers, max_attempts=2, lease=60)
+    yield executor, store
+    executor.shutdown(wait=False)
+    if executor.worker_pid:
+        _kill(executor.worker_pid)
+    database.dispose()
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _gate(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    return folder
+
+
+def test_jobs_run_in_the_worker_process_not_the_servers(
+    gated: tuple[ProcessExecutor, JobStore], tmp_path: Path
+) -> None:
+    executor, store = gated
+    folder = _gate(tmp_path, "one")
+    open_gate(folder)
+    executor.start()
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.submit(job)
+    done = executor.wait(job.id, timeout=DEADLINE)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result["pid"] == executor.worker_pid != os.getpid()
+    assert done.worker.startswith("local:") and f":{executor.worker_pid}:" in done.worker
+
+
+def test_a_job_queued_without_a_doorbell_still_runs(
+    gated: tuple[ProcessExecutor, JobStore], tmp_path: Path
+) -> None:
+    """The table is the queue: a row another process inserted (no submit here) is found."""
+    executor, store = gated
+    folder = _gate(tmp_path, "quiet")
+    open_gate(folder)
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.start()
+    assert executor.wait(job.id, timeout=DEADLINE).status is JobStatus.SUCCEEDED
+
+
+def test_a_killed_worker_is_replaced_and_its_job_runs_again(
+    gated: tuple[ProcessExecutor, JobStore], tmp_path: Path
+) -> None:
+    executor, store = gated
+    folder = _gate(tmp_path, "killed")
+    executor.start()
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.submit(job)
+    first = _until(lambda: started_pids(folder).get(1), "the first attempt to start")
+    _kill(first)
+    second = _until(lambda: started_pids(folder).get(2), "the job to run again")
+    assert second != first and second == executor.worker_pid
+    open_gate(folder)
+    done = executor.wait(job.id, timeout=DEADLINE)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+    assert done.result["pid"] == second
+
+
+def test_a_job_that_kills_every_worker_fails_with_worker_lost(
+    gated: tuple[ProcessExecutor, JobStore], tmp_path: Path
+) -> None:
+    executor, store = gated
+    folder = _gate(tmp_path, "cursed")
+    executor.start()
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.submit(job)
+    for attempt in (1, 2):
+        _kill(_until(lambda a=attempt: started_pids(folder).get(a), f"attempt {attempt}"))
+    failed = _until(
+        lambda: (j := store.get(job.id)).done and j, "the job to fail after two attempts"
+    )
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_data["type"] == "WorkerLost" and failed.error_data["attempts"] == 2
+    # The next worker still takes new work.
+    later = _gate(tmp_path, "later")
+    open_gate(later)
+    fresh = store.create(kind="gated", input={"dir": str(later)})
+    executor.submit(fresh)
+    assert executor.wait(fresh.id, timeout=DEADLINE).status is JobStatus.SUCCEEDED
+
+
+def test_a_stop_that_cannot_wait_hands_running_jobs_back(
+    gated: tuple[ProcessExecutor, JobStore], tmp_path: Path
+) -> None:
+    executor, store = gated
+    folder = _gate(tmp_path, "stop")
+    executor.start()
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.submit(job)
+    pid = _until(lambda: started_pids(folder).get(1), "the job to start")
+    assert executor.hand_back() == [job.id]
+    back = store.get(job.id)
+    assert back.status is JobStatus.QUEUED and back.attempts == 0
+    _until(lambda: not _alive(pid), "the worker to stop")
+
+
+def test_a_stop_lets_running_jobs_finish(
+    gated: tuple[ProcessExecutor, JobStore], tmp_path: Path
+) -> None:
+    executor, store = gated
+    folder = _gate(tmp_path, "finish")
+    executor.start()
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.submit(job)
+    _until(lambda: started_pids(folder).get(1), "the job to start")
+    waiting = store.create(kind="gated", input={"dir": str(folder)})
+    import threading
+
+    stopper = threading.Thread(target=executor.shutdown)
+    stopper.start()
+    open_gate(folder)
+    stopper.join(timeout=DEADLINE)
+    assert not stopper.is_alive()
+    assert store.get(job.id).status is JobStatus.SUCCEEDED
+    # A worker told to stop takes nothing new.
+    assert store.get(waiting.id).status is JobStatus.QUEUED
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
