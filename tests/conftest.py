@@ -37,6 +37,7 @@ _database_counter = itertools.count()
 SLOWEST_FIRST = (
     "test_diffusers_backend.py",
     "test_celery_executor.py",
+    "test_chaos.py",
     "test_process_executor.py",
     "test_web_canvas.py",
     "test_models_cli_api.py",

@@ -51,6 +51,7 @@ _need("redis")
 
 from castbook.jobs.celery_executor import (  # noqa: E402
     CeleryConfig,
+    CeleryExecutor,
     create_executor,
     recover_orphans,
     run_worker,
@@ -420,6 +421,112 @@ def test_a_pool_process_killed_mid_job_is_redelivered_at_once(
     assert done.attempts == 2 and len(done.outputs) == 2
     assert done.worker is not None and done.worker != running.worker
     assert main.poll() is None
+
+
+# ---- the outbox: a queued job whose message was lost is sent again ---------------------------
+
+
+def _outbox(cluster: Cluster, outbox_after: float, *, sweep: bool = True) -> CeleryExecutor:
+    config = CeleryConfig(broker_url=cluster.executor.config.broker_url, outbox_after=outbox_after)
+    return CeleryExecutor(cluster.store, config, sweep=sweep)
+
+
+def _in_queue(cluster: Cluster, redis_server: RedisServer, queue: str) -> list[str]:
+    """The job ids of the messages waiting in ``queue`` (oldest last, as Redis keeps them)."""
+    payloads = redis_server.command("LRANGE", queue, 0, -1, db=cluster.redis_db())
+    assert isinstance(payloads, list)
+    # The message layout is kombu's; the outbox reads it the same way.
+    from castbook.jobs.celery_executor import _job_id_of
+
+    return [job_id for p in payloads if (job_id := _job_id_of(p)) is not None]
+
+
+def test_the_outbox_sends_again_only_jobs_whose_message_is_gone(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
+    db = cluster.redis_db()
+    # The cluster's own executor (a server's) sends queued jobs with no message when it
+    # starts: let that pass end first, or it may send the job below between insert and publish.
+    assert cluster.executor.first_sweep_done.wait(60)
+    outbox = _outbox(cluster, 3600, sweep=False)
+    waiting = cluster.submit("a100")  # no worker consumes a100 here: its message waits
+    cancelled = cluster.store.create(kind="generation", input={}, queue="a100")
+    cluster.store.cancel(cancelled.id)
+    # Young jobs are left alone; old ones whose message waits in the queue too.
+    assert outbox.republish_lost() == []
+    assert outbox.republish_lost(older_than=0) == []
+    assert _in_queue(cluster, redis_server, "a100") == [waiting.id]
+
+    redis_server.command("FLUSHDB", db=db)  # Redis restarted without persistence
+    assert outbox.republish_lost(older_than=0) == [waiting.id]
+    assert _in_queue(cluster, redis_server, "a100") == [waiting.id]
+    # Sent once: its new message is seen, and the cancelled job is nobody's business.
+    assert outbox.republish_lost(older_than=0) == []
+    assert cluster.store.get(waiting.id).status == JobStatus.QUEUED
+
+    # A worker took the message (kombu moves it to the unacked hash) but never started the
+    # job: live while that delivery is recent, lost once it is older than outbox_after.
+    payload = redis_server.command("RPOP", "a100", db=db)
+    assert isinstance(payload, bytes)
+    held = b"[" + payload + b', "", "a100"]'
+    redis_server.command("HSET", "unacked", "tag-1", held, db=db)
+    redis_server.command("ZADD", "unacked_index", time.time(), "tag-1", db=db)
+    assert outbox.republish_lost(older_than=0) == []
+    redis_server.command("ZADD", "unacked_index", time.time() - 7200, "tag-1", db=db)
+    assert outbox.republish_lost(older_than=0) == [waiting.id]
+    assert _in_queue(cluster, redis_server, "a100") == [waiting.id]
+    outbox.shutdown()
+
+
+def test_lost_messages_are_sent_again_and_each_job_runs_once(
+    sqlite_cluster: Cluster, redis_server: RedisServer
+) -> None:
+    cluster = sqlite_cluster
+    cluster.stop_workers()  # nothing consumes the queue until the messages are lost
+    db = cluster.redis_db()
+    # A server killed between inserting the row and publishing it: the next server's start
+    # sends it (this outbox's own clock, an hour, would not).
+    resolved = resolve_request(
+        {"prompt": "a lighthouse at dusk", "seed": 6}, load_presets(cluster.home).get("tiny")
+    )
+    unpublished = cluster.store.create(
+        kind="generation", input=generation_job_input(resolved, "tiny"), queue="default"
+    )
+    on_start = _outbox(cluster, 3600)
+    on_start.start()
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while unpublished.id not in _in_queue(cluster, redis_server, "default"):
+        assert time.monotonic() < deadline, "the outbox did not send the unpublished job"
+        time.sleep(0.1)
+    on_start.shutdown()
+
+    # Redis restarted without persistence while a server runs: its sweep sends it again.
+    sweeping = _outbox(cluster, 1)
+    sweeping.start()
+    flushed = cluster.submit("default", seed=5)
+    assert flushed.id in _in_queue(cluster, redis_server, "default")
+    redis_server.command("FLUSHDB", db=db)
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while set(_in_queue(cluster, redis_server, "default")) != {unpublished.id, flushed.id}:
+        assert time.monotonic() < deadline, "the outbox did not send the lost messages again"
+        time.sleep(0.1)
+
+    cluster.worker("default")
+    for job_id in (unpublished.id, flushed.id):
+        done = cluster.wait_for(job_id, _finished, JOB_DEADLINE_S)
+        assert done.status == JobStatus.SUCCEEDED, (done.error, cluster.logs())
+        assert done.attempts == 1 and len(done.outputs) == 1
+    # Every message is consumed (any extra one dropped), and nothing ran twice.
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while (
+        redis_server.command("HLEN", "unacked", db=db),
+        redis_server.command("LLEN", "default", db=db),
+    ) != (0, 0):
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.1)
+    sweeping.shutdown()
+    for job_id in (unpublished.id, flushed.id):
+        assert cluster.store.get(job_id).attempts == 1
 
 
 # ---- the executor contract: Celery workers ------------------------------------------------------

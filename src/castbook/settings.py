@@ -199,6 +199,13 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "CASTBOOK_OUTBOX_AFTER",
+        "outbox_after",
+        "60",
+        "seconds a queued Celery task may have no message in Redis before it is sent again",
+        _positive,
+    ),
+    Setting(
         "CASTBOOK_API_MAX_BODY_MB",
         "api_max_body_mb",
         "40",
@@ -361,6 +368,7 @@ class Settings:
     job_lease: float = 120.0
     job_max_attempts: int = 2
     celery_visibility_timeout: float = 3600.0
+    outbox_after: float = 60.0
     api_max_body_mb: float = 40.0
     stop_grace: float = 30.0
     task_retention: float | None = None  # seconds; None keeps finished tasks

@@ -20,13 +20,21 @@ Nothing is lost when a worker dies mid-job:
   every ``sweep_interval`` seconds, the server's executor checks every queue, and a task
   whose job is found running checks that one job. So a job is never left "running".
 
+Nothing is lost when a message is lost either (Redis restarted without persistence, a
+server killed between inserting the row and publishing): the job table is the outbox. The
+server's executor sends again every queued job that has had no message in Redis for
+``outbox_after`` seconds, and, when it starts, every queued job with no message at all (see
+:meth:`CeleryExecutor.republish_lost` for how "no message" is told and why duplicates stay
+bounded).
+
 Duplicate messages are harmless: a job starts only from ``queued`` (a guarded update), and a
 message for a job that is running under a live worker, or already finished, is dropped.
 
 Settings (environment): ``CASTBOOK_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``),
 ``CASTBOOK_CELERY_VISIBILITY_TIMEOUT`` (seconds, default 3600),
 ``CASTBOOK_JOB_LEASE`` (seconds without a heartbeat before a job counts as orphaned, default
-120), ``CASTBOOK_JOB_MAX_ATTEMPTS`` (default 2).
+120), ``CASTBOOK_JOB_MAX_ATTEMPTS`` (default 2), ``CASTBOOK_OUTBOX_AFTER`` (seconds a queued
+job may go without a message before it is sent again, default 60).
 
 Multi-machine deployment: every server and worker machine uses the same
 ``CASTBOOK_DATABASE_URL`` (PostgreSQL), ``CASTBOOK_REDIS_URL`` and ``CASTBOOK_BLOB_DIR``
@@ -39,7 +47,10 @@ Celery is imported lazily: importing :mod:`castbook.jobs` never imports it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -47,9 +58,12 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from castbook.db import Database
+from sqlalchemy import select, update
+
+from castbook.db import Database, JobRow
 from castbook.errors import FieldError, MissingDependencyError, NotFoundError, StorageError
 from castbook.jobs.executor import JobHandler, run_job
 from castbook.jobs.leases import (
@@ -103,6 +117,7 @@ class CeleryConfig:
     heartbeat: float = 10.0
     lease: float = 120.0
     sweep_interval: float = 60.0
+    outbox_after: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CeleryConfig:
@@ -116,6 +131,7 @@ class CeleryConfig:
             heartbeat=min(10.0, lease / 4),
             lease=lease,
             sweep_interval=max(1.0, lease / 2),
+            outbox_after=settings.outbox_after,
         )
 
     @property
@@ -198,6 +214,9 @@ class CeleryExecutor:
         self.sweep = sweep
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._redis: Any = None
+        # Set once the first sweep (the one at start) is done: tests wait on it.
+        self.first_sweep_done = threading.Event()
 
     def start(self) -> None:
         if not self.sweep or self._thread is not None:
@@ -211,7 +230,7 @@ class CeleryExecutor:
     def submit(self, job: Job) -> None:
         """Send the job id to ``job.queue``; a job that cannot be sent is failed, not lost."""
         try:
-            self.app.send_task(TASK_NAME, args=[job.id], queue=job.queue)
+            self._send(job)
         except Exception as exc:
             message = (
                 f"could not queue the task: the Celery broker at "
@@ -228,8 +247,87 @@ class CeleryExecutor:
             queues=None,
             max_attempts=self.config.max_attempts,
             lease=self.config.lease,
-            publish=self.submit,
+            # A re-queued job that cannot be sent now stays queued: the outbox sends it later.
+            publish=self._send,
         )
+
+    def republish_lost(self, older_than: float | None = None) -> list[str]:
+        """Send again the queued jobs whose message is gone; returns their ids.
+
+        How "gone" is told: Redis is asked. A queued job has a live message when its id is in
+        its queue's list (waiting for a worker) or in Celery's ``unacked`` hash, delivered
+        less than ``outbox_after`` seconds ago (a worker took it and is about to start it).
+        A job that last changed more than ``older_than`` seconds ago (default
+        ``outbox_after``) with neither is sent again.
+
+        Why not just "published longer than N seconds ago": a job waiting behind busy
+        workers looks exactly like a lost one by its age, so such a rule either sends it
+        again every N seconds (a pile of duplicates for a long queue) or waits far too long
+        for a lost one. Looking costs one ``LRANGE`` per queue and one ``HGETALL`` per pass
+        (proportional to what is queued, every ``outbox_after / 2`` seconds) and reads
+        kombu's Redis layout (a list per queue, the ``unacked`` hash and its
+        ``unacked_index`` of delivery times), which :func:`_broker_view` keeps in one place.
+
+        Duplicates stay bounded: a job is sent again only after a compare-and-set of its
+        ``updated_at`` (so of several servers sweeping at once one sends), which also
+        restarts its ``older_than`` clock; so a job gets at most one extra message per
+        ``outbox_after`` seconds, and only while Redis shows none for it (a message between
+        a worker's pop and its ``unacked`` entry, a few milliseconds, is the one case where
+        an extra message is sent while one lives). An extra message is dropped by the worker
+        that gets it: a job starts only from ``queued``.
+        """
+        after = self.config.outbox_after
+        cutoff = datetime.now(UTC) - timedelta(seconds=after if older_than is None else older_than)
+        with self.store.database.session() as session:
+            candidates = session.execute(
+                select(JobRow.id, JobRow.queue, JobRow.updated_at)
+                .where(JobRow.status == JobStatus.QUEUED.value, JobRow.updated_at <= cutoff)
+                .order_by(JobRow.created_at)
+            ).all()
+        if not candidates:
+            return []
+        waiting, held = _broker_view(self._client(), {queue for _, queue, _ in candidates})
+        now = datetime.now(UTC).timestamp()
+        sent: list[str] = []
+        for job_id, queue, updated_at in candidates:
+            if job_id in waiting or now - held.get(job_id, float("-inf")) < after:
+                continue
+            if not self._claim_resend(job_id, updated_at):
+                continue  # it changed meanwhile (started, cancelled, another server sent it)
+            try:
+                self._send(self.store.get(job_id))
+            except Exception:
+                log.warning("task %s: could not send it again; the next pass tries", job_id)
+                continue
+            log.warning("task %s: its message in queue %s was lost; sent it again", job_id, queue)
+            sent.append(job_id)
+        return sent
+
+    def _claim_resend(self, job_id: str, seen: datetime) -> bool:
+        with self.store.database.session() as session:
+            changed = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status == JobStatus.QUEUED.value,
+                    JobRow.updated_at == seen,
+                )
+                .values(updated_at=datetime.now(UTC))
+            ).rowcount
+            session.commit()
+        return bool(changed)
+
+    def _send(self, job: Job) -> None:
+        self.app.send_task(TASK_NAME, args=[job.id], queue=job.queue)
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(
+                self.config.broker_url, socket_timeout=10, socket_connect_timeout=5
+            )
+        return self._redis
 
     def shutdown(self, wait: bool = True) -> None:
         self._stop.set()
@@ -238,15 +336,72 @@ class CeleryExecutor:
         self._thread = None
         with contextlib.suppress(Exception):
             self.app.close()
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                self._redis.close()
 
     def _sweep_loop(self) -> None:
+        # The first pass (the server starting) sends every queued job with no message, however
+        # young: one inserted by a server killed before it published is found at once.
+        older_than: float | None = 0.0
+        interval = min(self.config.sweep_interval, max(0.5, self.config.outbox_after / 2))
         while True:
             try:
                 self.recover()
             except Exception:
                 log.warning("checking for orphaned tasks failed", exc_info=True)
-            if self._stop.wait(self.config.sweep_interval):
+            try:
+                self.republish_lost(older_than)
+            except Exception:
+                log.warning("checking for queued tasks with lost messages failed", exc_info=True)
+            older_than = None
+            self.first_sweep_done.set()
+            if self._stop.wait(interval):
                 return
+
+
+# kombu's Redis transport: a list per queue (plus one per priority step, named
+# ``<queue>\x06\x16<step>``), and the messages delivered but not yet acknowledged in a hash
+# with their delivery times in a sorted set.
+_PRIORITY_SEP = "\x06\x16"
+_UNACKED = "unacked"
+_UNACKED_INDEX = "unacked_index"
+
+
+def _broker_view(client: Any, queues: set[str]) -> tuple[set[str], dict[str, float]]:
+    """(job ids waiting in ``queues``, job id -> when a worker took its message)."""
+    waiting: set[str] = set()
+    for queue in queues:
+        keys = [queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in (3, 6, 9))]
+        for key in keys:
+            for payload in client.lrange(key, 0, -1):
+                job_id = _job_id_of(payload)
+                if job_id is not None:
+                    waiting.add(job_id)
+    held: dict[str, float] = {}
+    delivered = dict(client.zrange(_UNACKED_INDEX, 0, -1, withscores=True))
+    for tag, payload in client.hgetall(_UNACKED).items():
+        job_id = _job_id_of(payload, in_unacked=True)
+        if job_id is not None:
+            held[job_id] = max(held.get(job_id, 0.0), float(delivered.get(tag, 0.0)))
+    return waiting, held
+
+
+def _job_id_of(payload: bytes, *, in_unacked: bool = False) -> str | None:
+    """The job id a castbook message carries; None for anything else."""
+    try:
+        message = json.loads(payload)
+        if in_unacked:  # [message, exchange, routing key]
+            message = message[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        if message.get("headers", {}).get("task") != TASK_NAME:
+            return None
+        args = json.loads(body)[0]
+        return str(args[0])
+    except (ValueError, KeyError, IndexError, TypeError, binascii.Error):
+        return None
 
 
 def create_executor(
