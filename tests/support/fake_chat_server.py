@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.loopback import LoopbackServer
+
 __all__ = ["GOOD_ANSWER", "ChatReply", "ChatRequest", "FakeChatServer", "answer_json"]
 
 GOOD_ANSWER: dict[str, Any] = {
@@ -77,35 +79,14 @@ class ChatRequest:
         return list(self.json.get("messages", [])) if isinstance(self.json, dict) else []
 
 
-class FakeChatServer:
+class FakeChatServer(LoopbackServer):
     """A threaded stdlib HTTP server bound to 127.0.0.1 on a free port."""
 
     def __init__(self) -> None:
         self.requests: list[ChatRequest] = []
         self._replies: dict[str | None, deque[ChatReply]] = defaultdict(deque)
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def start(self) -> FakeChatServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeChatServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._listen(_Server, _Handler)
 
     @property
     def base_url(self) -> str:

@@ -41,6 +41,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from tests.support.loopback import LoopbackServer
+
 __all__ = ["FakeGeminiServer", "RecordedRequest", "Reply", "color_for", "size_for"]
 
 # The gemini-2.5-flash-image output sizes per aspect ratio (1K); 2K and 4K double them.
@@ -134,7 +136,7 @@ class RecordedRequest:
         ]
 
 
-class FakeGeminiServer:
+class FakeGeminiServer(LoopbackServer):
     """A threaded stdlib HTTP server bound to 127.0.0.1 on a free port."""
 
     def __init__(self, api_keys: list[str] | tuple[str, ...] = ("AIza-test-key",), shrink: int = 4):
@@ -147,36 +149,7 @@ class FakeGeminiServer:
         self.max_in_flight = 0
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def start(self) -> FakeGeminiServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeGeminiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self._listen(_Server, _Handler)
 
     @property
     def base_url(self) -> str:

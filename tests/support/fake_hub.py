@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
+from tests.support.loopback import LoopbackServer
+
 __all__ = ["FakeHub", "HubFile", "HubRepo", "HubRequest"]
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
@@ -119,7 +121,7 @@ class _Drop:
     reset: bool
 
 
-class FakeHub:
+class FakeHub(LoopbackServer):
     """A threaded stdlib HTTP server bound to 127.0.0.1 on a free port."""
 
     def __init__(self, lfs_redirect: Literal["relative", "cdn"] | None = None) -> None:
@@ -131,34 +133,9 @@ class FakeHub:
         self._failures: list[int] = []
         self._rate: int | None = None
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._listen(_Server, _Handler)
 
     # --- lifecycle
-    def start(self) -> FakeHub:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # ends throttled bodies early
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"

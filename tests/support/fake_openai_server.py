@@ -32,6 +32,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from tests.support.loopback import LoopbackServer
+
 __all__ = ["FakeOpenAIServer", "RecordedRequest", "Reply", "UploadedFile", "color_for"]
 
 
@@ -101,7 +103,7 @@ class RecordedRequest:
         return self.json if self.json is not None else self.form
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackServer):
     """A threaded stdlib HTTP server bound to 127.0.0.1 on a free port."""
 
     def __init__(self, api_key: str | None = "sk-test-key") -> None:
@@ -111,38 +113,9 @@ class FakeOpenAIServer:
         self._files: dict[str, bytes] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._listen(_Server, _Handler)
 
     # --- lifecycle
-    def start(self) -> FakeOpenAIServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping in a scripted delay
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     @property
     def base_url(self) -> str:
         return f"{self.origin}/v1"
