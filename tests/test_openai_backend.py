@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -23,6 +25,7 @@ from castbook.generation.base import PreparedRequest, Progress
 from castbook.generation.openai_backend import OpenAIImagesBackend
 from castbook.generation.presets import BUILTIN_PRESETS, Preset
 from castbook.generation.request import GenerationRequest, Mode
+from castbook.providers import mask, save_provider_key
 from tests.support.backend_contract import BackendContract
 from tests.support.fake_openai_server import FakeOpenAIServer, Reply, color_for, make_png
 
@@ -602,3 +605,175 @@ def test_cancelling_before_a_download(
     with pytest.raises(GenerationCancelled):
         backend.generate(prepare(), cancel_on_download)
     assert [r.method for r in server.requests] == ["POST"]
+
+
+# ------------------------------------------------------------------ provider keys
+
+PAID = "sk-paid-key-0000aaaa1111"
+FREE = "sk-free-key-2222bbbb3333"
+
+
+def write_openai_provider(
+    home: Path, base_url: str, *entries: tuple[str, str], name: str = "mine", prefer: str = ""
+) -> None:
+    for key, tier in entries:
+        save_provider_key(
+            home,
+            name,
+            key,
+            tier,  # type: ignore[arg-type]
+            kind="openai",
+            base_url=base_url,
+            model="gpt-image-1",
+        )
+    if prefer:
+        path = home / "providers.toml"
+        text = path.read_text().replace('kind = "openai"', f'kind = "openai"\nprefer = "{prefer}"')
+        path.write_text(text)
+        os.chmod(path, 0o600)
+
+
+def keys_used(server: FakeOpenAIServer) -> list[str]:
+    return [
+        r.headers.get("authorization", "").removeprefix("Bearer ") for r in server.images_requests()
+    ]
+
+
+def provider_backend(
+    home: Path, preset: Preset = PRESET, env: dict[str, str] | None = None, **kwargs: object
+) -> OpenAIImagesBackend:
+    environ = {"CASTBOOK_HOME": str(home), **(env or {})}
+    options: dict[str, object] = {"backoff": 0.01, "timeout": 10.0, **kwargs}
+    return OpenAIImagesBackend(preset, environ=environ, **options)  # type: ignore[arg-type]
+
+
+def named(provider: str) -> Preset:
+    return dataclasses.replace(PRESET, options={**PRESET.options, "provider": provider})
+
+
+@pytest.fixture
+def keyed_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(PAID, FREE, KEY) as running:
+        yield running
+
+
+def test_a_429_moves_to_the_next_key_and_the_limited_key_cools_down(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    write_openai_provider(tmp_path, keyed_server.base_url, (PAID, "paid"), (FREE, "free"))
+    backend = provider_backend(tmp_path, named("mine"))
+    assert backend.base_url == keyed_server.base_url  # the named provider's base URL
+    keyed_server.script(Reply(status=429, message="slow down {key}", headers={"Retry-After": "30"}))
+    events: list[Progress] = []
+    started = time.monotonic()
+    result = backend.generate(prepare(), events.append)
+    assert time.monotonic() - started < 10  # not the 30 s of Retry-After: the next key at once
+    assert keys_used(keyed_server) == [PAID, FREE]
+    assert len(result.images) == 1
+    assert result.metadata["key_tiers"] == ["free"]
+    assert result.metadata["attempts"] == 2
+    notes = " ".join(e.message for e in events)
+    assert "next key" in notes and PAID not in notes and FREE not in notes
+    # The paid key cools for the server's 30 s: the next generation does not try it.
+    backend.generate(prepare(), lambda _: None)
+    assert keys_used(keyed_server) == [PAID, FREE, FREE]
+
+
+def test_paid_keys_go_first_for_images(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    # Found by its base URL, without a `provider` option; listed free first in the file.
+    write_openai_provider(tmp_path, keyed_server.base_url, (FREE, "free"), (PAID, "paid"))
+    backend = provider_backend(tmp_path, env={"CASTBOOK_OPENAI_BASE_URL": keyed_server.base_url})
+    backend.generate(prepare(), lambda _: None)
+    assert keys_used(keyed_server) == [PAID]
+
+
+def test_prefer_free_turns_the_order_round(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    write_openai_provider(
+        tmp_path, keyed_server.base_url, (PAID, "paid"), (FREE, "free"), prefer="free"
+    )
+    provider_backend(tmp_path, named("mine")).generate(prepare(), lambda _: None)
+    assert keys_used(keyed_server) == [FREE]
+
+
+def test_a_provider_at_another_url_is_not_used(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    write_openai_provider(tmp_path, "https://elsewhere.example/v1", (PAID, "paid"))
+    env = {"CASTBOOK_OPENAI_BASE_URL": keyed_server.base_url, "OPENAI_API_KEY": KEY}
+    provider_backend(tmp_path, env=env).generate(prepare(), lambda _: None)
+    assert keys_used(keyed_server) == [KEY]
+
+
+def test_the_env_key_joins_the_providers_keys_as_paid(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    write_openai_provider(tmp_path, keyed_server.base_url, (FREE, "free"))
+    backend = provider_backend(tmp_path, named("mine"), env={"OPENAI_API_KEY": KEY})
+    keyed_server.script(Reply(status=429, headers={"Retry-After": "30"}))
+    backend.generate(prepare(), lambda _: None)
+    assert keys_used(keyed_server) == [KEY, FREE]
+
+
+def test_the_env_key_alone_behaves_as_before(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    env = {"CASTBOOK_OPENAI_BASE_URL": keyed_server.base_url, "OPENAI_API_KEY": KEY}
+    backend = provider_backend(tmp_path, env=env)
+    keyed_server.script(Reply(status=429, headers={"Retry-After": "0.1"}))
+    result = backend.generate(prepare(), lambda _: None)
+    assert keys_used(keyed_server) == [KEY, KEY]  # the one key retried after Retry-After
+    assert result.metadata["key_tiers"] == ["paid"]
+
+
+def test_insufficient_quota_on_one_key_moves_to_the_next(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    write_openai_provider(tmp_path, keyed_server.base_url, (PAID, "paid"), (FREE, "free"))
+    backend = provider_backend(tmp_path, named("mine"))
+    keyed_server.script(Reply(status=429, message="quota", code="insufficient_quota"))
+    assert len(backend.generate(prepare(), lambda _: None).images) == 1
+    assert keys_used(keyed_server) == [PAID, FREE]
+
+
+def test_every_key_limited_names_them_masked(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    write_openai_provider(tmp_path, keyed_server.base_url, (PAID, "paid"), (FREE, "free"))
+    backend = provider_backend(tmp_path, named("mine"))
+    keyed_server.script(
+        *[Reply(status=429, message="limit {key}", headers={"Retry-After": "600"})] * 2
+    )
+    with pytest.raises(BackendError) as caught:
+        backend.generate(prepare(), lambda _: None)
+    text = str(caught.value)
+    assert caught.value.status == 429
+    assert mask(PAID) in text and mask(FREE) in text
+    assert PAID not in text and FREE not in text
+    assert "castbook providers key add" in text
+    assert keys_used(keyed_server) == [PAID, FREE]
+
+
+def test_a_refused_provider_key_is_named_masked_with_its_source(
+    keyed_server: FakeOpenAIServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    wrong = "sk-wrong-provider-key-99999"
+    write_openai_provider(tmp_path, keyed_server.base_url, (wrong, "paid"))
+    with pytest.raises(BackendError) as caught:
+        provider_backend(tmp_path, named("mine")).generate(prepare(), lambda _: None)
+    text = str(caught.value)
+    assert caught.value.status == 401
+    assert mask(wrong) in text and "provider 'mine'" in text and "providers.toml" in text
+    assert wrong not in text
+
+
+def test_a_named_provider_that_is_missing_is_a_clear_error(tmp_path: Path) -> None:
+    write_openai_provider(tmp_path, "https://elsewhere.example/v1", (PAID, "paid"))
+    with pytest.raises(FieldError) as caught:
+        provider_backend(tmp_path, named("nope"), env={"OPENAI_API_KEY": KEY})
+    text = str(caught.value)
+    assert "'nope'" in text and "providers.toml" in text and "mine" in text
+    assert PAID not in text

@@ -106,8 +106,10 @@ class RecordedRequest:
 class FakeOpenAIServer(LoopbackServer):
     """A threaded stdlib HTTP server bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, api_key: str | None = "sk-test-key") -> None:
+    def __init__(self, api_key: str | None = "sk-test-key", *more_keys: str) -> None:
         self.api_key = api_key
+        # Further keys the server also accepts (several keys of one account or provider).
+        self.api_keys = frozenset((api_key, *more_keys)) if api_key is not None else None
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
         self._files: dict[str, bytes] = {}
@@ -166,7 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         self._record(b"")
         if self.path.split("?")[0] == "/v1/models":  # what `castbook providers test` asks
-            if self.headers.get("Authorization") != f"Bearer {owner.api_key}":
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if owner.api_keys is not None and token not in owner.api_keys:
                 self._send_error(401, "Incorrect API key provided.", "invalid_api_key")
                 return
             models = {"object": "list", "data": [{"id": "gpt-image-1", "object": "model"}]}
@@ -203,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-        if owner.api_key is not None and token != owner.api_key:
+        if owner.api_keys is not None and token not in owner.api_keys:
             self._send_error(401, f"Incorrect API key provided: {token}", "invalid_api_key")
             return
 

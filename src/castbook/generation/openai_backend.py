@@ -1,9 +1,24 @@
 """The OpenAI-compatible images backend: ``/images/generations`` and ``/images/edits``.
 
 Works with OpenAI itself and with servers that speak the same API (LocalAI, vLLM-omni,
-proxies …). The base URL and the API key come from the constructor or from the environment
-variables the preset names (``base_url_env``, default ``CASTBOOK_OPENAI_BASE_URL`` falling
-back to ``https://api.openai.com/v1``; ``api_key_env``, default ``OPENAI_API_KEY``).
+proxies …). The base URL comes from the constructor, else the environment variable the
+preset names (``base_url_env``, default ``CASTBOOK_OPENAI_BASE_URL``), else the base URL of
+the provider the preset's ``provider`` option names, else ``options["base_url"]``, else
+``https://api.openai.com/v1``.
+
+Keys: the one given to the constructor, else the keys of an ``openai``-kind provider in
+``$CASTBOOK_HOME/providers.toml`` (the one the preset's ``provider`` option names — a name
+not there is a :class:`~castbook.errors.FieldError` — else the first whose ``base_url`` is
+this backend's), plus the key in the variable ``api_key_env`` names (default
+``OPENAI_API_KEY``) as a paid key. Image work takes paid keys first unless the provider says
+``prefer = "free"`` (:func:`castbook.providers.tier_order`). A 429 rate limit cools that key
+down (``Retry-After`` when the server gives one, else the backoff) and the call goes at once
+to the next ready key; when every key is cooling it waits for the first (at most
+``max_retry_wait`` s, ``max_retries`` times). ``insufficient_quota`` is per key: it cools the
+key ``cool_down`` s and moves on when another key is ready, and fails at once otherwise (a
+lone key is not cooled, so a topped-up account works on the next call). The file is re-read
+on every generation. With only ``OPENAI_API_KEY`` set this is the single-key behaviour of
+before: a 429 is retried on that key after ``Retry-After`` or the backoff.
 
 Routing
     t2i without references → ``POST {base}/images/generations`` (JSON).
@@ -31,10 +46,11 @@ Preset options understood (all optional)
     ``{"quality": "high", "input_fidelity": "high"}``).
 
 Errors all become :class:`~castbook.errors.BackendError` carrying the HTTP status and the
-server's own message: 401/403 name the variable the key came from; 429 and 5xx are retried
-``max_retries`` times with exponential backoff honouring ``Retry-After`` (a 429 for an
-exhausted quota is not retried); 400 and other 4xx are not retried; a timeout says how long
-was waited. The API key never appears in a message, a log line or ``repr``.
+server's own message: 401/403 name the refused key masked and where it came from (the
+variable, or the provider and tier in providers.toml); 429 as above; 5xx are retried
+``max_retries`` times with exponential backoff honouring ``Retry-After``; 400 and other 4xx
+are not retried; a timeout says how long was waited. No key appears in a message, a log
+line, ``repr`` or the metadata (which records the tiers used, ``key_tiers``).
 """
 
 from __future__ import annotations
@@ -48,6 +64,7 @@ import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -66,8 +83,19 @@ from castbook.generation.base import (
     Progress,
     ProgressCallback,
 )
+from castbook.generation.hosted_keys import find_provider
 from castbook.generation.request import Mode
 from castbook.images import open_image
+from castbook.providers import (
+    IMAGE,
+    KeyRing,
+    ProviderConfig,
+    ProviderKey,
+    Tier,
+    providers_path,
+    tier_order,
+)
+from castbook.settings import Settings
 
 try:
     import httpx
@@ -86,6 +114,7 @@ MAX_IMAGES = 16  # images one edits call may carry (gpt-image-1's limit)
 _RETRIED = frozenset({429, 500, 502, 503, 504})
 _NOT_RETRIED_429 = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 _MESSAGE_LIMIT = 500
+_GIVEN = "the given key"
 
 
 class OpenAIImagesBackend:
@@ -104,6 +133,8 @@ class OpenAIImagesBackend:
         max_retries: int = 2,
         backoff: float = 1.0,
         max_retry_wait: float = 60.0,
+        cool_down: float = 60.0,
+        home: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if httpx is None:  # pragma: no cover - exercised only without the extra
@@ -114,6 +145,7 @@ class OpenAIImagesBackend:
             raise FieldError("max_retries", f"must be 0 or more, got {max_retries!r}")
         if environ is None:
             environ = os.environ
+        self.environ: Mapping[str, str] = environ
         options = dict(preset.options)
         self.preset = preset
         self.model = preset.model
@@ -122,10 +154,23 @@ class OpenAIImagesBackend:
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
         self.max_retry_wait = float(max_retry_wait)
+        self.cool_down = float(cool_down)
+        self.home = Path(home) if home is not None else Settings.from_env(environ).home
+        self.provider_name = options.get("provider")
+        self.api_key_env = str(options.get("api_key_env") or DEFAULT_API_KEY_ENV)
+        if api_key is not None and not api_key.strip():
+            raise BackendError(self.name, self._no_key_message("the given key is empty"))
+        self._given_key = api_key.strip() if api_key is not None else None
 
         base_url_env = str(options.get("base_url_env") or DEFAULT_BASE_URL_ENV)
         self.base_url_env = base_url_env
-        resolved = base_url or environ.get(base_url_env) or options.get("base_url")
+        named = self._provider(None) if self.provider_name is not None else None
+        resolved = (
+            base_url
+            or environ.get(base_url_env)
+            or (named.base_url if named is not None else None)
+            or options.get("base_url")
+        )
         self.base_url = str(resolved or DEFAULT_BASE_URL).strip().rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -135,20 +180,9 @@ class OpenAIImagesBackend:
                 f"(set it with {base_url_env}), got {self._host_of(self.base_url)!r}",
             )
         self.host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-
-        self.api_key_env = str(options.get("api_key_env") or DEFAULT_API_KEY_ENV)
-        if api_key is not None:
-            self._key_source = "the API key given to the backend"
-        else:
-            api_key = environ.get(self.api_key_env)
-            self._key_source = f"the API key in {self.api_key_env}"
-        if not api_key or not api_key.strip():
-            raise BackendError(
-                self.name,
-                f"no API key: set {self.api_key_env} to your key for {self.host} "
-                "(any non-empty value for a server that needs none)",
-            )
-        self._api_key = api_key.strip()
+        self._ring = KeyRing()
+        self._secrets: set[str] = set()
+        self._keys()  # no key at all is a clear error now, not at the first generation
 
         self.sizes = _parse_sizes(options.get("sizes"))
         self.image_field = str(options.get("image_field") or "image[]")
@@ -161,6 +195,60 @@ class OpenAIImagesBackend:
 
     def __repr__(self) -> str:
         return f"OpenAIImagesBackend(model={self.model!r}, host={self.host!r})"
+
+    # ------------------------------------------------------------------ keys
+
+    def _provider(self, base_url: str | None) -> ProviderConfig | None:
+        """The ``openai`` provider of providers.toml this backend takes keys from: the one
+        the preset's ``provider`` option names, else the first at ``base_url`` (None: none)."""
+        if self._given_key is not None:
+            return None
+        return find_provider(
+            self.home, self.environ, "openai", self.provider_name, base_url=base_url
+        )
+
+    def _keys(self) -> tuple[str, list[ProviderKey], Tier]:
+        """The ring's provider name, the keys to use (providers.toml re-read each time, so a
+        key added to it is used by a running server), and the tier image work tries first."""
+        if self._given_key is not None:
+            keys = [ProviderKey(self.name, self._given_key, "paid", name=_GIVEN)]
+            self._remember(keys)
+            return self.name, keys, "paid"
+        provider = self._provider(self.base_url)
+        name = provider.name if provider is not None else self.name
+        keys = list(provider.keys) if provider is not None else []
+        from_env = (self.environ.get(self.api_key_env) or "").strip()
+        if from_env and all(key.key != from_env for key in keys):
+            keys.append(ProviderKey(name, from_env, "paid", name=self.api_key_env))
+        if not keys:
+            where = f"provider {provider.name!r} has no key" if provider else "no key is set"
+            raise BackendError(self.name, self._no_key_message(where))
+        self._remember(keys)
+        return name, keys, tier_order(provider, IMAGE)
+
+    def _remember(self, keys: list[ProviderKey]) -> None:
+        for key in keys:
+            self._ring.add(key)
+            self._secrets.add(key.key)
+
+    def _no_key_message(self, why: str) -> str:
+        host = getattr(self, "host", None) or "the images API"
+        return (
+            f"no API key ({why}): set {self.api_key_env} to your key for {host} "
+            "(any non-empty value for a server that needs none), or add one with "
+            "`castbook providers key add NAME` (kept in "
+            f"{providers_path(self.home)})"
+        )
+
+    def _key_source(self, key: ProviderKey) -> str:
+        if key.name == _GIVEN:
+            return "the API key given to the backend"
+        if key.name == self.api_key_env:
+            return f"the API key in {self.api_key_env}"
+        label = f" {key.name!r}" if key.name else ""
+        return (
+            f"the {key.tier} key{label} of provider {key.provider!r} in {providers_path(self.home)}"
+        )
 
     # ------------------------------------------------------------------ generate
 
@@ -189,6 +277,7 @@ class OpenAIImagesBackend:
         endpoint = "edits" if images_in else "generations"
         files = [_png(image, i) for i, image in enumerate(images_in)]
 
+        keys = _Keys(*self._keys())
         batch = request.request.batch
         outputs: list[Image.Image] = []
         returned: list[str] = []
@@ -211,7 +300,9 @@ class OpenAIImagesBackend:
                 }
                 if self.options.get("response_format"):
                     fields["response_format"] = str(self.options["response_format"])
-                body, tries = self._post(client, endpoint, fields, files, progress, calls > 0)
+                body, tries, key = self._post(
+                    client, endpoint, fields, files, progress, calls > 0, keys
+                )
                 attempts += tries
                 calls += 1
                 data = body.get("data")
@@ -220,7 +311,7 @@ class OpenAIImagesBackend:
                 if body.get("usage") is not None:
                     usage.append(body["usage"])
                 for item in data[:n]:
-                    image = self._image_from(client, item, len(outputs), progress)
+                    image = self._image_from(client, item, len(outputs), progress, key)
                     returned.append(f"{image.width}x{image.height}")
                     if isinstance(item, dict) and item.get("revised_prompt"):
                         revised.append(str(item["revised_prompt"]))
@@ -243,6 +334,7 @@ class OpenAIImagesBackend:
             "images_sent": len(files),
             "calls": calls,
             "attempts": attempts,
+            "key_tiers": keys.tiers_used,
         }
         if request.negative_prompt.strip():
             metadata["negative_prompt"] = "appended to the prompt as 'Avoid: …'"
@@ -264,34 +356,48 @@ class OpenAIImagesBackend:
         files: list[tuple[str, bytes]],
         progress: ProgressCallback,
         announce: bool,
-    ) -> tuple[dict[str, Any], int]:
+        keys: _Keys,
+    ) -> tuple[dict[str, Any], int, ProviderKey]:
+        """One images call: sent with the first ready key; a 429 cools that key down and the
+        call goes at once to the next ready key, or waits for the first to come back."""
         url = f"{self.base_url}/images/{endpoint}"
-        headers = {"Authorization": f"Bearer {self._api_key}"}
         attempt = 0
+        waits = 0  # sleeps: for a cooling key, or backing off after a 5xx
+        limited = 0  # 429s this call (each key gets at most max_retries + 1)
+        last_limit = ""
+        asked: float | None = None
+        previous: ProviderKey | None = None
         while True:
+            ready = self._ready(keys)
+            if limited >= len(keys.keys) * (self.max_retries + 1):
+                raise self._rate_limited(f"after {attempt} attempts", last_limit, keys)
+            if not ready:
+                wait_for = self._wait_for_a_key(keys)
+                if wait_for > self.max_retry_wait:
+                    seconds = math.ceil(wait_for)
+                    tried = (
+                        f"the server asks to wait {seconds:g} s, over {self.max_retry_wait:g} s"
+                        if asked is not None
+                        else f"every key cools down {seconds:g} s more, over "
+                        f"{self.max_retry_wait:g} s"
+                    )
+                    raise self._rate_limited(tried, last_limit, keys)
+                if waits >= self.max_retries:
+                    tried = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
+                    raise self._rate_limited(tried, last_limit, keys)
+                waits += 1
+                time.sleep(wait_for)
+                continue
+            key = ready[0]
             attempt += 1
             if attempt > 1 or announce:
                 # Checking for cancellation before every request and every retry.
-                progress(Progress(0, 1, self._retry_note(attempt)))
-            try:
-                if files:
-                    response = client.post(
-                        url,
-                        headers=headers,
-                        data={k: _form_value(v) for k, v in fields.items()},
-                        files=[
-                            (self.image_field, (name, data, "image/png")) for name, data in files
-                        ],
-                    )
-                else:
-                    response = client.post(url, headers=headers, json=fields)
-            except httpx.TimeoutException:
-                raise self._error(
-                    f"timed out after {self.timeout:g} s waiting for {self._host_of(url)}"
-                ) from None
-            except httpx.HTTPError as exc:
-                raise self._error(f"cannot reach {self.host}: {exc}") from None
-
+                note = self._retry_note(attempt)
+                if previous is not None and key != previous:
+                    note += f" with the next key {key.masked} ({key.tier})"
+                progress(Progress(0, 1, note))
+            previous = key
+            response = self._send(client, url, key, fields, files)
             status = response.status_code
             if status < 300:
                 try:
@@ -300,13 +406,14 @@ class OpenAIImagesBackend:
                     raise self._error("the answer is not JSON", status) from None
                 if not isinstance(body, dict):
                     raise self._error("the answer is not a JSON object", status)
-                return body, attempt
+                keys.tiers_used.append(key.tier)
+                return body, attempt, key
 
             message, code = _error_of(response)
             if status in (401, 403):
                 raise self._error(
-                    f"the server refused {self._key_source} ({message}); check the key "
-                    f"and that it may use {self.model!r}",
+                    f"the server refused the key {key.masked} ({self._key_source(key)}): "
+                    f"{message}; check the key and that it may use {self.model!r}",
                     status,
                 )
             if code == "model_not_found":
@@ -322,20 +429,80 @@ class OpenAIImagesBackend:
                     f"(set {self.base_url_env})",
                     status,
                 )
-            retriable = status in _RETRIED and not (status == 429 and code in _NOT_RETRIED_429)
-            if not retriable:
-                raise self._error(message, status)
-            tried = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
-            asked = _retry_after(response.headers)
-            if asked is not None and asked > self.max_retry_wait:
-                tried = f"the server asks to wait {asked:g} s, over {self.max_retry_wait:g} s"
-            elif attempt <= self.max_retries:
-                wait = asked if asked is not None else self.backoff * 2 ** (attempt - 1)
-                time.sleep(max(wait, 0.0))
+            if status == 429 and code in _NOT_RETRIED_429:
+                # Out of quota is per key (per account): another key may still have some.
+                # A lone key is not cooled, so a topped-up account works on the next call.
+                others = [k for k in ready if k != key]
+                if not others:
+                    raise self._error(message, status)
+                self._ring.cool_down(key, self.cool_down)
+                last_limit = message
                 continue
             if status == 429:
-                raise self._error(f"rate limited ({tried}): {message}", status)
+                asked = _retry_after(response.headers)
+                own = sum(1 for k in keys.limited if k == key)
+                delay = asked if asked is not None else self.backoff * 2**own
+                self._ring.cool_down(key, delay)
+                keys.limited.append(key)
+                limited += 1
+                last_limit = message
+                continue
+            if status not in _RETRIED:
+                raise self._error(message, status)
+            tried = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
+            retry_after = _retry_after(response.headers)
+            if retry_after is not None and retry_after > self.max_retry_wait:
+                tried = f"the server asks to wait {retry_after:g} s, over {self.max_retry_wait:g} s"
+            elif waits < self.max_retries:
+                waits += 1
+                wait = retry_after if retry_after is not None else self.backoff * 2 ** (waits - 1)
+                time.sleep(max(wait, 0.0))
+                continue
             raise self._error(f"{message} ({tried})", status)
+
+    def _send(
+        self,
+        client: httpx.Client,
+        url: str,
+        key: ProviderKey,
+        fields: dict[str, Any],
+        files: list[tuple[str, bytes]],
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key.key}"}
+        try:
+            if files:
+                return client.post(
+                    url,
+                    headers=headers,
+                    data={k: _form_value(v) for k, v in fields.items()},
+                    files=[(self.image_field, (name, data, "image/png")) for name, data in files],
+                )
+            return client.post(url, headers=headers, json=fields)
+        except httpx.TimeoutException:
+            raise self._error(
+                f"timed out after {self.timeout:g} s waiting for {self._host_of(url)}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._error(f"cannot reach {self.host}: {exc}") from None
+
+    def _ready(self, keys: _Keys) -> list[ProviderKey]:
+        ordered = self._ring.ordered(keys.provider, first=keys.first)
+        return [key for key in ordered if key in keys.keys]
+
+    def _wait_for_a_key(self, keys: _Keys) -> float:
+        now = self._ring.clock()
+        return min(max((self._ring.cooling_until(k) or now) - now, 0.0) for k in keys.keys)
+
+    def _rate_limited(self, tried: str, last: str, keys: _Keys) -> BackendError:
+        said = last or "no request sent: every key is still cooling down"
+        message = f"rate limited ({tried}): {said}"
+        if len(keys.keys) > 1:
+            shown = ", ".join(f"{k.masked} ({k.tier})" for k in keys.keys)
+            message += (
+                f"; every key of {keys.provider} is rate-limited or out of quota ({shown}); "
+                "try again later or add a key with `castbook providers key add NAME`"
+            )
+        return self._error(message, 429)
 
     def _image_from(
         self,
@@ -343,6 +510,7 @@ class OpenAIImagesBackend:
         item: object,
         index: int,
         progress: ProgressCallback,
+        key: ProviderKey,
     ) -> Image.Image:
         source = f"image {index + 1} from {self.host}"
         if not isinstance(item, dict):
@@ -353,7 +521,7 @@ class OpenAIImagesBackend:
             except (binascii.Error, ValueError):
                 raise self._error(f"{source} is not valid base64") from None
         elif item.get("url"):
-            data = self._download(client, str(item["url"]), source, progress)
+            data = self._download(client, str(item["url"]), source, progress, key)
         else:
             raise self._error(f"{source} has neither 'b64_json' nor 'url'")
         try:
@@ -366,12 +534,17 @@ class OpenAIImagesBackend:
         return image
 
     def _download(
-        self, client: httpx.Client, url: str, source: str, progress: ProgressCallback
+        self,
+        client: httpx.Client,
+        url: str,
+        source: str,
+        progress: ProgressCallback,
+        key: ProviderKey,
     ) -> bytes:
         progress(Progress(0, 1, f"downloading {source}"))
         # The key goes only back to the API's own origin, never to a storage host.
         same_origin = urlsplit(url)[:2] == urlsplit(self.base_url)[:2]
-        headers = {"Authorization": f"Bearer {self._api_key}"} if same_origin else {}
+        headers = {"Authorization": f"Bearer {key.key}"} if same_origin else {}
         shown = self._host_of(url)
         try:
             response = client.get(url, headers=headers, follow_redirects=True)
@@ -407,7 +580,9 @@ class OpenAIImagesBackend:
         return BackendError(self.name, self._redact(message), status=status)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
     @staticmethod
     def _host_of(url: str) -> str:
@@ -417,6 +592,17 @@ class OpenAIImagesBackend:
         if parts.port is not None:
             host = f"{host}:{parts.port}"
         return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else url[:80]
+
+
+class _Keys:
+    """The keys one generation may use, the tier it tries first, and what it used."""
+
+    def __init__(self, provider: str, keys: list[ProviderKey], first: Tier) -> None:
+        self.provider = provider
+        self.keys = keys
+        self.first = first
+        self.tiers_used: list[str] = []
+        self.limited: list[ProviderKey] = []
 
 
 # ---------------------------------------------------------------------- helpers

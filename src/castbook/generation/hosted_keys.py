@@ -1,0 +1,52 @@
+"""Which provider of ``providers.toml`` a hosted backend uses, shared by the OpenAI-compatible
+and ComfyUI backends (the Gemini backend keeps its own copy of the same rule).
+
+The preset's ``provider`` option names one (of the backend's kind): a name that is not there
+is a :class:`~castbook.errors.FieldError` naming the file and the providers it holds, so a
+typo never silently falls back to another key. Without the option, the first provider of
+that kind whose ``base_url`` is the backend's is used (same endpoint, same keys), if any.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from castbook.errors import FieldError
+from castbook.providers import ProviderConfig, load_providers, providers_path
+
+__all__ = ["find_provider"]
+
+
+def find_provider(
+    home: str | os.PathLike[str],
+    environ: Mapping[str, str],
+    kind: str,
+    name: object = None,
+    *,
+    base_url: str | None = None,
+) -> ProviderConfig | None:
+    """The ``kind`` provider named ``name``, else the first at ``base_url``, else None.
+
+    The file is read on every call, so a key added with ``castbook providers key add`` is
+    used by a running server without a restart."""
+    providers = [p for p in load_providers(home, environ) if p.kind == kind]
+    if name is not None:
+        for provider in providers:
+            if provider.name == str(name):
+                return provider
+        known = ", ".join(p.name for p in providers) or "none"
+        raise FieldError(
+            "options.provider",
+            f"no provider {str(name)!r} of kind {kind} in {providers_path(Path(home))} "
+            f"({kind} providers there: {known}; add it with `castbook providers add "
+            f"{name} --kind {kind}`)",
+        )
+    if base_url is None:
+        return None
+    wanted = base_url.strip().rstrip("/")
+    for provider in providers:
+        if provider.base_url.strip().rstrip("/") == wanted:
+            return provider
+    return None
