@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from castbook.errors import BackendError, GenerationCancelled, InvalidInputError
+from castbook.errors import BackendError, FieldError, GenerationCancelled, InvalidInputError
 from castbook.generation.base import PreparedRequest, Progress
 from castbook.generation.comfyui_backend import ComfyUIBackend
 from castbook.generation.comfyui_workflows import WORKFLOW_DIR, load_workflow
 from castbook.generation.presets import BUILTIN_PRESETS, Preset
 from castbook.generation.request import GenerationRequest, Mode
+from castbook.providers import save_provider_key
 from tests.support.backend_contract import BackendContract, fingerprint
 from tests.support.fake_comfyui_server import FakeComfyUI
 
@@ -510,3 +511,40 @@ def test_the_environment_variable_reaches_a_real_server(comfy: FakeComfyUI) -> N
 def test_an_unknown_built_in_workflow_lists_the_known_ones() -> None:
     with pytest.raises(Exception, match="workflow:sd15-ip-adapter, workflow:sd15-img2img"):
         ComfyUIBackend(preset("workflow:sdxl-turbo"), environ={})
+
+
+# -- a comfyui provider: its base URL is the server, its key a bearer token -----------------
+
+PROXY_KEY = "cb-proxy-key-5555cccc6666"
+
+
+def test_a_named_comfyui_provider_gives_the_server_and_its_bearer_key(
+    comfy: FakeComfyUI, tmp_path: Path, prepare: Callable[..., PreparedRequest]
+) -> None:
+    save_provider_key(tmp_path, "farm", PROXY_KEY, "paid", kind="comfyui", base_url=comfy.url)
+    env = {"CASTBOOK_HOME": str(tmp_path), "CASTBOOK_COMFYUI_URL": "http://127.0.0.1:9"}
+    chosen = preset(provider="farm")
+    backend = ComfyUIBackend(chosen, environ=env, poll_interval=0.01, timeout=5.0)
+    assert backend.server == comfy.url  # the provider's, not CASTBOOK_COMFYUI_URL's
+    assert PROXY_KEY not in repr(backend)
+    result = backend.generate(prepare(), lambda _: None)
+    assert len(result.images) == 1
+    assert PROXY_KEY not in json.dumps(result.metadata)
+    sent = {(r.method, r.path): r.authorization for r in comfy.requests}
+    assert ("GET", "/ws") in sent  # the websocket was opened, with the key
+    assert ("POST", "/prompt") in sent
+    assert set(sent.values()) == {f"Bearer {PROXY_KEY}"}
+
+
+def test_without_a_provider_no_authorization_is_sent(
+    backend: ComfyUIBackend, comfy: FakeComfyUI, prepare: Callable[..., PreparedRequest]
+) -> None:
+    backend.generate(prepare(), lambda _: None)
+    assert comfy.requests and all(r.authorization == "" for r in comfy.requests)
+
+
+def test_a_named_comfyui_provider_that_is_missing_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"CASTBOOK_HOME": str(tmp_path), "CASTBOOK_COMFYUI_URL": "http://127.0.0.1:9"}
+    with pytest.raises(FieldError) as caught:
+        ComfyUIBackend(preset(provider="farm"), environ=env)
+    assert "'farm'" in str(caught.value) and "providers.toml" in str(caught.value)

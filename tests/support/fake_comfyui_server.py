@@ -124,6 +124,7 @@ class RecordedRequest:
     query: dict[str, str]
     json: Any = None
     form: dict[str, str] = field(default_factory=dict)
+    authorization: str = ""  # the Authorization header (a proxy's bearer key), if any
 
 
 @dataclass
@@ -284,6 +285,7 @@ class FakeComfyUI:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         record = RecordedRequest(method, parts.path, query)
+        record.authorization = handler.headers.get("Authorization", "")
         content_type = handler.headers.get("Content-Type", "")
         if body and content_type.startswith("application/json"):
             record.json = json.loads(body)
@@ -307,7 +309,14 @@ class FakeComfyUI:
         key = handler.headers.get("Sec-WebSocket-Key", "")
         accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
         with self._lock:
-            self.requests.append(RecordedRequest("GET", "/ws", {"clientId": sid}))
+            self.requests.append(
+                RecordedRequest(
+                    "GET",
+                    "/ws",
+                    {"clientId": sid},
+                    authorization=handler.headers.get("Authorization", ""),
+                )
+            )
         handler.close_connection = True
         handler.send_response(101, "Switching Protocols")
         handler.send_header("Upgrade", "websocket")

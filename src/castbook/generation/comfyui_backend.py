@@ -69,9 +69,12 @@ from castbook.generation.comfyui_workflows import (
     load_workflow,
     reference_placeholder,
 )
+from castbook.generation.hosted_keys import find_provider
 from castbook.generation.presets import Preset
 from castbook.generation.request import Mode
 from castbook.images import open_image
+from castbook.providers import IMAGE, ProviderConfig, ProviderKey, tier_order
+from castbook.settings import Settings
 
 __all__ = [
     "BUILTIN_WORKFLOWS",
@@ -102,12 +105,19 @@ class ComfyUIBackend:
         server: str | None = None,
         timeout: float = 600,
         poll_interval: float = 0.5,
+        home: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         options = dict(preset.options)
         self.server_env = str(options.get("server_env") or _DEFAULT_SERVER_ENV)
-        chosen = server or environ.get(self.server_env) or options.get("server")
+        self.provider = self._provider(options.get("provider"), home, environ)
+        chosen = (
+            server
+            or (self.provider.base_url if self.provider is not None else None)
+            or environ.get(self.server_env)
+            or options.get("server")
+        )
         if not chosen:
             raise InvalidInputError(
                 f"no ComfyUI server configured: set {self.server_env} (e.g. http://127.0.0.1:8188)"
@@ -116,6 +126,7 @@ class ComfyUIBackend:
         if "://" not in chosen:
             chosen = f"http://{chosen}"
         self.server = chosen
+        self._key = self._provider_key(self.provider, chosen)
         self.preset = preset
         self.timeout = float(timeout)
         self.poll_interval = float(poll_interval)
@@ -131,6 +142,37 @@ class ComfyUIBackend:
         for workflow in self.workflows.values():
             self._check_known_placeholders(workflow)
         self.max_references = max((w.reference_slots for w in self.workflows.values()), default=0)
+
+    # -- the provider: a ComfyUI server (often behind an authenticating proxy) ----------------
+
+    @staticmethod
+    def _provider(
+        name: object, home: str | os.PathLike[str] | None, environ: Mapping[str, str]
+    ) -> ProviderConfig | None:
+        """The ``comfyui`` provider the preset's ``provider`` option names (None: no option).
+
+        Its ``base_url`` is the server; a name not in providers.toml is a FieldError."""
+        if name is None:
+            return None
+        where = Path(home) if home is not None else Settings.from_env(environ).home
+        return find_provider(where, environ, "comfyui", name)
+
+    @staticmethod
+    def _provider_key(provider: ProviderConfig | None, server: str) -> ProviderKey | None:
+        """The key sent as ``Authorization: Bearer`` (paid first, as for all image work) —
+        only to the provider's own server, never to another one given instead."""
+        if provider is None or not provider.keys:
+            return None
+        if provider.base_url.rstrip("/") != server.rstrip("/"):
+            return None
+        first = tier_order(provider, IMAGE)
+        return sorted(provider.keys, key=lambda key: key.tier != first)[0]
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.key}"} if self._key is not None else {}
+
+    def __repr__(self) -> str:
+        return f"ComfyUIBackend(preset={self.preset.id!r}, server={self.server!r})"
 
     def _workflow_spec(self, mode: Mode) -> str:
         if mode == Mode.I2I:
@@ -169,7 +211,9 @@ class ComfyUIBackend:
             )
         self._check_supported(workflow, request)
         batch = request.request.batch
-        with httpx.Client(base_url=self.server, timeout=min(self.timeout, 120.0)) as client:
+        with httpx.Client(
+            base_url=self.server, timeout=min(self.timeout, 120.0), headers=self._headers()
+        ) as client:
             values = self._values(request)
             for slot, image in enumerate(request.references, start=1):
                 values[reference_placeholder(slot)] = self._upload(client, image)
@@ -273,6 +317,19 @@ class ComfyUIBackend:
             ) from None
 
     def _json(self, response: httpx.Response, what: str) -> Any:
+        if response.status_code in (401, 403):
+            if self._key is not None and self.provider is not None:
+                refused = (
+                    f"the key {self._key.masked} ({self._key.tier} key of provider "
+                    f"{self.provider.name!r} in providers.toml)"
+                )
+            else:
+                refused = "the request (no key: name a comfyui provider with one in the preset)"
+            raise BackendError(
+                self.name,
+                f"{what}: ComfyUI at {self.server} refused {refused}",
+                status=response.status_code,
+            )
         if response.status_code >= 400:
             raise BackendError(
                 self.name, f"{what}: {_server_message(response)}", status=response.status_code
@@ -328,7 +385,11 @@ class ComfyUIBackend:
     def _open_socket(self, client_id: str, stack: contextlib.ExitStack) -> ProgressSocket | None:
         """Open the progress websocket before queueing (so no message is missed), or None."""
         opened = ProgressSocket.open(
-            self.server, client_id, timeout=min(self.timeout, 10.0), stack=stack
+            self.server,
+            client_id,
+            timeout=min(self.timeout, 10.0),
+            stack=stack,
+            headers=self._headers(),
         )
         if isinstance(opened, str):
             self._say_polling(opened)

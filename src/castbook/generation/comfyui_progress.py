@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +81,13 @@ class ProgressSocket:
 
     @classmethod
     def open(
-        cls, server: str, client_id: str, *, timeout: float, stack: ExitStack
+        cls,
+        server: str,
+        client_id: str,
+        *,
+        timeout: float,
+        stack: ExitStack,
+        headers: Mapping[str, str] | None = None,
     ) -> ProgressSocket | str:
         """Connect (closed when ``stack`` closes), or say in one line why not.
 
@@ -95,7 +102,14 @@ class ProgressSocket:
         with ExitStack() as own:  # closes the socket unless it is handed to ``stack``
             try:
                 # Previews of big images come as binary frames; 64 MiB keeps a sane bound.
-                opening = connect(url, open_timeout=timeout, close_timeout=2, max_size=64 << 20)
+                # ``headers``: a proxy's bearer key, sent on the upgrade request as on HTTP.
+                opening = connect(
+                    url,
+                    open_timeout=timeout,
+                    close_timeout=2,
+                    max_size=64 << 20,
+                    additional_headers=dict(headers) if headers else None,
+                )
                 connection = own.enter_context(opening)
             except InvalidHandshake as exc:
                 return f"the server refused the websocket at {url} ({exc})"
