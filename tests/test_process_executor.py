@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from castbook.db import Database
-from castbook.jobs import JobStatus, JobStore
+from castbook.jobs import Job, JobStatus, JobStore
 from castbook.jobs.processes import ProcessExecutor
 from castbook.settings import Settings
 from tests.support.executor_contract import EmbeddedHarness, ExecutorContract
@@ -67,6 +68,12 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _submit(executor: ProcessExecutor, store: JobStore, folder: Path) -> Job:
+    job = store.create(kind="gated", input={"dir": str(folder)})
+    executor.submit(job)
+    return job
+
+
 def _gate(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / name
     folder.mkdir()
@@ -80,8 +87,7 @@ def test_jobs_run_in_the_worker_process_not_the_servers(
     folder = _gate(tmp_path, "one")
     open_gate(folder)
     executor.start()
-    job = store.create(kind="gated", input={"dir": str(folder)})
-    executor.submit(job)
+    job = _submit(executor, store, folder)
     done = executor.wait(job.id, timeout=DEADLINE)
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.result["pid"] == executor.worker_pid != os.getpid()
@@ -106,8 +112,7 @@ def test_a_killed_worker_is_replaced_and_its_job_runs_again(
     executor, store = gated
     folder = _gate(tmp_path, "killed")
     executor.start()
-    job = store.create(kind="gated", input={"dir": str(folder)})
-    executor.submit(job)
+    job = _submit(executor, store, folder)
     first = _until(lambda: started_pids(folder).get(1), "the first attempt to start")
     _kill(first)
     second = _until(lambda: started_pids(folder).get(2), "the job to run again")
@@ -124,8 +129,7 @@ def test_a_job_that_kills_every_worker_fails_with_worker_lost(
     executor, store = gated
     folder = _gate(tmp_path, "cursed")
     executor.start()
-    job = store.create(kind="gated", input={"dir": str(folder)})
-    executor.submit(job)
+    job = _submit(executor, store, folder)
     for attempt in (1, 2):
         _kill(_until(lambda a=attempt: started_pids(folder).get(a), f"attempt {attempt}"))
     failed = _until(
@@ -136,8 +140,7 @@ def test_a_job_that_kills_every_worker_fails_with_worker_lost(
     # The next worker still takes new work.
     later = _gate(tmp_path, "later")
     open_gate(later)
-    fresh = store.create(kind="gated", input={"dir": str(later)})
-    executor.submit(fresh)
+    fresh = _submit(executor, store, later)
     assert executor.wait(fresh.id, timeout=DEADLINE).status is JobStatus.SUCCEEDED
 
 
@@ -147,8 +150,7 @@ def test_a_stop_that_cannot_wait_hands_running_jobs_back(
     executor, store = gated
     folder = _gate(tmp_path, "stop")
     executor.start()
-    job = store.create(kind="gated", input={"dir": str(folder)})
-    executor.submit(job)
+    job = _submit(executor, store, folder)
     pid = _until(lambda: started_pids(folder).get(1), "the job to start")
     assert executor.hand_back() == [job.id]
     back = store.get(job.id)
@@ -162,12 +164,9 @@ def test_a_stop_lets_running_jobs_finish(
     executor, store = gated
     folder = _gate(tmp_path, "finish")
     executor.start()
-    job = store.create(kind="gated", input={"dir": str(folder)})
-    executor.submit(job)
+    job = _submit(executor, store, folder)
     _until(lambda: started_pids(folder).get(1), "the job to start")
     waiting = store.create(kind="gated", input={"dir": str(folder)})
-    import threading
-
     stopper = threading.Thread(target=executor.shutdown)
     stopper.start()
     open_gate(folder)

@@ -84,9 +84,10 @@ from castbook.errors import (
     ModelNotAvailableError,
 )
 from castbook.generation.base import GenerationResult, PreparedRequest, Progress, ProgressCallback
+from castbook.generation.hosted_keys import find_provider
 from castbook.generation.request import Mode
 from castbook.images import open_image
-from castbook.providers import IMAGE, KeyRing, ProviderConfig, ProviderKey, load_providers
+from castbook.providers import IMAGE, KeyRing, ProviderConfig, ProviderKey
 from castbook.providers import tier_order as _tier_order
 from castbook.settings import Settings
 
@@ -223,18 +224,9 @@ class GeminiImagesBackend:
         """The gemini provider of providers.toml this backend uses (None: none there)."""
         if self._given_key is not None:
             return None
-        providers = [p for p in load_providers(self.home, self.environ) if p.kind == "gemini"]
-        if self.provider_name is not None:
-            for provider in providers:
-                if provider.name == self.provider_name:
-                    return provider
-            known = ", ".join(p.name for p in providers) or "none"
-            raise FieldError(
-                "options.provider",
-                f"no provider {self.provider_name!r} of kind gemini in "
-                f"{self.home / 'providers.toml'} (gemini providers there: {known})",
-            )
-        return providers[0] if providers else None
+        return find_provider(
+            self.home, self.environ, "gemini", self.provider_name, first_of_kind=True
+        )
 
     def _keys(self) -> tuple[str, list[ProviderKey], str]:
         """The ring's provider name, the keys to use (file re-read), and the first tier."""

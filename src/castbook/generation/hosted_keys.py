@@ -1,10 +1,11 @@
-"""Which provider of ``providers.toml`` a hosted backend uses, shared by the OpenAI-compatible
-and ComfyUI backends (the Gemini backend keeps its own copy of the same rule).
+"""Which provider of ``providers.toml`` a hosted backend uses, shared by the OpenAI-compatible,
+ComfyUI and Gemini backends.
 
 The preset's ``provider`` option names one (of the backend's kind): a name that is not there
 is a :class:`~castbook.errors.FieldError` naming the file and the providers it holds, so a
 typo never silently falls back to another key. Without the option, the first provider of
-that kind whose ``base_url`` is the backend's is used (same endpoint, same keys), if any.
+that kind whose ``base_url`` is the backend's is used (same endpoint, same keys), if any —
+or, for a kind with one public endpoint (Gemini), the first provider of that kind.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def find_provider(
     name: object = None,
     *,
     base_url: str | None = None,
+    first_of_kind: bool = False,
 ) -> ProviderConfig | None:
-    """The ``kind`` provider named ``name``, else the first at ``base_url``, else None.
+    """The ``kind`` provider named ``name``, else the first at ``base_url`` (or the first of
+    its kind with ``first_of_kind``), else None.
 
     The file is read on every call, so a key added with ``castbook providers key add`` is
     used by a running server without a restart."""
@@ -43,6 +46,8 @@ def find_provider(
             f"({kind} providers there: {known}; add it with `castbook providers add "
             f"{name} --kind {kind}`)",
         )
+    if first_of_kind:
+        return providers[0] if providers else None
     if base_url is None:
         return None
     wanted = base_url.strip().rstrip("/")
