@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import struct
 import sys
@@ -135,6 +136,7 @@ def main() -> None:
                     ("image", (f"{i}.png", noisy_png(i), "image/png")) for i in range(32)
                 ],
             }
+            print(f"{os.cpu_count()} cores, load average {os.getloadavg()}")
             print(f"{args.seconds:g} s per scenario; bob sends one small image every 0.25 s")
             for name, files in scenarios.items():
                 ann_times, bob_times, errors = run(client, keys, files, args.seconds)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 from tests.support.fake_gemini_server import FakeGeminiServer, Reply  # noqa: E402
 
+from castbook.errors import CastbookError  # noqa: E402
 from castbook.generation import PreparedRequest, parse_request  # noqa: E402
 from castbook.generation.gemini_backend import GeminiImagesBackend  # noqa: E402
 from castbook.generation.presets import BUILTIN_PRESETS  # noqa: E402
@@ -52,20 +54,27 @@ def main() -> None:
     args = parser.parse_args()
 
     with FakeGeminiServer(api_keys=[KEY], shrink=1) as server:
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()}")
         print(f"batch of {args.batch}, {args.latency:g} s per answer:")
         for limit in (1, 2, 4, 8):
             preset = dataclasses.replace(PRESET, options={"max_concurrent": limit})
             backend = GeminiImagesBackend(preset, base_url=server.base_url, api_key=KEY, environ={})
             times = []
+            errors = 0  # a batch that failed is counted, not timed
             for _ in range(args.repeats):
                 server.max_in_flight = 0
                 server.script(*[Reply(delay=args.latency)] * args.batch)
                 started = time.perf_counter()
-                backend.generate(prepared(args.batch, 512, 1), lambda _: None)
+                try:
+                    backend.generate(prepared(args.batch, 512, 1), lambda _: None)
+                except CastbookError:
+                    errors += 1
+                    continue
                 times.append(time.perf_counter() - started)
+            median = f"{statistics.median(times):6.2f} s" if times else "   n/a"
             print(
-                f"  max_concurrent {limit}: {statistics.median(times):6.2f} s "
-                f"(at most {server.max_in_flight} at once)"
+                f"  max_concurrent {limit}: {median} "
+                f"(at most {server.max_in_flight} at once; errors {errors})"
             )
 
         backend = GeminiImagesBackend(PRESET, base_url=server.base_url, api_key=KEY, environ={})
