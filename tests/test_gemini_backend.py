@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from castbook.errors import (
     BackendError,
     FieldError,
     GenerationCancelled,
+    MissingDependencyError,
     ModelNotAvailableError,
 )
 from castbook.generation.base import PreparedRequest, Progress
@@ -626,6 +629,82 @@ def test_timeout_says_how_long_it_waited_and_is_not_resent(
     assert time.monotonic() - started < 5
     assert caught.value.status is None
     assert len(server.generate_requests()) == 1
+
+
+def test_the_sdks_own_retries_are_off(server: FakeGeminiServer, prepare: Prepare) -> None:
+    # The SDK would retry 429/5xx/timeouts itself if asked; castbook asks it not to, so a
+    # 503 with max_retries 0 is one request, and a 429's next try is castbook's (next key).
+    backend = make_backend(server, max_retries=0)
+    server.script(Reply(status=503, message="The model is overloaded.", error_status="UNAVAILABLE"))
+    with pytest.raises(BackendError, match=r"The model is overloaded\. \(once\)") as caught:
+        backend.generate(prepare(), lambda _: None)
+    assert caught.value.status == 503
+    assert len(server.generate_requests()) == 1
+
+
+def test_retry_after_header_when_the_error_has_no_retry_info(
+    server: FakeGeminiServer, backend: GeminiImagesBackend, prepare: Prepare
+) -> None:
+    server.script(
+        Reply(status=429, error_status="RESOURCE_EXHAUSTED", headers={"Retry-After": "1"})
+    )
+    started = time.monotonic()
+    assert len(backend.generate(prepare(), lambda _: None).images) == 1
+    assert time.monotonic() - started >= 1.0
+    assert server.keys_used() == [KEY, KEY]
+
+
+def test_a_base_url_without_a_version_is_used_as_it_is(
+    server: FakeGeminiServer, prepare: Prepare
+) -> None:
+    # A proxy's own path: the SDK must not add its default API version to it.
+    backend = GeminiImagesBackend(PRESET, base_url=server.origin, api_key=KEY, environ={})
+    with pytest.raises(ModelNotAvailableError, match="Unknown path /models/"):
+        backend.generate(prepare(), lambda _: None)
+
+
+def test_without_the_sdk_the_error_names_the_extra(
+    server: FakeGeminiServer, backend: GeminiImagesBackend, prepare: Prepare,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, "google", None)  # makes `from google import genai` fail
+    with pytest.raises(MissingDependencyError, match=r"pip install 'castbook\[gemini\]'"):
+        backend.generate(prepare(), lambda _: None)
+    assert server.requests == []
+
+
+def _chain(error: BaseException | None) -> str:
+    """The text of an exception and of everything it was raised from or during."""
+    seen = []
+    while error is not None and len(seen) < 10:
+        seen.append(f"{type(error).__name__}: {error} {error.args!r}")
+        error = error.__cause__ or error.__context__
+    return "\n".join(seen)
+
+
+def test_no_key_reaches_a_log_line_or_an_exception_chain(
+    server: FakeGeminiServer, tmp_path: Path, prepare: Prepare, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger: castbook's, the SDK's, httpx's
+    write_providers(tmp_path, (FREE, "free"), (PAID, "paid"))
+    backend = provider_backend(server, tmp_path)
+    server.script(
+        Reply(status=429, error_status="RESOURCE_EXHAUSTED", retry_delay="30s"),  # paid → free
+        Reply(status=500, error_status="INTERNAL"),  # retried
+        Reply(status=403, message="Permission denied", error_status="PERMISSION_DENIED"),
+    )
+    texts = []
+    with pytest.raises(BackendError) as caught:
+        backend.generate(prepare(), lambda event: texts.append(event.message))
+    assert "AIz…ghij" in str(caught.value)
+    assert server.keys_used() == [PAID, FREE, FREE]
+    server.script(Reply(delay=6))
+    with pytest.raises(BackendError, match="timed out") as timed_out:
+        make_backend(server, timeout=0.3).generate(prepare(), lambda _: None)
+    text = "\n".join([caplog.text, *texts, _chain(caught.value), _chain(timed_out.value)])
+    assert ":generateContent" in caplog.text  # the HTTP client's request lines were captured
+    assert_no_key(text)
+    assert caught.value.__cause__ is None  # the SDK's exception is not attached
 
 
 def test_unreachable_server(prepare: Prepare) -> None:

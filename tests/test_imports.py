@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "diffusers", "transformers", "dlib", "celery", "cv2")
+# "google": the google-genai SDK (0.8 s, ~60 MB), imported by the Gemini backend only.
+HEAVY = ("torch", "diffusers", "transformers", "dlib", "celery", "cv2", "google")
 
 _PROBE = """
 import json, sys
@@ -49,3 +50,15 @@ def test_console_script_help_works() -> None:
     )
     assert result.returncode == 0
     assert "character" in result.stdout
+
+
+def test_a_gemini_submission_check_does_not_import_the_sdk() -> None:
+    # Submitting asks the preset's backend how many references it takes (it is built for
+    # that); only a generation needs google-genai.
+    body = (
+        "from castbook.generation.prepare import reference_room\n"
+        "from castbook.generation.presets import BUILTIN_PRESETS\n"
+        "preset = next(p for p in BUILTIN_PRESETS if p.id == 'gemini-image')\n"
+        "assert reference_room(preset) == 3, reference_room(preset)\n"
+    )
+    assert "google" not in loaded_modules(body)

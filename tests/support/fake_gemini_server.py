@@ -12,6 +12,14 @@ errors): ``{"error": {"code", "message", "status", "details": [{"@type":
 "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}, …]}}``. A wrong key is a
 400 with ``ErrorInfo`` reason ``API_KEY_INVALID``, as the real service answers.
 
+Field names: the API parses requests by the proto3 JSON mapping, which takes a field's
+lowerCamelCase name and its original proto name alike (https://protobuf.dev/programming-
+guides/json/, "Parsers accept both"). The ``google-genai`` SDK castbook sends with writes
+``inlineData`` but, inside it, ``mime_type`` (SDK 3.6, read 2026-12-07), so the server takes
+both spellings of ``mimeType``, as the real one does, and still checks every other field.
+Likewise ``bytes`` fields (``inlineData.data``) take standard or URL-safe base64, with or
+without padding (same page, "bytes"); the SDK sends URL-safe.
+
 ``POST /v1beta/models/{model}:generateContent`` answers a PNG of the size the aspect ratio
 (and image size) asks for, divided by ``shrink`` to keep tests fast, whose background
 colour is :func:`color_for` the request's text, so a test can check the prompt arrived.
@@ -130,10 +138,22 @@ class RecordedRequest:
     def inline_images(self) -> list[tuple[str, bytes]]:
         """(mime type, decoded bytes) of every inline image part, in order."""
         return [
-            (p["inlineData"]["mimeType"], base64.b64decode(p["inlineData"]["data"]))
+            (mime_type(p["inlineData"]), decode_bytes(p["inlineData"]["data"]))
             for p in self.parts
             if "inlineData" in p
         ]
+
+
+def decode_bytes(data: str) -> bytes:
+    """A proto3 JSON ``bytes`` value: standard or URL-safe base64, padded or not;
+    binascii.Error for anything else."""
+    text = str(data).replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def mime_type(inline: dict[str, Any]) -> str | None:
+    """A Blob's mimeType under either name the API's JSON parser takes."""
+    return inline.get("mimeType", inline.get("mime_type"))
 
 
 class FakeGeminiServer(LoopbackServer):
@@ -394,10 +414,13 @@ def _check_request(payload: Any) -> tuple[str, dict[str, Any]]:
                 texts.append(str(part["text"]))
             elif "inlineData" in part:
                 inline = part["inlineData"]
-                if inline.get("mimeType") not in INLINE_TYPES:
-                    raise ValueError(f"unsupported mimeType {inline.get('mimeType')!r}")
+                unknown = set(inline) - {"mimeType", "mime_type", "data"}
+                if unknown:
+                    raise ValueError(f"unknown inlineData fields {sorted(unknown)}")
+                if mime_type(inline) not in INLINE_TYPES:
+                    raise ValueError(f"unsupported mimeType {mime_type(inline)!r}")
                 try:
-                    base64.b64decode(inline["data"], validate=True)
+                    decode_bytes(inline["data"])
                 except binascii.Error:
                     raise ValueError("inlineData.data is not base64") from None
             else:

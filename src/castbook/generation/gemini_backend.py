@@ -18,6 +18,17 @@ with the key in the ``x-goog-api-key`` header (never in the URL, so never in a p
 log). A stored reference is sent as the bytes castbook stored (PNG, JPEG or WebP, which the
 API takes); other images as PNG.
 
+It is sent through Google's ``google-genai`` SDK (the ``gemini`` extra, imported when a
+generation first needs it): ``Client(api_key=…, http_options=HttpOptions(base_url,
+api_version, timeout, retry_options=HttpRetryOptions(attempts=1)))`` per key and
+``client.models.generate_content`` on this backend's worker threads (the sync client: the
+batch is already one thread per request in flight). The SDK's own retries are off —
+castbook moves to the next key on a 429, waits ``retryDelay`` per key and bounds 5xx
+retries itself — and its ``APIError`` (code, status, message, the error body's RetryInfo
+and ErrorInfo details) and httpx/httpx2 timeouts are read into the errors below. The SDK
+writes ``inlineData.mime_type`` and URL-safe base64, which the API's JSON parser takes
+(proto3 JSON mapping).
+
 What the API cannot express, and what is done instead
     * Sizes: the model draws a fixed set of aspect ratios (:data:`ASPECT_RATIOS`); the
       requested ``WxH`` is asked as the nearest one, and where the model offers image sizes
@@ -59,9 +70,10 @@ in a message, a log line, ``repr``, the metadata or a task record.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
+import importlib
 import io
+import json
 import math
 import os
 import queue
@@ -71,7 +83,7 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps
 
@@ -90,11 +102,6 @@ from castbook.images import open_image
 from castbook.providers import IMAGE, KeyRing, ProviderConfig, ProviderKey
 from castbook.providers import tier_order as _tier_order
 from castbook.settings import Settings
-
-try:
-    import httpx
-except ImportError:  # pragma: no cover - exercised only without the extra
-    httpx = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from castbook.generation.presets import Preset
@@ -163,8 +170,6 @@ class GeminiImagesBackend:
         cool_down: float = 60.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        if httpx is None:  # pragma: no cover - exercised only without the extra
-            raise MissingDependencyError("the Gemini backend", "openai", "httpx")
         if timeout <= 0:
             raise FieldError("timeout", f"must be positive, got {timeout!r}")
         if max_retries < 0:
@@ -212,6 +217,7 @@ class GeminiImagesBackend:
                 f"{BASE_URL_ENV}), got {parts.scheme}://{parts.hostname or ''}",
             )
         self.host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        self.sdk_base_url, self.api_version = _split_version(self.base_url)
         self._ring = KeyRing()
         self._secrets: set[str] = set()
 
@@ -264,6 +270,8 @@ class GeminiImagesBackend:
             raise BackendError(self.name, "image-to-video is not supported by the Gemini API")
         images = self._images_in(request)
         provider, keys, first = self._keys()
+        sdk = _Sdk()
+        types = sdk.types
 
         wanted = (request.request.width, request.request.height)
         aspect = nearest_aspect_ratio(*wanted)
@@ -271,22 +279,22 @@ class GeminiImagesBackend:
         prompt = request.prompt
         if request.negative_prompt.strip():
             prompt = f"{prompt.rstrip()}\n\nAvoid: {request.negative_prompt.strip()}"
-        parts: list[dict[str, Any]] = [{"text": prompt}]
-        parts += [{"inlineData": {"mimeType": mime, "data": data}} for mime, data in images]
-        image_config = {"aspectRatio": aspect}
-        if size is not None:
-            image_config["imageSize"] = size
-        body = {
-            "contents": [{"role": "user", "parts": parts}],
-            "generationConfig": {
-                "responseModalities": self.response_modalities,
-                "imageConfig": image_config,
-            },
-        }
+        parts = [types.Part(text=prompt)]
+        parts += [types.Part(inline_data=types.Blob(mime_type=m, data=d)) for m, d in images]
+        contents = [types.Content(role="user", parts=parts)]
+        config = types.GenerateContentConfig(
+            response_modalities=self.response_modalities,
+            image_config=types.ImageConfig(aspect_ratio=aspect, image_size=size),
+            # One request per image: no follow-up calls the SDK would make on its own.
+            automatic_continuation=False,
+        )
 
         batch = request.request.batch
-        call = _Call(self, provider, keys, first)
-        answers = self._run_batch(call, body, batch, progress)
+        call = _Call(self, sdk, provider, keys, first, contents, config)
+        try:
+            answers = self._run_batch(call, batch, progress)
+        finally:
+            call.close()
 
         outputs = [image for image, _ in answers]
         returned = [f"{image.width}x{image.height}" for image in outputs]
@@ -320,8 +328,8 @@ class GeminiImagesBackend:
         images_out = tuple(_fit(image, wanted) for image in outputs)
         return GenerationResult(images=images_out, seed=request.seed, metadata=metadata)
 
-    def _images_in(self, request: PreparedRequest) -> list[tuple[str, str]]:
-        """(mime type, base64) of every image the request carries: the i2i init image
+    def _images_in(self, request: PreparedRequest) -> list[tuple[str, bytes]]:
+        """(mime type, bytes) of every image the request carries: the i2i init image
         first, then the references; refused before any call when the model takes fewer."""
         pictures: list[tuple[Image.Image, bytes | None]] = []
         if request.mode is Mode.I2I:
@@ -352,7 +360,7 @@ class GeminiImagesBackend:
         return self.image_sizes[-1]
 
     def _run_batch(
-        self, call: _Call, body: dict[str, Any], batch: int, progress: ProgressCallback
+        self, call: _Call, batch: int, progress: ProgressCallback
     ) -> list[tuple[Image.Image, str]]:
         """``batch`` requests, ``max_concurrent`` at a time. Progress (and so cancelling)
         happens on the caller's thread; the workers only post notes."""
@@ -362,7 +370,7 @@ class GeminiImagesBackend:
         done = 0
         pool = ThreadPoolExecutor(workers, thread_name_prefix="castbook-gemini")
         futures: dict[Future[tuple[Image.Image, str]], int] = {
-            pool.submit(call.one, body, index, batch): index for index in range(batch)
+            pool.submit(call.one, index, batch): index for index in range(batch)
         }
         pending = set(futures)
         try:
@@ -394,21 +402,68 @@ class GeminiImagesBackend:
         return text
 
 
+class _Sdk:
+    """``google-genai``, imported when a generation first needs it: it takes ~0.8 s and
+    ~60 MB that ``import castbook``, ``castbook --help`` and a submission's reference check
+    (which builds the backend) must not pay."""
+
+    def __init__(self) -> None:
+        try:
+            from google import genai
+            from google.genai import errors, types
+        except ImportError:
+            raise MissingDependencyError("the Gemini backend", "gemini", "google-genai") from None
+        import pydantic
+
+        self.genai = genai
+        self.types = types
+        self.api_error: type[Exception] = errors.APIError
+        self.invalid: type[Exception] = pydantic.ValidationError
+        self.timeouts, self.transport = _transport_errors()
+
+
+def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """The timeout and transport exception classes the SDK may raise: it sends through
+    ``httpx2`` (its fork of httpx) when installed, else ``httpx``; both are caught."""
+    timeouts: list[type[Exception]] = []
+    others: list[type[Exception]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)
+        others.append(module.HTTPError)
+    return tuple(timeouts), tuple(others)
+
+
 class _Call:
-    """The requests of one generation: which keys they use, their notes and attempts."""
+    """The requests of one generation: which keys they use, their notes and attempts, and
+    one SDK client per key (the SDK takes the key when a client is built), closed at the
+    end."""
 
     def __init__(
-        self, backend: GeminiImagesBackend, provider: str, keys: list[ProviderKey], first: str
+        self,
+        backend: GeminiImagesBackend,
+        sdk: _Sdk,
+        provider: str,
+        keys: list[ProviderKey],
+        first: str,
+        contents: Any,
+        config: Any,
     ) -> None:
         self.backend = backend
+        self.sdk = sdk
         self.provider = provider
         self.keys = keys
         self.first = first
-        self.url = f"{backend.base_url}/models/{quote(backend.model, safe='.-_')}:generateContent"
+        self.contents = contents
+        self.config = config
         self.cancelled = threading.Event()
         self.notes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.tiers_used: list[str] = []
         self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
         self.attempts = 0
 
     def drain_notes(self) -> list[str]:
@@ -418,6 +473,34 @@ class _Call:
                 notes.append(self.notes.get_nowait())
             except queue.Empty:
                 return notes
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            # A client whose request was abandoned (one image failed) may fail to close;
+            # that must not hide the error the caller is being given.
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _client(self, key: ProviderKey) -> Any:
+        """The SDK client for ``key``: its retries off (castbook rotates keys on a 429,
+        honours retryDelay per key and bounds 5xx retries itself), its timeout ours."""
+        with self._lock:
+            client = self._clients.get(key.key)
+            if client is None:
+                backend, types = self.backend, self.sdk.types
+                options = types.HttpOptions(
+                    base_url=backend.sdk_base_url,
+                    api_version=backend.api_version,
+                    timeout=max(1, round(backend.timeout * 1000)),  # milliseconds
+                    retry_options=types.HttpRetryOptions(attempts=1),
+                )
+                client = self.sdk.genai.Client(
+                    api_key=key.key, vertexai=False, http_options=options
+                )
+                self._clients[key.key] = client
+            return client
 
     def _ready(self) -> list[ProviderKey]:
         ring = self.backend._ring
@@ -430,7 +513,7 @@ class _Call:
         waits = [max((ring.cooling_until(key) or now) - now, 0.0) for key in self.keys]
         return min(waits)
 
-    def one(self, body: dict[str, Any], index: int, batch: int) -> tuple[Image.Image, str]:
+    def one(self, index: int, batch: int) -> tuple[Image.Image, str]:
         """One image: the request sent with the first ready key, moving on after a 429."""
         backend = self.backend
         which = f"image {index + 1} of {batch}" if batch > 1 else "the image"
@@ -438,88 +521,98 @@ class _Call:
         last_limit = ""
         waits = 0
         failures = 0
-        with httpx.Client(timeout=backend.timeout, headers={"User-Agent": "castbook"}) as client:
-            while True:
-                if self.cancelled.is_set():
-                    raise GenerationCancelled("cancelled")
-                ready = self._ready()
-                # Each key gets at most max_retries + 1 429s per image: a short retryDelay
-                # on a slow link must not turn into an endless round of keys.
-                spent = len(limited) >= len(self.keys) * (backend.max_retries + 1)
-                if not ready or spent:
-                    wait_for = self._wait_for_a_key()
-                    if spent or waits >= backend.max_retries or wait_for > backend.max_retry_wait:
-                        shown = ", ".join(f"{k.masked} ({k.tier})" for k in self.keys)
-                        raise backend.error(
-                            f"rate limited: every key for {self.provider} is out of quota "
-                            f"or cooling down ({shown}; next one free in {wait_for:.0f} s); "
-                            f"last answer: {last_limit or 'none'}; try again later or add a "
-                            "key with `castbook providers key add NAME`",
-                            429,
-                        )
-                    waits += 1
-                    self.notes.put(f"every key is rate-limited; waiting {wait_for:.1f} s")
-                    if self.cancelled.wait(wait_for):
-                        raise GenerationCancelled("cancelled")
-                    continue
-                key = ready[0]
-                with self._lock:
-                    self.attempts += 1
-                response = self._post(client, body, key, which)
-                status = response.status_code
-                if status < 300:
-                    with self._lock:
-                        self.tiers_used.append(key.tier)
-                    return _answer_of(backend, response, which)
-                problem = _google_error(response)
-                message = backend.redact(problem.message)
-                if status == 429 or problem.status == "RESOURCE_EXHAUSTED":
-                    delay = problem.retry_delay
-                    backend._ring.cool_down(key, delay if delay is not None else backend.cool_down)
-                    limited.append(key.masked)
-                    last_limit = message
-                    self.notes.put(f"key {key.masked} is rate-limited; trying the next key")
-                    continue
-                if status in (401, 403) or "API_KEY_INVALID" in problem.reasons:
+        while True:
+            if self.cancelled.is_set():
+                raise GenerationCancelled("cancelled")
+            ready = self._ready()
+            # Each key gets at most max_retries + 1 429s per image: a short retryDelay
+            # on a slow link must not turn into an endless round of keys.
+            spent = len(limited) >= len(self.keys) * (backend.max_retries + 1)
+            if not ready or spent:
+                wait_for = self._wait_for_a_key()
+                if spent or waits >= backend.max_retries or wait_for > backend.max_retry_wait:
+                    shown = ", ".join(f"{k.masked} ({k.tier})" for k in self.keys)
                     raise backend.error(
-                        f"the server refused the key {key.masked} ({_key_source(key)}): "
-                        f"{message}; check the key and that it may use {backend.model!r}",
-                        status,
+                        f"rate limited: every key for {self.provider} is out of quota "
+                        f"or cooling down ({shown}; next one free in {wait_for:.0f} s); "
+                        f"last answer: {last_limit or 'none'}; try again later or add a "
+                        "key with `castbook providers key add NAME`",
+                        429,
                     )
-                if status == 404:
-                    raise ModelNotAvailableError(
-                        backend.redact(
-                            f"{backend.name}: model {backend.model!r} is not available at "
-                            f"{backend.host}: {message} (is {backend.base_url} the Gemini "
-                            f"API? set {BASE_URL_ENV})"
-                        )
+                waits += 1
+                self.notes.put(f"every key is rate-limited; waiting {wait_for:.1f} s")
+                if self.cancelled.wait(wait_for):
+                    raise GenerationCancelled("cancelled")
+                continue
+            key = ready[0]
+            with self._lock:
+                self.attempts += 1
+            try:
+                response = self._send(key, which)
+            except _Refused as refused:
+                problem = refused.problem
+            else:
+                with self._lock:
+                    self.tiers_used.append(key.tier)
+                return _answer_of(backend, response, which)
+            status = problem.code
+            message = backend.redact(problem.message)
+            if status == 429 or problem.status == "RESOURCE_EXHAUSTED":
+                delay = problem.retry_delay
+                backend._ring.cool_down(key, delay if delay is not None else backend.cool_down)
+                limited.append(key.masked)
+                last_limit = message
+                self.notes.put(f"key {key.masked} is rate-limited; trying the next key")
+                continue
+            if status in (401, 403) or "API_KEY_INVALID" in problem.reasons:
+                raise backend.error(
+                    f"the server refused the key {key.masked} ({_key_source(key)}): "
+                    f"{message}; check the key and that it may use {backend.model!r}",
+                    status,
+                )
+            if status == 404:
+                raise ModelNotAvailableError(
+                    backend.redact(
+                        f"{backend.name}: model {backend.model!r} is not available at "
+                        f"{backend.host}: {message} (is {backend.base_url} the Gemini "
+                        f"API? set {BASE_URL_ENV})"
                     )
-                if status in _RETRIED:
-                    failures += 1
-                    if failures > backend.max_retries:
-                        tried = f"after {failures} attempts" if failures > 1 else "once"
-                        raise backend.error(f"{message} ({tried})", status)
-                    self.notes.put(f"{backend.host} failed ({status}); retrying {which}")
-                    if self.cancelled.wait(backend.backoff * 2 ** (failures - 1)):
-                        raise GenerationCancelled("cancelled")
-                    continue
-                if status == 400:
-                    raise backend.error(f"bad request: {message}", status)
-                raise backend.error(message, status)
+                )
+            if status in _RETRIED:
+                failures += 1
+                if failures > backend.max_retries:
+                    tried = f"after {failures} attempts" if failures > 1 else "once"
+                    raise backend.error(f"{message} ({tried})", status)
+                self.notes.put(f"{backend.host} failed ({status}); retrying {which}")
+                if self.cancelled.wait(backend.backoff * 2 ** (failures - 1)):
+                    raise GenerationCancelled("cancelled")
+                continue
+            if status == 400:
+                raise backend.error(f"bad request: {message}", status)
+            raise backend.error(message, status)
 
-    def _post(
-        self, client: httpx.Client, body: dict[str, Any], key: ProviderKey, which: str
-    ) -> httpx.Response:
-        backend = self.backend
+    def _send(self, key: ProviderKey, which: str) -> Any:
+        """``models.generate_content`` with ``key``: the SDK's answer, or :class:`_Refused`
+        with the server's error; a timeout, an unreachable server or an answer that is not
+        a generateContent response is a BackendError at once."""
+        backend, sdk = self.backend, self.sdk
         try:
-            return client.post(self.url, headers={"x-goog-api-key": key.key}, json=body)
-        except httpx.TimeoutException:
+            return self._client(key).models.generate_content(
+                model=backend.model, contents=self.contents, config=self.config
+            )
+        except sdk.api_error as exc:
+            raise _Refused(_google_error(exc)) from None
+        except sdk.timeouts:
             # A generation that timed out may still be running (and billed): not resent.
             raise backend.error(
                 f"timed out after {backend.timeout:g} s waiting for {backend.host} ({which})"
             ) from None
-        except httpx.HTTPError as exc:
+        except sdk.transport as exc:
             raise backend.error(f"cannot reach {backend.host}: {exc}") from None
+        except json.JSONDecodeError:
+            raise backend.error(f"the answer for {which} is not JSON", 200) from None
+        except sdk.invalid as exc:
+            raise backend.error(_invalid_answer(exc, which, backend.host), 200) from None
 
 
 # ---------------------------------------------------------------------- answers
@@ -527,26 +620,41 @@ class _Call:
 
 class _Problem:
     def __init__(
-        self, message: str, status: str, reasons: set[str], retry_delay: float | None
+        self,
+        code: int,
+        message: str,
+        status: str,
+        reasons: set[str],
+        retry_delay: float | None,
     ) -> None:
+        self.code = code
         self.message = message
         self.status = status
         self.reasons = reasons
         self.retry_delay = retry_delay
 
 
-def _google_error(response: httpx.Response) -> _Problem:
-    """The message, status, ErrorInfo reasons and RetryInfo delay of a Google API error:
-    ``{"error": {"code", "message", "status", "details": [{"@type": …}]}}``."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    message, status, reasons, delay = "", "", set(), None
-    error = body.get("error") if isinstance(body, dict) else None
+class _Refused(Exception):
+    """The server answered an error (the SDK's APIError, read into a :class:`_Problem`)."""
+
+    def __init__(self, problem: _Problem) -> None:
+        super().__init__(problem.code)
+        self.problem = problem
+
+
+def _google_error(exc: Any) -> _Problem:
+    """The code, message, status, ErrorInfo reasons and RetryInfo delay of the SDK's
+    ``APIError`` for a Google API error ``{"error": {"code", "message", "status",
+    "details": [{"@type": …}]}}`` (``exc.details`` is that body; for a body that is not
+    JSON the SDK gives its text as the message)."""
+    code = int(exc.code) if isinstance(exc.code, int) else 0
+    message = str(exc.message or "")
+    status = str(exc.status or "")
+    reasons: set[str] = set()
+    delay = None
+    body = exc.details
+    error = body.get("error", body) if isinstance(body, dict) else None
     if isinstance(error, dict):
-        message = str(error.get("message") or "")
-        status = str(error.get("status") or "")
         for detail in error.get("details") or []:
             if not isinstance(detail, dict):
                 continue
@@ -555,14 +663,27 @@ def _google_error(response: httpx.Response) -> _Problem:
                 delay = _duration(detail.get("retryDelay"))
             elif kind.endswith("ErrorInfo") and detail.get("reason"):
                 reasons.add(str(detail["reason"]))
-    if delay is None:
-        delay = _duration(response.headers.get("retry-after"))
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if delay is None and headers is not None:
+        delay = _duration(headers.get("retry-after"))
+    message = " ".join(message.split())
     if not message:
-        text = response.text.strip() if response.content else ""
-        message = " ".join(text.split()) or response.reason_phrase or "no message"
+        message = str(getattr(response, "reason_phrase", "") or "") or "no message"
     if len(message) > _MESSAGE_LIMIT:
         message = message[: _MESSAGE_LIMIT - 1] + "…"
-    return _Problem(message, status, reasons, delay)
+    return _Problem(code, message, status, reasons, delay)
+
+
+def _invalid_answer(exc: Any, which: str, host: str) -> str:
+    """What is wrong with a 200 answer the SDK could not read into its response model."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    first = errors[0] if errors else {}
+    if first.get("type") == "bytes_invalid_encoding":
+        return f"{which} from {host} is not valid base64"
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    what = first.get("msg", exc)
+    return f"the answer for {which} is not a generateContent response ({where}: {what})"
 
 
 def _duration(raw: object) -> float | None:
@@ -573,49 +694,45 @@ def _duration(raw: object) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _answer_of(
-    backend: GeminiImagesBackend, response: httpx.Response, which: str
-) -> tuple[Image.Image, str]:
-    """The picture of a 200 answer and the model's text beside it; a blocked or text-only
-    answer is a BackendError saying so."""
-    try:
-        body = response.json()
-    except ValueError:
-        raise backend.error("the answer is not JSON", response.status_code) from None
-    if not isinstance(body, dict):
-        raise backend.error("the answer is not a JSON object", response.status_code)
-    feedback = body.get("promptFeedback")
-    if isinstance(feedback, dict) and feedback.get("blockReason"):
-        detail = feedback.get("blockReasonMessage") or ""
+def _name(value: object) -> str:
+    """An SDK enum (``FinishReason.IMAGE_SAFETY``) or a plain string as the API's name."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def _answer_of(backend: GeminiImagesBackend, response: Any, which: str) -> tuple[Image.Image, str]:
+    """The picture of the SDK's ``GenerateContentResponse`` and the model's text beside it;
+    a blocked or text-only answer is a BackendError saying so."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason:
+        detail = feedback.block_reason_message or ""
         raise backend.error(
             "blocked by the provider's safety filter: the prompt was refused "
-            f"({feedback['blockReason']}){': ' + str(detail) if detail else ''}"
+            f"({_name(feedback.block_reason)}){': ' + str(detail) if detail else ''}"
         )
-    candidates = body.get("candidates")
-    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+    candidates = response.candidates
+    if not candidates:
         raise backend.error(f"the answer for {which} holds no candidates")
     candidate = candidates[0]
-    finish = str(candidate.get("finishReason") or "")
-    content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
-    parts = content.get("parts") if isinstance(content.get("parts"), list) else []
+    finish = _name(candidate.finish_reason)
+    parts = (candidate.content.parts if candidate.content is not None else None) or []
     texts: list[str] = []
-    pictures: list[dict[str, Any]] = []
+    pictures: list[Any] = []
     for part in parts:
-        if not isinstance(part, dict) or part.get("thought"):
+        if part.thought:
             continue  # thinking models may send draft pictures first: not the answer
-        inline = part.get("inlineData") or part.get("inline_data")
-        if isinstance(inline, dict) and str(
-            inline.get("mimeType") or inline.get("mime_type") or ""
-        ).startswith("image/"):
+        inline = part.inline_data
+        if inline is not None and str(inline.mime_type or "").startswith("image/"):
             pictures.append(inline)
-        elif isinstance(part.get("text"), str) and part["text"].strip():
-            texts.append(part["text"].strip())
+        elif isinstance(part.text, str) and part.text.strip():
+            texts.append(part.text.strip())
     text = " ".join(texts)
     if pictures:
-        return _decode(backend, pictures[-1], which), text
+        return _decode(backend, pictures[-1].data or b"", which), text
     said = f": {_short(text)}" if text else ""
     if finish in SAFETY_REASONS:
-        message = candidate.get("finishMessage") or ""
+        message = candidate.finish_message or ""
         why = f": {_short(str(message))}" if message else said
         raise backend.error(
             f"blocked by the provider's safety filter: {which} was stopped ({finish}){why}"
@@ -625,12 +742,9 @@ def _answer_of(
     raise backend.error(f"the model returned no image for {which} (finishReason {finish or '-'})")
 
 
-def _decode(backend: GeminiImagesBackend, inline: dict[str, Any], which: str) -> Image.Image:
+def _decode(backend: GeminiImagesBackend, data: bytes, which: str) -> Image.Image:
+    """The picture of an inline part (the SDK has decoded its base64 already)."""
     source = f"{which} from {backend.host}"
-    try:
-        data = base64.b64decode(str(inline.get("data", "")), validate=True)
-    except (binascii.Error, ValueError):
-        raise backend.error(f"{source} is not valid base64") from None
     try:
         image = open_image(data, source=source)
     except ImageError as exc:
@@ -655,17 +769,17 @@ def nearest_aspect_ratio(width: int, height: int) -> str:
     return min(ASPECT_RATIOS, key=distance)
 
 
-def _inline(image: Image.Image, stored: bytes | None) -> tuple[str, str]:
+def _inline(image: Image.Image, stored: bytes | None) -> tuple[str, bytes]:
     """The stored bytes when the API takes their format as they are, else a PNG."""
     if stored is not None:
         mime = _sniff(stored)
         if mime is not None:
-            return mime, base64.b64encode(stored).decode("ascii")
+            return mime, stored
     if image.mode not in ("RGB", "RGBA", "L", "LA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return "image/png", base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "image/png", buffer.getvalue()
 
 
 def _sniff(data: bytes) -> str | None:
@@ -687,6 +801,15 @@ def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _split_version(base_url: str) -> tuple[str, str]:
+    """``https://host/v1beta`` as the SDK takes it: the base URL and the API version (the
+    last path segment when it is one, else "": the base URL is used as it is)."""
+    head, _, last = base_url.rpartition("/")
+    if re.fullmatch(r"v\d+(?:alpha|beta)?\d*", last) and "://" in head + "/":
+        return head + "/", last
+    return base_url + "/", ""
 
 
 def _key_source(key: ProviderKey) -> str:
