@@ -35,6 +35,7 @@ def test_only_admin_keys_see_or_change_providers(served) -> None:
     calls = [
         ("GET", "/v1/providers", None),
         ("POST", "/v1/providers", {"name": "g", "kind": "gemini"}),
+        ("PATCH", "/v1/providers/g", {"model": "m"}),
         ("DELETE", "/v1/providers/g", None),
         ("POST", "/v1/providers/g/keys", {"key": GOOD}),
         ("DELETE", "/v1/providers/g/keys/1", None),
@@ -86,6 +87,49 @@ def test_providers_and_keys_round_trip_masked(
     assert client.get("/v1/providers", headers=admin).json() == []
     everything = listed.text + added.text + removed.text + caplog.text
     assert GOOD not in everything and BAD not in everything
+
+
+def test_patch_changes_only_the_fields_given(served, home: Path) -> None:
+    api, admin, _ = served
+    client = api.client
+    client.post("/v1/providers", json={"name": "google", "kind": "gemini"}, headers=admin)
+    client.post("/v1/providers/google/keys", json={"key": GOOD, "tier": "free"}, headers=admin)
+
+    changed = client.patch(
+        "/v1/providers/google",
+        json={"base_url": "http://127.0.0.1:9/v1beta/", "prefer": "free"},
+        headers=admin,
+    )
+    assert changed.status_code == 200, changed.text
+    google = changed.json()
+    assert google["base_url"] == "http://127.0.0.1:9/v1beta"
+    assert google["model"] == "gemini-2.5-flash-image"  # not given: as it was
+    assert google["image_keys_first"] == "free"
+    assert [(k["key"], k["tier"]) for k in google["keys"]] == [("AIz…abcd", "free")]
+    assert GOOD not in changed.text
+    assert client.get("/v1/providers", headers=admin).json() == [google]
+
+    # null clears: back to Google's endpoint and paid keys first.
+    cleared = client.patch(
+        "/v1/providers/google", json={"base_url": None, "prefer": None}, headers=admin
+    ).json()
+    assert cleared["base_url"] == "https://generativelanguage.googleapis.com/v1beta"
+    assert cleared["image_keys_first"] == "paid"
+    assert stat.S_IMODE((home / "providers.toml").stat().st_mode) == 0o600
+
+    before = (home / "providers.toml").read_bytes()
+    for body, status, said in (
+        ({}, 422, "nothing to change"),
+        ({"kind": "openai"}, 422, "kind"),
+        ({"prefer": "gold"}, 422, "prefer"),
+        ({"base_url": "ftp://h/v1"}, 422, "http(s) URL"),
+    ):
+        answer = client.patch("/v1/providers/google", json=body, headers=admin)
+        assert answer.status_code == status, (body, answer.text)
+        assert said in answer.json()["error"], answer.text
+    missing = client.patch("/v1/providers/nope", json={"model": "m"}, headers=admin)
+    assert missing.status_code == 404 and "no provider named 'nope'" in missing.text
+    assert (home / "providers.toml").read_bytes() == before
 
 
 def test_bad_input_is_refused_without_quoting_the_key(served, home: Path) -> None:

@@ -124,6 +124,52 @@ def test_bad_input_is_named_and_leaves_the_file_as_it_was(castbook_home: Path) -
     assert path.read_bytes() == before
 
 
+def test_set_changes_url_model_and_tier_and_keeps_the_keys(castbook_home: Path) -> None:
+    with FakeGeminiServer() as gone:
+        dead = gone.base_url
+    ok("providers", "add", "google", "--kind", "gemini", "--base-url", dead)
+    ok("providers", "key", "add", "google", "--tier", "free", input=GOOD)
+    path = castbook_home / "providers.toml"
+    with FakeGeminiServer(api_keys=[GOOD]) as server:
+        assert "no key of provider 'google' works" in fails("providers", "test", "google")
+        assert "cannot reach" in listed()[0]["keys"][0]["last_error"]
+
+        said = ok("providers", "set", "google", "--base-url", server.base_url + "/",
+                  "--model", "gemini-3-pro-image-preview", "--prefer", "free")  # fmt: skip
+        assert "free keys first" in said and "gemini-3-pro-image-preview" in said
+        [google] = listed()
+        assert google["base_url"] == server.base_url
+        assert google["model"] == "gemini-3-pro-image-preview"
+        assert google["prefer"] == "free" and google["image_keys_first"] == "free"
+        # The key stays; the test of the old endpoint is forgotten.
+        assert [(k["key"], k["tier"], k["checked_at"]) for k in google["keys"]] == [
+            ("AIz…abcd", "free", None)
+        ]
+        assert "ok" in ok("providers", "test", "google")  # the new URL is the one used
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    # "" clears a field back to the kind's default; --prefer paid turns the order round.
+    ok("providers", "set", "google", "--base-url", "", "--model", "", "--prefer", "paid")
+    [google] = listed()
+    assert google["base_url"] == "https://generativelanguage.googleapis.com/v1beta"
+    assert google["model"] == "gemini-2.5-flash-image"
+    assert google["image_keys_first"] == "paid"
+
+    before = path.read_bytes()
+    assert "nothing to change" in fails("providers", "set", "google")
+    assert "http(s) URL" in fails("providers", "set", "google", "--base-url", "ftp://h/v1")
+    assert "prefer: must be 'free' or 'paid'" in fails(
+        "providers", "set", "google", "--prefer", "gold"
+    )
+    assert "no provider named 'nope'" in fails("providers", "set", "nope", "--model", "m")
+    ok("providers", "add", "local", "--kind", "openai", "--base-url", "http://127.0.0.1:9/v1",
+       "--model", "llava")  # fmt: skip
+    middle = path.read_bytes()
+    # An OpenAI-compatible provider has no default model to fall back on.
+    assert "model: is required" in fails("providers", "set", "local", "--model", "")
+    assert path.read_bytes() == middle and before in middle
+
+
 def test_a_file_every_user_can_read_is_refused_with_the_fix(castbook_home: Path) -> None:
     ok("providers", "add", "google", "--kind", "gemini")
     path = castbook_home / "providers.toml"

@@ -81,9 +81,11 @@ def test_add_a_provider_and_keys_test_them_and_remove_them(
         page.select_option("#provider-kind", "gemini")
         page.fill("#provider-base-url", gemini.base_url)
         page.fill("#provider-model", "")
+        page.select_option("#provider-prefer", "free")
         page.click("#add-provider")
         google = page.locator('.provider[data-provider="google"]')
         expect(google).to_contain_text("No keys yet.")
+        expect(google.locator(".provider-where")).to_contain_text("image work: free keys first")
         expect(page.locator("#provider-name")).to_have_value("")
 
         key_input = google.locator('input[name="key"]')
@@ -113,6 +115,26 @@ def test_add_a_provider_and_keys_test_them_and_remove_them(
         screenshot(page, SCREENSHOT, tmp_path)
         content = page.content()
         assert GOOD not in content and BAD not in content
+
+        # Edit: only the model changes; the URL (and so the keys' test records) stays.
+        google = page.locator('.provider[data-provider="google"]')
+        google.get_by_role("button", name="Edit").click()
+        edit = google.locator(".provider-edit")
+        expect(edit.locator('input[name="base_url"]')).to_have_value(gemini.base_url)
+        edit.locator('input[name="model"]').fill("gemini-3-pro-image-preview")
+        edit.locator('select[name="prefer"]').select_option("paid")
+        edit.get_by_role("button", name="Save").click()
+        where = page.locator('.provider[data-provider="google"] .provider-where')
+        expect(where).to_contain_text("gemini-3-pro-image-preview")
+        expect(where).to_contain_text("image work: paid keys first")
+        expect(keys.nth(1)).to_contain_text("worked when tested")
+        google = page.locator('.provider[data-provider="google"]')
+        google.get_by_role("button", name="Edit").click()
+        google.locator('.provider-edit input[name="base_url"]').fill("ftp://nowhere")
+        google.locator(".provider-edit").get_by_role("button", name="Save").click()
+        expect(google.locator(".provider-edit .form-error")).to_contain_text("http(s) URL")
+        google.locator(".provider-edit").get_by_role("button", name="Cancel").click()
+        expect(google.locator(".provider-edit")).to_be_hidden()
 
         remove = keys.nth(0).get_by_role("button", name="Remove")
         remove.click()

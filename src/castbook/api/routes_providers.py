@@ -23,6 +23,7 @@ from castbook.providers.manage import (
     add_key,
     add_provider,
     describe_providers,
+    edit_provider,
     find_provider,
     record_checks,
     remove_key,
@@ -59,6 +60,18 @@ class NewProvider(BaseModel):
     )
 
 
+class ProviderChanges(BaseModel):
+    """Only the fields given change; ``null`` (or ``""``) clears one, back to the kind's
+    default where it has one (``prefer``: paid first)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str | None = Field(None, max_length=2000, description="The API root.")
+    model: str | None = Field(None, max_length=200, description="The default model.")
+    prefer: Literal["free", "paid"] | None = Field(
+        None, description="The tier image generation tries first."
+    )
+
+
 def _described(services: AppServices, name: str) -> dict[str, Any]:
     found = [p for p in describe_providers(services.settings.home) if p["name"] == name]
     return found[0]
@@ -84,6 +97,17 @@ def create_provider(
         prefer=body.prefer,
     )
     return _described(services, body.name)
+
+
+@router.patch("/{name}", summary="Change a provider's URL, model or tier (admin keys only)")
+def update_provider(
+    name: str, body: ProviderChanges, services: AppServices, owner: ProvidersAdmin
+) -> dict[str, Any]:
+    """The kind and the keys stay; a new ``base_url`` clears what earlier tests recorded of
+    the keys (they tested another endpoint)."""
+    changes = {field: getattr(body, field) for field in body.model_fields_set}
+    edit_provider(services.settings.home, name, changes)
+    return _described(services, name)
 
 
 @router.delete("/{name}", summary="Remove a provider and its keys (admin keys only)")

@@ -108,6 +108,34 @@ def add(
     )
 
 
+@providers_app.command("set")
+@reports_errors
+def set_(
+    name: str = typer.Argument(..., help="The provider to change."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help='The API root ("" for the kind\'s default, where it has one).'
+    ),
+    model: str | None = typer.Option(None, "--model", help='The default model ("" clears it).'),
+    prefer: str | None = typer.Option(
+        None, "--prefer", help="free|paid: the tier image generation tries first."
+    ),
+) -> None:
+    """Change a provider's base URL, default model or preferred tier; its keys stay."""
+    from castbook.providers import IMAGE, tier_order
+    from castbook.providers.manage import edit_provider
+
+    given = {"base_url": base_url, "model": model, "prefer": prefer}
+    changes = {field: value for field, value in given.items() if value is not None}
+    if not changes:
+        raise FieldError("set", "nothing to change: give --base-url, --model or --prefer")
+    provider = edit_provider(_home(), name, changes)
+    model_text = provider.model or "—"
+    console.print(
+        f"Provider {escape(provider.name)} ({provider.kind}): {escape(provider.base_url)}  "
+        f"model: {escape(model_text)}  image work: {tier_order(provider, IMAGE)} keys first"
+    )
+
+
 @providers_app.command("remove")
 @reports_errors
 def remove(name: str = typer.Argument(..., help="The provider to remove, with its keys.")) -> None:

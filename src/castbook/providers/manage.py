@@ -2,7 +2,7 @@
 
 :mod:`castbook.providers.keys` reads the file and adds one key; this module is what the
 ``castbook providers`` commands, ``/v1/providers`` and the web app's Settings panel share:
-add or remove a provider, add or remove a key, remember what ``providers test`` found
+add, edit or remove a provider, add or remove a key, remember what ``providers test`` found
 (each key's last error and, after a 429, until when it cools down: the only cool-down a
 process that did not meet the 429 itself can know), and describe every provider with its
 keys masked.
@@ -50,6 +50,7 @@ __all__ = [
     "add_key",
     "add_provider",
     "describe_providers",
+    "edit_provider",
     "find_provider",
     "record_checks",
     "remove_key",
@@ -174,6 +175,52 @@ def add_provider(
             )
         provider = _provider_from(name, table)  # the clear errors: bad URL, missing model
         providers[name] = table
+    return provider
+
+
+# What edit_provider may change; the kind and the name stay (a provider of another kind is
+# another provider: remove it and add the new one).
+EDITABLE = ("base_url", "model", "prefer")
+
+
+def edit_provider(
+    home: str | os.PathLike[str], name: str, changes: Mapping[str, str | None]
+) -> ProviderConfig:
+    """Change ``name``'s ``base_url``, ``model`` or ``prefer`` (only those in ``changes``;
+    ``None`` or ``""`` clears one, back to the kind's default where it has one). Its keys
+    stay; a new base URL clears what earlier tests recorded of them (they tested another
+    endpoint)."""
+    unknown = sorted(set(changes) - set(EDITABLE))
+    if unknown:
+        raise FieldError(unknown[0], f"cannot be edited; a provider's {', '.join(EDITABLE)} can")
+    if not changes:
+        raise FieldError("body", f"nothing to change: give one of {', '.join(EDITABLE)}")
+    prefer = changes.get("prefer")
+    if prefer and prefer not in TIERS:
+        raise FieldError("prefer", f"must be 'free' or 'paid', not {prefer!r}")
+    with _editing(home) as providers:
+        table = _table(providers, name)
+        moved = False
+        for field_name, value in changes.items():
+            value = value.strip() if isinstance(value, str) else value
+            if field_name == "base_url" and value:
+                value = value.rstrip("/")
+            if field_name == "base_url" and value != table.get("base_url"):
+                moved = True
+            if value:
+                table[field_name] = value
+            else:
+                table.pop(field_name, None)
+        try:
+            provider = _provider_from(name, table)  # the clear errors: bad URL, no model
+        except FieldError as exc:
+            field_name = exc.field.rsplit(".", 1)[-1] if exc.field else "body"
+            raise FieldError(field_name, str(exc).removeprefix(f"{exc.field}: ")) from None
+        if moved:
+            for entry in table.get("keys", []):
+                if isinstance(entry, dict):
+                    for status in _STATUS_FIELDS:
+                        entry.pop(status, None)
     return provider
 
 

@@ -3,7 +3,9 @@
 // needed); a key is typed into a password field, sent once (POST …/keys) and cleared; the
 // answer and the list only ever show it masked. "Test" makes one cheap authenticated call
 // per key on the server (POST …/test) and shows which keys work; the list keeps each key's
-// last error and cool-down. Removing asks twice (the button turns into "Really remove?").
+// last error and cool-down. "Edit" opens a form for the base URL, model and preferred tier
+// (PATCH …, only the fields changed; a field emptied goes back to the kind's default).
+// Removing asks twice (the button turns into "Really remove?").
 
 import { $, ApiError, api } from "./api.js";
 import { make } from "./dom.js";
@@ -139,6 +141,74 @@ function keyForm(provider) {
   return [form, error];
 }
 
+const PREFER_CHOICES = [
+  ["", "paid keys first (default)"],
+  ["free", "free keys first"],
+  ["paid", "paid keys first"],
+];
+
+function labelled(text, control) {
+  const label = make("label", "", text);
+  label.append(control);
+  return label;
+}
+
+/** The inline form that edits a provider: only what changed is sent. */
+function editForm(provider, item) {
+  const form = make("form", "provider-edit");
+  form.noValidate = true;
+  form.hidden = true;
+  const input = (name, value, placeholder) => {
+    const field = make("input");
+    field.name = name;
+    field.autocomplete = "off";
+    field.value = value || "";
+    field.placeholder = placeholder;
+    return field;
+  };
+  const baseUrl = input("base_url", provider.base_url, "empty: the kind's default");
+  const model = input("model", provider.model, "empty: the kind's default");
+  const prefer = make("select");
+  prefer.name = "prefer";
+  for (const [value, text] of PREFER_CHOICES) {
+    prefer.append(new Option(text, value, false, value === (provider.prefer || "")));
+  }
+  const save = make("button", "compact", "Save");
+  save.type = "submit";
+  const cancel = make("button", "secondary compact", "Cancel");
+  cancel.type = "button";
+  const actions = make("div", "form-actions");
+  actions.append(save, cancel);
+  const error = make("p", "form-error");
+  error.hidden = true;
+  form.append(
+    labelled("Base URL ", baseUrl),
+    labelled("Model ", model),
+    labelled("Image work tries ", prefer),
+    error,
+    actions,
+  );
+  cancel.addEventListener("click", () => {
+    form.hidden = true;
+    item.querySelector(".edit-provider").hidden = false;
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const now = { base_url: baseUrl.value.trim(), model: model.value.trim(), prefer: prefer.value };
+    const changes = {};
+    for (const [name, value] of Object.entries(now)) {
+      if (value !== (provider[name] || "")) changes[name] = value || null; // "" → the default
+    }
+    if (!Object.keys(changes).length) {
+      cancel.click();
+      return;
+    }
+    await change(() => api(path(provider.name), { method: "PATCH", json: changes }), error);
+  });
+  return form;
+}
+
 function testResult(list, answer) {
   list.replaceChildren(
     ...answer.checks.map((check) => {
@@ -192,14 +262,27 @@ function providerItem(provider) {
     }
   });
   actions.append(test);
+  let edit = null;
   if (provider.source === "file") {
+    edit = editForm(provider, item);
+    const open = make("button", "secondary compact edit-provider", "Edit");
+    open.type = "button";
+    open.title = `Change ${provider.name}'s base URL, model or preferred tier`;
+    open.addEventListener("click", () => {
+      edit.hidden = false;
+      open.hidden = true;
+      edit.elements.base_url.focus();
+    });
+    actions.append(open);
     actions.append(
       confirmingButton("Remove provider", `Remove ${provider.name} and all its keys`, () =>
         change(() => api(path(provider.name), { method: "DELETE" })),
       ),
     );
   }
-  item.append(actions, results);
+  item.append(actions);
+  if (edit) item.append(edit);
+  item.append(results);
   return item;
 }
 
@@ -210,7 +293,7 @@ async function addProvider(event) {
   error.hidden = true;
   const value = (name) => form.elements[name].value.trim() || null;
   const body = { name: value("name") || "", kind: form.elements.kind.value };
-  for (const name of ["base_url", "model"]) if (value(name)) body[name] = value(name);
+  for (const name of ["base_url", "model", "prefer"]) if (value(name)) body[name] = value(name);
   const done = await change(() => api("/v1/providers", { method: "POST", json: body }), error);
   if (done) form.reset();
 }
