@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -808,7 +809,7 @@ def test_castbook_generate_with_the_gemini_preset_keeps_the_key_out_of_every_out
     assert_no_key("".join(p.read_text(errors="ignore") for p in castbook_home.rglob("*.db*")))
 
 
-def test_through_the_api_task_records_hold_no_key_and_too_many_characters_fail_before_a_call(
+def test_through_the_api_task_records_hold_no_key_and_too_many_characters_are_a_422(
     server: FakeGeminiServer, make_api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.support.api import add_character
@@ -832,17 +833,31 @@ def test_through_the_api_task_records_hold_no_key_and_too_many_characters_fail_b
     listed = api.client.get("/v1/tasks", headers=headers).text
     assert_no_key(json.dumps(task) + listed)
 
-    # Four characters: the model takes three pictures. The task fails with the reason
-    # before any call (POST /v1/generations leaves that check to the run).
+    # Four characters: the model takes three pictures. Refused when submitted (422,
+    # naming the cap), so no task is made and no call goes out.
+    before = len(api.client.get("/v1/tasks", headers=headers).json())
     refused = api.client.post(
         "/v1/generations",
         json={"preset": "gemini-image", "characters": ["Alice", "Bea", "Cleo", "Dora"],
               "prompt": "a group photo"},
         headers=headers,
     )  # fmt: skip
-    task = api.wait(refused.json()["id"], headers, timeout=120)
-    assert task["status"] == "failed", task
-    assert "takes at most 3 reference image(s); this request has 4" in task["error"]
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert "characters" in error and "takes at most 3 reference image(s)" in error, error
+    assert "this request has 4" in error
+    # i2i: the init image is one of the model's three pictures.
+    init = "data:image/png;base64," + base64.b64encode(make_image_bytes()).decode()
+    i2i = api.client.post(
+        "/v1/generations",
+        json={"preset": "gemini-image", "mode": "i2i", "characters": ["Alice", "Bea", "Cleo"],
+              "init_image": init, "prompt": "the same three"},
+        headers=headers,
+    )  # fmt: skip
+    assert i2i.status_code == 422, i2i.text
+    assert "with the init image: 3 images per request" in i2i.json()["error"]
+    assert "takes at most 2 reference image(s); this request has 3" in i2i.json()["error"]
+    assert len(api.client.get("/v1/tasks", headers=headers).json()) == before
     assert len(server.generate_requests()) == 1
 
     # A refused key fails the task with the masked key, never the key itself.

@@ -11,7 +11,13 @@ from fastapi import Request
 from castbook.api.image_inputs import ResolvedImage, store_images
 from castbook.api.services import Services
 from castbook.errors import FieldError, NotFoundError
-from castbook.generation import Mode, Preset, resolve_request
+from castbook.generation import (
+    GenerationRequest,
+    Mode,
+    Preset,
+    request_room_problem,
+    resolve_request,
+)
 from castbook.jobs import Job
 from castbook.tasks.generation import GENERATION, generation_job_input
 
@@ -41,6 +47,19 @@ def choose_preset(services: Services, preset_id: str | None, mode: Mode) -> Pres
         raise FieldError("preset", str(exc)) from None
 
 
+def _check_room(services: Services, owner: str, request: GenerationRequest, preset: Preset) -> None:
+    """Refuse (422) more pictures than the preset's backend takes, naming its cap: without
+    this the task was accepted and failed when it ran (a character sends its primary
+    reference image; one without images sends none)."""
+    pictured = 0
+    if request.characters:
+        library = services.library(owner)
+        pictured = sum(library.find(name).primary_image is not None for name in request.characters)
+    problem = request_room_problem(preset, request, pictured)
+    if problem is not None:
+        raise FieldError("characters" if pictured else "references", problem)
+
+
 def queue_generation(
     services: Services,
     owner: str,
@@ -54,6 +73,7 @@ def queue_generation(
     """Resolve the request against its preset (the one check it gets), then write images,
     the job (the request stored resolved), and submit it."""
     request = resolve_request(values, preset)
+    _check_room(services, owner, request, preset)
     store_images(services, images)
     job_input = generation_job_input(request, preset.id)
     if extra_input:

@@ -23,6 +23,7 @@ from castbook.generation.prepare import (
     preset_room_problem,
     reference_room,
     references_problem,
+    request_room_problem,
     resolve_request,
     run_generation,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "read_parameters",
     "reference_room",
     "references_problem",
+    "request_room_problem",
     "resolve_request",
     "run_generation",
     "save_result",

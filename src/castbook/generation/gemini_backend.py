@@ -155,6 +155,9 @@ class GeminiImagesBackend:
     """A client for the Gemini API's image models (see the module docstring)."""
 
     name = "gemini"
+    # max_references counts every image of a request, the i2i init image included (a
+    # submission's check reads this: castbook.generation.prepare.request_room_problem).
+    init_image_counts = True
 
     def __init__(
         self,

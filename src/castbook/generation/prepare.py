@@ -37,6 +37,7 @@ __all__ = [
     "preset_room_problem",
     "reference_room",
     "references_problem",
+    "request_room_problem",
     "resolve_request",
     "run_generation",
 ]
@@ -83,6 +84,29 @@ def preset_room_problem(preset: Preset, characters: int) -> str | None:
     if room is None:
         return None
     return references_problem(f"preset {preset.id!r}", room, characters, characters, 0)
+
+
+def request_room_problem(
+    preset: Preset, request: GenerationRequest, pictured_characters: int
+) -> str | None:
+    """Why a resolved request's pictures do not fit the preset's backend: its
+    ``pictured_characters`` (characters with a reference image) and extra references, and,
+    for a backend whose cap counts it (``init_image_counts``: Gemini's images per request),
+    the i2i init image. None when they fit or when it cannot tell yet. Asked at submission,
+    so what the backend would refuse before any call is a 422, not a failed task."""
+    try:
+        backend = create_backend(preset)
+    except CastbookError:
+        return None
+    room = backend.max_references
+    who = f"preset {preset.id!r}"
+    if request.mode is Mode.I2I and getattr(backend, "init_image_counts", False):
+        room -= 1
+        who += f" (with the init image: {backend.max_references} images per request)"
+    count = pictured_characters + len(request.references)
+    return references_problem(
+        who, max(room, 0), count, pictured_characters, len(request.references)
+    )
 
 
 def references_problem(who: str, room: int, count: int, characters: int, extra: int) -> str | None:
