@@ -70,7 +70,6 @@ in a message, a log line, ``repr``, the metadata or a task record.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
 import json
@@ -223,6 +222,8 @@ class GeminiImagesBackend:
         self.sdk_base_url, self.api_version = _split_version(self.base_url)
         self._ring = KeyRing()
         self._secrets: set[str] = set()
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"GeminiImagesBackend(model={self.model!r}, host={self.host!r})"
@@ -264,6 +265,31 @@ class GeminiImagesBackend:
         for key in keys:
             self._ring.add(key)
             self._secrets.add(key.key)
+        with self._clients_lock:
+            # A key gone from providers.toml leaves its client to the garbage collector
+            # (not closed: a generation still running may be using it).
+            wanted = {key.key for key in keys}
+            self._clients = {k: c for k, c in self._clients.items() if k in wanted}
+
+    def _client(self, sdk: _Sdk, key: ProviderKey) -> Any:
+        """The SDK client for ``key`` (the SDK takes the key when a client is built), kept
+        for the backend's life: building one loads the CA certificates twice (1.6-2.2 s a
+        client on this 2-core machine at load average ~28). Its retries are off — castbook moves to the
+        next key on a 429, honours retryDelay per key and bounds 5xx retries itself — and
+        its timeout is ours. The sync client: each request of a batch has its own thread."""
+        with self._clients_lock:
+            client = self._clients.get(key.key)
+            if client is None:
+                types = sdk.types
+                options = types.HttpOptions(
+                    base_url=self.sdk_base_url,
+                    api_version=self.api_version,
+                    timeout=max(1, round(self.timeout * 1000)),  # milliseconds
+                    retry_options=types.HttpRetryOptions(attempts=1),
+                )
+                client = sdk.genai.Client(api_key=key.key, vertexai=False, http_options=options)
+                self._clients[key.key] = client
+            return client
 
     # ------------------------------------------------------------------ generate
 
@@ -294,10 +320,7 @@ class GeminiImagesBackend:
 
         batch = request.request.batch
         call = _Call(self, sdk, provider, keys, first, contents, config)
-        try:
-            answers = self._run_batch(call, batch, progress)
-        finally:
-            call.close()
+        answers = self._run_batch(call, batch, progress)
 
         outputs = [image for image, _ in answers]
         returned = [f"{image.width}x{image.height}" for image in outputs]
@@ -441,9 +464,7 @@ def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Excepti
 
 
 class _Call:
-    """The requests of one generation: which keys they use, their notes and attempts, and
-    one SDK client per key (the SDK takes the key when a client is built), closed at the
-    end."""
+    """The requests of one generation: which keys they use, their notes and attempts."""
 
     def __init__(
         self,
@@ -466,7 +487,6 @@ class _Call:
         self.notes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.tiers_used: list[str] = []
         self._lock = threading.Lock()
-        self._clients: dict[str, Any] = {}
         self.attempts = 0
 
     def drain_notes(self) -> list[str]:
@@ -476,34 +496,6 @@ class _Call:
                 notes.append(self.notes.get_nowait())
             except queue.Empty:
                 return notes
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            # A client whose request was abandoned (one image failed) may fail to close;
-            # that must not hide the error the caller is being given.
-            with contextlib.suppress(Exception):
-                client.close()
-
-    def _client(self, key: ProviderKey) -> Any:
-        """The SDK client for ``key``: its retries off (castbook rotates keys on a 429,
-        honours retryDelay per key and bounds 5xx retries itself), its timeout ours."""
-        with self._lock:
-            client = self._clients.get(key.key)
-            if client is None:
-                backend, types = self.backend, self.sdk.types
-                options = types.HttpOptions(
-                    base_url=backend.sdk_base_url,
-                    api_version=backend.api_version,
-                    timeout=max(1, round(backend.timeout * 1000)),  # milliseconds
-                    retry_options=types.HttpRetryOptions(attempts=1),
-                )
-                client = self.sdk.genai.Client(
-                    api_key=key.key, vertexai=False, http_options=options
-                )
-                self._clients[key.key] = client
-            return client
 
     def _ready(self) -> list[ProviderKey]:
         ring = self.backend._ring
@@ -600,7 +592,7 @@ class _Call:
         a generateContent response is a BackendError at once."""
         backend, sdk = self.backend, self.sdk
         try:
-            return self._client(key).models.generate_content(
+            return backend._client(sdk, key).models.generate_content(
                 model=backend.model, contents=self.contents, config=self.config
             )
         except sdk.api_error as exc:
