@@ -457,6 +457,24 @@ def test_the_env_key_joins_the_providers_keys_and_new_keys_are_read_at_once(
     assert server.keys_used() == [KEY, PAID]
 
 
+def test_one_sdk_client_per_key_is_kept_and_dropped_with_its_key(
+    server: FakeGeminiServer, tmp_path: Path, prepare: Prepare
+) -> None:
+    from castbook.providers.manage import remove_key
+
+    write_providers(tmp_path, (PAID, "paid"))
+    backend = provider_backend(server, tmp_path)
+    backend.generate(prepare(), lambda _: None)
+    client = backend._clients[PAID]  # building one loads CA certificates: kept
+    backend.generate(prepare(), lambda _: None)
+    assert backend._clients[PAID] is client
+    remove_key(tmp_path, "google", 1)
+    write_providers(tmp_path, (FREE, "free"))
+    backend.generate(prepare(), lambda _: None)
+    assert server.keys_used() == [PAID, PAID, FREE]
+    assert set(backend._clients) == {FREE}
+
+
 def test_when_every_key_is_cooling_it_waits_for_the_servers_delay(
     server: FakeGeminiServer, backend: GeminiImagesBackend, prepare: Prepare
 ) -> None:

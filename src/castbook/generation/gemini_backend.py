@@ -273,10 +273,11 @@ class GeminiImagesBackend:
 
     def _client(self, sdk: _Sdk, key: ProviderKey) -> Any:
         """The SDK client for ``key`` (the SDK takes the key when a client is built), kept
-        for the backend's life: building one loads the CA certificates twice (1.6-2.2 s a
-        client on this 2-core machine at load average ~28). Its retries are off — castbook moves to the
-        next key on a 429, honours retryDelay per key and bounds 5xx retries itself — and
-        its timeout is ours. The sync client: each request of a batch has its own thread."""
+        for the backend's life: building one loads the CA certificates twice (1.6-2.2 s on
+        this 2-core machine at load average ~28). Its retries are off — castbook moves to
+        the next key on a 429, honours retryDelay per key and bounds 5xx retries itself —
+        and its timeout is ours. The sync client: each request of a batch has its own
+        thread."""
         with self._clients_lock:
             client = self._clients.get(key.key)
             if client is None:
