@@ -23,8 +23,8 @@ import {
 } from "./canvas-nodes.js";
 import { renderModelNotices, resumePulls, setModelHooks } from "./canvas-models.js";
 import { canRedo, canUndo, recordChange, redo, resetHistory, undo } from "./canvas-history.js";
-import { paletteError, renderPalette } from "./canvas-palette.js";
-import { forgetCurrent, setStatus, setUpToolbar } from "./canvas-run.js";
+import { paletteError, paletteWaiting, renderPalette } from "./canvas-palette.js";
+import { forgetCurrent, resumeRun, setStatus, setUpToolbar } from "./canvas-run.js";
 import {
   fitView,
   onViewChange,
@@ -290,11 +290,14 @@ function isEditing(target) {
   );
 }
 
+/**
+ * The canvas's keys. Undo, redo, copy, paste and duplicate work wherever the focus is — a
+ * toolbar button keeps it after a click (Clear, then Ctrl+Z) — except while typing in a
+ * field or in a dialog. Delete, the arrows and Escape act only with the focus on the canvas
+ * or its toolbar: elsewhere (a card, a node type) they are that element's keys.
+ */
 function onKeyDown(event) {
   if (isEditing(event.target) || document.querySelector("dialog[open]")) return;
-  const active = document.activeElement;
-  const onCanvas = active === document.body || (active && canvas.contains(active));
-  if (!onCanvas) return;
   const key = event.key.toLowerCase();
   if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
     event.preventDefault();
@@ -302,11 +305,16 @@ function onKeyDown(event) {
     return;
   }
   if ((event.ctrlKey || event.metaKey) && ["c", "v", "d"].includes(key)) {
+    if (key === "c" && String(window.getSelection() || "")) return; // copying page text
     if (key === "v") paste();
     else if (copySelection() && key === "d") paste(); // d: duplicate in one go
     if (key !== "c" || selection.size) event.preventDefault();
     return;
   }
+  const active = document.activeElement;
+  const onCanvas =
+    !active || active === document.body || canvas.contains(active) || $("#canvas-toolbar").contains(active);
+  if (!onCanvas) return;
   if (event.key === "Delete" || event.key === "Backspace") {
     const wire = selectedWire();
     if (wire) {
@@ -380,9 +388,8 @@ async function loadCatalog() {
     const [types, presets] = await Promise.all([api("/v1/workflows/node-types"), api("/v1/presets")]);
     setCatalog(types, presets);
   } catch (exc) {
-    if (!(exc instanceof ApiError && exc.status === 401)) {
-      paletteError(`Could not load the node types: ${exc.message}`);
-    }
+    if (exc instanceof ApiError && exc.status === 401) paletteWaiting();
+    else paletteError(`Could not load the node types: ${exc.message}`);
     return;
   }
   renderPalette(addAtCentre);
@@ -396,6 +403,7 @@ async function loadCatalog() {
   clearTimeout(draftTimer);
   resetHistory(); // the restored canvas is where undo stops
   updateHistoryButtons();
+  resumeRun(); // a run going on (or ended) while the page was reloaded
 }
 
 // ---- set up ---------------------------------------------------------------------------------
