@@ -4,7 +4,7 @@ whose helpers this module uses) rendering on a fake ComfyUI on 127.0.0.1: wires 
 their ports when a focused field scrolled the canvas, the status line squeezed to nothing at
 1280×720, a run lost on reload (and the next one queued without a word), shortcuts dead
 after a toolbar click, the blank page after Escape on the key prompt, and the prompts, names
-and 401s of results and errors.
+and 401s of results and errors; then the Queue tab.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.support.web import (
 
 require_browser()
 
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
 
 from tests.support.canvas import (  # noqa: E402
     RUN_TIMEOUT_MS,
@@ -396,3 +396,65 @@ def test_a_deleted_characters_error_names_it_and_a_page_load_meets_no_401(
     expect(error).to_contain_text("deleted from the library")
     expect(error).not_to_contain_text(ada["id"])
     assert refused == [], refused
+
+
+# ---- the Queue tab ------------------------------------------------------------------------------
+
+
+def test_the_queue_tab_follows_tasks_live_cancels_them_and_reruns_one(
+    page: Page, http: httpx.Client, comfy: FakeComfyUI
+) -> None:
+    # Work started elsewhere (the API): one running (held), one waiting behind it.
+    comfy.held = True
+    slow = queue_run(http, "a harbour", "comfyui")
+    wait_for_status(http, slow, "running")
+    waiting = queue_run(http, "a lighthouse", "comfyui", seed=5)
+
+    page.click("#tab-queue")
+
+    def row(task_id: str) -> Locator:
+        return page.locator(f'#queue-list .task-row[data-id="{task_id}"]')
+
+    expect(page.locator("#queue-list .task-row").first).to_have_attribute("data-id", waiting)
+    expect(row(waiting)).to_have_attribute("data-status", "queued")
+    expect(row(waiting).locator(".task-summary")).to_have_text("waiting for its turn")
+    expect(page.locator("#queue-count")).to_have_text("2")
+    expect(row(slow).locator(".task-summary")).to_have_text(
+        re.compile(r"^node text_to_image_1: running \d+/\d+$"), timeout=RUN_TIMEOUT_MS
+    )
+    expect(row(slow).locator("progress")).to_be_visible()
+
+    # Cancel from the tab: the running one stops; the waiting one runs, then ends — all
+    # seen live, without a reload.
+    row(slow).locator(".task-cancel").click()
+    expect(row(slow)).to_have_attribute("data-status", "cancelled", timeout=RUN_TIMEOUT_MS)
+    expect(row(waiting)).to_have_attribute("data-status", "running", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#queue-count")).to_have_text("1")
+    comfy.held = False
+    expect(row(waiting)).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(row(waiting).locator(".task-summary")).to_contain_text("1 result")
+    expect(page.locator("#queue-count")).to_be_hidden()
+
+    # A failure says why in its row.
+    broken = queue_run(http, "a bridge", "gone")
+    expect(row(broken)).to_have_attribute("data-status", "failed", timeout=RUN_TIMEOUT_MS)
+    expect(row(broken).locator(".task-summary")).to_contain_text("gone")
+
+    # Results opens a finished task's pictures; Re-run puts its graph on the canvas and runs
+    # it with the same settings.
+    row(waiting).locator(".task-results").click()
+    expect(page.locator("#results-panel figure.result")).to_have_count(1)
+    row(waiting).locator(".task-rerun").click()
+    render = node(page, "text_to_image")
+    expect(render).to_have_count(1)
+    expect(render.locator('textarea[data-field="prompt"]')).to_have_value("a lighthouse")
+    expect(render.locator(".node-status")).to_have_text("done", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#reuse-results")).not_to_be_checked()  # as the task was sent
+    newest = http.get("/v1/tasks", params={"limit": 1}).json()[0]
+    old = http.get(f"/v1/tasks/{waiting}").json()
+    assert newest["id"] != waiting and newest["status"] == "succeeded"
+    assert newest["input"]["cache"] is False
+    assert newest["input"]["graph"]["nodes"] == old["input"]["graph"]["nodes"]
+    expect(page.locator("#queue-list .task-row").first).to_have_attribute(
+        "data-id", newest["id"], timeout=RUN_TIMEOUT_MS
+    )

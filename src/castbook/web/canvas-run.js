@@ -12,6 +12,7 @@ import {
   showNodeResults,
 } from "./canvas-nodes.js";
 import { missingModels, missingModelsText } from "./canvas-models.js";
+import { refreshSoon } from "./canvas-queue.js";
 import { hideResults, outputPath, showResults } from "./canvas-results.js";
 
 const PROGRESS = /^node (.+): running (\d+)\/(\d+)$/;
@@ -62,6 +63,7 @@ function remember(task) {
 function setRunning(task) {
   run.task = task;
   if (!task || !task.id) stopExplainingQueue();
+  if (task === null || task.id) refreshSoon(); // the Queue tab's count and rows
   $("#run-workflow").disabled = Boolean(task);
   $("#cancel-run").hidden = !(task && task.id);
   $("#cancel-run").disabled = false;
@@ -151,6 +153,27 @@ async function attach(task) {
   if (task.status === "queued") explainQueue();
   else onProgress({ status: task.status, message: task.progress.message, text: "Running…" });
   await follow(task);
+}
+
+/**
+ * Re-run a workflow task from the Queue tab: its graph (nodes where they were) goes on the
+ * canvas — one undo step, like Load — and runs with the same settings (Reuse results as it
+ * was sent).
+ */
+export async function rerunTask(task) {
+  if (run.task) {
+    setStatus("A run is going: wait for it to end, or cancel it, before re-running another.", "error");
+    return;
+  }
+  hideResults();
+  const unknown = hooks.loadGraph(task.input.graph);
+  setCurrent(null);
+  if (unknown.length) {
+    setStatus(`Not run: this page does not know the node types ${unknown.join(", ")}.`, "error");
+    return;
+  }
+  $("#reuse-results").checked = task.input.cache !== false;
+  await runWorkflow();
 }
 
 // ---- what a queued run waits for ------------------------------------------------------------

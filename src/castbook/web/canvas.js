@@ -8,6 +8,7 @@
 //   canvas-view.js     pan and zoom
 //   canvas-run.js      the toolbar: run with live progress, cancel, save, load, clear
 //   canvas-results.js  the results panel
+//   canvas-queue.js    the Queue tab: the owner's tasks, live; cancel, results, re-run
 //   canvas-models.js   presets whose models are missing: marks, Download on the node
 //   canvas-palette.js  the Nodes tab
 
@@ -24,7 +25,9 @@ import {
 import { renderModelNotices, resumePulls, setModelHooks } from "./canvas-models.js";
 import { canRedo, canUndo, recordChange, redo, resetHistory, undo } from "./canvas-history.js";
 import { paletteError, paletteWaiting, renderPalette } from "./canvas-palette.js";
-import { forgetCurrent, resumeRun, setStatus, setUpToolbar } from "./canvas-run.js";
+import { setUpQueue } from "./canvas-queue.js";
+import { showResults } from "./canvas-results.js";
+import { forgetCurrent, rerunTask, resumeRun, setStatus, setUpToolbar } from "./canvas-run.js";
 import {
   fitView,
   onViewChange,
@@ -448,6 +451,7 @@ export function setUpCanvas() {
       renderAll();
     },
   });
+  setUpQueue({ showResults, rerun: rerunTask });
   onViewChange(() => {
     $("#zoom-reset").textContent = `${Math.round(view.zoom * 100)}%`;
   });
