@@ -224,6 +224,11 @@ def test_at_1280_by_720_the_status_and_fit_stay_in_sight_and_results_show_the_pr
         "Prompt ink and watercolor, at night",
     ]
     assert figures.locator(".result-negative").all_inner_texts() == ["Negative blurry"] * 2
+    alts = sorted(figures.locator("img").evaluate_all("images => images.map((i) => i.alt)"))
+    assert alts == [
+        "Result of image_to_image_1, “ink and watercolor, at night”",
+        "Result of text_to_image_1, “ink and watercolor, a lighthouse”",
+    ]
 
     # The status line keeps room for what it says, and every toolbar button is in sight.
     status = page.locator("#canvas-status")
@@ -326,6 +331,12 @@ def test_shortcuts_work_after_a_toolbar_click(page: Page) -> None:
     page.click("#zoom-out")
     page.keyboard.press("Control+z")
     expect(node(page, "output")).to_have_count(1)
+
+    # Ctrl+S opens the canvas's Save, even from a node's field (not the browser's).
+    node(page, "text_to_image").locator('textarea[data-field="prompt"]').click()
+    page.keyboard.press("Control+s")
+    expect(page.locator("#save-dialog")).to_be_visible()
+    expect(page.locator("#workflow-name")).to_be_focused()
 
 
 # ---- 5: the key prompt -------------------------------------------------------------------------

@@ -605,9 +605,13 @@ export function setUpToolbar(toolbarHooks) {
   $("#load-close").addEventListener("click", () => $("#load-dialog").close());
   $("#clear-canvas").addEventListener("click", clearCanvas);
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !document.querySelector("dialog[open]")) {
+    if (!(event.ctrlKey || event.metaKey) || document.querySelector("dialog[open]")) return;
+    if (event.key === "Enter") {
       event.preventDefault();
       runWorkflow();
+    } else if (event.key.toLowerCase() === "s" && !event.shiftKey && !event.altKey) {
+      event.preventDefault(); // the canvas's Save, not the browser's "save page"
+      openSave();
     }
   });
   setCurrent(null);
