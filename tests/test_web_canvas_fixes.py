@@ -332,6 +332,15 @@ def test_shortcuts_work_after_a_toolbar_click(page: Page) -> None:
     page.keyboard.press("Control+z")
     expect(node(page, "output")).to_have_count(1)
 
+    # Ctrl+A selects every node (not the page's text): Delete removes them all; Ctrl+Z.
+    page.click("#zoom-in")
+    page.keyboard.press("Control+a")
+    expect(page.locator("#canvas .node.selected")).to_have_count(2)
+    page.keyboard.press("Delete")
+    expect(nodes).to_have_count(0)
+    page.keyboard.press("Control+z")
+    expect(nodes).to_have_count(2)
+
     # Ctrl+S opens the canvas's Save, even from a node's field (not the browser's).
     node(page, "text_to_image").locator('textarea[data-field="prompt"]').click()
     page.keyboard.press("Control+s")

@@ -294,9 +294,9 @@ function isEditing(target) {
 }
 
 /**
- * The canvas's keys. Undo, redo, copy, paste and duplicate work wherever the focus is — a
- * toolbar button keeps it after a click (Clear, then Ctrl+Z) — except while typing in a
- * field or in a dialog. Delete, the arrows and Escape act only with the focus on the canvas
+ * The canvas's keys. Undo, redo, select all, copy, paste and duplicate work wherever the
+ * focus is — a toolbar button keeps it after a click (Clear, then Ctrl+Z) — except while
+ * typing in a field or in a dialog. Delete, the arrows and Escape act only with the focus on the canvas
  * or its toolbar: elsewhere (a card, a node type) they are that element's keys.
  */
 function onKeyDown(event) {
@@ -305,6 +305,11 @@ function onKeyDown(event) {
   if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
     event.preventDefault();
     stepHistory(key === "y" || event.shiftKey ? redo : undo);
+    return;
+  }
+  if ((event.ctrlKey || event.metaKey) && key === "a" && workflow.nodes.size) {
+    event.preventDefault(); // every node, not the page's text
+    select([...workflow.nodes.keys()]);
     return;
   }
   if ((event.ctrlKey || event.metaKey) && ["c", "v", "d"].includes(key)) {
