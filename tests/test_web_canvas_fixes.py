@@ -281,7 +281,7 @@ def test_a_reload_mid_run_picks_the_run_up_and_a_queued_run_says_what_it_waits_f
     task = http.get(f"/v1/tasks/{task_id}").json()
     assert task["status"] == "succeeded"
     shown = float(re.search(r"Done in (\d+\.\d) s", status.inner_text()).group(1))
-    assert abs(shown - task["seconds"]) <= 0.05, (shown, task["seconds"])  # the server's time
+    assert abs(shown - task["seconds"]) <= 0.051, (shown, task["seconds"])  # the server's time
     assert page.evaluate(STORED_RUN) is None
 
     # A run started elsewhere holds the executor: Run here says what it waits behind.
@@ -303,7 +303,7 @@ def test_a_reload_mid_run_picks_the_run_up_and_a_queued_run_says_what_it_waits_f
     expect(status).to_contain_text("in the queue")  # the wait is not counted as the run's
     mine = http.get(f"/v1/tasks/{mine['id']}").json()
     shown = float(re.search(r"Done in (\d+\.\d) s", status.inner_text()).group(1))
-    assert abs(shown - mine["seconds"]) <= 0.05, (shown, mine["seconds"])
+    assert abs(shown - mine["seconds"]) <= 0.051, (shown, mine["seconds"])
 
 
 # ---- 4: shortcuts after a toolbar click --------------------------------------------------------
