@@ -348,6 +348,25 @@ def test_shortcuts_work_after_a_toolbar_click(page: Page) -> None:
     expect(page.locator("#workflow-name")).to_be_focused()
 
 
+def test_nodes_added_from_the_nodes_tab_do_not_cover_each_other(page: Page) -> None:
+    page.click("#tab-nodes")
+    for node_type in ("text_to_image", "batch_render", "output", "text_to_image"):
+        page.locator(f'.node-type[data-type="{node_type}"]').focus()
+        page.keyboard.press("Enter")
+    nodes = page.locator("#canvas .node")
+    expect(nodes).to_have_count(4)
+    boxes = [nodes.nth(index).bounding_box() for index in range(4)]
+    for index, a in enumerate(boxes):
+        for b in boxes[index + 1 :]:
+            apart = (
+                a["x"] + a["width"] <= b["x"]
+                or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"]
+                or b["y"] + b["height"] <= a["y"]
+            )
+            assert apart, (a, b)
+
+
 # ---- 5: the key prompt -------------------------------------------------------------------------
 
 

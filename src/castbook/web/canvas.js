@@ -158,22 +158,59 @@ function renderAll() {
   changed();
 }
 
-function addNode(type, x, y, values = {}, name = undefined) {
+function addNode(type, x, y, values = {}, name = undefined, { avoid = false } = {}) {
   if (!catalog.types.has(type)) return null;
   const node = workflow.add(type, x, y, values);
   if (name) node.name = name;
   const element = mount(node);
+  if (avoid) moveToFreeSpot(node, element);
   select([node.id]);
   element.focus({ preventScroll: true });
   changed();
   return node;
 }
 
+const FREE_STEP = 40; // world px between the places tried for a new node
+const FREE_GAP = 16; // kept between a new node and the others
+
+function covers(element, x, y, width, height) {
+  return (
+    x < element.offsetLeft + element.offsetWidth + FREE_GAP &&
+    element.offsetLeft < x + width + FREE_GAP &&
+    y < element.offsetTop + element.offsetHeight + FREE_GAP &&
+    element.offsetTop < y + height + FREE_GAP
+  );
+}
+
+/** Move a node just added (measured, not yet painted) to the nearest place where it covers
+ * no other node, trying rings of places around where it was put; the first place if none. */
+function moveToFreeSpot(node, element) {
+  const others = [...world.querySelectorAll(".node")].filter((other) => other !== element);
+  const width = element.offsetWidth;
+  const height = element.offsetHeight;
+  const free = (x, y) => !others.some((other) => covers(other, x, y, width, height));
+  for (let ring = 0; ring <= 15; ring += 1) {
+    for (let dy = -ring; dy <= ring; dy += 1) {
+      for (let dx = -ring; dx <= ring; dx += 1) {
+        if (Math.max(Math.abs(dx), Math.abs(dy)) !== ring) continue; // the ring's edge only
+        const x = node.x + dx * FREE_STEP;
+        const y = node.y + dy * FREE_STEP;
+        if (free(x, y)) {
+          node.x = x;
+          node.y = y;
+          place(element, node);
+          return;
+        }
+      }
+    }
+  }
+}
+
+/** A node added without a drop point (Enter or a double-click in the Nodes tab, a result's
+ * Use): in the middle of the visible canvas, or the nearest place that covers no node. */
 function addAtCentre(type, values = {}) {
-  // Offset each new node a little, so several added in a row do not hide each other.
   const centre = visibleCentre();
-  const offset = (workflow.nodes.size % 6) * 24;
-  addNode(type, centre.x - 120 + offset, centre.y - 80 + offset, values);
+  addNode(type, centre.x - 120, centre.y - 80, values, undefined, { avoid: true });
 }
 
 function removeNodes(ids) {
