@@ -47,6 +47,7 @@ SLOWEST_FIRST = (
     "test_eval_budget.py",
     "test_readme_quickstart.py",
     "test_web_models.py",
+    "test_web_canvas_fixes.py",
     "test_batch_render.py",
 )
 

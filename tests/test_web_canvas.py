@@ -13,7 +13,6 @@ import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -35,11 +34,25 @@ from tests.support.web import (
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS_SCREENSHOT = ROOT / "docs" / "web-canvas.png"
 RESULTS_SCREENSHOT = ROOT / "docs" / "web-results.png"
-RUN_TIMEOUT_MS = 90_000
 
 require_browser()
 
 from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
+
+from tests.support.canvas import (  # noqa: E402
+    RUN_TIMEOUT_MS,
+    add_character,
+    add_from_nodes_tab,
+    assert_near,
+    centre,
+    drag_wire,
+    drop_card,
+    node,
+    port,
+    wire,
+    wire_ends,
+    wires,
+)
 
 # ---- one server (with the tiny presets) and one browser for the module ----------------------
 
@@ -94,75 +107,10 @@ def png_image(color: tuple[int, int, int]) -> Image.Image:
     return Image.open(io.BytesIO(png_bytes(color))).convert("RGB")
 
 
-def add_character(http: httpx.Client, name: str, color: tuple[int, int, int]) -> dict[str, Any]:
-    made = http.post("/v1/characters", json={"name": name, "style_prompt": "ink and watercolor"})
-    assert made.status_code == 201, made.text
-    uploaded = http.post(
-        f"/v1/characters/{made.json()['id']}/images",
-        files=[("image", ("ref.png", png_bytes(color), "image/png"))],
-        data={"primary": "true"},
-    )
-    assert uploaded.status_code == 201, uploaded.text
-    return uploaded.json()
-
-
-def node(page: Page, node_type: str) -> Locator:
-    return page.locator(f'#canvas .node[data-type="{node_type}"]')
-
-
-def port(owner: Locator, direction: str, name: str) -> Locator:
-    return owner.locator(f'.port[data-direction="{direction}"][data-port="{name}"]')
-
-
-def centre(locator: Locator) -> tuple[float, float]:
-    box = locator.bounding_box()
-    assert box is not None
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-
 def canvas_point(page: Page, x: float, y: float) -> tuple[float, float]:
     box = page.locator("#canvas").bounding_box()
     assert box is not None
     return box["x"] + x, box["y"] + y
-
-
-def add_from_nodes_tab(page: Page, node_type: str, x: float, y: float) -> Locator:
-    """Drag a node type from the Nodes tab to (x, y) on the canvas."""
-    page.click("#tab-nodes")
-    before = node(page, node_type).count()
-    page.locator(f'.node-type[data-type="{node_type}"]').drag_to(
-        page.locator("#canvas"), target_position={"x": x, "y": y}
-    )
-    expect(node(page, node_type)).to_have_count(before + 1)
-    return node(page, node_type).last
-
-
-def drop_card(page: Page, name: str, x: float, y: float) -> Locator:
-    page.click("#tab-characters")
-    page.locator(".card", has_text=name).drag_to(
-        page.locator("#canvas"), target_position={"x": x, "y": y}
-    )
-    added = page.locator("#canvas .node[data-type='character']", has_text=name)
-    expect(added).to_have_count(1)
-    return added
-
-
-def drag_wire(page: Page, start: Locator, end: Locator, *, release: bool = True) -> None:
-    x, y = centre(start)
-    page.mouse.move(x, y)
-    page.mouse.down()
-    tx, ty = centre(end)
-    page.mouse.move(tx, ty, steps=8)
-    if release:
-        page.mouse.up()
-
-
-def wire(page: Page, source: Locator, output: str, target: Locator, name: str) -> None:
-    drag_wire(page, port(source, "out", output), port(target, "in", name))
-
-
-def wires(page: Page) -> Locator:
-    return page.locator("#wires .wire")
 
 
 def build_batch_and_eval(page: Page, name: str) -> tuple[Locator, Locator, Locator]:
@@ -272,23 +220,6 @@ def test_a_character_batch_render_and_eval_run_with_scored_results(
     expect(page.locator("#canvas-status")).to_contain_text("Not run")
 
 
-def wire_ends(page: Page, index: int = 0) -> list[tuple[float, float]]:
-    """The screen points where a wire starts and ends."""
-    return (
-        page.locator("#wires .wire .wire-line")
-        .nth(index)
-        .evaluate(
-            """path => {
-            const m = path.getScreenCTM();
-            return [0, path.getTotalLength()].map((at) => {
-                const p = path.getPointAtLength(at);
-                return [m.a * p.x + m.c * p.y + m.e, m.b * p.x + m.d * p.y + m.f];
-            });
-        }"""
-        )
-    )
-
-
 def wire_middle(page: Page, index: int = 0) -> tuple[float, float]:
     return (
         page.locator("#wires .wire .wire-line")
@@ -301,10 +232,6 @@ def wire_middle(page: Page, index: int = 0) -> tuple[float, float]:
         }"""
         )
     )
-
-
-def assert_near(a: tuple[float, float], b: tuple[float, float], tolerance: float = 3) -> None:
-    assert abs(a[0] - b[0]) <= tolerance and abs(a[1] - b[1]) <= tolerance, (a, b)
 
 
 def test_wires_follow_the_type_rules_and_delete_removes_wires_and_nodes(

@@ -12,7 +12,9 @@ images, so the same workflow gives the same pixels.
 
 Scripting: ``prompt_failure = (500, "…")`` answers the next /prompt with that status;
 ``execution_error = "…"`` makes executions fail in the KSampler; ``never_finish = True``
-keeps prompts running until /interrupt; ``missing_classes`` hides node classes (a custom
+keeps prompts running until /interrupt; ``held = True`` answers ``/history`` with ``{}``
+until it is set back to False (a run that lasts as long as a test needs, without the CPU of
+a real one); ``missing_classes`` hides node classes (a custom
 node pack that is not installed). Every request is recorded in ``requests``; each run's
 interpreted inputs in ``executions``.
 
@@ -207,6 +209,7 @@ class FakeComfyUI:
         self.prompt_failure: tuple[int, str] | None = None
         self.execution_error: str | None = None
         self.never_finish = False
+        self.held = False
         self.missing_classes: set[str] = set()
         self.websocket_refused = False
         self.websocket_closes_after: int | None = None
@@ -510,7 +513,7 @@ class FakeComfyUI:
 
     def _history(self, prompt_id: str) -> dict[str, Any]:
         prompt = self._prompts.get(prompt_id)
-        if prompt is None or prompt.entry is None:
+        if prompt is None or prompt.entry is None or self.held:
             return {}
         if prompt.polls_left > 0:
             prompt.polls_left -= 1

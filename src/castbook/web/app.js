@@ -10,13 +10,45 @@ import { setUpProviders } from "./settings-providers.js";
 
 // ---- the key prompt -----------------------------------------------------------------------
 
+let keyAccepted = false; // the server took the current key (a call with it succeeded)
+const refusals = new Set(); // what the server said when it refused a key (HTTP 401)
+
 function askForKey(message) {
   const dialog = $("#key-dialog");
   const error = $("#key-error");
+  if (message) {
+    keyAccepted = false;
+    refusals.add(message);
+  }
   error.textContent = message || "";
   error.hidden = !message;
   $("#api-key").value = apiKey();
   if (!dialog.open) dialog.showModal();
+}
+
+/** The prompt closed (Escape, or a good key): without a key the server accepts, the page
+ * says so and offers the prompt again, instead of waiting for node types that never come. */
+function onKeyDialogClosed() {
+  $("#key-needed").hidden = keyAccepted;
+}
+
+/** A refusal shown in a form that stayed open (Save, then the key prompt) is stale once a
+ * good key is saved: take it out, leaving any other message there. */
+function clearRefusals() {
+  for (const slot of document.querySelectorAll(".form-error, .field-error")) {
+    let text = slot.textContent;
+    for (const message of refusals) text = text.split(message).join("");
+    if (text === slot.textContent) continue;
+    slot.textContent = text.trim();
+    if (!slot.textContent) slot.hidden = true;
+  }
+  refusals.clear();
+}
+
+function keyWorks() {
+  keyAccepted = true;
+  $("#key-needed").hidden = true;
+  clearRefusals();
 }
 
 async function saveKey(event) {
@@ -38,6 +70,7 @@ async function saveKey(event) {
     }
     return;
   }
+  keyWorks();
   $("#key-dialog").close();
   document.dispatchEvent(new CustomEvent("castbook:key"));
 }
@@ -63,7 +96,9 @@ function start() {
   $("#key-dialog").addEventListener("cancel", (event) => {
     if (!apiKey()) event.preventDefault(); // no key, nothing to show: keep asking
   });
+  $("#key-dialog").addEventListener("close", onKeyDialogClosed);
   $("#change-key").addEventListener("click", () => askForKey());
+  $("#enter-key").addEventListener("click", () => askForKey());
   for (const tab of document.querySelectorAll(".tabs .tab")) {
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
   }
@@ -75,7 +110,7 @@ function start() {
     return;
   }
   document.dispatchEvent(new CustomEvent("castbook:key"));
-  loadCharacters().catch((exc) => {
+  loadCharacters().then(keyWorks, (exc) => {
     if (!(exc instanceof ApiError && exc.status === 401)) {
       $("#list-error").textContent = exc.message;
       $("#list-error").hidden = false;

@@ -337,10 +337,24 @@ function slotFor(element, field) {
   return slot || element.querySelector(".node-error");
 }
 
+/**
+ * The server names a character by the id the graph holds ("no character 'c1f…'"); a
+ * character node knows its name (kept in the draft, even once the character is deleted),
+ * so the message says “Ada” instead.
+ */
+function withCharacterName(node, message) {
+  const ref = node && node.type === "character" ? node.values.character : "";
+  if (!ref || !node.name || node.name === ref || !message.includes(ref)) return message;
+  const named = message.split(`'${ref}'`).join(`“${node.name}”`).split(ref).join(`“${node.name}”`);
+  const deleted = libraryKnown && !findCharacter(ref);
+  return deleted ? `${named} (deleted from the library)` : named;
+}
+
 /** Show a message on a node, under the field (or port) it names, else under the node. */
-export function showNodeError(id, field, message) {
+export function showNodeError(id, field, rawMessage) {
   const element = nodeElement(id);
   if (!element) return false;
+  const message = withCharacterName(workflow.nodes.get(id), String(rawMessage));
   const slot = slotFor(element, field);
   const root = String(field || "").split(".")[0];
   // "is required", "must be between…": say what is, as the client's own checks do.

@@ -60,3 +60,10 @@ export function paletteError(message) {
   const error = make("p", "form-error", message);
   panel.replaceChildren(error);
 }
+
+/** What the Nodes tab says while there is no key the server accepts (nothing can load). */
+export function paletteWaiting() {
+  $("#nodes-panel").replaceChildren(
+    make("p", "empty", "The node types load once the server accepts your API key (API key, top right)."),
+  );
+}

@@ -91,6 +91,14 @@ function header(title, summary) {
   return [top, make("p", "results-summary", summary)];
 }
 
+/** What a screen reader says for a result: who made it, the prompt sent, the score. */
+function altText(score, madeBy, sent) {
+  const parts = [madeBy ? `Result of ${madeBy}` : "Result"];
+  if (sent && sent.prompt) parts.push(`“${sent.prompt}”`);
+  if (score) parts.push(`consistency ${Number(score.score).toFixed(1)} of 100`);
+  return parts.join(", ");
+}
+
 function figureFor(output, score, isBest, madeBy, sent) {
   const figure = make("figure", "result");
   figure.dataset.sha = output.id;
@@ -107,7 +115,7 @@ function figureFor(output, score, isBest, madeBy, sent) {
     figure.append(media);
   } else {
     media = make("img");
-    media.alt = score ? `result scored ${score.score}` : "result";
+    media.alt = altText(score, madeBy, sent);
     const link = make("a", "result-open");
     link.target = "_blank";
     link.rel = "noopener";

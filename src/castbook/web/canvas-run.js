@@ -12,13 +12,18 @@ import {
   showNodeResults,
 } from "./canvas-nodes.js";
 import { missingModels, missingModelsText } from "./canvas-models.js";
+import { refreshSoon } from "./canvas-queue.js";
 import { hideResults, outputPath, showResults } from "./canvas-results.js";
 
 const PROGRESS = /^node (.+): running (\d+)\/(\d+)$/;
 const POLL_MS = 1000;
+const QUEUE_MS = 2000; // how often a queued run says again what it waits for
+// The run this browser follows, kept until it ends, so a reload picks it up again.
+const RUN_STORAGE = "castbook.run";
+const ACTIVE = ["running", "queued"];
 
 let hooks = { loadGraph() {}, clearCanvas() {} };
-const run = { task: null, abort: null, running: null, started: 0 };
+const run = { task: null, abort: null, running: null, queueTimer: 0 };
 let current = null; // the saved workflow on the canvas: {id, name}
 
 // ---- status line ----------------------------------------------------------------------------
@@ -46,8 +51,19 @@ export function isRunning() {
   return run.task !== null;
 }
 
+function remember(task) {
+  try {
+    if (task) localStorage.setItem(RUN_STORAGE, task.id);
+    else localStorage.removeItem(RUN_STORAGE);
+  } catch {
+    // storage off: a reload finds the run through the tasks list instead
+  }
+}
+
 function setRunning(task) {
   run.task = task;
+  if (!task || !task.id) stopExplainingQueue();
+  if (task === null || task.id) refreshSoon(); // the Queue tab's count and rows
   $("#run-workflow").disabled = Boolean(task);
   $("#cancel-run").hidden = !(task && task.id);
   $("#cancel-run").disabled = false;
@@ -124,16 +140,142 @@ async function runWorkflow() {
     showProblems(exc, "Not run");
     return;
   }
-  run.started = performance.now();
   run.running = null;
+  remember(task);
+  await attach(task);
+}
+
+/** Follow `task` (just made, or found again after a reload) until it ends. */
+async function attach(task) {
+  run.started = false;
   setRunning(task);
   for (const id of workflow.nodes.keys()) setNodeStatus(id, "queued");
-  setStatus("Queued…", "busy");
+  if (task.status === "queued") explainQueue();
+  else onProgress({ status: task.status, message: task.progress.message, text: "Running…" });
   await follow(task);
+}
+
+/**
+ * Re-run a workflow task from the Queue tab: its graph (nodes where they were) goes on the
+ * canvas — one undo step, like Load — and runs with the same settings (Reuse results as it
+ * was sent).
+ */
+export async function rerunTask(task) {
+  if (run.task) {
+    setStatus("A run is going: wait for it to end, or cancel it, before re-running another.", "error");
+    return;
+  }
+  hideResults();
+  const unknown = hooks.loadGraph(task.input.graph);
+  setCurrent(null);
+  if (unknown.length) {
+    setStatus(`Not run: this page does not know the node types ${unknown.join(", ")}.`, "error");
+    return;
+  }
+  $("#reuse-results").checked = task.input.cache !== false;
+  await runWorkflow();
+}
+
+// ---- what a queued run waits for ------------------------------------------------------------
+
+const shortId = (task) => String(task.id).slice(0, 8);
+
+function describe(task) {
+  const progress = task.progress || {};
+  const step = progress.total ? ` ${progress.step}/${progress.total}` : "";
+  const what = progress.message ? ` (${progress.message})` : step ? ` (step${step})` : "";
+  return `${task.kind} ${shortId(task)} ${task.status}${what}`;
+}
+
+/**
+ * A run that stays queued waits for the server's other work: say which of the owner's
+ * tasks are ahead of it (the executor runs them first; a run left behind by a reload is
+ * one), or that the work ahead is not the owner's. Said again every QUEUE_MS until it runs.
+ */
+async function explainQueue() {
+  const task = run.task;
+  if (!task || !task.id) return;
+  stopExplainingQueue();
+  let ahead = [];
+  try {
+    const lists = await Promise.all(ACTIVE.map((status) => api(`/v1/tasks?status=${status}&limit=20`)));
+    ahead = lists
+      .flat()
+      .filter((other) => other.id !== task.id && (other.status === "running" || other.created_at < task.created_at))
+      .sort((a, b) => a.created_at.localeCompare(b.created_at));
+  } catch {
+    ahead = null; // the explanation is a courtesy: a failed look keeps the plain "Queued…"
+  }
+  if (run.task !== task || run.running || run.started) return; // it moved on meanwhile
+  if (ahead === null) setStatus("Queued…", "busy");
+  else if (!ahead.length) setStatus("Queued: waiting for a worker (none of your tasks is ahead of it)…", "busy");
+  else {
+    const count = `${ahead.length} task${ahead.length === 1 ? "" : "s"}`;
+    setStatus(`Queued behind ${count} of yours: ${ahead.map(describe).join("; ")}.`, "busy");
+  }
+  stopExplainingQueue(); // one timer, even when two looks overlapped
+  run.queueTimer = setTimeout(explainQueue, QUEUE_MS);
+}
+
+function stopExplainingQueue() {
+  clearTimeout(run.queueTimer);
+  run.queueTimer = 0;
+}
+
+// ---- after a reload -------------------------------------------------------------------------
+
+/** The workflow task to pick up after a reload: the one this browser started (kept in
+ * localStorage), else the owner's newest queued or running workflow task. */
+async function runToResume() {
+  let stored = null;
+  try {
+    stored = localStorage.getItem(RUN_STORAGE);
+  } catch {
+    stored = null;
+  }
+  if (stored) {
+    try {
+      return await api(`/v1/tasks/${encodeURIComponent(stored)}`);
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.status === 401) return null;
+      remember(null); // gone (pruned, another owner's): look for others
+    }
+  }
+  const lists = await Promise.all(ACTIVE.map((status) => api(`/v1/tasks?status=${status}&limit=50`)));
+  const workflows = lists.flat().filter((task) => task.kind === "workflow");
+  workflows.sort((a, b) => b.created_at.localeCompare(a.created_at));
+  return workflows[0] || null;
+}
+
+/**
+ * Re-attach to a run a reload left behind: its progress, Cancel, and its results when it
+ * ends (or at once, when it ended while the page was away).
+ */
+export async function resumeRun() {
+  if (run.task) return;
+  let task = null;
+  try {
+    task = await runToResume();
+  } catch {
+    return; // the tasks cannot be read now: the canvas works as before
+  }
+  if (!task || run.task) return;
+  run.running = null;
+  if (ACTIVE.includes(task.status)) {
+    remember(task);
+    setStatus(`Picked up the run started at ${new Date(task.created_at).toLocaleTimeString()}…`, "busy");
+    await attach(task);
+  } else {
+    finish(task);
+  }
 }
 
 function onProgress(data) {
   const match = PROGRESS.exec(data.message || "");
+  if (data.status === "running" && !run.started) {
+    run.started = true; // it left the queue
+    stopExplainingQueue();
+  }
   if (match) {
     const [, id, step, total] = match;
     if (run.running && run.running !== id) setNodeStatus(run.running, "done");
@@ -142,7 +284,7 @@ function onProgress(data) {
     const nodes = data.total ? ` · ${data.step}/${data.total} nodes done` : "";
     setStatus(`Running ${id}: ${step}/${total}${nodes}`, "busy");
   } else if (data.status === "queued") {
-    setStatus("Queued…", "busy");
+    if (!run.queueTimer) explainQueue();
   } else if (data.text) {
     setStatus(data.text, "busy");
   }
@@ -192,9 +334,19 @@ function failedNode(task) {
   return null;
 }
 
+/** How long the run took on the server, and how long it waited for its turn before. */
+function duration(task) {
+  const started = Date.parse(task.started_at || "");
+  const waited = started ? (started - Date.parse(task.created_at)) / 1000 : 0;
+  const took = task.seconds === null || task.seconds === undefined ? null : Number(task.seconds);
+  const text = took === null ? "" : ` in ${took.toFixed(1)} s`;
+  return waited >= 1 ? `${text} (after ${waited.toFixed(0)} s in the queue)` : text;
+}
+
 function finish(task) {
   setRunning(null);
-  const seconds = ((performance.now() - run.started) / 1000).toFixed(1);
+  remember(null);
+  run.started = false;
   const result = task.result || {};
   const paths = new Map((task.outputs || []).map((output) => [output.id, outputPath(output)]));
   for (const [id, node] of Object.entries(result.nodes || {})) {
@@ -209,7 +361,7 @@ function finish(task) {
   if (task.status === "succeeded") {
     if (run.running && !(result.nodes || {})[run.running]) setNodeStatus(run.running, "done");
     const count = (task.outputs || []).length;
-    setStatus(`Done in ${seconds} s: ${count} result${count === 1 ? "" : "s"}.`, "ok");
+    setStatus(`Done${duration(task)}: ${count} result${count === 1 ? "" : "s"}.`, "ok");
   } else if (task.status === "cancelled") {
     if (run.running) setNodeStatus(run.running, "cancelled");
     setStatus("Cancelled.", "");
@@ -251,7 +403,9 @@ export function stopFollowing() {
     api(`/v1/tasks/${encodeURIComponent(run.task.id)}/cancel`, { method: "POST" }).catch(() => {});
   }
   if (run.task) setRunning(null);
+  remember(null);
   run.running = null;
+  run.started = false;
 }
 
 // ---- confirm --------------------------------------------------------------------------------
@@ -451,9 +605,13 @@ export function setUpToolbar(toolbarHooks) {
   $("#load-close").addEventListener("click", () => $("#load-dialog").close());
   $("#clear-canvas").addEventListener("click", clearCanvas);
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !document.querySelector("dialog[open]")) {
+    if (!(event.ctrlKey || event.metaKey) || document.querySelector("dialog[open]")) return;
+    if (event.key === "Enter") {
       event.preventDefault();
       runWorkflow();
+    } else if (event.key.toLowerCase() === "s" && !event.shiftKey && !event.altKey) {
+      event.preventDefault(); // the canvas's Save, not the browser's "save page"
+      openSave();
     }
   });
   setCurrent(null);

@@ -25,10 +25,11 @@ function apply() {
   for (const listener of listeners) listener(view);
 }
 
-/** The world point under a screen (client) point. */
+/** The world point under a screen (client) point. Measured from where the world layer
+ * really is on screen (its origin), so a point is right even mid-way through a change. */
 export function toWorld(clientX, clientY) {
-  const box = canvas.getBoundingClientRect();
-  return { x: (clientX - box.left - view.x) / view.zoom, y: (clientY - box.top - view.y) / view.zoom };
+  const origin = world.getBoundingClientRect();
+  return { x: (clientX - origin.left) / view.zoom, y: (clientY - origin.top) / view.zoom };
 }
 
 /** The world point at the middle of the visible canvas. */
@@ -133,9 +134,25 @@ function onPointerDown(event, onClick) {
   canvas.addEventListener("pointercancel", stop);
 }
 
+/**
+ * The browser scrolls the canvas (overflow: hidden, but still a scroll box) to show a field
+ * that gets the focus below or beside its edge (a click, Tab into *More settings*). A scroll
+ * the view does not know about moved everything but the pan: turn it into a pan at once,
+ * so the field stays in sight and the view is again the one transform of the world layer.
+ */
+function onScroll() {
+  if (!canvas.scrollLeft && !canvas.scrollTop) return;
+  view.x -= canvas.scrollLeft;
+  view.y -= canvas.scrollTop;
+  canvas.scrollLeft = 0;
+  canvas.scrollTop = 0;
+  apply();
+}
+
 export function setUpView(canvasElement, worldElement, { onEmptyClick }) {
   canvas = canvasElement;
   world = worldElement;
+  canvas.addEventListener("scroll", onScroll);
   canvas.addEventListener("wheel", onWheel, { passive: false });
   canvas.addEventListener("pointerdown", (event) => onPointerDown(event, onEmptyClick));
   apply();

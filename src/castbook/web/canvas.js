@@ -8,6 +8,7 @@
 //   canvas-view.js     pan and zoom
 //   canvas-run.js      the toolbar: run with live progress, cancel, save, load, clear
 //   canvas-results.js  the results panel
+//   canvas-queue.js    the Queue tab: the owner's tasks, live; cancel, results, re-run
 //   canvas-models.js   presets whose models are missing: marks, Download on the node
 //   canvas-palette.js  the Nodes tab
 
@@ -23,8 +24,10 @@ import {
 } from "./canvas-nodes.js";
 import { renderModelNotices, resumePulls, setModelHooks } from "./canvas-models.js";
 import { canRedo, canUndo, recordChange, redo, resetHistory, undo } from "./canvas-history.js";
-import { paletteError, renderPalette } from "./canvas-palette.js";
-import { forgetCurrent, setStatus, setUpToolbar } from "./canvas-run.js";
+import { paletteError, paletteWaiting, renderPalette } from "./canvas-palette.js";
+import { setUpQueue } from "./canvas-queue.js";
+import { showResults } from "./canvas-results.js";
+import { forgetCurrent, rerunTask, resumeRun, setStatus, setUpToolbar } from "./canvas-run.js";
 import {
   fitView,
   onViewChange,
@@ -155,22 +158,59 @@ function renderAll() {
   changed();
 }
 
-function addNode(type, x, y, values = {}, name = undefined) {
+function addNode(type, x, y, values = {}, name = undefined, { avoid = false } = {}) {
   if (!catalog.types.has(type)) return null;
   const node = workflow.add(type, x, y, values);
   if (name) node.name = name;
   const element = mount(node);
+  if (avoid) moveToFreeSpot(node, element);
   select([node.id]);
   element.focus({ preventScroll: true });
   changed();
   return node;
 }
 
+const FREE_STEP = 40; // world px between the places tried for a new node
+const FREE_GAP = 16; // kept between a new node and the others
+
+function covers(element, x, y, width, height) {
+  return (
+    x < element.offsetLeft + element.offsetWidth + FREE_GAP &&
+    element.offsetLeft < x + width + FREE_GAP &&
+    y < element.offsetTop + element.offsetHeight + FREE_GAP &&
+    element.offsetTop < y + height + FREE_GAP
+  );
+}
+
+/** Move a node just added (measured, not yet painted) to the nearest place where it covers
+ * no other node, trying rings of places around where it was put; the first place if none. */
+function moveToFreeSpot(node, element) {
+  const others = [...world.querySelectorAll(".node")].filter((other) => other !== element);
+  const width = element.offsetWidth;
+  const height = element.offsetHeight;
+  const free = (x, y) => !others.some((other) => covers(other, x, y, width, height));
+  for (let ring = 0; ring <= 15; ring += 1) {
+    for (let dy = -ring; dy <= ring; dy += 1) {
+      for (let dx = -ring; dx <= ring; dx += 1) {
+        if (Math.max(Math.abs(dx), Math.abs(dy)) !== ring) continue; // the ring's edge only
+        const x = node.x + dx * FREE_STEP;
+        const y = node.y + dy * FREE_STEP;
+        if (free(x, y)) {
+          node.x = x;
+          node.y = y;
+          place(element, node);
+          return;
+        }
+      }
+    }
+  }
+}
+
+/** A node added without a drop point (Enter or a double-click in the Nodes tab, a result's
+ * Use): in the middle of the visible canvas, or the nearest place that covers no node. */
 function addAtCentre(type, values = {}) {
-  // Offset each new node a little, so several added in a row do not hide each other.
   const centre = visibleCentre();
-  const offset = (workflow.nodes.size % 6) * 24;
-  addNode(type, centre.x - 120 + offset, centre.y - 80 + offset, values);
+  addNode(type, centre.x - 120, centre.y - 80, values, undefined, { avoid: true });
 }
 
 function removeNodes(ids) {
@@ -290,23 +330,36 @@ function isEditing(target) {
   );
 }
 
+/**
+ * The canvas's keys. Undo, redo, select all, copy, paste and duplicate work wherever the
+ * focus is — a toolbar button keeps it after a click (Clear, then Ctrl+Z) — except while
+ * typing in a field or in a dialog. Delete, the arrows and Escape act only with the focus on the canvas
+ * or its toolbar: elsewhere (a card, a node type) they are that element's keys.
+ */
 function onKeyDown(event) {
   if (isEditing(event.target) || document.querySelector("dialog[open]")) return;
-  const active = document.activeElement;
-  const onCanvas = active === document.body || (active && canvas.contains(active));
-  if (!onCanvas) return;
   const key = event.key.toLowerCase();
   if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
     event.preventDefault();
     stepHistory(key === "y" || event.shiftKey ? redo : undo);
     return;
   }
+  if ((event.ctrlKey || event.metaKey) && key === "a" && workflow.nodes.size) {
+    event.preventDefault(); // every node, not the page's text
+    select([...workflow.nodes.keys()]);
+    return;
+  }
   if ((event.ctrlKey || event.metaKey) && ["c", "v", "d"].includes(key)) {
+    if (key === "c" && String(window.getSelection() || "")) return; // copying page text
     if (key === "v") paste();
     else if (copySelection() && key === "d") paste(); // d: duplicate in one go
     if (key !== "c" || selection.size) event.preventDefault();
     return;
   }
+  const active = document.activeElement;
+  const onCanvas =
+    !active || active === document.body || canvas.contains(active) || $("#canvas-toolbar").contains(active);
+  if (!onCanvas) return;
   if (event.key === "Delete" || event.key === "Backspace") {
     const wire = selectedWire();
     if (wire) {
@@ -380,9 +433,8 @@ async function loadCatalog() {
     const [types, presets] = await Promise.all([api("/v1/workflows/node-types"), api("/v1/presets")]);
     setCatalog(types, presets);
   } catch (exc) {
-    if (!(exc instanceof ApiError && exc.status === 401)) {
-      paletteError(`Could not load the node types: ${exc.message}`);
-    }
+    if (exc instanceof ApiError && exc.status === 401) paletteWaiting();
+    else paletteError(`Could not load the node types: ${exc.message}`);
     return;
   }
   renderPalette(addAtCentre);
@@ -396,6 +448,7 @@ async function loadCatalog() {
   clearTimeout(draftTimer);
   resetHistory(); // the restored canvas is where undo stops
   updateHistoryButtons();
+  resumeRun(); // a run going on (or ended) while the page was reloaded
 }
 
 // ---- set up ---------------------------------------------------------------------------------
@@ -440,6 +493,7 @@ export function setUpCanvas() {
       renderAll();
     },
   });
+  setUpQueue({ showResults, rerun: rerunTask });
   onViewChange(() => {
     $("#zoom-reset").textContent = `${Math.round(view.zoom * 100)}%`;
   });
