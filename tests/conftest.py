@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -49,6 +50,22 @@ SLOWEST_FIRST = (
     "test_web_models.py",
     "test_batch_render.py",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One thread per numeric library (torch, BLAS) in the test processes and in every
+    process a test starts (they inherit the environment), unless the caller chose otherwise.
+
+    Set here, before any test imports torch, rather than in a module that benchmarks import
+    too: their timings stay those of a user's default. `scripts/test.sh` runs three test
+    processes on two cores, and torch's default of a thread per core then has its threads
+    spin-waiting for a core: test_batch_render took 67.6 s of CPU with two threads and 22.6 s
+    with one on the loaded machine. No test compares results across processes with different
+    thread counts.
+    """
+    del config
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
