@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,11 +34,13 @@ _database_counter = itertools.count()
 # The slowest test files (loaded run, `pytest --durations=0`, summed per file), slowest first.
 # `scripts/test.sh` runs the suite in several processes, one file per process at a time; a
 # process that starts the slowest file last makes everybody wait for it, so they go first.
-# A stale list costs only time.
+# A stale list costs only time. The chaos and Celery files lead since torch runs on one
+# thread in tests (`pytest_configure`): their workers did already, and test_diffusers_backend
+# fell most (its AnimateDiff, SVD and contract tests from 389 s to 44 s on the loaded machine).
 SLOWEST_FIRST = (
-    "test_diffusers_backend.py",
-    "test_celery_executor.py",
     "test_chaos.py",
+    "test_celery_executor.py",
+    "test_diffusers_backend.py",
     "test_process_executor.py",
     "test_web_canvas.py",
     "test_models_cli_api.py",
@@ -50,6 +53,22 @@ SLOWEST_FIRST = (
     "test_web_canvas_fixes.py",
     "test_batch_render.py",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One thread per numeric library (torch, BLAS) in the test processes and in every
+    process a test starts (they inherit the environment), unless the caller chose otherwise.
+
+    Set here, before any test imports torch, rather than in a module that benchmarks import
+    too: their timings stay those of a user's default. `scripts/test.sh` runs three test
+    processes on two cores, and torch's default of a thread per core then has its threads
+    spin-waiting for a core: test_batch_render took 67.6 s of CPU with two threads and 22.6 s
+    with one on the loaded machine. No test compares results across processes with different
+    thread counts.
+    """
+    del config
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ Only 127.0.0.1 is contacted; every wait is bounded.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,17 +24,35 @@ from tests.support.api import write_presets
 from tests.support.server import JOB_TIMEOUT, kill_server, start_server, stop, wait_for
 
 
-@pytest.fixture
-def server_home(
-    tmp_path: Path, tiny_models: dict[str, Path]
-) -> Iterator[tuple[Path, dict[str, str]]]:
-    home = tmp_path / "home"
-    write_presets(home, tiny_models)
+def server_env(home: Path, hf_home: Path) -> dict[str, str]:
     env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env["HF_HOME"] = str(tmp_path / "hf-empty")
+    env["HF_HOME"] = str(hf_home)
     for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
         env.pop(name, None)
-    yield home, env
+    return env
+
+
+@pytest.fixture(scope="module")
+def keyed_home(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]
+) -> tuple[Path, str]:
+    """A home with the presets and a key made with the CLI, once for the module (a CLI
+    process costs seconds of imports); each test starts from a copy of it."""
+    root = tmp_path_factory.mktemp("keyed")
+    home = root / "home"
+    write_presets(home, tiny_models)
+    return home, create_key(server_env(home, root / "hf-empty"))
+
+
+@pytest.fixture
+def server_home(
+    keyed_home: tuple[Path, str], tmp_path: Path
+) -> Iterator[tuple[Path, dict[str, str], str]]:
+    """This test's own home (database, blobs), holding the module's key."""
+    template, key = keyed_home
+    home = tmp_path / "home"
+    shutil.copytree(template, home)
+    yield home, server_env(home, tmp_path / "hf-empty"), key
 
 
 def create_key(env: dict[str, str]) -> str:
@@ -49,10 +68,9 @@ def create_key(env: dict[str, str]) -> str:
 
 
 def test_a_killed_server_requeues_its_running_task_on_restart(
-    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+    server_home: tuple[Path, dict[str, str], str], tmp_path: Path
 ) -> None:
-    home, env = server_home
-    key = create_key(env)
+    home, env, key = server_home
     log = tmp_path / "server.log"
     first = start_server(env, log)
     try:
@@ -96,11 +114,10 @@ def test_a_killed_server_requeues_its_running_task_on_restart(
 
 
 def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
-    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+    server_home: tuple[Path, dict[str, str], str], tmp_path: Path
 ) -> None:
-    home, env = server_home
+    home, env, key = server_home
     env = {**env, "CASTBOOK_STOP_GRACE": "1"}
-    key = create_key(env)
     log = tmp_path / "server.log"
     server = start_server(env, log)
     try:
@@ -127,12 +144,11 @@ def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
 
 
 def test_the_worker_of_a_killed_http_process_finishes_its_task_once(
-    server_home: tuple[Path, dict[str, str]], tmp_path: Path
+    server_home: tuple[Path, dict[str, str], str], tmp_path: Path
 ) -> None:
     """Jobs run in the server's worker process: when only the HTTP process dies, the worker
     finishes what it runs, records it, and exits; a new server does not run it again."""
-    home, env = server_home
-    key = create_key(env)
+    home, env, key = server_home
     log = tmp_path / "server.log"
     first = start_server(env, log)
     try:

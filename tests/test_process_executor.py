@@ -38,12 +38,27 @@ def _until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) 
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.fixture(scope="module")
+def shared_harness(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]
+) -> Iterator[EmbeddedHarness]:
+    home = tmp_path_factory.mktemp("process-contract") / "home"
+    harness = EmbeddedHarness(home, tiny_models["sd15"], processes=True)
+    yield harness
+    harness.close()
+
+
 class TestProcessExecutor(ExecutorContract):
+    """The contract against one worker process for the module, as a server keeps one.
+
+    Each contract test waits for its own jobs to end, so none depends on a fresh process;
+    a new one per test cost a start (torch, diffusers, the tiny model) each. What a fresh
+    worker process brings (replacement, recovery, stopping) is tested below, each test
+    with its own executor."""
+
     @pytest.fixture
-    def harness(self, tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[EmbeddedHarness]:
-        harness = EmbeddedHarness(tmp_path / "home", tiny_models["sd15"], processes=True)
-        yield harness
-        harness.close()
+    def harness(self, shared_harness: EmbeddedHarness) -> EmbeddedHarness:
+        return shared_harness
 
 
 # ---- what a worker process brings ---------------------------------------------------------
