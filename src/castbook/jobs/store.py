@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select, update
@@ -166,29 +167,35 @@ class JobStore:
         queue: str = "default",
     ) -> Job:
         now = _now()
-        row = JobRow(
-            id=uuid.uuid4().hex,
-            owner=owner,
-            kind=kind,
-            queue=queue,
-            status=JobStatus.QUEUED.value,
-            input=input,
-            progress_step=0,
-            progress_total=0,
-            progress_message="queued",
-            attempts=0,
-            cancel_requested=False,
-            created_at=now,
-            updated_at=now,
-        )
+        values = {
+            "id": uuid.uuid4().hex,
+            "owner": owner,
+            "kind": kind,
+            "queue": queue,
+            "status": JobStatus.QUEUED.value,
+            "input": input,
+            "progress_step": 0,
+            "progress_total": 0,
+            "progress_message": "queued",
+            "attempts": 0,
+            "cancel_requested": False,
+            "created_at": now,
+            "updated_at": now,
+        }
         # The stored images the input names stay alive while the job exists (see
         # CharacterLibrary's garbage collection), whoever deletes what meanwhile.
-        row.inputs = [JobInputRow(sha256=sha) for sha in sorted(blob_ids_in(input))]
-        self._touch((i.sha256 for i in row.inputs), what="input")
-        with self.database.session() as session:
-            session.add(row)
-            session.commit()
-            return _to_job(row)
+        inputs = sorted(blob_ids_in(input))
+        self._touch(inputs, what="input")
+        # Core inserts in one transaction: a submit holds SQLite's write lock for as short a
+        # time as it can, and costs a third of the CPU of the ORM's unit of work.
+        with self.database.engine.begin() as connection:
+            connection.execute(_JOBS.insert(), values)
+            if inputs:
+                connection.execute(
+                    _INPUTS.insert(), [{"job_id": values["id"], "sha256": sha} for sha in inputs]
+                )
+        unset = dict.fromkeys(("result", "error", "error_data", "worker", "started_at"))
+        return _job_from_row(SimpleNamespace(**values, **unset, finished_at=None), ())
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job; a job of another owner is reported as missing, never as forbidden."""
@@ -532,6 +539,7 @@ def _output_rows(outputs: Sequence[JobOutput]) -> list[JobOutputRow]:
 
 _JOBS = JobRow.__table__
 _OUTPUTS = JobOutputRow.__table__
+_INPUTS = JobInputRow.__table__
 _OUTPUT_COLUMNS = (
     _OUTPUTS.c.job_id.label("output_job_id"),
     _OUTPUTS.c.sha256.label("output_sha256"),
@@ -558,13 +566,6 @@ def _output_from_row(row: Any) -> JobOutput:
         row.output_width,
         row.output_height,
         row.output_seed,
-    )
-
-
-def _to_job(row: JobRow) -> Job:
-    return _job_from_row(
-        row,
-        [JobOutput(o.sha256, o.kind, o.media_type, o.width, o.height, o.seed) for o in row.outputs],
     )
 
 
