@@ -2,13 +2,18 @@
 
     .venv/bin/python benchmarks/api_load.py [--clients 50] [--seconds 60] [--warmup 10]
                                             [--poll 0.2] [--submit-every 0] [--workers 2]
+                                            [--client-threads]
 
 Starts `castbook serve` on a free 127.0.0.1 port with a temporary CASTBOOK_HOME whose preset
 points at the tiny random-weight SD 1.5 model the tests use, creates an API key, then runs
-``--clients`` concurrent clients for ``--warmup`` + ``--seconds``: each submits a generation,
+``--clients`` concurrent clients (coroutines on one event loop, as load generators such as
+wrk or k6 run them; ``--client-threads``: a thread per client) for ``--warmup`` +
+``--seconds``: each submits a generation,
 polls its task every ``--poll`` seconds until it ends, and repeats (``--submit-every S``: a
 new task every S seconds whatever the last one does). Submit and poll latencies
-are kept separately, only after the warm-up (steady state), and printed as p50/p95/p99.
+are kept separately, only after the warm-up (steady state), and printed as p50/p95/p99,
+both as the clients saw them and as the server's ``Server-Timing`` header reports them (the
+server's share: the rest is the clients' own scheduling on the same cores, and the wire).
 Afterwards every accepted task id is asked for until it ended or a deadline passed: one the
 server does not report as ended (or no longer knows) is *lost*. Non-2xx answers and client
 exceptions are *errors*. Prints the core count and load.
@@ -18,6 +23,7 @@ Only loopback is ever contacted; the loops are bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import subprocess
@@ -82,6 +88,11 @@ def main() -> None:
         "queue then outgrows the model, and what is left is cancelled at the end",
     )
     parser.add_argument("--workers", type=int, default=2, help="job threads in the server")
+    parser.add_argument(
+        "--client-threads",
+        action="store_true",
+        help="one thread per client (the benchmark's first form) instead of one event loop",
+    )
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="castbook-load-") as tmp:
@@ -136,6 +147,8 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     submit_latencies: list[float] = []  # steady state only: after the warm-up
     poll_latencies: list[float] = []
+    submit_server: list[float] = []  # the same requests, as the server timed them
+    poll_server: list[float] = []
     accepted: list[str] = []  # every task id the server answered 202 for
     errors: list[str] = []  # non-2xx answers and client-side exceptions alike
     lock = threading.Lock()
@@ -143,24 +156,29 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
     steady_from = begin + options.warmup
     stop_at = begin + options.warmup + options.seconds
 
-    def timed(
-        http: httpx.Client, method: str, url: str, **kwargs: Any
+    async def timed(
+        http: httpx.AsyncClient, method: str, url: str, **kwargs: Any
     ) -> tuple[httpx.Response, float]:
         started = time.perf_counter()
-        response = http.request(method, url, **kwargs)
+        response = await http.request(method, url, **kwargs)
         return response, time.perf_counter() - started
 
-    def record(series: list[float], latency: float) -> None:
+    def record(
+        series: list[float], server: list[float], response: httpx.Response, latency: float
+    ) -> None:
+        timing = response.headers.get("server-timing", "")
         with lock:
             if time.monotonic() >= steady_from:
                 series.append(latency)
+                if ";dur=" in timing:
+                    server.append(float(timing.partition(";dur=")[2]) / 1000)
 
-    def client(index: int) -> None:
+    async def client(index: int) -> None:
         # One request every --poll seconds: a submit when one is due (--submit-every, or
         # when this client has nothing pending), otherwise a poll of its oldest pending task.
         pending: list[str] = []
         next_submit = time.monotonic()
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
             for n in range(MAX_REQUESTS_PER_CLIENT):
                 now = time.monotonic()
                 if now >= stop_at:
@@ -170,7 +188,7 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
                     if due:
                         next_submit = now + options.submit_every
                         body = {"preset": "tiny", "prompt": f"client {index} #{n}", "seed": n}
-                        response, latency = timed(http, "POST", "/v1/generations", json=body)
+                        response, latency = await timed(http, "POST", "/v1/generations", json=body)
                         if response.status_code != 202:
                             problem = f"submit {response.status_code}: {response.text[:200]}"
                             with lock:
@@ -179,10 +197,10 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
                             pending.append(response.json()["id"])
                             with lock:
                                 accepted.append(pending[-1])
-                            record(submit_latencies, latency)
+                            record(submit_latencies, submit_server, response, latency)
                     else:
-                        response, latency = timed(http, "GET", f"/v1/tasks/{pending[0]}")
-                        record(poll_latencies, latency)
+                        response, latency = await timed(http, "GET", f"/v1/tasks/{pending[0]}")
+                        record(poll_latencies, poll_server, response, latency)
                         if response.status_code != 200:
                             with lock:
                                 errors.append(f"poll {response.status_code}: {response.text[:200]}")
@@ -192,14 +210,25 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
                 except Exception as exc:  # a client that failed is an error, never silence
                     with lock:
                         errors.append(f"client {index}: {type(exc).__name__}: {exc}")
-                time.sleep(max(0.0, options.poll - (time.monotonic() - now)))
+                await asyncio.sleep(max(0.0, options.poll - (time.monotonic() - now)))
+
+    async def all_clients(indexes: range) -> None:
+        await asyncio.gather(*(client(i) for i in indexes))
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(options.clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if options.client_threads:
+        # The old way: a thread (with its own event loop) per client, all in this process.
+        # The threads take turns at the interpreter lock, which adds its own waits.
+        threads = [
+            threading.Thread(target=asyncio.run, args=(all_clients(range(i, i + 1)),))
+            for i in range(options.clients)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        asyncio.run(all_clients(range(options.clients)))
     elapsed = time.perf_counter() - started
 
     # Lost = accepted ids the server does not report as ended by the deadline, asked one by
@@ -233,6 +262,7 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
           f"{options.clients} clients, {options.warmup:.0f} s warm-up + {options.seconds:.0f} s "
           f"measured, one request every {options.poll} s each, submitting {cadence}; "
           f"server job threads: {options.workers}; "
+          f"clients as {'threads' if options.client_threads else 'coroutines of one loop'}; "
           "tiny SD 1.5 at 256 px, 2 steps")  # fmt: skip
     print(
         f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "
@@ -241,7 +271,9 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
     )
     print(f"  throughput: {succeeded / elapsed:.1f} tasks/s completed over {elapsed:.1f} s")
     print(f"  submit latency (steady state): {percentiles(submit_latencies)}")
+    print(f"    as the server timed them:    {percentiles(submit_server)}")
     print(f"  poll latency (steady state):   {percentiles(poll_latencies)}")
+    print(f"    as the server timed them:    {percentiles(poll_server)}")
     if len(submit_latencies) < 1000 or len(poll_latencies) < 1000:
         print("  note: fewer than 1000 samples in a series: its p99 is rough (run longer)")
     for task_id in lost[:5]:

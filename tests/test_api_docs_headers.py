@@ -89,6 +89,18 @@ def test_every_answer_carries_the_security_headers(api: Api) -> None:
     assert_security_headers(client.get("/openapi.json"), strict)
 
 
+def test_every_answer_says_how_long_the_server_took(api: Api) -> None:
+    key = api.key("alice")
+    for response in (
+        api.client.get("/v1/characters", headers=key),
+        api.client.get("/v1/characters"),  # a 401 from the key gate is timed too
+        api.client.get("/health"),
+    ):
+        name, _, duration = response.headers["server-timing"].partition(";dur=")
+        assert name == "app", response.headers["server-timing"]
+        assert 0 <= float(duration) < 60_000
+
+
 def test_favicon_needs_no_key(api: Api) -> None:
     answer = api.client.get("/favicon.ico")
     assert answer.status_code == 200

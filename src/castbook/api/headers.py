@@ -15,6 +15,7 @@ shows alone.)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -60,7 +61,13 @@ _COMMON = (
 
 class SecurityHeaders:
     """ASGI middleware adding the headers above to every HTTP response, errors included
-    (it sits outermost, so a 401 from the key gate or a 413 carries them too)."""
+    (it sits outermost, so a 401 from the key gate or a 413 carries them too).
+
+    It also adds ``Server-Timing: app;dur=<ms>``: the time from the request reaching the
+    application to its answer starting, auth, quotas and any wait for a worker thread or the
+    database included. A client compares it with the latency it sees to tell the server's
+    share from the network's and its own (browsers show it in their developer tools;
+    ``benchmarks/api_load.py`` reports both)."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.app = app
@@ -72,12 +79,15 @@ class SecurityHeaders:
         path = scope.get("path", "")
         policy = REDOC_CONTENT_SECURITY_POLICY if path == "/redoc" else CONTENT_SECURITY_POLICY
         added = ((b"content-security-policy", policy.encode()), *_COMMON)
+        started = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                elapsed_ms = 1000 * (time.perf_counter() - started)
                 headers = list(message.get("headers", ()))
                 present = {name.lower() for name, _ in headers}
                 headers.extend((name, value) for name, value in added if name not in present)
+                headers.append((b"server-timing", f"app;dur={elapsed_ms:.2f}".encode()))
                 message["headers"] = headers
             await send(message)
 

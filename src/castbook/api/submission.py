@@ -4,6 +4,7 @@ import from here, never from each other."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import Request
@@ -33,10 +34,27 @@ QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
 
 def task_json(request: Request, job: Job) -> dict[str, Any]:
     data = job.to_json()
+    results, events = _task_urls(request.app, str(request.base_url))
     for output in data["outputs"]:
-        output["url"] = str(request.url_for("download_result", sha256=output["id"]))
-    data["events_url"] = str(request.url_for("task_events", task_id=job.id))
+        output["url"] = results.replace(_MARK, output["id"])
+    data["events_url"] = events.replace(_MARK, job.id)
     return data
+
+
+_MARK = "0task0"  # stands for an id in a URL template; ids are hex, so it never occurs
+
+
+@functools.lru_cache(maxsize=64)
+def _task_urls(app: Any, base_url: str) -> tuple[str, str]:
+    """The URLs of a result and of a task's events with a mark for the id, per base URL
+    (what ``request.url_for`` makes, but it walks every route each call: a poll paid that
+    once per output)."""
+    results = app.url_path_for("download_result", sha256=_MARK)
+    events = app.url_path_for("task_events", task_id=_MARK)
+    return (
+        str(results.make_absolute_url(base_url)),
+        str(events.make_absolute_url(base_url)),
+    )
 
 
 def choose_preset(services: Services, preset_id: str | None, mode: Mode) -> Preset:
