@@ -151,8 +151,9 @@ def other(tmp_path: Path) -> Iterator[CharacterLibrary]:
 def assert_untouched(library: CharacterLibrary) -> None:
     """Nothing written: no character, no image file."""
     assert library.list() == []
-    root = library.blobs.root
-    assert not root.exists() or [p for p in root.rglob("*") if p.is_file()] == []
+    assert list(library.blobs) == []
+    root = getattr(library.blobs, "root", None)  # the folder: not even a temporary file
+    assert root is None or not root.exists() or [p for p in root.rglob("*") if p.is_file()] == []
 
 
 @pytest.fixture
