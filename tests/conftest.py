@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -215,8 +217,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+# `CASTBOOK_TEST_BLOBS=s3 pytest tests/test_api*.py` runs the API tests with their images
+# in a bucket of the test S3 server instead of the folder (issue 20: the suite once against
+# the object store); unset, the folder.
+BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "folder")
+
+
 @pytest.fixture
-def make_api(home: Path) -> Iterator[ApiFactory]:
+def make_api(home: Path, request: pytest.FixtureRequest) -> Iterator[ApiFactory]:
     opened: list[TestClient] = []
 
     def make(
@@ -227,6 +235,11 @@ def make_api(home: Path) -> Iterator[ApiFactory]:
         **config: Any,
     ) -> Api:
         settings = Settings.for_home(home, database_url)
+        if BLOBS_UNDER_TEST == "s3":
+            server: S3Server = request.getfixturevalue("s3_server")
+            settings = dataclasses.replace(
+                settings, blob_url=server.new_bucket(), blob_endpoint=server.endpoint
+            )
         executor = None
         if handlers is not None:
             executor = LocalExecutor(
