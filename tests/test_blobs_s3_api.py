@@ -130,3 +130,8 @@ def test_migrate_a_folder_to_a_bucket_and_info(
     assert info["blobs"] == 6
     assert info["blob_bytes"] == sum(len(f"image {n}".encode() * 1000) for n in range(6))
     assert sorted(ids) == list(open_blob_store(Settings.from_env()))
+    # And back: the bucket to a fresh folder (a backup), without touching the local cache.
+    code, out, _ = castbook("blobs", "migrate", "--to", str(castbook_home / "backup"), "--json")
+    assert code == 0 and json.loads(out)["copied"] == 6
+    assert sorted(ids) == list(BlobStore(castbook_home / "backup"))
+    assert not (castbook_home / "blob-cache").exists()

@@ -34,6 +34,8 @@ def migrate_command(
 
     settings = Settings.from_env()
     source = open_blob_store(settings)
+    if isinstance(source, S3BlobStore):  # a one-off pass: do not flush this machine's cache
+        source = S3BlobStore(source.location, endpoint=source.endpoint, region=source.region)
     if to.startswith("s3://"):
         # No cache on the target: the read-back must come from the bucket itself.
         target = S3BlobStore(to, endpoint=settings.blob_endpoint, region=settings.blob_region)
