@@ -224,7 +224,26 @@ BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "folder")
 
 
 @pytest.fixture
-def make_api(home: Path, request: pytest.FixtureRequest) -> Iterator[ApiFactory]:
+def api_settings(home: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """The settings :func:`make_api` gives its apps (a test that builds handlers for them
+    opens their store with ``open_blob_store(api_settings())``): one blob store per test."""
+    bucket: list[tuple[str, str]] = []
+
+    def settings_for(database_url: str | None = None) -> Settings:
+        settings = Settings.for_home(home, database_url)
+        if BLOBS_UNDER_TEST != "s3":
+            return settings
+        if not bucket:
+            server: S3Server = request.getfixturevalue("s3_server")
+            bucket.append((server.new_bucket(), server.endpoint))
+        url, endpoint = bucket[0]
+        return dataclasses.replace(settings, blob_url=url, blob_endpoint=endpoint)
+
+    return settings_for
+
+
+@pytest.fixture
+def make_api(api_settings: Callable[..., Settings]) -> Iterator[ApiFactory]:
     opened: list[TestClient] = []
 
     def make(
@@ -234,12 +253,7 @@ def make_api(home: Path, request: pytest.FixtureRequest) -> Iterator[ApiFactory]
         workers: int = 1,
         **config: Any,
     ) -> Api:
-        settings = Settings.for_home(home, database_url)
-        if BLOBS_UNDER_TEST == "s3":
-            server: S3Server = request.getfixturevalue("s3_server")
-            settings = dataclasses.replace(
-                settings, blob_url=server.new_bucket(), blob_endpoint=server.endpoint
-            )
+        settings = api_settings(database_url)
         executor = None
         if handlers is not None:
             executor = LocalExecutor(
