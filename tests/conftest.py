@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import os
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from castbook.api import ApiConfig, create_app
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs, BlobStore
 from castbook.db import Database
 from castbook.jobs import JobStore, LocalExecutor
 from castbook.library import CharacterLibrary
@@ -28,6 +29,7 @@ from tests.support.postgres import (
     postgres_required,
     start_postgres,
 )
+from tests.support.s3_server import S3Server, S3Unavailable, start_s3
 
 _database_counter = itertools.count()
 
@@ -71,7 +73,24 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(variable, "1")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The library's S3 runs use SQLite only (see the `library` fixture), and skip modules
+    # whose LIBRARY_STORES leaves S3 out.
+    pairs = [getattr(item, "callspec", None) for item in items]
+    dropped = [
+        item
+        for item, spec in zip(items, pairs, strict=True)
+        if spec is not None
+        and spec.params.get("library") == "s3"
+        and (
+            spec.params.get("database_url") == "postgresql"
+            or "s3" not in getattr(item.module, "LIBRARY_STORES", ("s3",))
+        )
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        gone = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in gone]
     rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
 
@@ -114,6 +133,19 @@ def postgres() -> Iterator[PostgresServer]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto) on 127.0.0.1 for the object-store tests."""
+    try:
+        server = start_s3(tmp_path_factory.mktemp("s3"))
+    except S3Unavailable as exc:
+        if postgres_required():  # CI: every service must run
+            pytest.fail(f"CI needs the S3 test server but it could not be started: {exc}")
+        pytest.skip(f"no S3 test server could be started here: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -122,11 +154,27 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"castbook_t{next(_database_counter)}")
 
 
-@pytest.fixture
-def library(database_url: str, tmp_path: Path) -> Iterator[CharacterLibrary]:
+@pytest.fixture(params=["folder", "s3"])
+def library(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path
+) -> Iterator[CharacterLibrary]:
+    """A library on each database with the blob folder, and on SQLite with an S3 bucket
+    (PostgreSQL with S3 adds nothing the two do not cover; it is deselected)."""
     database = Database(database_url)
-    yield CharacterLibrary(database, BlobStore(tmp_path / "blobs"))
+    if request.param == "s3":
+        blobs = s3_blob_store(request.getfixturevalue("s3_server"), tmp_path)
+    else:
+        blobs = BlobStore(tmp_path / "blobs")
+    yield CharacterLibrary(database, blobs)
     database.dispose()
+
+
+def s3_blob_store(server: S3Server, tmp_path: Path, cache_mb: float = 64) -> Blobs:
+    from castbook.blobs.cache import BlobCache
+    from castbook.blobs.s3 import S3BlobStore
+
+    cache = BlobCache(tmp_path / "blob-cache", int(cache_mb * 1024 * 1024))
+    return S3BlobStore(server.new_bucket(), endpoint=server.endpoint, cache=cache)
 
 
 @pytest.fixture
@@ -188,8 +236,33 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+# `CASTBOOK_TEST_BLOBS=s3 pytest tests/test_api*.py` runs the API tests with their images
+# in a bucket of the test S3 server instead of the folder (issue 20: the suite once against
+# the object store); unset, the folder.
+BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "folder")
+
+
 @pytest.fixture
-def make_api(home: Path) -> Iterator[ApiFactory]:
+def api_settings(home: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """The settings :func:`make_api` gives its apps (a test that builds handlers for them
+    opens their store with ``open_blob_store(api_settings())``): one blob store per test."""
+    bucket: list[tuple[str, str]] = []
+
+    def settings_for(database_url: str | None = None) -> Settings:
+        settings = Settings.for_home(home, database_url)
+        if BLOBS_UNDER_TEST != "s3":
+            return settings
+        if not bucket:
+            server: S3Server = request.getfixturevalue("s3_server")
+            bucket.append((server.new_bucket(), server.endpoint))
+        url, endpoint = bucket[0]
+        return dataclasses.replace(settings, blob_url=url, blob_endpoint=endpoint)
+
+    return settings_for
+
+
+@pytest.fixture
+def make_api(api_settings: Callable[..., Settings]) -> Iterator[ApiFactory]:
     opened: list[TestClient] = []
 
     def make(
@@ -199,7 +272,7 @@ def make_api(home: Path) -> Iterator[ApiFactory]:
         workers: int = 1,
         **config: Any,
     ) -> Api:
-        settings = Settings.for_home(home, database_url)
+        settings = api_settings(database_url)
         executor = None
         if handlers is not None:
             executor = LocalExecutor(

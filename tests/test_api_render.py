@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from castbook.api import ApiConfig
-from castbook.blobs import BlobStore
+from castbook.blobs import open_blob_store
 from castbook.db import Database
 from castbook.errors import FieldError
 from castbook.jobs import Job, JobContext, JobHandler, JobOutput
@@ -347,16 +348,16 @@ class CancelAt:
 def test_a_task_is_cancelled_between_scenes_and_variants(
     make_api: ApiFactory,
     generating: Path,
-    home: Path,
+    api_settings: Callable[..., Settings],
     kind: str,
     path: str,
     body: dict[str, Any],
     at: str,
     never: str,
 ) -> None:
-    settings = Settings.for_home(home)
+    settings = api_settings()
     handlers = render_handlers(
-        GenerationJobs(settings, Database(settings.database_url), BlobStore(settings.blob_dir))
+        GenerationJobs(settings, Database(settings.database_url), open_blob_store(settings))
     )
     handler = CancelAt(handlers[kind], at)
     api = make_api(handlers={kind: handler})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from castbook.blobs import BlobStore, blob_ids_in
+from castbook.blobs import blob_ids_in, open_blob_store
 from castbook.db import Database
 from castbook.db.database import _MIGRATIONS as MIGRATIONS
 from castbook.errors import FieldError
@@ -74,11 +75,11 @@ def test_a_stored_image_id_never_reads_a_server_file(
 
 
 def test_deleting_a_character_does_not_fail_a_task_already_accepted(
-    make_api: ApiFactory, generating: Path, home: Path
+    make_api: ApiFactory, generating: Path, api_settings: Callable[..., Settings]
 ) -> None:
-    settings = Settings.for_home(home)
+    settings = api_settings()
     database = Database(settings.database_url)
-    real = task_handlers(settings, database, BlobStore(settings.blob_dir))
+    real = task_handlers(settings, database, open_blob_store(settings))
     started, release = threading.Event(), threading.Event()
 
     def held(job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:

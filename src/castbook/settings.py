@@ -127,6 +127,24 @@ def _retention(name: str, raw: str) -> float | None:
     return parse_duration(name, raw)
 
 
+def _blob_url(name: str, raw: str) -> str:
+    if not raw.startswith("s3://") or not raw[len("s3://") :].split("/")[0]:
+        raise FieldError(name, f"must be an s3://bucket/prefix URL, got {raw!r}")
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _presign(name: str, raw: str) -> int:
+    """Seconds a presigned URL lives: 0 (none) up to S3's limit of seven days."""
+    seconds = _count_limit(name, raw)
+    if seconds > 7 * 86400:
+        raise FieldError(name, f"must be at most 604800 (seven days, S3's limit), got {raw!r}")
+    return seconds
+
+
 def _executor(name: str, raw: str) -> str:
     if raw.lower() not in ("local", "celery"):
         raise FieldError(name, f"must be local or celery, got {raw!r}")
@@ -158,6 +176,44 @@ SETTINGS: tuple[Setting, ...] = (
         "blob_dir",
         "$CASTBOOK_HOME/blobs",
         "content-addressed image store (files named by sha256)",
+    ),
+    Setting(
+        "CASTBOOK_BLOB_URL",
+        "blob_url",
+        "(unset: the folder)",
+        "`s3://bucket/prefix`: keep images in S3-compatible object storage instead of "
+        "`CASTBOOK_BLOB_DIR` (the `s3` extra; AWS credentials, `AWS_PROFILE` and "
+        "`AWS_ENDPOINT_URL` are read as the AWS tools read them)",
+        _blob_url,
+    ),
+    Setting(
+        "CASTBOOK_BLOB_ENDPOINT",
+        "blob_endpoint",
+        "(AWS's)",
+        "the object store's URL for MinIO, R2, B2 and other S3-compatible servers",
+    ),
+    Setting("CASTBOOK_BLOB_REGION", "blob_region", "(AWS's default)", "the bucket's region"),
+    Setting(
+        "CASTBOOK_BLOB_CACHE_DIR",
+        "blob_cache_dir_setting",
+        "$CASTBOOK_HOME/blob-cache",
+        "this machine's cache of blobs read from object storage",
+        _path,
+    ),
+    Setting(
+        "CASTBOOK_BLOB_CACHE_MB",
+        "blob_cache_mb",
+        "2048",
+        "the most MB that cache keeps, least recently used first out (`0`: no cache)",
+        _limit,
+    ),
+    Setting(
+        "CASTBOOK_BLOB_PRESIGN",
+        "blob_presign",
+        "0",
+        "with object storage, `GET /v1/results/{sha}` redirects to a presigned URL valid this "
+        "many seconds instead of sending the bytes itself (`0`: send them)",
+        _presign,
     ),
     Setting(
         "CASTBOOK_EXECUTOR",
@@ -362,6 +418,12 @@ class Settings:
     home: Path
     database_url: str
     blob_dir: Path
+    blob_url: str | None = None  # s3://bucket/prefix; None: the folder
+    blob_endpoint: str | None = None
+    blob_region: str | None = None
+    blob_cache_dir_setting: Path | None = None
+    blob_cache_mb: float = 2048.0
+    blob_presign: int = 0
     executor: str = "local"
     local_jobs: str = "process"
     redis_url: str = DEFAULT_REDIS_URL
@@ -406,6 +468,10 @@ class Settings:
             if raw:
                 values[setting.field] = setting.parse(setting.env, raw)
         return cls(home=home, database_url=database_url, blob_dir=blob_dir, **values)
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        return self.blob_cache_dir_setting or self.home / "blob-cache"
 
     @classmethod
     def for_home(cls, home: str | os.PathLike[str], database_url: str | None = None) -> Settings:

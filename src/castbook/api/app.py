@@ -24,7 +24,7 @@ from castbook.api.problems import BodyLimit, install_error_handlers
 from castbook.api.quotas import QuotaGate, Quotas
 from castbook.api.request_text import reject_invalid_text
 from castbook.api.services import Services
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs, open_blob_store
 from castbook.db import Database
 from castbook.errors import FieldError
 from castbook.jobs import Executor, JobStore, LocalExecutor
@@ -45,7 +45,7 @@ as `Authorization: Bearer <key>`. Errors are JSON: `{"error", "type", "field", "
 
 
 def default_executor(
-    settings: Settings, database: Database, blobs: BlobStore, jobs: JobStore, config: ApiConfig
+    settings: Settings, database: Database, blobs: Blobs, jobs: JobStore, config: ApiConfig
 ) -> Executor:
     """``CASTBOOK_EXECUTOR``: ``local`` (the default: a worker process this server starts, or
     threads in this process with ``CASTBOOK_LOCAL_JOBS=thread``) or ``celery``."""
@@ -112,7 +112,7 @@ def create_app(
     environment."""
     config = config or ApiConfig.from_env()
     database = Database(settings.database_url)
-    blobs = BlobStore(settings.blob_dir)
+    blobs = open_blob_store(settings)
     jobs = JobStore(database, blobs)
     if executor is None:
         executor = default_executor(settings, database, blobs, jobs, config)

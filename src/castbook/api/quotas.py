@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from castbook.api.auth import ApiKey
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import (
     CharacterRow,
     Database,
@@ -44,6 +44,7 @@ from castbook.db import (
     JobRow,
     ReferenceImageRow,
 )
+from castbook.errors import CastbookError
 from castbook.settings import Settings
 
 __all__ = [
@@ -174,16 +175,18 @@ def owner_blob_ids(database: Database, owner: str) -> set[str]:
     return found
 
 
-def stored_bytes(database: Database, blobs: BlobStore, owner: str) -> int:
+def stored_bytes(database: Database, blobs: Blobs, owner: str) -> int:
     """The bytes of the blobs :func:`owner_blob_ids` names, as stored on disk. An image two
     owners both hold counts for each of them (the store keeps it once: that is its business,
     not theirs)."""
     total = 0
     for blob_id in owner_blob_ids(database, owner):
         try:
-            total += blobs.path(blob_id).stat().st_size
-        except (OSError, ValueError):  # deleted meanwhile, or not a blob name
+            info = blobs.stat(blob_id)
+        except CastbookError:  # not a blob name
             continue
+        if info is not None:  # None: deleted meanwhile
+            total += info.st_size
     return total
 
 
@@ -204,7 +207,7 @@ class QuotaGate:
         app: Any,
         quotas: Quotas,
         database: Database,
-        blobs: BlobStore,
+        blobs: Blobs,
         shape: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:

@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
@@ -150,8 +156,14 @@ async def stream_task_events(
     name="download_result",
     summary="Download a result image or video",
     response_class=FileResponse,
+    responses={
+        307: {
+            "description": "with object storage and `CASTBOOK_BLOB_PRESIGN` set: "
+            "a short-lived presigned URL to fetch the result from"
+        }
+    },
 )
-def download_result(sha256: str, owner: CurrentOwner, services: AppServices) -> FileResponse:
+def download_result(sha256: str, owner: CurrentOwner, services: AppServices) -> Response:
     """Only results that one of your tasks produced."""
     output = services.output_of(owner, sha256.lower())
     if output is None or not services.blobs.exists(output.sha256):
@@ -162,9 +174,19 @@ def download_result(sha256: str, owner: CurrentOwner, services: AppServices) -> 
         "application/pdf": "pdf",
         "text/html": "html",
     }.get(output.media_type, "bin")
+    filename = f"{output.sha256[:16]}.{extension}"
+    seconds = services.settings.blob_presign
+    if seconds:
+        # The owner check above is the authorisation; the URL only lets this caller fetch
+        # the bytes from the object store directly for a short while.
+        url = services.blobs.presigned_url(
+            output.sha256, seconds, media_type=output.media_type, filename=filename
+        )
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     return FileResponse(
-        services.blobs.path(output.sha256),
+        services.blobs.local_path(output.sha256),
         media_type=output.media_type,
-        filename=f"{output.sha256[:16]}.{extension}",
+        filename=filename,
         content_disposition_type="inline",
     )

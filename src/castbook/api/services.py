@@ -13,7 +13,7 @@ from sqlalchemy import select
 from castbook.api.auth import ApiKeys
 from castbook.api.config import ApiConfig
 from castbook.api.sse import TaskWatch
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import CharacterRow, Database, JobOutputRow, JobRow, ReferenceImageRow
 from castbook.errors import StorageError
 from castbook.jobs import Executor, Job, JobStore
@@ -32,7 +32,7 @@ class Services:
     settings: Settings
     config: ApiConfig
     database: Database
-    blobs: BlobStore
+    blobs: Blobs
     jobs: JobStore
     keys: ApiKeys
     executor: Executor

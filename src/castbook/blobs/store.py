@@ -14,42 +14,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from castbook.blobs.base import BlobInfo, Blobs, blob_ids_in, is_blob_id
 from castbook.errors import NotFoundError, StorageError
 
 __all__ = ["BlobStore", "blob_ids_in", "is_blob_id"]
 
-_BLOB_ID = re.compile(r"[0-9a-f]{64}")
 
+class BlobStore(Blobs):
+    """The local folder: the embedded default, and what a single machine needs."""
 
-def is_blob_id(value: str) -> bool:
-    return bool(_BLOB_ID.fullmatch(value))
+    kind = "folder"
 
-
-def blob_ids_in(value: object) -> set[str]:
-    """Every blob id a JSON value names, at any depth (a job's input: an init image, the
-    references, a batch's or a workflow's images)."""
-    if isinstance(value, str):
-        return {value} if is_blob_id(value) else set()
-    if isinstance(value, dict):
-        items = list(value.values())
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        return set()
-    found: set[str] = set()
-    for item in items:
-        found |= blob_ids_in(item)
-    return found
-
-
-class BlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def local_path(self, blob_id: str) -> Path:
+        return self.path(blob_id)
 
     def path(self, blob_id: str) -> Path:
         if not is_blob_id(blob_id):
@@ -102,20 +90,12 @@ class BlobStore:
             raise StorageError(f"could not touch blob {blob_id} in {self.root}: {exc}") from exc
         return True
 
-    def stat(self, blob_id: str) -> os.stat_result | None:
-        """Its size and modification time; None when it is missing."""
+    def stat(self, blob_id: str) -> BlobInfo | None:
         try:
-            return self.path(blob_id).stat()
+            info = self.path(blob_id).stat()
         except FileNotFoundError:
             return None
-
-    def delete_if_older(self, blob_id: str, cutoff: float) -> int | None:
-        """Delete the blob when it was last written before ``cutoff`` (a Unix time); its size
-        when deleted, None when it is missing or newer (a writer may be about to use it)."""
-        info = self.stat(blob_id)
-        if info is None or info.st_mtime >= cutoff:
-            return None
-        return info.st_size if self.delete(blob_id) else None
+        return BlobInfo(info.st_size, info.st_mtime)
 
     def delete(self, blob_id: str) -> bool:
         path = self.path(blob_id)
@@ -135,3 +115,9 @@ class BlobStore:
                 for entry in sorted(shard.iterdir()):
                     if is_blob_id(entry.name):
                         yield entry.name
+
+    def entries(self) -> Iterator[tuple[str, BlobInfo]]:
+        for blob_id in self:
+            info = self.stat(blob_id)
+            if info is not None:  # deleted since the listing
+                yield blob_id, info

@@ -8,7 +8,9 @@ import typer
 from rich.markup import escape
 
 from castbook import __version__
+from castbook.blobs import Blobs
 from castbook.cli import character
+from castbook.cli.blobs import blobs_app
 from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.cli.evaluate import evaluate
@@ -49,6 +51,7 @@ app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(providers_app, name="providers")
+app.add_typer(blobs_app, name="blobs")
 
 
 def _version(value: bool) -> None:
@@ -84,7 +87,8 @@ def info(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) 
         "version": __version__,
         "home": str(settings.home),
         "database": library.database.safe_url,
-        "blob_store": str(library.blobs.root),
+        "blob_store": f"{library.blobs.location} ({library.blobs.kind})",
+        **_blob_usage(library.blobs),
         "characters": len(characters),
         "reference_images": sum(len(c.images) for c in characters),
     }
@@ -94,6 +98,11 @@ def info(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) 
     lines = [(key.replace("_", " "), str(value)) for key, value in details.items()]
     for key, value in [*lines, *describe_holdings(held)]:
         console.print(f"[bold]{key}[/]: {escape(value)}", highlight=False)
+
+
+def _blob_usage(blobs: Blobs) -> dict[str, int]:
+    count, size = blobs.usage()
+    return {"blobs": count, "blob_bytes": size}
 
 
 def argument_problem(args: list[str]) -> str | None:

@@ -39,7 +39,7 @@ def prune_tasks(
     their outputs and the images only their inputs named, then every stored blob nothing
     references. Queued and running tasks, and any image a character or a kept task uses,
     stay. Safe while `castbook serve` and workers run."""
-    from castbook.blobs import BlobStore
+    from castbook.blobs import open_blob_store
     from castbook.db import Database
     from castbook.jobs.retention import describe_duration, prune
 
@@ -51,7 +51,7 @@ def prune_tasks(
     )
     report = prune(
         Database(settings.database_url),
-        BlobStore(settings.blob_dir),
+        open_blob_store(settings),
         older_than=seconds,
         dry_run=dry_run,
     )

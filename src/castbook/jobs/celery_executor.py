@@ -80,7 +80,7 @@ from castbook.settings import DEFAULT_REDIS_URL, Settings
 if TYPE_CHECKING:
     from celery import Celery
 
-    from castbook.blobs import BlobStore
+    from castbook.blobs import Blobs
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -104,7 +104,7 @@ TASK_NAME = "castbook.run_job"
 QUEUES = ("default", "a10g", "a100", "h100")
 
 # Builds the handlers a worker process keeps for its lifetime (models stay loaded).
-HandlersFactory = Callable[[Settings, Database, "BlobStore"], Mapping[str, JobHandler]]
+HandlersFactory = Callable[[Settings, Database, "Blobs"], Mapping[str, JobHandler]]
 
 
 @dataclass(frozen=True)
@@ -433,7 +433,7 @@ class _Runtime:
     pid: int
     settings: Settings
     database: Database
-    blobs: BlobStore
+    blobs: Blobs
     store: JobStore
     factory: HandlersFactory
     _handlers: Mapping[str, JobHandler] | None = None
@@ -481,10 +481,10 @@ def _runtime() -> _Runtime:
             return current
         if current is not None:  # inherited across fork: never use the parent's connections
             current.database.engine.dispose(close=False)
-        from castbook.blobs import BlobStore
+        from castbook.blobs import open_blob_store
 
         database = Database(setup.settings.database_url)
-        blobs = BlobStore(setup.settings.blob_dir)
+        blobs = open_blob_store(setup.settings)
         setup.runtime = _Runtime(
             pid=os.getpid(),
             settings=setup.settings,
@@ -631,7 +631,7 @@ def run_worker(
         concurrency,
         config.safe_broker_url,
         database.safe_url,
-        settings.blob_dir,
+        settings.blob_url or settings.blob_dir,
     )
     worker = app.Worker(
         queues=list(queues),

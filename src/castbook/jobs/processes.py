@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs, open_blob_store
 from castbook.db import Database
 from castbook.jobs.executor import JobHandler, run_job, wait_for
 from castbook.jobs.leases import heartbeat, recover_orphans, worker_name
@@ -48,7 +48,7 @@ log = logging.getLogger("castbook.jobs")
 
 # Builds the job kinds in the worker process (``castbook.tasks.handlers.handlers``): a
 # module-level function, so the spawned child can import it by name.
-HandlersFactory = Callable[[Settings, Database, BlobStore], Mapping[str, JobHandler]]
+HandlersFactory = Callable[[Settings, Database, Blobs], Mapping[str, JobHandler]]
 
 _WAKE = "wake"
 _STOP = "stop"
@@ -233,7 +233,7 @@ def _child_main(spec: _ChildSpec, bell: Connection) -> None:
         level=logging.WARNING, format=f"castbook job worker {os.getpid()}: %(message)s"
     )
     database = Database(spec.settings.database_url)
-    blobs = BlobStore(spec.settings.blob_dir)
+    blobs = open_blob_store(spec.settings)
     store = JobStore(database, blobs)  # a finisher that lost its job tidies its outputs
     handlers = spec.factory(spec.settings, database, blobs)
     worker = _ChildWorker(store, handlers, spec)

@@ -16,7 +16,7 @@ Writers store a blob before the row that names it is committed, and another serv
 Celery worker) may be doing so right now. The sweep therefore deletes a blob only when it was
 last written before its cut-off, which is the earlier of ``now - grace`` and ``grace`` before
 the oldest running task started: every writer refreshes a blob it is about to name
-(:meth:`BlobStore.put` touches an existing one; :class:`JobStore` touches a task's inputs and
+(:meth:`Blobs.put` touches an existing one; :class:`JobStore` touches a task's inputs and
 outputs before it commits them), and a running task writes its outputs after it started, so a
 blob a concurrent commit is about to name is always newer than the cut-off. The
 references are read *before* the blobs' times, so a reference committed after the read
@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow, ReferenceImageRow
 from castbook.db.references import referenced_blob_ids
 from castbook.jobs.store import TERMINAL, JobStatus
@@ -87,7 +87,7 @@ class PruneReport:
 
 def prune(
     database: Database,
-    blobs: BlobStore,
+    blobs: Blobs,
     *,
     older_than: float | None,
     dry_run: bool = False,
@@ -196,7 +196,7 @@ def _blob_cutoff(database: Database, now: datetime, grace: float) -> float:
 
 def _sweep(
     database: Database,
-    blobs: BlobStore,
+    blobs: Blobs,
     *,
     now: datetime,
     grace: float,
@@ -209,11 +209,8 @@ def _sweep(
     with database.session() as session:
         referenced = referenced_blob_ids(session, None, excluding_jobs=excluding if dry_run else ())
     swept = freed = held_back = 0
-    for blob_id in blobs:
+    for blob_id, info in blobs.entries():  # one listing, not a look-up per blob
         if blob_id in referenced:
-            continue
-        info = blobs.stat(blob_id)
-        if info is None:
             continue
         if info.st_mtime >= cutoff:
             held_back += 1
@@ -252,7 +249,7 @@ class Holdings:
 
 
 def holdings(
-    database: Database, blobs: BlobStore, settings: Settings, now: datetime | None = None
+    database: Database, blobs: Blobs, settings: Settings, now: datetime | None = None
 ) -> Holdings:
     now = now or datetime.now(UTC)
     with database.session() as session:
@@ -315,7 +312,7 @@ def describe_duration(seconds: float | None) -> str:
     return f"{seconds:g}s"
 
 
-def _bytes(blobs: BlobStore, blob_ids: set[str]) -> int:
+def _bytes(blobs: Blobs, blob_ids: set[str]) -> int:
     total = 0
     for blob_id in blob_ids:
         info = blobs.stat(blob_id)
@@ -333,7 +330,7 @@ class RetentionPass:
     def __init__(
         self,
         database: Database,
-        blobs: BlobStore,
+        blobs: Blobs,
         *,
         retention: float | None,
         interval: float,
@@ -350,9 +347,7 @@ class RetentionPass:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, database: Database, blobs: BlobStore
-    ) -> RetentionPass:
+    def from_settings(cls, settings: Settings, database: Database, blobs: Blobs) -> RetentionPass:
         return cls(
             database,
             blobs,

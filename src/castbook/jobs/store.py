@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from castbook.blobs import BlobStore, blob_ids_in
+from castbook.blobs import Blobs, blob_ids_in
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow
 from castbook.db.references import referenced_blob_ids
 from castbook.errors import NotFoundError
@@ -152,7 +152,7 @@ class JobStore:
     meanwhile leaves it alone, and a finisher that lost its job deletes the outputs it wrote
     that nothing references."""
 
-    def __init__(self, database: Database, blobs: BlobStore | None = None) -> None:
+    def __init__(self, database: Database, blobs: Blobs | None = None) -> None:
         self.database = database
         self.blobs = blobs
 
@@ -460,7 +460,7 @@ class JobStore:
         for blob_id in blob_ids:
             # An input may hold any 64-hex text; only a missing *output* is a fault.
             if not self.blobs.touch(blob_id) and what == "output":
-                log.warning("output blob %s is missing from %s", blob_id, self.blobs.root)
+                log.warning("output blob %s is missing from %s", blob_id, self.blobs.location)
 
     def _drop_orphans(self, job_id: str, outputs: Sequence[JobOutput], called: float) -> None:
         """A finisher that lost its job wrote ``outputs`` for nothing: delete those no row

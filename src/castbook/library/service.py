@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs, open_blob_store
 from castbook.db import (
     CharacterRow,
     Database,
@@ -94,9 +94,9 @@ def prepare_images(images: Iterable[ImageInput | PreparedImage]) -> tuple[Prepar
 
 
 class CharacterLibrary:
-    """One owner's characters, stored in a :class:`Database` and a :class:`BlobStore`."""
+    """One owner's characters, stored in a :class:`Database` and a :class:`Blobs` store."""
 
-    def __init__(self, database: Database, blobs: BlobStore, owner: str = DEFAULT_OWNER) -> None:
+    def __init__(self, database: Database, blobs: Blobs, owner: str = DEFAULT_OWNER) -> None:
         self.database = database
         self.blobs = blobs
         self.owner = owner
@@ -104,7 +104,7 @@ class CharacterLibrary:
     @classmethod
     def open(cls, settings: Settings | None = None, owner: str = DEFAULT_OWNER) -> CharacterLibrary:
         settings = settings or Settings.from_env()
-        return cls(Database(settings.database_url), BlobStore(settings.blob_dir), owner)
+        return cls(Database(settings.database_url), open_blob_store(settings), owner)
 
     # ---- reading -------------------------------------------------------------------------
 

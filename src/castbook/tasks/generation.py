@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import Database
 from castbook.generation import (
     Backend,
@@ -56,7 +56,7 @@ class GenerationJobs:
         self,
         settings: Settings,
         database: Database,
-        blobs: BlobStore,
+        blobs: Blobs,
         backends: BackendPool | None = None,
     ) -> None:
         self.settings = settings

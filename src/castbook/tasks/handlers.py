@@ -4,7 +4,7 @@ kinds."""
 
 from __future__ import annotations
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import Database
 from castbook.evaluation.shared import SharedScorer
 from castbook.jobs import JobHandler
@@ -17,7 +17,7 @@ from castbook.tasks.workflow import WORKFLOW, WorkflowJobs
 __all__ = ["handlers"]
 
 
-def handlers(settings: Settings, database: Database, blobs: BlobStore) -> dict[str, JobHandler]:
+def handlers(settings: Settings, database: Database, blobs: Blobs) -> dict[str, JobHandler]:
     """Generation, batch render, story, workflow and model-pull jobs."""
     generation = GenerationJobs(settings, database, blobs)
     scorer = SharedScorer()

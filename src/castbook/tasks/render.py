@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from castbook import __version__
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import Database
 from castbook.evaluation.shared import SharedScorer
 from castbook.generation import Backend, Preset, load_presets
@@ -78,7 +78,7 @@ class _RenderJobs:
         self,
         settings: Settings | None = None,
         database: Database | None = None,
-        blobs: BlobStore | None = None,
+        blobs: Blobs | None = None,
         *,
         generation: GenerationJobs | None = None,
         scorer: SharedScorer | None = None,

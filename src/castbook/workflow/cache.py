@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from castbook import __version__
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.jobs import JobOutput, JobStore
 
 __all__ = ["CachedNode", "NodeCache", "signature"]
@@ -43,7 +43,7 @@ class CachedNode:
 class NodeCache:
     """Looks signatures up in one owner's earlier workflow tasks."""
 
-    def __init__(self, jobs: JobStore, blobs: BlobStore, owner: str) -> None:
+    def __init__(self, jobs: JobStore, blobs: Blobs, owner: str) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.owner = owner

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs
 from castbook.db import Database
 from castbook.evaluation.shared import SharedScorer
 from castbook.generation import BackendPool, Mode, Preset, load_presets
@@ -31,7 +31,7 @@ class WorkflowServices:
 
     settings: Settings
     database: Database
-    blobs: BlobStore
+    blobs: Blobs
     backends: BackendPool
     scorer: SharedScorer
 
@@ -78,7 +78,7 @@ class NodeContext:
         return self.run.library
 
     @property
-    def blobs(self) -> BlobStore:
+    def blobs(self) -> Blobs:
         return self.run.services.blobs
 
     # ---- inputs ---------------------------------------------------------------------------
