@@ -29,6 +29,7 @@ from tests.support.postgres import (
     postgres_required,
     start_postgres,
 )
+from tests.support.redis_server import RedisServer, RedisUnavailable, redis_required, start_redis
 from tests.support.s3_server import S3Server, S3Unavailable, start_s3
 
 _database_counter = itertools.count()
@@ -93,6 +94,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if id(item) not in gone]
     rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    try:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+    except RedisUnavailable as exc:
+        if redis_required():
+            pytest.fail(f"CI needs redis-server but it could not be started: {exc}")
+        pytest.skip(f"no Redis server could be started here: {exc}")
+    yield server
+    server.stop()
 
 
 def make_image_bytes(

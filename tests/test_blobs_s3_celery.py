@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,11 @@ from castbook.settings import Settings
 from castbook.tasks import generation_job_input
 from tests.conftest import make_image_bytes
 from tests.support.executor_contract import contract_presets
-from tests.support.redis_server import RedisServer, RedisUnavailable, redis_required, start_redis
+from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 
 pytest.importorskip("celery")
 JOB_DEADLINE_S = 300.0  # a worker's first job imports torch and loads the model
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    try:
-        server = start_redis(tmp_path_factory.mktemp("redis"))
-    except RedisUnavailable as exc:
-        if redis_required():
-            pytest.fail(f"CI needs redis-server but it could not be started: {exc}")
-        pytest.skip(f"no Redis server could be started here: {exc}")
-    yield server
-    server.stop()
 
 
 def test_a_worker_without_the_servers_folder_runs_from_the_bucket(

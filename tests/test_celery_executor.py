@@ -30,9 +30,7 @@ from castbook.tasks import generation_job_input, handlers
 from tests.support.executor_contract import ExecutorContract, contract_presets
 from tests.support.redis_server import (
     RedisServer,
-    RedisUnavailable,
     redis_required,
-    start_redis,
 )
 
 
@@ -165,18 +163,6 @@ def test_worker_options_are_checked_before_anything_starts(tmp_path: Path) -> No
 
 
 # ---- a real redis-server and real worker processes --------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    try:
-        server = start_redis(tmp_path_factory.mktemp("redis"))
-    except RedisUnavailable as exc:
-        if redis_required():
-            pytest.fail(f"CI needs redis-server but it could not be started: {exc}")
-        pytest.skip(f"no Redis server could be started here: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
