@@ -7,6 +7,7 @@ import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +178,12 @@ def make_api(home: Path) -> Iterator[ApiFactory]:
         *,
         handlers: dict[str, Any] | None = None,
         workers: int = 1,
+        identify_on_add: bool = False,
         **config: Any,
     ) -> Api:
-        settings = Settings.for_home(home, database_url)
+        # The lookalike check on upload starts the evaluation workers (a face model each):
+        # off unless a test is about it.
+        settings = replace(Settings.for_home(home, database_url), identify_on_add=identify_on_add)
         executor = None
         if handlers is not None:
             executor = LocalExecutor(
