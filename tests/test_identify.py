@@ -183,11 +183,26 @@ def test_the_ann_index_finds_what_exact_search_finds() -> None:
     for n in range(20):
         query = entries[n * 57][1] if n % 2 else _random_vectors(rng, 1)
         want = exact.search(query, 10)
-        got = approximate.search(query, 10)
+        got = approximate.search(query, 10, exact=False)
         found += len({m.character_id for m in want} & {m.character_id for m in got})
         scores = {m.character_id: m.score for m in want}
         assert all(scores[m.character_id] == m.score for m in got if m.character_id in scores)
     assert found / 200 >= 0.95
+
+
+def test_a_large_index_answers_exactly_while_its_ann_index_builds() -> None:
+    rng = np.random.default_rng(3)
+    entries = [(f"c{i:04d}", _random_vectors(rng, 1)) for i in range(300)]
+    index = IdentityIndex(entries, ann_from=100)
+    query = entries[5][1]
+    first = index.search(query, 3)  # starts the build, answers exactly meanwhile
+    assert first == IdentityIndex(entries).search(query, 3)
+    assert first[0].character_id == "c0005"
+    builder = index._ann_builder
+    assert builder is not None
+    builder.join(timeout=120)
+    assert index._ann is not None
+    assert index.search(query, 3)[0].character_id == "c0005"
 
 
 def test_index_refuses_bad_input() -> None:

@@ -20,6 +20,7 @@ prints them; refit both when ``calibration.json`` changes).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ __all__ = [
     "IdentityVectors",
     "is_known",
 ]
+
+log = logging.getLogger("castbook.evaluation")
 
 FACE_DIMENSIONS = 128
 # Different-identity pairs of ../shared/eval that reach these scores: 1 % (faces/: 1 690
@@ -176,9 +179,17 @@ class IdentityIndex:
         )
         self._face_ref = np.asarray(owners, dtype=np.int64)
         self._face_norms = np.einsum("ij,ij->i", self._faces, self._faces)
+        self._face_segments = (
+            np.flatnonzero(np.r_[True, self._face_ref[1:] != self._face_ref[:-1]])
+            if len(self._face_ref)
+            else np.zeros(0, dtype=np.int64)
+        )
+        self._face_owners = self._face_ref[self._face_segments]
         self._ann_from = ann_from
         self._ann: dict[str, Any] | None = None
         self._ann_lock = threading.Lock()
+        self._ann_build_lock = threading.Lock()
+        self._ann_builder: threading.Thread | None = None
 
     def __len__(self) -> int:
         return len(self.character_ids)
@@ -205,7 +216,9 @@ class IdentityIndex:
             raise InvalidInputError(f"top must be at least 1, got {top}")
         if not self.references:
             return []
-        use_exact = not self.approximate if exact is None else exact
+        # A large library's ANN index takes minutes to build: until it is ready (built in the
+        # background), searches are exact.
+        use_exact = not (self.approximate and self._ann_ready()) if exact is None else exact
         refs = None if use_exact else self._ann_candidates(query, top + len(exclude))
         scores, basis = self._reference_scores(query, refs)
         return self._best_characters(scores, basis, refs, top, exclude)
@@ -218,7 +231,7 @@ class IdentityIndex:
         """The headline score of each reference (all, or ``refs``) and whether it is a face
         score; the same rule and calibration as :func:`castbook.evaluation.scoring.compare`."""
         appearance = self._appearance if refs is None else self._appearance[refs]
-        cosine = appearance @ query.appearance.astype(np.float32)
+        cosine = np.einsum("ij,j->i", appearance, query.appearance.astype(np.float32))
         similarity = np.clip(0.5 * (1.0 + cosine.astype(np.float64)), 0.0, 1.0)
         scores = _logistic(self.calibration.appearance, similarity)
         is_face = np.zeros(len(scores), dtype=bool)
@@ -232,25 +245,28 @@ class IdentityIndex:
     def _face_distances(self, query_faces: np.ndarray, refs: np.ndarray | None) -> np.ndarray:
         """Each reference's smallest distance between one of its faces and a query face
         (inf: the reference shows none)."""
-        if refs is None:
-            faces, norms, owners, count = (
-                self._faces,
-                self._face_norms,
-                self._face_ref,
-                self.references,
-            )
-        else:
-            local = np.full(self.references, -1, dtype=np.int64)
-            local[refs] = np.arange(len(refs))
-            keep = local[self._face_ref] >= 0
-            faces, norms = self._faces[keep], self._face_norms[keep]
-            owners, count = local[self._face_ref[keep]], len(refs)
         q = query_faces.astype(np.float32)
-        squared = norms[:, None] + np.einsum("ij,ij->i", q, q)[None, :] - 2.0 * (faces @ q.T)
-        nearest = np.sqrt(np.maximum(squared.min(axis=1), 0.0)).astype(np.float64)
-        best = np.full(count, np.inf)
-        np.minimum.at(best, owners, nearest)
+        if refs is None:
+            nearest = self._nearest(self._faces, self._face_norms, q)
+            best = np.full(self.references, np.inf)
+            # Face rows are in reference order: each reference's faces are one segment.
+            best[self._face_owners] = np.minimum.reduceat(nearest, self._face_segments)
+            return best
+        local = np.full(self.references, -1, dtype=np.int64)
+        local[refs] = np.arange(len(refs))
+        keep = local[self._face_ref] >= 0
+        nearest = self._nearest(self._faces[keep], self._face_norms[keep], q)
+        best = np.full(len(refs), np.inf)
+        np.minimum.at(best, local[self._face_ref[keep]], nearest)
         return best
+
+    @staticmethod
+    def _nearest(faces: np.ndarray, norms: np.ndarray, q: np.ndarray) -> np.ndarray:
+        # einsum, not BLAS: a matrix-vector product is memory-bound, and BLAS's threads
+        # cost ten times its work on busy cores (benchmarks/identify.py).
+        products = np.einsum("ij,kj->ik", faces, q)
+        squared = norms[:, None] + np.einsum("ij,ij->i", q, q)[None, :] - 2.0 * products
+        return np.sqrt(np.maximum(squared.min(axis=1), 0.0)).astype(np.float64)
 
     def _best_characters(
         self,
@@ -262,21 +278,27 @@ class IdentityIndex:
     ) -> list[IdentityMatch]:
         ref_ids = np.arange(self.references) if refs is None else refs
         characters = self._ref_character[ref_ids]
-        # The best reference of each character: sort by (character, -score), take firsts.
-        order = np.lexsort((-scores, characters))
-        firsts = order[np.r_[True, characters[order][1:] != characters[order][:-1]]]
+        if refs is None:
+            # References are in character order: each character's best is a segment's max,
+            # found without sorting the whole library.
+            best = np.maximum.reduceat(scores, self._char_starts)
+            chosen = np.arange(len(best))
+        else:
+            order = np.lexsort((-scores, characters))
+            firsts = order[np.r_[True, characters[order][1:] != characters[order][:-1]]]
+            best, chosen = scores[firsts], characters[firsts]
         if exclude:
             excluded = [self._position[c] for c in exclude if c in self._position]
-            firsts = firsts[~np.isin(characters[firsts], excluded)]
-        if len(firsts) > top:
-            cut = np.argpartition(-scores[firsts], top - 1)[:top]
-            # Ties at the cut: keep every reference scoring as the last one kept.
-            floor = scores[firsts][cut].min()
-            firsts = firsts[scores[firsts] >= floor]
-        ranked = sorted(
-            firsts.tolist(),
-            key=lambda i: (-scores[i], self.character_ids[characters[i]]),
-        )[:top]
+            keep = ~np.isin(chosen, excluded)
+            best, chosen = best[keep], chosen[keep]
+        if len(chosen) > top:
+            cut = np.argpartition(-best, top - 1)[:top]
+            # Ties at the cut: keep every character scoring as the last one kept.
+            keep = best >= best[cut].min()
+            best, chosen = best[keep], chosen[keep]
+        # Best first; ties by id (character_ids are sorted).
+        ranked_characters = chosen[np.lexsort((chosen, -best))][:top]
+        ranked = [self._best_reference(c, scores, ref_ids, characters) for c in ranked_characters]
         return [
             IdentityMatch(
                 character_id=self.character_ids[characters[i]],
@@ -287,6 +309,21 @@ class IdentityIndex:
             )
             for i in ranked
         ]
+
+    def _best_reference(
+        self, character: int, scores: np.ndarray, ref_ids: np.ndarray, characters: np.ndarray
+    ) -> int:
+        """The position (in ``scores``) of the character's best reference, the first of ties."""
+        if len(ref_ids) == self.references:
+            start = self._char_starts[character]
+            end = (
+                self._char_starts[character + 1]
+                if character + 1 < len(self._char_starts)
+                else self.references
+            )
+            return int(start + np.argmax(scores[start:end]))
+        positions = np.flatnonzero(characters == character)
+        return int(positions[np.argmax(scores[positions])])
 
     # ---- approximate search --------------------------------------------------------------
 
@@ -308,14 +345,36 @@ class IdentityIndex:
                 found.append(self._face_ref[keys.astype(np.int64)])
         return np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in found]))
 
-    def _ann_indexes(self) -> dict[str, Any]:
+    def _ann_ready(self) -> bool:
+        """Whether the ANN index is built; starts building it in the background if not."""
         with self._ann_lock:
-            if self._ann is None:
-                self._ann = {
-                    "appearance": _hnsw(self._appearance, "ip"),
-                    "face": _hnsw(self._faces, "l2sq") if len(self._faces) else None,
-                }
-            return self._ann
+            if self._ann is not None:
+                return True
+            if self._ann_builder is None:
+                self._ann_builder = threading.Thread(
+                    target=self._build_in_background, name="castbook-identity-ann", daemon=True
+                )
+                self._ann_builder.start()
+            return False
+
+    def _build_in_background(self) -> None:
+        try:
+            self._ann_indexes()
+        except Exception:  # no usearch, out of memory: exact search goes on answering
+            log.exception("could not build the identity search's ANN index; searching exactly")
+
+    def _ann_indexes(self) -> dict[str, Any]:
+        """The ANN indexes, built on first use (blocking)."""
+        with self._ann_build_lock:
+            if self._ann is not None:
+                return self._ann
+            built = {
+                "appearance": _hnsw(self._appearance, "ip"),
+                "face": _hnsw(self._faces, "l2sq") if len(self._faces) else None,
+            }
+        with self._ann_lock:
+            self._ann = built
+            return built
 
 
 def _hnsw(vectors: np.ndarray, metric: str) -> Any:
