@@ -116,6 +116,8 @@ def castbook_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CASTBOOK_HOME", str(home))
     monkeypatch.delenv("CASTBOOK_DATABASE_URL", raising=False)
     monkeypatch.delenv("CASTBOOK_BLOB_DIR", raising=False)
+    # Indexing each added reference loads the face model: only tests about it turn it on.
+    monkeypatch.setenv("CASTBOOK_IDENTIFY_ON_ADD", "0")
     return home
 
 

@@ -229,13 +229,17 @@ class IdentitySearch:
     def check_added(
         cls, library: CharacterLibrary, source: FeatureSource, characters: Sequence[Character]
     ) -> list[Lookalike]:
-        """The lookalike check after ``characters`` were added or given new references.
-        Free when the owner has no other character with a reference image: nothing to look
-        like (their vectors are then stored by the next search)."""
-        ids = [c.id for c in characters if c.images]
-        if not ids or not stored.has_other_references(library, ids):
+        """After ``characters`` were added or given new references: store their vectors and
+        say which references already match another of the owner's characters."""
+        with_images = [c for c in characters if c.images]
+        if not with_images:
             return []
-        return cls(library, source, source.key()).lookalikes([c for c in characters if c.images])
+        search = cls(library, source, source.key())
+        ids = [c.id for c in with_images]
+        if not stored.has_other_references(library, ids):
+            search.update_index(ids)  # nothing to look like yet
+            return []
+        return search.lookalikes(with_images)
 
     def lookalikes(self, characters: Sequence[Character]) -> list[Lookalike]:
         """References of ``characters`` (just added or changed) that already match another
