@@ -90,7 +90,9 @@ async def identify(request: Request, owner: CurrentOwner, services: AppServices)
 
 
 def _has_references(library: Any) -> bool:
-    return any(character.images for character in library.list())
+    from castbook.library.identity_vectors import has_other_references
+
+    return has_other_references(library)
 
 
 def _search(

@@ -40,6 +40,7 @@ def identify(
     Exits 1 when an image could not be read.
     """
     from castbook.evaluation.identity_search import IdentitySearch, LocalFeatures
+    from castbook.library.identity_vectors import has_other_references
 
     if not 1 <= top <= 50:
         raise InvalidInputError(f"--top must be between 1 and 50, got {top}")
@@ -51,7 +52,7 @@ def identify(
         _reindex(library, source, quiet=json_output and bool(images))
         if not images:
             return
-    if not any(c.images for c in library.list()):
+    if not has_other_references(library):
         raise InvalidInputError(
             "the library has no character with a reference image to identify against; "
             "add one with `castbook character add --name NAME --image FILE`"

@@ -209,18 +209,26 @@ class IdentitySearch:
             raise InvalidInputError(f"top must be at least 1, got {top}")
         self.update_index()
         index = self.index()
-        names = {c.id: c for c in self.library.list()} if len(index) else {}
-        answers = []
+        found: list[tuple[str, list[IdentityMatch] | str]] = []
         for source, features in queries:
             if isinstance(features, CastbookError):
-                answers.append(Identification(source, [], False, error=str(features)))
+                found.append((source, str(features)))
+            else:
+                found.append((source, index.search(IdentityVectors.of(features), top)))
+        ids = {m.character_id for _, matches in found if isinstance(matches, list) for m in matches}
+        names = stored.character_names(self.library, ids)
+        answers = []
+        for source, matches in found:
+            if isinstance(matches, str):
+                answers.append(Identification(source, [], False, error=matches))
                 continue
-            matches = index.search(IdentityVectors.of(features), top)
+            # A character deleted since the index was loaded is left out.
+            kept = [match for match in matches if match.character_id in names]
             answers.append(
                 Identification(
                     source,
-                    [_match_json(match, names) for match in matches if match.character_id in names],
-                    bool(matches) and is_known(matches[0]),
+                    [_match_json(match, names) for match in kept],
+                    bool(kept) and is_known(kept[0]),
                 )
             )
         return answers
@@ -249,28 +257,29 @@ class IdentitySearch:
             return []
         self.update_index()  # the others too: a character added before is compared with
         index = self.index()
-        rows = [
-            row for row in stored.load_vectors(self.library, self.key) if row.character_id in ids
-        ]
+        rows = stored.load_vectors(self.library, self.key, ids)
         if not rows or len(index) <= 1:
             return []
-        by_id = {c.id: c for c in self.library.list()}
-        found: dict[tuple[str, str], Lookalike] = {}
+        candidates: list[tuple[stored.StoredVectors, IdentityMatch]] = []
         for row in rows:
             query = IdentityVectors.from_bytes(row.appearance, row.faces)
-            for match in index.search(query, 3, exclude=ids):
-                other = by_id.get(match.character_id)
-                if other is None or not is_known(match):
-                    continue
-                pair = (row.character_id, other.id)
-                if pair not in found or found[pair].score < match.score:
-                    found[pair] = Lookalike(
-                        by_id[row.character_id].name,
-                        other.id,
-                        other.name,
-                        match.score,
-                        row.sha256,
-                    )
+            candidates += [(row, m) for m in index.search(query, 3, exclude=ids) if is_known(m)]
+        names = stored.character_names(
+            self.library, ids | {match.character_id for _, match in candidates}
+        )
+        found: dict[tuple[str, str], Lookalike] = {}
+        for row, match in candidates:
+            if match.character_id not in names or row.character_id not in names:
+                continue  # deleted meanwhile
+            pair = (row.character_id, match.character_id)
+            if pair not in found or found[pair].score < match.score:
+                found[pair] = Lookalike(
+                    names[row.character_id],
+                    match.character_id,
+                    names[match.character_id],
+                    match.score,
+                    row.sha256,
+                )
         return sorted(found.values(), key=lambda item: (item.character, -item.score))
 
 
@@ -278,11 +287,10 @@ def _vector_bytes(features: ImageFeatures) -> tuple[bytes, bytes | None]:
     return IdentityVectors.of(features).to_bytes()
 
 
-def _match_json(match: IdentityMatch, characters: dict[str, Character]) -> dict[str, Any]:
-    character = characters[match.character_id]
+def _match_json(match: IdentityMatch, names: dict[str, str]) -> dict[str, Any]:
     return {
-        "id": character.id,
-        "name": character.name,
+        "id": match.character_id,
+        "name": names[match.character_id],
         "score": match.score,
         "basis": match.basis,
         "known": is_known(match),

@@ -24,6 +24,7 @@ __all__ = [
     "UnindexedImage",
     "cache_features",
     "cached_features",
+    "character_names",
     "clear_vectors",
     "has_other_references",
     "index_stamp",
@@ -65,19 +66,32 @@ def index_stamp(library: CharacterLibrary, key: str) -> tuple[int, int]:
     return int(count), int(highest or 0)
 
 
-def has_other_references(library: CharacterLibrary, character_ids: Iterable[str]) -> bool:
+def has_other_references(library: CharacterLibrary, character_ids: Iterable[str] = ()) -> bool:
     """Whether the owner has a reference image of a character not in ``character_ids``."""
     query = (
         select(ReferenceImageRow.id)
         .join(CharacterRow, CharacterRow.id == ReferenceImageRow.character_id)
-        .where(
-            CharacterRow.owner == library.owner,
-            CharacterRow.id.not_in(sorted(set(character_ids))),
-        )
+        .where(CharacterRow.owner == library.owner)
         .limit(1)
     )
+    excluded = sorted(set(character_ids))
+    if excluded:
+        query = query.where(CharacterRow.id.not_in(excluded))
     with library.database.session() as session:
         return session.scalars(query).first() is not None
+
+
+def character_names(library: CharacterLibrary, character_ids: Iterable[str]) -> dict[str, str]:
+    """The names of the owner's characters among ``character_ids`` (a search's matches:
+    never the whole library)."""
+    wanted = sorted(set(character_ids))
+    if not wanted:
+        return {}
+    query = select(CharacterRow.id, CharacterRow.name).where(
+        CharacterRow.owner == library.owner, CharacterRow.id.in_(wanted)
+    )
+    with library.database.session() as session:
+        return {row[0]: row[1] for row in session.execute(query)}
 
 
 def unindexed_images(
@@ -134,8 +148,11 @@ def store_vectors(
     return stored
 
 
-def load_vectors(library: CharacterLibrary, key: str) -> list[StoredVectors]:
-    """Every stored vector row of the owner's for ``key``, by character and position."""
+def load_vectors(
+    library: CharacterLibrary, key: str, character_ids: Iterable[str] | None = None
+) -> list[StoredVectors]:
+    """The owner's stored vector rows for ``key`` (of ``character_ids``, or all), by
+    character and position."""
     query = (
         select(
             IdentityVectorRow.reference_image_id,
@@ -149,6 +166,8 @@ def load_vectors(library: CharacterLibrary, key: str) -> list[StoredVectors]:
         .where(IdentityVectorRow.owner == library.owner, IdentityVectorRow.feature_key == key)
         .order_by(IdentityVectorRow.character_id, ReferenceImageRow.position)
     )
+    if character_ids is not None:
+        query = query.where(IdentityVectorRow.character_id.in_(sorted(set(character_ids))))
     with library.database.session() as session:
         return [
             StoredVectors(row[0], row[1], row[2], row[3], bytes(row[4]), _bytes(row[5]))
