@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +285,8 @@ def _upload(api, headers, name: str, data: bytes):
 
 def test_api_identify(make_api: ApiFactory) -> None:
     api = make_api(identify_on_add=True)
+    # One evaluation worker (a face model to load) is enough for one client.
+    api.services.settings = replace(api.services.settings, eval_workers=1)
     ann, bob = api.key("ann"), api.key("bob")
     empty = api.client.post(
         "/v1/identify", files=[("image", ("q.png", drawing(ALICE, 2), "image/png"))], headers=ann
