@@ -337,3 +337,22 @@ def test_api_identify(make_api: ApiFactory) -> None:
     ):
         refused = api.client.post("/v1/identify", json=body, headers=ann)
         assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+
+
+def test_a_lookalike_check_that_cannot_run_does_not_fail_the_add(
+    pictures: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castbook.evaluation.identity_search import LocalFeatures
+
+    def broken(self: LocalFeatures) -> str:
+        raise CastbookError("the face model is missing")
+
+    monkeypatch.setenv("CASTBOOK_IDENTIFY_ON_ADD", "1")
+    monkeypatch.setattr(LocalFeatures, "key", broken)
+    code, out, err = castbook(
+        "character", "add", "--name", "Alice", "--image", str(pictures["alice.png"])
+    )
+    assert code == 0 and "Added Alice" in out
+    assert "could not check for lookalikes: the face model is missing" in err
+    code, out, _ = castbook("character", "list", "--json")
+    assert [c["name"] for c in json.loads(out)] == ["Alice"]

@@ -8,6 +8,7 @@ worker processes (and fair per-owner queue) as ``POST /v1/evaluations``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["PoolFeatures", "check_lookalikes", "warnings_header"]
 
 _MP = 1_000_000
+
+log = logging.getLogger("castbook.api")
 
 
 class PoolFeatures:
@@ -67,9 +70,15 @@ def check_lookalikes(
 
     if not services.settings.identify_on_add:
         return []
-    return IdentitySearch.check_added(
-        services.library(owner), PoolFeatures(services, owner), characters
-    )
+    try:
+        return IdentitySearch.check_added(
+            services.library(owner), PoolFeatures(services, owner), characters
+        )
+    except CastbookError as exc:
+        # The characters are saved already: a check that could not run must not read as a
+        # failed upload (the next search indexes what was missed).
+        log.warning("lookalike check skipped: %s", exc)
+        return []
 
 
 def warnings_header(response: Response, lines: Sequence[str]) -> None:

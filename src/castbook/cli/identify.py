@@ -12,7 +12,7 @@ from rich.table import Table
 from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.cli.library_access import open_library
-from castbook.errors import InvalidInputError
+from castbook.errors import CastbookError, InvalidInputError
 from castbook.images import read_image_file
 from castbook.settings import Settings
 
@@ -117,7 +117,11 @@ def warn_lookalikes(
 
     if not Settings.from_env().identify_on_add:
         return []
-    found = IdentitySearch.check_added(library, LocalFeatures(), characters)
+    try:
+        found = IdentitySearch.check_added(library, LocalFeatures(), characters)
+    except CastbookError as exc:  # the characters are saved: say so, do not fail the command
+        err_console.print(f"[yellow]warning[/] could not check for lookalikes: {escape(str(exc))}")
+        return []
     for lookalike in [] if quiet else found:
         err_console.print(f"[yellow]warning[/] {escape(lookalike.message)}")
     return found
