@@ -47,6 +47,7 @@ class AppearanceFeatures:
     def __init__(self) -> None:
         self.scorer = Scorer(faces=False)
         self.computed: list[str] = []
+        self.batches: list[int] = []
 
     def key(self) -> str:
         return self.scorer.key
@@ -55,6 +56,7 @@ class AppearanceFeatures:
         self, images: Sequence[tuple[bytes, str]]
     ) -> tuple[str, list[ImageFeatures | CastbookError]]:
         results: list[ImageFeatures | CastbookError] = []
+        self.batches.append(len(images))
         for data, name in images:
             self.computed.append(name)
             try:
@@ -140,6 +142,14 @@ def test_the_index_is_stored_once_and_follows_the_library(library: CharacterLibr
     assert clear_vectors(library) == 1
     assert IdentitySearch(library, source, source.key()).update_index() == 1
     assert len(source.computed) == computed and vector_rows(library) == 1
+
+
+def test_many_unindexed_references_are_computed_in_batches(library: CharacterLibrary) -> None:
+    source = AppearanceFeatures()
+    for n in range(17):
+        library.create({"name": f"C{n}"}, [ImageInput(drawing(ALICE, n), f"c{n}")])
+    assert IdentitySearch(library, source, source.key()).update_index() == 17
+    assert source.batches == [16, 1] and vector_rows(library) == 17
 
 
 def test_an_owner_searches_only_their_own_characters(library: CharacterLibrary) -> None:

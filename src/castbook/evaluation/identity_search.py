@@ -124,6 +124,7 @@ class Lookalike:
         }
 
 
+_BATCH = 16  # reference images per feature request
 _cache_lock = threading.Lock()
 _cache: dict[tuple[str, str, str], tuple[tuple[int, int], IdentityIndex]] = {}
 
@@ -164,20 +165,26 @@ class IdentitySearch:
                 to_compute.append(image)
             else:
                 vectors.append((image, *_vector_bytes(ImageFeatures.from_json(payload))))
-        if to_compute:
+        added = stored.store_vectors(self.library, self.key, vectors)
+        # In batches: a worker request stays inside the evaluation pixel budget (16 stored
+        # references are at most 38 MP), and what is done is kept if a later batch fails.
+        for start in range(0, len(to_compute), _BATCH):
+            batch = to_compute[start : start + _BATCH]
             images = [
                 (self.library.blobs.get(image.sha256), f"{image.character_name} reference")
-                for image in to_compute
+                for image in batch
             ]
             key, computed = self.source.features(images)
             if key != self.key:
                 raise CastbookError(f"features came with key {key!r}, expected {self.key!r}")
-            for image, features in zip(to_compute, computed, strict=True):
+            vectors = []
+            for image, features in zip(batch, computed, strict=True):
                 if isinstance(features, CastbookError):
                     continue  # stored references were checked on upload; never seen fail
                 stored.cache_features(self.library, image.sha256, key, features.to_json())
                 vectors.append((image, *_vector_bytes(features)))
-        return stored.store_vectors(self.library, self.key, vectors)
+            added += stored.store_vectors(self.library, self.key, vectors)
+        return added
 
     def index(self) -> IdentityIndex:
         """The owner's index for this key, rebuilt only when the stored rows changed."""
