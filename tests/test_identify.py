@@ -204,6 +204,21 @@ def test_the_ann_index_finds_what_exact_search_finds() -> None:
     assert found / 200 >= 0.95
 
 
+def test_exact_search_of_a_large_library_scores_only_references_that_can_rank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import castbook.evaluation.identity as identity
+
+    rng = np.random.default_rng(11)
+    entries = [(f"c{i // 3:04d}", _random_vectors(rng, (i * 7) % 3 % 2)) for i in range(900)]
+    index = IdentityIndex(entries)
+    queries = [entries[n * 31][1] for n in range(10)] + [_random_vectors(rng, 1)]
+    everything = [index.search(q, 5, exclude=["c0003"]) for q in queries]
+    monkeypatch.setattr(identity, "_SCORE_ALL_UP_TO", 0)
+    monkeypatch.setattr(identity, "_TIE_MARGIN", 0)
+    assert [index.search(q, 5, exclude=["c0003"]) for q in queries] == everything
+
+
 def test_a_large_index_answers_exactly_while_its_ann_index_builds() -> None:
     rng = np.random.default_rng(3)
     entries = [(f"c{i:04d}", _random_vectors(rng, 1)) for i in range(300)]

@@ -59,6 +59,11 @@ OPEN_SET_THRESHOLDS = {"face": 40.9, "appearance": 92.1}
 ANN_FROM = 200_000
 # Candidates the ANN index proposes per basis, as a multiple of ``top`` (then rescored).
 _ANN_CANDIDATES = 8
+# Exact search scores every reference up to this many; above, only those whose raw measure
+# can put their character in the top (the rest cannot: see IdentityIndex._exact_candidates).
+_SCORE_ALL_UP_TO = 50_000
+# Extra candidates beyond the bound, for scores that tie once rounded to 2 decimals.
+_TIE_MARGIN = 64
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ class IdentityIndex:
             else np.zeros(0, dtype=np.int64)
         )
         self._face_owners = self._face_ref[self._face_segments]
+        self._most_references = int(np.diff(np.r_[self._char_starts, len(ids)]).max()) if ids else 0
         self._ann_from = ann_from
         self._ann: dict[str, Any] | None = None
         self._ann_lock = threading.Lock()
@@ -219,9 +225,37 @@ class IdentityIndex:
         # A large library's ANN index takes minutes to build: until it is ready (built in the
         # background), searches are exact.
         use_exact = not (self.approximate and self._ann_ready()) if exact is None else exact
-        refs = None if use_exact else self._ann_candidates(query, top + len(exclude))
+        wanted = top + len(exclude)
+        if not use_exact:
+            refs = self._ann_candidates(query, wanted)
+        elif self.references > _SCORE_ALL_UP_TO:
+            refs = self._exact_candidates(query, wanted)
+        else:
+            refs = None
         scores, basis = self._reference_scores(query, refs)
         return self._best_characters(scores, basis, refs, top, exclude)
+
+    def _exact_candidates(self, query: IdentityVectors, wanted: int) -> np.ndarray:
+        """Every reference that can be some top-``wanted`` character's best, found on the raw
+        measures (the score is monotonic in each), so only they are scored: a character
+        ranked in the top ``wanted`` has fewer than ``wanted`` characters above it, each with
+        at most ``_most_references`` references above its best one, in either basis."""
+        keep = wanted * self._most_references + _TIE_MARGIN
+        q = query.appearance.astype(np.float32)
+        similarity = np.einsum("ij,j->i", self._appearance, q)
+        by_face = np.zeros(self.references, dtype=bool)
+        chosen = []
+        if query.faces is not None and len(query.faces) and len(self._faces):
+            distance = self._face_distances(query.faces, None)
+            by_face = np.isfinite(distance)
+            face_refs = np.flatnonzero(by_face)
+            chosen.append(face_refs[_smallest(distance[face_refs], keep)])
+        appearance_refs = np.flatnonzero(~by_face) if by_face.any() else None
+        if appearance_refs is None:
+            chosen.append(_smallest(-similarity, keep))
+        else:
+            chosen.append(appearance_refs[_smallest(-similarity[appearance_refs], keep)])
+        return np.unique(np.concatenate(chosen))
 
     # ---- exact scoring -------------------------------------------------------------------
 
@@ -397,6 +431,14 @@ def _hnsw(vectors: np.ndarray, metric: str) -> Any:
     )
     index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
     return index
+
+
+def _smallest(values: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` smallest values, and of every value tying the last one."""
+    if count >= len(values):
+        return np.arange(len(values))
+    cut = np.partition(values, count - 1)[count - 1]
+    return np.flatnonzero(values <= cut)
 
 
 def _logistic(curve: Any, x: np.ndarray) -> np.ndarray:
