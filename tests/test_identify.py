@@ -211,6 +211,12 @@ def test_exact_search_of_a_large_library_scores_only_references_that_can_rank(
 
     rng = np.random.default_rng(11)
     entries = [(f"c{i // 3:04d}", _random_vectors(rng, (i * 7) % 3 % 2)) for i in range(900)]
+    # A character with twelve near copies of one picture: its references fill the top of
+    # the raw ranking, and the characters after it must still be found.
+    twin = entries[62][1]
+    for _ in range(12):
+        shift = rng.normal(scale=0.01, size=112).astype(np.float32)
+        entries.append(("zz-copies", IdentityVectors(twin.appearance + shift, twin.faces)))
     index = IdentityIndex(entries)
     queries = [entries[n * 31][1] for n in range(10)] + [_random_vectors(rng, 1)]
     everything = [index.search(q, 5, exclude=["c0003"]) for q in queries]
