@@ -8,9 +8,10 @@ best-matching reference (its references are a set, as in :meth:`Scorer.score_one
 score identify reports for a character is the score ``castbook eval --character`` gives.
 
 Exact search is two matrix products over the stored vectors (numpy); in a large library
-only the references whose raw measure can rank are scored. Above :data:`ANN_FROM` references an approximate nearest-neighbour index (usearch HNSW, one for
-faces, one for appearance) proposes candidates and the exact rule rescores them;
-``benchmarks/identify.py`` measures its recall against exact search.
+only the references whose raw measure can rank are scored. Above :data:`ANN_FROM`
+references an approximate nearest-neighbour index (usearch HNSW, one for faces, one for
+appearance) proposes candidates and the exact rule rescores them; ``benchmarks/identify.py``
+measures its recall against exact search.
 
 "No known character": the best score must reach the open-set threshold of its basis,
 :data:`OPEN_SET_THRESHOLDS`: the score that only :data:`OPEN_SET_FALSE_MATCH_RATE` (1 %) of
