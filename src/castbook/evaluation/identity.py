@@ -219,7 +219,8 @@ class IdentityIndex:
         exclude: Collection[str] = (),
         exact: bool | None = None,
     ) -> list[IdentityMatch]:
-        """The ``top`` characters best matching ``query``, best first (ties by id)."""
+        """The ``top`` characters best matching ``query``, best first (by the unrounded score,
+        then id)."""
         if top < 1:
             raise InvalidInputError(f"top must be at least 1, got {top}")
         if not self.references:
@@ -276,7 +277,9 @@ class IdentityIndex:
             has_face = np.isfinite(distance)
             scores[has_face] = _logistic(self.calibration.face, distance[has_face])
             is_face = has_face
-        return np.round(scores, 2), is_face
+        # Unrounded: characters rank by the curve itself, so two near-identical pictures that
+        # both show as 100.0 still come in order; matches report it rounded, as compare does.
+        return scores, is_face
 
     def _face_distances(self, query_faces: np.ndarray, refs: np.ndarray | None) -> np.ndarray:
         """Each reference's smallest distance between one of its faces and a query face
@@ -338,7 +341,7 @@ class IdentityIndex:
         return [
             IdentityMatch(
                 character_id=self.character_ids[characters[i]],
-                score=float(scores[i]),
+                score=round(float(scores[i]), 2),
                 basis="face" if basis[i] else "appearance",
                 reference=int(self._ref_position[ref_ids[i]]),
                 label=None if self._labels is None else self._labels[int(ref_ids[i])],
