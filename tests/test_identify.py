@@ -387,3 +387,14 @@ def test_a_lookalike_check_that_cannot_run_does_not_fail_the_add(
     assert "could not check for lookalikes: the face model is missing" in err
     code, out, _ = castbook("character", "list", "--json")
     assert [c["name"] for c in json.loads(out)] == ["Alice"]
+
+
+def test_characters_rank_by_the_unrounded_score() -> None:
+    """Both show as 100.0; the picture's own character (a later id) still comes first."""
+    rng = np.random.default_rng(5)
+    own = _random_vectors(rng, 1)
+    near = IdentityVectors(own.appearance, own.faces + np.float32(0.02 / np.sqrt(128)))
+    matches = IdentityIndex([("a-lookalike", near), ("b-own", own)]).search(own, 2)
+    assert [m.score for m in matches] == [100.0, 100.0]
+    assert [m.character_id for m in matches] == ["b-own", "a-lookalike"]
+    assert all(m.basis == "face" for m in matches)
