@@ -8,6 +8,14 @@ score, among them — and the mean score of same and different pairs. Then robus
 edited copies of every image (horizontal flip, 80 % crop, 10 % shift, ±25 % brightness,
 JPEG re-encode) are scored against their original, and the share of copies above the
 threshold that only 5 % of real different-identity pairs pass is printed per edit.
+
+Identity search (``castbook identify``): top-1 accuracy when the library holds one
+reference per identity (photos and drawings) or three (drawings), every other image a
+query, averaged over 50 random draws of the references; the open-set thresholds
+(the scores 1 % of different-identity pairs reach, per basis) recomputed from these pairs;
+and, leaving each identity out of the library in turn, the share of its images answered
+"no known character" (the open-set rate a user sees for people not in the library), with
+the share of in-library queries wrongly answered unknown beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,13 @@ from PIL import Image, ImageChops, ImageEnhance, ImageOps
 
 from castbook.evaluation import Scorer, compare
 from castbook.evaluation.calibrate import roc_auc, threshold_at_false_positive_rate
+from castbook.evaluation.identity import (
+    OPEN_SET_FALSE_MATCH_RATE,
+    OPEN_SET_THRESHOLDS,
+    IdentityIndex,
+    IdentityVectors,
+    is_known,
+)
 
 COMPONENTS = ("ahash", "phash", "dhash", "appearance", "face")
 
@@ -97,6 +112,69 @@ def report(scorer: Scorer, folder: str) -> None:
     for edit, flags in kept.items():
         print(f"  {edit:<16} {100 * sum(flags) / len(flags):6.1f} % above threshold")
     print(f"  {'all edits':<16} {100 * sum(total) / len(total):6.1f} % (target ≥ 95 %)\n")
+    identity_report(items, features, comparisons)
+
+
+def identity_report(items: list, features: list, comparisons: dict) -> None:
+    """Top-1 with one (and three) references per identity, and the open-set rates."""
+    import numpy as np
+
+    vectors = [IdentityVectors.of(f) for f in features]
+    by_identity: dict[str, list[int]] = {}
+    for n, item in enumerate(items):
+        by_identity.setdefault(item.identity, []).append(n)
+    rng = np.random.default_rng(0)
+    print("identity search (castbook identify):")
+    for basis in ("face", "appearance"):
+        negatives = [
+            c.score
+            for (i, j), c in comparisons.items()
+            if c.basis == basis and items[i].identity != items[j].identity
+        ]
+        if negatives:
+            fitted = threshold_at_false_positive_rate(negatives, OPEN_SET_FALSE_MATCH_RATE)
+            print(
+                f"  open-set threshold ({basis}): {fitted:.1f} from these pairs at "
+                f"{100 * OPEN_SET_FALSE_MATCH_RATE:g} % false matches (castbook uses "
+                f"{OPEN_SET_THRESHOLDS[basis]})"
+            )
+    for per_identity in (1, 3):
+        eligible = {k: v for k, v in by_identity.items() if len(v) > per_identity}
+        if len(eligible) < len(by_identity):
+            continue
+        right = asked = unknown = 0
+        for _ in range(50):
+            chosen = {
+                k: list(rng.choice(v, per_identity, replace=False)) for k, v in eligible.items()
+            }
+            index = IdentityIndex([(k, vectors[n]) for k, refs in chosen.items() for n in refs])
+            for k, members in eligible.items():
+                for n in members:
+                    if n in chosen[k]:
+                        continue
+                    [best] = index.search(vectors[n], 1)
+                    asked += 1
+                    right += best.character_id == k
+                    unknown += not is_known(best)
+        print(
+            f"  top-1 with {per_identity} reference(s) per identity ({len(eligible)} in the "
+            f"library): {100 * right / asked:.1f} % of {asked} queries (50 draws); "
+            f"answered unknown although in the library: {100 * unknown / asked:.1f} %"
+        )
+    rejected = asked = 0
+    for left_out in by_identity:
+        for _ in range(10):
+            index = IdentityIndex(
+                [(k, vectors[int(rng.choice(v))]) for k, v in by_identity.items() if k != left_out]
+            )
+            for n in by_identity[left_out]:
+                [best] = index.search(vectors[n], 1)
+                asked += 1
+                rejected += not is_known(best)
+    print(
+        f"  not in the library (each identity left out in turn, 1 reference per other): "
+        f"{100 * rejected / asked:.1f} % answered unknown ({asked} queries)\n"
+    )
 
 
 if __name__ == "__main__":

@@ -196,6 +196,8 @@ def castbook_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CASTBOOK_HOME", str(home))
     monkeypatch.delenv("CASTBOOK_DATABASE_URL", raising=False)
     monkeypatch.delenv("CASTBOOK_BLOB_DIR", raising=False)
+    # Indexing each added reference loads the face model: only tests about it turn it on.
+    monkeypatch.setenv("CASTBOOK_IDENTIFY_ON_ADD", "0")
     return home
 
 
@@ -283,9 +285,12 @@ def make_api(api_settings: Callable[..., Settings]) -> Iterator[ApiFactory]:
         *,
         handlers: dict[str, Any] | None = None,
         workers: int = 1,
+        identify_on_add: bool = False,
         **config: Any,
     ) -> Api:
-        settings = api_settings(database_url)
+        # The lookalike check on upload starts the evaluation workers (a face model each):
+        # off unless a test is about it.
+        settings = dataclasses.replace(api_settings(database_url), identify_on_add=identify_on_add)
         executor = None
         if handlers is not None:
             executor = LocalExecutor(

@@ -585,3 +585,52 @@ def test_export_as_a_character_card_and_import_it_back(
     )
     page.click("#import-close")
     assert http.get("/v1/characters/Vesper").json()["style_prompt"] == "a moth-winged bard"
+
+
+# ---- Who is this? -------------------------------------------------------------------------------
+
+DROP_FILE = """([name, type, b64]) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type }));
+    return transfer;
+}"""
+
+
+def back_view(hair: tuple[int, int, int], shirt: tuple[int, int, int], seed: int) -> bytes:
+    """A drawn character seen from behind (its drawn face would decide, and dlib finds all
+    drawn faces alike): the palette says who it is."""
+    from PIL import ImageDraw
+
+    image = drawn_character(hair=hair, shirt=shirt, seed=seed)
+    ImageDraw.Draw(image).ellipse((98, 80, 158, 160), fill=hair)
+    return encode(image)
+
+
+def drop_file(page: Page, name: str, data: bytes, mime: str = "image/png") -> None:
+    transfer = page.evaluate_handle(DROP_FILE, [name, mime, base64.b64encode(data).decode()])
+    page.dispatch_event("#characters-panel", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#characters-panel", "drop", {"dataTransfer": transfer})
+
+
+def test_dropping_a_picture_on_the_characters_tab_shows_who_it_is(
+    page: Page, http: httpx.Client
+) -> None:
+    teal, yellow = (10, 160, 150), (250, 220, 0)
+    made = add_character(http, "Tansy", [back_view(teal, yellow, 0)])
+    add_character(http, "Umber", [back_view((120, 60, 20), (90, 90, 200), 0)])
+    wait_for_card(page, "Tansy")
+    drop_file(page, "who.png", back_view(teal, yellow, 3))
+    result = page.locator("#identify-result")
+    expect(result).to_have_attribute("data-state", "known", timeout=120_000)
+    expect(result.locator(".identify-verdict")).to_contain_text("Looks like Tansy (score")
+    expect(page.locator(f'.card[data-id="{made["id"]}"]')).to_have_class("card identified")
+    # Not a picture: said so, nothing highlighted.
+    drop_file(page, "notes.txt", b"just words", "text/plain")
+    expect(result).to_have_attribute("data-state", "error")
+    expect(result).to_contain_text("Drop a picture")
+    expect(page.locator(".card.identified")).to_have_count(0)
+    # The button takes a file too; an unreadable one gets the server's reason.
+    page.set_input_files("#identify-file", files=[upload("broken.png", b"\x89PNG broken")])
+    expect(result).to_have_attribute("data-state", "error", timeout=120_000)
+    expect(result).to_contain_text("Could not read broken.png")

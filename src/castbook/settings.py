@@ -403,6 +403,14 @@ SETTINGS: tuple[Setting, ...] = (
         "one; each owner has one request in them at a time)",
         _whole,
     ),
+    Setting(
+        "CASTBOOK_IDENTIFY_ON_ADD",
+        "identify_on_add",
+        "1",
+        "`0` skips the identity check when references are added or imported (no "
+        '"looks like Alice (score 93)" warning; the index catches up at the next search)',
+        _flag,
+    ),
 )
 
 
@@ -455,6 +463,7 @@ class Settings:
     # 1024² (34 MP) fit; decoding that much takes ~3 s on one core (GIF: ~100 MP/s).
     eval_pixel_budget: int = 320
     eval_workers: int = 2
+    identify_on_add: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -67,6 +67,8 @@ def castbook_server(home: Path, env: dict[str, str] | None = None) -> Iterator[t
     environment["HF_HOME"] = str(home.parent / "hf-empty")
     for name in ("CASTBOOK_DATABASE_URL", "CASTBOOK_BLOB_DIR", "CASTBOOK_EXECUTOR"):
         environment.pop(name, None)
+    # The lookalike check on upload starts the evaluation workers: off unless asked for.
+    environment["CASTBOOK_IDENTIFY_ON_ADD"] = "0"
     environment.update(env or {})
     key = create_key(environment, "web")
     server = start_server(environment, home.parent / "server.log")

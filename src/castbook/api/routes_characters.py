@@ -14,13 +14,15 @@ from fastapi.responses import Response as RawResponse
 from pydantic import BaseModel, ConfigDict
 
 from castbook.api.auth import CurrentOwner
-from castbook.api.services import AppServices
+from castbook.api.identity import check_lookalikes, warnings_header
+from castbook.api.services import AppServices, Services
 from castbook.errors import FieldError, NotFoundError
 from castbook.images import MAX_FILE_BYTES
 from castbook.library import (
     Character,
     ExportFormat,
     ImageInput,
+    ImportReport,
     export_characters,
     import_document,
 )
@@ -184,8 +186,10 @@ def import_characters(
         bool, Query(description="Import nothing if any character is invalid.")
     ] = False,
 ) -> dict[str, Any]:
-    """Existing names are skipped, never overwritten; invalid entries are reported as failed."""
-    return import_document(services.library(owner), document, strict=strict).as_dict()
+    """Existing names are skipped, never overwritten; invalid entries are reported as failed.
+    An imported character that looks like one you have is named in ``warnings``."""
+    library = services.library(owner)
+    return _report_lookalikes(services, owner, import_document(library, document, strict=strict))
 
 
 @router.post("/import/card", summary="Import a character card (PNG, .charx or JSON)")
@@ -200,14 +204,16 @@ def import_card(
     """Character Card V2 / V3 (SillyTavern, RisuAI, chub …). Answers the same report as
     ``/import``; a card whose name exists is skipped."""
     data = file.file.read(MAX_CARD_FILE_BYTES + 1)
-    return import_card_bytes(
+    report = import_card_bytes(
         services.library(owner), data, source=file.filename or "card", strict=strict
-    ).as_dict()
+    )
+    return _report_lookalikes(services, owner, report)
 
 
 @router.post("/extract", summary="Propose a character's fields from an image")
 def extract_character(
     request: Request,
+    response: Response,
     owner: CurrentOwner,
     services: AppServices,
     image: Annotated[UploadFile, File(description="PNG, JPEG or WebP of the character.")],
@@ -235,7 +241,9 @@ def extract_character(
             extraction.character_fields(name or ""),
             [prepare_reference(data, source=image.filename or "image")],
         )
-        result["character"] = character_json(request, created)
+        result["character"] = _with_lookalikes(
+            services, owner, response, character_json(request, created), created
+        )
     return result
 
 
@@ -274,12 +282,15 @@ def delete_character(ref: str, owner: CurrentOwner, services: AppServices) -> Re
 def upload_images(
     ref: str,
     request: Request,
+    response: Response,
     owner: CurrentOwner,
     services: AppServices,
     image: Annotated[list[UploadFile], File(description="PNG, JPEG or WebP (repeatable).")],
     primary: Annotated[bool, Form(description="Make the first uploaded image primary.")] = False,
 ) -> dict[str, Any]:
-    """Images over 1536×1536 are stored shrunk to fit, keeping the aspect ratio."""
+    """Images over 1536×1536 are stored shrunk to fit, keeping the aspect ratio. When a new
+    reference already looks like another of your characters, ``looks_like`` lists them
+    and ``X-Castbook-Warnings`` says "looks like Alice (score 93)"."""
     if not image:
         raise FieldError("image", "upload at least one image")
     if len(image) > MAX_UPLOADS:
@@ -294,7 +305,7 @@ def upload_images(
     if primary:
         first_new = next(i for i in updated.images if i.sha256 not in _shas(character))
         updated = library.update(updated.name, primary=first_new.sha256)
-    return character_json(request, updated)
+    return _with_lookalikes(services, owner, response, character_json(request, updated), updated)
 
 
 @router.get("/{ref}/images/{sha256}", name="character_image", summary="Download a reference image")
@@ -325,6 +336,25 @@ def delete_image(
     character = library.find(ref)
     updated = library.update(character.name, remove_images=[sha256])
     return character_json(request, updated)
+
+
+def _with_lookalikes(
+    services: Services, owner: str, response: Response, data: dict[str, Any], character: Character
+) -> dict[str, Any]:
+    """``data`` with ``looks_like``: the owner's other characters the new references match
+    above the open-set threshold (also as ``X-Castbook-Warnings`` lines)."""
+    found = check_lookalikes(services, owner, [character])
+    data["looks_like"] = [lookalike.to_json() for lookalike in found]
+    warnings_header(response, [lookalike.message for lookalike in found])
+    return data
+
+
+def _report_lookalikes(services: Services, owner: str, report: ImportReport) -> dict[str, Any]:
+    library = services.library(owner)
+    imported = [library.get(name) for name in report.imported]
+    for lookalike in check_lookalikes(services, owner, imported):
+        report.warnings.append((lookalike.character, lookalike.message))
+    return report.as_dict()
 
 
 def _shas(character: Character) -> set[str]:

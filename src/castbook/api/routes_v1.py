@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from castbook.api import (
     routes_characters,
     routes_evaluations,
+    routes_identify,
     routes_models,
     routes_presets,
     routes_providers,
@@ -22,6 +23,7 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)])
 router.include_router(routes_characters.router)
 router.include_router(routes_tasks.router)
 router.include_router(routes_evaluations.router)
+router.include_router(routes_identify.router)
 router.include_router(routes_render.router)
 router.include_router(routes_workflows.router)
 router.include_router(routes_presets.router)

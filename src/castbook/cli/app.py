@@ -15,6 +15,7 @@ from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.cli.evaluate import evaluate
 from castbook.cli.generate import generate, presets_app
+from castbook.cli.identify import identify
 from castbook.cli.library_access import open_library
 from castbook.cli.models import doctor, models_app
 from castbook.cli.prompt import prompt
@@ -40,6 +41,7 @@ app = typer.Typer(
 app.add_typer(character.app, name="character")
 app.command("prompt")(prompt)
 app.command("eval")(evaluate)
+app.command("identify")(identify)
 app.command("generate")(generate)
 app.add_typer(presets_app, name="presets")
 app.add_typer(models_app, name="models")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from castbook.cli.console import console, err_console, print_json
 from castbook.cli.errors import reports_errors
+from castbook.cli.identify import warn_lookalikes
 from castbook.cli.library_access import open_library
 from castbook.errors import InvalidInputError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
@@ -101,6 +102,7 @@ def add(
     if images and not 1 <= primary <= len(images):
         raise InvalidInputError(f"--primary {primary}: there are {len(images)} images")
     character = library.create(fields, images, primary_index=primary - 1)
+    warn_lookalikes(library, [character])
     if json_output:
         print_json(character_json(character))
         return
@@ -240,6 +242,8 @@ def edit(
         replace_images=_load_images(replace_images) if replace_images else None,
         primary=primary,
     )
+    if add_image or replace_images:
+        warn_lookalikes(library, [character])
     if json_output:
         print_json(character_json(character))
         return
@@ -344,7 +348,11 @@ def import_command(
     """
     from castbook.library import import_file
 
-    report = import_file(open_library(), file, strict=strict)
+    library = open_library()
+    report = import_file(library, file, strict=strict)
+    imported = [library.get(name) for name in report.imported]
+    for lookalike in warn_lookalikes(library, imported, quiet=True):
+        report.warnings.append((lookalike.character, lookalike.message))
     if json_output:
         print_json(report.as_dict())
     else:
@@ -384,9 +392,11 @@ def extract(
     )
     saved = None
     if save:
-        saved = open_library().create(
+        library = open_library()
+        saved = library.create(
             extraction.character_fields(name), [prepare_reference(data, source=str(image))]
         )
+        warn_lookalikes(library, [saved])
     if json_output:
         result = extraction.model_dump()
         result["saved"] = character_json(saved) if saved else None

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -24,6 +25,7 @@ __all__ = [
     "ApiKeyRow",
     "Base",
     "CharacterRow",
+    "IdentityVectorRow",
     "ImageFeaturesRow",
     "JobInputRow",
     "JobOutputRow",
@@ -122,6 +124,38 @@ class ImageFeaturesRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     feature_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     payload: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class IdentityVectorRow(Base):
+    """One reference image's identity vectors (the identity search's stored index): its
+    appearance descriptor and face embeddings as float32 bytes, for one feature key.
+
+    Deleted by the database with its reference image (and so with its character). ``id``
+    never repeats (``sqlite_autoincrement``), so an owner's (row count, highest id) changes
+    with every write and tells a process when its in-memory index is stale.
+    """
+
+    __tablename__ = "identity_vectors"
+    __table_args__ = (
+        UniqueConstraint("reference_image_id", "feature_key", name="uq_identity_vectors_image_key"),
+        Index("ix_identity_vectors_owner_key", "owner", "feature_key"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reference_image_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("reference_images.id", ondelete="CASCADE"), nullable=False
+    )
+    character_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("characters.id", ondelete="CASCADE"), nullable=False
+    )
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    feature_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    # float32, little-endian: DIMENSIONS values; faces: n × 128 (b"" none found, NULL not
+    # looked for).
+    appearance: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    faces: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "EvaluationRequest",
     "EvaluationResult",
     "EvaluationWorkerLost",
+    "FeaturesRequest",
+    "FeaturesResult",
     "ReferenceInput",
     "evaluate",
     "load_worker_scorer",
@@ -87,6 +89,23 @@ class EvaluationResult:
     computed: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FeaturesRequest:
+    """Only the features of some images (identity search's queries and new references)."""
+
+    images: tuple[bytes, ...]
+    names: tuple[str, ...]
+    pixel_budget: int
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    key: str
+    # Per image: its features (JSON) or why they could not be computed.
+    features: list[dict[str, Any] | None]
+    errors: list[str | None]
+
+
 # --- in the worker process ----------------------------------------------------------------
 
 _scorer: Scorer | None = None
@@ -110,7 +129,7 @@ def load_worker_scorer() -> None:
         _start_failure = exc
 
 
-def evaluate(request: EvaluationRequest) -> EvaluationResult:
+def evaluate(request: EvaluationRequest | FeaturesRequest) -> Any:
     """Score one request (in a worker process): budget, references, then each candidate."""
     from castbook.evaluation.budget import BudgetExceededError, PixelBudget, check_budget
     from castbook.evaluation.features import ImageFeatures
@@ -121,6 +140,8 @@ def evaluate(request: EvaluationRequest) -> EvaluationResult:
         raise _portable(_start_failure)
     scorer = _scorer
     assert scorer is not None
+    if isinstance(request, FeaturesRequest):
+        return _features(scorer, request)
     try:
         costs = check_budget(request.candidates, request.names, request.pixel_budget)
         # Stills decode exactly their header's size; clips are charged frame by frame as
@@ -146,6 +167,27 @@ def evaluate(request: EvaluationRequest) -> EvaluationResult:
     except CastbookError as exc:
         raise _portable(exc) from None
     return EvaluationResult(scores, scorer.key, computed)
+
+
+def _features(scorer: Scorer, request: FeaturesRequest) -> FeaturesResult:
+    from castbook.evaluation.budget import BudgetExceededError, check_budget
+
+    try:
+        check_budget(request.images, request.names, request.pixel_budget)
+    except BudgetExceededError:
+        raise
+    except CastbookError as exc:
+        raise _portable(exc) from None
+    features: list[dict[str, Any] | None] = []
+    errors: list[str | None] = []
+    for data, name in zip(request.images, request.names, strict=True):
+        try:
+            features.append(scorer.features(data, name).to_json())
+            errors.append(None)
+        except CastbookError as exc:
+            features.append(None)
+            errors.append(str(exc))
+    return FeaturesResult(scorer.key, features, errors)
 
 
 def _portable(error: CastbookError) -> CastbookError:

@@ -1,6 +1,7 @@
 // The Characters tab: cards with thumbnails, search, delete, and the dialogs to create and
 // edit characters (library-form.js, with library-extract.js for Extract) and to export and
-// import them (library-transfer.js). Every change to the list is announced as a
+// import them (library-transfer.js); a picture dropped on the tab is identified
+// (library-identify.js). Every change to the list is announced as a
 // "castbook:characters" event (detail: the characters) so the canvas can follow it. A card's
 // drag carries the character id as DRAG_TYPE (and text/plain).
 
@@ -13,6 +14,7 @@ import {
   showApiError,
   showError,
 } from "./library-form.js";
+import { setUpIdentify } from "./library-identify.js";
 import { setUpTransfer } from "./library-transfer.js";
 
 export { clearErrors, showApiError, showError };
@@ -179,4 +181,5 @@ export function setUpLibrary() {
     searching: () => Boolean(searchQuery()),
     onImported: loadCharacters,
   });
+  setUpIdentify();
 }
