@@ -22,7 +22,7 @@ from castbook.evaluation.identity import (
     IdentityIndex,
     IdentityVectors,
 )
-from castbook.evaluation.identity_search import IdentitySearch
+from castbook.evaluation.identity_search import IdentitySearch, _alike
 from castbook.library import CharacterLibrary, ImageInput
 from castbook.library.identity_vectors import clear_vectors
 from tests.support.api import ApiFactory
@@ -176,6 +176,24 @@ def test_a_lookalike_reference_is_reported(library: CharacterLibrary) -> None:
     assert found.image == copy.images[0].sha256
     carol = library.create({"name": "Carol"}, [ImageInput(drawing(CAROL), "carol")])
     assert IdentitySearch.check_added(library, source, [carol]) == []
+
+
+def test_a_face_match_that_looks_different_is_no_lookalike() -> None:
+    """The face model sees simple drawn faces as one face (the quick start's Alice and Bob
+    score 100 by face): a lookalike also needs the appearance to agree."""
+    rng = np.random.default_rng(7)
+    alice = _random_vectors(rng, faces=1)
+    other_look = rng.normal(size=112).astype(np.float32)
+    bob = IdentityVectors(other_look / np.linalg.norm(other_look), alice.faces)  # same face
+    twin = IdentityVectors(alice.appearance, alice.faces)
+    index = IdentityIndex([("alice", alice)])
+    [bob_match] = index.search(bob, 1)
+    [twin_match] = index.search(twin, 1)
+    assert bob_match.basis == twin_match.basis == "face" and bob_match.score == 100.0
+    assert index.appearance_score(bob, bob_match) < OPEN_SET_THRESHOLDS["appearance"]
+    assert index.appearance_score(twin, twin_match) >= OPEN_SET_THRESHOLDS["appearance"]
+    assert not _alike(index, bob, bob_match)
+    assert _alike(index, twin, twin_match)
 
 
 # ---- the index itself --------------------------------------------------------------------

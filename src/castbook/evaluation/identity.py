@@ -211,6 +211,15 @@ class IdentityIndex:
         """Whether searches go through the ANN index (large libraries)."""
         return self.references >= self._ann_from
 
+    def appearance_score(self, query: IdentityVectors, match: IdentityMatch) -> float:
+        """The appearance score (0-100) of ``query`` against the reference a match names,
+        whatever the match's basis: what a face match is checked against when a false match
+        costs more than a missed one."""
+        ref = int(self._char_starts[self._position[match.character_id]]) + match.reference
+        cosine = float(self._appearance[ref] @ query.appearance.astype(np.float32))
+        similarity = np.clip(np.asarray([0.5 * (1.0 + cosine)]), 0.0, 1.0)
+        return round(float(_logistic(self.calibration.appearance, similarity)[0]), 2)
+
     def search(
         self,
         query: IdentityVectors,

@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 from castbook.errors import CastbookError, InvalidInputError
 from castbook.evaluation.features import ImageFeatures
-from castbook.evaluation.identity import IdentityIndex, IdentityMatch, IdentityVectors, is_known
+from castbook.evaluation.identity import (
+    OPEN_SET_THRESHOLDS,
+    IdentityIndex,
+    IdentityMatch,
+    IdentityVectors,
+    is_known,
+)
 from castbook.library import Character, CharacterLibrary
 from castbook.library import identity_vectors as stored
 
@@ -270,7 +276,9 @@ class IdentitySearch:
         candidates: list[tuple[stored.StoredVectors, IdentityMatch]] = []
         for row in rows:
             query = IdentityVectors.from_bytes(row.appearance, row.faces)
-            candidates += [(row, m) for m in index.search(query, 3, exclude=ids) if is_known(m)]
+            candidates += [
+                (row, m) for m in index.search(query, 3, exclude=ids) if _alike(index, query, m)
+            ]
         names = stored.character_names(
             self.library, ids | {match.character_id for _, match in candidates}
         )
@@ -288,6 +296,18 @@ class IdentitySearch:
                     row.sha256,
                 )
         return sorted(found.values(), key=lambda item: (item.character, -item.score))
+
+
+def _alike(index: IdentityIndex, query: IdentityVectors, match: IdentityMatch) -> bool:
+    """Whether a new reference looks like a stored one enough to warn: known on its basis,
+    and, for a face match, alike in appearance too. The face model sees drawn faces of one
+    simple style as one face (the quick start's Alice and Bob score 100 by face, 90 by
+    appearance): a warning that cries wolf is worse than one missed."""
+    if not is_known(match):
+        return False
+    if match.basis != "face":
+        return True
+    return index.appearance_score(query, match) >= OPEN_SET_THRESHOLDS["appearance"]
 
 
 def _vector_bytes(features: ImageFeatures) -> tuple[bytes, bytes | None]:
