@@ -157,6 +157,28 @@ def test_images_in_memory_are_not_reencoded_or_decoded(
     assert result.ok
 
 
+def test_scorer_takes_images_and_features_like_the_module_level_score(
+    scorer: Scorer, tmp_path: Path
+) -> None:
+    # The docs' `with Scorer() as s: s.score("ref.png", paths)` must work, as must features.
+    reference = tmp_path / "alice.png"
+    reference.write_bytes(png_bytes(character(**ALICE)))
+    candidates = [tmp_path / "alice-2.png", tmp_path / "bob.png"]
+    candidates[0].write_bytes(png_bytes(character(**ALICE, seed=4)))
+    candidates[1].write_bytes(png_bytes(character(**BOB, seed=4)))
+    expected = [s.to_json() for s in score(reference, candidates, faces=False)]
+    features = scorer.features(reference, str(reference))
+    with Scorer(faces=False) as own:
+        assert [s.to_json() for s in own.score(str(reference), candidates)] == expected
+        assert [s.to_json() for s in own.score(features, candidates)] == expected
+        assert [s.to_json() for s in own.score([features], iter(candidates))] == expected
+    mixed = scorer.score([character(**BOB), features], [scorer.features(candidates[0])])
+    assert mixed[0].reference == 1 and mixed[0].score == expected[0]["score"]
+    assert mixed[0].source == "candidate 1"
+    array = scorer.score(np.asarray(character(**ALICE)), candidates)  # one array, one reference
+    assert [s.score for s in array] == [s["score"] for s in expected]
+
+
 def test_rank_orders_best_first_and_keeps_ties_in_order() -> None:
     from castbook.evaluation import Score
 
