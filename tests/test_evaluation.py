@@ -215,6 +215,38 @@ def test_parallel_scoring_gives_the_same_results(scorer: Scorer, tmp_path: Path)
     assert seen[-1] == (26, 26) and len(seen) == 26
 
 
+def test_module_level_score_keeps_one_worker_pool_between_calls(tmp_path: Path) -> None:
+    from castbook.evaluation import scorer as module
+
+    paths = []
+    for i in range(24):  # enough files for the worker processes
+        path = tmp_path / f"c{i}.png"
+        path.write_bytes(png_bytes(character(**(ALICE if i % 2 else BOB), seed=i, size=64)))
+        paths.append(path)
+    first = score(paths[1], paths, faces=False, workers=2)
+    pool = module._kept_scorer(False)._workers
+    assert pool is not None
+    second = score(paths[1], paths, faces=False, workers=2)
+    assert module._kept_scorer(False)._workers is pool  # the same processes, not new ones
+    assert [s.to_json() for s in first] == [s.to_json() for s in second]
+    assert first[1].score > 95 and first[0].score < 50
+
+
+def test_workers_start_by_forkserver_not_spawn_when_the_caller_has_threads() -> None:
+    import threading
+
+    from castbook.evaluation.scorer import _start_method
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert _start_method().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
+
+
 def test_jpeg_draft_decoding_keeps_scores_close(scorer: Scorer) -> None:
     # Files are decoded at reduced size for speed; the score must not notice.
     big = character(**ALICE, size=1024)

@@ -15,6 +15,7 @@ features computed before) and keeps its models and worker processes between call
 
 from __future__ import annotations
 
+import atexit
 import functools
 import multiprocessing
 import os
@@ -103,6 +104,7 @@ class Scorer:
         self.calibration = calibration or default_calibration()
         self.video_frames = video_frames
         self._workers: tuple[int, ProcessPoolExecutor] | None = None
+        self._workers_lock = threading.Lock()
 
     @property
     def key(self) -> str:
@@ -247,28 +249,34 @@ class Scorer:
 
     def _pool(self, workers: int) -> ProcessPoolExecutor:
         # Kept between calls: starting workers (and loading models in them) is the slow part.
-        if self._workers is not None and self._workers[0] == workers:
-            return self._workers[1]
-        self.close()
+        with self._workers_lock:
+            if self._workers is not None and self._workers[0] == workers:
+                return self._workers[1]
+            self._close_workers()
+            pool = self._start_pool(workers)
+            self._workers = (workers, pool)
+            return pool
+
+    def _start_pool(self, workers: int) -> ProcessPoolExecutor:
         settings = {
             "faces": self.face_embedder is not None,
             "learned_dir": getattr(self.learned_embedder, "model_dir", None),
             "calibration": self.calibration,
             "video_frames": self.video_frames,
         }
-        # fork starts in milliseconds but is only safe while this process has one thread.
-        method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-        pool = ProcessPoolExecutor(
+        return ProcessPoolExecutor(
             workers,
-            mp_context=multiprocessing.get_context(method),
+            mp_context=_start_method(),
             initializer=_start_worker,
             initargs=(settings,),
         )
-        self._workers = (workers, pool)
-        return pool
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
+        with self._workers_lock:
+            self._close_workers()
+
+    def _close_workers(self) -> None:
         if self._workers is not None:
             self._workers[1].shutdown(cancel_futures=True)
             self._workers = None
@@ -278,6 +286,22 @@ class Scorer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _start_method() -> multiprocessing.context.BaseContext:
+    """How worker processes start. fork takes milliseconds but is only safe while this process
+    has one thread (a forked child could inherit a lock another thread held). With threads,
+    forkserver: a clean server process, started once per process with castbook's scoring
+    modules imported, forks each worker, so a worker does not import Python and castbook
+    afresh as a spawned one does (~1 s of CPU each); spawn only where there is no fork."""
+    if os.name != "posix":
+        return multiprocessing.get_context("spawn")
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    # Only heeded before the server starts (the first pool); a module list, imported there.
+    context.set_forkserver_preload(["castbook.evaluation.scorer", "castbook.evaluation.faces"])
+    return context
 
 
 _worker: Scorer | None = None
@@ -355,8 +379,36 @@ def score(
     Videos (MP4, GIF …) are scored on sampled frames: ``score`` is the mean, ``min_score``
     the worst frame.
     """
-    with Scorer(faces=faces, learned_embedder=learned_embedder) as scorer:
-        return scorer.score(reference, candidates, workers=workers)
+    if learned_embedder is not None:  # the caller's own model: their scorer, closed after
+        with Scorer(faces=faces, learned_embedder=learned_embedder) as scorer:
+            return scorer.score(reference, candidates, workers=workers)
+    return _kept_scorer(faces).score(reference, candidates, workers=workers)
+
+
+# The module-level score()'s scorers, one per ``faces`` setting, kept with their worker pools
+# for the life of the process: a pool per call cost each call its workers' start and model
+# loads. Made per process id: a forked child must not use its parent's pool.
+_kept: dict[tuple[int, bool | None], Scorer] = {}
+_kept_lock = threading.Lock()
+
+
+def _kept_scorer(faces: bool | None) -> Scorer:
+    key = (os.getpid(), faces)
+    with _kept_lock:
+        scorer = _kept.get(key)
+        if scorer is None:
+            if not _kept:
+                atexit.register(_close_kept)
+            scorer = _kept[key] = Scorer(faces=faces)
+        return scorer
+
+
+def _close_kept() -> None:
+    with _kept_lock:
+        scorers = [s for (pid, _), s in _kept.items() if pid == os.getpid()]
+        _kept.clear()
+    for scorer in scorers:
+        scorer.close()
 
 
 def rank(scores: Iterable[Score]) -> list[Score]:
