@@ -232,8 +232,9 @@ def hash_section(folder: Path, count: int, cores: int) -> None:
                 f"reduced decode; with {cores} processes each: {ours_n.rate / ih_n.rate:.2f}×"
             )
             if fmt == "png":
-                verdict = "ok" if per_core >= PNG_TARGET else "MISSED"
-                line += f" (target ≥ {PNG_TARGET}× per core: {verdict})"
+                # Judged by CPU time: wall-clock rates swing with whatever else runs.
+                verdict = "ok" if by_cpu >= PNG_TARGET else "MISSED"
+                line += f" (target ≥ {PNG_TARGET}× per core, by CPU time: {verdict})"
             print(line)
             equal, drift = ahash_agreement(scorer, paths[:200], their_hashes[:200])
             print(
