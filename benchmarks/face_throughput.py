@@ -3,15 +3,18 @@
     .venv/bin/python benchmarks/face_throughput.py [--n 40] [--workers 2] [--detect-side 640 ...]
 
 Inputs: the labelled photos in ``../shared/eval/faces`` (never copied into the repository),
-each fitted into 1024×1024 (scaled, then padded with grey), cycled up to ``--n`` pictures.
-Without that folder the script says so and exits 0.
+each fitted into 1024×1024 (scaled, then padded with grey) and saved as a JPEG (quality 92),
+cycled up to ``--n`` pictures. Without that folder the script says so and exits 0. Each timed
+picture is decoded from its JPEG bytes inside the clock (castbook's ``decode_image``, as
+scoring a file does), then embedded.
 
 Measured per ``--detect-side`` setting:
 
 * model load time (excluded from the rates),
-* images/s of ``FaceEmbedder.embed`` in this process, and with ``--workers`` processes that each
+* images/s of decoding + ``FaceEmbedder.embed`` in this process, and with ``--workers``
+  processes that each
   load their own embedder and pull pictures from a shared queue (timed from the moment every
-  worker is loaded until the last picture is done),
+  worker is loaded until the last picture is done), with the CPU time per picture,
 * accuracy on the original photos: how many had a face found, and the ROC AUC of -distance
   over every pair of photos with a face (same person = positive).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import multiprocessing as mp
 import os
@@ -34,6 +38,7 @@ from PIL import Image, ImageOps
 
 from castbook.evaluation import faces
 from castbook.evaluation.faces import FaceEmbedder, best_match_distance, faces_available
+from castbook.images import decode_image
 
 TARGET_PER_SECOND = 8.0
 
@@ -52,14 +57,20 @@ def open_photo(path: Path) -> Image.Image:
         return ImageOps.exif_transpose(opened).convert("RGB")
 
 
-def bench_pictures(folder: Path, files: list[str], count: int, side: int) -> list:
-    import numpy as np
-
+def bench_pictures(folder: Path, files: list[str], count: int, side: int) -> list[bytes]:
+    """The pictures as JPEG files' bytes: decoding them is part of what is timed."""
     pictures = []
     for name in itertools.islice(itertools.cycle(files), count):
         fitted = ImageOps.pad(open_photo(folder / name), (side, side), color=(128, 128, 128))
-        pictures.append(np.ascontiguousarray(np.asarray(fitted)))
+        buffer = io.BytesIO()
+        fitted.save(buffer, "JPEG", quality=92)
+        pictures.append(buffer.getvalue())
     return pictures
+
+
+def embed_file(embedder: FaceEmbedder, data: bytes) -> list:
+    """Decode a JPEG file's bytes (full size, as scoring with faces does), then embed."""
+    return embedder.embed(decode_image(data).image)
 
 
 def roc_auc(positives: list[float], negatives: list[float]) -> float:
@@ -95,10 +106,10 @@ def accuracy(embedder: FaceEmbedder, folder: Path, labels: dict[str, str]) -> tu
 
 def run_single(embedder: FaceEmbedder, pictures: list) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, pictures with a face) in this process."""
-    embedder.embed(pictures[0])  # warm-up: first-call allocations
+    embed_file(embedder, pictures[0])  # warm-up: first-call allocations
     cpu = time.process_time()
     start = time.perf_counter()
-    found = sum(1 for picture in pictures if embedder.embed(picture))
+    found = sum(1 for picture in pictures if embed_file(embedder, picture))
     return time.perf_counter() - start, time.process_time() - cpu, found
 
 
@@ -107,12 +118,12 @@ def _worker(settings, pictures, tasks, barrier, results) -> None:
     started = time.perf_counter()
     embedder = FaceEmbedder(**settings)
     loaded = time.perf_counter() - started
-    embedder.embed(pictures[0])  # warm-up, like the single-process run
+    embed_file(embedder, pictures[0])  # warm-up, like the single-process run
     barrier.wait()
     cpu = time.process_time()
     found = 0
     while (index := tasks.get()) is not None:
-        found += bool(embedder.embed(pictures[index]))
+        found += bool(embed_file(embedder, pictures[index]))
     results.put((loaded, time.perf_counter(), time.process_time() - cpu, found))
 
 
@@ -149,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=1024, help="picture size (square)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs; the median is shown")
-    parser.add_argument("--detect-side", type=int, nargs="+", default=[640])
+    parser.add_argument("--detect-side", type=int, nargs="+", default=[512])
     parser.add_argument("--max-upsample", type=int, default=2)
+    parser.add_argument(
+        "--fast-side", type=int, default=256, help="the first, cheaper pass (0: none)"
+    )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the AUC pass")
     args = parser.parse_args(argv)
 
@@ -183,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for detect_side in args.detect_side:
-        settings = {"detect_side": detect_side, "max_upsample": args.max_upsample}
+        settings = {
+            "detect_side": detect_side,
+            "fast_side": args.fast_side or None,
+            "max_upsample": args.max_upsample,
+        }
         embedder = FaceEmbedder(**settings)
         single = [run_single(embedder, pictures) for _ in range(args.repeat)]
         single_s = statistics.median(run[0] for run in single)
@@ -207,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{f'{found}/{n}':>7} {photos_found:>12} {auc:>6}"
         )
     print(
-        f"ms/img: wall time per picture, one process; CPU ms: CPU time per picture (on a busy "
+        f"ms/img: wall time per picture (JPEG decode + embedding), one process; CPU ms: CPU "
+        f"time per picture (on a busy "
         f"machine the wall times grow, CPU times do not); {wp} load s: slowest worker's model "
         f"load; found: pictures with a face; photos found / AUC: on the original photos; "
         f"load average now {os.getloadavg()[0]:.1f}"

@@ -157,6 +157,28 @@ def test_images_in_memory_are_not_reencoded_or_decoded(
     assert result.ok
 
 
+def test_scorer_takes_images_and_features_like_the_module_level_score(
+    scorer: Scorer, tmp_path: Path
+) -> None:
+    # The docs' `with Scorer() as s: s.score("ref.png", paths)` must work, as must features.
+    reference = tmp_path / "alice.png"
+    reference.write_bytes(png_bytes(character(**ALICE)))
+    candidates = [tmp_path / "alice-2.png", tmp_path / "bob.png"]
+    candidates[0].write_bytes(png_bytes(character(**ALICE, seed=4)))
+    candidates[1].write_bytes(png_bytes(character(**BOB, seed=4)))
+    expected = [s.to_json() for s in score(reference, candidates, faces=False)]
+    features = scorer.features(reference, str(reference))
+    with Scorer(faces=False) as own:
+        assert [s.to_json() for s in own.score(str(reference), candidates)] == expected
+        assert [s.to_json() for s in own.score(features, candidates)] == expected
+        assert [s.to_json() for s in own.score([features], iter(candidates))] == expected
+    mixed = scorer.score([character(**BOB), features], [scorer.features(candidates[0])])
+    assert mixed[0].reference == 1 and mixed[0].score == expected[0]["score"]
+    assert mixed[0].source == "candidate 1"
+    array = scorer.score(np.asarray(character(**ALICE)), candidates)  # one array, one reference
+    assert [s.score for s in array] == [s["score"] for s in expected]
+
+
 def test_rank_orders_best_first_and_keeps_ties_in_order() -> None:
     from castbook.evaluation import Score
 
@@ -191,6 +213,38 @@ def test_parallel_scoring_gives_the_same_results(scorer: Scorer, tmp_path: Path)
     parallel = scorer.score(reference, paths, workers=2, progress=lambda d, t: seen.append((d, t)))
     assert [s.to_json() for s in serial] == [p.to_json() for p in parallel]
     assert seen[-1] == (26, 26) and len(seen) == 26
+
+
+def test_module_level_score_keeps_one_worker_pool_between_calls(tmp_path: Path) -> None:
+    from castbook.evaluation import scorer as module
+
+    paths = []
+    for i in range(24):  # enough files for the worker processes
+        path = tmp_path / f"c{i}.png"
+        path.write_bytes(png_bytes(character(**(ALICE if i % 2 else BOB), seed=i, size=64)))
+        paths.append(path)
+    first = score(paths[1], paths, faces=False, workers=2)
+    pool = module._kept_scorer(False)._workers
+    assert pool is not None
+    second = score(paths[1], paths, faces=False, workers=2)
+    assert module._kept_scorer(False)._workers is pool  # the same processes, not new ones
+    assert [s.to_json() for s in first] == [s.to_json() for s in second]
+    assert first[1].score > 95 and first[0].score < 50
+
+
+def test_workers_start_by_forkserver_not_spawn_when_the_caller_has_threads() -> None:
+    import threading
+
+    from castbook.evaluation.scorer import _start_method
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert _start_method().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
 
 
 def test_jpeg_draft_decoding_keeps_scores_close(scorer: Scorer) -> None:

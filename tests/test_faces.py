@@ -151,6 +151,8 @@ def test_best_match_distance() -> None:
     [
         ({"detect_side": 10}, "detect_side"),
         ({"detect_side": 640.0}, "detect_side"),
+        ({"fast_side": 40}, "fast_side"),
+        ({"fast_side": "256"}, "fast_side"),
         ({"max_upsample": -1}, "max_upsample"),
         ({"max_upsample": 9}, "max_upsample"),
         ({"max_upsample": True}, "max_upsample"),
@@ -319,6 +321,44 @@ def test_small_face_is_found_by_upsampling(
     assert 0 <= left < right <= quarter.width and 0 <= top < bottom <= quarter.height
     assert right - left < 80
     assert found[0].distance(photo_embeddings["img37.jpg"][0]) < SAME
+
+
+def _on_canvas(photo: Image.Image, side: int) -> Image.Image:
+    """``photo`` shrunk to at most ``side`` pixels, low on a grey 1024×1024 canvas."""
+    canvas = Image.new("RGB", (1024, 1024), (128, 128, 128))
+    small = photo.copy()
+    small.thumbnail((side, side))
+    canvas.paste(small, (60, 1024 - small.height - 40))
+    return canvas
+
+
+def test_fast_pass_finds_a_large_face_and_falls_back_for_a_small_one(
+    embedder: FaceEmbedder, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = open_photo(photo_dir, "img18.jpg")
+    without_fast_pass = FaceEmbedder(fast_side=None)
+    scales: list[float] = []
+    detect = embedder._detect
+
+    def spy(pixels, picture, scale):  # type: ignore[no-untyped-def]
+        scales.append(scale)
+        return detect(pixels, picture, scale)
+
+    monkeypatch.setattr(embedder, "_detect", spy)
+    # A face filling the picture: the 256 px pass finds it, and nothing else runs.
+    (large,) = embedder.embed(_on_canvas(photo, 1024))
+    assert scales == [0.25]
+    # The box differs a little from the 512 px pass's, and so does the embedding: the
+    # calibrated curve reads ~0.05 as the same person without doubt.
+    (reference,) = without_fast_pass.embed(_on_canvas(photo, 1024))
+    assert large.distance(reference) < 0.1
+    # A ~150 px face: too small for the fast pass, found by the 512 px pass, exactly as
+    # without the fast pass.
+    scales.clear()
+    small = embedder.embed(_on_canvas(photo, 400))
+    assert scales == [0.25, 0.5]
+    assert small == without_fast_pass.embed(_on_canvas(photo, 400))
+    assert small[0].distance(reference) < SAME
 
 
 @pytest.mark.parametrize(

@@ -527,3 +527,72 @@ def test_fit_within_never_upscales_and_keeps_aspect_ratio() -> None:
     assert fit_within(small, 256).size == (100, 40)
     assert fit_within(picture(1000, 400), 250).size == (250, 100)
     assert fit_within(picture(400, 1000), 250).size == (100, 250)
+
+
+# ---- libspng for scoring's PNG decodes (the fastpng extra) --------------------------------
+
+
+def _png(image: Image.Image, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "I;16", "RGB+tRNS"])
+def test_pixels_only_png_decode_gives_pillows_pixels(mode: str) -> None:
+    from castbook.images.decode import decode_image
+
+    picture = noisy(67, 41).convert("RGB")
+    if mode == "RGBA":
+        picture = picture.convert("RGBA")
+        picture.putalpha(Image.linear_gradient("L").resize(picture.size))
+    elif mode in ("P", "L", "I;16"):
+        picture = picture.convert("P" if mode == "P" else "L")
+        picture = picture.convert("I;16") if mode == "I;16" else picture
+    options = {"transparency": (1, 2, 3)} if mode == "RGB+tRNS" else {}
+    data = _png(picture, **options)
+    fast = decode_image(data, source="x.png", pixels_only=True)
+    pillow = decode_image(data, source="x.png")
+    assert fast.format == "PNG" and not fast.animated and not fast.transposed
+    assert fast.image.mode == pillow.image.mode and fast.image.size == pillow.image.size
+    assert fast.image.tobytes() == pillow.image.tobytes()
+    reduced = decode_image(_png(noisy(300, 260)), reduce_to=128, pixels_only=True)
+    assert reduced.image.size == (150, 130)
+
+
+def test_pixels_only_png_uses_libspng_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from castbook.images import decode
+
+    pytest.importorskip("pyspng", reason="the fastpng extra is not installed")
+    calls: list[str] = []
+    real = decode._pyspng()
+
+    class Spy:
+        @staticmethod
+        def load(data: bytes, fmt: str) -> object:
+            calls.append(fmt)
+            return real.load(data, fmt)
+
+    monkeypatch.setattr(decode, "_pyspng", lambda: Spy)
+    picture = noisy(50, 30).convert("RGB")
+    image = decode.decode_image(_png(picture), pixels_only=True).image
+    assert calls == ["RGB"] and image.tobytes() == picture.tobytes()
+    decode.decode_image(_png(picture))  # Pillow's info (text chunks) wanted: Pillow decodes
+    assert calls == ["RGB"]
+
+
+def test_pixels_only_damaged_png_is_corrupt_and_missing_pyspng_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from castbook.images import decode
+
+    data = bytearray(_png(noisy(64, 64).convert("RGB")))
+    start = data.index(b"IDAT") + 4
+    data[start + 10 : start + 40] = bytes(30)
+    with pytest.raises(CorruptImageError, match=re.escape("damaged.png")):
+        decode.decode_image(bytes(data), source="damaged.png", pixels_only=True)
+    monkeypatch.setattr(decode, "_pyspng", lambda: None)
+    picture = noisy(20, 10).convert("RGB")
+    assert decode.decode_image(_png(picture), pixels_only=True).image.tobytes() == (
+        picture.tobytes()
+    )

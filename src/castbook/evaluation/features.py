@@ -139,7 +139,9 @@ def load_for_scoring(source: ImageSource, *, name: str, full: bool) -> LoadedIma
         image = source if source.mode == "RGB" else source.convert("RGB")
         return LoadedImage(_reduce(image), image if full else None, *image.size)
     data = source if isinstance(source, bytes) else read_image_file(Path(source))
-    decoded = decode_image(data, source=name, reduce_to=None if full else REDUCED_SIDE)
+    decoded = decode_image(
+        data, source=name, reduce_to=None if full else REDUCED_SIDE, pixels_only=True
+    )
     image = decoded.image if decoded.image.mode == "RGB" else decoded.image.convert("RGB")
     if full:
         return LoadedImage(_reduce(image), image, *image.size)

@@ -4,10 +4,18 @@
 >>> scores = score("alice.png", ["out-1.png", "out-2.jpg", "clip.mp4"])
 >>> most_consistent(scores).source
 'out-2.jpg'
+
+``Scorer.score`` takes the same arguments (one reference or several, as images or as
+features computed before) and keeps its models and worker processes between calls:
+
+>>> with Scorer() as scorer:
+...     first = scorer.score("alice.png", ["out-1.png", "out-2.jpg"])
+...     later = scorer.score(scorer.features("alice.png"), ["out-3.png"])
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import multiprocessing
 import os
@@ -17,6 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
 
 from castbook.errors import CastbookError
 from castbook.evaluation.features import (
@@ -32,6 +43,9 @@ if TYPE_CHECKING:
     from castbook.evaluation.budget import PixelBudget
 
 __all__ = ["Score", "Scorer", "most_consistent", "rank", "score"]
+
+# One reference or several, each an image or its features computed before.
+References = ImageSource | ImageFeatures | Sequence[ImageSource | ImageFeatures]
 
 # Below this many file candidates, starting worker processes costs more than it saves.
 _PARALLEL_FROM = 24
@@ -90,6 +104,7 @@ class Scorer:
         self.calibration = calibration or default_calibration()
         self.video_frames = video_frames
         self._workers: tuple[int, ProcessPoolExecutor] | None = None
+        self._workers_lock = threading.Lock()
 
     @property
     def key(self) -> str:
@@ -110,7 +125,7 @@ class Scorer:
     def score_one(
         self,
         references: Sequence[ImageFeatures],
-        candidate: ImageSource,
+        candidate: ImageSource | ImageFeatures,
         name: str,
         *,
         budget: PixelBudget | None = None,
@@ -121,9 +136,12 @@ class Scorer:
         from castbook.evaluation.budget import BudgetExceededError
 
         try:
-            if _is_video(candidate):
+            if isinstance(candidate, ImageFeatures):
+                features = candidate
+            elif _is_video(candidate):
                 return self._score_video(references, candidate, name, budget)
-            features = self.features(candidate, name)
+            else:
+                features = self.features(candidate, name)
         except BudgetExceededError:
             raise
         except CastbookError as exc:
@@ -135,16 +153,22 @@ class Scorer:
 
     def score(
         self,
-        references: Sequence[ImageFeatures],
-        candidates: Sequence[ImageSource],
+        references: References,
+        candidates: Iterable[ImageSource | ImageFeatures],
         *,
         names: Sequence[str] | None = None,
         workers: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[Score]:
-        """Score ``candidates``; ``progress(done, total)`` is called as each one finishes."""
-        if not references:
-            raise CastbookError("scoring needs at least one reference image")
+        """Score ``candidates`` against ``references``, as the module-level :func:`score`.
+
+        ``references`` is one image or a sequence of them, each a path, bytes, a PIL image, an
+        RGB array or its :class:`ImageFeatures` (computed once with :meth:`features` and
+        reused); an unreadable reference raises. Candidates are images or features too.
+        ``progress(done, total)`` is called as each candidate finishes.
+        """
+        references = self.reference_features(references)
+        candidates = list(candidates)
         names = (
             list(names) if names is not None else [_name(c, i) for i, c in enumerate(candidates)]
         )
@@ -165,6 +189,16 @@ class Scorer:
             if progress is not None:
                 progress(len(scores), len(candidates))
         return scores
+
+    def reference_features(self, references: References) -> list[ImageFeatures]:
+        """Features of each reference: given ones as they are, images computed here."""
+        items = [references] if _is_one_reference(references) else list(references)  # type: ignore[arg-type]
+        if not items:
+            raise CastbookError("scoring needs at least one reference image")
+        return [
+            item if isinstance(item, ImageFeatures) else self.features(item, _name(item, index))
+            for index, item in enumerate(items)
+        ]
 
     def _best(
         self, references: Sequence[ImageFeatures], candidate: ImageFeatures
@@ -215,28 +249,34 @@ class Scorer:
 
     def _pool(self, workers: int) -> ProcessPoolExecutor:
         # Kept between calls: starting workers (and loading models in them) is the slow part.
-        if self._workers is not None and self._workers[0] == workers:
-            return self._workers[1]
-        self.close()
+        with self._workers_lock:
+            if self._workers is not None and self._workers[0] == workers:
+                return self._workers[1]
+            self._close_workers()
+            pool = self._start_pool(workers)
+            self._workers = (workers, pool)
+            return pool
+
+    def _start_pool(self, workers: int) -> ProcessPoolExecutor:
         settings = {
             "faces": self.face_embedder is not None,
             "learned_dir": getattr(self.learned_embedder, "model_dir", None),
             "calibration": self.calibration,
             "video_frames": self.video_frames,
         }
-        # fork starts in milliseconds but is only safe while this process has one thread.
-        method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-        pool = ProcessPoolExecutor(
+        return ProcessPoolExecutor(
             workers,
-            mp_context=multiprocessing.get_context(method),
+            mp_context=_start_method(),
             initializer=_start_worker,
             initargs=(settings,),
         )
-        self._workers = (workers, pool)
-        return pool
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
+        with self._workers_lock:
+            self._close_workers()
+
+    def _close_workers(self) -> None:
         if self._workers is not None:
             self._workers[1].shutdown(cancel_futures=True)
             self._workers = None
@@ -246,6 +286,22 @@ class Scorer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _start_method() -> multiprocessing.context.BaseContext:
+    """How worker processes start. fork takes milliseconds but is only safe while this process
+    has one thread (a forked child could inherit a lock another thread held). With threads,
+    forkserver: a clean server process, started once per process with castbook's scoring
+    modules imported, forks each worker, so a worker does not import Python and castbook
+    afresh as a spawned one does (~1 s of CPU each); spawn only where there is no fork."""
+    if os.name != "posix":
+        return multiprocessing.get_context("spawn")
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    # Only heeded before the server starts (the first pool); a module list, imported there.
+    context.set_forkserver_preload(["castbook.evaluation.scorer", "castbook.evaluation.faces"])
+    return context
 
 
 _worker: Scorer | None = None
@@ -290,15 +346,24 @@ def _is_video(candidate: ImageSource) -> bool:
         return False
 
 
-def _name(candidate: ImageSource, index: int) -> str:
+def _is_one_reference(references: object) -> bool:
+    """Whether ``references`` is a single image (or its features), not a sequence of them.
+
+    An array or bytes is one image even though it can be iterated.
+    """
+    single = ImageFeatures | str | os.PathLike | bytes | np.ndarray | Image.Image
+    return isinstance(references, single)
+
+
+def _name(candidate: ImageSource | ImageFeatures, index: int) -> str:
     if isinstance(candidate, str | os.PathLike):
         return os.fspath(candidate)
     return f"candidate {index + 1}"
 
 
 def score(
-    reference: ImageSource | Sequence[ImageSource],
-    candidates: Iterable[ImageSource],
+    reference: References,
+    candidates: Iterable[ImageSource | ImageFeatures],
     *,
     faces: bool | None = None,
     learned_embedder: Any | None = None,
@@ -308,15 +373,42 @@ def score(
 
     ``reference`` is one image or a list of them (a character's views: each candidate is
     scored against its best-matching reference). Images are paths, bytes, PIL images or
-    RGB arrays; in-memory images are used as they are, never re-encoded. A candidate that
-    cannot be read becomes a ``Score`` with ``error`` set; an unreadable reference raises.
+    RGB arrays, or their :class:`ImageFeatures` computed before; in-memory images are used as
+    they are, never re-encoded. A candidate that cannot be read becomes a ``Score`` with
+    ``error`` set; an unreadable reference raises. ``Scorer.score`` takes the same arguments.
     Videos (MP4, GIF …) are scored on sampled frames: ``score`` is the mean, ``min_score``
     the worst frame.
     """
-    refs = reference if isinstance(reference, list | tuple) else [reference]
-    with Scorer(faces=faces, learned_embedder=learned_embedder) as scorer:
-        features = [scorer.features(r, _name(r, i)) for i, r in enumerate(refs)]
-        return scorer.score(features, list(candidates), workers=workers)
+    if learned_embedder is not None:  # the caller's own model: their scorer, closed after
+        with Scorer(faces=faces, learned_embedder=learned_embedder) as scorer:
+            return scorer.score(reference, candidates, workers=workers)
+    return _kept_scorer(faces).score(reference, candidates, workers=workers)
+
+
+# The module-level score()'s scorers, one per ``faces`` setting, kept with their worker pools
+# for the life of the process: a pool per call cost each call its workers' start and model
+# loads. Made per process id: a forked child must not use its parent's pool.
+_kept: dict[tuple[int, bool | None], Scorer] = {}
+_kept_lock = threading.Lock()
+
+
+def _kept_scorer(faces: bool | None) -> Scorer:
+    key = (os.getpid(), faces)
+    with _kept_lock:
+        scorer = _kept.get(key)
+        if scorer is None:
+            if not _kept:
+                atexit.register(_close_kept)
+            scorer = _kept[key] = Scorer(faces=faces)
+        return scorer
+
+
+def _close_kept() -> None:
+    with _kept_lock:
+        scorers = [s for (pid, _), s in _kept.items() if pid == os.getpid()]
+        _kept.clear()
+    for scorer in scorers:
+        scorer.close()
 
 
 def rank(scores: Iterable[Score]) -> list[Score]:

@@ -11,6 +11,8 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -27,6 +29,7 @@ __all__ = [
     "MEDIA_TYPES",
     "DecodedImage",
     "decode_image",
+    "fast_png_available",
     "open_image",
     "read_image_file",
     "sha256_hex",
@@ -89,13 +92,18 @@ def open_image(data: bytes, *, source: str = "image") -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, source: str = "image", reduce_to: int | None = None
+    data: bytes, *, source: str = "image", reduce_to: int | None = None, pixels_only: bool = False
 ) -> DecodedImage:
     """Validate and decode ``data``.
 
     ``reduce_to`` asks for a cheaper, smaller decode whose shorter side is still at least
     that many pixels: JPEGs are decoded at 1/2, 1/4 or 1/8 scale by the DCT itself (draft
     mode) and other formats are box-reduced by a whole factor after decoding.
+
+    ``pixels_only``: the caller needs the pixels, not Pillow's ``info`` (text chunks, ICC
+    profile). An 8-bit RGB or RGBA PNG is then decoded with libspng when ``pyspng`` is
+    installed (the ``fastpng`` extra): ~1.7× faster than Pillow's zlib-bound decoder, with
+    the same pixels. Anything else, or a file libspng refuses, goes through Pillow.
     """
     if len(data) > MAX_FILE_BYTES:
         raise ImageTooLargeError(_too_many_bytes(source, len(data)))
@@ -115,6 +123,9 @@ def decode_image(
             f"{source} is {width}×{height} = {_megapixels(width * height)} MP; "
             f"the limit is {_LIMIT_MP} MP"
         )
+    fast = _fast_png(opened, data) if pixels_only and fmt == "PNG" else None
+    if fast is not None:
+        return _reduced(DecodedImage(fast, fmt, transposed=False, animated=False), reduce_to)
     try:
         if reduce_to is not None and fmt == "JPEG":
             opened.draft(opened.mode, (reduce_to, reduce_to))
@@ -130,16 +141,95 @@ def decode_image(
         raise CorruptImageError(
             f"{source} is a damaged or truncated {fmt} file and cannot be decoded ({exc})"
         ) from exc
-    if reduce_to is not None:
-        factor = min(image.size) // reduce_to
-        if factor >= 2:
-            image = image.reduce(factor)
-    return DecodedImage(
+    decoded = DecodedImage(
         image=image,
         format=fmt,
         transposed=orientation in _ROTATING_ORIENTATIONS,
         animated=animated,
     )
+    return _reduced(decoded, reduce_to)
+
+
+def _reduced(decoded: DecodedImage, reduce_to: int | None) -> DecodedImage:
+    if reduce_to is None:
+        return decoded
+    factor = min(decoded.image.size) // reduce_to
+    if factor < 2:
+        return decoded
+    return DecodedImage(
+        decoded.image.reduce(factor), decoded.format, decoded.transposed, decoded.animated
+    )
+
+
+# PNG colour types libspng decodes here: 2 (RGB) and 6 (RGBA), at 8 bits per sample.
+_SPNG_FORMATS = {2: "RGB", 6: "RGBA"}
+
+
+@cache
+def _pyspng() -> Any | None:
+    try:
+        import pyspng
+    except ImportError:
+        return None
+    return pyspng
+
+
+def fast_png_available() -> bool:
+    """Whether PNGs can be decoded with libspng (``pip install 'castbook[fastpng]'``)."""
+    return _pyspng() is not None
+
+
+def _png_chunks_intact(data: bytes) -> bool:
+    """Every chunk up to IEND is whole and matches its CRC.
+
+    pyspng decodes a PNG with damaged pixel data into garbage without a word (it does not
+    check the chunks' CRCs), where Pillow refuses it; checking them here (~0.3 ms a MB) keeps
+    "damaged file" an error whichever decoder runs.
+    """
+    view = memoryview(data)
+    offset = 8
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        end = offset + 8 + length
+        if end + 4 > len(data):
+            return False
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(view[offset + 4 : end]) != crc:
+            return False
+        if data[offset + 4 : offset + 8] == b"IEND":
+            return True
+        offset = end + 4
+    return False
+
+
+def _fast_png(opened: ImageFile.ImageFile, data: bytes) -> Image.Image | None:
+    """``data`` decoded by libspng, or ``None`` where Pillow must do it: no pyspng, another
+    colour type or bit depth, a transparent colour, an EXIF orientation, an animated PNG, or
+    a file libspng refuses (Pillow then decodes it, or says why it cannot)."""
+    pyspng = _pyspng()
+    if pyspng is None or len(data) < 26 or data[12:16] != b"IHDR":
+        return None
+    bit_depth, colour_type = data[24], data[25]
+    mode = _SPNG_FORMATS.get(colour_type)
+    if (
+        mode is None
+        or bit_depth != 8
+        or opened.mode != mode
+        or "transparency" in opened.info
+        or "exif" in opened.info
+        or getattr(opened, "is_animated", False)
+    ):
+        return None
+    if not _png_chunks_intact(data):
+        return None  # Pillow names the damage
+    try:
+        pixels = pyspng.load(data, mode)
+    except Exception:  # libspng's errors are plain RuntimeErrors; Pillow decides below
+        return None
+    expected = (opened.height, opened.width, len(mode))
+    if getattr(pixels, "shape", None) != expected:
+        return None
+    return Image.fromarray(pixels, mode)
 
 
 def _open_header(data: bytes, source: str) -> ImageFile.ImageFile:
