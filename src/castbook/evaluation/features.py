@@ -113,9 +113,9 @@ def features_key(*, faces: bool, learned_model: str | None) -> str:
     """Names what a stored feature set holds, so a change of settings never reuses stale data."""
     parts = [f"features-v{FEATURES_VERSION}", APPEARANCE_VERSION]
     if faces:
-        from castbook.evaluation.faces import MODEL_ID
+        from castbook.evaluation.faces import MODEL_ID, PIPELINE_ID
 
-        parts.append(MODEL_ID)
+        parts += [MODEL_ID, PIPELINE_ID]
     if learned_model:
         parts.append(f"learned:{learned_model}")
     return "+".join(parts)
