@@ -4,6 +4,7 @@ from castbook.db.database import Database
 from castbook.db.schema import (
     ApiKeyRow,
     Base,
+    CharacterLoraRow,
     CharacterRow,
     ImageFeaturesRow,
     JobInputRow,
@@ -16,6 +17,7 @@ from castbook.db.schema import (
 __all__ = [
     "ApiKeyRow",
     "Base",
+    "CharacterLoraRow",
     "CharacterRow",
     "Database",
     "ImageFeaturesRow",
