@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -43,7 +44,9 @@ from castbook.library.exchange import import_document  # noqa: E402
 from tests.conftest import make_image_bytes  # noqa: E402
 from tests.support.api import ApiFactory  # noqa: E402
 
-SETTINGS = TrainingSettings(steps=40, rank=4, resolution=64, learning_rate=1e-2, seed=1)
+# A fixed seed whose 40 steps show the fall; the per-step loss is mostly the timestep drawn,
+# so the test also measures the loss on one fixed batch, before and after (see below).
+SETTINGS = TrainingSettings(steps=40, rank=4, resolution=64, learning_rate=3e-2, seed=1)
 
 
 def _preset(model: Path, preset_id: str = "tiny-plain", **options: Any) -> Preset:
@@ -98,7 +101,7 @@ def test_training_lowers_the_loss_and_stores_a_lora_diffusers_loads(
     assert events[-1] == TrainingProgress(40, 40, losses[-1], "step 40 of 40")
     quarter = len(losses) // 4
     first, last = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
-    assert last < first * 0.97, (first, last)
+    assert last < first, (first, last)
     assert lora.base_model == preset.model and lora.trigger == trigger_token(mira.id)
     assert (lora.rank, lora.steps, lora.resolution) == (4, 40, 64)
     assert lora.training["caption"].startswith(lora.trigger + ", ")
@@ -112,8 +115,34 @@ def test_training_lowers_the_loss_and_stores_a_lora_diffusers_loads(
     tensors = load(data)
     assert tensors and all(name.startswith("unet.") for name in tensors)
     fresh = StableDiffusionPipeline.from_pretrained(str(tiny_models["sd15"]), safety_checker=None)
+    images = [Image.open(io.BytesIO(library.image_bytes(image))) for image in mira.images]
+    before = _fixed_batch_loss(fresh, images, lora.training["caption"])
     fresh.load_lora_weights(tensors, adapter_name="mira")
     assert fresh.get_list_adapters() == {"unet": ["mira"]}
+    after = _fixed_batch_loss(fresh, images, lora.training["caption"])
+    assert after < before * 0.97, (before, after)
+
+
+def _fixed_batch_loss(pipe: Any, images: list[Image.Image], caption: str) -> float:
+    """The noise-prediction loss on the training images at five fixed timesteps with fixed
+    noise: what training lowers, without the per-step draw of timesteps in the way."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = pipe.tokenizer(caption, padding="max_length", truncation=True, return_tensors="pt")
+    total, count = 0.0, 0
+    with torch.no_grad():
+        states = pipe.text_encoder(tokens.input_ids)[0]
+        for image in images:
+            rgb = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32)
+            pixels = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1
+            latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+            for step in (100, 300, 500, 700, 900):
+                timestep = torch.tensor([step])
+                noise = torch.randn(latents.shape, generator=generator)
+                noisy = pipe.scheduler.add_noise(latents, noise, timestep)
+                predicted = pipe.unet(noisy, timestep, states).sample
+                total += float(torch.nn.functional.mse_loss(predicted, noise))
+                count += 1
+    return total / count
 
 
 def _generate(library: CharacterLibrary, preset: Preset, cache: PipelineCache, **values: Any):
@@ -286,3 +315,36 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     assert too_strong.status_code == 422
     assert done["result"]["sha256"] in api.blobs()
     assert not (generating / "training" / done["id"]).exists()
+
+
+def test_the_cli_trains_and_refuses_too_few_images(
+    castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castbook.settings import Settings
+    from tests.support.cli import castbook
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    castbook_home.mkdir(parents=True)
+    (castbook_home / "presets.toml").write_text(
+        f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'options = { family = "sd15", device = "cpu" }\n'
+    )
+    library = CharacterLibrary.open(Settings.from_env())
+    library.create({"name": "Solo"}, [_as_input(_images(1)[0])])
+    library.create({"name": "Tri", "tags": ["symmetric"]}, [*map(_as_input, _images(3))])
+    train = ("character", "train", "--preset", "tiny-plain", "--resolution", "64", "--rank", "2")
+    code, _, err = castbook(*train, "Solo", "--steps", "2")
+    assert code != 0 and "a LoRA needs at least 3" in err
+    code, out, err = castbook(*train, "Tri", "--steps", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    (lora,) = library.loras(library.get("Tri"))
+    assert summary["sha256"] == lora.sha256 and summary["steps"] == 2
+    assert lora.training["flip"] is True  # tagged symmetric
+    from castbook.library import ExportFormat
+    from castbook.library.exchange import lora_warnings
+
+    tri = library.get("Tri")
+    assert lora_warnings(library, [tri], ExportFormat.CASTBOOK) == []
+    assert "not in the nbp format" in lora_warnings(library, [tri], ExportFormat.NBP)[0]
+    library.database.dispose()

@@ -26,7 +26,7 @@ from castbook.library import (
     import_document,
 )
 from castbook.library.cards import MAX_CARD_FILE_BYTES
-from castbook.library.exchange import export_card, import_card_bytes
+from castbook.library.exchange import export_card, import_card_bytes, lora_warnings
 from castbook.library.models import FIELD_SECTIONS, FORM_FIELDS, FieldInfo
 
 __all__ = ["CharacterCreate", "CharacterPatch", "character_json", "router"]
@@ -152,22 +152,24 @@ def export(
     """``card`` and ``card-json`` hold one character: name it with ``id``. ``card`` answers
     ``image/png`` (Character Card V3 in a ``ccv3`` chunk, V2 in a ``chara`` chunk). ``nbp``
     leaves out characters without an image and names them in an ``X-Castbook-Warnings``
-    header (a JSON list of lines)."""
+    header (a JSON list of lines); every format but castbook leaves out trained LoRAs and
+    says so there too."""
     library = services.library(owner)
     characters = [library.find(ref) for ref in id] if id else library.list()
+    # LoRAs only castbook's format carries: a JSON list of lines, ASCII-escaped for the header.
+    warnings = lora_warnings(library, characters, format)
     if format == ExportFormat.CARD:
         card = export_card(library, characters)
-        return RawResponse(
-            card,
-            media_type="image/png",
-            headers={"Content-Disposition": _attachment(characters[0].name, "png")},
-        )
+        headers = {"Content-Disposition": _attachment(characters[0].name, "png")}
+        if warnings:
+            headers["X-Castbook-Warnings"] = json.dumps(warnings)
+        return RawResponse(card, media_type="image/png", headers=headers)
     if format == ExportFormat.NBP:
         from castbook.library.nbp_json import export_warnings
 
-        # Characters left out (no image): a JSON list of lines, ASCII-escaped for the header.
-        if warnings := export_warnings(characters):
-            response.headers["X-Castbook-Warnings"] = json.dumps(warnings)
+        warnings = export_warnings(characters) + warnings  # characters left out: no image
+    if warnings:
+        response.headers["X-Castbook-Warnings"] = json.dumps(warnings)
     return export_characters(library, characters, format)
 
 

@@ -295,6 +295,10 @@ def export_command(
     if not all_characters and not names:
         raise InvalidInputError("name the characters to export, or pass --all")
     characters = library.list() if all_characters else [library.get(n) for n in _unique(names)]
+    from castbook.library.exchange import lora_warnings
+
+    for warning in lora_warnings(library, characters, fmt):  # only castbook's format keeps them
+        err_console.print(f"[yellow]warning[/] {_m(warning)}")
     if fmt == ExportFormat.CARD:
         from castbook.library.exchange import export_card, write_bytes_atomically
 

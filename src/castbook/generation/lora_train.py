@@ -54,6 +54,7 @@ from PIL import Image, ImageEnhance
 from castbook.errors import (
     FieldError,
     GenerationCancelled,
+    GenerationError,
     InvalidInputError,
     MissingDependencyError,
 )
@@ -107,8 +108,10 @@ class TrainingSettings:
     checkpoint_every: int = 100
     flip: bool = False  # horizontal flips (only for symmetric characters)
     device: str | None = None  # default: cuda when there is one, else cpu
+    # CUDA only: "fp16" or "bf16" for the frozen weights (default bf16 where the GPU has it)
+    precision: str | None = None
     # Not part of what is learnt, so a resumed run may change them:
-    _RUN_ONLY = ("checkpoint_every", "device")
+    _RUN_ONLY = ("checkpoint_every", "device", "precision")
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be continued (not how often it is written)."""
@@ -247,13 +250,18 @@ def train_lora(
     on_gpu = device.startswith("cuda")
     if on_gpu and not torch.cuda.is_available():
         raise InvalidInputError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
-    if on_gpu:
-        weight_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        weight_dtype = torch.float32
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        str(model_dir), local_files_only=True, dtype=weight_dtype, safety_checker=None
-    )
+    weight_dtype = _weight_dtype(torch, on_gpu, settings.precision)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    saved = _checkpoint(torch, work, settings)
+    try:
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+            str(model_dir), local_files_only=True, dtype=weight_dtype, safety_checker=None
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise GenerationError(
+            f"{model_dir} does not load as a Stable Diffusion 1.5 pipeline: {exc}"
+        ) from exc
     unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
@@ -274,19 +282,21 @@ def train_lora(
         unet.enable_gradient_checkpointing()
     unet.train()
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=1e-2)
+    # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none).
+    scaler = torch.amp.GradScaler("cuda", enabled=weight_dtype == torch.float16)
     scheduler = pipe.scheduler
     embeddings = _encode_caption(torch, pipe, caption, device)
     generator = torch.Generator().manual_seed(settings.seed)  # noise and timesteps (on CPU)
     rng = random.Random(settings.seed)  # which image, and its augmentation
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     losses: list[float] = []
-    start = _resume(torch, unet, optimizer, generator, rng, losses, work, settings)
+    start = _resume(torch, unet, (optimizer, scaler), generator, rng, losses, saved)
     step = start
     total = settings.steps
 
     def checkpoint() -> None:
-        _save_checkpoint(torch, unet, optimizer, generator, rng, losses, step, work, settings)
+        _save_checkpoint(
+            torch, unet, (optimizer, scaler), generator, rng, losses, step, work, settings
+        )
 
     try:
         while step < total:
@@ -305,8 +315,9 @@ def train_lora(
             with torch.autocast("cuda", dtype=weight_dtype, enabled=on_gpu):
                 predicted = unet(noisy, timesteps, embeddings).sample
             loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             losses.append(float(loss.detach()))
@@ -328,6 +339,18 @@ def train_lora(
         dtype=str(weight_dtype).removeprefix("torch."),
         seconds=time.perf_counter() - started,
     )
+
+
+def _weight_dtype(torch: Any, on_gpu: bool, precision: str | None) -> Any:
+    """fp32 on the CPU; on CUDA the asked precision, else bf16 where the GPU has it."""
+    if not on_gpu:
+        return torch.float32
+    if precision is None:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if precision not in dtypes:
+        raise FieldError("precision", f"must be fp16, bf16 or fp32, got {precision!r}")
+    return dtypes[precision]
 
 
 def _encode_caption(torch: Any, pipe: Any, caption: str, device: str) -> Any:
@@ -375,7 +398,7 @@ def _trainable_state(unet: Any) -> dict[str, Any]:
 def _save_checkpoint(
     torch: Any,
     unet: Any,
-    optimizer: Any,
+    optimisers: tuple[Any, Any],
     generator: Any,
     rng: random.Random,
     losses: list[float],
@@ -387,7 +410,8 @@ def _save_checkpoint(
         "fingerprint": settings.fingerprint(),
         "step": step,
         "adapter": _trainable_state(unet),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimisers[0].state_dict(),
+        "scaler": optimisers[1].state_dict(),
         "generator": generator.get_state(),
         "rng": rng.getstate(),
         "losses": list(losses),
@@ -403,21 +427,13 @@ def _save_checkpoint(
         raise
 
 
-def _resume(
-    torch: Any,
-    unet: Any,
-    optimizer: Any,
-    generator: Any,
-    rng: random.Random,
-    losses: list[float],
-    work: Path,
-    settings: TrainingSettings,
-) -> int:
-    """Load ``work``'s checkpoint into the run; the step it reached (0 without one)."""
+def _checkpoint(torch: Any, work: Path, settings: TrainingSettings) -> dict[str, Any] | None:
+    """``work``'s checkpoint, checked against ``settings`` before any model loads; None
+    without one."""
     path = work / CHECKPOINT
     if not path.exists():
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint") != settings.fingerprint():
         raise InvalidInputError(
             f"{path} is the checkpoint of a run with other settings "
@@ -425,11 +441,28 @@ def _resume(
         )
     if state["step"] >= settings.steps:
         raise InvalidInputError(f"{path} is already at step {state['step']} of {settings.steps}")
+    return state
+
+
+def _resume(
+    torch: Any,
+    unet: Any,
+    optimisers: tuple[Any, Any],
+    generator: Any,
+    rng: random.Random,
+    losses: list[float],
+    state: dict[str, Any] | None,
+) -> int:
+    """Load a checkpoint into the run; the step it reached (0 without one)."""
+    if state is None:
+        return 0
     parameters = dict(unet.named_parameters())
     with torch.no_grad():
         for name, value in state["adapter"].items():
             parameters[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
+    optimisers[0].load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        optimisers[1].load_state_dict(state["scaler"])
     generator.set_state(state["generator"])
     rng.setstate(state["rng"])
     losses.extend(state["losses"])
