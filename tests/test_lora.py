@@ -146,8 +146,9 @@ def _fixed_batch_loss(pipe: Any, images: list[Image.Image], caption: str) -> flo
 
 
 def _generate(library: CharacterLibrary, preset: Preset, cache: PipelineCache, **values: Any):
+    values = {"characters": ("Mira",), **values}
     request = GenerationRequest(
-        prompt="portrait", width=256, height=256, steps=2, seed=11, characters=("Mira",), **values
+        prompt="portrait", width=256, height=256, steps=2, seed=11, **values
     )
     prepared = prepare_request(request, preset, library=library)
     result = DiffusersBackend(preset, cache=cache).generate(prepared, lambda _: None)
@@ -185,6 +186,30 @@ def test_generation_applies_the_lora_and_says_so(trained: Any) -> None:
     # The same cached pipeline, a request without the character's LoRA: switched off.
     after = DiffusersBackend(preset, cache=cache).generate(bare, lambda _: None)
     assert _pixels(after) == _pixels(plain)
+
+
+def test_two_characters_loras_apply_together(trained: Any) -> None:
+    from safetensors.torch import load, save
+
+    from castbook.library.service import NewLora
+
+    library, _, preset, (lora, _, _) = trained
+    if not library.exists("Twin"):
+        twin = library.create({"name": "Twin"})
+        # Another adapter: Mira's with its up-projections negated (the opposite change).
+        mirrored = {
+            name: -value if ".up." in name or "lora_B" in name else value
+            for name, value in load(library.lora_bytes(lora)).items()
+        }
+        assert any(".up." in name or "lora_B" in name for name in mirrored)
+        fields = lora.model_dump(include={"base_model", "family", "rank", "steps", "resolution"})
+        library.save_lora(twin, NewLora(data=save(mirrored), trigger="cbktwin00", **fields))
+    cache = PipelineCache()
+    _, alone = _generate(library, preset, cache)
+    _, both = _generate(library, preset, cache, characters=("Mira", "Twin"))
+    assert [use["character"] for use in both.metadata["loras"]] == ["Mira", "Twin"]
+    assert both.metadata["prompt"].startswith(f"{lora.trigger}, cbktwin00, ")
+    assert _pixels(both) != _pixels(alone)
 
 
 def test_a_mismatched_base_or_backend_is_a_note_not_an_error(trained: Any) -> None:

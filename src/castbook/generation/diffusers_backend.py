@@ -533,9 +533,12 @@ def use_loras(entry: LoadedPipeline, loras: Sequence[LoraUse]) -> None:
         return
     from safetensors.torch import load_file
 
-    names = []
+    names: list[str] = []
+    weights: list[float] = []
     for lora in loras:
         name = "castbook_" + lora.sha256[:16]
+        if name in names:  # two characters sharing one file: applied once
+            continue
         if name not in entry.lora_adapters:
             try:
                 pipe.load_lora_weights(load_file(lora.path), adapter_name=name)
@@ -546,8 +549,9 @@ def use_loras(entry: LoadedPipeline, loras: Sequence[LoraUse]) -> None:
                 ) from exc
             entry.lora_adapters.add(name)
         names.append(name)
+        weights.append(lora.weight)
     pipe.enable_lora()
-    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+    pipe.set_adapters(names, adapter_weights=weights)
 
 
 def img2img_schedule(steps: int, denoise: float) -> int:
