@@ -49,6 +49,17 @@ from tests.support.api import ApiFactory  # noqa: E402
 SETTINGS = TrainingSettings(steps=40, rank=4, resolution=64, learning_rate=3e-2, seed=1)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared, busy machine: one thread. With two, torch's threads wait on
+    each other for cores other processes hold, and a tiny training step took 15× longer
+    (benchmarks/train_lora.py: 0.5–0.8 against 11.5 steps/s on 2 cores at load 8)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _preset(model: Path, preset_id: str = "tiny-plain", **options: Any) -> Preset:
     return Preset(
         id=preset_id,
