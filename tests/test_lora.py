@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -351,6 +352,25 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     assert too_strong.status_code == 422
     assert done["result"]["sha256"] in api.blobs()
     assert not (generating / "training" / done["id"]).exists()
+
+    # Cancelled while training: stops at the next step, stores nothing, keeps no checkpoint.
+    long = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "steps": 100_000}, headers=headers
+    ).json()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = api.client.get(f"/v1/tasks/{long['id']}", headers=headers).json()
+        if running["progress"]["step"] >= 2:
+            break
+        time.sleep(0.05)
+    assert "loss" in running["progress"]["message"], running
+    api.client.post(f"/v1/tasks/{long['id']}/cancel", headers=headers)
+    cancelled = api.wait(long["id"], headers)
+    assert cancelled["status"] == "cancelled", cancelled
+    assert cancelled["progress"]["step"] < 100_000
+    after = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
+    assert [lora["sha256"] for lora in after] == [done["result"]["sha256"]]
+    assert not (generating / "training" / long["id"]).exists()
 
 
 def test_the_cli_trains_and_refuses_too_few_images(

@@ -1,9 +1,10 @@
 """The ``lora_train`` job kind: train a character's LoRA and store it with the character.
 
-Progress is the training step, with the running loss in the message; cancelling stops at the
-next step after writing a checkpoint. The checkpoint lives in ``$CASTBOOK_HOME/training/<task
-id>``, so a task a killed server left running is re-queued on restart and continues from its
-last checkpoint instead of step 0; the folder goes when the task succeeds.
+Progress is the training step, with the running loss in the message; cancelling stops at
+the next step. The checkpoint lives in ``$CASTBOOK_HOME/training/<task id>``, so a task a
+killed server left running is re-queued on restart and continues from its last checkpoint
+instead of step 0; the folder goes when the task ends (succeeded, failed or cancelled: a
+cancelled task is not resumed, a new one starts over).
 """
 
 from __future__ import annotations
@@ -61,7 +62,15 @@ class LoraTrainJobs:
         def progress(event: TrainingProgress) -> None:
             context.progress(event.step, event.total, f"{event.message}, loss {event.loss:.4f}")
 
-        lora, trained = train_character(library, character, preset, settings, work_dir, progress)
+        try:
+            lora, trained = train_character(
+                library, character, preset, settings, work_dir, progress
+            )
+        except Exception:
+            # Cancelled or failed ends the task for good: its checkpoint would never be read.
+            # (A killed process raises nothing here; its re-queued task resumes.)
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
         shutil.rmtree(work_dir, ignore_errors=True)
         return [], {
             "character": character.name,
