@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from castbook.api.auth import ApiKey
 from castbook.blobs import Blobs
 from castbook.db import (
+    CharacterLoraRow,
     CharacterRow,
     Database,
     JobInputRow,
@@ -69,7 +70,7 @@ STORAGE_RETRY_SECONDS = 60
 # answering 202 is among them, so a new task route cannot slip past the queued-task limit.
 _QUEUES_TASK = re.compile(
     r"/v1/(generations|batch-renders|stories|workflows/run|workflows/[^/]+/run"
-    r"|models/[^/]+/pull)|/getImagetoImage"
+    r"|models/[^/]+/pull|characters/[^/]+/train)|/getImagetoImage"
 )
 # Requests that store images without queueing a task: reference uploads and imports.
 _STORES = re.compile(r"/v1/characters/(import|import/card|[^/]+/images)")
@@ -154,11 +155,15 @@ def queued_tasks(database: Database, owner: str) -> int:
 
 def owner_blob_ids(database: Database, owner: str) -> set[str]:
     """Every stored image the owner's records name: their characters' reference images and
-    thumbnails, their tasks' input images (uploads, ``data:`` images, fetched URLs) and their
-    tasks' results. A blob named twice is one blob."""
+    thumbnails, their characters' trained LoRAs, their tasks' input images (uploads,
+    ``data:`` images, fetched URLs) and their tasks' results. A blob named twice is one
+    blob."""
     queries = (
         select(ReferenceImageRow.sha256, ReferenceImageRow.thumbnail_sha256)
         .join(CharacterRow, CharacterRow.id == ReferenceImageRow.character_id)
+        .where(CharacterRow.owner == owner),
+        select(CharacterLoraRow.sha256)
+        .join(CharacterRow, CharacterRow.id == CharacterLoraRow.character_id)
         .where(CharacterRow.owner == owner),
         select(JobInputRow.sha256)
         .join(JobRow, JobRow.id == JobInputRow.job_id)

@@ -11,11 +11,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import Response as RawResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.identity import check_lookalikes, warnings_header
 from castbook.api.services import AppServices, Services
+from castbook.api.submission import task_json
 from castbook.errors import FieldError, NotFoundError
 from castbook.images import MAX_FILE_BYTES
 from castbook.library import (
@@ -27,7 +28,7 @@ from castbook.library import (
     import_document,
 )
 from castbook.library.cards import MAX_CARD_FILE_BYTES
-from castbook.library.exchange import export_card, import_card_bytes
+from castbook.library.exchange import export_card, import_card_bytes, lora_warnings
 from castbook.library.models import FIELD_SECTIONS, FORM_FIELDS, FieldInfo
 
 __all__ = ["CharacterCreate", "CharacterPatch", "character_json", "router"]
@@ -153,22 +154,24 @@ def export(
     """``card`` and ``card-json`` hold one character: name it with ``id``. ``card`` answers
     ``image/png`` (Character Card V3 in a ``ccv3`` chunk, V2 in a ``chara`` chunk). ``nbp``
     leaves out characters without an image and names them in an ``X-Castbook-Warnings``
-    header (a JSON list of lines)."""
+    header (a JSON list of lines); every format but castbook leaves out trained LoRAs and
+    says so there too."""
     library = services.library(owner)
     characters = [library.find(ref) for ref in id] if id else library.list()
+    # LoRAs only castbook's format carries: a JSON list of lines, ASCII-escaped for the header.
+    warnings = lora_warnings(library, characters, format)
     if format == ExportFormat.CARD:
         card = export_card(library, characters)
-        return RawResponse(
-            card,
-            media_type="image/png",
-            headers={"Content-Disposition": _attachment(characters[0].name, "png")},
-        )
+        headers = {"Content-Disposition": _attachment(characters[0].name, "png")}
+        if warnings:
+            headers["X-Castbook-Warnings"] = json.dumps(warnings)
+        return RawResponse(card, media_type="image/png", headers=headers)
     if format == ExportFormat.NBP:
         from castbook.library.nbp_json import export_warnings
 
-        # Characters left out (no image): a JSON list of lines, ASCII-escaped for the header.
-        if warnings := export_warnings(characters):
-            response.headers["X-Castbook-Warnings"] = json.dumps(warnings)
+        warnings = export_warnings(characters) + warnings  # characters left out: no image
+    if warnings:
+        response.headers["X-Castbook-Warnings"] = json.dumps(warnings)
     return export_characters(library, characters, format)
 
 
@@ -359,3 +362,90 @@ def _report_lookalikes(services: Services, owner: str, report: ImportReport) -> 
 
 def _shas(character: Character) -> set[str]:
     return {image.sha256 for image in character.images}
+
+
+class TrainRequest(BaseModel):
+    """``POST /v1/characters/{ref}/train``: what to train and how (kohya_ss's usual knobs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = "sd15-ip-adapter"
+    steps: int = 800
+    rank: int = 16
+    resolution: int = 512
+    learning_rate: float = 1e-4
+    seed: int = 0
+    flip: bool = False
+    inference_type: str | None = Field(
+        None, max_length=64, description="The worker queue that should train it."
+    )
+
+
+@router.post(
+    "/{ref}/train",
+    status_code=202,
+    summary="Train the character's LoRA for a preset's base model; answers a task",
+)
+def train_lora(
+    ref: str,
+    request: Request,
+    owner: CurrentOwner,
+    services: AppServices,
+    body: TrainRequest | None = None,
+) -> dict[str, Any]:
+    """Checked before anything is queued: at least 3 reference images, a diffusers SD 1.5
+    preset, ranges. The task's result names the stored LoRA; cancel it like any task."""
+    from castbook.generation.lora_train import check_character_training, training_settings
+    from castbook.tasks.lora_train import LORA_TRAIN, lora_train_job_input
+
+    body = body or TrainRequest()
+    library = services.library(owner)
+    character = library.find(ref)
+    preset = services.presets().get(body.preset)
+    settings = training_settings(body.model_dump(exclude={"preset", "inference_type"}))
+    check_character_training(library, character, preset, settings)
+    job = services.jobs.create(
+        kind=LORA_TRAIN,
+        input=lora_train_job_input(character, preset.id, settings),
+        owner=owner,
+        queue=body.inference_type or "default",
+    )
+    services.submit(job)
+    return task_json(request, job)
+
+
+@router.get("/{ref}/loras", summary="The character's trained LoRAs, one per base model")
+def list_loras(ref: str, owner: CurrentOwner, services: AppServices) -> dict[str, Any]:
+    library = services.library(owner)
+    character = library.find(ref)
+    return {
+        "character": character.id,
+        "loras": [lora.model_dump(mode="json") for lora in library.loras(character)],
+    }
+
+
+class LoraPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str
+    weight: float
+
+
+@router.patch("/{ref}/loras", summary="Set how strongly a LoRA applies (0–2)")
+def patch_lora(
+    ref: str, owner: CurrentOwner, services: AppServices, body: LoraPatch
+) -> dict[str, Any]:
+    library = services.library(owner)
+    lora = library.set_lora_weight(library.find(ref), body.base_model, body.weight)
+    return lora.model_dump(mode="json")
+
+
+@router.delete("/{ref}/loras", summary="Remove the character's LoRA for a base model")
+def delete_lora(
+    ref: str,
+    owner: CurrentOwner,
+    services: AppServices,
+    base_model: Annotated[str, Query(description="The base model the LoRA was trained on.")],
+) -> dict[str, Any]:
+    library = services.library(owner)
+    return library.remove_lora(library.find(ref), base_model).model_dump(mode="json")

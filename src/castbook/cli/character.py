@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from castbook.cli.console import console, err_console, print_json
+from castbook.cli.console import console, err_console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.cli.identify import warn_lookalikes
 from castbook.cli.library_access import open_library
@@ -299,6 +299,10 @@ def export_command(
     if not all_characters and not names:
         raise InvalidInputError("name the characters to export, or pass --all")
     characters = library.list() if all_characters else [library.get(n) for n in _unique(names)]
+    from castbook.library.exchange import lora_warnings
+
+    for warning in lora_warnings(library, characters, fmt):  # only castbook's format keeps them
+        err_console.print(f"[yellow]warning[/] {_m(warning)}")
     if fmt == ExportFormat.CARD:
         from castbook.library.exchange import export_card, write_bytes_atomically
 
@@ -452,3 +456,85 @@ def _m(text: str) -> str:
 
 
 __all__ = ["CharacterLibrary", "app", "character_json"]
+
+
+@app.command()
+@reports_errors
+def train(
+    name: str = typer.Argument(..., help="Character name or id."),
+    preset: str = typer.Option(
+        "sd15-ip-adapter", "--preset", "-p", help="A diffusers SD 1.5 preset: its base model."
+    ),
+    steps: int = typer.Option(800, "--steps", help="Training steps (batch 1)."),
+    rank: int = typer.Option(16, "--rank", help="LoRA rank: 4–32 is usual; higher holds more."),
+    resolution: int = typer.Option(512, "--resolution", help="Training size in pixels (square)."),
+    learning_rate: float = typer.Option(1e-4, "--learning-rate", help="AdamW learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Fixes crops, flips, noise and timesteps."),
+    flip: bool = typer.Option(
+        False, "--flip", help="Mirror images (default only for characters tagged 'symmetric')."
+    ),
+    checkpoint_every: int = typer.Option(
+        100, "--checkpoint-every", help="Write a checkpoint every N steps."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cuda or cpu (default: cuda if any)."),
+    json_output: bool = JSON,
+) -> None:
+    """Train a LoRA from the character's reference images (at least 3; 10–20 varied ones
+    are better) and store it with the character; generation then applies it whenever a
+    preset runs the same base model. Interrupted (Ctrl-C), the same command continues from
+    its last checkpoint."""
+    from castbook.generation import load_presets
+    from castbook.generation.lora_train import (
+        TrainingSettings,
+        character_work_dir,
+        check_character_training,
+        train_character,
+    )
+
+    settings_env = Settings.from_env()
+    library = open_library()
+    character = library.find(name)
+    chosen = load_presets(settings_env.home).get(preset)
+    settings = TrainingSettings(
+        steps=steps,
+        rank=rank,
+        resolution=resolution,
+        learning_rate=learning_rate,
+        seed=seed,
+        flip=flip,
+        checkpoint_every=checkpoint_every,
+        device=device,
+    )
+    check_character_training(library, character, chosen, settings)
+    work_dir = character_work_dir(settings_env.home, character, chosen)
+    with work_progress(f"{character.name} LoRA", disable=json_output) as bar:
+        task = bar.add_task("loading the base model", total=steps)
+
+        def progress(event) -> None:
+            bar.update(task, completed=event.step, description=f"loss {event.loss:.4f}")
+
+        lora, trained = train_character(library, character, chosen, settings, work_dir, progress)
+    summary = {
+        "character": character.name,
+        "preset": chosen.id,
+        "base_model": lora.base_model,
+        "sha256": lora.sha256,
+        "trigger": lora.trigger,
+        "rank": lora.rank,
+        "steps": lora.steps,
+        "resolution": lora.resolution,
+        "resumed_from": trained.resumed_from,
+        "loss_first": lora.training["loss_first"],
+        "loss_last": lora.training["loss_last"],
+        "device": trained.device,
+        "seconds": round(trained.seconds, 2),
+    }
+    if json_output:
+        print_json(summary)
+        return
+    resumed = f", continued from step {trained.resumed_from}" if trained.resumed_from else ""
+    console.print(
+        f"Trained [bold]{_m(character.name)}[/]'s LoRA for {_m(lora.base_model)}: "
+        f"{lora.steps} steps{resumed}, loss {summary['loss_first']} → {summary['loss_last']}, "
+        f"{lora.byte_size // 1024} KiB ({lora.sha256[:12]}). Trigger word: {lora.trigger}."
+    )

@@ -159,10 +159,15 @@ def generate(
                 "prompt": prepared.prompt,
                 "negative_prompt": prepared.negative_prompt,
                 "outputs": [{"path": str(s.path), "kind": s.kind} for s in saved],
+                **{k: result.metadata[k] for k in ("loras", "lora_notes") if k in result.metadata},
             }
         )
         return
     console.print(f"[bold]prompt:[/] {escape(prepared.prompt)}")
+    for lora in result.metadata.get("loras", []):
+        console.print(f"LoRA: {escape(lora['character'])} at weight {lora['weight']:g}")
+    for note in result.metadata.get("lora_notes", []):
+        console.print(f"[yellow]note[/] {escape(note)}")
     for s in saved:
         console.print(f"saved {s.kind}: {escape(str(s.path))}")
     console.print(f"seed {result.seed} — rerun with --seed {result.seed} to reproduce")

@@ -4,6 +4,7 @@ from castbook.db.database import Database
 from castbook.db.schema import (
     ApiKeyRow,
     Base,
+    CharacterLoraRow,
     CharacterRow,
     IdentityVectorRow,
     ImageFeaturesRow,
@@ -17,6 +18,7 @@ from castbook.db.schema import (
 __all__ = [
     "ApiKeyRow",
     "Base",
+    "CharacterLoraRow",
     "CharacterRow",
     "Database",
     "IdentityVectorRow",

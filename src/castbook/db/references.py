@@ -1,7 +1,8 @@
 """Which stored blobs the database still uses: the one reachability rule every collector
 asks (the character library after a change, task retention, a finisher that lost its job).
 
-A blob is in use while a reference image names it (its bytes or its thumbnail), a task
+A blob is in use while a reference image names it (its bytes or its thumbnail), a
+character's LoRA names it (``character_loras``), a task
 produced it (``job_outputs``) or a task's input names it (``job_inputs``: an init image, a
 reference, an uploaded picture) — whatever the task's status. Identical bytes share one
 blob, so a blob is deleted only when no row of any of these tables names it.
@@ -14,7 +15,7 @@ from collections.abc import Collection, Iterable
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from castbook.db.schema import JobInputRow, JobOutputRow, ReferenceImageRow
+from castbook.db.schema import CharacterLoraRow, JobInputRow, JobOutputRow, ReferenceImageRow
 
 __all__ = ["referenced_blob_ids"]
 
@@ -42,7 +43,11 @@ def _referenced(
     session: Session, chunk: list[str] | None, excluding_jobs: Collection[str]
 ) -> set[str]:
     found: set[str] = set()
-    for column in (ReferenceImageRow.sha256, ReferenceImageRow.thumbnail_sha256):
+    for column in (
+        ReferenceImageRow.sha256,
+        ReferenceImageRow.thumbnail_sha256,
+        CharacterLoraRow.sha256,
+    ):
         query = select(column).distinct()
         if chunk is not None:
             query = query.where(column.in_(chunk))

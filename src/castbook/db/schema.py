@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "ApiKeyRow",
     "Base",
+    "CharacterLoraRow",
     "CharacterRow",
     "IdentityVectorRow",
     "ImageFeaturesRow",
@@ -89,6 +90,31 @@ class CharacterRow(Base):
         order_by="ReferenceImageRow.position",
         passive_deletes=True,
     )
+
+
+class CharacterLoraRow(Base):
+    """A LoRA trained for a character: its ``.safetensors`` bytes are a blob (kept alive by
+    this row), with the base model it belongs to and how it was trained. One per base model:
+    training again for the same base replaces it."""
+
+    __tablename__ = "character_loras"
+
+    character_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("characters.id", ondelete="CASCADE"), primary_key=True
+    )
+    base_model: Mapped[str] = mapped_column(String(400), primary_key=True)
+    family: Mapped[str] = mapped_column(String(32), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    byte_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    trigger: Mapped[str] = mapped_column(String(64), nullable=False)
+    rank: Mapped[int] = mapped_column(Integer, nullable=False)
+    steps: Mapped[int] = mapped_column(Integer, nullable=False)
+    resolution: Mapped[int] = mapped_column(Integer, nullable=False)
+    # How strongly generation applies it unless a request says otherwise.
+    weight: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+    # The rest of the training settings and figures (learning rate, seed, final loss …).
+    training: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class ReferenceImageRow(Base):

@@ -21,6 +21,7 @@ from castbook.generation.request import GenerationRequest, Mode
 __all__ = [
     "Backend",
     "GenerationResult",
+    "LoraUse",
     "PreparedRequest",
     "Progress",
     "ProgressCallback",
@@ -47,6 +48,28 @@ def no_progress(_: Progress) -> None:
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """A character's LoRA to apply: its stored file (``path``, named by ``sha256``), the
+    weight to apply it at, and who it is for (for metadata)."""
+
+    character: str
+    sha256: str
+    path: str
+    weight: float
+    trigger: str
+    base_model: str
+
+    def described(self) -> dict[str, Any]:
+        return {
+            "character": self.character,
+            "sha256": self.sha256,
+            "weight": self.weight,
+            "trigger": self.trigger,
+            "base_model": self.base_model,
+        }
+
+
+@dataclass(frozen=True)
 class PreparedRequest:
     """A request ready for a backend: final prompts, decoded image inputs, a fixed seed."""
 
@@ -68,6 +91,10 @@ class PreparedRequest:
     # stored or file reference): a hosted backend may send them as they are instead of
     # re-encoding the decoded picture (Gemini's inline image parts).
     reference_data: tuple[bytes, ...] = ()
+    # The characters' LoRAs for this preset's base model (diffusers applies them), and what
+    # was not applied and why (another base model, a backend that takes none).
+    loras: tuple[LoraUse, ...] = ()
+    lora_notes: tuple[str, ...] = ()
 
     @property
     def mode(self) -> Mode:

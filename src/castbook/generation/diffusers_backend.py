@@ -68,6 +68,7 @@ from PIL import Image
 from castbook.errors import FieldError, GenerationError, InvalidInputError, MissingDependencyError
 from castbook.generation.base import (
     GenerationResult,
+    LoraUse,
     PreparedRequest,
     Progress,
     ProgressCallback,
@@ -169,6 +170,7 @@ class DiffusersBackend:
         started = time.perf_counter()
         events = _CountingProgress(progress)
         with entry.lock:
+            use_loras(entry, request.loras)
             if request.mode is Mode.I2V:
                 result = self._videos(torch, entry, request, options, events)
             else:
@@ -203,6 +205,7 @@ class DiffusersBackend:
         wanted = first.request
         count = len(requests)
         with entry.lock:
+            use_loras(entry, first.loras)
             pipe = entry.pipeline
             use_scheduler(entry, pipe, options.get("scheduler"))
             call: dict[str, Any] = {
@@ -501,6 +504,10 @@ class DiffusersBackend:
             "references": len(request.references),
             "reference_scale": scale,
         }
+        if request.loras:
+            metadata["loras"] = [lora.described() for lora in request.loras]
+        if request.lora_notes:
+            metadata["lora_notes"] = list(request.lora_notes)
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and request.prompt:
             tokens = len(tokenizer(request.prompt, truncation=False).input_ids)
@@ -510,6 +517,41 @@ class DiffusersBackend:
 
 
 # ---------------------------------------------------------------------- small pieces
+
+
+def use_loras(entry: LoadedPipeline, loras: Sequence[LoraUse]) -> None:
+    """Make exactly ``loras`` active on the pipeline at their weights (under its lock).
+
+    An adapter is loaded once per pipeline (named by its file's sha256) and stays loaded,
+    switched off while a request does not use it: the next request of that character does
+    not read the file again. Derived pipelines (img2img) share the UNet, so they follow.
+    """
+    pipe = entry.pipeline
+    if not loras:
+        if entry.lora_adapters:
+            pipe.disable_lora()
+        return
+    from safetensors.torch import load_file
+
+    names: list[str] = []
+    weights: list[float] = []
+    for lora in loras:
+        name = "castbook_" + lora.sha256[:16]
+        if name in names:  # two characters sharing one file: applied once
+            continue
+        if name not in entry.lora_adapters:
+            try:
+                pipe.load_lora_weights(load_file(lora.path), adapter_name=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise GenerationError(
+                    f"{lora.character}'s LoRA ({lora.sha256[:12]}) does not load into "
+                    f"{entry.key.model}: {exc}"
+                ) from exc
+            entry.lora_adapters.add(name)
+        names.append(name)
+        weights.append(lora.weight)
+    pipe.enable_lora()
+    pipe.set_adapters(names, adapter_weights=weights)
 
 
 def img2img_schedule(steps: int, denoise: float) -> int:
@@ -537,6 +579,8 @@ def _variants_of_one_request(requests: Sequence[PreparedRequest]) -> bool:
             exclude={"prompt", "negative_prompt", "seed", "characters"}
         )
         if other != shared or request.reference_keys() != keys:
+            return False
+        if request.loras != first.loras:
             return False
     return True
 

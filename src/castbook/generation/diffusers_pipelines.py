@@ -126,6 +126,8 @@ class LoadedPipeline:
     # (mode, width, height, frames) → the most images that fitted in memory at once
     batch_limits: dict[tuple[Any, ...], int] = field(default_factory=dict)
     encodes: int = 0
+    # LoRA adapters loaded into the UNet (by adapter name); unused ones are switched off.
+    lora_adapters: set[str] = field(default_factory=set)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 

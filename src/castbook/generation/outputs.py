@@ -39,7 +39,7 @@ def generation_parameters(
     prepared: PreparedRequest, result: GenerationResult, index: int
 ) -> dict[str, Any]:
     request = prepared.request
-    return {
+    parameters = {
         "castbook_version": __version__,
         "mode": request.mode.value,
         "prompt": prepared.prompt,
@@ -57,6 +57,10 @@ def generation_parameters(
         "reference_scale": request.reference_scale,
         **{f"backend_{k}": v for k, v in result.metadata.items() if _plain(v)},
     }
+    for key in ("loras", "lora_notes"):  # which character LoRAs applied, and which not
+        if key in result.metadata:
+            parameters[key] = result.metadata[key]
+    return parameters
 
 
 def _plain(value: object) -> bool:

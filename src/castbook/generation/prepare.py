@@ -20,7 +20,13 @@ from castbook.errors import (
     ImageError,
     InvalidInputError,
 )
-from castbook.generation.base import Backend, GenerationResult, PreparedRequest, ProgressCallback
+from castbook.generation.base import (
+    Backend,
+    GenerationResult,
+    LoraUse,
+    PreparedRequest,
+    ProgressCallback,
+)
 from castbook.generation.presets import Preset
 from castbook.generation.request import GenerationRequest, Mode, parse_request
 from castbook.images import open_image, read_image_file
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendPool",
+    "character_loras",
     "check_references",
     "create_backend",
     "mode_problem",
@@ -162,9 +169,11 @@ def prepare_request(
         init_image = references[0]
     if not injected.prompt and request.mode == Mode.T2I:
         raise FieldError("prompt", "is empty; describe the picture or choose a character")
+    loras, lora_notes = character_loras(characters, preset, library, request.lora_weight)
+    triggers = [lora.trigger for lora in loras if lora.trigger not in injected.prompt]
     return PreparedRequest(
         request=request,
-        prompt=injected.prompt,
+        prompt=", ".join(part for part in (*triggers, injected.prompt) if part),
         negative_prompt=injected.negative_prompt,
         seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
         references=tuple(references),
@@ -172,7 +181,54 @@ def prepare_request(
         options={**preset.options, **(options or {})},
         reference_ids=tuple(ids),
         reference_data=tuple(stored),
+        loras=tuple(loras),
+        lora_notes=tuple(lora_notes),
     )
+
+
+def character_loras(
+    characters: Sequence[Character],
+    preset: Preset,
+    library: CharacterLibrary | None,
+    weight: float | None = None,
+) -> tuple[list[LoraUse], list[str]]:
+    """The characters' LoRAs that ``preset`` applies, and a note for each it does not: a
+    LoRA belongs to the base model it was trained on, and only the diffusers backend loads
+    LoRAs so far. ``weight`` (the request's) beats each character's own."""
+    uses: list[LoraUse] = []
+    notes: list[str] = []
+    if library is None:
+        return uses, notes
+    family = str(preset.options.get("family", "sd15"))
+    for character in characters:
+        loras = library.loras(character)
+        if not loras:
+            continue
+        if preset.backend != "diffusers":
+            notes.append(
+                f"{character.name}'s LoRA not applied: not applicable to the {preset.backend} "
+                f"backend (preset {preset.id!r}); only local diffusers presets load LoRAs"
+            )
+            continue
+        lora = next((x for x in loras if x.base_model == preset.model and x.family == family), None)
+        if lora is None:
+            bases = ", ".join(f"{x.base_model} ({x.family})" for x in loras)
+            notes.append(
+                f"{character.name}'s LoRA not applied: it was trained on {bases}; preset "
+                f"{preset.id!r} runs {preset.model} ({family})"
+            )
+            continue
+        uses.append(
+            LoraUse(
+                character=character.name,
+                sha256=lora.sha256,
+                path=str(library.blobs.path(lora.sha256)),
+                weight=lora.weight if weight is None else weight,
+                trigger=lora.trigger,
+                base_model=lora.base_model,
+            )
+        )
+    return uses, notes
 
 
 def check_references(backend: Backend, prepared: PreparedRequest) -> None:
@@ -194,6 +250,8 @@ def run_generation(
     """Refuse what the backend cannot take, run it, and check it returned what was asked."""
     check_references(backend, prepared)
     result = backend.generate(prepared, progress)
+    if prepared.lora_notes:
+        result.metadata.setdefault("lora_notes", list(prepared.lora_notes))
     wanted = prepared.request.batch
     produced = len(result.videos) if prepared.mode == Mode.I2V else len(result.images)
     if produced != wanted:

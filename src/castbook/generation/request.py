@@ -46,6 +46,7 @@ LIMITS: dict[str, tuple[int | float, int | float]] = {
     "num_frames": (2, 64),
     "fps": (1, 60),
     "reference_scale": (0.0, 2.0),
+    "lora_weight": (0.0, 2.0),
     "seed": (0, 2**32 - 1),
 }
 PROMPT_MAX = 4000  # characters, for prompts and negative prompts
@@ -108,6 +109,8 @@ class GenerationRequest(BaseModel):
     num_frames: int = Field(default=16, **within("num_frames"))
     fps: int = Field(default=8, **within("fps"))
     reference_scale: float = Field(default=0.6, **within("reference_scale"))
+    # Every character LoRA applied at this weight; unset: each character's own weight.
+    lora_weight: float | None = Field(default=None, **within("lora_weight"))
 
     # Refused with a pointer: the face-consistency API's ``strength`` means the opposite.
     strength: None = Field(default=None, exclude=True, description=f"Not accepted: {_RENAMED}")

@@ -11,6 +11,7 @@ from castbook.library.injection import InjectedPrompt, character_phrases, inject
 from castbook.library.models import (
     Character,
     CharacterFields,
+    CharacterLora,
     PhysicalTraits,
     ReferenceImage,
     clean_fields,
@@ -22,6 +23,7 @@ __all__ = [
     "Character",
     "CharacterFields",
     "CharacterLibrary",
+    "CharacterLora",
     "ExportFormat",
     "ImageInput",
     "ImportReport",

@@ -21,7 +21,7 @@ from castbook.library.models import (
     Character,
     clean_fields,
 )
-from castbook.library.service import CharacterLibrary, NewCharacter
+from castbook.library.service import CharacterLibrary, NewCharacter, NewLora, check_lora_weight
 from castbook.library.transfer import (
     ParsedEntry,
     decode_base64,
@@ -75,6 +75,22 @@ def _export_character(library: CharacterLibrary, character: Character) -> dict[s
             }
             for image in character.images
         ],
+        "loras": [
+            {
+                "base_model": lora.base_model,
+                "family": lora.family,
+                "sha256": lora.sha256,
+                "trigger": lora.trigger,
+                "rank": lora.rank,
+                "steps": lora.steps,
+                "resolution": lora.resolution,
+                "weight": lora.weight,
+                "training": lora.training,
+                "created_at": format_timestamp(lora.created_at),
+                "data": _b64(library.lora_bytes(lora)),
+            }
+            for lora in library.loras(character)
+        ],
     }
 
 
@@ -124,6 +140,11 @@ def _parse_character(raw: dict[str, Any]) -> NewCharacter:
         if expect(image_raw.get("primary", False), bool, f"{where}.primary"):
             primary_index = index
         images.append(prepared)
+    loras_raw = expect(raw.get("loras", []), list, "loras", optional=True) or []
+    loras = tuple(
+        _parse_lora(expect(item, dict, f"loras[{i}]"), f"loras[{i}]")
+        for i, item in enumerate(loras_raw)
+    )
     character_id = expect(raw.get("id"), str, "id", optional=True)
     if character_id is not None and not (len(character_id) == 32 and character_id.isalnum()):
         character_id = None
@@ -134,4 +155,43 @@ def _parse_character(raw: dict[str, Any]) -> NewCharacter:
         id=character_id,
         created_at=parse_timestamp(raw.get("created_at"), "created_at"),
         updated_at=parse_timestamp(raw.get("updated_at"), "updated_at"),
+        loras=loras,
     )
+
+
+_LORA_TEXT = ("base_model", "family", "trigger")
+_LORA_COUNTS = ("rank", "steps", "resolution")
+
+
+def _parse_lora(raw: dict[str, Any], where: str) -> NewLora:
+    """A character's LoRA: its bytes must match the sha256 the export names, and must be a
+    safetensors file (its header read, its tensors not)."""
+    data = decode_base64(raw.get("data"), f"{where}.data")
+    declared = expect(raw.get("sha256"), str, f"{where}.sha256", optional=True)
+    if declared is not None and declared.lower() != sha256_hex(data):
+        raise InvalidInputError(
+            f"{where}: the LoRA bytes do not match their sha256; the file was altered or damaged"
+        )
+    _check_safetensors(data, f"{where}.data")
+    text = {name: expect(raw.get(name), str, f"{where}.{name}") for name in _LORA_TEXT}
+    counts = {name: expect(raw.get(name), int, f"{where}.{name}") for name in _LORA_COUNTS}
+    weight = expect(raw.get("weight", 1.0), (int, float), f"{where}.weight")
+    check_lora_weight(weight)
+    training = expect(raw.get("training", {}), dict, f"{where}.training", optional=True) or {}
+    return NewLora(
+        data=data,
+        **text,
+        **counts,
+        weight=float(weight),
+        training=training,
+        created_at=parse_timestamp(raw.get("created_at"), f"{where}.created_at"),
+    )
+
+
+def _check_safetensors(data: bytes, where: str) -> None:
+    """A safetensors file starts with the length of its JSON header, then the header."""
+    if len(data) >= 8:
+        size = int.from_bytes(data[:8], "little")
+        if 2 <= size <= len(data) - 8 and data[8:9] == b"{":
+            return
+    raise InvalidInputError(f"{where}: not a safetensors file")

@@ -29,6 +29,7 @@ __all__ = [
     "import_card_bytes",
     "import_document",
     "import_file",
+    "lora_warnings",
     "parse_any",
     "write_bytes_atomically",
 ]
@@ -53,6 +54,21 @@ def export_characters(
         return cards.export_card_json(library, cards.check_one(characters))
     module = castbook_json if fmt == ExportFormat.CASTBOOK else nbp_json
     return module.export_document(library, characters)
+
+
+def lora_warnings(
+    library: CharacterLibrary, characters: Sequence[Character], fmt: ExportFormat
+) -> list[str]:
+    """A line per character whose LoRA ``fmt`` leaves out: only castbook's own format
+    carries trained adapters."""
+    if fmt == ExportFormat.CASTBOOK:
+        return []
+    return [
+        f"{character.name}'s LoRA is not in the {fmt.value} format; export with "
+        "format castbook to keep it"
+        for character in characters
+        if library.loras(character)
+    ]
 
 
 def export_card(library: CharacterLibrary, characters: Sequence[Character]) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from typing import Literal, get_origin
+from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ __all__ = [
     "PHYSICAL_TRAITS",
     "Character",
     "CharacterFields",
+    "CharacterLora",
     "FieldInfo",
     "PhysicalTraits",
     "ReferenceImage",
@@ -49,6 +50,25 @@ class PhysicalTraits(BaseModel):
 
 
 PHYSICAL_TRAITS: tuple[str, ...] = tuple(PhysicalTraits.model_fields)  # in declaration order
+
+
+class CharacterLora(BaseModel):
+    """A LoRA trained for a character on ``base_model``; ``sha256`` names its ``.safetensors``
+    blob. ``trigger`` is the word its captions led with, which generation puts back."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_model: str
+    family: str
+    sha256: str
+    byte_size: int
+    trigger: str
+    rank: int
+    steps: int
+    resolution: int
+    weight: float = 1.0
+    training: dict[str, Any] = {}
+    created_at: datetime
 
 
 class ReferenceImage(BaseModel):

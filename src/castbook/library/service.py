@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from castbook.blobs import Blobs, open_blob_store
 from castbook.db import (
+    CharacterLoraRow,
     CharacterRow,
     Database,
     ImageFeaturesRow,
@@ -39,6 +40,7 @@ from castbook.images import PreparedImage, prepare_reference
 from castbook.library.models import (
     Character,
     CharacterFields,
+    CharacterLora,
     PhysicalTraits,
     ReferenceImage,
     clean_fields,
@@ -48,7 +50,7 @@ from castbook.library.models import (
 from castbook.library.text import check_text_fields
 from castbook.settings import DEFAULT_OWNER, Settings
 
-__all__ = ["CharacterLibrary", "ImageInput", "NewCharacter", "prepare_images"]
+__all__ = ["CharacterLibrary", "ImageInput", "NewCharacter", "NewLora", "prepare_images"]
 
 MAX_IMAGES_PER_CHARACTER = 16
 
@@ -62,6 +64,23 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
+class NewLora:
+    """A LoRA ready to be stored with a character: its ``.safetensors`` bytes and what
+    :class:`CharacterLora` says about it (``sha256`` and ``byte_size`` come from ``data``)."""
+
+    data: bytes
+    base_model: str
+    family: str
+    trigger: str
+    rank: int
+    steps: int
+    resolution: int
+    weight: float = 1.0
+    training: Mapping[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class NewCharacter:
     """A character ready to be written: validated fields and prepared (decoded) images."""
 
@@ -71,6 +90,7 @@ class NewCharacter:
     id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    loras: tuple[NewLora, ...] = ()
 
 
 @dataclass
@@ -142,6 +162,62 @@ class CharacterLibrary:
 
     def thumbnail_bytes(self, image: ReferenceImage) -> bytes:
         return self.blobs.get(image.thumbnail_sha256)
+
+    def loras(self, character: Character) -> list[CharacterLora]:
+        """The LoRAs trained for ``character``, one per base model."""
+        with self.database.session() as session:
+            rows = session.scalars(
+                select(CharacterLoraRow)
+                .where(CharacterLoraRow.character_id == character.id)
+                .order_by(CharacterLoraRow.base_model)
+            ).all()
+            return [_to_lora(row) for row in rows]
+
+    def lora_for(self, character: Character, base_model: str) -> CharacterLora | None:
+        """``character``'s LoRA for ``base_model``, or None."""
+        return next((lora for lora in self.loras(character) if lora.base_model == base_model), None)
+
+    def lora_bytes(self, lora: CharacterLora) -> bytes:
+        return self.blobs.get(lora.sha256)
+
+    def save_lora(self, character: Character, lora: NewLora) -> CharacterLora:
+        """Store ``lora`` with ``character``, replacing its LoRA for the same base model (whose
+        blob goes when nothing else uses it)."""
+        with self._write() as write:
+            row = self._row_by_id(write.session, character.id)
+            old = write.session.get(CharacterLoraRow, (row.id, lora.base_model))
+            if old is not None:
+                write.dropped_blobs.add(old.sha256)
+                write.session.delete(old)
+                write.session.flush()
+            write.session.add(self._lora_row(write, row.id, lora))
+        stored = self.lora_for(character, lora.base_model)
+        assert stored is not None
+        return stored
+
+    def set_lora_weight(
+        self, character: Character, base_model: str, weight: float
+    ) -> CharacterLora:
+        """How strongly generation applies ``character``'s LoRA for ``base_model``."""
+        check_lora_weight(weight)
+        with self._write() as write:
+            row = write.session.get(CharacterLoraRow, (character.id, base_model))
+            if row is None:
+                raise FieldError("base_model", f"{character.name!r} has no LoRA for {base_model!r}")
+            row.weight = float(weight)
+        stored = self.lora_for(character, base_model)
+        assert stored is not None
+        return stored
+
+    def remove_lora(self, character: Character, base_model: str) -> CharacterLora:
+        with self._write() as write:
+            row = write.session.get(CharacterLoraRow, (character.id, base_model))
+            if row is None:
+                raise FieldError("base_model", f"{character.name!r} has no LoRA for {base_model!r}")
+            removed = _to_lora(row)
+            write.dropped_blobs.add(row.sha256)
+            write.session.delete(row)
+        return removed
 
     def stored_features(self, image: ReferenceImage, key: str) -> dict[str, Any] | None:
         """Scoring features kept for a reference image, or None (see castbook.evaluation)."""
@@ -255,12 +331,19 @@ class CharacterLibrary:
         return self.get_by_id(character_id)
 
     def delete(self, name: str) -> Character:
-        """Delete a character and every image blob no other character still uses."""
+        """Delete a character and every image and LoRA blob nothing else still uses."""
         with self._write() as write:
             row = self._row(write.session, name)
             deleted = _to_character(row)
             for image in row.images:
                 write.dropped_blobs.update((image.sha256, image.thumbnail_sha256))
+            loras = write.session.scalars(
+                select(CharacterLoraRow).where(CharacterLoraRow.character_id == row.id)
+            ).all()
+            for lora in loras:
+                write.dropped_blobs.add(lora.sha256)
+                # The database cascades too, but SQLite only with foreign keys switched on.
+                write.session.delete(lora)
             write.session.delete(row)
         return deleted
 
@@ -284,6 +367,32 @@ class CharacterLibrary:
         if row is None:
             raise CharacterNotFoundError(name)
         return row
+
+    def _row_by_id(self, session: Session, character_id: str) -> CharacterRow:
+        row = session.scalars(self._query().where(CharacterRow.id == character_id)).first()
+        if row is None:
+            raise CharacterNotFoundError(character_id)
+        return row
+
+    def _lora_row(self, write: _Write, character_id: str, lora: NewLora) -> CharacterLoraRow:
+        check_lora_weight(lora.weight)
+        blob_id, created = self.blobs.put(lora.data)
+        if created:
+            write.created_blobs.append(blob_id)
+        return CharacterLoraRow(
+            character_id=character_id,
+            base_model=lora.base_model,
+            family=lora.family,
+            sha256=blob_id,
+            byte_size=len(lora.data),
+            trigger=lora.trigger,
+            rank=lora.rank,
+            steps=lora.steps,
+            resolution=lora.resolution,
+            weight=float(lora.weight),
+            training=dict(lora.training),
+            created_at=lora.created_at or _now(),
+        )
 
     def _ensure_name_free(self, session: Session, name: str) -> None:
         if self._find(session, name) is not None:
@@ -319,6 +428,11 @@ class CharacterLibrary:
         write.session.add(row)
         # Flush now so a name taken by a concurrent writer fails inside this transaction.
         write.session.flush()
+        bases = [lora.base_model for lora in new.loras]
+        if len(set(bases)) != len(bases):
+            raise FieldError("loras", "two LoRAs for the same base model")
+        for lora in new.loras:
+            write.session.add(self._lora_row(write, row.id, lora))
         return row
 
     def _image_row(
@@ -377,6 +491,32 @@ class CharacterLibrary:
         for blob_id in unreferenced:
             self.blobs.delete(blob_id)
         return unreferenced
+
+
+LORA_WEIGHT_RANGE = (0.0, 2.0)
+
+
+def check_lora_weight(weight: object) -> None:
+    """A LoRA's weight: 0 (off) to 2 (twice as strong as trained)."""
+    low, high = LORA_WEIGHT_RANGE
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not low <= weight <= high:
+        raise FieldError("lora_weight", f"must be between {low:g} and {high:g}, got {weight!r}")
+
+
+def _to_lora(row: CharacterLoraRow) -> CharacterLora:
+    return CharacterLora(
+        base_model=row.base_model,
+        family=row.family,
+        sha256=row.sha256,
+        byte_size=row.byte_size,
+        trigger=row.trigger,
+        rank=row.rank,
+        steps=row.steps,
+        resolution=row.resolution,
+        weight=row.weight,
+        training=dict(row.training or {}),
+        created_at=row.created_at,
+    )
 
 
 def _integrity_error(exc: IntegrityError) -> Exception:

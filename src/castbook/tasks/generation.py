@@ -97,6 +97,10 @@ class GenerationJobs:
             "preset": preset.id,
             "metadata": {k: v for k, v in result.metadata.items() if _plain(v)},
         }
+        if "loras" in result.metadata:
+            summary["loras"] = result.metadata["loras"]
+        if "lora_notes" in result.metadata:
+            summary["lora_notes"] = result.metadata["lora_notes"]
         return outputs, summary
 
 

@@ -10,6 +10,7 @@ from castbook.evaluation.shared import SharedScorer
 from castbook.jobs import JobHandler
 from castbook.settings import Settings
 from castbook.tasks.generation import GENERATION, GenerationJobs
+from castbook.tasks.lora_train import LORA_TRAIN, LoraTrainJobs
 from castbook.tasks.model_pull import MODEL_PULL, ModelPullJobs
 from castbook.tasks.render import render_handlers
 from castbook.tasks.workflow import WORKFLOW, WorkflowJobs
@@ -18,7 +19,7 @@ __all__ = ["handlers"]
 
 
 def handlers(settings: Settings, database: Database, blobs: Blobs) -> dict[str, JobHandler]:
-    """Generation, batch render, story, workflow and model-pull jobs."""
+    """Generation, batch render, story, workflow, model-pull and LoRA-training jobs."""
     generation = GenerationJobs(settings, database, blobs)
     scorer = SharedScorer()
     return {
@@ -26,4 +27,5 @@ def handlers(settings: Settings, database: Database, blobs: Blobs) -> dict[str, 
         **render_handlers(generation, scorer),
         WORKFLOW: WorkflowJobs(generation, scorer),
         MODEL_PULL: ModelPullJobs(settings),
+        LORA_TRAIN: LoraTrainJobs(settings, database, blobs),
     }

@@ -1,7 +1,7 @@
 """The identity search's stored index: each reference image's identity vectors (appearance
 descriptor, face embeddings) as float32 bytes, deleted with the image by the database.
 
-Revision ID: 0009_identify
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-07
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 from castbook.db.schema import UTCDateTime
 
-revision = "0009_identify"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,406 @@
+"""Character LoRAs (issue 19): training on the tiny random-weight SD 1.5, storing the adapter
+with the character, exporting it, and generation applying it.
+
+One LoRA is trained once for the module (40 steps at 64 px, rank 4) and shared by the tests
+that only read it; cancel/resume trains its own few steps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+
+from castbook.blobs import BlobStore  # noqa: E402
+from castbook.db import Database  # noqa: E402
+from castbook.errors import FieldError, GenerationCancelled, InvalidInputError  # noqa: E402
+from castbook.generation.diffusers_backend import DiffusersBackend, PipelineCache  # noqa: E402
+from castbook.generation.lora_train import (  # noqa: E402
+    CHECKPOINT,
+    TrainingProgress,
+    TrainingSettings,
+    check_training,
+    train_character,
+    train_lora,
+    trigger_token,
+)
+from castbook.generation.prepare import character_loras, prepare_request  # noqa: E402
+from castbook.generation.presets import BUILTIN_PRESETS, Preset  # noqa: E402
+from castbook.generation.request import GenerationRequest, Mode  # noqa: E402
+from castbook.library import Character, CharacterLibrary  # noqa: E402
+from castbook.library.castbook_json import export_document  # noqa: E402
+from castbook.library.exchange import import_document  # noqa: E402
+from tests.conftest import make_image_bytes  # noqa: E402
+from tests.support.api import ApiFactory  # noqa: E402
+
+# A fixed seed whose 40 steps show the fall; the per-step loss is mostly the timestep drawn,
+# so the test also measures the loss on one fixed batch, before and after (see below).
+SETTINGS = TrainingSettings(steps=40, rank=4, resolution=64, learning_rate=3e-2, seed=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared, busy machine: one thread. With two, torch's threads wait on
+    each other for cores other processes hold, and a tiny training step took 15× longer
+    (benchmarks/train_lora.py: 0.5–0.8 against 11.5 steps/s on 2 cores at load 8)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _preset(model: Path, preset_id: str = "tiny-plain", **options: Any) -> Preset:
+    return Preset(
+        id=preset_id,
+        backend="diffusers",
+        model=str(model),
+        modes=(Mode.T2I, Mode.I2I),
+        options={"family": "sd15", "device": "cpu", **options},
+    )
+
+
+def _images(count: int) -> list[bytes]:
+    colours = [(200, 60, 40), (40, 160, 90), (60, 80, 200), (220, 200, 40)]
+    return [make_image_bytes(colours[i % 4], size=(96, 96), mark=i * 7) for i in range(count)]
+
+
+def _library(root: Path) -> CharacterLibrary:
+    return CharacterLibrary(Database(f"sqlite:///{root / 'castbook.db'}"), BlobStore(root / "b"))
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[CharacterLibrary, Character, Preset, Any]]:
+    """Mira (3 references, red hair) and the LoRA trained for the tiny SD 1.5."""
+    root = tmp_path_factory.mktemp("lora")
+    library = _library(root)
+    mira = library.create(
+        {"name": "Mira", "hair": "red", "style_prompt": "watercolor"},
+        [*map(_as_input, _images(3))],
+    )
+    preset = _preset(tiny_models["sd15"])
+    events: list[TrainingProgress] = []
+    lora, result = train_character(library, mira, preset, SETTINGS, root / "work", events.append)
+    yield library, mira, preset, (lora, result, events)
+    library.database.dispose()
+
+
+def _as_input(data: bytes) -> Any:
+    from castbook.library import ImageInput
+
+    return ImageInput(data, "ref.png")
+
+
+def test_training_lowers_the_loss_and_stores_a_lora_diffusers_loads(
+    trained: Any, tiny_models: dict[str, Path]
+) -> None:
+    library, mira, preset, (lora, result, events) = trained
+    losses = result.losses
+    assert len(losses) == SETTINGS.steps and [e.step for e in events] == list(range(1, 41))
+    assert events[-1] == TrainingProgress(40, 40, losses[-1], "step 40 of 40")
+    quarter = len(losses) // 4
+    first, last = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
+    assert last < first, (first, last)
+    assert lora.base_model == preset.model and lora.trigger == trigger_token(mira.id)
+    assert (lora.rank, lora.steps, lora.resolution) == (4, 40, 64)
+    assert lora.training["caption"].startswith(lora.trigger + ", ")
+    assert "red hair" in lora.training["caption"]
+    data = library.lora_bytes(lora)
+    assert data == result.data and library.loras(mira) == [lora]
+
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load
+
+    tensors = load(data)
+    assert tensors and all(name.startswith("unet.") for name in tensors)
+    fresh = StableDiffusionPipeline.from_pretrained(str(tiny_models["sd15"]), safety_checker=None)
+    images = [Image.open(io.BytesIO(library.image_bytes(image))) for image in mira.images]
+    before = _fixed_batch_loss(fresh, images, lora.training["caption"])
+    fresh.load_lora_weights(tensors, adapter_name="mira")
+    assert fresh.get_list_adapters() == {"unet": ["mira"]}
+    after = _fixed_batch_loss(fresh, images, lora.training["caption"])
+    assert after < before * 0.97, (before, after)
+
+
+def _fixed_batch_loss(pipe: Any, images: list[Image.Image], caption: str) -> float:
+    """The noise-prediction loss on the training images at five fixed timesteps with fixed
+    noise: what training lowers, without the per-step draw of timesteps in the way."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = pipe.tokenizer(caption, padding="max_length", truncation=True, return_tensors="pt")
+    total, count = 0.0, 0
+    with torch.no_grad():
+        states = pipe.text_encoder(tokens.input_ids)[0]
+        for image in images:
+            rgb = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32)
+            pixels = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1
+            latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+            for step in (100, 300, 500, 700, 900):
+                timestep = torch.tensor([step])
+                noise = torch.randn(latents.shape, generator=generator)
+                noisy = pipe.scheduler.add_noise(latents, noise, timestep)
+                predicted = pipe.unet(noisy, timestep, states).sample
+                total += float(torch.nn.functional.mse_loss(predicted, noise))
+                count += 1
+    return total / count
+
+
+def _generate(library: CharacterLibrary, preset: Preset, cache: PipelineCache, **values: Any):
+    values = {"characters": ("Mira",), **values}
+    request = GenerationRequest(
+        prompt="portrait", width=256, height=256, steps=2, seed=11, **values
+    )
+    prepared = prepare_request(request, preset, library=library)
+    result = DiffusersBackend(preset, cache=cache).generate(prepared, lambda _: None)
+    return prepared, result
+
+
+def _pixels(result: Any) -> bytes:
+    return result.images[0].tobytes()
+
+
+def test_generation_applies_the_lora_and_says_so(trained: Any) -> None:
+    library, _, preset, (lora, _, _) = trained
+    cache = PipelineCache()
+    prepared, with_lora = _generate(library, preset, cache)
+    assert prepared.prompt.startswith(lora.trigger + ", ")
+    assert with_lora.metadata["loras"] == [
+        {
+            "character": "Mira",
+            "sha256": lora.sha256,
+            "weight": 1.0,
+            "trigger": lora.trigger,
+            "base_model": preset.model,
+        }
+    ]
+    _, again = _generate(library, preset, cache)
+    _, off = _generate(library, preset, cache, lora_weight=0.0)
+    assert _pixels(again) == _pixels(with_lora)
+    assert _pixels(off) != _pixels(with_lora)
+    assert off.metadata["loras"][0]["weight"] == 0.0
+    # Without the LoRA at all (a fresh pipeline, nothing loaded) equals weight 0.
+    bare = replace(prepared, loras=())
+    plain = DiffusersBackend(preset, cache=PipelineCache()).generate(bare, lambda _: None)
+    assert _pixels(plain) == _pixels(off)
+    assert "loras" not in plain.metadata
+    # The same cached pipeline, a request without the character's LoRA: switched off.
+    after = DiffusersBackend(preset, cache=cache).generate(bare, lambda _: None)
+    assert _pixels(after) == _pixels(plain)
+
+
+def test_two_characters_loras_apply_together(trained: Any) -> None:
+    from safetensors.torch import load, save
+
+    from castbook.library.service import NewLora
+
+    library, _, preset, (lora, _, _) = trained
+    if not library.exists("Twin"):
+        twin = library.create({"name": "Twin"})
+        # Another adapter: Mira's with its up-projections negated (the opposite change).
+        mirrored = {
+            name: -value if ".up." in name or "lora_B" in name else value
+            for name, value in load(library.lora_bytes(lora)).items()
+        }
+        assert any(".up." in name or "lora_B" in name for name in mirrored)
+        fields = lora.model_dump(include={"base_model", "family", "rank", "steps", "resolution"})
+        library.save_lora(twin, NewLora(data=save(mirrored), trigger="cbktwin00", **fields))
+    cache = PipelineCache()
+    _, alone = _generate(library, preset, cache)
+    _, both = _generate(library, preset, cache, characters=("Mira", "Twin"))
+    assert [use["character"] for use in both.metadata["loras"]] == ["Mira", "Twin"]
+    assert both.metadata["prompt"].startswith(f"{lora.trigger}, cbktwin00, ")
+    assert _pixels(both) != _pixels(alone)
+
+
+def test_a_mismatched_base_or_backend_is_a_note_not_an_error(trained: Any) -> None:
+    library, mira, _, (lora, _, _) = trained
+    other = _preset(Path("/models/another-sd15"), "other")
+    uses, notes = character_loras([mira], other, library)
+    assert uses == [] and "trained on" in notes[0] and "/models/another-sd15" in notes[0]
+    hosted = next(p for p in BUILTIN_PRESETS if p.backend == "openai")
+    uses, notes = character_loras([mira], hosted, library)
+    assert uses == [] and "not applicable to the openai backend" in notes[0]
+    prepared = prepare_request(
+        GenerationRequest(prompt="x", characters=("Mira",)), hosted, library=library
+    )
+    assert prepared.lora_notes == tuple(notes) and lora.trigger not in prepared.prompt
+
+
+def test_export_and_import_carry_the_lora_byte_for_byte(trained: Any, tmp_path: Path) -> None:
+    library, mira, _, (lora, _, _) = trained
+    document = json.loads(json.dumps(export_document(library, [mira])))
+    target = _library(tmp_path)
+    report = import_document(target, document)
+    assert report.imported == ["Mira"]
+    copy = target.get("Mira")
+    (imported,) = target.loras(copy)
+    assert target.lora_bytes(imported) == library.lora_bytes(lora)
+    assert imported.model_dump(exclude={"created_at"}) == lora.model_dump(exclude={"created_at"})
+    # Damaged bytes are refused with the character, nothing half-written.
+    document["characters"][0]["loras"][0]["data"] = document["characters"][0]["images"][0]["data"]
+    document["characters"][0]["name"] = "Mira 2"
+    report = import_document(target, document)
+    assert report.imported == [] and "sha256" in report.failed[0][1]
+    # Deleting the character deletes the adapter's blob.
+    target.delete("Mira")
+    assert not target.blobs.exists(lora.sha256)
+    target.database.dispose()
+
+
+def test_cancel_then_resume_ends_where_an_uninterrupted_run_ends(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    images = [Image.open(io.BytesIO(data)) for data in _images(3)]
+    settings = TrainingSettings(steps=6, rank=2, resolution=64, learning_rate=1e-2, seed=3)
+    model = tiny_models["sd15"]
+    whole = train_lora(model, images, "cbk000000, red hair", settings, tmp_path / "a")
+
+    def cancel_at_4(event: TrainingProgress) -> None:
+        if event.step == 4:
+            raise GenerationCancelled("stop")
+
+    work = tmp_path / "b"
+    with pytest.raises(GenerationCancelled):
+        train_lora(model, images, "cbk000000, red hair", settings, work, cancel_at_4)
+    assert (work / CHECKPOINT).exists()
+    with pytest.raises(InvalidInputError, match="other settings"):
+        train_lora(model, images, "cbk000000", replace(settings, rank=3), work)
+    resumed = train_lora(model, images, "cbk000000, red hair", settings, work)
+    assert resumed.resumed_from == 4 and not (work / CHECKPOINT).exists()
+    assert resumed.losses == whole.losses
+    assert resumed.data == whole.data
+
+
+@pytest.mark.parametrize(
+    ("change", "count", "field", "message"),
+    [
+        ({}, 1, "images", "has 1 reference image(s); a LoRA needs at least 3"),
+        ({}, 0, "images", "has no reference images"),
+        ({"rank": 0}, 3, "rank", "between 1 and 256, got 0"),
+        ({"rank": -4}, 3, "rank", "got -4"),
+        ({"steps": 0}, 3, "steps", "between 1 and 100000, got 0"),
+        ({"resolution": 100}, 3, "resolution", "multiple of 8"),
+    ],
+)
+def test_bad_training_input_is_refused_before_any_work(
+    change: dict[str, Any], count: int, field: str, message: str
+) -> None:
+    preset = _preset(Path("/nowhere"))
+    with pytest.raises(FieldError) as caught:
+        check_training(preset, replace(SETTINGS, **change), count)
+    assert caught.value.field == field and message in str(caught.value)
+
+
+@pytest.mark.parametrize("preset_id", ["openai-images", "sdxl-ip-adapter-face", "svd-i2v"])
+def test_a_base_model_without_a_trainable_unet_is_refused(preset_id: str) -> None:
+    preset = next(p for p in BUILTIN_PRESETS if p.id == preset_id)
+    with pytest.raises(FieldError) as caught:
+        check_training(preset, SETTINGS, 5)
+    assert caught.value.field == "preset" and "sd15-ip-adapter" in str(caught.value)
+
+
+def test_the_api_trains_as_a_task_and_lists_the_lora(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    api = make_api()
+    headers = api.key("local")
+    made = api.client.post("/v1/characters", json={"name": "Ona", "hair": "grey"}, headers=headers)
+    ref = made.json()["id"]
+    files = [("image", (f"{i}.png", data, "image/png")) for i, data in enumerate(_images(1))]
+    api.client.post(f"/v1/characters/{ref}/images", files=files, headers=headers)
+    body = {"preset": "tiny-plain", "steps": 3, "rank": 2, "resolution": 64}
+    refused = api.client.post(f"/v1/characters/{ref}/train", json=body, headers=headers)
+    assert refused.status_code == 422 and "at least 3" in refused.json()["error"]
+    assert api.job_count() == 0
+    files = [("image", (f"{i}.png", data, "image/png")) for i, data in enumerate(_images(4)[1:])]
+    api.client.post(f"/v1/characters/{ref}/images", files=files, headers=headers)
+    hosted = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "preset": "openai-images"}, headers=headers
+    )
+    assert hosted.status_code == 422 and hosted.json()["field"] == "preset"
+
+    submitted = api.client.post(f"/v1/characters/{ref}/train", json=body, headers=headers)
+    assert submitted.status_code == 202, submitted.text
+    done = api.wait(submitted.json()["id"], headers)
+    assert done["status"] == "succeeded", done
+    assert done["kind"] == "lora_train" and done["result"]["steps"] == 3
+    listed = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
+    assert [lora["sha256"] for lora in listed] == [done["result"]["sha256"]]
+    weighted = api.client.patch(
+        f"/v1/characters/{ref}/loras",
+        json={"base_model": listed[0]["base_model"], "weight": 0.5},
+        headers=headers,
+    )
+    assert weighted.status_code == 200 and weighted.json()["weight"] == 0.5
+    too_strong = api.client.patch(
+        f"/v1/characters/{ref}/loras",
+        json={"base_model": listed[0]["base_model"], "weight": 3},
+        headers=headers,
+    )
+    assert too_strong.status_code == 422
+    assert done["result"]["sha256"] in api.blobs()
+    assert not (generating / "training" / done["id"]).exists()
+
+    # Cancelled while training: stops at the next step, stores nothing, keeps no checkpoint.
+    long = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "steps": 100_000}, headers=headers
+    ).json()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = api.client.get(f"/v1/tasks/{long['id']}", headers=headers).json()
+        if running["progress"]["step"] >= 2:
+            break
+        time.sleep(0.05)
+    assert "loss" in running["progress"]["message"], running
+    api.client.post(f"/v1/tasks/{long['id']}/cancel", headers=headers)
+    cancelled = api.wait(long["id"], headers)
+    assert cancelled["status"] == "cancelled", cancelled
+    assert cancelled["progress"]["step"] < 100_000
+    after = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
+    assert [lora["sha256"] for lora in after] == [done["result"]["sha256"]]
+    assert not (generating / "training" / long["id"]).exists()
+
+
+def test_the_cli_trains_and_refuses_too_few_images(
+    castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castbook.settings import Settings
+    from tests.support.cli import castbook
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    castbook_home.mkdir(parents=True)
+    (castbook_home / "presets.toml").write_text(
+        f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'options = { family = "sd15", device = "cpu" }\n'
+    )
+    library = CharacterLibrary.open(Settings.from_env())
+    library.create({"name": "Solo"}, [_as_input(_images(1)[0])])
+    library.create({"name": "Tri", "tags": ["symmetric"]}, [*map(_as_input, _images(3))])
+    train = ("character", "train", "--preset", "tiny-plain", "--resolution", "64", "--rank", "2")
+    code, _, err = castbook(*train, "Solo", "--steps", "2")
+    assert code != 0 and "a LoRA needs at least 3" in err
+    code, out, err = castbook(*train, "Tri", "--steps", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    (lora,) = library.loras(library.get("Tri"))
+    assert summary["sha256"] == lora.sha256 and summary["steps"] == 2
+    assert lora.training["flip"] is True  # tagged symmetric
+    from castbook.library import ExportFormat
+    from castbook.library.exchange import lora_warnings
+
+    tri = library.get("Tri")
+    assert lora_warnings(library, [tri], ExportFormat.CASTBOOK) == []
+    assert "not in the nbp format" in lora_warnings(library, [tri], ExportFormat.NBP)[0]
+    library.database.dispose()
