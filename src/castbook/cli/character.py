@@ -489,6 +489,7 @@ def train(
         character_work_dir,
         check_character_training,
         train_character,
+        training_summary,
     )
 
     settings_env = Settings.from_env()
@@ -514,21 +515,7 @@ def train(
             bar.update(task, completed=event.step, description=f"loss {event.loss:.4f}")
 
         lora, trained = train_character(library, character, chosen, settings, work_dir, progress)
-    summary = {
-        "character": character.name,
-        "preset": chosen.id,
-        "base_model": lora.base_model,
-        "sha256": lora.sha256,
-        "trigger": lora.trigger,
-        "rank": lora.rank,
-        "steps": lora.steps,
-        "resolution": lora.resolution,
-        "resumed_from": trained.resumed_from,
-        "loss_first": lora.training["loss_first"],
-        "loss_last": lora.training["loss_last"],
-        "device": trained.device,
-        "seconds": round(trained.seconds, 2),
-    }
+    summary = training_summary(character, chosen, lora, trained)
     if json_output:
         print_json(summary)
         return

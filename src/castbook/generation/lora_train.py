@@ -78,6 +78,7 @@ __all__ = [
     "train_lora",
     "trainable_preset_problem",
     "training_settings",
+    "training_summary",
     "trigger_token",
 ]
 
@@ -520,6 +521,31 @@ def character_work_dir(home: Path, character: Character, preset: Preset) -> Path
     """Where the CLI keeps a character's checkpoint for one base model between runs."""
     base = hashlib.sha256(preset.model.encode()).hexdigest()[:12]
     return home / "training" / f"{character.id}-{base}"
+
+
+def training_summary(
+    character: Character, preset: Preset, lora: CharacterLora, trained: TrainedLora
+) -> dict[str, Any]:
+    """What a finished training reports (the task's result, ``castbook character train
+    --json``)."""
+    return {
+        "character": character.name,
+        "character_id": character.id,
+        "preset": preset.id,
+        "base_model": lora.base_model,
+        "sha256": lora.sha256,
+        "byte_size": lora.byte_size,
+        "trigger": lora.trigger,
+        "rank": lora.rank,
+        "steps": lora.steps,
+        "resolution": lora.resolution,
+        "resumed_from": trained.resumed_from,
+        "loss_first": lora.training["loss_first"],
+        "loss_last": lora.training["loss_last"],
+        "device": trained.device,
+        "dtype": trained.dtype,
+        "seconds": round(trained.seconds, 2),
+    }
 
 
 def train_character(

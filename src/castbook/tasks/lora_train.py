@@ -21,6 +21,7 @@ from castbook.generation.lora_train import (
     check_character_training,
     train_character,
     training_settings,
+    training_summary,
 )
 from castbook.jobs import Job, JobContext, JobOutput
 from castbook.library import Character, CharacterLibrary
@@ -72,21 +73,4 @@ class LoraTrainJobs:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
         shutil.rmtree(work_dir, ignore_errors=True)
-        return [], {
-            "character": character.name,
-            "character_id": character.id,
-            "preset": preset.id,
-            "base_model": lora.base_model,
-            "sha256": lora.sha256,
-            "byte_size": lora.byte_size,
-            "trigger": lora.trigger,
-            "rank": lora.rank,
-            "steps": lora.steps,
-            "resolution": lora.resolution,
-            "resumed_from": trained.resumed_from,
-            "loss_first": lora.training["loss_first"],
-            "loss_last": lora.training["loss_last"],
-            "device": trained.device,
-            "dtype": trained.dtype,
-            "seconds": round(trained.seconds, 2),
-        }
+        return [], training_summary(character, preset, lora, trained)
