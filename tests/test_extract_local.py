@@ -153,7 +153,9 @@ def test_without_the_faces_extra_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
     import castbook.evaluation.faces as faces
 
     monkeypatch.setattr(faces, "faces_available", lambda: False)
-    monkeypatch.setattr(faces, "load_face_embedder", lambda: pytest.fail("must not look for faces"))
+    monkeypatch.setattr(
+        faces, "load_face_embedder", lambda **_: pytest.fail("must not look for faces")
+    )
     extraction = analyse_locally(_no_face_image())
     _assert_honest(extraction)
     assert "faces extra (dlib) is not installed" in extraction.note

@@ -166,13 +166,13 @@ def test_embedder_checks_its_settings(kwargs: dict, field: str) -> None:
 
 def test_missing_dlib_is_a_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
-    monkeypatch.setattr(faces, "_embedder", None)
+    monkeypatch.setattr(faces, "_embedders", {})
     assert faces_available() is False
     with pytest.raises(MissingDependencyError) as caught:
         load_face_embedder()
     assert caught.value.extra == "faces"
     assert "dlib" in str(caught.value)
-    assert faces._embedder is None  # nothing half-made is cached
+    assert faces._embedders == {}  # nothing half-made is cached
 
 
 def test_missing_models_are_a_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -523,7 +523,7 @@ def test_load_face_embedder_is_one_shared_instance(
 ) -> None:
     assert load_face_embedder() is embedder
     assert faces_available() is True
-    monkeypatch.setattr(faces, "_embedder", None)
+    monkeypatch.setattr(faces, "_embedders", {})
     made: list[FaceEmbedder] = []
     start = threading.Barrier(6)
 

@@ -316,22 +316,26 @@ class FaceEmbedder:
         ]
 
 
-_embedder: FaceEmbedder | None = None
+_embedders: dict[bool, FaceEmbedder] = {}  # by fast_detection
 _embedder_lock = threading.Lock()
 
 
-def load_face_embedder() -> FaceEmbedder:
+def load_face_embedder(*, fast_detection: bool = True) -> FaceEmbedder:
     """The process-wide embedder with default settings, loaded on first use (~0.3 s).
+
+    ``fast_detection=False``: the one that skips the 256 px first pass, for callers that
+    measure around the face box (the local analyser): that pass's box is coarser.
 
     Raises :class:`MissingDependencyError` when the ``faces`` extra is not installed.
     """
-    global _embedder
-    embedder = _embedder
+    embedder = _embedders.get(fast_detection)
     if embedder is None:
         with _embedder_lock:
-            if _embedder is None:
-                _embedder = FaceEmbedder()
-            embedder = _embedder
+            if fast_detection not in _embedders:
+                _embedders[fast_detection] = (
+                    FaceEmbedder() if fast_detection else FaceEmbedder(fast_side=None)
+                )
+            embedder = _embedders[fast_detection]
     return embedder
 
 

@@ -79,7 +79,8 @@ def analyse_locally(image_bytes: bytes) -> Extraction:
         picture.thumbnail((_WORK_SIDE, _WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     if not faces_available():
         return _without_face("the faces extra (dlib) is not installed, so no face was looked for")
-    faces = load_face_embedder().embed(picture)
+    # The precise detection: hair and skin are measured in regions placed by the face box.
+    faces = load_face_embedder(fast_detection=False).embed(picture)
     if not faces:
         return _without_face("no face was found")
     rgb = np.asarray(picture, dtype=np.uint8)
