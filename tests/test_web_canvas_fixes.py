@@ -268,9 +268,10 @@ def test_a_reload_mid_run_picks_the_run_up_and_a_queued_run_says_what_it_waits_f
     assert task_id
 
     page.reload()
-    # The page finds its run again: progress on the node, Cancel, then the results.
-    expect(page.locator("#cancel-run")).to_be_visible()
-    expect(running).to_have_count(1)
+    # The page finds its run again: progress on the node, Cancel, then the results. (The
+    # reloaded page first loads its scripts and node types: generous waits on busy cores.)
+    expect(page.locator("#cancel-run")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(running).to_have_count(1, timeout=RUN_TIMEOUT_MS)
     expect(page.locator("#run-workflow")).to_be_disabled()
     comfy.held = False
     status = page.locator("#canvas-status")

@@ -64,8 +64,15 @@ function saveDraftSoon() {
   draftTimer = setTimeout(saveDraft, 300);
 }
 
+// A reload or a closed tab within 300 ms of the last edit (say, Run clicked right after
+// choosing a preset) would lose that edit: a pending save is made as the page goes.
+window.addEventListener("pagehide", () => {
+  if (draftTimer) saveDraft();
+});
+
 function saveDraft() {
   clearTimeout(draftTimer);
+  draftTimer = 0;
   recordChange();
   updateHistoryButtons();
   {
