@@ -95,7 +95,7 @@ from castbook.errors import (
     ModelNotAvailableError,
 )
 from castbook.generation.base import GenerationResult, PreparedRequest, Progress, ProgressCallback
-from castbook.generation.hosted_keys import find_provider
+from castbook.generation.hosted_keys import find_provider, provider_keys
 from castbook.generation.request import Mode
 from castbook.images import open_image
 from castbook.providers import IMAGE, KeyRing, ProviderConfig, ProviderKey
@@ -245,11 +245,7 @@ class GeminiImagesBackend:
             self._remember(keys)
             return "gemini", keys, "paid"
         provider = self._provider()
-        name = provider.name if provider is not None else "gemini"
-        keys = list(provider.keys) if provider is not None else []
-        from_env = (self.environ.get(API_KEY_ENV) or "").strip()
-        if from_env and all(key.key != from_env for key in keys):
-            keys.append(ProviderKey(name, from_env, "paid", name=API_KEY_ENV))
+        name, keys = provider_keys(provider, "gemini", self.environ, API_KEY_ENV)
         if not keys:
             raise BackendError(
                 self.name,

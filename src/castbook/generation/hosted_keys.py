@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from castbook.errors import FieldError
-from castbook.providers import ProviderConfig, load_providers, providers_path
+from castbook.providers import ProviderConfig, ProviderKey, load_providers, providers_path
 
-__all__ = ["find_provider"]
+__all__ = ["find_provider", "provider_keys"]
 
 
 def find_provider(
@@ -55,3 +55,16 @@ def find_provider(
         if provider.base_url.strip().rstrip("/") == wanted:
             return provider
     return None
+
+
+def provider_keys(
+    provider: ProviderConfig | None, fallback_name: str, environ: Mapping[str, str], env: str
+) -> tuple[str, list[ProviderKey]]:
+    """The key ring's name and the keys a hosted backend tries: the provider's, then the key
+    in the environment variable ``env`` (a paid one) unless the provider already holds it."""
+    name = provider.name if provider is not None else fallback_name
+    keys = list(provider.keys) if provider is not None else []
+    from_env = (environ.get(env) or "").strip()
+    if from_env and all(key.key != from_env for key in keys):
+        keys.append(ProviderKey(name, from_env, "paid", name=env))
+    return name, keys

@@ -83,7 +83,7 @@ from castbook.generation.base import (
     Progress,
     ProgressCallback,
 )
-from castbook.generation.hosted_keys import find_provider
+from castbook.generation.hosted_keys import find_provider, provider_keys
 from castbook.generation.request import Mode
 from castbook.images import open_image
 from castbook.providers import (
@@ -215,11 +215,7 @@ class OpenAIImagesBackend:
             self._remember(keys)
             return self.name, keys, "paid"
         provider = self._provider(self.base_url)
-        name = provider.name if provider is not None else self.name
-        keys = list(provider.keys) if provider is not None else []
-        from_env = (self.environ.get(self.api_key_env) or "").strip()
-        if from_env and all(key.key != from_env for key in keys):
-            keys.append(ProviderKey(name, from_env, "paid", name=self.api_key_env))
+        name, keys = provider_keys(provider, self.name, self.environ, self.api_key_env)
         if not keys:
             where = f"provider {provider.name!r} has no key" if provider else "no key is set"
             raise BackendError(self.name, self._no_key_message(where))
