@@ -7,9 +7,11 @@ from fastapi import APIRouter, Depends
 from castbook.api import (
     routes_characters,
     routes_evaluations,
+    routes_gallery,
     routes_identify,
     routes_models,
     routes_presets,
+    routes_prompt,
     routes_providers,
     routes_render,
     routes_tasks,
@@ -22,6 +24,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)])
 router.include_router(routes_characters.router)
 router.include_router(routes_tasks.router)
+router.include_router(routes_gallery.router)
+router.include_router(routes_prompt.router)
 router.include_router(routes_evaluations.router)
 router.include_router(routes_identify.router)
 router.include_router(routes_render.router)

@@ -21,6 +21,7 @@ from castbook.api.auth import CurrentOwner
 from castbook.api.problems import error_response
 from castbook.api.services import AppServices, Services
 from castbook.api.submission import QUEUE_PATTERN, task_json
+from castbook.errors import FieldError, NotFoundError
 from castbook.generation import PresetCatalog
 from castbook.jobs import Job
 from castbook.library import CharacterLibrary
@@ -52,6 +53,13 @@ _CACHE = Field(
 class RunBody(GraphBody):
     inference_type: str | None = Field(default=None, pattern=QUEUE_PATTERN)
     cache: bool = _CACHE
+    workflow: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The saved workflow this graph was loaded from or saved as (its id), kept "
+        "with the task so the gallery can list that workflow's results; the graph given is "
+        "what runs.",
+    )
 
 
 class RunSavedBody(BaseModel):
@@ -143,11 +151,16 @@ def validate_workflow(owner: CurrentOwner, services: AppServices, body: GraphBod
 def run_inline_workflow(
     request: Request, owner: CurrentOwner, services: AppServices, body: RunBody
 ) -> JSONResponse:
+    if body.workflow is not None:
+        try:
+            WorkflowStore(services.database, owner).get(body.workflow)
+        except NotFoundError as exc:
+            raise FieldError("workflow", str(exc)) from None
     try:
         graph = _checked(services, owner, body.graph)
     except GraphError as exc:
         return _problems_response(exc)
-    return _queue(request, services, owner, graph, None, body.inference_type, body.cache)
+    return _queue(request, services, owner, graph, body.workflow, body.inference_type, body.cache)
 
 
 @router.post("", status_code=201, summary="Save a workflow")

@@ -26,6 +26,8 @@ __all__ = [
     "Base",
     "CharacterLoraRow",
     "CharacterRow",
+    "GalleryCharacterRow",
+    "GalleryItemRow",
     "IdentityVectorRow",
     "ImageFeaturesRow",
     "JobInputRow",
@@ -245,6 +247,61 @@ class JobOutputRow(Base):
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class GalleryItemRow(Base):
+    """An image or video of a finished task as the gallery lists it (``GET /v1/results``):
+    what it was made with — the prompt and negative prompt sent, preset, score, workflow —
+    taken out of the task's result once, so the owner's results can be filtered and paged
+    by index instead of by reading every task's JSON. Goes with its task."""
+
+    __tablename__ = "gallery_items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "position", name="uq_gallery_items_output"),
+        # The gallery's pages, newest first (keyset: id below the cursor).
+        Index("ix_gallery_items_owner_shown_id", "owner", "shown", "id"),
+        Index("ix_gallery_items_owner_workflow", "owner", "workflow", "id"),
+        # Which tasks are indexed already (the newest finish of an owner).
+        Index("ix_gallery_items_owner_finished", "owner", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    task_kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    media_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # False for what is not a picture of its own: contact sheets, storyboards, PDFs.
+    shown: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    workflow: Mapped[str | None] = mapped_column(String(32), nullable=True)  # saved workflow id
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    preset: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    negative_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    characters: Mapped[list] = mapped_column(JSON, nullable=False)  # names, in order
+
+
+class GalleryCharacterRow(Base):
+    """A character a gallery item shows (by name, as the task named it): the character
+    filter's index."""
+
+    __tablename__ = "gallery_characters"
+    __table_args__ = (Index("ix_gallery_characters_owner_name", "owner", "name", "item_id"),)
+
+    item_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("gallery_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
 class JobInputRow(Base):

@@ -108,7 +108,8 @@ class BatchRenderJobs(_RenderJobs):
     """``batch_render``: N prompt variants of the same characters, scored, the best marked.
 
     Outputs: each variant's PNG (with its parameters) in variant order, then the contact
-    sheet. Result: ``{variants: [{index (1-based), prompt, final_prompt, score, scores,
+    sheet. Result: ``{variants: [{index (1-based), prompt, final_prompt, negative_prompt,
+    score, scores,
     seed, attempts, attempt_scores, passed, best, output}], best, rerolls, contact_sheet,
     …}``, ``output`` and ``contact_sheet`` being output ids.
     """
@@ -149,8 +150,9 @@ class BatchRenderJobs(_RenderJobs):
         variants: list[dict[str, Any]] = []
         sheet: list[SheetItem] = []
         described = variant_parameters(spec, preset, result)
-        for variant, final_prompt, parameters in zip(
-            result.variants, result.final_prompts, described, strict=True
+        negatives = result.final_negative_prompts or (None,) * len(result.variants)
+        for variant, final_prompt, negative, parameters in zip(
+            result.variants, result.final_prompts, negatives, described, strict=True
         ):
             parameters.update(castbook_version=__version__, task=job.id)
             data = encode_png(variant.image, parameters)
@@ -168,6 +170,7 @@ class BatchRenderJobs(_RenderJobs):
                     "index": variant.index + 1,
                     "prompt": variant.prompt,
                     "final_prompt": final_prompt,
+                    "negative_prompt": negative,
                     "score": round(variant.score, 2),
                     "scores": _rounded(variant.scores),
                     "seed": variant.seed,

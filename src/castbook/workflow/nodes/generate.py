@@ -71,7 +71,12 @@ class _Rendering(Node):
             raise FieldError(f"{context.id}.{exc.field}", str(exc)) from None
         prepared = self.prepare(request, preset, context)
         # What the model is given, after the characters' style prompts and traits.
-        context.report(prompt=prepared.prompt, negative_prompt=prepared.negative_prompt)
+        context.report(
+            prompt=prepared.prompt,
+            negative_prompt=prepared.negative_prompt,
+            preset=preset.id,
+            characters=list(values.get("characters", [])),
+        )
         context.progress(0, request.steps)
         result = run_generation(
             context.backend(preset),

@@ -70,6 +70,7 @@ class BatchRenderNode(Node):
             scorer=context.scorer(),
             progress=lambda done, total, _: context.progress(done, total),
         )
+        context.report(preset=preset.id, characters=list(spec.characters))
         shas: list[str] = []
         scores: list[dict[str, Any]] = []
         described = variant_parameters(spec, preset, rendered)
