@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from castbook.api.services import AppServices
 from castbook.errors import NotFoundError
-from castbook.generation import Mode
+from castbook.generation import Mode, reference_room
 from castbook.models import PresetModels, SizeBook, models_of
 
 __all__ = ["router"]
@@ -42,6 +42,10 @@ def list_presets(services: AppServices) -> list[dict[str, Any]]:
             "default_for": defaults.get(preset.id, []),
             "source": preset.source,
             "models": _models(models_of(preset, sizes)),
+            # How many reference images (one per character) its backend takes: pickers do
+            # not offer a preset that takes none to a node with characters. None: cannot
+            # tell before it runs.
+            "max_references": reference_room(preset),
         }
         for preset in catalog
     ]

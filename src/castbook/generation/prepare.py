@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -36,12 +37,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendPool",
+    "FinalPrompt",
     "character_loras",
     "check_references",
     "create_backend",
+    "final_prompt",
     "mode_problem",
     "prepare_request",
     "preset_room_problem",
+    "preview_prompt",
     "reference_room",
     "references_problem",
     "request_room_problem",
@@ -136,10 +140,8 @@ def prepare_request(
     library: CharacterLibrary | None = None,
     options: dict[str, Any] | None = None,
 ) -> PreparedRequest:
-    from castbook.library import inject_characters
-
     characters = _characters(request.characters, library)
-    injected = inject_characters(request.prompt, characters, request.negative_prompt)
+    sent = final_prompt(request, preset, characters, library)
     references: list[Image.Image] = []
     ids: list[str] = []
     stored: list[bytes] = []
@@ -167,23 +169,63 @@ def prepare_request(
                 "a reference, or a character with a reference image",
             )
         init_image = references[0]
-    if not injected.prompt and request.mode == Mode.T2I:
+    if not sent.prompt and request.mode == Mode.T2I:
         raise FieldError("prompt", "is empty; describe the picture or choose a character")
-    loras, lora_notes = character_loras(characters, preset, library, request.lora_weight)
-    triggers = [lora.trigger for lora in loras if lora.trigger not in injected.prompt]
     return PreparedRequest(
         request=request,
-        prompt=", ".join(part for part in (*triggers, injected.prompt) if part),
-        negative_prompt=injected.negative_prompt,
+        prompt=sent.prompt,
+        negative_prompt=sent.negative_prompt,
         seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
         references=tuple(references),
         init_image=init_image,
         options={**preset.options, **(options or {})},
         reference_ids=tuple(ids),
         reference_data=tuple(stored),
+        loras=tuple(sent.loras),
+        lora_notes=tuple(sent.lora_notes),
+    )
+
+
+@dataclass(frozen=True)
+class FinalPrompt:
+    """What the model is given as text: the prompt after the characters' style prompts,
+    traits and LoRA triggers, and the negative prompt with theirs; the LoRAs applied and a
+    note for each that is not."""
+
+    prompt: str
+    negative_prompt: str
+    loras: tuple[LoraUse, ...]
+    lora_notes: tuple[str, ...]
+
+
+def final_prompt(
+    request: GenerationRequest,
+    preset: Preset,
+    characters: Sequence[Character],
+    library: CharacterLibrary | None,
+) -> FinalPrompt:
+    """The one injection step: :func:`prepare_request` (every generation) and the prompt
+    preview (``POST /v1/prompt/preview``, before a run) both call it, so what the preview
+    shows is what the model gets."""
+    from castbook.library import inject_characters
+
+    injected = inject_characters(request.prompt, characters, request.negative_prompt)
+    loras, lora_notes = character_loras(characters, preset, library, request.lora_weight)
+    triggers = [lora.trigger for lora in loras if lora.trigger not in injected.prompt]
+    return FinalPrompt(
+        prompt=", ".join(part for part in (*triggers, injected.prompt) if part),
+        negative_prompt=injected.negative_prompt,
         loras=tuple(loras),
         lora_notes=tuple(lora_notes),
     )
+
+
+def preview_prompt(
+    request: GenerationRequest, preset: Preset, library: CharacterLibrary | None
+) -> FinalPrompt:
+    """What :func:`prepare_request` would send for ``request`` as text, without decoding an
+    image or loading a model."""
+    return final_prompt(request, preset, _characters(request.characters, library), library)
 
 
 def character_loras(
