@@ -292,14 +292,18 @@ class GalleryItemRow(Base):
 
 class GalleryCharacterRow(Base):
     """A character a gallery item shows (by name, as the task named it): the character
-    filter's index."""
+    filter's index. Keyed like the item (task and position), so a task's items and theirs
+    are written in one batch each."""
 
     __tablename__ = "gallery_characters"
-    __table_args__ = (Index("ix_gallery_characters_owner_name", "owner", "name", "item_id"),)
-
-    item_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("gallery_items.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        Index("ix_gallery_characters_owner_name", "owner", "name", "job_id", "position"),
     )
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), nullable=False)
 

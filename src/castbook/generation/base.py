@@ -131,6 +131,17 @@ class GenerationResult:
     # What produced it (backend, model, sizes …), recorded beside the outputs.
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def image_seeds(self) -> list[int | None]:
+        """Each image's seed: the backend's own list (``metadata["seeds"]``), else the
+        request's seed for a single image (what every backend draws it with); None where a
+        batch's backend did not say."""
+        seeds = self.metadata.get("seeds")
+        if isinstance(seeds, list | tuple) and len(seeds) == len(self.images):
+            return list(seeds)
+        if len(self.images) == 1:
+            return [self.seed]
+        return [None] * len(self.images)
+
 
 @runtime_checkable
 class Backend(Protocol):

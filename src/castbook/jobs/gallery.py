@@ -153,55 +153,46 @@ class ResultGallery:
         return [_job_from_row(row, outputs[row.id]) for row in rows]
 
     def _insert(self, jobs: Sequence[Any]) -> int:
-        added = 0
-        for job in jobs:
-            try:
-                added += self._insert_job(job)
-            except IntegrityError:
-                continue  # another request indexed this task meanwhile
-        return added
-
-    def _insert_job(self, job: Any) -> int:
-        described = self.describe(job)
-        with self.database.engine.begin() as connection:
-            listed = set(
-                connection.scalars(select(_ITEMS.c.position).where(_ITEMS.c.job_id == job.id))
-            )
+        """A batch of tasks in one transaction; if another request indexed one of them
+        meanwhile, each task on its own (skipping what is there)."""
+        try:
+            with self.database.engine.begin() as connection:
+                return self._write(connection, jobs, listed=set())
+        except IntegrityError:
             added = 0
+            for job in jobs:
+                try:
+                    with self.database.engine.begin() as connection:
+                        listed = set(
+                            connection.execute(
+                                select(_ITEMS.c.job_id, _ITEMS.c.position).where(
+                                    _ITEMS.c.job_id == job.id
+                                )
+                            ).tuples()
+                        )
+                        added += self._write(connection, [job], listed=listed)
+                except IntegrityError:
+                    continue  # indexed by another request meanwhile
+            return added
+
+    def _write(self, connection: Any, jobs: Sequence[Any], *, listed: set[Any]) -> int:
+        items: list[dict[str, Any]] = []
+        names: list[dict[str, Any]] = []
+        for job in jobs:
+            described = self.describe(job)
             for position, (output, about) in enumerate(zip(job.outputs, described, strict=True)):
-                if position in listed:
+                if (job.id, position) in listed:
                     continue
-                item_id = connection.execute(
-                    _ITEMS.insert().values(
-                        job_id=job.id,
-                        position=position,
-                        owner=job.owner,
-                        finished_at=job.finished_at,
-                        task_kind=job.kind,
-                        sha256=output.sha256,
-                        kind=output.kind,
-                        media_type=output.media_type,
-                        width=output.width,
-                        height=output.height,
-                        seed=output.seed,
-                        shown=about.shown,
-                        workflow=(about.workflow or "")[:32] or None,
-                        node=(about.node or "")[:100] or None,
-                        preset=(about.preset or "")[:100] or None,
-                        prompt=about.prompt,
-                        negative_prompt=about.negative_prompt,
-                        score=about.score,
-                        characters=list(about.characters),
-                    )
-                ).inserted_primary_key[0]
-                names = list(dict.fromkeys(name[:100] for name in about.characters))
-                if names:
-                    connection.execute(
-                        _CHARACTERS.insert(),
-                        [{"item_id": item_id, "name": n, "owner": job.owner} for n in names],
-                    )
-                added += 1
-        return added
+                items.append(_row(job, position, output, about))
+                names += [
+                    {"job_id": job.id, "position": position, "name": name, "owner": job.owner}
+                    for name in dict.fromkeys(n[:100] for n in about.characters)
+                ]
+        if items:
+            connection.execute(_ITEMS.insert(), items)
+        if names:
+            connection.execute(_CHARACTERS.insert(), names)
+        return len(items)
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -232,13 +223,6 @@ class ResultGallery:
                 return
             cursor = page.next_cursor
 
-    def get(self, sha256: str) -> GalleryItem | None:
-        """The newest item showing that output (the same picture can be in several tasks)."""
-        query = self._query(GalleryFilter()).where(_ITEMS.c.sha256 == sha256)
-        with self.database.engine.connect() as connection:
-            row = connection.execute(query.order_by(_ITEMS.c.id.desc()).limit(1)).first()
-        return _item(row) if row is not None else None
-
     def _query(self, where: GalleryFilter) -> Any:
         query = select(_ITEMS).where(_ITEMS.c.owner == self.owner, _ITEMS.c.shown.is_(True))
         if where.workflow is not None:
@@ -252,10 +236,35 @@ class ResultGallery:
                 exists().where(
                     _CHARACTERS.c.owner == self.owner,
                     _CHARACTERS.c.name == where.character,
-                    _CHARACTERS.c.item_id == _ITEMS.c.id,
+                    _CHARACTERS.c.job_id == _ITEMS.c.job_id,
+                    _CHARACTERS.c.position == _ITEMS.c.position,
                 )
             )
         return query
+
+
+def _row(job: Any, position: int, output: JobOutput, about: Described) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "position": position,
+        "owner": job.owner,
+        "finished_at": job.finished_at,
+        "task_kind": job.kind,
+        "sha256": output.sha256,
+        "kind": output.kind,
+        "media_type": output.media_type,
+        "width": output.width,
+        "height": output.height,
+        "seed": output.seed,
+        "shown": about.shown,
+        "workflow": (about.workflow or "")[:32] or None,
+        "node": (about.node or "")[:100] or None,
+        "preset": (about.preset or "")[:100] or None,
+        "prompt": about.prompt,
+        "negative_prompt": about.negative_prompt,
+        "score": about.score,
+        "characters": list(about.characters),
+    }
 
 
 def _item(row: Any) -> GalleryItem:

@@ -80,10 +80,11 @@ class GenerationJobs:
             lambda event: context.progress(event.step, event.total, event.message),
         )
         outputs: list[JobOutput] = []
+        seeds = result.image_seeds()
         for index, image in enumerate(result.images):
             data = encode_png(image, generation_parameters(prepared, result, index))
             sha = self.blobs.put(data)[0]
-            seed = (result.metadata.get("seeds") or [None] * (index + 1))[index]
+            seed = seeds[index]
             outputs.append(JobOutput(sha, "image", "image/png", image.width, image.height, seed))
         for video in result.videos:
             sha = self.blobs.put(encode_mp4(video))[0]

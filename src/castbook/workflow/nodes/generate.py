@@ -88,7 +88,7 @@ class _Rendering(Node):
             width, height = video.frames[0].size
             output = JobOutput("", "video", "video/mp4", width, height, result.seed)
             return {"video": context.keep(encode_mp4(video), output)}
-        seeds = result.metadata.get("seeds") or [None] * len(result.images)
+        seeds = result.image_seeds()
         shas = []
         for index, image in enumerate(result.images):
             data = encode_png(image, generation_parameters(prepared, result, index))

@@ -50,16 +50,19 @@ def upgrade() -> None:
     op.create_table(
         "gallery_characters",
         sa.Column(
-            "item_id",
-            sa.Integer,
-            sa.ForeignKey("gallery_items.id", ondelete="CASCADE"),
+            "job_id",
+            sa.String(32),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
             primary_key=True,
         ),
+        sa.Column("position", sa.Integer, primary_key=True),
         sa.Column("name", sa.String(100), primary_key=True),
         sa.Column("owner", sa.String(64), nullable=False),
     )
     op.create_index(
-        "ix_gallery_characters_owner_name", "gallery_characters", ["owner", "name", "item_id"]
+        "ix_gallery_characters_owner_name",
+        "gallery_characters",
+        ["owner", "name", "job_id", "position"],
     )
 
 
