@@ -5,6 +5,8 @@
 
 import { $, ApiError, apiKey, onUnauthorized, setApiKey } from "./api.js";
 import { setUpCanvas } from "./canvas.js";
+import { setUpGallery } from "./canvas-gallery.js";
+import { setUpPromptPreviews } from "./canvas-prompt.js";
 import { loadCharacters, setUpLibrary } from "./library.js";
 import { setUpProviders } from "./settings-providers.js";
 
@@ -104,6 +106,8 @@ function start() {
   }
   setUpLibrary();
   setUpCanvas();
+  setUpGallery();
+  setUpPromptPreviews();
   setUpProviders();
   if (!apiKey()) {
     askForKey();

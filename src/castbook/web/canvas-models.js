@@ -82,17 +82,46 @@ function presetExplanation(preset) {
   return `${state}: missing ${missingParts(models)}. A run with it fails. ${how}`;
 }
 
-/** The preset select: presets that do what the node does; "" is the server's default. */
+/** Whether a preset's backend takes no reference image (so no character's picture). */
+export function takesNoReferences(preset) {
+  return Boolean(preset) && preset.max_references === 0;
+}
+
+const NO_REFERENCES = "takes no reference images: the wired characters' pictures cannot be sent";
+
+/** Whether the node a select belongs to has characters wired in. */
+function hasCharacters(select) {
+  const element = select.closest(".node");
+  const node = element && workflow.nodes.get(element.dataset.nodeId);
+  return Boolean(node && (node.links.characters || []).length);
+}
+
+/** The preset select: presets that do what the node does; "" is the server's default. With
+ * characters wired in, presets that take no reference image are left out (the chosen one
+ * stays, marked), and the list is filled again as the select is opened: wires change. */
 export function fillPresetSelect(select, type, value) {
+  const characters = hasCharacters(select);
   const fallback = defaultPresetFor(type);
   const first = new Option(fallback ? `default (${presetLabel(fallback)})` : "default", "");
   if (fallback) first.title = presetExplanation(fallback) || `The server's default: ${fallback.id}`;
+  if (characters && takesNoReferences(fallback)) {
+    first.textContent = `default (${fallback.id} — no references)`;
+    first.title = `${fallback.id} ${NO_REFERENCES}.`;
+  }
   const options = [first];
+  const left = [];
   for (const preset of presetsFor(type)) {
-    const option = new Option(presetLabel(preset), preset.id);
-    const title = [preset.description, presetExplanation(preset)].filter(Boolean).join("\n");
+    const refused = characters && takesNoReferences(preset);
+    if (refused && preset.id !== value) {
+      left.push(preset.id);
+      continue;
+    }
+    const option = new Option(refused ? `${preset.id} — no references` : presetLabel(preset), preset.id);
+    const why = refused ? `${preset.id} ${NO_REFERENCES}.` : presetExplanation(preset);
+    const title = [preset.description, why].filter(Boolean).join("\n");
     if (title) option.title = title;
     if (!isRunnable(preset)) option.dataset.models = preset.models.state;
+    if (refused) option.dataset.references = "none";
     options.push(option);
   }
   if (value && !options.some((o) => o.value === value)) {
@@ -100,6 +129,22 @@ export function fillPresetSelect(select, type, value) {
   }
   select.replaceChildren(...options);
   select.value = value || "";
+  if (left.length) {
+    select.dataset.leftOut = left.join(" ");
+    select.title = `Not offered with characters wired in (they take no reference images): ${left.join(", ")}`;
+  } else {
+    delete select.dataset.leftOut;
+  }
+  if (!select.dataset.refills) {
+    select.dataset.refills = "true";
+    const refill = () => {
+      const element = select.closest(".node");
+      const node = element && workflow.nodes.get(element.dataset.nodeId);
+      if (node) fillPresetSelect(select, node.type, node.values.preset || "");
+    };
+    select.addEventListener("pointerdown", refill);
+    select.addEventListener("focus", refill);
+  }
 }
 
 /** The preset a node renders with: its own, or the default for its mode; null for nodes

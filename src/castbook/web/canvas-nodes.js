@@ -6,6 +6,7 @@
 import { blobUrl } from "./api.js";
 import { nodeSpec, range, valueProblem, workflow } from "./canvas-graph.js";
 import { fillPresetSelect, modelNoticeSlot, renderModelNotice } from "./canvas-models.js";
+import { promptPreview } from "./canvas-prompt.js";
 import { characters, thumbnailUrl } from "./library.js";
 import { make } from "./dom.js";
 
@@ -216,6 +217,8 @@ function buildFields(node, spec) {
     target.append(label, errorSlot(input.name));
     if (input.name === "preset") target.append(modelNoticeSlot()); // "Model not installed"
   }
+  const preview = promptPreview(node); // "Final prompt": what the model will be given
+  if (preview) fields.append(preview);
   if (more.children.length > 1) fields.append(more);
   return fields;
 }

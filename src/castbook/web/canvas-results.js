@@ -43,9 +43,22 @@ export function scoresOf(result) {
  * What each output's model was given, by image or video id: the final prompt (after the
  * characters' style prompts and traits) and the negative prompt its node reports — a
  * generating node's `prompt` and `negative_prompt`, a batch render's per variant in `scores`.
+ * Tasks that are not workflows say it in their own result: a generation for all its outputs,
+ * a batch render per variant, a story per panel.
  */
-export function promptsOf(result) {
+export function promptsOf(result, outputs = []) {
   const sent = new Map();
+  if (result && typeof result.prompt === "string" && !result.nodes) {
+    for (const output of outputs) {
+      sent.set(output.id, { prompt: result.prompt, negative: result.negative_prompt || "" });
+    }
+  }
+  for (const entry of [...((result && result.variants) || []), ...((result && result.panels) || [])]) {
+    const prompt = entry && (entry.final_prompt || entry.prompt);
+    if (typeof prompt === "string" && typeof entry.output === "string") {
+      sent.set(entry.output, { prompt, negative: entry.negative_prompt || "" });
+    }
+  }
   for (const node of Object.values((result && result.nodes) || {})) {
     const outputs = node.outputs || {};
     if (typeof node.prompt === "string") {
@@ -168,7 +181,7 @@ export function showResults(task) {
   const outputs = (task.outputs || []).filter((o) => o.kind === "image" || o.kind === "video");
   const { byImage, best, judge } = scoresOf(task.result);
   const made = makers(task.result);
-  const sent = promptsOf(task.result);
+  const sent = promptsOf(task.result, task.outputs || []);
   const images = outputs.filter((o) => o.kind === "image").length;
   const videos = outputs.length - images;
   const counts = [];

@@ -133,7 +133,8 @@ async function runWorkflow() {
     const cache = $("#reuse-results").checked;
     task = await api("/v1/workflows/run", {
       method: "POST",
-      json: { graph: workflow.toGraph(), cache },
+      // The saved workflow on the canvas, if any: the gallery lists its results under it.
+      json: { graph: workflow.toGraph(), cache, workflow: current ? current.id : undefined },
     });
   } catch (exc) {
     setRunning(null);

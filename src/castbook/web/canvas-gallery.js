@@ -1,0 +1,378 @@
+// The Gallery tab: every image and video of the owner's finished tasks, newest first
+// (GET /v1/results), filtered by character, saved workflow and score. The server pages it
+// (60 a page, by cursor) and the page fetches a picture only when it scrolls into view, so
+// 5 000 results cost what 60 do. A picture opens full size with what it was made with (the
+// prompt and negative prompt sent, seed, preset, characters, score); Download saves it,
+// Download all saves a zip of every result the filters pick with a JSON of parameters each
+// (GET /v1/results.zip), and Re-run runs it again with the same settings.
+
+import { $, ApiError, api } from "./api.js";
+import { refreshSoon } from "./canvas-queue.js";
+import { rerunTask, setStatus } from "./canvas-run.js";
+import { make } from "./dom.js";
+import { characters } from "./library.js";
+
+const PAGE = 60;
+const EXTENSIONS = { "image/png": "png", "video/mp4": "mp4", "image/jpeg": "jpg", "image/webp": "webp" };
+
+const state = {
+  cursors: [null], // the cursor of each page shown so far; the last is the current page's
+  items: [], // the current page's items
+  total: 0,
+  next: null, // the next page's cursor
+  open: -1, // the index of the item in the viewer
+  reading: 0, // a counter: an answer to an older read is dropped
+};
+const urls = new Map(); // result id -> blob: URL, for the current page (revoked on leaving it)
+let observer = null;
+
+const plural = (count, word) => `${count.toLocaleString("en")} ${word}${count === 1 ? "" : "s"}`;
+
+// ---- filters --------------------------------------------------------------------------------
+
+function filters() {
+  const params = new URLSearchParams();
+  const character = $("#gallery-character").value;
+  const workflow = $("#gallery-workflow").value;
+  const score = $("#gallery-min-score").value.trim();
+  if (character) params.set("character", character);
+  if (workflow) params.set("workflow", workflow);
+  if (score !== "") params.set("min_score", score);
+  return params;
+}
+
+function scoreProblem() {
+  const raw = $("#gallery-min-score").value.trim();
+  if (raw === "") return null;
+  const value = Number(raw);
+  return Number.isFinite(value) && value >= 0 && value <= 100 ? null : "The score is 0–100.";
+}
+
+function fillCharacters() {
+  const select = $("#gallery-character");
+  const chosen = select.value;
+  const names = characters().map((c) => c.name).sort((a, b) => a.localeCompare(b));
+  if (chosen && !names.includes(chosen)) names.push(chosen); // kept while it is the filter
+  select.replaceChildren(new Option("any character", ""), ...names.map((n) => new Option(n, n)));
+  select.value = chosen;
+}
+
+async function fillWorkflows() {
+  const select = $("#gallery-workflow");
+  const chosen = select.value;
+  let saved = [];
+  try {
+    saved = await api("/v1/workflows");
+  } catch {
+    return; // the list keeps what it had; the gallery itself says what failed
+  }
+  const options = saved.map((w) => new Option(w.name, w.id));
+  select.replaceChildren(new Option("any workflow", ""), ...options);
+  select.value = saved.some((w) => w.id === chosen) ? chosen : "";
+}
+
+// ---- reading a page ---------------------------------------------------------------------------
+
+function forgetPictures() {
+  if (observer) observer.disconnect();
+  for (const url of urls.values()) URL.revokeObjectURL(url);
+  urls.clear();
+}
+
+async function pictureUrl(item) {
+  if (!urls.has(item.id)) {
+    const response = await api(`/v1/results/${item.id}`, { raw: true });
+    const url = URL.createObjectURL(await response.blob());
+    if (urls.has(item.id)) URL.revokeObjectURL(url);
+    else urls.set(item.id, url);
+  }
+  return urls.get(item.id);
+}
+
+/** Read the page at state.cursors' last cursor with the filters. */
+export async function readGallery() {
+  const error = $("#gallery-error");
+  const problem = scoreProblem();
+  if (problem) {
+    error.textContent = problem;
+    error.hidden = false;
+    return;
+  }
+  const params = filters();
+  params.set("limit", String(PAGE));
+  const cursor = state.cursors.at(-1);
+  if (cursor) params.set("cursor", cursor);
+  const reading = ++state.reading;
+  $("#gallery-panel").setAttribute("aria-busy", "true");
+  let page;
+  try {
+    page = await api(`/v1/results?${params}`);
+  } catch (exc) {
+    if (reading !== state.reading) return;
+    $("#gallery-panel").removeAttribute("aria-busy");
+    if (!(exc instanceof ApiError && exc.status === 401)) {
+      error.textContent = `Could not read the gallery: ${exc.message}`;
+      error.hidden = false;
+    }
+    return;
+  }
+  if (reading !== state.reading) return;
+  $("#gallery-panel").removeAttribute("aria-busy");
+  error.hidden = true;
+  state.items = page.items;
+  state.total = page.total;
+  state.next = page.next_cursor;
+  render();
+}
+
+function render() {
+  forgetPictures();
+  const grid = $("#gallery-grid");
+  observer = new IntersectionObserver(onVisible, { root: $("#gallery-panel"), rootMargin: "200px" });
+  grid.replaceChildren(...state.items.map((item, index) => tile(item, index)));
+  $("#gallery-panel").scrollTop = 0;
+  const first = (state.cursors.length - 1) * PAGE + 1;
+  const last = first + state.items.length - 1;
+  const filtered = filters().toString() !== "";
+  $("#gallery-count").textContent = state.total
+    ? `${first.toLocaleString("en")}–${last.toLocaleString("en")} of ${plural(state.total, "result")}`
+    : "";
+  $("#gallery-empty").hidden = state.total > 0;
+  $("#gallery-empty").textContent = filtered
+    ? "No result matches these filters."
+    : "No results yet: run a workflow, and its pictures gather here.";
+  $("#gallery-newer").disabled = state.cursors.length < 2;
+  $("#gallery-older").disabled = !state.next;
+  $("#gallery-pager").hidden = !state.total || (state.cursors.length < 2 && !state.next);
+  $("#gallery-download-all").disabled = !state.total;
+}
+
+// ---- a tile ---------------------------------------------------------------------------------
+
+/** What a screen reader says for a result: who made it, the prompt sent, the score. */
+function altText(item) {
+  const parts = [`Result of ${item.node || item.task_kind}`];
+  if (item.characters.length) parts.push(item.characters.join(" and "));
+  if (item.prompt) parts.push(`“${item.prompt}”`);
+  if (item.score !== null) parts.push(`consistency ${Number(item.score).toFixed(1)} of 100`);
+  return parts.join(", ");
+}
+
+function tile(item, index) {
+  const entry = make("li", "gallery-item");
+  entry.dataset.id = item.id;
+  entry.dataset.task = item.task;
+  const open = make("button", "gallery-open");
+  open.type = "button";
+  open.title = `${altText(item)} — open full size`;
+  open.setAttribute("aria-label", `Open: ${altText(item)}`);
+  const media = item.kind === "video" ? make("video") : make("img");
+  if (item.kind === "video") {
+    media.muted = true;
+    media.preload = "metadata";
+  } else {
+    media.alt = altText(item);
+  }
+  media.dataset.id = item.id;
+  open.append(media);
+  open.addEventListener("click", () => openViewer(index));
+  const caption = make("div", "gallery-caption");
+  if (item.score !== null) caption.append(make("span", "score", Number(item.score).toFixed(1)));
+  caption.append(make("span", "gallery-who", item.characters.join(", ") || item.task_kind));
+  entry.append(open, caption);
+  observer.observe(media);
+  return entry;
+}
+
+function onVisible(entries) {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    const media = entry.target;
+    observer.unobserve(media);
+    const item = state.items.find((i) => i.id === media.dataset.id);
+    if (!item) continue;
+    pictureUrl(item)
+      .then((url) => (media.src = url))
+      .catch(() => media.closest(".gallery-item")?.classList.add("broken"));
+  }
+}
+
+// ---- the viewer -------------------------------------------------------------------------------
+
+function detail(label, text, className = "") {
+  const row = make("div", `gallery-detail ${className}`.trim());
+  row.append(make("dt", "", label), make("dd", "", text));
+  return row;
+}
+
+async function openViewer(index) {
+  const item = state.items[index];
+  if (!item) return;
+  state.open = index;
+  const dialog = $("#gallery-viewer");
+  const frame = $("#gallery-full");
+  const media = item.kind === "video" ? make("video") : make("img");
+  if (item.kind === "video") {
+    media.controls = true;
+    media.playsInline = true;
+  } else {
+    media.alt = altText(item);
+  }
+  frame.replaceChildren(media);
+  const when = new Date(item.finished_at).toLocaleString();
+  const rows = [
+    detail("Prompt sent", item.prompt || "—", "gallery-prompt"),
+    detail("Negative prompt", item.negative_prompt || "—", "gallery-negative"),
+    detail("Characters", item.characters.join(", ") || "—"),
+    detail("Score", item.score !== null ? `${Number(item.score).toFixed(1)} of 100` : "not scored"),
+    detail("Seed", item.seed !== null ? String(item.seed) : "—", "gallery-seed"),
+    detail("Preset", item.preset || "—"),
+    detail("Size", `${item.width}×${item.height}`),
+    detail("Made by", [item.workflow && (item.workflow.name || item.workflow.id), item.node, item.task_kind]
+      .filter(Boolean).join(" · ")),
+    detail("Task", `${item.task.slice(0, 8)} · ${when}`),
+  ];
+  $("#gallery-details").replaceChildren(...rows);
+  $("#gallery-viewer-title").textContent = `Result ${(state.cursors.length - 1) * PAGE + index + 1} of ${state.total.toLocaleString("en")}`;
+  $("#gallery-prev").disabled = index === 0;
+  $("#gallery-next").disabled = index === state.items.length - 1;
+  const rerun = $("#gallery-rerun");
+  rerun.hidden = !(item.task_kind === "workflow" || item.task_kind === "generation");
+  rerun.title =
+    item.task_kind === "workflow"
+      ? "Put this workflow on the canvas and run it again with the same settings"
+      : "Generate again with the same settings and this picture's seed";
+  $("#gallery-viewer-error").hidden = true;
+  if (!dialog.open) dialog.showModal();
+  try {
+    media.src = await pictureUrl(item);
+  } catch (exc) {
+    viewerError(`Could not load it: ${exc.message}`);
+  }
+}
+
+function viewerError(text) {
+  const error = $("#gallery-viewer-error");
+  error.textContent = text;
+  error.hidden = false;
+}
+
+function step(delta) {
+  const index = state.open + delta;
+  if (index >= 0 && index < state.items.length) openViewer(index);
+}
+
+function save(url, filename) {
+  const link = make("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+async function downloadOne() {
+  const item = state.items[state.open];
+  if (!item) return;
+  try {
+    save(await pictureUrl(item), `${item.id.slice(0, 16)}.${EXTENSIONS[item.media_type] || "bin"}`);
+  } catch (exc) {
+    viewerError(`Could not download it: ${exc.message}`);
+  }
+}
+
+async function downloadAll() {
+  const button = $("#gallery-download-all");
+  const error = $("#gallery-error");
+  button.disabled = true;
+  button.textContent = "Preparing the zip…";
+  try {
+    const response = await api(`/v1/results.zip?${filters()}`, { raw: true });
+    const url = URL.createObjectURL(await response.blob());
+    save(url, "castbook-results.zip");
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    error.hidden = true;
+  } catch (exc) {
+    error.textContent = `Could not download the zip: ${exc.message}`;
+    error.hidden = false;
+  } finally {
+    button.textContent = "Download all (zip)";
+    button.disabled = !state.total;
+  }
+}
+
+/** Run it again with the same settings: a workflow's graph on the canvas, run (as the
+ * Queue's Re-run); a generation's request again with this picture's seed, one picture. */
+async function rerun() {
+  const item = state.items[state.open];
+  if (!item) return;
+  let task;
+  try {
+    task = await api(`/v1/tasks/${encodeURIComponent(item.task)}`);
+  } catch (exc) {
+    viewerError(`Could not read its task: ${exc.message}`);
+    return;
+  }
+  if (item.task_kind === "workflow") {
+    $("#gallery-viewer").close();
+    await rerunTask(task);
+    return;
+  }
+  const request = { ...task.input.request, preset: task.input.preset, batch: 1 };
+  if (item.seed !== null) request.seed = item.seed;
+  try {
+    const queued = await api("/v1/generations", { method: "POST", json: request });
+    $("#gallery-viewer").close();
+    setStatus(`Generating again as task ${queued.id.slice(0, 8)}: follow it in the Queue tab.`, "ok");
+    refreshSoon(0);
+  } catch (exc) {
+    viewerError(`Could not run it again: ${exc.message}`);
+  }
+}
+
+// ---- set-up ---------------------------------------------------------------------------------
+
+function fromFirstPage() {
+  state.cursors = [null];
+  readGallery();
+}
+
+export function setUpGallery() {
+  $("#tab-gallery").addEventListener("click", () => {
+    fillCharacters();
+    fillWorkflows();
+    fromFirstPage();
+  });
+  $("#gallery-refresh").addEventListener("click", fromFirstPage);
+  for (const id of ["#gallery-character", "#gallery-workflow"]) {
+    $(id).addEventListener("change", fromFirstPage);
+  }
+  $("#gallery-min-score").addEventListener("change", fromFirstPage);
+  $("#gallery-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    fromFirstPage();
+  });
+  $("#gallery-older").addEventListener("click", () => {
+    if (!state.next) return;
+    state.cursors.push(state.next);
+    readGallery();
+  });
+  $("#gallery-newer").addEventListener("click", () => {
+    if (state.cursors.length < 2) return;
+    state.cursors.pop();
+    readGallery();
+  });
+  $("#gallery-download-all").addEventListener("click", downloadAll);
+  $("#gallery-prev").addEventListener("click", () => step(-1));
+  $("#gallery-next").addEventListener("click", () => step(1));
+  $("#gallery-download").addEventListener("click", downloadOne);
+  $("#gallery-rerun").addEventListener("click", rerun);
+  $("#gallery-close").addEventListener("click", () => $("#gallery-viewer").close());
+  $("#gallery-viewer").addEventListener("keydown", (event) => {
+    if (event.key === "ArrowLeft") step(-1);
+    else if (event.key === "ArrowRight") step(1);
+    else return;
+    event.preventDefault();
+  });
+  document.addEventListener("castbook:characters", fillCharacters);
+}
