@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from castbook.db import GalleryCharacterRow, GalleryItemRow
 from castbook.generation import load_presets, prepare_request, resolve_request
 from castbook.jobs import Job, JobOutput, JobStatus
+from castbook.jobs.retention import prune
 from castbook.tasks.gallery import OutputDescription, describe_outputs
 from castbook.workflow import WorkflowStore
 from tests.support.api import Api, ApiFactory, add_character
@@ -135,6 +138,18 @@ def test_tasks_that_end_later_are_listed_at_the_next_read(api: Api) -> None:
     assert (newest["task"], newest["prompt"], newest["seed"]) == (job.id, "a cat, sharp", 42)
     # Reading again adds nothing twice.
     assert api.client.get("/v1/results", headers=headers).json()["total"] == 5
+
+
+def test_results_go_with_their_tasks(api: Api) -> None:
+    headers = api.key("ann")
+    seed(api, "ann", 6)  # a month old
+    assert api.client.get("/v1/results", headers=headers).json()["total"] == 6
+    report = prune(api.services.database, api.services.blobs, older_than=7 * 86400)
+    assert report.tasks == 2
+    assert api.client.get("/v1/results", headers=headers).json()["total"] == 0
+    with api.services.database.engine.connect() as connection:
+        for table in (GalleryItemRow, GalleryCharacterRow):
+            assert connection.scalar(select(func.count()).select_from(table)) == 0
 
 
 def test_the_zip_holds_each_result_and_its_parameters(api: Api) -> None:

@@ -29,9 +29,11 @@ _ITEMS = GalleryItemRow.__table__
 _CHARACTERS = GalleryCharacterRow.__table__
 _JOBS = JobRow.__table__
 _OUTPUTS = JobOutputRow.__table__
-# A task's row is committed a moment after its finished_at is taken: tasks that finished up
-# to this long before the newest indexed one are looked at again, so none is skipped.
-_SETTLE = timedelta(minutes=2)
+# A task's row is committed a moment after its finished_at is taken, by a worker whose clock
+# may differ from the others' (Celery workers on other hosts): tasks that finished up to this
+# long before the newest indexed one are looked at again, so none is skipped. Looking costs
+# one indexed query over the tasks of that hour.
+_SETTLE = timedelta(hours=1)
 _INDEX_BATCH = 200
 
 
