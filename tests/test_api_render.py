@@ -120,6 +120,19 @@ def test_a_batch_render_scores_its_variants_and_marks_the_best(
     with Image.open(io.BytesIO(sheet.content)) as image:
         assert image.width > 256 and image.height > 256
 
+    # The gallery lists the variants (not the sheet) with the prompts sent and their scores.
+    gallery = api.client.get("/v1/results", headers=alice).json()
+    assert [item["id"] for item in gallery["items"]] == [v["output"] for v in variants][::-1]
+    for item, v in zip(gallery["items"], variants[::-1], strict=True):
+        assert (item["prompt"], item["score"], item["seed"]) == (
+            v["final_prompt"],
+            v["score"],
+            v["seed"],
+        )
+        assert item["negative_prompt"] == v["negative_prompt"] is not None
+        assert item["characters"] == ["Alice"] and item["preset"] == "tiny"
+    assert api.client.get("/v1/results", headers=bob).json()["total"] == 0
+
     # Another owner sees none of it.
     for path in (
         f"/v1/tasks/{task['id']}",
@@ -264,6 +277,20 @@ def test_a_two_character_story_renders_panels_and_a_storyboard(
     assert f"{panels[0]['scores']['Alice']:.0f}" in page
     drift = download(api, done, board["drift"], headers)
     assert drift.content.startswith(b"\x89PNG")
+
+    # The gallery lists the panels (not the board's files) with the prompts they were sent.
+    gallery = api.client.get("/v1/results", headers=headers).json()
+    listed = {item["id"]: item for item in gallery["items"]}
+    assert gallery["total"] == 3 and set(listed) == {p["output"] for p in panels}
+    for panel in panels:
+        item = listed[panel["output"]]
+        assert (item["prompt"], item["score"], item["seed"]) == (
+            panel["prompt"],
+            panel["score"],
+            panel["seed"],
+        )
+        assert item["negative_prompt"] == panel["negative_prompt"] is not None
+    assert listed[panels[2]["output"]]["characters"] == ["Alice", "Bob"]
 
 
 def _story(**changes: Any) -> dict[str, Any]:

@@ -216,6 +216,7 @@ def render_story(
             "scores": {k: round(v, 2) for k, v in gated.scores.items()},
             "attempts": gated.attempts,
             "prompt": prepared.prompt,
+            "negative_prompt": prepared.negative_prompt,
         }
         rendered[number] = gated.image
         _write_state(folder, story, state)

@@ -204,9 +204,9 @@ class StoryJobs(_RenderJobs):
 
     Renders into a temporary folder (gone when the job ends) and keeps each panel PNG,
     ``storyboard.png``, ``storyboard.pdf``, ``storyboard.html`` and ``drift.png`` as
-    outputs. Result: ``{title, characters, panels: [{scene, caption, prompt, characters,
-    scores, score, seed, attempts, output}], storyboard: {png, pdf, html, drift}, weakest,
-    rerolls, …}`` with output ids.
+    outputs. Result: ``{title, characters, panels: [{scene, caption, prompt, negative_prompt,
+    characters, scores, score, seed, attempts, output}], storyboard: {png, pdf, html, drift},
+    weakest, rerolls, …}`` with output ids.
     """
 
     def __call__(self, job: Job, context: JobContext) -> tuple[list[JobOutput], dict[str, Any]]:
@@ -249,6 +249,10 @@ class StoryJobs(_RenderJobs):
                         "scene": panel.number,
                         "caption": panel.caption,
                         "prompt": state["panels"][str(panel.number)]["prompt"],
+                        # Panels rendered before it was kept have none.
+                        "negative_prompt": state["panels"][str(panel.number)].get(
+                            "negative_prompt"
+                        ),
                         "characters": list(scene.characters),
                         "scores": _rounded(panel.scores),
                         "score": round(min(panel.scores.values()), 2) if panel.scores else None,
