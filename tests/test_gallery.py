@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from castbook.db import GalleryCharacterRow, GalleryItemRow
@@ -138,6 +139,26 @@ def test_tasks_that_end_later_are_listed_at_the_next_read(api: Api) -> None:
     assert (newest["task"], newest["prompt"], newest["seed"]) == (job.id, "a cat, sharp", 42)
     # Reading again adds nothing twice.
     assert api.client.get("/v1/results", headers=headers).json()["total"] == 5
+
+
+def test_a_result_has_a_small_copy_for_the_grid(api: Api) -> None:
+    headers = api.key("ann")
+    big = io.BytesIO()
+    Image.new("RGB", (1024, 768), (200, 30, 90)).save(big, format="PNG")
+    jobs = api.services.jobs
+    job = jobs.create(kind="generation", input={"request": {"prompt": "x"}}, owner="ann")
+    jobs.start(job.id, "test-worker")
+    sha = api.services.blobs.put(big.getvalue())[0]
+    jobs.succeed(job.id, [JobOutput(sha, "image", "image/png", 1024, 768, 1)], {})
+    for _ in range(2):  # made, then from memory
+        small = api.client.get(f"/v1/results/{sha}/thumbnail", headers=headers)
+        assert small.status_code == 200 and small.headers["content-type"] == "image/webp"
+        assert "immutable" in small.headers["cache-control"]
+        with Image.open(io.BytesIO(small.content)) as image:
+            assert image.size == (256, 192)
+        assert len(small.content) < len(big.getvalue()) / 10
+    other = api.client.get(f"/v1/results/{sha}/thumbnail", headers=api.key("bob"))
+    assert other.status_code == 404
 
 
 def test_results_go_with_their_tasks(api: Api) -> None:

@@ -1,4 +1,5 @@
-"""``GET /v1/results`` and ``GET /v1/results.zip``: the gallery of your past results.
+"""``GET /v1/results``, ``GET /v1/results.zip`` and ``GET /v1/results/{id}/thumbnail``: the
+gallery of your past results.
 
 Every image and video of your finished tasks (generations, batch renders, stories,
 workflows), newest first, with what each was made with: the prompt and negative prompt its
@@ -13,17 +14,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.services import AppServices, Services
 from castbook.errors import CastbookError, FieldError, NotFoundError
+from castbook.images import make_thumbnail, open_image
 from castbook.jobs.gallery import GalleryFilter, GalleryItem, ResultGallery
 from castbook.tasks.gallery import describe_outputs
 from castbook.workflow import WorkflowStore
@@ -174,6 +178,56 @@ async def download_results_zip(
         _zip_stream(services, request, gallery, where, names),
         media_type="application/zip",
         headers={"Content-Disposition": 'attachment; filename="castbook-results.zip"'},
+    )
+
+
+class _Thumbnails:
+    """Small WebP copies of result images, made on request and kept in memory, least
+    recently used out first. A result is named by its content, so a copy never goes stale."""
+
+    def __init__(self, entries: int = 1024) -> None:
+        self.entries = entries
+        self.kept: OrderedDict[str, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, sha256: str, make: Callable[[], bytes]) -> bytes:
+        with self.lock:
+            if sha256 in self.kept:
+                self.kept.move_to_end(sha256)
+                return self.kept[sha256]
+        data = make()
+        with self.lock:
+            self.kept[sha256] = data
+            while len(self.kept) > self.entries:
+                self.kept.popitem(last=False)
+        return data
+
+
+@router.get(
+    "/results/{sha256}/thumbnail",
+    summary="A result image, small (WebP, at most 256 px a side)",
+    response_class=Response,
+    responses={200: {"content": {"image/webp": {}}}},
+)
+def result_thumbnail(
+    sha256: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> Response:
+    """What the gallery's grid shows: a few kB instead of the whole PNG. Only images of your
+    own tasks; a video has none (404)."""
+    output = services.output_of(owner, sha256.lower())
+    if output is None or output.kind != "image":
+        raise NotFoundError(f"no result image {sha256[:16]} among your tasks")
+    state = request.app.state
+    if getattr(state, "result_thumbnails", None) is None:
+        state.result_thumbnails = _Thumbnails()
+    data = state.result_thumbnails.get(
+        output.sha256,
+        lambda: make_thumbnail(open_image(services.blobs.get(output.sha256), source="result")),
+    )
+    return Response(
+        data,
+        media_type="image/webp",
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
     )
 
 

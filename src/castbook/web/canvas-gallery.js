@@ -1,7 +1,7 @@
 // The Gallery tab: every image and video of the owner's finished tasks, newest first
 // (GET /v1/results), filtered by character, saved workflow and score. The server pages it
-// (60 a page, by cursor) and the page fetches a picture only when it scrolls into view, so
-// 5 000 results cost what 60 do. A picture opens full size with what it was made with (the
+// (60 a page, by cursor) and the page fetches a small copy of a picture only when it scrolls
+// into view, so 5 000 results cost what 60 do. A picture opens full size with what it was made with (the
 // prompt and negative prompt sent, seed, preset, characters, score); Download saves it,
 // Download all saves a zip of every result the filters pick with a JSON of parameters each
 // (GET /v1/results.zip), and Re-run runs it again with the same settings.
@@ -23,7 +23,9 @@ const state = {
   open: -1, // the index of the item in the viewer
   reading: 0, // a counter: an answer to an older read is dropped
 };
-const urls = new Map(); // result id -> blob: URL, for the current page (revoked on leaving it)
+// API path -> blob: URL of the current page's pictures (revoked on leaving it): the grid shows
+// the small copies (/thumbnail), the viewer and Download the results themselves.
+const urls = new Map();
 let observer = null;
 
 const plural = (count, word) => `${count.toLocaleString("en")} ${word}${count === 1 ? "" : "s"}`;
@@ -79,15 +81,19 @@ function forgetPictures() {
   urls.clear();
 }
 
-async function pictureUrl(item) {
-  if (!urls.has(item.id)) {
-    const response = await api(`/v1/results/${item.id}`, { raw: true });
+async function fetchedUrl(path) {
+  if (!urls.has(path)) {
+    const response = await api(path, { raw: true });
     const url = URL.createObjectURL(await response.blob());
-    if (urls.has(item.id)) URL.revokeObjectURL(url);
-    else urls.set(item.id, url);
+    if (urls.has(path)) URL.revokeObjectURL(url);
+    else urls.set(path, url);
   }
-  return urls.get(item.id);
+  return urls.get(path);
 }
+
+const pictureUrl = (item) => fetchedUrl(`/v1/results/${item.id}`);
+// Videos have no small copy: the grid loads the video's metadata (its first frame).
+const tileUrl = (item) => fetchedUrl(item.kind === "image" ? `/v1/results/${item.id}/thumbnail` : `/v1/results/${item.id}`);
 
 /** Read the page at state.cursors' last cursor with the filters. */
 export async function readGallery() {
@@ -191,7 +197,7 @@ function onVisible(entries) {
     observer.unobserve(media);
     const item = state.items.find((i) => i.id === media.dataset.id);
     if (!item) continue;
-    pictureUrl(item)
+    tileUrl(item)
       .then((url) => (media.src = url))
       .catch(() => media.closest(".gallery-item")?.classList.add("broken"));
   }
