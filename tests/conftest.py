@@ -54,6 +54,7 @@ SLOWEST_FIRST = (
     "test_readme_quickstart.py",
     "test_web_models.py",
     "test_web_canvas_fixes.py",
+    "test_web_gallery.py",
     "test_batch_render.py",
 )
 
