@@ -347,6 +347,14 @@ def test_the_preview_is_what_generation_sends(preview_api: Api) -> None:
         headers=headers,
     ).json()["variants"]
     assert "waving" in variants[0]["prompt"] and "sleeping" in variants[1]["prompt"]
+    # Image to image: the same injection (its init image is not needed to say it).
+    redraw = api.client.post(
+        "/v1/prompt/preview",
+        json={"prompt": "at night", "characters": ["Alice"], "preset": "tiny", "mode": "i2i"},
+        headers=headers,
+    )
+    assert redraw.status_code == 200, redraw.text
+    assert redraw.json()["prompt"] == shown["prompt"].replace("reading a book", "at night")
     assert all("long black hair" in v["prompt"] for v in variants)
 
 
