@@ -13,6 +13,7 @@ import { make } from "./dom.js";
 import { characters } from "./library.js";
 
 const PAGE = 60;
+const WATCH_MS = 5000; // the first page, while shown, is read again: new results show up
 const EXTENSIONS = { "image/png": "png", "video/mp4": "mp4", "image/jpeg": "jpg", "image/webp": "webp" };
 
 const state = {
@@ -22,11 +23,13 @@ const state = {
   next: null, // the next page's cursor
   open: -1, // the index of the item in the viewer
   reading: 0, // a counter: an answer to an older read is dropped
+  query: "", // what the page shown was read with (filters, cursor)
 };
 // API path -> blob: URL of the current page's pictures (revoked on leaving it): the grid shows
 // the small copies (/thumbnail), the viewer and Download the results themselves.
 const urls = new Map();
 let observer = null;
+let watch = 0;
 
 const plural = (count, word) => `${count.toLocaleString("en")} ${word}${count === 1 ? "" : "s"}`;
 
@@ -125,10 +128,28 @@ export async function readGallery() {
   if (reading !== state.reading) return;
   $("#gallery-panel").removeAttribute("aria-busy");
   error.hidden = true;
+  const same =
+    String(params) === state.query &&
+    page.total === state.total &&
+    page.items.length === state.items.length &&
+    page.items.every((item, index) => item.id === state.items[index].id);
+  state.query = String(params);
   state.items = page.items;
   state.total = page.total;
   state.next = page.next_cursor;
-  render();
+  if (!same || !$("#gallery-grid").childElementCount) render(); // unchanged: nothing reloads
+  watchFirstPage();
+}
+
+/** On the first page, with the tab shown and no picture open: read it again in a while, so
+ * the results of runs ending meanwhile (here or elsewhere) appear. */
+function watchFirstPage() {
+  clearTimeout(watch);
+  watch = setTimeout(() => {
+    const shown = !$("#gallery-panel").hidden && !$("#gallery-viewer").open;
+    if (shown && state.cursors.length === 1 && !document.hidden) readGallery();
+    else if (!$("#gallery-panel").hidden) watchFirstPage();
+  }, WATCH_MS);
 }
 
 function render() {
