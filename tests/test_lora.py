@@ -200,6 +200,51 @@ def test_generation_applies_the_lora_and_says_so(trained: Any) -> None:
     assert _pixels(after) == _pixels(plain)
 
 
+def test_the_consistency_report_renders_without_and_with_the_lora(trained: Any) -> None:
+    from castbook.evaluation import Scorer
+    from castbook.generation.outputs import PARAMETERS_KEY
+    from castbook.render.lora_report import (
+        MAX_REPORT_PROMPTS,
+        REPORT_PROMPTS,
+        REPORT_SEED,
+        lora_report,
+    )
+
+    library, mira, preset, (lora, _, _) = trained
+    preset = replace(preset, defaults={"width": 256, "height": 256, "steps": 2})
+    assert len(REPORT_PROMPTS) == MAX_REPORT_PROMPTS
+    backend = DiffusersBackend(preset, cache=PipelineCache())
+    calls: list[tuple[int, int]] = []
+    with Scorer(faces=False) as scorer:
+        with pytest.raises(FieldError, match="between 1 and 8, got 9"):
+            lora_report(library, mira, preset, backend, scorer, 9)
+        report = lora_report(
+            library, mira, preset, backend, scorer, 2, lambda d, t, _: calls.append((d, t))
+        )
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(r.prompt, r.seed, r.with_lora) for r in report.renders] == [
+        (REPORT_PROMPTS[0], REPORT_SEED, False),
+        (REPORT_PROMPTS[0], REPORT_SEED, True),
+        (REPORT_PROMPTS[1], REPORT_SEED + 1, False),
+        (REPORT_PROMPTS[1], REPORT_SEED + 1, True),
+    ]
+    pictures = [Image.open(io.BytesIO(r.png)) for r in report.renders]
+    prompts = [json.loads(p.info[PARAMETERS_KEY])["prompt"] for p in pictures]
+    # Without: no adapter and no trigger word; with: the trigger word leads.
+    assert lora.trigger not in prompts[0] and prompts[1].startswith(lora.trigger + ", ")
+    assert pictures[0].tobytes() != pictures[1].tobytes()
+    assert pictures[0].size == (256, 256)
+    assert all(0 <= r.score <= 100 for r in report.renders)
+    figures = report.figures()
+    assert figures["references"] is False  # the plain preset has no IP-Adapter
+    without, with_ = report.scores(False), report.scores(True)
+    assert figures["without"] == {"mean": round(sum(without) / 2, 2), "worst": min(without)}
+    assert figures["with"] == {"mean": round(sum(with_) / 2, 2), "worst": min(with_)}
+    assert figures["gain"]["worst"] == round(min(with_) - min(without), 2)
+    sheet = Image.open(io.BytesIO(report.sheet))
+    assert 2 * 256 < sheet.width < 3 * 256 and sheet.height > 2 * 256  # 2 prompts × 2 rows
+
+
 def test_two_characters_loras_apply_together(trained: Any) -> None:
     from safetensors.torch import load, save
 
@@ -331,11 +376,23 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     )
     assert hosted.status_code == 422 and hosted.json()["field"] == "preset"
 
-    submitted = api.client.post(f"/v1/characters/{ref}/train", json=body, headers=headers)
+    submitted = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "report_prompts": 1}, headers=headers
+    )
     assert submitted.status_code == 202, submitted.text
     done = api.wait(submitted.json()["id"], headers)
     assert done["status"] == "succeeded", done
     assert done["kind"] == "lora_train" and done["result"]["steps"] == 3
+    # The consistency report: one prompt without and with the LoRA, and the sheet, as outputs.
+    report = done["result"]["consistency"]
+    assert set(report) == {"without", "with", "gain", "references", "renders", "sheet"}
+    assert report["references"] is False  # tiny-plain has no IP-Adapter
+    assert [r["lora"] for r in report["renders"]] == [False, True]
+    outputs = [output["id"] for output in done["outputs"]]
+    assert outputs == [r["output"] for r in report["renders"]] + [report["sheet"]]
+    assert report["gain"]["mean"] == round(
+        report["renders"][1]["score"] - report["renders"][0]["score"], 2
+    )
     listed = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
     assert [lora["sha256"] for lora in listed] == [done["result"]["sha256"]]
     weighted = api.client.patch(
@@ -355,7 +412,9 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
 
     # Cancelled while training: stops at the next step, stores nothing, keeps no checkpoint.
     long = api.client.post(
-        f"/v1/characters/{ref}/train", json={**body, "steps": 100_000}, headers=headers
+        f"/v1/characters/{ref}/train",
+        json={**body, "steps": 100_000, "report_prompts": 0},
+        headers=headers,
     ).json()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -383,6 +442,7 @@ def test_the_cli_trains_and_refuses_too_few_images(
     castbook_home.mkdir(parents=True)
     (castbook_home / "presets.toml").write_text(
         f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        "defaults = { width = 256, height = 256, steps = 2 }\n"
         'options = { family = "sd15", device = "cpu" }\n'
     )
     library = CharacterLibrary.open(Settings.from_env())
@@ -391,11 +451,16 @@ def test_the_cli_trains_and_refuses_too_few_images(
     train = ("character", "train", "--preset", "tiny-plain", "--resolution", "64", "--rank", "2")
     code, _, err = castbook(*train, "Solo", "--steps", "2")
     assert code != 0 and "a LoRA needs at least 3" in err
-    code, out, err = castbook(*train, "Tri", "--steps", "2", "--json")
+    sheet = castbook_home / "sheet.png"
+    code, out, err = castbook(*train, "Tri", "--steps", "2", "--report-prompts", "1",
+                              "--sheet", str(sheet))  # fmt: skip
     assert code == 0, err
-    summary = json.loads(out)
     (lora,) = library.loras(library.get("Tri"))
-    assert summary["sha256"] == lora.sha256 and summary["steps"] == 2
+    assert "Trained Tri's LoRA" in out and lora.sha256[:12] in out and "2 steps" in out
+    # The consistency report: the prompt's row, then mean and worst with their gain.
+    assert "Consistency without and with the LoRA" in out, out
+    assert "portrait, looking at the viewer" in out and "mean" in out and "worst" in out
+    assert Image.open(sheet).format == "PNG"
     assert lora.training["flip"] is True  # tagged symmetric
     from castbook.library import ExportFormat
     from castbook.library.exchange import lora_warnings

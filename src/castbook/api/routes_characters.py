@@ -376,6 +376,11 @@ class TrainRequest(BaseModel):
     learning_rate: float = 1e-4
     seed: int = 0
     flip: bool = False
+    report_prompts: int = Field(
+        4,
+        description="Prompts rendered without and with the LoRA after training and scored "
+        "(the consistency report); 0 skips it.",
+    )
     inference_type: str | None = Field(
         None, max_length=64, description="The worker queue that should train it."
     )

@@ -94,6 +94,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     "steps": (1, 100_000),
     "rank": (1, 256),
     "resolution": (64, 2048),
+    # the consistency report's prompts, each rendered without and with the LoRA (0: none)
+    "report_prompts": (0, 8),
 }
 
 
@@ -111,8 +113,10 @@ class TrainingSettings:
     device: str | None = None  # default: cuda when there is one, else cpu
     # CUDA only: "fp16" or "bf16" for the frozen weights (default bf16 where the GPU has it)
     precision: str | None = None
+    # prompts of the consistency report after training (castbook.render.lora_report)
+    report_prompts: int = 4
     # Not part of what is learnt, so a resumed run may change them:
-    _RUN_ONLY = ("checkpoint_every", "device", "precision")
+    _RUN_ONLY = ("checkpoint_every", "device", "precision", "report_prompts")
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be continued (not how often it is written)."""
@@ -174,7 +178,7 @@ def check_training(
     problem = trainable_preset_problem(preset)
     if problem is not None:
         raise FieldError("preset", problem)
-    for name in ("steps", "rank", "resolution"):
+    for name in ("steps", "rank", "resolution", "report_prompts"):
         value = getattr(settings, name)
         low, high = LIMITS[name]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -135,7 +135,11 @@ def prepare_request(
     *,
     library: CharacterLibrary | None = None,
     options: dict[str, Any] | None = None,
+    apply_loras: bool = True,
 ) -> PreparedRequest:
+    """The request made ready for a backend: the characters injected, their references
+    loaded, their LoRAs looked up. ``apply_loras=False`` prepares it as if no character had
+    a LoRA (no adapter, no trigger word): the "before" of a LoRA's consistency report."""
     from castbook.library import inject_characters
 
     characters = _characters(request.characters, library)
@@ -169,7 +173,11 @@ def prepare_request(
         init_image = references[0]
     if not injected.prompt and request.mode == Mode.T2I:
         raise FieldError("prompt", "is empty; describe the picture or choose a character")
-    loras, lora_notes = character_loras(characters, preset, library, request.lora_weight)
+    loras, lora_notes = (
+        character_loras(characters, preset, library, request.lora_weight)
+        if apply_loras
+        else ([], [])
+    )
     triggers = [lora.trigger for lora in loras if lora.trigger not in injected.prompt]
     return PreparedRequest(
         request=request,
