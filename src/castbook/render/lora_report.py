@@ -175,8 +175,8 @@ def _sheet(character: Character, renders: list[ReportRender], count: int) -> byt
         SheetItem(r.png, f"{'with' if r.with_lora else 'without'} LoRA: {r.prompt}", r.score)
         for r in ordered
     ]
-    title = f"{character.name}: without the LoRA (top), with it (bottom)"
-    return contact_sheet_png(items, title=title, tile=256, columns=count)
+    # The captions say which row is which: a title wide enough for it would not fit one column.
+    return contact_sheet_png(items, title=character.name, tile=256, columns=count)
 
 
 def image_size(png: bytes) -> tuple[int, int]:
