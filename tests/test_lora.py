@@ -281,6 +281,20 @@ def test_a_mismatched_base_or_backend_is_a_note_not_an_error(trained: Any) -> No
         GenerationRequest(prompt="x", characters=("Mira",)), hosted, library=library
     )
     assert prepared.lora_notes == tuple(notes) and lora.trigger not in prepared.prompt
+    gemini = next(p for p in BUILTIN_PRESETS if p.backend == "gemini")
+    uses, notes = character_loras([mira], gemini, library)
+    assert uses == [] and "not applicable to the gemini backend" in notes[0]
+    # ComfyUI applies it once the preset says where ComfyUI reads LoRAs from and which base
+    # model its checkpoint is (tests/test_comfyui_backend.py runs it).
+    comfyui = next(p for p in BUILTIN_PRESETS if p.backend == "comfyui")
+    uses, notes = character_loras([mira], comfyui, library)
+    assert uses == [] and "has no lora_dir option" in notes[0]
+    placed = replace(comfyui, options={**comfyui.options, "lora_dir": "/comfy/models/loras"})
+    uses, notes = character_loras([mira], placed, library)
+    assert uses == [] and "trained on" in notes[0] and "stable-diffusion-v1-5" in notes[0]
+    same_base = replace(placed, options={**placed.options, "base_model": lora.base_model})
+    uses, notes = character_loras([mira], same_base, library)
+    assert [use.sha256 for use in uses] == [lora.sha256] and notes == []
 
 
 def test_export_and_import_carry_the_lora_byte_for_byte(trained: Any, tmp_path: Path) -> None:
