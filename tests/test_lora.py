@@ -362,12 +362,60 @@ def test_bad_training_input_is_refused_before_any_work(
     assert caught.value.field == field and message in str(caught.value)
 
 
-@pytest.mark.parametrize("preset_id", ["openai-images", "sdxl-ip-adapter-face", "svd-i2v"])
+@pytest.mark.parametrize("preset_id", ["openai-images", "comfyui", "svd-i2v"])
 def test_a_base_model_without_a_trainable_unet_is_refused(preset_id: str) -> None:
     preset = next(p for p in BUILTIN_PRESETS if p.id == preset_id)
     with pytest.raises(FieldError) as caught:
         check_training(preset, SETTINGS, 5)
     assert caught.value.field == "preset" and "sd15-ip-adapter" in str(caught.value)
+
+
+def test_sdxl_trains_with_its_size_conditioning_and_generation_applies_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The SDXL preset's family: two text encoders (the pooled embedding and the size and
+    crop ids go to the UNet as in diffusers' SDXL script), saved as an SDXL LoRA that a fresh
+    StableDiffusionXLPipeline loads and the diffusers backend applies."""
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load
+
+    from tests.support.tiny_diffusers import make_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("lora-sdxl")
+    model = make_tiny_sdxl(root / "sdxl")
+    library = _library(root)
+    kai = library.create({"name": "Kai", "hair": "blue"}, [*map(_as_input, _images(3))])
+    preset = Preset(
+        id="tiny-sdxl",
+        backend="diffusers",
+        model=str(model),
+        modes=(Mode.T2I,),
+        defaults={"width": 256, "height": 256, "steps": 2},
+        options={"family": "sdxl", "device": "cpu"},
+    )
+    check_training(preset, SETTINGS, 3)  # no longer refused
+    settings = TrainingSettings(steps=6, rank=2, resolution=64, learning_rate=1e-2, seed=2)
+    lora, trained = train_character(library, kai, preset, settings, root / "work")
+    assert lora.family == "sdxl" and len(trained.losses) == 6
+    assert all(np.isfinite(trained.losses))
+    tensors = load(library.lora_bytes(lora))
+    assert tensors and all(name.startswith("unet.") for name in tensors)
+    fresh = StableDiffusionXLPipeline.from_pretrained(str(model))
+    fresh.load_lora_weights(tensors, adapter_name="kai")
+    assert fresh.get_list_adapters() == {"unet": ["kai"]}
+
+    cache = PipelineCache()
+    request = GenerationRequest(prompt="portrait", characters=("Kai",), width=256, height=256,
+                                steps=2, seed=5)  # fmt: skip
+    prepared = prepare_request(request, preset, library=library)
+    assert prepared.prompt.startswith(lora.trigger + ", ")
+    with_lora = DiffusersBackend(preset, cache=cache).generate(prepared, lambda _: None)
+    plain = DiffusersBackend(preset, cache=cache).generate(
+        replace(prepared, loras=()), lambda _: None
+    )
+    assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
+    assert _pixels(with_lora) != _pixels(plain)
+    library.database.dispose()
 
 
 def test_the_api_trains_as_a_task_and_lists_the_lora(

@@ -398,7 +398,7 @@ def train_lora(
     services: AppServices,
     body: TrainRequest | None = None,
 ) -> dict[str, Any]:
-    """Checked before anything is queued: at least 3 reference images, a diffusers SD 1.5
+    """Checked before anything is queued: at least 3 reference images, a diffusers SD 1.5 or SDXL
     preset, ranges. The task's result names the stored LoRA; cancel it like any task."""
     from castbook.generation.lora_train import check_character_training, training_settings
     from castbook.tasks.lora_train import LORA_TRAIN, lora_train_job_input

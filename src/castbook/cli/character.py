@@ -463,7 +463,10 @@ __all__ = ["CharacterLibrary", "app", "character_json"]
 def train(
     name: str = typer.Argument(..., help="Character name or id."),
     preset: str = typer.Option(
-        "sd15-ip-adapter", "--preset", "-p", help="A diffusers SD 1.5 preset: its base model."
+        "sd15-ip-adapter",
+        "--preset",
+        "-p",
+        help="A diffusers SD 1.5 or SDXL preset: its base model.",
     ),
     steps: int = typer.Option(800, "--steps", help="Training steps (batch 1)."),
     rank: int = typer.Option(16, "--rank", help="LoRA rank: 4–32 is usual; higher holds more."),
