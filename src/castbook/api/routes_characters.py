@@ -376,6 +376,9 @@ class TrainRequest(BaseModel):
     learning_rate: float = 1e-4
     seed: int = 0
     flip: bool = False
+    checkpoint_every: int = Field(
+        100, description="Steps between checkpoints: a restarted server resumes from the last."
+    )
     report_prompts: int = Field(
         4,
         description="Prompts rendered without and with the LoRA after training and scored "

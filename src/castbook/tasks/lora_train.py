@@ -44,7 +44,8 @@ def lora_train_job_input(
     character: Character, preset_id: str, settings: TrainingSettings
 ) -> dict[str, Any]:
     """What a training job row stores: the character's id, the preset and the settings."""
-    names = ("steps", "rank", "resolution", "learning_rate", "seed", "flip", "report_prompts")
+    names = ("steps", "rank", "resolution", "learning_rate", "seed", "flip", "checkpoint_every",
+             "report_prompts")  # fmt: skip
     values = {name: getattr(settings, name) for name in names}
     return {"character": character.id, "preset": preset_id, "settings": values}
 
