@@ -16,6 +16,12 @@ takes more references with ``reference_image_2`` …). Any other placeholder is 
 the preset's ``options``; ``checkpoint``, ``ipadapter_model``, ``clip_vision``, ``sampler``
 and ``scheduler`` have defaults (``OPTION_DEFAULTS``).
 
+Character LoRAs: ``lora_name`` and ``lora_strength`` (``lora_name_2`` … for more) in
+LoraLoader nodes. ComfyUI has no upload route for model files, so castbook writes each
+LoRA into the preset's ``lora_dir`` (ComfyUI's ``models/loras``, or a loras path of its
+``extra_model_paths.yaml``) and checks ``GET /models/loras`` lists it; a slot without a
+LoRA is bypassed (model and clip pass through). docs/training.md has the details.
+
 Without references, the nodes that would load them are dropped and the nodes that used
 them are bypassed: their outputs are rewired to the inputs their ``_meta`` names in
 ``castbook_passthrough`` (IP-Adapter nodes pass their ``model`` through by default), so
