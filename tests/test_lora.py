@@ -493,6 +493,25 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     assert [lora["sha256"] for lora in after] == [done["result"]["sha256"]]
     assert not (generating / "training" / long["id"]).exists()
 
+    # Cancelled during the report: the LoRA trained is kept, and so is the training's result.
+    reported = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "report_prompts": 8}, headers=headers
+    ).json()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = api.client.get(f"/v1/tasks/{reported['id']}", headers=headers).json()
+        ended = running["status"] not in ("queued", "running")
+        if running["progress"]["step"] > body["steps"] or ended:
+            break
+        time.sleep(0.05)
+    assert "consistency report" in running["progress"]["message"], running
+    api.client.post(f"/v1/tasks/{reported['id']}/cancel", headers=headers)
+    stopped = api.wait(reported["id"], headers)
+    assert stopped["status"] == "cancelled", stopped
+    assert "consistency" not in stopped["result"] and stopped["result"]["steps"] == 3
+    kept = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
+    assert [lora["sha256"] for lora in kept] == [stopped["result"]["sha256"]]
+
 
 def test_the_cli_trains_and_refuses_too_few_images(
     castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch

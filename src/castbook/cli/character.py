@@ -13,7 +13,7 @@ from castbook.cli.console import console, err_console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.cli.identify import warn_lookalikes
 from castbook.cli.library_access import open_library
-from castbook.errors import InvalidInputError
+from castbook.errors import CastbookError, InvalidInputError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
 from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
 from castbook.library.models import FORM_FIELDS, PHYSICAL_TRAITS, field_value
@@ -536,8 +536,13 @@ def train(
             def rendering(done: int, total: int, message: str) -> None:
                 bar.update(task, completed=steps + done, description=message)
 
-            report = _consistency_report(library, character, chosen, report_prompts, rendering)
-            summary["consistency"] = report.figures()
+            try:
+                report = _consistency_report(library, character, chosen, report_prompts, rendering)
+            except CastbookError as exc:  # the LoRA is stored: say why there is no report
+                summary["consistency"] = {"error": str(exc)}
+                err_console.print(f"[yellow]warning[/] no consistency report: {_m(str(exc))}")
+            else:
+                summary["consistency"] = report.figures()
     if report is not None and sheet is not None:
         sheet.write_bytes(report.sheet)
         summary["consistency"]["sheet"] = str(sheet)
