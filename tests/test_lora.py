@@ -281,6 +281,17 @@ def test_a_mismatched_base_or_backend_is_a_note_not_an_error(trained: Any) -> No
         GenerationRequest(prompt="x", characters=("Mira",)), hosted, library=library
     )
     assert prepared.lora_notes == tuple(notes) and lora.trigger not in prepared.prompt
+    # The note reaches the output metadata of a real call (the fake OpenAI-compatible server).
+    from castbook.generation.openai_backend import OpenAIImagesBackend
+    from castbook.generation.prepare import run_generation
+    from tests.support.fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(api_key="sk-lora-test-1234") as server:
+        backend = OpenAIImagesBackend(
+            hosted, base_url=server.base_url, api_key="sk-lora-test-1234", timeout=30.0
+        )
+        made = run_generation(backend, prepared, lambda _: None)
+    assert made.metadata["lora_notes"] == list(notes) and "loras" not in made.metadata
     gemini = next(p for p in BUILTIN_PRESETS if p.backend == "gemini")
     uses, notes = character_loras([mira], gemini, library)
     assert uses == [] and "not applicable to the gemini backend" in notes[0]
