@@ -614,6 +614,7 @@ function onKeyDown(event) {
       place(nodeElement(id), node);
     }
     drawWires();
+    drawMinimapSoon();
     saveDraftSoon();
   }
 }
