@@ -461,6 +461,13 @@ def test_a_character_is_placed_and_wired_without_a_mouse(page: Page, http: httpx
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
     expect(page.locator("#canvas .port-pending")).to_have_count(0)
+    # Delete on a focused port takes its wires off (not the selected node).
+    output.focus()
+    page.keyboard.press("Delete")
+    expect(wires(page)).to_have_count(0)
+    expect(page.locator("#canvas .node")).to_have_count(2)
+    page.keyboard.press("Control+z")
+    expect(wires(page)).to_have_count(2)
 
 
 # ---- layout at common sizes -----------------------------------------------------------------

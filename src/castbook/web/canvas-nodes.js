@@ -115,7 +115,7 @@ export function renderCollapsed(node, element = nodeElement(node.id)) {
 
 /**
  * One port: its row (what pointer events land on, and the keyboard's stop: Enter starts or
- * ends a wire there), its coloured dot and its label.
+ * ends a wire there, Delete takes its wires off), its coloured dot and its label.
  */
 function portRow(node, direction, name, type, title, spoken) {
   const row = make("div", "port-row");
@@ -131,10 +131,11 @@ function portRow(node, direction, name, type, title, spoken) {
   const which = direction === "in" ? "input" : "output";
   row.setAttribute("aria-label", `${node.id} ${which} ${name}: ${spoken}`);
   row.addEventListener("keydown", (event) => {
-    if (event.key !== "Enter" && event.key !== " ") return;
+    const wiring = event.key === "Enter" || event.key === " ";
+    if (!wiring && event.key !== "Delete" && event.key !== "Backspace") return;
     event.preventDefault();
-    event.stopPropagation();
-    hooks.onPortKey(node.id, direction, name);
+    event.stopPropagation(); // the port's key, not the selection's Delete
+    hooks.onPortKey(node.id, direction, name, wiring ? "wire" : "disconnect");
   });
   const label = make("span", "port-label", name);
   if (direction === "in") row.append(dot, label);

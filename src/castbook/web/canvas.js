@@ -374,7 +374,23 @@ function markPending(port) {
   if (row) row.classList.add("port-pending");
 }
 
-function onPortKey(nodeId, direction, name) {
+/** Delete on a focused port: every wire on it comes off (one undo step). */
+function disconnectPort(nodeId, direction, name) {
+  const on = (wire) =>
+    direction === "in" ? wire.to === nodeId && wire.port === name : wire.from === nodeId && wire.output === name;
+  const found = workflow.wires().filter(on);
+  for (const wire of found) workflow.disconnect(wire);
+  if (!found.length) return;
+  drawWires();
+  changed();
+  setStatus(`Removed ${found.length} wire${found.length === 1 ? "" : "s"} from ${nodeId}.${name}.`, "ok");
+}
+
+function onPortKey(nodeId, direction, name, action = "wire") {
+  if (action === "disconnect") {
+    disconnectPort(nodeId, direction, name);
+    return;
+  }
   const here = { node: nodeId, direction, name };
   if (!pendingPort || pendingPort.direction === direction) {
     const same = pendingPort && pendingPort.node === nodeId && pendingPort.name === name;
