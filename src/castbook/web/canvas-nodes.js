@@ -66,7 +66,8 @@ export function buildNode(node) {
   remove.title = "Remove node (Delete)";
   remove.setAttribute("aria-label", `Remove ${node.id}`);
   remove.addEventListener("click", () => hooks.onRemove(node.id));
-  header.append(collapseButton(node), title, make("span", "node-id", node.id), status, remove);
+  // ▾ sits by ✕, not before the title: the title bar's left end is where a node is grabbed.
+  header.append(title, make("span", "node-id", node.id), status, collapseButton(node), remove);
   element.append(header);
 
   if (node.type === "character") {
