@@ -38,7 +38,9 @@ export function layered(nodes) {
   const rerank = () => filled.forEach((list) => list.forEach((node, index) => rank.set(node.id, index)));
   rerank();
   const outputs = new Map(nodes.map((node) => [node.id, []]));
-  for (const node of nodes) for (const source of node.inputs) if (outputs.has(source)) outputs.get(source).push(node.id);
+  for (const node of nodes) {
+    for (const source of node.inputs) if (outputs.has(source)) outputs.get(source).push(node.id);
+  }
   const centre = (ids, own) => (ids.length ? ids.reduce((sum, id) => sum + rank.get(id), 0) / ids.length : own);
   for (let sweep = 0; sweep < SWEEPS; sweep += 1) {
     const forward = sweep % 2 === 0;

@@ -161,7 +161,8 @@ function buildPorts(node, spec) {
   }
   const outputs = make("div", "node-port-column outputs");
   for (const output of spec.outputs) {
-    const { row, label } = portRow(node, "out", output.name, output.type, `${output.name}: ${output.type}`, output.type);
+    const title = `${output.name}: ${output.type}`;
+    const { row, label } = portRow(node, "out", output.name, output.type, title, output.type);
     if (output.name !== output.type) label.append(make("small", "port-type", ` ${output.type}`));
     outputs.append(row);
   }

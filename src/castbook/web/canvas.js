@@ -29,7 +29,7 @@ import {
   setNodeHooks,
 } from "./canvas-nodes.js";
 import { layered } from "./canvas-layout.js";
-import { closeMenu, isMenuOpen, openMenu } from "./canvas-menu.js";
+import { isMenuOpen, openMenu } from "./canvas-menu.js";
 import { drawMinimapSoon, setUpMinimap, toggleMinimap } from "./canvas-minimap.js";
 import { closeNodeSearch, openNodeSearch } from "./canvas-search.js";
 import { startBoxSelect } from "./canvas-select.js";
@@ -370,7 +370,8 @@ function markPending(port) {
   pendingPort = port;
   if (!port) return;
   const element = nodeElement(port.node);
-  const row = element && element.querySelector(`.port-row[data-direction="${port.direction}"][data-port="${CSS.escape(port.name)}"]`);
+  const selector = `.port-row[data-direction="${port.direction}"][data-port="${CSS.escape(port.name)}"]`;
+  const row = element && element.querySelector(selector);
   if (row) row.classList.add("port-pending");
 }
 
