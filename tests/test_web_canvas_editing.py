@@ -237,6 +237,34 @@ def test_the_node_search_adds_the_chosen_type_where_it_was_opened(page: Page) ->
     expect(page.locator("#canvas .node")).to_have_count(2)
 
 
+def test_a_wire_let_go_on_the_empty_canvas_offers_the_nodes_that_take_it(page: Page) -> None:
+    open_canvas(page, {"nodes": {"batch_render_1": {"type": "batch_render", "inputs": {}}}})
+    batch = by_id(page, "batch_render_1")
+    point = canvas_point(page, 650, 250)
+    drag(page, centre(port(batch, "out", "images")), point)
+    search = page.locator("#canvas .node-search")
+    expect(search).to_be_visible()
+    offered = set(
+        search.locator(".node-search-item").evaluate_all("is => is.map(i => i.dataset.type)")
+    )
+    assert {"consistency_eval", "output"} <= offered, offered
+    assert "text_to_image" not in offered, offered  # nothing of it takes images
+    page.keyboard.type("eval")
+    page.keyboard.press("Enter")
+    evaluation = node(page, "consistency_eval")
+    expect(evaluation).to_have_count(1)
+    box = evaluation.bounding_box()
+    assert box
+    assert_near((box["x"], box["y"]), point)
+    expect(
+        page.locator('#wires .wire[data-from="batch_render_1"][data-to="consistency_eval_1"]')
+    ).to_have_attribute("data-port", "images")
+    # A wire picked up from an input and let go there is removed, as before: no search.
+    drag(page, centre(port(evaluation, "in", "images")), canvas_point(page, 650, 600))
+    expect(wires(page)).to_have_count(0)
+    expect(search).to_be_hidden()
+
+
 # ---- context menu ---------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 // The node search: a double-click on the empty canvas, `/`, or "Add node…" in the context
 // menu opens a search box where the pointer is; typing filters the catalogue's node types
 // (by title, type and description: every word must match), ↑/↓ choose, Enter (or a click)
-// adds the chosen type at that spot, Escape closes.
+// adds the chosen type at that spot, Escape closes. A wire let go on the empty canvas opens
+// it too, offering only the types that can take that wire.
 
 import { catalog } from "./canvas-graph.js";
 import { make } from "./dom.js";
@@ -12,12 +13,13 @@ let list = null;
 let active = 0;
 let shown = [];
 let onPick = null;
+let offered = () => true; // which node types this opening offers
 let restoreFocus = null;
 
 /** The node types matching `query`, titles that start with it first. */
 export function matchTypes(query) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
-  const specs = [...catalog.types.values()].filter((spec) => {
+  const specs = [...catalog.types.values()].filter(offered).filter((spec) => {
     const text = `${spec.title} ${spec.type} ${spec.description || ""}`.toLowerCase();
     return words.every((word) => text.includes(word));
   });
@@ -108,12 +110,14 @@ export function isNodeSearchOpen() {
   return Boolean(box && !box.hidden);
 }
 
-/** Open the search at the screen point (clientX, clientY) of `canvas`; `pick(type)` adds. */
-export function openNodeSearch(canvas, clientX, clientY, pickType) {
+/** Open the search at the screen point (clientX, clientY) of `canvas`; `pick(type)` adds;
+ * `only(spec)`, when given, says which node types to offer. */
+export function openNodeSearch(canvas, clientX, clientY, pickType, only = () => true) {
   if (!catalog.loaded) return false;
   if (!box) build(canvas);
   restoreFocus = document.activeElement;
   onPick = pickType;
+  offered = only;
   const frame = canvas.getBoundingClientRect();
   box.hidden = false;
   input.value = "";

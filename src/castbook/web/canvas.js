@@ -18,7 +18,15 @@
 //   canvas-layout.js   auto-arrange
 
 import { $, ApiError, api } from "./api.js";
-import { IMAGE_DRAG_TYPE, NODE_DRAG_TYPE, catalog, setCatalog, workflow } from "./canvas-graph.js";
+import {
+  IMAGE_DRAG_TYPE,
+  NODE_DRAG_TYPE,
+  accepts,
+  catalog,
+  outputType,
+  setCatalog,
+  workflow,
+} from "./canvas-graph.js";
 import {
   buildNode,
   fillPresetSelect,
@@ -307,6 +315,39 @@ function searchHere() {
     pointer && pointer.x > box.left && pointer.x < box.right && pointer.y > box.top && pointer.y < box.bottom;
   if (inside) searchAt(pointer.x, pointer.y);
   else searchAt(box.left + box.width / 2 - 120, box.top + box.height / 2 - 80, { avoid: true });
+}
+
+/**
+ * A wire from `anchor` let go on the empty canvas: the node search there, offering the node
+ * types with a port that takes it (an input for a wire from an output, and the other way);
+ * the chosen node is added there and wired by its first such port, as in ComfyUI.
+ */
+function searchForWire(anchor, clientX, clientY) {
+  const from = workflow.nodes.get(anchor.node);
+  if (!from) return;
+  const given = anchor.direction === "out" ? outputType(from.type, anchor.name) : null;
+  const wanted = anchor.direction === "in" ? anchor.type : null;
+  const portFor = (spec) =>
+    given
+      ? spec.inputs.find((input) => input.kind === "port" && accepts(input.type, given))
+      : spec.outputs.find((output) => accepts(wanted, output.type));
+  const at = toWorld(clientX, clientY);
+  const pick = (type) => {
+    const node = addNode(type, at.x, at.y);
+    const port = node && portFor(catalog.types.get(type));
+    if (!port) return;
+    const problem =
+      anchor.direction === "out"
+        ? workflow.connect(anchor.node, anchor.name, node.id, port.name)
+        : workflow.connect(node.id, port.name, anchor.node, anchor.name);
+    if (problem) {
+      setStatus(`Not connected: ${problem}.`, "error");
+      return;
+    }
+    drawWires();
+    changed();
+  };
+  openNodeSearch(canvas, clientX, clientY, pick, (spec) => Boolean(portFor(spec)));
 }
 
 /** The nodes an action on node `id` applies to: the selection when it holds `id`. */
@@ -739,6 +780,7 @@ export function setUpCanvas() {
   setUpWires(canvas, $("#wires"), {
     onChange: changed,
     onRefused: (problem) => setStatus(`Not connected: ${problem}.`, "error"),
+    onDropOnEmpty: searchForWire,
     onSelect: (wire) => {
       select([]);
       selectWire(wire);
