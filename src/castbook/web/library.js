@@ -129,6 +129,15 @@ function cardFor(character) {
   card.addEventListener("dblclick", (event) => {
     if (!event.target.closest("button")) openCharacterForm(character);
   });
+  // The keyboard's drag: Enter on a focused card places the character on the canvas.
+  card.tabIndex = 0;
+  const images = count ? `${count} reference image${count === 1 ? "" : "s"}` : "no reference image";
+  card.setAttribute("aria-label", `${character.name}, ${images}: Enter places it on the canvas`);
+  card.addEventListener("keydown", (event) => {
+    if (event.target !== card || event.key !== "Enter") return;
+    event.preventDefault();
+    document.dispatchEvent(new CustomEvent("castbook:place-character", { detail: character.id }));
+  });
   card.addEventListener("dragstart", (event) => {
     event.dataTransfer.setData(DRAG_TYPE, character.id);
     event.dataTransfer.setData("text/plain", character.id);
