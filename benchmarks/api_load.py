@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/api_load.py [--clients 50] [--seconds 60] [--warmup 10]
                                             [--poll 0.2] [--submit-every 0] [--workers 2]
-                                            [--client-threads]
+                                            [--client-threads] [--in-step]
 
 Starts `castbook serve` on a free 127.0.0.1 port with a temporary CASTBOOK_HOME whose preset
 points at the tiny random-weight SD 1.5 model the tests use, creates an API key, then runs
@@ -10,7 +10,9 @@ points at the tiny random-weight SD 1.5 model the tests use, creates an API key,
 wrk or k6 run them; ``--client-threads``: a thread per client) for ``--warmup`` +
 ``--seconds``: each submits a generation,
 polls its task every ``--poll`` seconds until it ends, and repeats (``--submit-every S``: a
-new task every S seconds whatever the last one does). Submit and poll latencies
+new task every S seconds whatever the last one does). Each client starts at its own random
+point of the first period, as independent clients do (``--in-step``: all together, so that
+every period begins with a burst of ``--clients`` requests). Submit and poll latencies
 are kept separately, only after the warm-up (steady state), and printed as p50/p95/p99,
 both as the clients saw them and as the server's ``Server-Timing`` header reports them (the
 server's share: the rest is the clients' own scheduling on the same cores, and the wire).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -92,6 +95,13 @@ def main() -> None:
         "--client-threads",
         action="store_true",
         help="one thread per client (the benchmark's first form) instead of one event loop",
+    )
+    parser.add_argument(
+        "--in-step",
+        action="store_true",
+        help="all clients start together and stay in phase (a burst of --clients requests "
+        "every --poll seconds: the benchmark's form until 2026-12-07) instead of each client "
+        "starting at its own random point of the first period, as independent clients do",
     )
     options = parser.parse_args()
 
@@ -177,6 +187,10 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
         # One request every --poll seconds: a submit when one is due (--submit-every, or
         # when this client has nothing pending), otherwise a poll of its oldest pending task.
         pending: list[str] = []
+        if not options.in_step:
+            # Independent clients are not in phase: each starts at its own point of the
+            # first period (seeded, so runs are alike); --in-step keeps the old bursts.
+            await asyncio.sleep(random.Random(index).uniform(0.0, options.poll))
         next_submit = time.monotonic()
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
             for n in range(MAX_REQUESTS_PER_CLIENT):
@@ -262,7 +276,8 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
           f"{options.clients} clients, {options.warmup:.0f} s warm-up + {options.seconds:.0f} s "
           f"measured, one request every {options.poll} s each, submitting {cadence}; "
           f"server job threads: {options.workers}; "
-          f"clients as {'threads' if options.client_threads else 'coroutines of one loop'}; "
+          f"clients as {'threads' if options.client_threads else 'coroutines of one loop'}"
+          f"{', in step (bursts)' if options.in_step else ', each at its own phase'}; "
           "tiny SD 1.5 at 256 px, 2 steps")  # fmt: skip
     print(
         f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "

@@ -11,7 +11,7 @@ nodes each wired to an output node, laid out in a grid — is put in the page's 
 
 - **open**: from navigation start to the last node on the canvas (``performance.now()``);
 - **pan** and **zoom**: ``requestAnimationFrame`` timestamps recorded while Playwright drags
-  the empty canvas (mouse down, moves, up) or turns the wheel for ``--seconds``; frames/s is
+  with the middle button (mouse down, moves, up) or turns the wheel for ``--seconds``; frames/s is
   frames over elapsed time, with the median and 95th-percentile frame interval, and the share
   of frames that showed a new view (the gesture really went on). ``requestAnimationFrame``
   times the page's main thread (events, style, layout, paint records); the compositor's
@@ -96,7 +96,7 @@ EMPTY_POINT = """() => {
 
 
 def measure(page: Any, seconds: float, kind: str) -> dict[str, float]:
-    """Frame timing while the mouse pans (drags the empty canvas) or zooms (the wheel)."""
+    """Frame timing while the mouse pans (drags with the middle button) or zooms (the wheel)."""
     point = page.evaluate(EMPTY_POINT)
     if point is None:
         raise SystemExit("no empty spot on the canvas to drag: fewer nodes, or a bigger window")
@@ -108,10 +108,11 @@ def measure(page: Any, seconds: float, kind: str) -> dict[str, float]:
     if kind == "pan":
         while time.monotonic() < deadline:
             page.mouse.move(x, y)
-            page.mouse.down()  # on the empty canvas between nodes: panning
+            # The middle button pans (a left drag on the empty canvas draws a selection box).
+            page.mouse.down(button="middle")
             page.mouse.move(x + 120, y + 80, steps=12)
             page.mouse.move(x, y, steps=12)
-            page.mouse.up()
+            page.mouse.up(button="middle")
             step += 1
     else:
         while time.monotonic() < deadline:

@@ -49,6 +49,7 @@ def test_save_list_get_delete_per_owner(make_api: ApiFactory, generating: Path) 
     assert saved.status_code == 201, saved.text
     workflow = saved.json()
     assert workflow["name"] == "cafe" and workflow["graph"] == GRAPH
+    assert workflow["valid"] is True and workflow["problems"] == []
     again = api.client.post("/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=alice)
     assert again.status_code == 409, again.text
 
@@ -65,10 +66,16 @@ def test_save_list_get_delete_per_owner(make_api: ApiFactory, generating: Path) 
         ("POST", f"/v1/workflows/{workflow['id']}/run"),
     ):
         assert api.client.request(method, path, headers=bob).status_code == 404, path
-    # Bob has no character "Alice": the same graph is not valid for him.
-    refused = api.client.post("/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=bob)
+    # Bob has no character "Alice": the same graph saves as his draft, says it would not
+    # run, and running it is refused naming the node.
+    draft = api.client.post("/v1/workflows", json={"name": "cafe", "graph": GRAPH}, headers=bob)
+    assert draft.status_code == 201, draft.text
+    assert draft.json()["valid"] is False
+    assert draft.json()["problems"][0]["node"] == "alice"
+    refused = api.client.post(f"/v1/workflows/{draft.json()['id']}/run", headers=bob)
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["node"] == "alice"
+    api.client.delete(f"/v1/workflows/{draft.json()['id']}", headers=bob)
 
     deleted = api.client.delete(f"/v1/workflows/{workflow['id']}", headers=alice)
     assert deleted.status_code == 204
@@ -122,10 +129,56 @@ def test_validate_reports_every_problem_naming_the_node(
     (problem,) = response.json()["errors"]
     assert (problem["node"], problem["field"]) == ("gen", "characters")
     assert "takes at most 0 reference image(s)" in problem["message"]
-    saved = api.client.post("/v1/workflows", json={"name": "bad", "graph": broken}, headers=alice)
-    assert saved.status_code == 422
     assert api.job_count() == 0 and api.blobs() == blobs
     assert api.client.get("/v1/workflows", headers=alice).json() == []
+
+
+def test_a_draft_saves_unfinished_and_is_checked_on_run(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    """Save checks only the JSON shape: a workflow with unknown types, values out of range
+    and missing wires is kept as it is (layout, collapsed nodes) and names what a run would
+    refuse; running it is refused with the same problems; a wrong shape is never stored."""
+    api = make_api()
+    alice = api.key("alice")
+    add_character(api, alice)
+    draft = {
+        "nodes": {
+            "gen": {"type": "text_to_image", "inputs": {"steps": 99}},
+            "eval": {"type": "consistency_eval", "inputs": {}},
+            "ghost": {"type": "teleport"},
+        },
+        "layout": {"gen": {"x": 10, "y": 20, "collapsed": True}, "eval": {"x": 300, "y": 20}},
+    }
+    saved = api.client.post("/v1/workflows", json={"name": "wip", "graph": draft}, headers=alice)
+    assert saved.status_code == 201, saved.text
+    body = saved.json()
+    assert body["graph"] == draft and body["valid"] is False
+    named = {(p["node"], p["field"]) for p in body["problems"]}
+    assert {("gen", "steps"), ("eval", "images"), ("ghost", "type")} <= named, named
+    stored = api.client.get(f"/v1/workflows/{body['id']}", headers=alice).json()
+    assert stored["graph"] == draft
+    run = api.client.post(f"/v1/workflows/{body['id']}/run", headers=alice)
+    assert run.status_code == 422
+    assert {(e["node"], e["field"]) for e in run.json()["errors"]} == named
+    assert api.job_count() == 0
+
+    for bad, where in (
+        ({"nodes": {}}, (None, "nodes")),
+        ({"nodes": {"a": {"inputs": {}}}}, ("a", "type")),
+        ({"nodes": {"a": {"type": "output", "inputs": []}}}, ("a", "inputs")),
+        ({"nodes": {"a": {"type": "output", "colour": 1}}}, ("a", "colour")),
+        ({"nodes": {"a": {"type": "output"}}, "layout": {"a": {"x": 1}}}, ("a", "layout")),
+        ({"nodes": {"a": {"type": "output"}}, "layout": {"a": {"x": 1, "y": 2, "collapsed": "y"}}},
+         ("a", "layout")),
+        ({"nodes": {"a": {"type": "output"}}, "extra": 1}, (None, "extra")),
+    ):  # fmt: skip
+        refused = api.client.post(
+            "/v1/workflows", json={"name": "bad", "graph": bad}, headers=alice
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+        assert (refused.json()["errors"][0]["node"], refused.json()["errors"][0]["field"]) == where
+    assert [w["name"] for w in api.client.get("/v1/workflows", headers=alice).json()] == ["wip"]
 
 
 def test_a_saved_workflow_runs_with_per_node_results_and_scores(

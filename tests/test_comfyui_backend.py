@@ -551,3 +551,162 @@ def test_a_named_comfyui_provider_that_is_missing_is_a_clear_error(tmp_path: Pat
     with pytest.raises(FieldError) as caught:
         ComfyUIBackend(preset(provider="farm"), environ=env)
     assert "'farm'" in str(caught.value) and "providers.toml" in str(caught.value)
+
+
+# -- character LoRAs: written to ComfyUI's loras folder, applied by LoraLoader nodes ----------
+
+
+def _lora_file(tmp_path: Path, seed: int = 0) -> tuple[Path, str]:
+    """A small SD 1.5-style LoRA file (safetensors) and its sha256, as the blob store keeps it."""
+    import hashlib
+
+    np = pytest.importorskip("numpy")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight": (
+            rng.standard_normal((2, 64)).astype("float32")
+        ),
+        "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.up.weight": (
+            rng.standard_normal((64, 2)).astype("float32")
+        ),
+    }
+    data = safetensors_numpy.save(tensors)
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_path / "blobs" / sha
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path, sha
+
+
+def _lora_use(path: Path, sha: str, character: str = "Mira", weight: float = 0.8):
+    from castbook.generation.base import LoraUse
+
+    return LoraUse(
+        character=character,
+        sha256=sha,
+        path=str(path),
+        weight=weight,
+        trigger=f"cbk{sha[:6]}",
+        base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    )
+
+
+@pytest.fixture
+def lora_comfy(tmp_path: Path) -> Iterator[FakeComfyUI]:
+    with FakeComfyUI(loras_dir=tmp_path / "ComfyUI" / "models" / "loras") as server:
+        yield server
+
+
+def _lora_backend(comfy: FakeComfyUI, **options: Any) -> ComfyUIBackend:
+    chosen = preset(lora_dir=str(comfy.loras_dir), **options)
+    return ComfyUIBackend(chosen, server=comfy.url, poll_interval=0.01, timeout=5.0)
+
+
+def test_a_character_lora_is_written_to_the_loras_folder_and_loaded_by_lora_loader(
+    lora_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    path, sha = _lora_file(tmp_path)
+    use = _lora_use(path, sha)
+    backend = _lora_backend(lora_comfy)
+    plain = backend.generate(make_prepared(), lambda _: None)
+    without = lora_comfy.workflows[-1]
+    # No LoRA: both LoraLoader slots bypassed, the sampler and text encoders on the checkpoint.
+    assert nodes_of(without, "LoraLoader") == []
+    assert only(without, "KSampler")["model"] == ["1", 0]
+    assert [n["inputs"]["clip"] for n in nodes_of(without, "CLIPTextEncode")] == [["1", 1]] * 2
+
+    result = backend.generate(replace(make_prepared(), loras=(use,)), lambda _: None)
+    written = lora_comfy.loras_dir / "castbook" / f"castbook-{sha[:16]}.safetensors"
+    assert written.read_bytes() == path.read_bytes()
+    workflow = lora_comfy.workflows[-1]
+    (loader_id,) = [k for k, n in workflow.items() if n["class_type"] == "LoraLoader"]
+    assert workflow[loader_id]["inputs"] == {
+        "model": ["1", 0],
+        "clip": ["1", 1],
+        "lora_name": f"castbook/castbook-{sha[:16]}.safetensors",
+        "strength_model": 0.8,
+        "strength_clip": 0.8,
+    }
+    assert only(workflow, "KSampler")["model"] == [loader_id, 0]
+    assert [n["inputs"]["clip"] for n in nodes_of(workflow, "CLIPTextEncode")] == [
+        [loader_id, 1]
+    ] * 2
+    assert lora_comfy.executions[-1]["loras"] == [
+        {"name": f"castbook/castbook-{sha[:16]}.safetensors", "sha256": sha, "strength": 0.8}
+    ]
+    assert result.metadata["loras"] == [use.described()]
+    assert "lora_notes" not in result.metadata
+    assert fingerprint(result.images[0]) != fingerprint(plain.images[0])
+    # Placed once: the next request finds the same file and ComfyUI lists it.
+    before = written.stat().st_mtime_ns
+    backend.generate(replace(make_prepared(), loras=(use,)), lambda _: None)
+    assert written.stat().st_mtime_ns == before
+    assert lora_comfy.paths("GET").count("/models/loras") == 2
+
+
+def test_two_loras_chain_and_one_more_than_the_slots_is_a_note(
+    lora_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    uses = []
+    for index, name in enumerate(("Mira", "Oskar", "Vale")):
+        path, sha = _lora_file(tmp_path, seed=index)
+        uses.append(_lora_use(path, sha, name, weight=0.5 + index / 4))
+    result = _lora_backend(lora_comfy).generate(
+        replace(make_prepared(), loras=tuple(uses)), lambda _: None
+    )
+    workflow = lora_comfy.workflows[-1]
+    loaders = nodes_of(workflow, "LoraLoader")
+    assert [n["inputs"]["strength_model"] for n in loaders] == [0.5, 0.75]
+    assert loaders[1]["inputs"]["model"][0] in workflow  # chained on the first
+    assert [x["sha256"] for x in lora_comfy.executions[-1]["loras"]] == [
+        uses[0].sha256,
+        uses[1].sha256,
+    ]
+    assert [x["character"] for x in result.metadata["loras"]] == ["Mira", "Oskar"]
+    (note,) = result.metadata["lora_notes"]
+    assert "Vale's LoRA not applied" in note and "takes 2 LoRA(s)" in note
+
+
+def test_a_lora_dir_comfyui_does_not_read_is_an_error_naming_both_folders(
+    lora_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    path, sha = _lora_file(tmp_path)
+    elsewhere = tmp_path / "not-comfyui"
+    chosen = preset(lora_dir=str(elsewhere))
+    backend = ComfyUIBackend(chosen, server=lora_comfy.url, poll_interval=0.01, timeout=5.0)
+    with pytest.raises(BackendError) as caught:
+        backend.generate(replace(make_prepared(), loras=(_lora_use(path, sha),)), lambda _: None)
+    message = str(caught.value)
+    assert "does not list castbook/castbook-" in message and str(elsewhere) in message
+    assert "extra_model_paths.yaml" in message
+    assert lora_comfy.paths("POST").count("/prompt") == 0
+
+
+def test_without_lora_dir_the_lora_is_a_note_and_the_picture_is_made(
+    lora_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    path, sha = _lora_file(tmp_path)
+    backend = ComfyUIBackend(COMFYUI_PRESET, server=lora_comfy.url, poll_interval=0.01, timeout=5.0)
+    result = backend.generate(
+        replace(make_prepared(), loras=(_lora_use(path, sha),)), lambda _: None
+    )
+    assert nodes_of(lora_comfy.workflows[-1], "LoraLoader") == []
+    assert "has no lora_dir option" in result.metadata["lora_notes"][0]
+    assert "loras" not in result.metadata
+
+
+def test_a_damaged_lora_fails_in_the_lora_loader_as_comfyui_reports_it(
+    lora_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    import hashlib
+
+    data = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      "
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_path / sha
+    path.write_bytes(data)
+    with pytest.raises(BackendError) as caught:
+        _lora_backend(lora_comfy).generate(
+            replace(make_prepared(), loras=(_lora_use(path, sha),)), lambda _: None
+        )
+    assert "LoraLoader" in str(caught.value) and "deserializing header" in str(caught.value)

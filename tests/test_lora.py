@@ -200,6 +200,51 @@ def test_generation_applies_the_lora_and_says_so(trained: Any) -> None:
     assert _pixels(after) == _pixels(plain)
 
 
+def test_the_consistency_report_renders_without_and_with_the_lora(trained: Any) -> None:
+    from castbook.evaluation import Scorer
+    from castbook.generation.outputs import PARAMETERS_KEY
+    from castbook.render.lora_report import (
+        MAX_REPORT_PROMPTS,
+        REPORT_PROMPTS,
+        REPORT_SEED,
+        lora_report,
+    )
+
+    library, mira, preset, (lora, _, _) = trained
+    preset = replace(preset, defaults={"width": 256, "height": 256, "steps": 2})
+    assert len(REPORT_PROMPTS) == MAX_REPORT_PROMPTS
+    backend = DiffusersBackend(preset, cache=PipelineCache())
+    calls: list[tuple[int, int]] = []
+    with Scorer(faces=False) as scorer:
+        with pytest.raises(FieldError, match="between 1 and 8, got 9"):
+            lora_report(library, mira, preset, backend, scorer, 9)
+        report = lora_report(
+            library, mira, preset, backend, scorer, 2, lambda d, t, _: calls.append((d, t))
+        )
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(r.prompt, r.seed, r.with_lora) for r in report.renders] == [
+        (REPORT_PROMPTS[0], REPORT_SEED, False),
+        (REPORT_PROMPTS[0], REPORT_SEED, True),
+        (REPORT_PROMPTS[1], REPORT_SEED + 1, False),
+        (REPORT_PROMPTS[1], REPORT_SEED + 1, True),
+    ]
+    pictures = [Image.open(io.BytesIO(r.png)) for r in report.renders]
+    prompts = [json.loads(p.info[PARAMETERS_KEY])["prompt"] for p in pictures]
+    # Without: no adapter and no trigger word; with: the trigger word leads.
+    assert lora.trigger not in prompts[0] and prompts[1].startswith(lora.trigger + ", ")
+    assert pictures[0].tobytes() != pictures[1].tobytes()
+    assert pictures[0].size == (256, 256)
+    assert all(0 <= r.score <= 100 for r in report.renders)
+    figures = report.figures()
+    assert figures["references"] is False  # the plain preset has no IP-Adapter
+    without, with_ = report.scores(False), report.scores(True)
+    assert figures["without"] == {"mean": round(sum(without) / 2, 2), "worst": min(without)}
+    assert figures["with"] == {"mean": round(sum(with_) / 2, 2), "worst": min(with_)}
+    assert figures["gain"]["worst"] == round(min(with_) - min(without), 2)
+    sheet = Image.open(io.BytesIO(report.sheet))
+    assert 2 * 256 < sheet.width < 3 * 256 and sheet.height > 2 * 256  # 2 prompts × 2 rows
+
+
 def test_two_characters_loras_apply_together(trained: Any) -> None:
     from safetensors.torch import load, save
 
@@ -236,6 +281,31 @@ def test_a_mismatched_base_or_backend_is_a_note_not_an_error(trained: Any) -> No
         GenerationRequest(prompt="x", characters=("Mira",)), hosted, library=library
     )
     assert prepared.lora_notes == tuple(notes) and lora.trigger not in prepared.prompt
+    # The note reaches the output metadata of a real call (the fake OpenAI-compatible server).
+    from castbook.generation.openai_backend import OpenAIImagesBackend
+    from castbook.generation.prepare import run_generation
+    from tests.support.fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(api_key="sk-lora-test-1234") as server:
+        backend = OpenAIImagesBackend(
+            hosted, base_url=server.base_url, api_key="sk-lora-test-1234", timeout=30.0
+        )
+        made = run_generation(backend, prepared, lambda _: None)
+    assert made.metadata["lora_notes"] == list(notes) and "loras" not in made.metadata
+    gemini = next(p for p in BUILTIN_PRESETS if p.backend == "gemini")
+    uses, notes = character_loras([mira], gemini, library)
+    assert uses == [] and "not applicable to the gemini backend" in notes[0]
+    # ComfyUI applies it once the preset says where ComfyUI reads LoRAs from and which base
+    # model its checkpoint is (tests/test_comfyui_backend.py runs it).
+    comfyui = next(p for p in BUILTIN_PRESETS if p.backend == "comfyui")
+    uses, notes = character_loras([mira], comfyui, library)
+    assert uses == [] and "has no lora_dir option" in notes[0]
+    placed = replace(comfyui, options={**comfyui.options, "lora_dir": "/comfy/models/loras"})
+    uses, notes = character_loras([mira], placed, library)
+    assert uses == [] and "trained on" in notes[0] and "stable-diffusion-v1-5" in notes[0]
+    same_base = replace(placed, options={**placed.options, "base_model": lora.base_model})
+    uses, notes = character_loras([mira], same_base, library)
+    assert [use.sha256 for use in uses] == [lora.sha256] and notes == []
 
 
 def test_export_and_import_carry_the_lora_byte_for_byte(trained: Any, tmp_path: Path) -> None:
@@ -303,12 +373,60 @@ def test_bad_training_input_is_refused_before_any_work(
     assert caught.value.field == field and message in str(caught.value)
 
 
-@pytest.mark.parametrize("preset_id", ["openai-images", "sdxl-ip-adapter-face", "svd-i2v"])
+@pytest.mark.parametrize("preset_id", ["openai-images", "comfyui", "svd-i2v"])
 def test_a_base_model_without_a_trainable_unet_is_refused(preset_id: str) -> None:
     preset = next(p for p in BUILTIN_PRESETS if p.id == preset_id)
     with pytest.raises(FieldError) as caught:
         check_training(preset, SETTINGS, 5)
     assert caught.value.field == "preset" and "sd15-ip-adapter" in str(caught.value)
+
+
+def test_sdxl_trains_with_its_size_conditioning_and_generation_applies_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The SDXL preset's family: two text encoders (the pooled embedding and the size and
+    crop ids go to the UNet as in diffusers' SDXL script), saved as an SDXL LoRA that a fresh
+    StableDiffusionXLPipeline loads and the diffusers backend applies."""
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load
+
+    from tests.support.tiny_diffusers import make_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("lora-sdxl")
+    model = make_tiny_sdxl(root / "sdxl")
+    library = _library(root)
+    kai = library.create({"name": "Kai", "hair": "blue"}, [*map(_as_input, _images(3))])
+    preset = Preset(
+        id="tiny-sdxl",
+        backend="diffusers",
+        model=str(model),
+        modes=(Mode.T2I,),
+        defaults={"width": 256, "height": 256, "steps": 2},
+        options={"family": "sdxl", "device": "cpu"},
+    )
+    check_training(preset, SETTINGS, 3)  # no longer refused
+    settings = TrainingSettings(steps=6, rank=2, resolution=64, learning_rate=1e-2, seed=2)
+    lora, trained = train_character(library, kai, preset, settings, root / "work")
+    assert lora.family == "sdxl" and len(trained.losses) == 6
+    assert all(np.isfinite(trained.losses))
+    tensors = load(library.lora_bytes(lora))
+    assert tensors and all(name.startswith("unet.") for name in tensors)
+    fresh = StableDiffusionXLPipeline.from_pretrained(str(model))
+    fresh.load_lora_weights(tensors, adapter_name="kai")
+    assert fresh.get_list_adapters() == {"unet": ["kai"]}
+
+    cache = PipelineCache()
+    request = GenerationRequest(prompt="portrait", characters=("Kai",), width=256, height=256,
+                                steps=2, seed=5)  # fmt: skip
+    prepared = prepare_request(request, preset, library=library)
+    assert prepared.prompt.startswith(lora.trigger + ", ")
+    with_lora = DiffusersBackend(preset, cache=cache).generate(prepared, lambda _: None)
+    plain = DiffusersBackend(preset, cache=cache).generate(
+        replace(prepared, loras=()), lambda _: None
+    )
+    assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
+    assert _pixels(with_lora) != _pixels(plain)
+    library.database.dispose()
 
 
 def test_the_api_trains_as_a_task_and_lists_the_lora(
@@ -331,11 +449,23 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     )
     assert hosted.status_code == 422 and hosted.json()["field"] == "preset"
 
-    submitted = api.client.post(f"/v1/characters/{ref}/train", json=body, headers=headers)
+    submitted = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "report_prompts": 1}, headers=headers
+    )
     assert submitted.status_code == 202, submitted.text
     done = api.wait(submitted.json()["id"], headers)
     assert done["status"] == "succeeded", done
     assert done["kind"] == "lora_train" and done["result"]["steps"] == 3
+    # The consistency report: one prompt without and with the LoRA, and the sheet, as outputs.
+    report = done["result"]["consistency"]
+    assert set(report) == {"without", "with", "gain", "references", "renders", "sheet"}
+    assert report["references"] is False  # tiny-plain has no IP-Adapter
+    assert [r["lora"] for r in report["renders"]] == [False, True]
+    outputs = [output["id"] for output in done["outputs"]]
+    assert outputs == [r["output"] for r in report["renders"]] + [report["sheet"]]
+    assert report["gain"]["mean"] == round(
+        report["renders"][1]["score"] - report["renders"][0]["score"], 2
+    )
     listed = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
     assert [lora["sha256"] for lora in listed] == [done["result"]["sha256"]]
     weighted = api.client.patch(
@@ -355,7 +485,9 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
 
     # Cancelled while training: stops at the next step, stores nothing, keeps no checkpoint.
     long = api.client.post(
-        f"/v1/characters/{ref}/train", json={**body, "steps": 100_000}, headers=headers
+        f"/v1/characters/{ref}/train",
+        json={**body, "steps": 100_000, "report_prompts": 0},
+        headers=headers,
     ).json()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -372,6 +504,25 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     assert [lora["sha256"] for lora in after] == [done["result"]["sha256"]]
     assert not (generating / "training" / long["id"]).exists()
 
+    # Cancelled during the report: the LoRA trained is kept, and so is the training's result.
+    reported = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "report_prompts": 8}, headers=headers
+    ).json()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = api.client.get(f"/v1/tasks/{reported['id']}", headers=headers).json()
+        ended = running["status"] not in ("queued", "running")
+        if running["progress"]["step"] > body["steps"] or ended:
+            break
+        time.sleep(0.05)
+    assert "consistency report" in running["progress"]["message"], running
+    api.client.post(f"/v1/tasks/{reported['id']}/cancel", headers=headers)
+    stopped = api.wait(reported["id"], headers)
+    assert stopped["status"] == "cancelled", stopped
+    assert "consistency" not in stopped["result"] and stopped["result"]["steps"] == 3
+    kept = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
+    assert [lora["sha256"] for lora in kept] == [stopped["result"]["sha256"]]
+
 
 def test_the_cli_trains_and_refuses_too_few_images(
     castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
@@ -383,6 +534,7 @@ def test_the_cli_trains_and_refuses_too_few_images(
     castbook_home.mkdir(parents=True)
     (castbook_home / "presets.toml").write_text(
         f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        "defaults = { width = 256, height = 256, steps = 2 }\n"
         'options = { family = "sd15", device = "cpu" }\n'
     )
     library = CharacterLibrary.open(Settings.from_env())
@@ -391,11 +543,16 @@ def test_the_cli_trains_and_refuses_too_few_images(
     train = ("character", "train", "--preset", "tiny-plain", "--resolution", "64", "--rank", "2")
     code, _, err = castbook(*train, "Solo", "--steps", "2")
     assert code != 0 and "a LoRA needs at least 3" in err
-    code, out, err = castbook(*train, "Tri", "--steps", "2", "--json")
+    sheet = castbook_home / "sheet.png"
+    code, out, err = castbook(*train, "Tri", "--steps", "2", "--report-prompts", "1",
+                              "--sheet", str(sheet))  # fmt: skip
     assert code == 0, err
-    summary = json.loads(out)
     (lora,) = library.loras(library.get("Tri"))
-    assert summary["sha256"] == lora.sha256 and summary["steps"] == 2
+    assert "Trained Tri's LoRA" in out and lora.sha256[:12] in out and "2 steps" in out
+    # The consistency report: the prompt's row, then mean and worst with their gain.
+    assert "Consistency without and with the LoRA" in out, out
+    assert "portrait, looking at the viewer" in out and "mean" in out and "worst" in out
+    assert Image.open(sheet).format == "PNG"
     assert lora.training["flip"] is True  # tagged symmetric
     from castbook.library import ExportFormat
     from castbook.library.exchange import lora_warnings

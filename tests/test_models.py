@@ -371,3 +371,25 @@ def test_small_gpus_load_with_model_cpu_offload() -> None:
     assert load_plan("sdxl", small, {"offload": "none"})["offload"] == "none"
     cpu = load_plan("sdxl", Device("cpu", "CPU", None), {})
     assert (cpu["dtype"], cpu["offload"]) == ("float32", "none")
+
+
+def test_a_backend_whose_packages_are_missing_is_not_runnable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gemini backend without google-genai (the gemini extra) is listed as it is: not
+    runnable, with the command that installs it; and generating says the same at once."""
+    import castbook.models.status as status
+
+    gemini = next(p for p in BUILTIN_PRESETS if p.backend == "gemini")
+    real = status._findable
+    monkeypatch.setattr(status, "_findable", lambda name: name != "google.genai" and real(name))
+    report = models_of(gemini)
+    assert report.missing_packages == ("google.genai",)
+    assert not report.runnable
+    assert report.state == "missing packages"
+    assert report.to_json()["install"] == "pip install 'castbook[gemini]'"
+    with pytest.raises(ModelNotAvailableError, match=r"google\.genai.*castbook\[gemini\]"):
+        require_installed(gemini)
+    monkeypatch.setattr(status, "_findable", real)
+    assert models_of(gemini).missing_packages == ()  # the suite installs the gemini extra
+    assert status.missing_packages("no-such-backend") == ()

@@ -327,11 +327,12 @@ def test_pan_and_zoom_move_the_view_and_drops_land_under_the_mouse(page: Page) -
     before = evaluation.bounding_box()
     assert before
 
-    # Pan: drag the empty canvas; nodes and wires move with it.
+    # Pan: drag with the middle button (a left drag on the empty canvas selects, see
+    # tests/test_web_canvas_editing.py); nodes and wires move with it.
     page.mouse.move(*canvas_point(page, 700, 650))
-    page.mouse.down()
+    page.mouse.down(button="middle")
     page.mouse.move(*canvas_point(page, 850, 700), steps=6)
-    page.mouse.up()
+    page.mouse.up(button="middle")
     after = evaluation.bounding_box()
     assert after
     assert_near((after["x"] - before["x"], after["y"] - before["y"]), (150, 50))

@@ -2,10 +2,16 @@
 
 It implements ``POST /upload/image`` (multipart), ``POST /prompt`` (validated like ComfyUI:
 unknown node classes, missing inputs, wrong value types, dangling links and model files it
-does not have answer 400 with ``node_errors``), ``GET /history/{prompt_id}`` (``{}`` for the
-first ``pending_polls`` reads, then the outputs), ``GET /view``, ``POST /queue`` (delete) and
-``POST /interrupt``, and the websocket ``GET /ws?clientId=…`` (RFC 6455, spoken by hand
-over the same HTTP server, as ComfyUI serves it on its one port). "Running" a workflow
+does not have answer 400 with ``node_errors``), ``GET /models`` and ``GET /models/{folder}``
+(the files of a model folder; ``loras`` lists the files under ``loras_dir``, as ComfyUI's
+folder_paths lists its ``models/loras``: ComfyUI has no upload route for model files, so
+castbook writes LoRAs there and a LoraLoader names one — a name it does not list is
+``value_not_in_list``, a strength outside ±100 out of range, and running one reads the file
+as safetensors, failing like ComfyUI's loader on a damaged one), ``GET
+/history/{prompt_id}`` (``{}`` for the first ``pending_polls`` reads, then the outputs),
+``GET /view``, ``POST /queue`` (delete) and ``POST /interrupt``, and the websocket
+``GET /ws?clientId=…`` (RFC 6455, spoken by hand over the same HTTP server, as ComfyUI
+serves it on its one port). "Running" a workflow
 interprets the graph: the PNGs it saves have the size and batch of the latent, and pixels
 derived from the filled prompt texts, the seed, the sampler settings and the uploaded
 images, so the same workflow gives the same pixels.
@@ -47,6 +53,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -108,6 +115,17 @@ NODE_SPECS: dict[str, tuple[dict[str, str], dict[str, str], tuple[str, ...]]] = 
         ("LATENT",),
     ),
     "VAEDecode": ({"samples": "LATENT", "vae": "VAE"}, {}, ("IMAGE",)),
+    "LoraLoader": (
+        {
+            "model": "MODEL",
+            "clip": "CLIP",
+            "lora_name": "loras",
+            "strength_model": "FLOAT",
+            "strength_clip": "FLOAT",
+        },
+        {},
+        ("MODEL", "CLIP"),
+    ),
     "SaveImage": ({"images": "IMAGE", "filename_prefix": "STRING"}, {}, ()),
     "PreviewImage": ({"images": "IMAGE"}, {}, ()),
 }
@@ -204,8 +222,9 @@ class _NodeError(Exception):
 class FakeComfyUI:
     """Start with ``with FakeComfyUI() as server:``; ``server.url`` is its base URL."""
 
-    def __init__(self, *, pending_polls: int = 1) -> None:
+    def __init__(self, *, pending_polls: int = 1, loras_dir: Path | None = None) -> None:
         self.pending_polls = pending_polls
+        self.loras_dir = loras_dir
         self.prompt_failure: tuple[int, str] | None = None
         self.execution_error: str | None = None
         self.never_finish = False
@@ -244,6 +263,19 @@ class FakeComfyUI:
         self._thread.join(timeout=5)
 
     # -- views for tests --------------------------------------------------------------------
+
+    def model_files(self, folder: str) -> list[str]:
+        """What ComfyUI lists in a model folder: the fixed names, and for ``loras`` every
+        file under ``loras_dir`` (its subfolders' as ``sub/name``), as folder_paths does."""
+        if folder != "loras":
+            return list(MODELS.get(folder, []))
+        if self.loras_dir is None or not self.loras_dir.is_dir():
+            return []
+        return sorted(
+            path.relative_to(self.loras_dir).as_posix()
+            for path in self.loras_dir.rglob("*.safetensors")
+            if path.is_file() and not path.name.startswith(".")
+        )
 
     def paths(self, method: str | None = None) -> list[str]:
         return [r.path for r in self.requests if method is None or r.method == method]
@@ -442,6 +474,13 @@ class FakeComfyUI:
         if method == "GET" and path == "/system_stats":  # `castbook providers test`
             stats = {"system": {"os": "posix", "comfyui_version": "0.3.fake"}, "devices": []}
             return 200, stats, json_type
+        if method == "GET" and path == "/models":
+            return 200, [*MODELS, "loras"], json_type
+        if method == "GET" and path.startswith("/models/"):
+            folder = path.removeprefix("/models/")
+            if folder not in (*MODELS, "loras"):
+                return 404, b"", "text/plain; charset=utf-8"
+            return 200, self.model_files(folder), json_type
         if method == "GET" and path.startswith("/history/"):
             return 200, self._history(path.removeprefix("/history/")), json_type
         if method == "GET" and path == "/view":
@@ -609,12 +648,20 @@ class FakeComfyUI:
                 errors.append(
                     _error("custom_validation_failed", f"Invalid image file: {value}", name)
                 )
-            elif kind in MODELS and value not in MODELS[kind]:
+            elif kind in (*MODELS, "loras") and value not in self.model_files(kind):
                 errors.append(
                     _error(
                         "value_not_in_list",
                         "Value not in list",
-                        f"{name}: {value!r} not in {MODELS[kind]!r}",
+                        f"{name}: {value!r} not in {self.model_files(kind)!r}",
+                    )
+                )
+            elif kind == "FLOAT" and name.startswith("strength") and not -100 <= value <= 100:
+                errors.append(
+                    _error(
+                        "value_bigger_than_max" if value > 100 else "value_smaller_than_min",
+                        f"Value {value} out of range -100.0 to 100.0",
+                        f"{name}: {value}",
                     )
                 )
         return errors
@@ -731,8 +778,26 @@ class FakeComfyUI:
             digest = hashlib.sha256(inputs["image"].tobytes()).hexdigest()[:12]
             record["ipadapter_weight"] = inputs["weight"]
             return (f"{inputs['model']}+ip({digest},{inputs['weight']})",)
+        if kind == "LoraLoader":
+            name = inputs["lora_name"]
+            data = (self.loras_dir / name).read_bytes()  # type: ignore[operator]
+            problem = _safetensors_problem(data)
+            if problem is not None:
+                raise _NodeError(
+                    node_id,
+                    kind,
+                    {"exception_message": problem, "exception_type": "SafetensorError"},
+                )
+            digest = hashlib.sha256(data).hexdigest()
+            strength = inputs["strength_model"]
+            record.setdefault("loras", []).append(
+                {"name": name, "sha256": digest, "strength": strength}
+            )
+            applied = f"lora({digest[:12]},{strength})"
+            return (f"{inputs['model']}+{applied}", f"{inputs['clip']}+{applied}")
         if kind == "CLIPTextEncode":
-            return (inputs["text"],)
+            clip = str(inputs["clip"])  # a LoRA changes the text encoder too
+            return (inputs["text"] if "+lora(" not in clip else f"{inputs['text']}|{clip}",)
         if kind == "EmptyLatentImage":
             w, h = inputs["width"] // 8 * 8, inputs["height"] // 8 * 8
             return (_Latent(w, h, inputs["batch_size"], "empty"),)
@@ -786,6 +851,28 @@ class FakeComfyUI:
             kind,
             {"exception_message": f"cannot run {kind}", "exception_type": "RuntimeError"},
         )
+
+
+def _safetensors_problem(data: bytes) -> str | None:
+    """What ComfyUI's loader (safetensors) would say of ``data``; None when it reads: an
+    8-byte little-endian header length, then that much JSON naming each tensor's dtype,
+    shape and byte range inside the rest."""
+    if len(data) < 8:
+        return "Error while deserializing header: HeaderTooSmall"
+    (length,) = struct.unpack("<Q", data[:8])
+    if 8 + length > len(data):
+        return "Error while deserializing header: InvalidHeaderLength"
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except ValueError:
+        return "Error while deserializing header: InvalidHeaderDeserialization"
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if not tensors:
+        return "the LoRA file holds no tensors"
+    end = max(v["data_offsets"][1] for v in tensors.values())
+    if 8 + length + end != len(data):
+        return "Error while deserializing header: MetadataIncompleteBuffer"
+    return None
 
 
 def render(recipe: str, index: int, width: int, height: int) -> Image.Image:

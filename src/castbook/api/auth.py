@@ -424,9 +424,7 @@ class ForbiddenError(CastbookError):
     """A valid key that may not do this (HTTP 403): only admin keys change the server."""
 
 
-async def require_admin(
-    request: Request, owner: Annotated[str, Depends(require_owner)]
-) -> str:
+async def require_admin(request: Request, owner: Annotated[str, Depends(require_owner)]) -> str:
     """The owner of an *admin* key (``castbook keys create --admin``); others get 403."""
     admin = getattr(request.state, "admin", None)
     if admin is None:

@@ -376,6 +376,14 @@ class TrainRequest(BaseModel):
     learning_rate: float = 1e-4
     seed: int = 0
     flip: bool = False
+    checkpoint_every: int = Field(
+        100, description="Steps between checkpoints: a restarted server resumes from the last."
+    )
+    report_prompts: int = Field(
+        4,
+        description="Prompts rendered without and with the LoRA after training and scored "
+        "(the consistency report); 0 skips it.",
+    )
     inference_type: str | None = Field(
         None, max_length=64, description="The worker queue that should train it."
     )
@@ -393,7 +401,7 @@ def train_lora(
     services: AppServices,
     body: TrainRequest | None = None,
 ) -> dict[str, Any]:
-    """Checked before anything is queued: at least 3 reference images, a diffusers SD 1.5
+    """Checked before anything is queued: at least 3 reference images, a diffusers SD 1.5 or SDXL
     preset, ranges. The task's result names the stored LoRA; cancel it like any task."""
     from castbook.generation.lora_train import check_character_training, training_settings
     from castbook.tasks.lora_train import LORA_TRAIN, lora_train_job_input

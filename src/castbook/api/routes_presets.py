@@ -62,4 +62,6 @@ def _models(models: PresetModels) -> dict[str, Any]:
         "size_estimated": models.estimated,
         "pullable": models.pullable,
         "missing": [status.part.role for status in models.parts if not status.ready],
+        "missing_packages": list(models.missing_packages),
+        "install": models.install_command,
     }

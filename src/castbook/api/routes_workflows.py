@@ -1,11 +1,15 @@
 """``/v1/workflows``: validate, save, list, load, delete and run workflow graphs.
 
-A graph is validated completely before anything is written: its shape (see
+A graph is validated completely before it runs: its shape (see
 :mod:`castbook.workflow.graph`), then what only the owner's data can tell (characters with
 reference images, presets, stored images: each node's ``check``, see
 :mod:`castbook.workflow.validate`). Every problem comes back at once as 422
 ``{"error", "type": "WorkflowError", "errors": [{"node", "field", "message"}]}``. A run is
 one task of kind ``workflow`` (202); ``GET /v1/tasks/{id}`` shows its per-node results.
+
+Saving checks only the JSON shape (:func:`castbook.workflow.check_draft`): an unfinished
+workflow is a draft that can be saved and finished later; the answer says what a run would
+refuse (``valid``, ``problems``), and running it checks everything.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from castbook.generation import PresetCatalog
 from castbook.jobs import Job
 from castbook.library import CharacterLibrary
 from castbook.tasks.workflow import WORKFLOW
-from castbook.workflow import Graph, GraphError, WorkflowStore, check_graph, node_catalog
+from castbook.workflow import (
+    Graph,
+    GraphError,
+    WorkflowStore,
+    check_draft,
+    check_graph,
+    node_catalog,
+)
 
 __all__ = ["router"]
 
@@ -163,16 +174,23 @@ def run_inline_workflow(
     return _queue(request, services, owner, graph, body.workflow, body.inference_type, body.cache)
 
 
-@router.post("", status_code=201, summary="Save a workflow")
+@router.post("", status_code=201, summary="Save a workflow (a draft may be unfinished)")
 def save_workflow(owner: CurrentOwner, services: AppServices, body: SaveBody) -> Any:
-    """The graph is validated as for a run (422 otherwise); names are unique per owner
-    (409)."""
+    """Only the graph's JSON shape is checked (422 otherwise), so an unfinished workflow can
+    be saved as a draft; names are unique per owner (409). The answer adds ``valid`` and
+    ``problems``: what a run would refuse now (a run checks again)."""
     try:
-        graph = _checked(services, owner, body.graph)
+        source = check_draft(body.graph)
     except GraphError as exc:
         return _problems_response(exc)
-    saved = WorkflowStore(services.database, owner).save(body.name, graph.source)
-    return JSONResponse(saved.to_json(), status_code=201)
+    saved = WorkflowStore(services.database, owner).save(body.name, source)
+    try:
+        _checked(services, owner, source)
+        problems: list[dict[str, Any]] = []
+    except GraphError as exc:
+        problems = [p.to_json() for p in exc.problems]
+    answer = {**saved.to_json(), "valid": not problems, "problems": problems}
+    return JSONResponse(answer, status_code=201)
 
 
 @router.get("", summary="List your workflows")

@@ -13,7 +13,7 @@ from castbook.cli.console import console, err_console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.cli.identify import warn_lookalikes
 from castbook.cli.library_access import open_library
-from castbook.errors import InvalidInputError
+from castbook.errors import CastbookError, InvalidInputError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
 from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
 from castbook.library.models import FORM_FIELDS, PHYSICAL_TRAITS, field_value
@@ -463,7 +463,10 @@ __all__ = ["CharacterLibrary", "app", "character_json"]
 def train(
     name: str = typer.Argument(..., help="Character name or id."),
     preset: str = typer.Option(
-        "sd15-ip-adapter", "--preset", "-p", help="A diffusers SD 1.5 preset: its base model."
+        "sd15-ip-adapter",
+        "--preset",
+        "-p",
+        help="A diffusers SD 1.5 or SDXL preset: its base model.",
     ),
     steps: int = typer.Option(800, "--steps", help="Training steps (batch 1)."),
     rank: int = typer.Option(16, "--rank", help="LoRA rank: 4–32 is usual; higher holds more."),
@@ -477,12 +480,22 @@ def train(
         100, "--checkpoint-every", help="Write a checkpoint every N steps."
     ),
     device: str | None = typer.Option(None, "--device", help="cuda or cpu (default: cuda if any)."),
+    report_prompts: int = typer.Option(
+        4,
+        "--report-prompts",
+        help="Prompts rendered without and with the LoRA after training and scored (0-8; "
+        "0 skips the consistency report).",
+    ),
+    sheet: Path | None = typer.Option(
+        None, "--sheet", help="Write the report's before/after sheet (PNG) here."
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Train a LoRA from the character's reference images (at least 3; 10–20 varied ones
     are better) and store it with the character; generation then applies it whenever a
-    preset runs the same base model. Interrupted (Ctrl-C), the same command continues from
-    its last checkpoint."""
+    preset runs the same base model. Then renders a fixed prompt set without and with it
+    and prints the consistency score gain. Interrupted (Ctrl-C), the same command continues
+    from its last checkpoint."""
     from castbook.generation import load_presets
     from castbook.generation.lora_train import (
         TrainingSettings,
@@ -505,17 +518,34 @@ def train(
         flip=flip,
         checkpoint_every=checkpoint_every,
         device=device,
+        report_prompts=report_prompts,
     )
     check_character_training(library, character, chosen, settings)
     work_dir = character_work_dir(settings_env.home, character, chosen)
     with work_progress(f"{character.name} LoRA", disable=json_output) as bar:
-        task = bar.add_task("loading the base model", total=steps)
+        task = bar.add_task("loading the base model", total=steps + 2 * report_prompts)
 
         def progress(event) -> None:
             bar.update(task, completed=event.step, description=f"loss {event.loss:.4f}")
 
         lora, trained = train_character(library, character, chosen, settings, work_dir, progress)
-    summary = training_summary(character, chosen, lora, trained)
+        summary = training_summary(character, chosen, lora, trained)
+        report = None
+        if report_prompts:
+
+            def rendering(done: int, total: int, message: str) -> None:
+                bar.update(task, completed=steps + done, description=message)
+
+            try:
+                report = _consistency_report(library, character, chosen, report_prompts, rendering)
+            except CastbookError as exc:  # the LoRA is stored: say why there is no report
+                summary["consistency"] = {"error": str(exc)}
+                err_console.print(f"[yellow]warning[/] no consistency report: {_m(str(exc))}")
+            else:
+                summary["consistency"] = report.figures()
+    if report is not None and sheet is not None:
+        sheet.write_bytes(report.sheet)
+        summary["consistency"]["sheet"] = str(sheet)
     if json_output:
         print_json(summary)
         return
@@ -525,3 +555,47 @@ def train(
         f"{lora.steps} steps{resumed}, loss {summary['loss_first']} → {summary['loss_last']}, "
         f"{lora.byte_size // 1024} KiB ({lora.sha256[:12]}). Trigger word: {lora.trigger}."
     )
+    if report is not None:
+        _print_report(report, sheet)
+
+
+def _consistency_report(library: CharacterLibrary, character: Character, preset, count, progress):
+    """The LoRA just trained, rendered and scored without and with it (render.lora_report)."""
+    from castbook.evaluation import Scorer
+    from castbook.generation import create_backend
+    from castbook.render.lora_report import lora_report
+
+    with Scorer() as scorer:
+        return lora_report(
+            library, character, preset, create_backend(preset), scorer, count, progress
+        )
+
+
+def _print_report(report, sheet: Path | None) -> None:
+    """Each prompt's score without and with the LoRA, then mean and worst and their gain."""
+    table = Table(title="Consistency without and with the LoRA (0-100, fixed seeds)")
+    for column in ("prompt", "seed", "without", "with", "gain"):
+        table.add_column(column, justify="left" if column == "prompt" else "right")
+    without = [r for r in report.renders if not r.with_lora]
+    with_ = [r for r in report.renders if r.with_lora]
+    for before, after in zip(without, with_, strict=True):
+        gain = after.score - before.score
+        table.add_row(
+            _m(before.prompt),
+            str(before.seed),
+            f"{before.score:.1f}",
+            f"{after.score:.1f}",
+            f"{gain:+.1f}",
+        )
+    figures = report.figures()
+    for key in ("mean", "worst"):
+        table.add_row(
+            f"[bold]{key}[/]",
+            "",
+            f"{figures['without'][key]:.1f}",
+            f"{figures['with'][key]:.1f}",
+            f"[bold]{figures['gain'][key]:+.1f}[/]",
+        )
+    console.print(table)
+    if sheet is not None:
+        console.print(f"Before/after sheet: {_m(str(sheet))}")

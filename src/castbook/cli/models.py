@@ -105,8 +105,18 @@ def list_models(
     table.add_column("path", overflow="fold", style="dim")
     colours = {"installed": "green", "local folder": "green", "partial": "yellow"}
     for report in reports:
+        if report.missing_packages:
+            table.add_row(
+                escape(report.preset_id),
+                "packages",
+                escape(", ".join(report.missing_packages)),
+                "[red]missing packages[/]",
+                "",
+                escape(report.install_command or ""),
+            )
         if not report.parts:
-            table.add_row(escape(report.preset_id), "", "runs on a remote service", "remote")
+            if not report.missing_packages:
+                table.add_row(escape(report.preset_id), "", "runs on a remote service", "remote")
             table.add_section()
             continue
         for index, status in enumerate(report.parts):
@@ -330,6 +340,15 @@ def doctor(json_output: bool = typer.Option(False, "--json", help="Print JSON.")
     for column in ("preset", "runnable", "why not / how it loads here"):
         table.add_column(column, overflow="fold")
     for models, load in report.presets:
+        if models.missing_packages:
+            lacking = ", ".join(models.missing_packages)
+            table.add_row(
+                escape(models.preset_id),
+                "[red]no[/]",
+                f"the {models.backend} backend needs {escape(lacking)}: "
+                f"{escape(models.install_command or '')}",
+            )
+            continue
         if models.backend != "diffusers":
             table.add_row(escape(models.preset_id), "remote", f"the {models.backend} backend")
             continue

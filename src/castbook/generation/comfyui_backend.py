@@ -16,6 +16,12 @@ takes more references with ``reference_image_2`` …). Any other placeholder is 
 the preset's ``options``; ``checkpoint``, ``ipadapter_model``, ``clip_vision``, ``sampler``
 and ``scheduler`` have defaults (``OPTION_DEFAULTS``).
 
+Character LoRAs: ``lora_name`` and ``lora_strength`` (``lora_name_2`` … for more) in
+LoraLoader nodes. ComfyUI has no upload route for model files, so castbook writes each
+LoRA into the preset's ``lora_dir`` (ComfyUI's ``models/loras``, or a loras path of its
+``extra_model_paths.yaml``) and checks ``GET /models/loras`` lists it; a slot without a
+LoRA is bypassed (model and clip pass through). docs/training.md has the details.
+
 Without references, the nodes that would load them are dropped and the nodes that used
 them are bypassed: their outputs are rewired to the inputs their ``_meta`` names in
 ``castbook_passthrough`` (IP-Adapter nodes pass their ``model`` through by default), so
@@ -51,7 +57,13 @@ from castbook.errors import (
     GenerationCancelled,
     InvalidInputError,
 )
-from castbook.generation.base import GenerationResult, PreparedRequest, Progress, ProgressCallback
+from castbook.generation.base import (
+    GenerationResult,
+    LoraUse,
+    PreparedRequest,
+    Progress,
+    ProgressCallback,
+)
 from castbook.generation.comfyui_progress import (
     Message,
     ProgressSocket,
@@ -61,12 +73,14 @@ from castbook.generation.comfyui_progress import (
 from castbook.generation.comfyui_workflows import (
     BUILTIN_WORKFLOWS,
     I2I_SIBLINGS,
+    LORA_PLACEHOLDER,
     OPTION_DEFAULTS,
     REFERENCE_PLACEHOLDER,
     REQUEST_PLACEHOLDERS,
     Workflow,
     fill_workflow,
     load_workflow,
+    lora_placeholders,
     reference_placeholder,
 )
 from castbook.generation.hosted_keys import find_provider
@@ -190,6 +204,7 @@ class ComfyUIBackend:
             for p in workflow.placeholders
             if p not in REQUEST_PLACEHOLDERS
             and not REFERENCE_PLACEHOLDER.fullmatch(p)
+            and not LORA_PLACEHOLDER.fullmatch(p)
             and p not in self.options
         )
         if unknown:
@@ -197,7 +212,8 @@ class ComfyUIBackend:
             known = ", ".join("{{" + p + "}}" for p in (*REQUEST_PLACEHOLDERS, *OPTION_DEFAULTS))
             raise InvalidInputError(
                 f"workflow {workflow.name} uses unknown placeholders {names}; castbook fills "
-                f"{known}, {{{{reference_image_2}}}} … and any key of the preset's options"
+                f"{known}, {{{{reference_image_2}}}} …, {{{{lora_name}}}} and "
+                "{{lora_strength}} (and _2 …) and any key of the preset's options"
             )
 
     # -- generation -------------------------------------------------------------------------
@@ -219,9 +235,14 @@ class ComfyUIBackend:
                 values[reference_placeholder(slot)] = self._upload(client, image)
             if request.init_image is not None and "init_image" in workflow.placeholders:
                 values["init_image"] = self._upload(client, request.init_image)
+            applied, lora_notes = self._apply_loras(client, workflow, request.loras, values)
             unused = frozenset(
                 reference_placeholder(slot)
                 for slot in range(len(request.references) + 1, workflow.reference_slots + 1)
+            ) | frozenset(
+                name
+                for slot in range(len(applied) + 1, workflow.lora_slots + 1)
+                for name in lora_placeholders(slot)
             )
             graph = fill_workflow(workflow, values, unused=unused)
             # A client id per call: ComfyUI keeps one socket per id and silently drops the
@@ -235,15 +256,95 @@ class ComfyUIBackend:
                 )
                 entry = self._wait(watch)
             images = self._download(client, entry, batch, request, progress)
-        return GenerationResult(
-            images=tuple(images),
-            seed=request.seed,
-            metadata={
-                "backend": self.name,
-                "server": self.server,
-                "workflow": workflow.name,
-                "prompt_id": prompt_id,
-            },
+        metadata: dict[str, Any] = {
+            "backend": self.name,
+            "server": self.server,
+            "workflow": workflow.name,
+            "prompt_id": prompt_id,
+        }
+        if applied:
+            metadata["loras"] = [lora.described() for lora in applied]
+        notes = [*request.lora_notes, *lora_notes]
+        if notes:
+            metadata["lora_notes"] = notes
+        return GenerationResult(images=tuple(images), seed=request.seed, metadata=metadata)
+
+    # -- character LoRAs: placed in ComfyUI's loras folder, applied by LoraLoader nodes ------
+
+    def _apply_loras(
+        self,
+        client: httpx.Client,
+        workflow: Workflow,
+        loras: tuple[LoraUse, ...],
+        values: dict[str, Any],
+    ) -> tuple[list[LoraUse], list[str]]:
+        """Put each LoRA where ComfyUI reads it and fill the template's LoRA slots; the
+        LoRAs applied, and a note for each that was not (a note, never an error: the
+        picture is still made, as with a mismatched base model)."""
+        if not loras:
+            return [], []
+        notes: list[str] = []
+        if not self.options.get("lora_dir"):
+            return [], [
+                f"{lora.character}'s LoRA not applied: preset {self.preset.id!r} has no "
+                "lora_dir option (ComfyUI has no upload route for model files; castbook "
+                "writes the LoRA into the folder ComfyUI reads LoRAs from, docs/training.md)"
+                for lora in loras
+            ]
+        slots = workflow.lora_slots
+        if len(loras) > slots:
+            for lora in loras[slots:]:
+                notes.append(
+                    f"{lora.character}'s LoRA not applied: ComfyUI workflow {workflow.name} "
+                    f"takes {slots} LoRA(s) ({{{{lora_name}}}} … in LoraLoader nodes)"
+                )
+        applied = list(loras[:slots])
+        for slot, lora in enumerate(applied, start=1):
+            name, strength = lora_placeholders(slot)
+            values[name] = self._place_lora(client, lora)
+            values[strength] = float(lora.weight)
+        return applied, notes
+
+    def _place_lora(self, client: httpx.Client, lora: LoraUse) -> str:
+        """Write the LoRA into ``lora_dir`` (under ``lora_subfolder``, named by its sha256, so
+        a name always means the same bytes) and give the name ComfyUI lists it by.
+
+        ComfyUI's only upload routes are for images (``/upload/image``, ``/upload/mask``),
+        so the file goes through a folder both share: ComfyUI's ``models/loras`` or a
+        ``loras`` path of its ``extra_model_paths.yaml``. ``GET /models/loras`` then says
+        whether ComfyUI sees it."""
+        folder = Path(str(self.options["lora_dir"])).expanduser()
+        subfolder = str(self.options.get("lora_subfolder", "castbook")).strip("/")
+        filename = f"castbook-{lora.sha256[:16]}.safetensors"
+        target = (folder / subfolder if subfolder else folder) / filename
+        source = Path(lora.path)
+        try:
+            if not (target.is_file() and target.stat().st_size == source.stat().st_size):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(f".{filename}.{uuid.uuid4().hex[:8]}.part")
+                try:
+                    partial.write_bytes(source.read_bytes())
+                    os.replace(partial, target)  # ComfyUI never lists half a file
+                finally:
+                    partial.unlink(missing_ok=True)
+        except OSError as exc:
+            raise BackendError(
+                self.name,
+                f"cannot write {lora.character}'s LoRA into lora_dir {folder}: {exc}",
+            ) from None
+        name = f"{subfolder}/{filename}" if subfolder else filename
+        response = self._send(client, "GET", "/models/loras")
+        if response.status_code == 404:
+            return name  # a ComfyUI older than GET /models: its own validation will tell
+        listed = self._json(response, "listing ComfyUI's LoRAs failed")
+        for entry in listed if isinstance(listed, list) else []:
+            if isinstance(entry, str) and entry.replace("\\", "/") == name:
+                return entry
+        raise BackendError(
+            self.name,
+            f"ComfyUI at {self.server} does not list {name} among its LoRAs after castbook "
+            f"wrote it to {target}: lora_dir must be ComfyUI's models/loras folder, or a loras "
+            "path in its extra_model_paths.yaml, on a disk castbook and ComfyUI share",
         )
 
     def _check_supported(self, workflow: Workflow, request: PreparedRequest) -> None:

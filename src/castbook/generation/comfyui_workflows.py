@@ -19,12 +19,14 @@ from castbook.errors import InvalidInputError, ModelNotAvailableError
 __all__ = [
     "BUILTIN_WORKFLOWS",
     "I2I_SIBLINGS",
+    "LORA_PLACEHOLDER",
     "OPTION_DEFAULTS",
     "REFERENCE_PLACEHOLDER",
     "REQUEST_PLACEHOLDERS",
     "Workflow",
     "fill_workflow",
     "load_workflow",
+    "lora_placeholders",
     "reference_placeholder",
 ]
 
@@ -57,22 +59,29 @@ REQUEST_PLACEHOLDERS = (
     "init_image",
     "reference_image",
 )
-# IP-Adapter nodes from ComfyUI_IPAdapter_plus: without a reference image they pass the model on.
+# IP-Adapter nodes from ComfyUI_IPAdapter_plus: without a reference image they pass the model on;
+# ComfyUI's own LoRA loaders, without a LoRA, pass on the model (and the text encoder).
 _PASSTHROUGH_BY_CLASS = {
-    name: ("model",)
-    for name in (
-        "IPAdapter",
-        "IPAdapterAdvanced",
-        "IPAdapterFaceID",
-        "IPAdapterBatch",
-        "IPAdapterTiled",
-        "IPAdapterStyleComposition",
-        "IPAdapterPreciseStyleTransfer",
-        "IPAdapterPreciseComposition",
-    )
+    "LoraLoader": ("model", "clip"),
+    "LoraLoaderModelOnly": ("model",),
+    **{
+        name: ("model",)
+        for name in (
+            "IPAdapter",
+            "IPAdapterAdvanced",
+            "IPAdapterFaceID",
+            "IPAdapterBatch",
+            "IPAdapterTiled",
+            "IPAdapterStyleComposition",
+            "IPAdapterPreciseStyleTransfer",
+            "IPAdapterPreciseComposition",
+        )
+    },
 }
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 REFERENCE_PLACEHOLDER = re.compile(r"reference_image(?:_([2-9]))?")
+# A character LoRA slot: the file's name in ComfyUI's loras folder and its strength.
+LORA_PLACEHOLDER = re.compile(r"lora_(?:name|strength)(?:_([2-9]))?")
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,13 @@ class Workflow:
     @property
     def reference_slots(self) -> int:
         return sum(1 for name in self.placeholders if REFERENCE_PLACEHOLDER.fullmatch(name))
+
+    @property
+    def lora_slots(self) -> int:
+        """How many character LoRAs the template applies (``{{lora_name}}``,
+        ``{{lora_name_2}}`` …, each in a LoraLoader node)."""
+        names = {p for p in self.placeholders if p.startswith("lora_name")}
+        return sum(1 for p in names if LORA_PLACEHOLDER.fullmatch(p))
 
     def supported(self) -> str:
         return ", ".join("{{" + name + "}}" for name in sorted(self.placeholders)) or "none"
@@ -162,6 +178,12 @@ def reference_placeholder(slot: int) -> str:
     return "reference_image" if slot == 1 else f"reference_image_{slot}"
 
 
+def lora_placeholders(slot: int) -> tuple[str, str]:
+    """The placeholders of LoRA slot ``slot`` (1-based): the file name and the strength."""
+    suffix = "" if slot == 1 else f"_{slot}"
+    return f"lora_name{suffix}", f"lora_strength{suffix}"
+
+
 def _is_link(value: Any) -> bool:
     return (
         isinstance(value, list)
@@ -192,10 +214,17 @@ def _fill_text(text: str, values: Mapping[str, Any]) -> Any:
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
 
 
+def _passthrough(node: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The inputs ``node`` passes on in place of its outputs when it is bypassed."""
+    meta = node.get("_meta") or {}
+    through = meta.get("castbook_passthrough") or _PASSTHROUGH_BY_CLASS.get(node["class_type"])
+    return tuple(through) if through else None
+
+
 def _drop_unused(workflow: Workflow, unused: frozenset[str]) -> dict[str, Any]:
     nodes = copy.deepcopy(dict(workflow.nodes))
     consumed = {v[0] for n in nodes.values() for v in n.get("inputs", {}).values() if _is_link(v)}
-    dropped = {
+    reading = {
         node_id
         for node_id, node in nodes.items()
         if any(
@@ -204,6 +233,14 @@ def _drop_unused(workflow: Workflow, unused: frozenset[str]) -> dict[str, Any]:
         )
     }
     bypassed: dict[str, tuple[Any, ...]] = {}
+    # A node that reads an unused value itself but passes its linked inputs on (a LoraLoader
+    # without a LoRA) is bypassed; any other such node (a LoadImage) is dropped.
+    for node_id in sorted(reading):
+        inputs = nodes[node_id].get("inputs", {})
+        through = _passthrough(nodes[node_id])
+        if through and all(_is_link(inputs.get(name)) for name in through):
+            bypassed[node_id] = tuple(inputs[name] for name in through)
+    dropped = reading - set(bypassed)
     changed = True
     while changed:
         changed = False
@@ -213,10 +250,7 @@ def _drop_unused(workflow: Workflow, unused: frozenset[str]) -> dict[str, Any]:
             inputs = node.get("inputs", {})
             if not any(_is_link(v) and v[0] in dropped for v in inputs.values()):
                 continue
-            meta = node.get("_meta") or {}
-            through = meta.get("castbook_passthrough") or _PASSTHROUGH_BY_CLASS.get(
-                node["class_type"]
-            )
+            through = _passthrough(node)
             if not through or not all(name in inputs for name in through):
                 raise InvalidInputError(
                     f"workflow {workflow.name}: node {node_id} ({node['class_type']}) needs "

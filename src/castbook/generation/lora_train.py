@@ -1,5 +1,5 @@
-"""Training a character LoRA: a small adapter on a Stable Diffusion 1.5 UNet's attention layers,
-learnt from the character's reference images.
+"""Training a character LoRA: a small adapter on a Stable Diffusion 1.5 or SDXL UNet's attention
+layers, learnt from the character's reference images.
 
 What a kohya_ss or diffusers DreamBooth-LoRA user does by hand, from the library:
 
@@ -21,7 +21,7 @@ What a kohya_ss or diffusers DreamBooth-LoRA user does by hand, from the library
   the GPU has it) under autocast with gradient checkpointing, the adapter's weights fp32.
 - **the result** is saved with ``StableDiffusionPipeline.save_lora_weights`` from
   ``get_peft_model_state_dict`` / ``convert_state_dict_to_diffusers``, so
-  ``pipe.load_lora_weights`` (and ComfyUI, A1111) read it as any other SD 1.5 LoRA.
+  ``pipe.load_lora_weights`` (and ComfyUI, A1111) read it as any other SD 1.5 (or SDXL) LoRA.
 
 A checkpoint (the adapter's weights, the optimiser's state, the random generators and the
 losses so far) is written every ``checkpoint_every`` steps and when a run is cancelled; a run
@@ -83,17 +83,21 @@ __all__ = [
 ]
 
 MIN_IMAGES = 3
-# Families whose UNet this trainer knows (SDXL needs its size and crop conditioning: later).
-LORA_FAMILIES = ("sd15",)
+# Families whose UNet this trainer knows: SD 1.5, and SDXL (two text encoders, and the
+# size and crop conditioning its UNet takes beside the text).
+LORA_FAMILIES = ("sd15", "sdxl")
 # The attention projections kohya_ss and diffusers' train_dreambooth_lora adapt.
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 CHECKPOINT = "checkpoint.pt"
+_FAMILY_NAMES = {"sd15": "Stable Diffusion 1.5", "sdxl": "SDXL"}
 _CROP_MIN = 0.8  # a crop keeps at least this share of the shorter side
 _JITTER = 0.05  # colour jitter: ±5 % brightness, contrast and saturation
 LIMITS: dict[str, tuple[int, int]] = {
     "steps": (1, 100_000),
     "rank": (1, 256),
     "resolution": (64, 2048),
+    # the consistency report's prompts, each rendered without and with the LoRA (0: none)
+    "report_prompts": (0, 8),
 }
 
 
@@ -111,8 +115,10 @@ class TrainingSettings:
     device: str | None = None  # default: cuda when there is one, else cpu
     # CUDA only: "fp16" or "bf16" for the frozen weights (default bf16 where the GPU has it)
     precision: str | None = None
+    # prompts of the consistency report after training (castbook.render.lora_report)
+    report_prompts: int = 4
     # Not part of what is learnt, so a resumed run may change them:
-    _RUN_ONLY = ("checkpoint_every", "device", "precision")
+    _RUN_ONLY = ("checkpoint_every", "device", "precision", "report_prompts")
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be continued (not how often it is written)."""
@@ -153,15 +159,15 @@ def trainable_preset_problem(preset: Preset) -> str | None:
     if preset.backend != "diffusers":
         return (
             f"preset {preset.id!r} runs on the {preset.backend} backend, whose model has no UNet "
-            "castbook can train; a LoRA trains a local diffusers Stable Diffusion 1.5 model: "
-            "choose a diffusers preset such as sd15-ip-adapter"
+            "castbook can train; a LoRA trains a local diffusers Stable Diffusion 1.5 or SDXL "
+            "model: choose a diffusers preset such as sd15-ip-adapter"
         )
     family = str(preset.options.get("family", "sd15"))
     if family not in LORA_FAMILIES:
         return (
             f"preset {preset.id!r} is a {family} model; castbook trains LoRAs for "
-            f"{', '.join(LORA_FAMILIES)} base models so far: choose an SD 1.5 preset such as "
-            "sd15-ip-adapter"
+            f"{', '.join(LORA_FAMILIES)} base models so far: choose a preset such as "
+            "sd15-ip-adapter or sdxl-ip-adapter-face"
         )
     return None
 
@@ -174,7 +180,7 @@ def check_training(
     problem = trainable_preset_problem(preset)
     if problem is not None:
         raise FieldError("preset", problem)
-    for name in ("steps", "rank", "resolution"):
+    for name in ("steps", "rank", "resolution", "report_prompts"):
         value = getattr(settings, name)
         low, high = LIMITS[name]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -237,8 +243,10 @@ def train_lora(
     settings: TrainingSettings,
     work_dir: str | os.PathLike[str],
     progress: Callable[[TrainingProgress], None] | None = None,
+    family: str = "sd15",
 ) -> TrainedLora:
-    """Train a LoRA for the SD 1.5 pipeline folder ``model_dir`` on ``images``.
+    """Train a LoRA for the pipeline folder ``model_dir`` (an SD 1.5 or, with
+    ``family="sdxl"``, an SDXL pipeline) on ``images``.
 
     ``work_dir`` keeps the checkpoint; a checkpoint there made with other settings is an
     error (a different run), not silently replaced.
@@ -254,19 +262,29 @@ def train_lora(
     weight_dtype = _weight_dtype(torch, on_gpu, settings.precision)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    if family not in LORA_FAMILIES:
+        raise FieldError("family", f"must be one of {', '.join(LORA_FAMILIES)}, got {family!r}")
+    sdxl = family == "sdxl"
     saved = _checkpoint(torch, work, settings)
+    pipeline_class = (
+        diffusers.StableDiffusionXLPipeline if sdxl else diffusers.StableDiffusionPipeline
+    )
+    extra = {} if sdxl else {"safety_checker": None}
     try:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-            str(model_dir), local_files_only=True, dtype=weight_dtype, safety_checker=None
+        pipe = pipeline_class.from_pretrained(
+            str(model_dir), local_files_only=True, dtype=weight_dtype, **extra
         )
     except (OSError, ValueError, TypeError) as exc:
         raise GenerationError(
-            f"{model_dir} does not load as a Stable Diffusion 1.5 pipeline: {exc}"
+            f"{model_dir} does not load as a {_FAMILY_NAMES[family]} pipeline: {exc}"
         ) from exc
-    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    for module in (unet, vae, text_encoder):
+    unet, vae = pipe.unet, pipe.vae
+    encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
+    for module in (unet, vae, *[e for e in encoders if e is not None]):
         module.requires_grad_(False)
         module.to(device)
+    if sdxl:
+        vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16 (diffusers' script does this)
     torch.manual_seed(settings.seed)  # the adapter's initial weights
     unet.add_adapter(
         peft.LoraConfig(
@@ -286,7 +304,7 @@ def train_lora(
     # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none).
     scaler = torch.amp.GradScaler("cuda", enabled=weight_dtype == torch.float16)
     scheduler = pipe.scheduler
-    embeddings = _encode_caption(torch, pipe, caption, device)
+    embeddings, pooled = _encode_caption(torch, pipe, caption, device, sdxl)
     generator = torch.Generator().manual_seed(settings.seed)  # noise and timesteps (on CPU)
     rng = random.Random(settings.seed)  # which image, and its augmentation
     losses: list[float] = []
@@ -301,10 +319,11 @@ def train_lora(
 
     try:
         while step < total:
-            pixels = _augmented(torch, images, rng, settings).to(device, weight_dtype)
+            pixels, sizes = _augmented(torch, images, rng, settings)
+            pixels = pixels.to(device, vae.dtype)
             with torch.no_grad():
                 latents = vae.encode(pixels).latent_dist.sample(generator=generator)
-                latents = latents * vae.config.scaling_factor
+                latents = (latents * vae.config.scaling_factor).to(weight_dtype)
             noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
             count = scheduler.config.num_train_timesteps
             timesteps = torch.randint(0, count, (1,), generator=generator).to(device)
@@ -313,8 +332,12 @@ def train_lora(
                 target = scheduler.get_velocity(latents, noise, timesteps)
             else:
                 target = noise
+            conditions = None
+            if sdxl:
+                time_ids = torch.tensor([sizes], dtype=embeddings.dtype, device=device)
+                conditions = {"text_embeds": pooled, "time_ids": time_ids}
             with torch.autocast("cuda", dtype=weight_dtype, enabled=on_gpu):
-                predicted = unet(noisy, timesteps, embeddings).sample
+                predicted = unet(noisy, timesteps, embeddings, added_cond_kwargs=conditions).sample
             loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -329,7 +352,7 @@ def train_lora(
     except (GenerationCancelled, KeyboardInterrupt):
         checkpoint()  # a cancelled (or Ctrl-C'd) run continues from here when started again
         raise
-    data = _lora_bytes(torch, diffusers, peft, unet)
+    data = _lora_bytes(torch, pipeline_class, peft, unet)
     (work / CHECKPOINT).unlink(missing_ok=True)
     return TrainedLora(
         data=data,
@@ -354,9 +377,17 @@ def _weight_dtype(torch: Any, on_gpu: bool, precision: str | None) -> Any:
     return dtypes[precision]
 
 
-def _encode_caption(torch: Any, pipe: Any, caption: str, device: str) -> Any:
-    """The caption's text-encoder states, once: the text encoder is frozen and the caption
-    does not change between steps."""
+def _encode_caption(
+    torch: Any, pipe: Any, caption: str, device: str, sdxl: bool
+) -> tuple[Any, Any]:
+    """The caption's text-encoder states (and SDXL's pooled embedding), once: the text
+    encoders are frozen and the caption does not change between steps."""
+    if sdxl:
+        with torch.no_grad():
+            states, _, pooled, _ = pipe.encode_prompt(
+                caption, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+        return states, pooled
     tokens = pipe.tokenizer(
         caption,
         padding="max_length",
@@ -365,21 +396,26 @@ def _encode_caption(torch: Any, pipe: Any, caption: str, device: str) -> Any:
         return_tensors="pt",
     ).input_ids.to(device)
     with torch.no_grad():
-        return pipe.text_encoder(tokens)[0]
+        return pipe.text_encoder(tokens)[0], None
 
 
 def _augmented(
     torch: Any, images: Sequence[Image.Image], rng: random.Random, settings: TrainingSettings
-) -> Any:
+) -> tuple[Any, tuple[int, ...]]:
     """One training image, chosen and augmented with ``rng``, as a (1, 3, H, W) tensor in
-    [-1, 1]."""
+    [-1, 1], and SDXL's size conditioning for it: the source's size, where the crop starts
+    (in the resized image's pixels) and the size trained at, as diffusers' SDXL script
+    gives its UNet (``original_size + crops_coords_top_left + target_size``)."""
     image = images[rng.randrange(len(images))].convert("RGB")
     side = min(image.size)
     crop = max(1, round(side * rng.uniform(_CROP_MIN, 1.0)))
     left = rng.randint(0, image.width - crop)
     top = rng.randint(0, image.height - crop)
+    original = (image.height, image.width)
     image = image.crop((left, top, left + crop, top + crop))
     size = settings.resolution
+    scale = size / crop
+    sizes = (*original, round(top * scale), round(left * scale), size, size)
     image = image.resize((size, size), Image.Resampling.BICUBIC)
     if settings.flip and rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -387,7 +423,7 @@ def _augmented(
         image = enhancer(image).enhance(1 + rng.uniform(-_JITTER, _JITTER))
     pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     pixels = pixels.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1.0
-    return pixels.unsqueeze(0)
+    return pixels.unsqueeze(0), sizes
 
 
 def _trainable_state(unet: Any) -> dict[str, Any]:
@@ -470,7 +506,7 @@ def _resume(
     return int(state["step"])
 
 
-def _lora_bytes(torch: Any, diffusers: Any, peft: Any, unet: Any) -> bytes:
+def _lora_bytes(torch: Any, pipeline_class: Any, peft: Any, unet: Any) -> bytes:
     """The adapter as the ``.safetensors`` file ``pipe.load_lora_weights`` reads."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
@@ -479,7 +515,7 @@ def _lora_bytes(torch: Any, diffusers: Any, peft: Any, unet: Any) -> bytes:
         name: value.detach().to("cpu", torch.float32).contiguous() for name, value in layers.items()
     }
     with tempfile.TemporaryDirectory(prefix="castbook-lora-") as folder:
-        diffusers.StableDiffusionPipeline.save_lora_weights(
+        pipeline_class.save_lora_weights(
             save_directory=folder, unet_lora_layers=layers, safe_serialization=True
         )
         return (Path(folder) / "pytorch_lora_weights.safetensors").read_bytes()
@@ -581,7 +617,8 @@ def train_character(
         str(hub_cache_dir(options)),
         str(options.get("revision") or "main"),
     )
-    trained = train_lora(model_dir, images, caption, settings, work_dir, progress)
+    family = str(options.get("family", "sd15"))
+    trained = train_lora(model_dir, images, caption, settings, work_dir, progress, family)
     losses = trained.losses
     tail = max(1, len(losses) // 10)
     stored = library.save_lora(
@@ -589,7 +626,7 @@ def train_character(
         NewLora(
             data=trained.data,
             base_model=preset.model,
-            family=str(options.get("family", "sd15")),
+            family=family,
             trigger=trigger,
             rank=settings.rank,
             steps=settings.steps,

@@ -36,12 +36,14 @@ if TYPE_CHECKING:
     from castbook.library import Character, CharacterLibrary
 
 __all__ = [
+    "LORA_BACKENDS",
     "BackendPool",
     "FinalPrompt",
     "character_loras",
     "check_references",
     "create_backend",
     "final_prompt",
+    "lora_base_model",
     "mode_problem",
     "prepare_request",
     "preset_room_problem",
@@ -139,9 +141,13 @@ def prepare_request(
     *,
     library: CharacterLibrary | None = None,
     options: dict[str, Any] | None = None,
+    apply_loras: bool = True,
 ) -> PreparedRequest:
+    """The request made ready for a backend: the characters injected, their references
+    loaded, their LoRAs looked up. ``apply_loras=False`` prepares it as if no character had
+    a LoRA (no adapter, no trigger word): the "before" of a LoRA's consistency report."""
     characters = _characters(request.characters, library)
-    sent = final_prompt(request, preset, characters, library)
+    sent = final_prompt(request, preset, characters, library, apply_loras=apply_loras)
     references: list[Image.Image] = []
     ids: list[str] = []
     stored: list[bytes] = []
@@ -203,14 +209,20 @@ def final_prompt(
     preset: Preset,
     characters: Sequence[Character],
     library: CharacterLibrary | None,
+    *,
+    apply_loras: bool = True,
 ) -> FinalPrompt:
     """The one injection step: :func:`prepare_request` (every generation) and the prompt
     preview (``POST /v1/prompt/preview``, before a run) both call it, so what the preview
-    shows is what the model gets."""
+    shows is what the model gets. ``apply_loras=False``: as if no character had a LoRA."""
     from castbook.library import inject_characters
 
     injected = inject_characters(request.prompt, characters, request.negative_prompt)
-    loras, lora_notes = character_loras(characters, preset, library, request.lora_weight)
+    loras, lora_notes = (
+        character_loras(characters, preset, library, request.lora_weight)
+        if apply_loras
+        else ([], [])
+    )
     triggers = [lora.trigger for lora in loras if lora.trigger not in injected.prompt]
     return FinalPrompt(
         prompt=", ".join(part for part in (*triggers, injected.prompt) if part),
@@ -228,6 +240,20 @@ def preview_prompt(
     return final_prompt(request, preset, _characters(request.characters, library), library)
 
 
+# Backends that apply character LoRAs (OpenAI-compatible and Gemini models take none).
+LORA_BACKENDS = ("diffusers", "comfyui")
+
+
+def lora_base_model(preset: Preset) -> str | None:
+    """The base model a preset's LoRAs must have been trained on: a diffusers preset's
+    ``model``; a ComfyUI preset's ``base_model`` option (its checkpoint is a file name on
+    the server, so the preset says which model it is); None where it does not say."""
+    if preset.backend == "comfyui":
+        base = preset.options.get("base_model")
+        return str(base) if base else None
+    return preset.model
+
+
 def character_loras(
     characters: Sequence[Character],
     preset: Preset,
@@ -235,29 +261,45 @@ def character_loras(
     weight: float | None = None,
 ) -> tuple[list[LoraUse], list[str]]:
     """The characters' LoRAs that ``preset`` applies, and a note for each it does not: a
-    LoRA belongs to the base model it was trained on, and only the diffusers backend loads
-    LoRAs so far. ``weight`` (the request's) beats each character's own."""
+    LoRA belongs to the base model it was trained on, and only the diffusers and ComfyUI
+    backends load LoRAs. ``weight`` (the request's) beats each character's own."""
     uses: list[LoraUse] = []
     notes: list[str] = []
     if library is None:
         return uses, notes
     family = str(preset.options.get("family", "sd15"))
+    base = lora_base_model(preset)
     for character in characters:
         loras = library.loras(character)
         if not loras:
             continue
-        if preset.backend != "diffusers":
+        if preset.backend not in LORA_BACKENDS:
             notes.append(
                 f"{character.name}'s LoRA not applied: not applicable to the {preset.backend} "
-                f"backend (preset {preset.id!r}); only local diffusers presets load LoRAs"
+                f"backend (preset {preset.id!r}); only local diffusers presets and ComfyUI "
+                "load LoRAs"
             )
             continue
-        lora = next((x for x in loras if x.base_model == preset.model and x.family == family), None)
+        if preset.backend == "comfyui" and not preset.options.get("lora_dir"):
+            notes.append(
+                f"{character.name}'s LoRA not applied: ComfyUI preset {preset.id!r} has no "
+                "lora_dir option (ComfyUI has no upload route for model files: castbook "
+                "writes the LoRA into the folder ComfyUI reads LoRAs from; docs/training.md)"
+            )
+            continue
+        if base is None:
+            notes.append(
+                f"{character.name}'s LoRA not applied: ComfyUI preset {preset.id!r} does not "
+                "say which base model its checkpoint is (set its base_model option, e.g. "
+                "stable-diffusion-v1-5/stable-diffusion-v1-5)"
+            )
+            continue
+        lora = next((x for x in loras if x.base_model == base and x.family == family), None)
         if lora is None:
             bases = ", ".join(f"{x.base_model} ({x.family})" for x in loras)
             notes.append(
                 f"{character.name}'s LoRA not applied: it was trained on {bases}; preset "
-                f"{preset.id!r} runs {preset.model} ({family})"
+                f"{preset.id!r} runs {base} ({family})"
             )
             continue
         uses.append(

@@ -142,7 +142,12 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         modes=(Mode.T2I, Mode.I2I),
         description="A ComfyUI server (CASTBOOK_COMFYUI_URL) running a workflow template",
         defaults={"width": 512, "height": 512, "steps": 25},
-        options={"server_env": "CASTBOOK_COMFYUI_URL", "server": "http://127.0.0.1:8188"},
+        options={
+            "server_env": "CASTBOOK_COMFYUI_URL",
+            "server": "http://127.0.0.1:8188",
+            # what its default checkpoint (v1-5-pruned-emaonly) is: the LoRAs it applies
+            "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        },
     ),
 )
 

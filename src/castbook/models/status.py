@@ -9,6 +9,7 @@ missing-model error) can still say how big a download is.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 from collections.abc import Iterable
@@ -44,6 +45,12 @@ SIZES_FILE = "model-sizes.json"
 ESTIMATES_FILE = "estimated_sizes.json"
 # The preset a new user is pointed at first: the smallest that takes character references.
 STARTER_PRESET = "sd15-ip-adapter"
+# The Python packages a backend imports when it first runs, and the extra that installs them:
+# a preset whose backend lacks one is not runnable, whatever its model files.
+BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "diffusers": (("torch", "diffusers", "transformers"), "diffusers"),
+    "gemini": (("google.genai",), "gemini"),
+}
 
 
 def format_bytes(size: float) -> str:
@@ -116,14 +123,25 @@ class PresetModels:
     download_size: int | None  # all parts: the hub's figures, else estimates, else None
     missing_size: int | None  # what a pull would still fetch, roughly (whole parts)
     estimated: bool = False  # a size is computed from the architecture, not the hub's
+    missing_packages: tuple[str, ...] = ()  # Python packages the backend needs and lacks
 
     @property
     def state(self) -> str:
+        if self.missing_packages:
+            return "missing packages"
         return summarise(self.parts)
 
     @property
     def runnable(self) -> bool:
-        return all(part.ready for part in self.parts)
+        return not self.missing_packages and all(part.ready for part in self.parts)
+
+    @property
+    def install_command(self) -> str | None:
+        """What installs the missing packages, or None when none is missing."""
+        if not self.missing_packages:
+            return None
+        extra = BACKEND_PACKAGES[self.backend][1]
+        return f"pip install 'castbook[{extra}]'"
 
     @property
     def size_on_disk(self) -> int:
@@ -149,16 +167,33 @@ class PresetModels:
             "missing_size": self.missing_size,
             "size_estimated": self.estimated,
             "pull": self.pull_command() if self.pullable else None,
+            "missing_packages": list(self.missing_packages),
+            "install": self.install_command,
             "parts": [part.to_json() for part in self.parts],
         }
+
+
+def missing_packages(backend: str) -> tuple[str, ...]:
+    """The packages ``backend`` imports that this Python cannot find (nothing is imported:
+    a check costs a few file lookups)."""
+    modules, _extra = BACKEND_PACKAGES.get(backend, ((), ""))
+    return tuple(name for name in modules if not _findable(name))
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken install
+        return False
 
 
 def models_of(preset: PresetLike, sizes: SizeBook | None = None) -> PresetModels:
     """Read from the local cache only: instant, and the same offline."""
     statuses = tuple(part_status(part, preset.options) for part in preset_parts(preset))
+    lacking = missing_packages(preset.backend)
     hub_parts = [s for s in statuses if s.part.is_hub]
     if not hub_parts:
-        return PresetModels(preset.id, preset.backend, statuses, None, None)
+        return PresetModels(preset.id, preset.backend, statuses, None, None, False, lacking)
     download: int | None = 0
     missing: int | None = 0
     estimated = False
@@ -174,7 +209,9 @@ def models_of(preset: PresetLike, sizes: SizeBook | None = None) -> PresetModels
         download += size
         if not status.ready:
             missing += max(size - status.size_on_disk, 0)
-    return PresetModels(preset.id, preset.backend, statuses, download, missing or None, estimated)
+    return PresetModels(
+        preset.id, preset.backend, statuses, download, missing or None, estimated, lacking
+    )
 
 
 def require_installed(preset: PresetLike, sizes: SizeBook | None = None) -> None:
@@ -184,6 +221,11 @@ def require_installed(preset: PresetLike, sizes: SizeBook | None = None) -> None
     if models.runnable:
         return
     problems = []
+    if models.missing_packages:
+        problems.append(
+            f"the {preset.backend} backend needs {', '.join(models.missing_packages)} "
+            f"(not installed: {models.install_command})"
+        )
     for status in models.parts:
         if status.ready:
             continue
@@ -193,7 +235,9 @@ def require_installed(preset: PresetLike, sizes: SizeBook | None = None) -> None
         how = "interrupted download" if status.state is PartState.PARTIAL else "not downloaded"
         problems.append(f"{status.part.label} {status.part.location} ({how})")
     fix = "point the preset at folders on this machine in $CASTBOOK_HOME/presets.toml"
-    if models.pullable:
+    if not any(not status.ready for status in models.parts):
+        fix = f"run `{models.install_command}`"
+    elif models.pullable:
         fix = f"run `{models.pull_command()}` (or add --pull to generate/render/story), or " + fix
     raise ModelNotAvailableError(
         f"preset {preset.id!r} cannot run yet: {'; '.join(problems)}. To fix it, {fix}"

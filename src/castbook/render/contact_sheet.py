@@ -50,15 +50,20 @@ class SheetItem:
             raise FieldError("attempts", f"must be at least 1, got {self.attempts}")
 
 
-def contact_sheet_png(items: Sequence[SheetItem], *, title: str = "", tile: int = 320) -> bytes:
-    """The variants in a grid (about the square root of their count wide), each ``tile``
-    pixels square with its caption and its score coloured like the storyboard's; best
-    variants get a gold frame and a "★ best" badge; re-rolled ones say how many attempts."""
+def contact_sheet_png(
+    items: Sequence[SheetItem], *, title: str = "", tile: int = 320, columns: int | None = None
+) -> bytes:
+    """The variants in a grid (``columns`` wide, by default about the square root of their
+    count), each ``tile`` pixels square with its caption and its score coloured like the
+    storyboard's; best variants get a gold frame and a "★ best" badge; re-rolled ones say
+    how many attempts."""
     if not items:
         raise FieldError("items", "a contact sheet needs at least one variant")
     if not 64 <= tile <= 2048:
         raise FieldError("tile", f"must be 64-2048 pixels, got {tile}")
-    columns = max(1, math.ceil(math.sqrt(len(items))))
+    if columns is not None and columns < 1:
+        raise FieldError("columns", f"must be at least 1, got {columns}")
+    columns = columns or max(1, math.ceil(math.sqrt(len(items))))
     rows = math.ceil(len(items) / columns)
     scale = tile / 320
     text_size = max(10, round(14 * scale))

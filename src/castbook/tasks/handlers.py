@@ -27,5 +27,5 @@ def handlers(settings: Settings, database: Database, blobs: Blobs) -> dict[str, 
         **render_handlers(generation, scorer),
         WORKFLOW: WorkflowJobs(generation, scorer),
         MODEL_PULL: ModelPullJobs(settings),
-        LORA_TRAIN: LoraTrainJobs(settings, database, blobs),
+        LORA_TRAIN: LoraTrainJobs(settings, database, blobs, generation.backends, scorer),
     }

@@ -149,7 +149,8 @@ export function valueProblem(input, raw) {
 
 /**
  * Nodes by id: {id, type, x, y, values: {name: text}, links: {port: [{node, output}]},
- * name?} (name: a character node's last known character name, for when it is deleted).
+ * name?, collapsed?} (name: a character node's last known character name, for when it is
+ * deleted; collapsed: shown folded to its title bar and ports, kept in the layout).
  */
 export class Workflow {
   constructor() {
@@ -248,7 +249,8 @@ export class Workflow {
     );
   }
 
-  /** The graph JSON for the API: {nodes: {id: {type, inputs}}, layout: {id: {x, y}}}. */
+  /** The graph JSON for the API: {nodes: {id: {type, inputs}}, layout: {id: {x, y,
+   * collapsed?}}}. */
   toGraph() {
     const nodes = {};
     const layout = {};
@@ -269,6 +271,7 @@ export class Workflow {
       }
       nodes[node.id] = { type: node.type, inputs };
       layout[node.id] = { x: Math.round(node.x), y: Math.round(node.y) };
+      if (node.collapsed) layout[node.id].collapsed = true;
     }
     return { nodes, layout };
   }
@@ -294,6 +297,7 @@ export class Workflow {
       const place = layout[id] || {};
       const node = this.add(raw.type, Number(place.x) || 0, Number(place.y) || 0, {}, id);
       node.placed = id in layout;
+      if (place.collapsed === true) node.collapsed = true;
       const inputs = raw.inputs || {};
       for (const input of spec.inputs) {
         if (!(input.name in inputs)) continue;

@@ -9,7 +9,7 @@ const past = []; // snapshots, oldest first; the last one is the canvas as it is
 const future = []; // undone snapshots, the next redo last
 
 function state() {
-  const nodes = [...workflow.nodes.values()].map(({ id, type, x, y, values, links, name }) => ({
+  const nodes = [...workflow.nodes.values()].map(({ id, type, x, y, values, links, name, collapsed }) => ({
     id,
     type,
     x: Math.round(x),
@@ -17,6 +17,7 @@ function state() {
     values,
     links,
     name,
+    collapsed: collapsed || undefined,
   }));
   return JSON.stringify(nodes);
 }

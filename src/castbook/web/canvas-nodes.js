@@ -4,7 +4,7 @@
 // errors, each next to what it names.
 
 import { blobUrl } from "./api.js";
-import { nodeSpec, range, valueProblem, workflow } from "./canvas-graph.js";
+import { acceptedTypes, nodeSpec, range, valueProblem, workflow } from "./canvas-graph.js";
 import { fillPresetSelect, modelNoticeSlot, renderModelNotice } from "./canvas-models.js";
 import { promptPreview } from "./canvas-prompt.js";
 import { characters, thumbnailUrl } from "./library.js";
@@ -17,7 +17,7 @@ const MAIN_FIELDS = new Set(["prompt", "prompts", "preset", "batch", "denoise", 
 // A character node shows these as its picture and reference choice, not as fields.
 const CHARACTER_FIELDS = new Set(["character", "reference"]);
 
-let hooks = { onEdit() {}, onRemove() {} };
+let hooks = { onEdit() {}, onRemove() {}, onCollapse() {}, onPortKey() {} };
 let libraryKnown = false; // no "missing" marks before the library has been read once
 
 export function setNodeHooks(nodeHooks) {
@@ -50,6 +50,7 @@ export function findCharacter(ref) {
 export function buildNode(node) {
   const spec = nodeSpec(node.type);
   const element = make("div", `node node-${node.type}`);
+  element.classList.toggle("collapsed", Boolean(node.collapsed));
   element.tabIndex = 0;
   element.dataset.nodeId = node.id;
   element.dataset.type = node.type;
@@ -66,7 +67,8 @@ export function buildNode(node) {
   remove.title = "Remove node (Delete)";
   remove.setAttribute("aria-label", `Remove ${node.id}`);
   remove.addEventListener("click", () => hooks.onRemove(node.id));
-  header.append(title, make("span", "node-id", node.id), status, remove);
+  // ▾ sits by ✕, not before the title: the title bar's left end is where a node is grabbed.
+  header.append(title, make("span", "node-id", node.id), status, collapseButton(node), remove);
   element.append(header);
 
   if (node.type === "character") {
@@ -74,7 +76,7 @@ export function buildNode(node) {
     element.append(body);
     renderCharacter(node, element);
   }
-  element.append(...buildPorts(spec));
+  element.append(...buildPorts(node, spec));
   const fields = buildFields(node, spec);
   if (fields) element.append(fields);
   if (node.type === "image") {
@@ -89,8 +91,35 @@ export function buildNode(node) {
   return element;
 }
 
-/** One port: its row (what pointer events land on), its coloured dot and its label. */
-function portRow(direction, name, type, title) {
+/** The title bar's ▾/▸: fold the node to its title bar and ports (wires stay on them). */
+function collapseButton(node) {
+  const button = make("button", "node-collapse");
+  button.type = "button";
+  const update = () => {
+    const folded = Boolean(node.collapsed);
+    button.textContent = folded ? "▸" : "▾";
+    button.title = folded ? "Expand" : "Collapse";
+    button.setAttribute("aria-expanded", String(!folded));
+    button.setAttribute("aria-label", `${folded ? "Expand" : "Collapse"} ${node.id}`);
+  };
+  update();
+  button.update = update;
+  button.addEventListener("click", () => hooks.onCollapse(node.id));
+  return button;
+}
+
+/** Show a node folded (title bar and ports) or whole, as `node.collapsed` says. */
+export function renderCollapsed(node, element = nodeElement(node.id)) {
+  if (!element) return;
+  element.classList.toggle("collapsed", Boolean(node.collapsed));
+  element.querySelector(".node-collapse").update();
+}
+
+/**
+ * One port: its row (what pointer events land on, and the keyboard's stop: Enter starts or
+ * ends a wire there, Delete takes its wires off), its coloured dot and its label.
+ */
+function portRow(node, direction, name, type, title, spoken) {
   const row = make("div", "port-row");
   const dot = make("span", `port type-${type}`);
   for (const element of [row, dot]) {
@@ -99,6 +128,17 @@ function portRow(direction, name, type, title) {
   }
   dot.dataset.type = type;
   dot.title = title;
+  row.tabIndex = 0;
+  row.setAttribute("role", "button");
+  const which = direction === "in" ? "input" : "output";
+  row.setAttribute("aria-label", `${node.id} ${which} ${name}: ${spoken}`);
+  row.addEventListener("keydown", (event) => {
+    const wiring = event.key === "Enter" || event.key === " ";
+    if (!wiring && event.key !== "Delete" && event.key !== "Backspace") return;
+    event.preventDefault();
+    event.stopPropagation(); // the port's key, not the selection's Delete
+    hooks.onPortKey(node.id, direction, name, wiring ? "wire" : "disconnect");
+  });
   const label = make("span", "port-label", name);
   if (direction === "in") row.append(dot, label);
   else row.append(label, dot);
@@ -106,14 +146,15 @@ function portRow(direction, name, type, title) {
 }
 
 /** The ports, and under them (full width) the slots for their errors. */
-function buildPorts(spec) {
+function buildPorts(node, spec) {
   const ports = make("div", "node-ports");
   const errors = make("div", "port-errors");
   const inputs = make("div", "node-port-column inputs");
   for (const input of spec.inputs.filter((i) => i.kind === "port")) {
     const takes = input.type === "any" ? "anything" : input.type;
     const title = `${input.name}: takes ${takes}${input.many ? " (several)" : ""}`;
-    const { row, label } = portRow("in", input.name, input.type, title);
+    const spoken = `takes ${acceptedTypes(input.type)}${input.many ? " (several)" : ""}`;
+    const { row, label } = portRow(node, "in", input.name, input.type, title, spoken);
     if (input.required) label.classList.add("required");
     if (input.many) label.append(make("small", "port-many", " ⋯"));
     inputs.append(row);
@@ -121,7 +162,8 @@ function buildPorts(spec) {
   }
   const outputs = make("div", "node-port-column outputs");
   for (const output of spec.outputs) {
-    const { row, label } = portRow("out", output.name, output.type, `${output.name}: ${output.type}`);
+    const title = `${output.name}: ${output.type}`;
+    const { row, label } = portRow(node, "out", output.name, output.type, title, output.type);
     if (output.name !== output.type) label.append(make("small", "port-type", ` ${output.type}`));
     outputs.append(row);
   }
@@ -417,18 +459,18 @@ export function checkField(node, name) {
   return true;
 }
 
-/** Check every value field of every node; the number of problems found. */
+/** Check every value field of every node; what is wrong, named ("batch_render_1 Steps"). */
 export function checkAllFields() {
-  let problems = 0;
+  const problems = [];
   for (const node of workflow.nodes.values()) {
     for (const input of nodeSpec(node.type).inputs) {
       if (input.kind !== "value") continue;
       if (node.type === "character" && CHARACTER_FIELDS.has(input.name)) continue;
-      if (!checkField(node, input.name)) problems += 1;
+      if (!checkField(node, input.name)) problems.push(`${node.id} ${labelFor(input.name)}`);
     }
     if (node.type === "character" && !node.values.character) {
       showNodeError(node.id, "character", "Choose a character.");
-      problems += 1;
+      problems.push(`${node.id} Character`);
     }
   }
   return problems;

@@ -79,11 +79,13 @@ function setRunning(task) {
 function showProblems(exc, prefix) {
   const problems = exc instanceof ApiError && Array.isArray(exc.body.errors) ? exc.body.errors : [];
   const unplaced = [];
+  const named = []; // "text_to_image_1.prompt": what is missing, said in the status line too
   let placed = 0;
   for (const problem of problems) {
     if (problem.node && workflow.nodes.has(problem.node)) {
       showNodeError(problem.node, problem.field, problem.message);
       placed += 1;
+      named.push([problem.node, problem.field].filter(Boolean).join("."));
     } else {
       const where = [problem.node, problem.field].filter(Boolean).join(".");
       unplaced.push(where ? `${where}: ${problem.message}` : problem.message);
@@ -94,7 +96,7 @@ function showProblems(exc, prefix) {
     return;
   }
   const parts = [];
-  if (placed) parts.push(`${placed} problem${placed === 1 ? "" : "s"} marked on the nodes`);
+  if (placed) parts.push(`${placed} problem${placed === 1 ? "" : "s"} marked on the nodes (${named.join(", ")})`);
   parts.push(...unplaced);
   setStatus(`${prefix}: ${parts.join("; ")}`, "error");
 }
@@ -115,8 +117,9 @@ async function runWorkflow() {
   clearNodeMessages();
   hideResults();
   const problems = checkAllFields();
-  if (problems) {
-    setStatus(`Fix ${problems} field${problems === 1 ? "" : "s"} marked in red first.`, "error");
+  if (problems.length) {
+    const count = `${problems.length} field${problems.length === 1 ? "" : "s"}`;
+    setStatus(`Fix ${count} marked in red first: ${problems.join(", ")}.`, "error");
     return;
   }
   // A run would fail at the first node whose models are missing: ask first (the dialog is
@@ -443,10 +446,18 @@ function openSave() {
   $("#workflow-name").select();
 }
 
+/** Saved: a workflow a run would refuse now is a draft, and the status says what to finish. */
 function saved(workflowJson) {
   $("#save-dialog").close();
   setCurrent({ id: workflowJson.id, name: workflowJson.name });
-  setStatus(`Saved as “${workflowJson.name}”.`, "ok");
+  const problems = workflowJson.problems || [];
+  if (!problems.length) {
+    setStatus(`Saved as “${workflowJson.name}”.`, "ok");
+    return;
+  }
+  const where = problems.map((p) => [p.node, p.field].filter(Boolean).join(".") || p.message);
+  const count = `${problems.length} thing${problems.length === 1 ? "" : "s"}`;
+  setStatus(`Saved as “${workflowJson.name}”, a draft: ${count} to finish before Run (${where.join(", ")}).`, "ok");
 }
 
 function refused(exc) {
@@ -478,12 +489,13 @@ async function save(event) {
   }
 }
 
-/** Overwrite: validate first (nothing is deleted for a graph the server would refuse). */
+/** Overwrite. A draft need not be valid; the 409 that offered Replace came after the server
+ * had checked this graph's shape (the dialog is modal: the canvas cannot have changed), so
+ * the old one is deleted only for a graph that will be stored. */
 async function replace() {
   const name = $("#workflow-name").value.trim();
   const graph = workflow.toGraph();
   try {
-    await api("/v1/workflows/validate", { method: "POST", json: { graph } });
     const list = await api("/v1/workflows");
     const old =
       list.find((w) => w.name === name) || list.find((w) => w.name.toLowerCase() === name.toLowerCase());

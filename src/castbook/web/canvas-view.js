@@ -100,24 +100,64 @@ function onWheel(event) {
   zoomAt(event.clientX, event.clientY, Math.exp(-delta * 0.0015));
 }
 
+/** The visible part of the world: {left, top, right, bottom} in world coordinates. */
+export function visibleWorld() {
+  const box = canvas.getBoundingClientRect();
+  const a = toWorld(box.left, box.top);
+  const b = toWorld(box.right, box.bottom);
+  return { left: a.x, top: a.y, right: b.x, bottom: b.y };
+}
+
+/** Pan (at the same zoom) so the world point (x, y) is at the middle of the canvas. */
+export function centreOn(x, y) {
+  const box = canvas.getBoundingClientRect();
+  view.x = box.width / 2 - x * view.zoom;
+  view.y = box.height / 2 - y * view.zoom;
+  apply();
+}
+
+// Space held (with the focus on the canvas, not in a field or on a button that Space would
+// press) turns a left drag anywhere on the canvas into a pan, as in ComfyUI.
+let spaceHeld = false;
+
+function spaceCanPan(event) {
+  const active = document.activeElement;
+  const onCanvas = !active || active === document.body || canvas === active || active.classList.contains("node");
+  return event.key === " " && onCanvas && !document.querySelector("dialog[open]");
+}
+
+function onSpace(event) {
+  if (event.type === "keydown" && spaceCanPan(event)) {
+    event.preventDefault(); // not a page scroll
+    spaceHeld = true;
+  } else if (event.type === "keyup" && event.key === " ") {
+    spaceHeld = false;
+  } else if (event.type === "blur") {
+    spaceHeld = false;
+  }
+  canvas.classList.toggle("space-pan", spaceHeld);
+}
+
 /**
- * Dragging on the empty canvas (or with the middle button anywhere) pans. `onClick` is
- * called for a press on the empty canvas that did not move (to clear the selection).
+ * Dragging with the middle button anywhere, or with Space held, pans. A left press on the
+ * empty canvas is `onEmptyPress(event)`'s (box selection, canvas-select.js).
  */
-function onPointerDown(event, onClick) {
+function onPointerDown(event, onEmptyPress) {
   const empty = event.target === canvas || event.target === world;
-  if (!(event.button === 1 || (event.button === 0 && empty))) return;
+  const pan = event.button === 1 || (event.button === 0 && spaceHeld);
+  if (!pan) {
+    if (event.button === 0 && empty) onEmptyPress(event);
+    return;
+  }
   event.preventDefault();
+  event.stopPropagation(); // not a node's drag
   const startX = event.clientX;
   const startY = event.clientY;
   const fromX = view.x;
   const fromY = view.y;
-  let moved = false;
   canvas.setPointerCapture(event.pointerId);
   canvas.classList.add("panning");
   const move = (e) => {
-    if (!moved && Math.hypot(e.clientX - startX, e.clientY - startY) < 3) return;
-    moved = true;
     view.x = fromX + e.clientX - startX;
     view.y = fromY + e.clientY - startY;
     apply();
@@ -127,7 +167,6 @@ function onPointerDown(event, onClick) {
     canvas.removeEventListener("pointerup", stop);
     canvas.removeEventListener("pointercancel", stop);
     canvas.classList.remove("panning");
-    if (!moved && empty) onClick();
   };
   canvas.addEventListener("pointermove", move);
   canvas.addEventListener("pointerup", stop);
@@ -149,11 +188,15 @@ function onScroll() {
   apply();
 }
 
-export function setUpView(canvasElement, worldElement, { onEmptyClick }) {
+export function setUpView(canvasElement, worldElement, { onEmptyPress }) {
   canvas = canvasElement;
   world = worldElement;
   canvas.addEventListener("scroll", onScroll);
   canvas.addEventListener("wheel", onWheel, { passive: false });
-  canvas.addEventListener("pointerdown", (event) => onPointerDown(event, onEmptyClick));
+  // Capture: a pan with Space or the middle button starts before a node takes the press.
+  canvas.addEventListener("pointerdown", (event) => onPointerDown(event, onEmptyPress), { capture: true });
+  document.addEventListener("keydown", onSpace);
+  document.addEventListener("keyup", onSpace);
+  window.addEventListener("blur", onSpace);
   apply();
 }

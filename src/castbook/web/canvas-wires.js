@@ -10,7 +10,7 @@ const DRAG_THRESHOLD = 4;
 
 let canvas = null;
 let layer = null;
-let hooks = { onChange() {}, onRefused() {}, onSelect() {} };
+let hooks = { onChange() {}, onRefused() {}, onSelect() {}, onDropOnEmpty() {} };
 let selected = null;
 
 export const sameWire = (a, b) =>
@@ -105,7 +105,7 @@ function problemFor(anchor, port) {
 /**
  * Drag a wire from `anchor` ({direction, node, name}). From a wired input (`pickUp`), the
  * wire is taken off once the pointer moves and can be dropped on another input, or on
- * nothing to remove it.
+ * nothing to remove it. A new wire dropped on the empty canvas goes to `onDropOnEmpty`.
  */
 function dragWire(event, anchor, pickUp = null) {
   event.preventDefault();
@@ -158,7 +158,12 @@ function dragWire(event, anchor, pickUp = null) {
     const hit = document.elementFromPoint(e.clientX, e.clientY);
     const row = hit && hit.closest(`.port-row[data-direction="${other}"]`);
     const port = row && row.querySelector(".port");
-    if (!port) return;
+    if (!port) {
+      // A new wire let go on the empty canvas: the node search offers what can take it.
+      const empty = hit === canvas || (hit && hit.id === "canvas-world");
+      if (empty && !pickUp) hooks.onDropOnEmpty(anchor, e.clientX, e.clientY);
+      return;
+    }
     const problem = problemFor(anchor, port);
     if (problem) {
       hooks.onRefused(problem);

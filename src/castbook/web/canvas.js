@@ -11,17 +11,36 @@
 //   canvas-queue.js    the Queue tab: the owner's tasks, live; cancel, results, re-run
 //   canvas-models.js   presets whose models are missing: marks, Download on the node
 //   canvas-palette.js  the Nodes tab
+//   canvas-select.js   box selection
+//   canvas-search.js   the node search (double-click the empty canvas, or /)
+//   canvas-menu.js     the context menu (right-click)
+//   canvas-minimap.js  the minimap
+//   canvas-layout.js   auto-arrange
 
 import { $, ApiError, api } from "./api.js";
-import { IMAGE_DRAG_TYPE, NODE_DRAG_TYPE, catalog, setCatalog, workflow } from "./canvas-graph.js";
+import {
+  IMAGE_DRAG_TYPE,
+  NODE_DRAG_TYPE,
+  accepts,
+  catalog,
+  outputType,
+  setCatalog,
+  workflow,
+} from "./canvas-graph.js";
 import {
   buildNode,
   fillPresetSelect,
   libraryLoaded,
   nodeElement,
   renderCharacter,
+  renderCollapsed,
   setNodeHooks,
 } from "./canvas-nodes.js";
+import { layered } from "./canvas-layout.js";
+import { isMenuOpen, openMenu } from "./canvas-menu.js";
+import { drawMinimapSoon, setUpMinimap, toggleMinimap } from "./canvas-minimap.js";
+import { closeNodeSearch, openNodeSearch } from "./canvas-search.js";
+import { startBoxSelect } from "./canvas-select.js";
 import { renderModelNotices, resumePulls, setModelHooks } from "./canvas-models.js";
 import { canRedo, canUndo, recordChange, redo, resetHistory, undo } from "./canvas-history.js";
 import { paletteError, paletteWaiting, renderPalette } from "./canvas-palette.js";
@@ -129,6 +148,7 @@ function changed() {
   recordChange();
   updateHistoryButtons();
   saveDraftSoon();
+  drawMinimapSoon();
 }
 
 // ---- nodes ----------------------------------------------------------------------------------
@@ -251,14 +271,19 @@ function copySelection() {
   return clipboard.length > 0;
 }
 
-function paste() {
+/** Paste the copied nodes a step further on than the last paste, or with their top-left
+ * corner at the world point `at` (the context menu's Paste, where it was opened). */
+function paste(at = null) {
   if (!clipboard.length) return;
+  const dx = at ? at.x - Math.min(...clipboard.map((n) => n.x)) : PASTE_OFFSET;
+  const dy = at ? at.y - Math.min(...clipboard.map((n) => n.y)) : PASTE_OFFSET;
   const copies = new Map(); // copied id -> new node
   for (const source of clipboard) {
-    source.x += PASTE_OFFSET; // each paste lands a step further on
-    source.y += PASTE_OFFSET;
+    source.x += dx; // each paste lands a step further on
+    source.y += dy;
     const copy = workflow.add(source.type, source.x, source.y, source.values);
     if (source.name) copy.name = source.name;
+    if (source.collapsed) copy.collapsed = true;
     copies.set(source.id, copy);
   }
   for (const source of clipboard) {
@@ -273,6 +298,246 @@ function paste() {
   changed();
 }
 
+// ---- the editing tools: node search, context menu, arrange, collapse, wiring by keys --------
+
+let pointer = null; // the last pointer position over the canvas: where `/` opens the search
+
+/** The node search at a screen point; the chosen type is added with its corner there. */
+function searchAt(clientX, clientY, { avoid = false } = {}) {
+  const at = toWorld(clientX, clientY);
+  openNodeSearch(canvas, clientX, clientY, (type) => addNode(type, at.x, at.y, {}, undefined, { avoid }));
+}
+
+/** `/`: the search where the pointer is over the canvas, else mid-canvas (no node covered). */
+function searchHere() {
+  const box = canvas.getBoundingClientRect();
+  const inside =
+    pointer && pointer.x > box.left && pointer.x < box.right && pointer.y > box.top && pointer.y < box.bottom;
+  if (inside) searchAt(pointer.x, pointer.y);
+  else searchAt(box.left + box.width / 2 - 120, box.top + box.height / 2 - 80, { avoid: true });
+}
+
+/**
+ * A wire from `anchor` let go on the empty canvas: the node search there, offering the node
+ * types with a port that takes it (an input for a wire from an output, and the other way);
+ * the chosen node is added there and wired by its first such port, as in ComfyUI.
+ */
+function searchForWire(anchor, clientX, clientY) {
+  const from = workflow.nodes.get(anchor.node);
+  if (!from) return;
+  const given = anchor.direction === "out" ? outputType(from.type, anchor.name) : null;
+  const wanted = anchor.direction === "in" ? anchor.type : null;
+  const portFor = (spec) =>
+    given
+      ? spec.inputs.find((input) => input.kind === "port" && accepts(input.type, given))
+      : spec.outputs.find((output) => accepts(wanted, output.type));
+  const at = toWorld(clientX, clientY);
+  const pick = (type) => {
+    const node = addNode(type, at.x, at.y);
+    const port = node && portFor(catalog.types.get(type));
+    if (!port) return;
+    const problem =
+      anchor.direction === "out"
+        ? workflow.connect(anchor.node, anchor.name, node.id, port.name)
+        : workflow.connect(node.id, port.name, anchor.node, anchor.name);
+    if (problem) {
+      setStatus(`Not connected: ${problem}.`, "error");
+      return;
+    }
+    drawWires();
+    changed();
+  };
+  openNodeSearch(canvas, clientX, clientY, pick, (spec) => Boolean(portFor(spec)));
+}
+
+/** The nodes an action on node `id` applies to: the selection when it holds `id`. */
+function targetsOf(id) {
+  return selection.has(id) ? [...selection] : [id];
+}
+
+function setCollapsed(ids, collapsed) {
+  for (const id of ids) {
+    const node = workflow.nodes.get(id);
+    if (!node) continue;
+    node.collapsed = collapsed || undefined;
+    renderCollapsed(node);
+  }
+  drawWires(); // the ports moved with the folded body: wires follow at once
+  changed();
+}
+
+function disconnectNodes(ids) {
+  const chosen = new Set(ids);
+  for (const wire of workflow.wires()) {
+    if (chosen.has(wire.from) || chosen.has(wire.to)) workflow.disconnect(wire);
+  }
+  selectWire(null);
+  drawWires();
+  changed();
+}
+
+/** Auto-arrange: a layered left-to-right layout by the wires; one undo step; then Fit. */
+function arrange() {
+  if (!workflow.nodes.size) return;
+  const nodes = [...workflow.nodes.values()].map((node) => {
+    const element = nodeElement(node.id);
+    return {
+      id: node.id,
+      x: node.x,
+      y: node.y,
+      width: element.offsetWidth,
+      height: element.offsetHeight,
+      inputs: Object.values(node.links).flatMap((links) => links.map((link) => link.node)),
+    };
+  });
+  for (const [id, at] of Object.entries(layered(nodes))) {
+    const node = workflow.nodes.get(id);
+    node.x = at.x;
+    node.y = at.y;
+    place(nodeElement(id), node);
+  }
+  drawWires();
+  changed();
+  fitView([...world.querySelectorAll(".node")]);
+  setStatus("Arranged left to right by the wires (Ctrl+Z undoes it).", "ok");
+}
+
+// A wire made from the keyboard: Enter on a port starts it, Enter on a port of the other
+// direction ends it (refused with the reason, as a drop is); Escape forgets it.
+let pendingPort = null; // {node, direction, name}
+
+function markPending(port) {
+  for (const row of world.querySelectorAll(".port-row.port-pending")) row.classList.remove("port-pending");
+  pendingPort = port;
+  if (!port) return;
+  const element = nodeElement(port.node);
+  const selector = `.port-row[data-direction="${port.direction}"][data-port="${CSS.escape(port.name)}"]`;
+  const row = element && element.querySelector(selector);
+  if (row) row.classList.add("port-pending");
+}
+
+/** Delete on a focused port: every wire on it comes off (one undo step). */
+function disconnectPort(nodeId, direction, name) {
+  const on = (wire) =>
+    direction === "in" ? wire.to === nodeId && wire.port === name : wire.from === nodeId && wire.output === name;
+  const found = workflow.wires().filter(on);
+  for (const wire of found) workflow.disconnect(wire);
+  if (!found.length) return;
+  drawWires();
+  changed();
+  setStatus(`Removed ${found.length} wire${found.length === 1 ? "" : "s"} from ${nodeId}.${name}.`, "ok");
+}
+
+function onPortKey(nodeId, direction, name, action = "wire") {
+  if (action === "disconnect") {
+    disconnectPort(nodeId, direction, name);
+    return;
+  }
+  const here = { node: nodeId, direction, name };
+  if (!pendingPort || pendingPort.direction === direction) {
+    const same = pendingPort && pendingPort.node === nodeId && pendingPort.name === name;
+    markPending(same ? null : here);
+    if (same) setStatus("");
+    else {
+      const other = direction === "out" ? "an input" : "an output";
+      setStatus(`Wiring from ${nodeId}.${name}: go to ${other} port (Tab) and press Enter; Escape cancels.`, "busy");
+    }
+    return;
+  }
+  const [from, to] = direction === "in" ? [pendingPort, here] : [here, pendingPort];
+  markPending(null);
+  const problem = workflow.connect(from.node, from.name, to.node, to.name);
+  if (problem) {
+    setStatus(`Not connected: ${problem}.`, "error");
+    return;
+  }
+  drawWires();
+  changed();
+  setStatus(`Wired ${from.node}.${from.name} → ${to.node}.${to.name}.`, "ok");
+}
+
+// ---- the context menu -----------------------------------------------------------------------
+
+function wireMenu(event, wire) {
+  select([]);
+  selectWire(wire);
+  openMenu(canvas, event.clientX, event.clientY, `Wire ${wire.from}.${wire.output} → ${wire.to}.${wire.port}`, [
+    {
+      id: "delete-wire",
+      label: "Delete wire",
+      keys: "Delete",
+      action: () => {
+        workflow.disconnect(wire);
+        selectWire(null);
+        drawWires();
+        changed();
+      },
+    },
+  ]);
+}
+
+function nodeMenu(event, id) {
+  if (!selection.has(id)) select([id]);
+  const ids = targetsOf(id);
+  const folded = ids.every((nodeId) => workflow.nodes.get(nodeId).collapsed);
+  const wired = workflow.wires().some((wire) => ids.includes(wire.from) || ids.includes(wire.to));
+  const title = ids.length > 1 ? `${ids.length} nodes` : id;
+  openMenu(canvas, event.clientX, event.clientY, title, [
+    { id: "duplicate", label: "Duplicate", keys: "Ctrl+D", action: () => copySelection() && paste() },
+    { id: "collapse", label: folded ? "Expand" : "Collapse", action: () => setCollapsed(ids, !folded) },
+    { id: "disconnect", label: "Disconnect", disabled: !wired, action: () => disconnectNodes(ids) },
+    "-",
+    { id: "delete", label: "Delete", keys: "Delete", action: () => removeNodes(ids) },
+  ]);
+}
+
+function canvasMenu(event) {
+  const at = toWorld(event.clientX, event.clientY);
+  const mapShown = !canvas.querySelector(".minimap").hidden;
+  openMenu(canvas, event.clientX, event.clientY, "Canvas", [
+    { id: "add-node", label: "Add node…", keys: "/", action: () => searchAt(event.clientX, event.clientY) },
+    { id: "paste", label: "Paste", keys: "Ctrl+V", disabled: !clipboard.length, action: () => paste(at) },
+    {
+      id: "select-all",
+      label: "Select all",
+      keys: "Ctrl+A",
+      disabled: !workflow.nodes.size,
+      action: () => select([...workflow.nodes.keys()]),
+    },
+    "-",
+    { id: "arrange", label: "Arrange", disabled: !workflow.nodes.size, action: arrange },
+    { id: "fit", label: "Fit", action: () => fitView([...world.querySelectorAll(".node")]) },
+    { id: "minimap", label: mapShown ? "Hide minimap" : "Show minimap", action: () => toggleMinimap() },
+  ]);
+}
+
+/** A right-click: the menu of the wire, node or empty canvas under the pointer. Fields keep
+ * the browser's own menu (to paste text). */
+function onContextMenu(event) {
+  const target = event.target instanceof Element ? event.target : null;
+  if (!target || target.closest("input, textarea, select, .context-menu, .node-search")) return;
+  event.preventDefault();
+  if (isMenuOpen() && event.button !== 2) return; // the keyboard's menu is open already
+  closeNodeSearch(false);
+  const wire = target.closest(".wire");
+  const element = target.closest(".node");
+  if (wire && wire.wire) wireMenu(event, wire.wire);
+  else if (element) nodeMenu(event, element.dataset.nodeId);
+  else canvasMenu(event);
+}
+
+/** Shift+F10 or the menu key: the focused node's menu at its title bar, else the canvas's. */
+function menuFromKeyboard() {
+  const element = document.activeElement && document.activeElement.closest && document.activeElement.closest(".node");
+  if (element && canvas.contains(element)) {
+    const box = element.querySelector(".node-header").getBoundingClientRect();
+    nodeMenu({ clientX: box.left + 12, clientY: box.bottom }, element.dataset.nodeId);
+  } else {
+    const box = canvas.getBoundingClientRect();
+    canvasMenu({ clientX: box.left + box.width / 2, clientY: box.top + box.height / 2 });
+  }
+}
+
 // ---- selection, moving, keys ----------------------------------------------------------------
 
 function select(ids) {
@@ -282,6 +547,7 @@ function select(ids) {
     element.classList.toggle("selected", selection.has(element.dataset.nodeId));
   }
   if (ids.length) selectWire(null);
+  drawMinimapSoon();
 }
 
 function toggle(id) {
@@ -296,7 +562,7 @@ const CONTROLS = "input, textarea, select, button, summary, a, video, .port-row,
 function onNodePointerDown(event, node) {
   if (event.button !== 0) return;
   const element = event.currentTarget;
-  if (event.shiftKey) toggle(node.id);
+  if (event.shiftKey || event.ctrlKey || event.metaKey) toggle(node.id);
   else if (!selection.has(node.id)) select([node.id]);
   selectWire(null);
   if (event.target.closest(CONTROLS)) return; // the control works as usual
@@ -317,6 +583,7 @@ function onNodePointerDown(event, node) {
       place(nodeElement(n.id), n);
     });
     drawWiresSoon();
+    drawMinimapSoon();
   };
   const stop = () => {
     element.removeEventListener("pointermove", move);
@@ -380,8 +647,19 @@ function onKeyDown(event) {
       removeNodes([...selection]);
     }
   } else if (event.key === "Escape") {
+    if (pendingPort) {
+      markPending(null);
+      setStatus("");
+      return;
+    }
     select([]);
     selectWire(null);
+  } else if (event.key === "/" && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    event.preventDefault(); // not the browser's quick find
+    searchHere();
+  } else if (event.key === "ContextMenu" || (event.key === "F10" && event.shiftKey)) {
+    event.preventDefault();
+    menuFromKeyboard();
   } else if (event.key.startsWith("Arrow") && selection.size) {
     event.preventDefault();
     const step = event.shiftKey ? NUDGE * 5 : NUDGE;
@@ -394,6 +672,7 @@ function onKeyDown(event) {
       place(nodeElement(id), node);
     }
     drawWires();
+    drawMinimapSoon();
     saveDraftSoon();
   }
 }
@@ -471,18 +750,37 @@ export function setUpCanvas() {
   setNodeHooks({
     onEdit: (_node, finished) => (finished ? changed() : saveDraftSoon()),
     onRemove: (id) => removeNodes([id]),
+    onCollapse: (id) => setCollapsed([id], !workflow.nodes.get(id).collapsed),
+    onPortKey,
   });
   setUpView(canvas, world, {
-    onEmptyClick: () => {
-      select([]);
-      selectWire(null);
+    onEmptyPress: (event) => {
       canvas.focus({ preventScroll: true });
+      startBoxSelect(event, canvas, {
+        selected: () => [...selection],
+        select,
+        onClick: (_event, additive) => {
+          if (additive) return;
+          select([]);
+          selectWire(null);
+        },
+      });
     },
   });
+  setUpMinimap(canvas);
+  canvas.addEventListener("dblclick", (event) => {
+    if (event.target === canvas || event.target === world) searchAt(event.clientX, event.clientY);
+  });
+  canvas.addEventListener("contextmenu", onContextMenu);
+  canvas.addEventListener("pointermove", (event) => {
+    pointer = { x: event.clientX, y: event.clientY };
+  });
+  $("#arrange").addEventListener("click", arrange);
   setModelHooks({ onStatus: setStatus });
   setUpWires(canvas, $("#wires"), {
     onChange: changed,
     onRefused: (problem) => setStatus(`Not connected: ${problem}.`, "error"),
+    onDropOnEmpty: searchForWire,
     onSelect: (wire) => {
       select([]);
       selectWire(wire);
@@ -517,6 +815,16 @@ export function setUpCanvas() {
   document.addEventListener("castbook:key", loadCatalog);
   document.addEventListener("castbook:use-image", (event) => {
     addAtCentre("image", { image: event.detail });
+  });
+  // A character card's Enter (library.js): the keyboard's way to drop it on the canvas.
+  document.addEventListener("castbook:place-character", (event) => {
+    const character = characters().find((c) => c.id === event.detail);
+    if (!character || !catalog.loaded) return;
+    const centre = visibleCentre();
+    addNode("character", centre.x - 115, centre.y - 80, { character: character.id }, character.name, {
+      avoid: true,
+    });
+    setStatus(`Placed ${character.name} on the canvas: Tab to its output port and press Enter to wire it.`, "ok");
   });
   document.addEventListener("castbook:characters", () => {
     libraryLoaded();

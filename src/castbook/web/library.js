@@ -1,7 +1,7 @@
 // The Characters tab: cards with thumbnails, search, delete, and the dialogs to create and
 // edit characters (library-form.js, with library-extract.js for Extract) and to export and
 // import them (library-transfer.js); a picture dropped on the tab is identified
-// (library-identify.js). Every change to the list is announced as a
+// (library-identify.js); a card's Train button trains its LoRA (library-train.js). Every change to the list is announced as a
 // "castbook:characters" event (detail: the characters) so the canvas can follow it. A card's
 // drag carries the character id as DRAG_TYPE (and text/plain).
 
@@ -15,6 +15,7 @@ import {
   showError,
 } from "./library-form.js";
 import { setUpIdentify } from "./library-identify.js";
+import { openTraining, setUpTraining } from "./library-train.js";
 import { setUpTransfer } from "./library-transfer.js";
 
 export { clearErrors, showApiError, showError };
@@ -120,12 +121,22 @@ function cardFor(character) {
   actions.className = "card-actions";
   actions.append(
     iconButton("edit", "✎", `Edit ${character.name}`, () => openCharacterForm(character)),
+    iconButton("train", "◆", `Train ${character.name}'s LoRA`, () => openTraining(character)),
     iconButton("delete", "✕", `Delete ${character.name}`, () => confirmDelete(character)),
   );
   card.append(actions);
 
   card.addEventListener("dblclick", (event) => {
     if (!event.target.closest("button")) openCharacterForm(character);
+  });
+  // The keyboard's drag: Enter on a focused card places the character on the canvas.
+  card.tabIndex = 0;
+  const images = count ? `${count} reference image${count === 1 ? "" : "s"}` : "no reference image";
+  card.setAttribute("aria-label", `${character.name}, ${images}: Enter places it on the canvas`);
+  card.addEventListener("keydown", (event) => {
+    if (event.target !== card || event.key !== "Enter") return;
+    event.preventDefault();
+    document.dispatchEvent(new CustomEvent("castbook:place-character", { detail: character.id }));
   });
   card.addEventListener("dragstart", (event) => {
     event.dataTransfer.setData(DRAG_TYPE, character.id);
@@ -182,4 +193,5 @@ export function setUpLibrary() {
     onImported: loadCharacters,
   });
   setUpIdentify();
+  setUpTraining();
 }

@@ -9,6 +9,7 @@ from castbook.workflow.graph import (
     GraphProblem,
     Link,
     ParsedNode,
+    check_draft,
     parse_graph,
     topological_order,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "SavedWorkflow",
     "WorkflowStore",
     "accepts",
+    "check_draft",
     "check_graph",
     "node_catalog",
     "parse_graph",

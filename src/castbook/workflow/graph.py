@@ -8,10 +8,12 @@
                "out": {"type": "output", "inputs": {"value": ["gen", "images"]}}}}
 
 An input is a literal or a link ``[node_id, output_name]``. An optional ``layout``
-(``{node_id: {"x": 10, "y": 20}}``) keeps where an editor drew each node; it is validated and
-stored, never used to run the graph. :func:`parse_graph` returns
-every problem at once (unknown types and inputs, missing required inputs, literals out of
-range, links to missing nodes or outputs, type mismatches, cycles), each naming its node.
+(``{node_id: {"x": 10, "y": 20}}``, with ``"collapsed": true`` for a node the editor shows
+folded) keeps where an editor drew each node; it is validated and stored, never used to run
+the graph. :func:`parse_graph` returns every problem at once (unknown types and inputs,
+missing required inputs, literals out of range, links to missing nodes or outputs, type
+mismatches, cycles), each naming its node. :func:`check_draft` checks only the JSON shape,
+for a draft saved before it is complete.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "GraphProblem",
     "Link",
     "ParsedNode",
+    "check_draft",
     "parse_graph",
     "topological_order",
 ]
@@ -111,9 +114,9 @@ def _is_link(value: Any) -> bool:
     )
 
 
-def parse_graph(data: Any) -> Graph:
-    """The graph, validated; raises :class:`GraphError` with every problem found."""
-    problems: list[GraphProblem] = []
+def _outline(data: Any, problems: list[GraphProblem]) -> dict[str, Any]:
+    """The graph's ``nodes`` (at least one, at most MAX_NODES; raises GraphError otherwise),
+    with a problem for each key besides ``nodes`` and ``layout`` and for a bad layout."""
     raw_nodes = data.get("nodes") if isinstance(data, dict) else None
     if not isinstance(raw_nodes, dict) or not raw_nodes:
         raise GraphError(
@@ -129,6 +132,40 @@ def parse_graph(data: Any) -> Graph:
             GraphProblem(None, sorted(unknown)[0], "unknown key; a graph has nodes and layout")
         )
     _check_layout(data.get("layout"), raw_nodes, problems)
+    return raw_nodes
+
+
+def check_draft(data: Any) -> dict[str, Any]:
+    """A draft's JSON shape only — ``{nodes: {id: {type, inputs}}, layout}`` with ids of
+    1-64 characters, a type named, inputs an object, a valid layout — and not whether it
+    would run (unknown types, missing inputs, values out of range, wires that do not fit are
+    for Run to report): an unfinished workflow can be saved and finished later. Returns a
+    copy of the JSON; raises :class:`GraphError` with every shape problem."""
+    problems: list[GraphProblem] = []
+    raw_nodes = _outline(data, problems)
+    for node_id, spec in raw_nodes.items():
+        if not isinstance(node_id, str) or not node_id or len(node_id) > _NODE_ID:
+            problems.append(
+                GraphProblem(str(node_id), None, f"node ids are 1-{_NODE_ID} characters")
+            )
+        elif not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            problems.append(GraphProblem(node_id, "type", "a node is {type, inputs}"))
+        elif extra := sorted(k for k in spec if k not in ("type", "inputs")):
+            problems.append(
+                GraphProblem(node_id, extra[0], "unknown key; a node is {type, inputs}")
+            )
+        elif not isinstance(spec.get("inputs", {}), dict):
+            problems.append(GraphProblem(node_id, "inputs", "must be an object {name: value}"))
+    if problems:
+        raise GraphError(problems)
+    copied: dict[str, Any] = json.loads(json.dumps(data))
+    return copied
+
+
+def parse_graph(data: Any) -> Graph:
+    """The graph, validated; raises :class:`GraphError` with every problem found."""
+    problems: list[GraphProblem] = []
+    raw_nodes = _outline(data, problems)
 
     parsed: dict[str, ParsedNode] = {}
     for node_id, spec in raw_nodes.items():
@@ -160,8 +197,9 @@ def parse_graph(data: Any) -> Graph:
 
 
 def _check_layout(layout: Any, raw_nodes: dict[str, Any], problems: list[GraphProblem]) -> None:
-    """``layout``: where an editor drew each node, ``{node_id: {"x": n, "y": n}}``; kept with
-    the graph, never used to run it."""
+    """``layout``: where an editor drew each node, ``{node_id: {"x": n, "y": n}}`` (and
+    ``"collapsed": true`` when it shows the node folded); kept with the graph, never used to
+    run it."""
     if layout is None:
         return
     if not isinstance(layout, dict):
@@ -173,10 +211,15 @@ def _check_layout(layout: Any, raw_nodes: dict[str, Any], problems: list[GraphPr
             problems.append(GraphProblem(None, where, f"places {node_id!r}: no such node"))
         elif (
             not isinstance(place, dict)
-            or set(place) != {"x", "y"}
+            or not {"x", "y"} <= set(place) <= {"x", "y", "collapsed"}
             or not all(_is_coordinate(place[k]) for k in ("x", "y"))
+            or not isinstance(place.get("collapsed", False), bool)
         ):
-            problems.append(GraphProblem(node_id, "layout", "must be {x, y} with finite numbers"))
+            problems.append(
+                GraphProblem(
+                    node_id, "layout", "must be {x, y} with finite numbers (and collapsed: bool)"
+                )
+            )
 
 
 def _is_coordinate(value: Any) -> bool:
