@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from castbook.errors import InvalidInputError
-from castbook.evaluation import appearance, compare
+from castbook.errors import CastbookError, InvalidInputError
+from castbook.evaluation import Scorer, appearance, compare
 from castbook.evaluation.calibrate import roc_auc
 from castbook.evaluation.features import ImageFeatures, features_key, load_for_scoring
 from castbook.evaluation.hashes import average_hash, difference_hash, perceptual_hash
 from castbook.evaluation.identity import IdentityVectors
+from castbook.evaluation.identity_search import IdentitySearch
 from castbook.evaluation.scoring import default_calibration
-from tests.support.drawings import character
+from castbook.library import CharacterLibrary, ImageInput
+from castbook.library.identity_vectors import store_vectors, unindexed_images
+from tests.support.drawings import ALICE, BOB, character, png_bytes
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 WHITE_SHIRT = (245, 245, 245)
@@ -89,6 +92,43 @@ def test_a_new_descriptor_version_is_never_compared_with_stored_old_vectors() ->
     current = IdentityVectors.of(features(character(hair=(200, 90, 30), shirt=WHITE_SHIRT)))
     assert current.appearance.shape == (appearance.DIMENSIONS,)
     assert np.linalg.norm(current.appearance) == pytest.approx(1.0, abs=1e-5)
+
+
+class CurrentFeatures:
+    """The scorer's features (faces off: the drawings' faces all look alike to dlib)."""
+
+    def __init__(self) -> None:
+        self.scorer = Scorer(faces=False)
+
+    def key(self) -> str:
+        return self.scorer.key
+
+    def features(self, images) -> tuple[str, list[ImageFeatures | CastbookError]]:
+        return self.scorer.key, [self.scorer.features(data, name) for data, name in images]
+
+
+def test_identity_vectors_stored_by_appearance_v1_are_replaced_not_read(
+    library: CharacterLibrary,
+) -> None:
+    """A library indexed before the upgrade: its rows carry appearance-v1's key and 112
+    floats. The next search indexes the references again under the new key and answers
+    from those (reading a v1 row would raise: its size is wrong)."""
+    source = CurrentFeatures()
+    library.create({"name": "Alice"}, [ImageInput(png_bytes(character(**ALICE)), "alice")])
+    library.create({"name": "Bob"}, [ImageInput(png_bytes(character(**BOB)), "bob")])
+    old_key = source.key().replace(appearance.APPEARANCE_VERSION, "appearance-v1")
+    assert old_key != source.key()
+    old = [
+        (image, np.ones(112, dtype="<f4").tobytes(), None)
+        for image in unindexed_images(library, old_key)
+    ]
+    assert store_vectors(library, old_key, old) == 2
+    query = png_bytes(character(**ALICE, seed=5))
+    search, [features] = IdentitySearch.for_queries(library, source, [(query, "query")])
+    [answer] = search.identify([("query", features)], 2)
+    assert [m["name"] for m in answer.matches] == ["Alice", "Bob"]
+    assert answer.matches[0]["score"] > 90 > answer.matches[1]["score"]
+    assert unindexed_images(library, source.key()) == []
 
 
 @pytest.mark.skipif(not (EVAL / "anime" / "labels.csv").exists(), reason="../shared/eval absent")
