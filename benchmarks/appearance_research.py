@@ -95,7 +95,7 @@ def intersection_matrix(hists: np.ndarray) -> np.ndarray:
 
 
 def centred(hists: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    x = np.sqrt(hists) - prior
+    x = hists**appearance._POWER - prior
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -179,11 +179,11 @@ def main() -> int:
     faces, face_ids = load("faces")
     anime_h = np.array([appearance._histogram(im) for im in anime])
     if args.fit_prior:
-        prior = np.sqrt(anime_h).mean(0)
-        print("_PRIOR: tuple[float, ...] = (")
+        prior = (anime_h**appearance._POWER).mean(0)
+        print('_PRIOR: tuple[float, ...] = tuple(\n    float(v)\n    for v in """')
         for i in range(0, len(prior), 8):
-            print("    " + " ".join(f"{v:.4f}," for v in prior[i : i + 8]))
-        print(")")
+            print(" ".join(f"{v:.4f}" for v in prior[i : i + 8]))
+        print('""".split()  # noqa: SIM905 (compact table)\n)')
         return 0
 
     print(
@@ -203,7 +203,7 @@ def main() -> int:
     aucs = []
     for c in np.unique(anime_ids):
         keep = anime_ids != c
-        prior = np.sqrt(anime_h[keep]).mean(0)
+        prior = (anime_h[keep] ** appearance._POWER).mean(0)
         sim = sim_matrix(centred(anime_h, prior))
         s, y, iu = pair_scores(sim, anime_ids)
         involved = (anime_ids[iu[0]] == c) | (anime_ids[iu[1]] == c)

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_data import FOLDERS, labelled, require_eval_dir
 
 from castbook.evaluation import Scorer
+from castbook.evaluation.appearance import DIMENSIONS
 from castbook.evaluation.identity import IdentityIndex, IdentityVectors
 
 FACE_NOISE = 0.045
@@ -60,7 +61,8 @@ def real_vectors() -> list[IdentityVectors]:
 def synthetic_library(
     real: list[IdentityVectors], size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(appearance (size, 112), faces (size, 128), has_face (size,)) for ``size`` characters."""
+    """(appearance (size, DIMENSIONS), faces (size, 128), has_face (size,)) for ``size``
+    characters."""
     photos = [v for v in real if v.faces is not None and len(v.faces)]
     base = rng.integers(0, len(real), size)
     appearance = np.stack([real[i].appearance for i in range(len(real))])[base]
@@ -94,7 +96,7 @@ def queries(
     chosen = rng.choice(len(appearance), count, replace=False)
     made = []
     for i in chosen:
-        a = appearance[i] + rng.normal(scale=APPEARANCE_NOISE * QUERY_SHRINK, size=112)
+        a = appearance[i] + rng.normal(scale=APPEARANCE_NOISE * QUERY_SHRINK, size=DIMENSIONS)
         a = (a / np.linalg.norm(a)).astype(np.float32)
         f = None
         if has_face[i]:

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from castbook.db import IdentityVectorRow
 from castbook.errors import CastbookError, InvalidInputError
 from castbook.evaluation import ImageFeatures, Scorer
+from castbook.evaluation.appearance import DIMENSIONS
 from castbook.evaluation.identity import (
     OPEN_SET_THRESHOLDS,
     IdentityIndex,
@@ -183,7 +184,7 @@ def test_a_face_match_that_looks_different_is_no_lookalike() -> None:
     score 100 by face): a lookalike also needs the appearance to agree."""
     rng = np.random.default_rng(7)
     alice = _random_vectors(rng, faces=1)
-    other_look = rng.normal(size=112).astype(np.float32)
+    other_look = rng.normal(size=DIMENSIONS).astype(np.float32)
     bob = IdentityVectors(other_look / np.linalg.norm(other_look), alice.faces)  # same face
     twin = IdentityVectors(alice.appearance, alice.faces)
     index = IdentityIndex([("alice", alice)])
@@ -200,7 +201,7 @@ def test_a_face_match_that_looks_different_is_no_lookalike() -> None:
 
 
 def _random_vectors(rng: np.random.Generator, faces: int) -> IdentityVectors:
-    appearance = rng.normal(size=112).astype(np.float32)
+    appearance = rng.normal(size=DIMENSIONS).astype(np.float32)
     face_rows = rng.normal(scale=0.05, size=(faces, 128)).astype(np.float32)
     return IdentityVectors(appearance / np.linalg.norm(appearance), face_rows)
 
@@ -233,7 +234,7 @@ def test_exact_search_of_a_large_library_scores_only_references_that_can_rank(
     # the raw ranking, and the characters after it must still be found.
     twin = entries[62][1]
     for _ in range(12):
-        shift = rng.normal(scale=0.01, size=112).astype(np.float32)
+        shift = rng.normal(scale=0.01, size=DIMENSIONS).astype(np.float32)
         entries.append(("zz-copies", IdentityVectors(twin.appearance + shift, twin.faces)))
     index = IdentityIndex(entries)
     queries = [entries[n * 31][1] for n in range(10)] + [_random_vectors(rng, 1)]
@@ -265,7 +266,7 @@ def test_index_refuses_bad_input() -> None:
     with pytest.raises(InvalidInputError, match="castbook identify --reindex"):
         IdentityVectors.from_bytes(b"\0" * 40, None)
     with pytest.raises(InvalidInputError, match="not a multiple of 128"):
-        IdentityVectors.from_bytes(b"\0" * 448, b"\0" * 12)
+        IdentityVectors.from_bytes(b"\0" * (4 * DIMENSIONS), b"\0" * 12)
 
 
 # ---- castbook identify -------------------------------------------------------------------
@@ -347,7 +348,10 @@ def test_api_identify(make_api: ApiFactory) -> None:
     lookalike = _upload(api, ann, "Alicia", drawing(ALICE, 4))
     assert lookalike.status_code == 201
     [warning] = lookalike.json()["looks_like"]
-    assert warning["looks_like"]["name"] == "Alice" and warning["score"] >= 92.1
+    assert (
+        warning["looks_like"]["name"] == "Alice"
+        and warning["score"] >= OPEN_SET_THRESHOLDS["appearance"]
+    )
     assert json.loads(lookalike.headers["X-Castbook-Warnings"]) == [warning["message"]]
 
     answer = api.client.post(
