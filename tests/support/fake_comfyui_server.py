@@ -14,9 +14,12 @@ Scripting: ``prompt_failure = (500, "…")`` answers the next /prompt with that 
 ``execution_error = "…"`` makes executions fail in the KSampler; ``never_finish = True``
 keeps prompts running until /interrupt; ``held = True`` answers ``/history`` with ``{}``
 until it is set back to False (a run that lasts as long as a test needs, without the CPU of
-a real one); ``missing_classes`` hides node classes (a custom
-node pack that is not installed). Every request is recorded in ``requests``; each run's
-interpreted inputs in ``executions``.
+a real one); ``step_seconds`` (a constructor argument) paces every sampler step, so a prompt
+of n steps runs for n × that long — its ``progress`` messages come one per step and
+``/history`` has its outputs only once the last step is done (a server whose runs take time,
+as the fault-injection lab needs to catch a worker mid-job); ``missing_classes`` hides
+node classes (a custom node pack that is not installed). Every request is recorded in
+``requests``; each run's interpreted inputs in ``executions``.
 
 The websocket sends what ComfyUI sends a client (shapes from ComfyUI's server.py,
 execution.py and main.py, and https://docs.comfy.org/essentials/comfyui-server/comms_messages,
@@ -42,6 +45,7 @@ import json
 import socket
 import struct
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -143,6 +147,7 @@ class _Prompt:
     entry: dict[str, Any] | None  # None: still running
     interrupted: bool = False
     stopped: threading.Event = field(default_factory=threading.Event)
+    done_at: float = 0.0  # time.monotonic() when its paced steps are done
 
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -204,8 +209,9 @@ class _NodeError(Exception):
 class FakeComfyUI:
     """Start with ``with FakeComfyUI() as server:``; ``server.url`` is its base URL."""
 
-    def __init__(self, *, pending_polls: int = 1) -> None:
+    def __init__(self, *, pending_polls: int = 1, step_seconds: float = 0.0) -> None:
         self.pending_polls = pending_polls
+        self.step_seconds = step_seconds
         self.prompt_failure: tuple[int, str] | None = None
         self.execution_error: str | None = None
         self.never_finish = False
@@ -391,6 +397,8 @@ class FakeComfyUI:
             if kind == "KSampler":
                 total = int(graph[node_id]["inputs"].get("steps", 1))
                 for value in range(1, total + 1):
+                    if self.step_seconds:  # the step's work, cut short by /interrupt
+                        prompt.stopped.wait(timeout=self.step_seconds)
                     if prompt.interrupted:
                         break
                     if prompt.entry is None and value == total:
@@ -506,6 +514,12 @@ class FakeComfyUI:
             self._prompts[prompt_id] = _Prompt(polls_left=0, entry=None)
         else:
             self._prompts[prompt_id] = _Prompt(self.pending_polls, self._execute(prompt_id, graph))
+            steps = sum(
+                node["inputs"]["steps"]
+                for node in graph.values()
+                if node["class_type"] == "KSampler" and isinstance(node["inputs"]["steps"], int)
+            )
+            self._prompts[prompt_id].done_at = time.monotonic() + steps * self.step_seconds
         ws = self._sockets.get(str(body.get("client_id")))
         if ws is not None and not self.websocket_mute:
             threading.Thread(target=self._narrate, args=(ws, prompt_id, graph), daemon=True).start()
@@ -514,6 +528,8 @@ class FakeComfyUI:
     def _history(self, prompt_id: str) -> dict[str, Any]:
         prompt = self._prompts.get(prompt_id)
         if prompt is None or prompt.entry is None or self.held:
+            return {}
+        if time.monotonic() < prompt.done_at and not prompt.interrupted:
             return {}
         if prompt.polls_left > 0:
             prompt.polls_left -= 1
