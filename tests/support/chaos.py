@@ -437,7 +437,11 @@ class Cluster:
         (self.home / "presets.toml").write_text(generator.presets)
         self.database_url = database_url
         self.redis = Redis(folder / "redis") if executor == "celery" else None
-        path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)
+        # Absolute: the processes run in the run's folder, where a relative entry (the
+        # benchmark's PYTHONPATH=src:.) would name nothing and the installed castbook would
+        # be imported instead of this tree's.
+        entries = [str(SITE), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+        path = os.pathsep.join(os.path.abspath(entry) for entry in entries if entry)
         self.env = {
             **os.environ,
             "PYTHONPATH": path,
