@@ -44,6 +44,7 @@ import io
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -200,6 +201,14 @@ class _Socket:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a castbook worker SIGKILLed by the fault
+        lab) is what a server sees every day: no traceback for it, as ComfyUI's aiohttp."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _NodeError(Exception):
     def __init__(self, node_id: str, class_type: str, error: dict[str, Any]) -> None:
         super().__init__(error["exception_message"])
@@ -231,7 +240,7 @@ class FakeComfyUI:
         self._counter = 0
         self._number = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
