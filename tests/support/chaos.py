@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,8 @@ class Blackhole:
                     end.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):  # close() alone leaves accept() blocked on Linux
+            self.listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.listener.close()
 
@@ -416,12 +418,15 @@ class Lab:
         folder = self.root / f"run-{run}"
         own = OwnPostgres() if own_postgres else None
         postgres = own.server if own is not None else self.postgres
-        url = postgres.create_database(f"castbook_chaos{os.getpid()}_{run}")
+        name = f"castbook_chaos{os.getpid()}_{run}"
+        url = postgres.create_database(name)
         with self._migrating:
             cluster = Cluster(folder, self.generator, url, executor)
         cluster.postgres = own
         if own is not None:
             cluster.cleanups.append(own.stop)
+        else:  # 200 runs' databases would leave ~1 GB for the server's stop to delete
+            cluster.removals.append(lambda: self.postgres.drop_database(name))
         return cluster
 
 
@@ -473,6 +478,7 @@ class Cluster:
         self.torch_pids: set[int] = set()  # processes seen with torch loaded
         self.cpu: dict[str, float] = {}  # CPU seconds of each process, read as it is killed
         self.cleanups: list[Callable[[], None]] = []
+        self.removals: list[Callable[[], None]] = []  # what remove() deletes besides files
         self.postgres: OwnPostgres | None = None
 
     # ---- processes
@@ -663,7 +669,10 @@ class Cluster:
         self.database.dispose()
 
     def remove(self) -> None:
+        """Delete what the run left (after ``close``): its folder and its database."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        for removal in self.removals:
+            removal()
 
 
 @dataclass
@@ -805,8 +814,3 @@ def run_scenario(lab: Lab, name: str, *, keep: bool = False) -> tuple[Outcome, s
             cluster.remove()
     outcome.cpu = dict(cluster.cpu)
     return outcome, logs
-
-
-@contextlib.contextmanager
-def lab(root: Path, model: Path, postgres: Any) -> Iterator[Lab]:
-    yield Lab(root, model, postgres)

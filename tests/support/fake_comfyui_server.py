@@ -177,7 +177,7 @@ class _Socket:
             try:
                 self.wfile.write(header + payload)
                 self.wfile.flush()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the handler closed it (client gone)
                 self.closed = True
 
     def read_frame(self) -> tuple[int, bytes] | None:
