@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from castbook.errors import BackendError, GenerationCancelled
@@ -74,6 +76,31 @@ def test_every_sampler_step_reaches_the_callback_in_order_with_its_node(
     assert messages.index("running KSampler (node 9)") < messages.index(steps[0].message)
     assert messages[-1].startswith("downloading")
     assert [e.step for e in events] == sorted(e.step for e in events)
+
+
+def test_paced_steps_come_one_at_a_time_and_history_waits_for_the_last() -> None:
+    """The fault lab's server (``step_seconds``): a prompt runs for its steps' time, so a
+    worker can be caught mid-job; ``/history`` has nothing until the last step is done."""
+    with FakeComfyUI(pending_polls=0, step_seconds=0.2) as comfy:
+        backend = ComfyUIBackend(COMFYUI_PRESET, server=comfy.url, poll_interval=0.02)
+        steps: list[int] = []
+        history_at_step_1: list[dict[str, Any]] = []
+
+        def progress(event: Progress) -> None:
+            if ": step " not in event.message:
+                return
+            steps.append(event.step)
+            if event.step == 1:  # 0.2 s into a 1.2 s run: the server still has nothing
+                prompt_id = comfy.prompt_ids[-1]
+                history_at_step_1.append(httpx.get(f"{comfy.url}/history/{prompt_id}").json())
+
+        began = time.monotonic()
+        result = backend.generate(make_prepared(steps=6), progress)
+        took = time.monotonic() - began
+    assert len(result.images) == 1
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert history_at_step_1 == [{}]
+    assert took >= 6 * 0.2  # each step's pace is a floor: sleeps never end early
 
 
 def test_the_websocket_and_the_prompt_share_one_client_id_per_call(

@@ -1,10 +1,10 @@
 """Fault injection for castbook: real processes, killed with SIGKILL at chosen moments.
 
-A :class:`Lab` holds what every run shares (the tiny model, one PostgreSQL server, a folder);
-each run of a scenario gets a fresh :class:`Cluster`: its own database on that server, its
-own redis-server (on a port kept across restarts, nothing on disk, as a Redis without
-persistence), its own ``CASTBOOK_HOME`` and blob store, and the ``castbook serve`` and
-``castbook worker`` processes a scenario starts. Every process runs in its own process
+A :class:`Lab` holds what every run shares (what its workers generate with, one PostgreSQL
+server, a folder); each run of a scenario gets a fresh :class:`Cluster`: its own database on
+that server, its own redis-server (on a port kept across restarts, nothing on disk, as a
+Redis without persistence), its own ``CASTBOOK_HOME`` and blob store, and the ``castbook
+serve`` and ``castbook worker`` processes a scenario starts. Every process runs in its own process
 group, and a kill is ``SIGKILL`` to the whole group (a server that runs jobs in child
 processes loses them too).
 
@@ -22,6 +22,15 @@ started and killed, and the database rows and blob store afterwards. Each return
 * orphan blobs: files in the blob store that no reference image, job input or job output
   names (what the library's garbage collection would keep: see
   ``CharacterLibrary._delete_unreferenced``).
+
+What the workers generate with (:class:`Generator`) is the lab's choice: the tiny
+random-weight SD 1.5 through diffusers (every process that generates imports torch and
+diffusers, ~8 s of CPU, and loads the model), or a ComfyUI server on 127.0.0.1 that is not
+part of the run (``tests/support/fake_comfyui_server.py`` with paced steps: a remote service
+from castbook's point of view, like the real one, reached over HTTP and its websocket). The
+faults are the same: a worker is killed while it waits on a running prompt instead of while
+it denoises, and the outcome is counted from the same rows and logs. With ComfyUI no process
+of a run may load torch (:attr:`Outcome.torch_processes`).
 
 Every wait has a deadline; none is a fixed sleep.
 """
@@ -41,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +65,7 @@ from tests.support.redis_server import find_redis_server
 __all__ = [
     "SCENARIOS",
     "Cluster",
+    "Generator",
     "Lab",
     "Outcome",
     "run_scenario",
@@ -71,10 +81,21 @@ ENDED = re.compile(r"task ([0-9a-f]{32}) ended (\w+) on ")
 _databases = itertools.count(1)
 
 
+_handed_out: set[int] = set()
+_ports = threading.Lock()
+
+
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+    """A port free now and never handed out before in this process: runs side by side must
+    not get a port another run holds for a process it restarts (a Redis's, a server's)."""
+    with _ports:
+        while True:
+            with socket.socket() as probe:
+                probe.bind((HOST, 0))
+                port = probe.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def _until(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
@@ -122,6 +143,15 @@ class Process:
         self.signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=30)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds its group's live processes have used (with their reaped children)."""
+        ticks = 0
+        for pid in _group(self.popen.pid):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(value) for value in stat[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def output(self, tail: int = 3000) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -220,6 +250,8 @@ class Blackhole:
                     end.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):  # close() alone leaves accept() blocked on Linux
+            self.listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.listener.close()
 
@@ -243,6 +275,25 @@ def _gone(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):
         return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) in "ZX"
     return True
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[2]) == pgid and stat[0] not in "ZX":
+                    found.append(int(entry.name))
+    return found
+
+
+def _loads_torch(pid: int) -> bool:
+    """Whether process ``pid`` has torch's library mapped (it imported torch)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/maps", "rb") as maps:
+        return any(b"libtorch" in line for line in maps)
+    return False
 
 
 class OwnPostgres:
@@ -303,6 +354,8 @@ class Outcome:
     orphan_blobs: int = 0
     kills: int = 0
     resent: int = 0  # messages the outbox sent again
+    torch_processes: int = 0  # processes seen with torch loaded (just before a kill, or at the end)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process started
     endings_logged: int = 0  # "task … ended …" lines seen: the duplicate count can work
     notes: list[str] = field(default_factory=list)
 
@@ -319,43 +372,81 @@ class Outcome:
 # ---- a lab and its clusters -----------------------------------------------------------------
 
 
-class Lab:
-    """What every run shares: the tiny model, a PostgreSQL server, a root folder."""
+@dataclass(frozen=True)
+class Generator:
+    """What a lab's workers generate with: the ``tiny`` preset of every run's home."""
 
-    def __init__(self, root: Path, model: Path, postgres: Any) -> None:
+    name: str  # "tiny-sd15" or "comfyui"
+    presets: str  # the presets.toml written into each run's CASTBOOK_HOME
+
+    @classmethod
+    def tiny_sd15(cls, model: Path) -> Generator:
+        """The tiny random-weight SD 1.5 (tests/support/tiny_diffusers.py) through diffusers."""
+        return cls(
+            "tiny-sd15",
+            f'[presets.tiny]\nbackend = "diffusers"\nmodel = "{model}"\n'
+            "defaults = { width = 256, height = 256, steps = 2 }\n"
+            '[presets.tiny.options]\nfamily = "sd15"\n',
+        )
+
+    @classmethod
+    def comfyui(cls, url: str) -> Generator:
+        """A ComfyUI server at ``url`` running the built-in SD 1.5 workflow."""
+        return cls(
+            "comfyui",
+            '[presets.tiny]\nbackend = "comfyui"\nmodel = "workflow:sd15-ip-adapter"\n'
+            'modes = ["t2i", "i2i"]\n'
+            "defaults = { width = 256, height = 256, steps = 2 }\n"
+            f'[presets.tiny.options]\nserver = "{url}"\n',
+        )
+
+
+class Lab:
+    """What every run shares: the generator, a PostgreSQL server, a root folder."""
+
+    def __init__(self, root: Path, generator: Generator, postgres: Any) -> None:
         self.root = root
-        self.model = model
+        self.generator = generator
         self.postgres = postgres
         self.runs = itertools.count(1)
+        # Runs may go side by side (benchmarks/chaos.py --parallel); Alembic's migration
+        # context is module-global, so clusters bring their schemas up one at a time.
+        self._migrating = threading.Lock()
 
     def cluster(self, executor: str, *, own_postgres: bool = False) -> Cluster:
         run = next(self.runs)
         folder = self.root / f"run-{run}"
         own = OwnPostgres() if own_postgres else None
         postgres = own.server if own is not None else self.postgres
-        url = postgres.create_database(f"castbook_chaos{os.getpid()}_{run}")
-        cluster = Cluster(folder, self.model, url, executor)
+        name = f"castbook_chaos{os.getpid()}_{run}"
+        url = postgres.create_database(name)
+        with self._migrating:
+            cluster = Cluster(folder, self.generator, url, executor)
         cluster.postgres = own
         if own is not None:
             cluster.cleanups.append(own.stop)
+        else:  # 200 runs' databases would leave ~1 GB for the server's stop to delete
+            cluster.removals.append(lambda: self.postgres.drop_database(name))
         return cluster
 
 
 class Cluster:
     """One run's castbook: its database, Redis, home, servers and workers."""
 
-    def __init__(self, folder: Path, model: Path, database_url: str, executor: str) -> None:
+    def __init__(
+        self, folder: Path, generator: Generator, database_url: str, executor: str
+    ) -> None:
         self.folder = folder
         self.home = folder / "home"
         self.home.mkdir(parents=True)
-        (self.home / "presets.toml").write_text(
-            f'[presets.tiny]\nbackend = "diffusers"\nmodel = "{model}"\n'
-            "defaults = { width = 256, height = 256, steps = 2 }\n"
-            '[presets.tiny.options]\nfamily = "sd15"\n'
-        )
+        (self.home / "presets.toml").write_text(generator.presets)
         self.database_url = database_url
         self.redis = Redis(folder / "redis") if executor == "celery" else None
-        path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)
+        # Absolute: the processes run in the run's folder, where a relative entry (the
+        # benchmark's PYTHONPATH=src:.) would name nothing and the installed castbook would
+        # be imported instead of this tree's.
+        entries = [str(SITE), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+        path = os.pathsep.join(os.path.abspath(entry) for entry in entries if entry)
         self.env = {
             **os.environ,
             "PYTHONPATH": path,
@@ -374,6 +465,7 @@ class Cluster:
             "CASTBOOK_STOP_GRACE": "5",
         }
         self.env.pop("CASTBOOK_BLOB_DIR", None)
+        self.env.pop("CASTBOOK_COMFYUI_URL", None)  # the preset names the lab's server
         if self.redis is not None:
             self.env["CASTBOOK_REDIS_URL"] = self.redis.url
         self.processes: list[Process] = []
@@ -383,7 +475,10 @@ class Cluster:
         self.key = ApiKeys(self.database).create("chaos")[1]
         self.accepted: list[str] = []
         self.kills = 0
+        self.torch_pids: set[int] = set()  # processes seen with torch loaded
+        self.cpu: dict[str, float] = {}  # CPU seconds of each process, read as it is killed
         self.cleanups: list[Callable[[], None]] = []
+        self.removals: list[Callable[[], None]] = []  # what remove() deletes besides files
         self.postgres: OwnPostgres | None = None
 
     # ---- processes
@@ -422,8 +517,21 @@ class Cluster:
         return process
 
     def kill(self, process: Process) -> None:
-        process.kill()
+        self.note_torch(process)
+        self.end(process)
         self.kills += 1
+
+    def end(self, process: Process) -> None:
+        """SIGKILL ``process``'s group, its CPU time noted first."""
+        if process.alive:
+            self.cpu[process.name] = process.cpu_seconds()
+        process.kill()
+
+    def note_torch(self, process: Process) -> None:
+        """Note the processes of ``process``'s group that have torch loaded (a server's
+        worker process is in its group)."""
+        if process.alive:
+            self.torch_pids |= {pid for pid in _group(process.popen.pid) if _loads_torch(pid)}
 
     def logs(self) -> str:
         return "\n".join(p.output() for p in self.processes)
@@ -520,6 +628,9 @@ class Cluster:
                     f"duplicated {task_id}: ended {endings[task_id]} times, "
                     f"{len(task['outputs'])} outputs"
                 )
+        for process in self.processes:
+            self.note_torch(process)
+        result.torch_processes = len(self.torch_pids)
         result.resent = sum(
             process.log.read_text(errors="replace").count("was lost; sent it again")
             for process in self.processes
@@ -550,7 +661,7 @@ class Cluster:
     def close(self) -> None:
         for process in self.processes:
             if process.alive:
-                process.kill()
+                self.end(process)
         for cleanup in self.cleanups:
             cleanup()
         if self.redis is not None:
@@ -558,7 +669,10 @@ class Cluster:
         self.database.dispose()
 
     def remove(self) -> None:
+        """Delete what the run left (after ``close``): its folder and its database."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        for removal in self.removals:
+            removal()
 
 
 @dataclass
@@ -693,13 +807,10 @@ def run_scenario(lab: Lab, name: str, *, keep: bool = False) -> tuple[Outcome, s
     try:
         server = scenario(cluster)
         outcome = cluster.outcome(name, server)
-        return outcome, cluster.logs()
+        logs = cluster.logs()
     finally:
         cluster.close()
         if not keep:
             cluster.remove()
-
-
-@contextlib.contextmanager
-def lab(root: Path, model: Path, postgres: Any) -> Iterator[Lab]:
-    yield Lab(root, model, postgres)
+    outcome.cpu = dict(cluster.cpu)
+    return outcome, logs

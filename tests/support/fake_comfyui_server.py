@@ -20,9 +20,12 @@ Scripting: ``prompt_failure = (500, "…")`` answers the next /prompt with that 
 ``execution_error = "…"`` makes executions fail in the KSampler; ``never_finish = True``
 keeps prompts running until /interrupt; ``held = True`` answers ``/history`` with ``{}``
 until it is set back to False (a run that lasts as long as a test needs, without the CPU of
-a real one); ``missing_classes`` hides node classes (a custom
-node pack that is not installed). Every request is recorded in ``requests``; each run's
-interpreted inputs in ``executions``.
+a real one); ``step_seconds`` (a constructor argument) paces every sampler step, so a prompt
+of n steps runs for n × that long — its ``progress`` messages come one per step and
+``/history`` has its outputs only once the last step is done (a server whose runs take time,
+as the fault-injection lab needs to catch a worker mid-job); ``missing_classes`` hides
+node classes (a custom node pack that is not installed). Every request is recorded in
+``requests``; each run's interpreted inputs in ``executions``.
 
 The websocket sends what ComfyUI sends a client (shapes from ComfyUI's server.py,
 execution.py and main.py, and https://docs.comfy.org/essentials/comfyui-server/comms_messages,
@@ -47,7 +50,9 @@ import io
 import json
 import socket
 import struct
+import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -161,6 +166,7 @@ class _Prompt:
     entry: dict[str, Any] | None  # None: still running
     interrupted: bool = False
     stopped: threading.Event = field(default_factory=threading.Event)
+    done_at: float = 0.0  # time.monotonic() when its paced steps are done
 
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -189,7 +195,7 @@ class _Socket:
             try:
                 self.wfile.write(header + payload)
                 self.wfile.flush()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the handler closed it (client gone)
                 self.closed = True
 
     def read_frame(self) -> tuple[int, bytes] | None:
@@ -213,6 +219,14 @@ class _Socket:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a castbook worker SIGKILLed by the fault
+        lab) is what a server sees every day: no traceback for it, as ComfyUI's aiohttp."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _NodeError(Exception):
     def __init__(self, node_id: str, class_type: str, error: dict[str, Any]) -> None:
         super().__init__(error["exception_message"])
@@ -222,9 +236,16 @@ class _NodeError(Exception):
 class FakeComfyUI:
     """Start with ``with FakeComfyUI() as server:``; ``server.url`` is its base URL."""
 
-    def __init__(self, *, pending_polls: int = 1, loras_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pending_polls: int = 1,
+        loras_dir: Path | None = None,
+        step_seconds: float = 0.0,
+    ) -> None:
         self.pending_polls = pending_polls
         self.loras_dir = loras_dir
+        self.step_seconds = step_seconds
         self.prompt_failure: tuple[int, str] | None = None
         self.execution_error: str | None = None
         self.never_finish = False
@@ -244,7 +265,7 @@ class FakeComfyUI:
         self._counter = 0
         self._number = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
@@ -423,6 +444,8 @@ class FakeComfyUI:
             if kind == "KSampler":
                 total = int(graph[node_id]["inputs"].get("steps", 1))
                 for value in range(1, total + 1):
+                    if self.step_seconds:  # the step's work, cut short by /interrupt
+                        prompt.stopped.wait(timeout=self.step_seconds)
                     if prompt.interrupted:
                         break
                     if prompt.entry is None and value == total:
@@ -545,6 +568,12 @@ class FakeComfyUI:
             self._prompts[prompt_id] = _Prompt(polls_left=0, entry=None)
         else:
             self._prompts[prompt_id] = _Prompt(self.pending_polls, self._execute(prompt_id, graph))
+            steps = sum(
+                node["inputs"]["steps"]
+                for node in graph.values()
+                if node["class_type"] == "KSampler" and isinstance(node["inputs"]["steps"], int)
+            )
+            self._prompts[prompt_id].done_at = time.monotonic() + steps * self.step_seconds
         ws = self._sockets.get(str(body.get("client_id")))
         if ws is not None and not self.websocket_mute:
             threading.Thread(target=self._narrate, args=(ws, prompt_id, graph), daemon=True).start()
@@ -553,6 +582,8 @@ class FakeComfyUI:
     def _history(self, prompt_id: str) -> dict[str, Any]:
         prompt = self._prompts.get(prompt_id)
         if prompt is None or prompt.entry is None or self.held:
+            return {}
+        if time.monotonic() < prompt.done_at and not prompt.interrupted:
             return {}
         if prompt.polls_left > 0:
             prompt.polls_left -= 1

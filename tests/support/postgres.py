@@ -312,6 +312,14 @@ class PostgresServer:
         self._execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
         return self.sqlalchemy_url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists (its connections are ended first): a long
+        series of runs keeps the data directory small."""
+        if not _DB_NAME_RE.match(name):
+            raise ValueError(f"invalid database name {name!r}: use [A-Za-z_][A-Za-z0-9_]*")
+        if not self._stopped:
+            self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     # -- lifecycle
 
     def is_running(self) -> bool:
