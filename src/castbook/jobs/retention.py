@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from castbook.blobs import Blobs
 from castbook.db import Database, JobInputRow, JobOutputRow, JobRow, ReferenceImageRow
 from castbook.db.references import referenced_blob_ids
+from castbook.jobs.sizes import total_bytes
 from castbook.jobs.store import TERMINAL, JobStatus
 from castbook.settings import Settings
 
@@ -281,9 +282,9 @@ def holdings(
         tasks={status.value: by_status.get(status.value, 0) for status in JobStatus},
         outputs=outputs,
         output_blobs=len(output_ids),
-        output_bytes=_bytes(blobs, output_ids),
+        output_bytes=total_bytes(database, blobs, output_ids),
         input_only_blobs=len(input_only),
-        input_only_bytes=_bytes(blobs, input_only),
+        input_only_bytes=total_bytes(database, blobs, input_only),
         oldest_finished=_aware(oldest) if oldest is not None else None,
         retention=describe_duration(retention),
         prune_interval=describe_duration(settings.prune_interval),
@@ -310,14 +311,6 @@ def describe_duration(seconds: float | None) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
-
-
-def _bytes(blobs: Blobs, blob_ids: set[str]) -> int:
-    total = 0
-    for blob_id in blob_ids:
-        info = blobs.stat(blob_id)
-        total += info.st_size if info is not None else 0
-    return total
 
 
 # ---- the pass inside castbook serve -----------------------------------------------------------
