@@ -238,8 +238,11 @@ def test_retention_on_a_bucket_never_takes_what_a_running_task_may_still_name(
     """The bucket's collector follows the folder's rule: while a task runs, nothing written
     after it started (a result it has stored but not yet recorded) is taken, however late
     the pass; once nothing runs, an unnamed blob older than the cut-off goes."""
-    from castbook.db import Database
+    from sqlalchemy import select
+
+    from castbook.db import BlobSizeRow, Database
     from castbook.jobs import JobOutput, JobStore
+    from castbook.jobs.sizes import total_bytes
     from tests.conftest import s3_blob_store
 
     blobs = s3_blob_store(s3_server, tmp_path)
@@ -256,7 +259,10 @@ def test_retention_on_a_bucket_never_takes_what_a_running_task_may_still_name(
     assert {result, stray} <= set(blobs)
 
     jobs.succeed(task.id, [JobOutput(result, "image", "image/png", 8, 8, 1)], {})
+    assert total_bytes(database, blobs, [result, stray]) > 0  # both sizes recorded
     report = prune(database, blobs, older_than=None, now=later)
     assert report.blobs == 1 and report.bytes == len(b"nobody will ever name this")
     assert set(blobs) == {result}
+    with database.session() as session:  # the deleted blob's recorded size went with it
+        assert set(session.scalars(select(BlobSizeRow.sha256))) == {result}
     database.dispose()

@@ -40,7 +40,14 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from castbook.blobs import Blobs
-from castbook.db import Database, JobInputRow, JobOutputRow, JobRow, ReferenceImageRow
+from castbook.db import (
+    BlobSizeRow,
+    Database,
+    JobInputRow,
+    JobOutputRow,
+    JobRow,
+    ReferenceImageRow,
+)
 from castbook.db.references import referenced_blob_ids
 from castbook.jobs.sizes import total_bytes
 from castbook.jobs.store import TERMINAL, JobStatus
@@ -210,6 +217,7 @@ def _sweep(
     with database.session() as session:
         referenced = referenced_blob_ids(session, None, excluding_jobs=excluding if dry_run else ())
     swept = freed = held_back = 0
+    deleted: list[str] = []
     for blob_id, info in blobs.entries():  # one listing, not a look-up per blob
         if blob_id in referenced:
             continue
@@ -220,7 +228,19 @@ def _sweep(
         if size is not None:
             swept += 1
             freed += size
+            deleted.append(blob_id)
+    if not dry_run:
+        _forget_sizes(database, deleted)
     return swept, freed, held_back
+
+
+def _forget_sizes(database: Database, blob_ids: list[str]) -> None:
+    """Drop the recorded sizes of deleted blobs (``castbook.jobs.sizes``), so the table does
+    not grow with every blob ever stored. A size is true for as long as the name exists, so a
+    row dropped while the same bytes are stored again is only learned once more."""
+    for chunk in _chunks(sorted(blob_ids)):
+        with database.session() as session, session.begin():
+            session.execute(delete(BlobSizeRow).where(BlobSizeRow.sha256.in_(chunk)))
 
 
 # ---- what is held ---------------------------------------------------------------------------
