@@ -11,15 +11,18 @@ learned for every later check.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from castbook.blobs import Blobs, is_blob_id
 from castbook.db import BlobSizeRow, Database
 
 __all__ = ["blob_sizes", "total_bytes"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 500  # ids per IN (...): well under SQLite's and PostgreSQL's parameter limits
 
@@ -50,20 +53,25 @@ def total_bytes(database: Database, blobs: Blobs, blob_ids: Collection[str]) -> 
 
 def _record(database: Database, sizes: dict[str, int]) -> None:
     """Keep ``sizes``; a row another process wrote meanwhile holds the same size, so a
-    clash is dropped, not an error."""
+    clash is dropped, not an error. Recording only saves later requests: a database that
+    cannot take the write now (locked, read-only for ``castbook info``) costs the count
+    nothing, and the sizes are learned again next time."""
     if not sizes:
         return
-    rows = [BlobSizeRow(sha256=sha, byte_size=size) for sha, size in sorted(sizes.items())]
+    rows = [(sha, size) for sha, size in sorted(sizes.items())]
     try:
         with database.session() as session, session.begin():
-            session.add_all(rows)
+            session.add_all(BlobSizeRow(sha256=sha, byte_size=size) for sha, size in rows)
         return
     except IntegrityError:
         pass
-    for row in rows:  # someone recorded some of them first: one at a time
+    except SQLAlchemyError as exc:
+        log.debug("blob sizes not recorded: %s", exc)
+        return
+    for sha, size in rows:  # someone recorded some of them first: one at a time
         try:
             with database.session() as session, session.begin():
-                if session.get(BlobSizeRow, row.sha256) is None:
-                    session.add(BlobSizeRow(sha256=row.sha256, byte_size=row.byte_size))
-        except IntegrityError:
+                if session.get(BlobSizeRow, sha) is None:
+                    session.add(BlobSizeRow(sha256=sha, byte_size=size))
+        except SQLAlchemyError:
             continue
