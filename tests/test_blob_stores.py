@@ -365,15 +365,16 @@ def test_a_multipart_upload_cut_off_leaves_nothing_and_is_aborted(
 
 
 def test_accounting_asks_the_store_once_per_blob_ever(
-    store: Blobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Blobs, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sizes are learned once and kept in the database: a second count asks the store
     nothing; many new blobs are sized from one listing, not a HEAD each."""
     from castbook.blobs import s3
     from castbook.db import Database
+    from castbook.jobs import sizes
     from castbook.jobs.sizes import blob_sizes, total_bytes
 
-    database = Database(f"sqlite:///{tmp_path / 'sizes.db'}")
+    database = Database(database_url)
     payloads = [f"image {n}".encode() * (n + 1) for n in range(5)]
     ids = [store.put(data)[0] for data in payloads]
     asked: list[list[str]] = []
@@ -393,6 +394,10 @@ def test_accounting_asks_the_store_once_per_blob_ever(
     assert asked[:2] == [sorted([*ids[:2], "0" * 64]), sorted(ids[2:])]
     assert blob_sizes(database, store, ids[:1]) == {ids[0]: len(payloads[0])}
     assert len(asked) == 2  # the later counts asked nothing
+    # Another process recorded some of a batch first: the rest is still recorded.
+    late, _ = store.put(b"counted by two processes at once")
+    sizes._record(database, {ids[0]: len(payloads[0]), late: 32})
+    assert blob_sizes(database, store, [late]) == {late: 32} and len(asked) == 2
     database.dispose()
     if store.kind != "s3":
         return
