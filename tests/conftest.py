@@ -80,16 +80,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The library's S3 runs use SQLite only (see the `library` fixture), and skip modules
-    # whose LIBRARY_STORES leaves S3 out.
+    # whose LIBRARY_STORES leaves S3 out; so do the runs of `blob_stores` tests on a bucket.
     pairs = [getattr(item, "callspec", None) for item in items]
     dropped = [
         item
         for item, spec in zip(items, pairs, strict=True)
         if spec is not None
-        and spec.params.get("library") == "s3"
         and (
-            spec.params.get("database_url") == "postgresql"
-            or "s3" not in getattr(item.module, "LIBRARY_STORES", ("s3",))
+            (
+                spec.params.get("library") == "s3"
+                and (
+                    spec.params.get("database_url") == "postgresql"
+                    or "s3" not in getattr(item.module, "LIBRARY_STORES", ("s3",))
+                )
+            )
+            or (
+                spec.params.get("blob_store_kind") == "s3"
+                and spec.params.get("database_url") == "postgresql"
+            )
         )
     ]
     if dropped:
@@ -255,27 +263,68 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-# `CASTBOOK_TEST_BLOBS=s3 pytest tests/test_api*.py` runs the API tests with their images
-# in a bucket of the test S3 server instead of the folder (issue 20: the suite once against
-# the object store); unset, the folder.
-BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "folder")
+# Which blob store a test's images live in (issue 20: the library/jobs/API suite on the object
+# store as a parametrised backend). A test or module marked `@pytest.mark.blob_stores("folder",
+# "s3")` runs once per store: that is the storage-sensitive part of the suite, run on a bucket
+# of the session's S3 server in every run (docs/deployment.md lists it). Everything else that
+# stores images (`make_api`, `api_settings`, `blob_store`) uses the folder, unless
+# `CASTBOOK_TEST_BLOBS=s3` (or `folder`) puts every such test on that one store: the whole
+# pass on a bucket, run by hand or nightly (it costs about the API tests' time again).
+BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "")
+if BLOBS_UNDER_TEST not in ("", "folder", "s3"):
+    raise pytest.UsageError(f"CASTBOOK_TEST_BLOBS must be folder or s3, not {BLOBS_UNDER_TEST!r}")
+
+
+def _blob_stores_of(definition: Any) -> tuple[str, ...]:
+    if BLOBS_UNDER_TEST:
+        return (BLOBS_UNDER_TEST,)
+    marker = definition.get_closest_marker("blob_stores")
+    return tuple(marker.args) if marker is not None else ("folder",)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "blob_store_kind" not in metafunc.fixturenames:
+        return
+    stores = _blob_stores_of(metafunc.definition)
+    if len(stores) > 1:  # one store: the test keeps its id
+        metafunc.parametrize("blob_store_kind", stores, indirect=True)
 
 
 @pytest.fixture
-def api_settings(home: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+def blob_store_kind(request: pytest.FixtureRequest) -> str:
+    """``folder`` or ``s3``: where this test's images live (see BLOBS_UNDER_TEST)."""
+    kind = getattr(request, "param", None) or _blob_stores_of(request.node)[0]
+    if kind not in ("folder", "s3"):
+        raise pytest.UsageError(f"blob_stores takes folder and s3, not {kind!r}")
+    return kind
+
+
+@pytest.fixture
+def blob_bucket(blob_store_kind: str, request: pytest.FixtureRequest) -> tuple[str, str] | None:
+    """On ``s3``: an empty bucket of the session's S3 server (its URL and endpoint) for this
+    test; on the folder, None."""
+    if blob_store_kind != "s3":
+        return None
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.new_bucket(), server.endpoint
+
+
+def on_blob_store(settings: Settings, bucket: tuple[str, str] | None) -> Settings:
+    """``settings`` with the test's store: unchanged on the folder, else the bucket (and this
+    home's own cache folder, as on a machine of its own)."""
+    if bucket is None:
+        return settings
+    url, endpoint = bucket
+    return dataclasses.replace(settings, blob_url=url, blob_endpoint=endpoint)
+
+
+@pytest.fixture
+def api_settings(home: Path, blob_bucket: tuple[str, str] | None) -> Callable[..., Settings]:
     """The settings :func:`make_api` gives its apps (a test that builds handlers for them
     opens their store with ``open_blob_store(api_settings())``): one blob store per test."""
-    bucket: list[tuple[str, str]] = []
 
     def settings_for(database_url: str | None = None) -> Settings:
-        settings = Settings.for_home(home, database_url)
-        if BLOBS_UNDER_TEST != "s3":
-            return settings
-        if not bucket:
-            server: S3Server = request.getfixturevalue("s3_server")
-            bucket.append((server.new_bucket(), server.endpoint))
-        url, endpoint = bucket[0]
-        return dataclasses.replace(settings, blob_url=url, blob_endpoint=endpoint)
+        return on_blob_store(Settings.for_home(home, database_url), blob_bucket)
 
     return settings_for
 

@@ -255,3 +255,154 @@ def test_a_job_whose_upload_is_cut_off_fails_with_the_reason(
     assert job.status is JobStatus.FAILED
     assert "could not store blob" in job.error and direct.location in job.error
     assert list(direct) == []
+
+
+# ---- large objects: multipart uploads ----------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+class _Counting:
+    """Count the S3 operations a store's client makes (botocore's event hooks; the client
+    is shared per process, so the hook is removed on leaving)."""
+
+    def __init__(self, store, *operations: str, on=None) -> None:
+        self.client = store.client()
+        self.operations = operations
+        self.on = on
+        self.counts = dict.fromkeys(operations, 0)
+        self._id = f"castbook-test-{id(self)}"
+
+    def _seen(self, event_name: str, **_: object) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        self.counts[operation] += 1
+        if self.on is not None:
+            self.on(operation)
+
+    def __enter__(self) -> _Counting:
+        for operation in self.operations:
+            self.client.meta.events.register(
+                f"after-call.s3.{operation}", self._seen, unique_id=f"{self._id}-{operation}"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for operation in self.operations:
+            self.client.meta.events.unregister(
+                f"after-call.s3.{operation}", unique_id=f"{self._id}-{operation}"
+            )
+
+
+def test_a_large_blob_goes_up_in_parts_and_shows_only_when_complete(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Above the multipart threshold (tiny here: S3's 5 MiB minimum part) a blob goes up in
+    parts; while parts arrive nothing is under its key, and it appears whole at the end."""
+    store = _s3_store(
+        s3_server, tmp_path, cache_bytes=0, multipart_threshold=6 * MIB, multipart_chunk=5 * MIB
+    )
+    data = os.urandom(11 * MIB)  # three parts
+    blob_id = hashlib.sha256(data).hexdigest()
+    look = s3_server.client()  # the test's own client: it watches from outside
+    seen: list[tuple[bool, int]] = []
+
+    def after_part(operation: str) -> None:
+        visible = look.list_objects_v2(Bucket=store.bucket).get("KeyCount", 0) > 0
+        uploads = look.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+        seen.append((visible, len(uploads)))
+
+    with _Counting(store, "UploadPart", "PutObject", on=after_part) as calls:
+        assert store.put(data) == (blob_id, True)
+    assert calls.counts == {"UploadPart": 3, "PutObject": 0}
+    assert seen and all(not visible and uploads == 1 for visible, uploads in seen), seen
+    assert store.get(blob_id) == data  # whole, and its hash checked on the way back
+    assert look.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+
+    # Storing it again refreshes it for collectors with a copy in parts (S3 refuses one
+    # CopyObject over 5 GB), without sending the bytes.
+    written = store.stat(blob_id).st_mtime
+    _wait_for(lambda: time.time() > written + 1.05)
+    with _Counting(store, "UploadPart", "UploadPartCopy", "CopyObject") as calls:
+        assert store.put(data) == (blob_id, False)
+    assert calls.counts == {"UploadPart": 0, "UploadPartCopy": 3, "CopyObject": 0}
+    assert store.stat(blob_id).st_mtime > written
+    assert store.get(blob_id) == data
+
+
+def test_a_multipart_upload_cut_off_leaves_nothing_and_is_aborted(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    from castbook.blobs.s3 import S3BlobStore
+
+    direct = _s3_store(s3_server, tmp_path, cache_bytes=0)
+    target = urlparse(s3_server.endpoint)
+    proxy = CuttingProxy((target.hostname, target.port), allow=1 * MIB)  # parts are 5 MiB
+    data = os.urandom(11 * MIB)
+    blob_id = hashlib.sha256(data).hexdigest()
+    try:
+        cut = S3BlobStore(
+            direct.location,
+            endpoint=proxy.endpoint,
+            attempts=2,
+            timeout=10,
+            multipart_threshold=6 * MIB,
+            multipart_chunk=5 * MIB,
+        )
+        calls = _Counting(cut, "CreateMultipartUpload", "AbortMultipartUpload")
+        failed = pytest.raises(StorageError, match=rf"could not store blob {blob_id} in s3://")
+        with calls, failed:
+            cut.put(data)
+        assert proxy.cut >= 1
+        assert calls.counts == {"CreateMultipartUpload": 1, "AbortMultipartUpload": 1}
+    finally:
+        proxy.close()
+    look = s3_server.client()
+    assert not direct.exists(blob_id) and list(direct) == []
+    assert look.list_multipart_uploads(Bucket=direct.bucket).get("Uploads", []) == []
+
+
+# ---- storage accounting ------------------------------------------------------------------
+
+
+def test_accounting_asks_the_store_once_per_blob_ever(
+    store: Blobs, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sizes are learned once and kept in the database: a second count asks the store
+    nothing; many new blobs are sized from one listing, not a HEAD each."""
+    from castbook.blobs import s3
+    from castbook.db import Database
+    from castbook.jobs import sizes
+    from castbook.jobs.sizes import blob_sizes, total_bytes
+
+    database = Database(database_url)
+    payloads = [f"image {n}".encode() * (n + 1) for n in range(5)]
+    ids = [store.put(data)[0] for data in payloads]
+    asked: list[list[str]] = []
+    real_sizes = store.sizes
+
+    def counted(blob_ids):
+        asked.append(sorted(blob_ids))
+        return real_sizes(blob_ids)
+
+    monkeypatch.setattr(store, "sizes", counted)
+    expected = sum(map(len, payloads))
+    assert total_bytes(database, store, [*ids[:2], "not-a-blob", "0" * 64]) == len(
+        payloads[0]
+    ) + len(payloads[1])
+    assert total_bytes(database, store, ids) == expected
+    assert total_bytes(database, store, ids) == expected
+    assert asked[:2] == [sorted([*ids[:2], "0" * 64]), sorted(ids[2:])]
+    assert blob_sizes(database, store, ids[:1]) == {ids[0]: len(payloads[0])}
+    assert len(asked) == 2  # the later counts asked nothing
+    # Another process recorded some of a batch first: the rest is still recorded.
+    late, _ = store.put(b"counted by two processes at once")
+    sizes._record(database, {ids[0]: len(payloads[0]), late: 32})
+    assert blob_sizes(database, store, [late]) == {late: 32} and len(asked) == 2
+    database.dispose()
+    if store.kind != "s3":
+        return
+    # On the bucket, many blobs met for the first time are sized from one listing.
+    monkeypatch.setattr(s3, "LIST_FOR_SIZES_FROM", 3)
+    with _Counting(store, "HeadObject", "ListObjectsV2") as calls:
+        assert real_sizes(ids) == dict(zip(ids, map(len, payloads), strict=True))
+    assert calls.counts == {"HeadObject": 0, "ListObjectsV2": 1}

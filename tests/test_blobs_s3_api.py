@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,3 +136,133 @@ def test_migrate_a_folder_to_a_bucket_and_info(
     assert code == 0 and json.loads(out)["copied"] == 6
     assert sorted(ids) == list(BlobStore(castbook_home / "backup"))
     assert not (castbook_home / "blob-cache").exists()
+
+
+# ---- faults, through the API and its jobs ------------------------------------------------
+
+
+def _noise_png(side: int = 200) -> bytes:
+    """A picture that does not compress: larger than the cutting proxy lets through."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_corrupt_objects_fail_the_task_and_are_never_served(
+    s3_settings: Settings, open_api, s3_server: S3Server
+) -> None:
+    """An object overwritten outside castbook (bytes no longer its name): a result is
+    neither streamed nor handed out as a presigned URL, and a task reading a corrupt
+    reference fails with the reason."""
+    api = open_api(s3_settings)  # presigned downloads on
+    store = api.services.blobs
+    alice = api.key("alice")
+    reference = add_character(api, alice)["images"][0]["sha256"]
+    body = {"preset": "tiny", "characters": ["Alice"], "prompt": "at a cafe", "seed": 3}
+    task = api.client.post("/v1/generations", json=body, headers=alice).json()
+    done = api.wait(task["id"], alice)
+    assert done["status"] == "succeeded", done
+    result = done["outputs"][0]["id"]
+
+    outside = s3_server.client()
+    for blob_id in (result, reference):
+        outside.put_object(Bucket=store.bucket, Key=store.key(blob_id), Body=b"rotten bytes")
+        store.cache.discard(blob_id)  # as on a machine that never read it
+    for presign in (60, 0):
+        api_now = api if presign else open_api(dataclasses.replace(s3_settings, blob_presign=0))
+        response = api_now.client.get(
+            f"/v1/results/{result}", headers=alice, follow_redirects=False
+        )
+        assert response.status_code == 503, (presign, response.status_code, response.text[:200])
+        assert "location" not in response.headers
+        assert f"blob {result}" in response.text and "corrupt" in response.text
+        assert store.cache.read(result) is None  # nothing cached either
+
+    again = api.client.post("/v1/generations", json={**body, "seed": 4}, headers=alice).json()
+    failed = api.wait(again["id"], alice)
+    assert failed["status"] == "failed", failed
+    assert f"blob {reference}" in failed["error"] and "corrupt" in failed["error"], failed
+    assert not failed["outputs"]
+
+
+def test_a_store_cut_off_mid_upload_fails_the_request_or_task_and_shows_nothing(
+    s3_settings: Settings, open_api, s3_server: S3Server
+) -> None:
+    """Every connection to the store is cut after 20 kB: an upload through the API is a
+    clear 503 that stores no row, a task whose result cannot go up fails with the reason,
+    and the bucket holds no part of either."""
+    from urllib.parse import urlparse
+
+    from tests.support.s3_server import CuttingProxy
+
+    target = urlparse(s3_server.endpoint)
+    proxy = CuttingProxy((target.hostname, target.port), allow=20_000)
+    try:
+        settings = dataclasses.replace(s3_settings, blob_endpoint=proxy.endpoint)
+        api = open_api(settings)
+        alice = api.key("alice")
+        made = api.client.post("/v1/characters", json={"name": "Alice"}, headers=alice)
+        assert made.status_code == 201, made.text
+        picture = _noise_png()
+        refused = api.client.post(
+            f"/v1/characters/{made.json()['id']}/images",
+            files=[("image", ("noise.png", picture, "image/png"))],
+            headers=alice,
+        )
+        assert refused.status_code == 503, refused.text
+        assert "could not store blob" in refused.text and settings.blob_url in refused.text
+        character = api.client.get("/v1/characters/Alice", headers=alice).json()
+        assert character["images"] == []
+
+        body = {"preset": "tiny", "prompt": "static on a screen", "seed": 5}
+        task = api.client.post("/v1/generations", json=body, headers=alice).json()
+        done = api.wait(task["id"], alice)
+        assert done["status"] == "failed", done
+        assert "could not store blob" in done["error"], done
+        assert settings.blob_url in done["error"] and not done["outputs"]
+        assert proxy.cut >= 2
+    finally:
+        proxy.close()
+    outside = s3_server.client()
+    bucket = settings.blob_url.removeprefix("s3://").split("/", 1)[0]
+    assert outside.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_retention_on_a_bucket_never_takes_what_a_running_task_may_still_name(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """The bucket's collector follows the folder's rule: while a task runs, nothing written
+    after it started (a result it has stored but not yet recorded) is taken, however late
+    the pass; once nothing runs, an unnamed blob older than the cut-off goes."""
+    from sqlalchemy import select
+
+    from castbook.db import BlobSizeRow, Database
+    from castbook.jobs import JobOutput, JobStore
+    from castbook.jobs.sizes import total_bytes
+    from tests.conftest import s3_blob_store
+
+    blobs = s3_blob_store(s3_server, tmp_path)
+    database = Database(f"sqlite:///{tmp_path / 'castbook.db'}")
+    jobs = JobStore(database, blobs)
+    task = jobs.create(kind="generation", input={}, owner="ann")
+    jobs.start(task.id, "worker-1")
+    result, _ = blobs.put(b"a result stored, not yet recorded")
+    stray, _ = blobs.put(b"nobody will ever name this")
+    later = datetime.now(UTC) + timedelta(days=2)
+
+    report = prune(database, blobs, older_than=None, now=later)
+    assert (report.blobs, report.held_back) == (0, 2)
+    assert {result, stray} <= set(blobs)
+
+    jobs.succeed(task.id, [JobOutput(result, "image", "image/png", 8, 8, 1)], {})
+    assert total_bytes(database, blobs, [result, stray]) > 0  # both sizes recorded
+    report = prune(database, blobs, older_than=None, now=later)
+    assert report.blobs == 1 and report.bytes == len(b"nobody will ever name this")
+    assert set(blobs) == {result}
+    with database.session() as session:  # the deleted blob's recorded size went with it
+        assert set(session.scalars(select(BlobSizeRow.sha256))) == {result}
+    database.dispose()

@@ -22,6 +22,7 @@ from castbook.jobs import (
     run_job,
 )
 from castbook.jobs.leases import worker_name
+from tests.conftest import on_blob_store
 from tests.support.executor_contract import EmbeddedHarness, ExecutorContract
 
 
@@ -277,9 +278,14 @@ def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
 # ---- the executor contract: the local executor ------------------------------------------------
 
 
+@pytest.mark.blob_stores("folder", "s3")
 class TestLocalExecutor(ExecutorContract):
     @pytest.fixture
-    def harness(self, tmp_path: Path, tiny_models: dict[str, Path]):
-        harness = EmbeddedHarness(tmp_path / "home", tiny_models["sd15"])
+    def harness(self, tmp_path: Path, tiny_models: dict[str, Path], blob_bucket):
+        harness = EmbeddedHarness(
+            tmp_path / "home",
+            tiny_models["sd15"],
+            on_store=lambda settings: on_blob_store(settings, blob_bucket),
+        )
         yield harness
         harness.close()

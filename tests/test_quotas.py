@@ -54,11 +54,11 @@ class HoldingExecutor:
 
 
 @pytest.fixture
-def quota_api(home: Path) -> Iterator[Callable[..., Api]]:
+def quota_api(api_settings: Callable[..., Settings]) -> Iterator[Callable[..., Api]]:
     opened: list[TestClient] = []
 
     def make(**limits: Any) -> Api:
-        settings = replace(Settings.for_home(home), **limits)
+        settings = replace(api_settings(), **limits)
         app = create_app(settings, executor=HoldingExecutor(), config=ApiConfig())
         client = TestClient(app)
         client.__enter__()
@@ -237,6 +237,7 @@ def upload(api: Api, plain: str, character: str) -> int:
     ).status_code
 
 
+@pytest.mark.blob_stores("folder", "s3")
 def test_storage_over_the_limit_gets_429_until_images_are_deleted(
     quota_api: Callable[..., Api],
 ) -> None:
@@ -274,6 +275,7 @@ def test_storage_over_the_limit_gets_429_until_images_are_deleted(
     assert upload(api, ann, "Ann") == 201
 
 
+@pytest.mark.blob_stores("folder", "s3")
 def test_task_inputs_and_results_count_as_the_owners_storage(
     quota_api: Callable[..., Api],
 ) -> None:

@@ -2,20 +2,21 @@
 and the Celery executor (``castbook worker`` processes through Redis) inherit
 :class:`ExecutorContract` and provide a ``harness`` fixture.
 
-A harness has a job ``store``, ``create(kind, input)`` (the row only), ``hand_over(job)``
-(give it to the executor), ``submit`` (both), ``start()`` (workers take jobs from then on;
-calling it again does nothing) and ``wait(job_id)`` (until the job ended, with a generous
-deadline). Its CASTBOOK_HOME has two
-presets: ``tiny`` (a tiny SD 1.5 on disk) and ``missing`` (a model folder that does not
-exist).
+A harness has a job ``store``, the ``blobs`` its workers store outputs in (a folder, or an S3
+bucket the workers reach without the server's folder), ``create(kind, input)`` (the row
+only), ``hand_over(job)`` (give it to the executor), ``submit`` (both), ``start()``
+(workers take jobs from then on; calling it again does nothing) and ``wait(job_id)`` (until
+the job ended, with a generous deadline). Its CASTBOOK_HOME has two presets: ``tiny`` (a
+tiny SD 1.5 on disk) and ``missing`` (a model folder that does not exist).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from castbook.blobs import BlobStore
+from castbook.blobs import Blobs, open_blob_store
 from castbook.db import Database
 from castbook.generation import parse_request
 from castbook.jobs import Job, JobStatus, JobStore, LocalExecutor
@@ -38,6 +39,7 @@ def contract_presets(model: Path, missing: Path) -> str:
 
 class Harness(Protocol):
     store: JobStore
+    blobs: Blobs
 
     def create(self, kind: str, input: dict[str, Any]) -> Job: ...
 
@@ -70,6 +72,9 @@ class ExecutorContract:
         assert done.status is JobStatus.SUCCEEDED, done.error
         assert done.attempts == 1 and done.worker
         assert len(done.outputs) == 1 and done.outputs[0].seed == 3
+        # The result is in the store the server reads, whole (a bucket's read is checked).
+        png = harness.blobs.get(done.outputs[0].sha256)
+        assert png.startswith(b"\x89PNG")
 
     def test_a_failing_job_fails_once_with_its_reason(self, harness: Harness) -> None:
         harness.start()
@@ -105,20 +110,27 @@ class EmbeddedHarness:
     """The executor ``castbook serve`` runs itself on a tiny model (tasks.handlers): its job
     threads in this process, or (``processes``) its worker process."""
 
-    def __init__(self, home: Path, model: Path, *, processes: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        model: Path,
+        *,
+        processes: bool = False,
+        on_store: Callable[[Settings], Settings] = lambda settings: settings,
+    ) -> None:
         from castbook.tasks import handlers
 
         home.mkdir(parents=True)
         (home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
-        settings = Settings.for_home(home)
+        settings = on_store(Settings.for_home(home))  # the folder, or a bucket
         self.database = Database(settings.database_url)
-        self.store = JobStore(self.database)
+        self.blobs = open_blob_store(settings)
+        self.store = JobStore(self.database, self.blobs)
         self.executor: LocalExecutor | ProcessExecutor
         if processes:
             self.executor = ProcessExecutor(self.store, settings, handlers)
         else:
-            blobs = BlobStore(settings.blob_dir)
-            self.executor = LocalExecutor(self.store, handlers(settings, self.database, blobs))
+            self.executor = LocalExecutor(self.store, handlers(settings, self.database, self.blobs))
         self.started = False
 
     def create(self, kind: str, input: dict) -> Job:

@@ -45,7 +45,7 @@ from castbook.db import (
     JobRow,
     ReferenceImageRow,
 )
-from castbook.errors import CastbookError
+from castbook.jobs.sizes import total_bytes
 from castbook.settings import Settings
 
 __all__ = [
@@ -181,18 +181,12 @@ def owner_blob_ids(database: Database, owner: str) -> set[str]:
 
 
 def stored_bytes(database: Database, blobs: Blobs, owner: str) -> int:
-    """The bytes of the blobs :func:`owner_blob_ids` names, as stored on disk. An image two
-    owners both hold counts for each of them (the store keeps it once: that is its business,
-    not theirs)."""
-    total = 0
-    for blob_id in owner_blob_ids(database, owner):
-        try:
-            info = blobs.stat(blob_id)
-        except CastbookError:  # not a blob name
-            continue
-        if info is not None:  # None: deleted meanwhile
-            total += info.st_size
-    return total
+    """The bytes of the blobs :func:`owner_blob_ids` names, as stored. An image two owners
+    both hold counts for each of them (the store keeps it once: that is its business, not
+    theirs). Sizes come from the database's record (:func:`castbook.jobs.sizes.blob_sizes`):
+    the store is asked only about blobs met for the first time, so a check costs no request
+    per image on S3."""
+    return total_bytes(database, blobs, owner_blob_ids(database, owner))
 
 
 @dataclass(frozen=True)

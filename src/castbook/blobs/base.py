@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -119,6 +119,21 @@ class Blobs(ABC):
         if info is None or info.st_mtime >= cutoff:
             return None
         return info.st_size if self.delete(blob_id) else None
+
+    def sizes(self, blob_ids: Collection[str]) -> dict[str, int]:
+        """The sizes of those of ``blob_ids`` that are stored (a name that is not a blob id,
+        or a blob missing, is left out). Each is asked for here; a store where that costs a
+        request per blob answers many from one listing (:class:`~castbook.blobs.s3.S3BlobStore`).
+        Callers that ask again and again keep what they learn: a blob's size never changes
+        (``castbook.jobs.sizes``)."""
+        found: dict[str, int] = {}
+        for blob_id in blob_ids:
+            if not is_blob_id(blob_id):
+                continue
+            info = self.stat(blob_id)
+            if info is not None:
+                found[blob_id] = info.st_size
+        return found
 
     def usage(self) -> tuple[int, int]:
         """How many blobs the store holds and their bytes."""

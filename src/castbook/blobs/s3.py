@@ -15,10 +15,14 @@ The object store keeps the folder's promises:
   and uploads only when there is none;
 - **nothing half-visible**: a blob goes up in one ``PutObject`` carrying its SHA-256 checksum,
   which S3 applies atomically and refuses when the bytes it received do not match — an upload
-  cut off half-way leaves no object;
+  cut off half-way leaves no object. From :data:`MULTIPART_THRESHOLD` on (S3 takes at most
+  5 GB in one ``PutObject``) boto3's managed transfer sends it in parts, each with its own
+  checksum: the object appears only when ``CompleteMultipartUpload`` succeeds, and a failed
+  transfer aborts the upload, so its parts neither show nor stay billed;
 - **checked reads**: what :meth:`S3BlobStore.get` downloads is hashed, and bytes that are
   not the blob they are named after raise :class:`~castbook.errors.StorageError` instead of
-  being served.
+  being served. A presigned URL (the bucket serves the bytes, not castbook) is handed out only
+  for an object whose SHA-256 checksum, kept by the store since its upload, is its name.
 
 Reads go through a :class:`~castbook.blobs.cache.BlobCache` on the machine's disk when one is
 given, so a warm worker does not download the same references again.
@@ -28,11 +32,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,9 +46,19 @@ from castbook.blobs.base import BlobInfo, Blobs, is_blob_id
 from castbook.blobs.cache import BlobCache
 from castbook.errors import FieldError, MissingDependencyError, NotFoundError, StorageError
 
-__all__ = ["S3BlobStore", "parse_s3_url"]
+__all__ = ["MULTIPART_THRESHOLD", "S3BlobStore", "parse_s3_url"]
 
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: From this size on a blob goes up (and is refreshed) in parts. S3 refuses a single
+#: ``PutObject`` or ``CopyObject`` over 5 GB; parts also let a large upload retry a part
+#: rather than the whole. Below it one request is cheaper than three.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+#: The size of a part (S3's minimum is 5 MiB; boto3 raises it when an object would need more
+#: than 10 000 parts, so objects up to S3's 5 TB limit go up).
+MULTIPART_CHUNK = 16 * 1024 * 1024
+#: Asking for sizes of at least this many blobs lists the bucket (1 000 objects per request)
+#: instead of asking for each object (:meth:`S3BlobStore.sizes`).
+LIST_FOR_SIZES_FROM = 200
 
 
 def parse_s3_url(url: str, setting: str = "CASTBOOK_BLOB_URL") -> tuple[str, str]:
@@ -69,11 +84,15 @@ class S3BlobStore(Blobs):
         cache: BlobCache | None = None,
         attempts: int = 3,
         timeout: float = 60.0,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        multipart_chunk: int = MULTIPART_CHUNK,
     ) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.endpoint = endpoint
         self.region = region
         self.cache = cache
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunk = multipart_chunk
         self._attempts = attempts
         self._timeout = timeout
         self.client()  # fail now, naming the extra, rather than on the first image
@@ -96,19 +115,24 @@ class S3BlobStore(Blobs):
         return self.stat(blob_id) is not None
 
     def put(self, data: bytes) -> tuple[str, bool]:
-        digest = hashlib.sha256(data).digest()
-        blob_id = digest.hex()
-        if self._refresh(blob_id, "store"):  # already there: fresh again, for collectors
+        blob_id = hashlib.sha256(data).hexdigest()
+        # Already there: fresh again, for collectors.
+        if self._refresh(blob_id, "store", size=len(data)):
             return blob_id, False
-        self._call(
-            "store",
-            blob_id,
-            "put_object",
-            Bucket=self.bucket,
-            Key=self.key(blob_id),
-            Body=data,
-            ChecksumSHA256=base64.b64encode(digest).decode(),
-        )
+        if len(data) >= self.multipart_threshold:
+            self._upload_in_parts(blob_id, data)
+        else:
+            # boto3 sends the SHA-256 of exactly these bytes (the ones just named); S3 refuses
+            # an upload whose bytes do not match it and keeps it for checked presigned URLs.
+            self._call(
+                "store",
+                blob_id,
+                "put_object",
+                Bucket=self.bucket,
+                Key=self.key(blob_id),
+                Body=data,
+                ChecksumAlgorithm="SHA256",
+            )
         if self.cache is not None and self.cache.max_bytes:
             self.cache.add(blob_id, data)
         return blob_id, True
@@ -130,11 +154,14 @@ class S3BlobStore(Blobs):
     def touch(self, blob_id: str) -> bool:
         return self._refresh(blob_id, "refresh")
 
-    def _refresh(self, blob_id: str, doing: str) -> bool:
+    def _refresh(self, blob_id: str, doing: str, size: int | None = None) -> bool:
+        """Give the object a new ``Last-Modified``: a copy onto itself (allowed when its
+        metadata changes) that happens inside the store. An object of ``size`` from the
+        multipart threshold on, or one S3 finds too large for one copy, is copied in parts."""
+        if size is not None and size >= self.multipart_threshold:
+            return self._copy_in_parts(blob_id, doing)
         key = self.key(blob_id)
         try:
-            # Copying an object onto itself is allowed when its metadata changes; the copy
-            # happens inside the store and gives it a new Last-Modified.
             self._call(
                 doing,
                 blob_id,
@@ -143,10 +170,54 @@ class S3BlobStore(Blobs):
                 Key=key,
                 CopySource={"Bucket": self.bucket, "Key": key},
                 MetadataDirective="REPLACE",
-                Metadata={"castbook-touched": "1"},
+                Metadata=_TOUCHED,
             )
         except _Missing:
             return False
+        except StorageError as exc:
+            if not _too_large_to_copy(exc.__cause__):
+                raise
+            return self._copy_in_parts(blob_id, doing)
+        return True
+
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.multipart_chunk,
+            max_concurrency=4,
+        )
+
+    def _upload_in_parts(self, blob_id: str, data: bytes) -> None:
+        """A multipart upload (boto3's managed transfer). S3 shows the object only once every
+        part is in and the upload is completed; when a part fails for good, s3transfer aborts
+        the upload, which drops the parts already sent."""
+        try:
+            self.client().upload_fileobj(
+                io.BytesIO(data),
+                self.bucket,
+                self.key(blob_id),
+                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                Config=self._transfer_config(),
+            )
+        except Exception as exc:
+            raise self._storage_error("store", blob_id, exc) from exc
+
+    def _copy_in_parts(self, blob_id: str, doing: str) -> bool:
+        key = self.key(blob_id)
+        try:
+            self.client().copy(
+                {"Bucket": self.bucket, "Key": key},
+                self.bucket,
+                key,
+                ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": _TOUCHED},
+                Config=self._transfer_config(),
+            )
+        except Exception as exc:
+            if _is_missing(exc):
+                return False
+            raise self._storage_error(doing, blob_id, exc) from exc
         return True
 
     def stat(self, blob_id: str) -> BlobInfo | None:
@@ -178,9 +249,35 @@ class S3BlobStore(Blobs):
         except Exception as exc:
             raise self._storage_error("list", None, exc) from exc
 
+    def sizes(self, blob_ids: Collection[str]) -> dict[str, int]:
+        """A ``HEAD`` per blob for a few; from :data:`LIST_FOR_SIZES_FROM` on, one listing of
+        the bucket (1 000 objects a request) keeping the sizes of those asked for."""
+        wanted = {blob_id for blob_id in blob_ids if is_blob_id(blob_id)}
+        if len(wanted) < LIST_FOR_SIZES_FROM:
+            return super().sizes(wanted)
+        return {blob_id: info.st_size for blob_id, info in self.entries() if blob_id in wanted}
+
     def presigned_url(
         self, blob_id: str, seconds: float, *, media_type: str, filename: str
     ) -> str | None:
+        """A URL for the object, only when the SHA-256 checksum the store keeps for it (sent
+        with its upload) is its name: the bucket, not castbook, serves those bytes, so an
+        object overwritten outside castbook, or uploaded in parts (whose checksum is of its
+        parts), gets None and the API streams it through a checked read instead."""
+        try:
+            head = self._call(
+                "look up",
+                blob_id,
+                "head_object",
+                Bucket=self.bucket,
+                Key=self.key(blob_id),
+                ChecksumMode="ENABLED",
+            )
+        except _Missing:
+            return None
+        expected = base64.b64encode(bytes.fromhex(blob_id)).decode()
+        if head.get("ChecksumSHA256") != expected:
+            return None
         return self.client().generate_presigned_url(
             "get_object",
             Params={
@@ -274,6 +371,19 @@ def _new_client(endpoint: str | None, region: str | None, attempts: int, timeout
 
 class _Missing(Exception):
     """The object is not there (HTTP 404)."""
+
+
+_TOUCHED = {"castbook-touched": "1"}
+
+
+def _too_large_to_copy(exc: BaseException | None) -> bool:
+    """S3's answer to a ``CopyObject`` of a source over 5 GB (``InvalidRequest``: "The
+    specified copy source is larger than the maximum allowable size for a copy source")."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    error = response.get("Error", {})
+    return error.get("Code") == "InvalidRequest" and "larger than" in str(error.get("Message"))
 
 
 def _blob_id_of(key: str, prefix: str) -> str | None:

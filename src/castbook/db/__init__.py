@@ -4,6 +4,7 @@ from castbook.db.database import Database
 from castbook.db.schema import (
     ApiKeyRow,
     Base,
+    BlobSizeRow,
     CharacterLoraRow,
     CharacterRow,
     GalleryCharacterRow,
@@ -20,6 +21,7 @@ from castbook.db.schema import (
 __all__ = [
     "ApiKeyRow",
     "Base",
+    "BlobSizeRow",
     "CharacterLoraRow",
     "CharacterRow",
     "Database",

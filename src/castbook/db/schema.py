@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "ApiKeyRow",
     "Base",
+    "BlobSizeRow",
     "CharacterLoraRow",
     "CharacterRow",
     "GalleryCharacterRow",
@@ -356,3 +357,15 @@ class WorkflowRow(Base):
     graph: Mapped[dict] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class BlobSizeRow(Base):
+    """What a blob's bytes take, learned once: a blob is named by its content, so its size
+    never changes. Storage accounting (the storage quota, ``castbook info``) reads sizes here
+    instead of asking the store object by object (a request each on S3); a blob deleted
+    later leaves a row that is still true should the same bytes come back."""
+
+    __tablename__ = "blob_sizes"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    byte_size: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -40,8 +40,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from castbook.blobs import Blobs
-from castbook.db import Database, JobInputRow, JobOutputRow, JobRow, ReferenceImageRow
+from castbook.db import (
+    BlobSizeRow,
+    Database,
+    JobInputRow,
+    JobOutputRow,
+    JobRow,
+    ReferenceImageRow,
+)
 from castbook.db.references import referenced_blob_ids
+from castbook.jobs.sizes import total_bytes
 from castbook.jobs.store import TERMINAL, JobStatus
 from castbook.settings import Settings
 
@@ -209,6 +217,7 @@ def _sweep(
     with database.session() as session:
         referenced = referenced_blob_ids(session, None, excluding_jobs=excluding if dry_run else ())
     swept = freed = held_back = 0
+    deleted: list[str] = []
     for blob_id, info in blobs.entries():  # one listing, not a look-up per blob
         if blob_id in referenced:
             continue
@@ -219,7 +228,19 @@ def _sweep(
         if size is not None:
             swept += 1
             freed += size
+            deleted.append(blob_id)
+    if not dry_run:
+        _forget_sizes(database, deleted)
     return swept, freed, held_back
+
+
+def _forget_sizes(database: Database, blob_ids: list[str]) -> None:
+    """Drop the recorded sizes of deleted blobs (``castbook.jobs.sizes``), so the table does
+    not grow with every blob ever stored. A size is true for as long as the name exists, so a
+    row dropped while the same bytes are stored again is only learned once more."""
+    for chunk in _chunks(sorted(blob_ids)):
+        with database.session() as session, session.begin():
+            session.execute(delete(BlobSizeRow).where(BlobSizeRow.sha256.in_(chunk)))
 
 
 # ---- what is held ---------------------------------------------------------------------------
@@ -281,9 +302,9 @@ def holdings(
         tasks={status.value: by_status.get(status.value, 0) for status in JobStatus},
         outputs=outputs,
         output_blobs=len(output_ids),
-        output_bytes=_bytes(blobs, output_ids),
+        output_bytes=total_bytes(database, blobs, output_ids),
         input_only_blobs=len(input_only),
-        input_only_bytes=_bytes(blobs, input_only),
+        input_only_bytes=total_bytes(database, blobs, input_only),
         oldest_finished=_aware(oldest) if oldest is not None else None,
         retention=describe_duration(retention),
         prune_interval=describe_duration(settings.prune_interval),
@@ -310,14 +331,6 @@ def describe_duration(seconds: float | None) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
-
-
-def _bytes(blobs: Blobs, blob_ids: set[str]) -> int:
-    total = 0
-    for blob_id in blob_ids:
-        info = blobs.stat(blob_id)
-        total += info.st_size if info is not None else 0
-    return total
 
 
 # ---- the pass inside castbook serve -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """The gallery's index of results: one row per image or video of a finished task, with what
 it was made with, and the characters it shows (issue 18).
 
-Revision ID: 0011_gallery
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-07
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 from castbook.db.schema import UTCDateTime
 
-revision = "0011_gallery"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
