@@ -120,10 +120,19 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_up(base)
-            run_load(base, key, options)
+            run_load(base, key, options, server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_up(base: str, timeout: float = 60) -> None:
@@ -153,7 +162,7 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {at(0.50):.1f} ms, p95 {at(0.95):.1f} ms, p99 {at(0.99):.1f} ms (n={len(ordered)})"
 
 
-def run_load(base: str, key: str, options: argparse.Namespace) -> None:
+def run_load(base: str, key: str, options: argparse.Namespace, server_pid: int) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     submit_latencies: list[float] = []  # steady state only: after the warm-up
     poll_latencies: list[float] = []
@@ -230,6 +239,9 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
         await asyncio.gather(*(client(i) for i in indexes))
 
     started = time.perf_counter()
+    # CPU of the two sides over the load (not the drain): this process (the clients) and the
+    # HTTP process (not its job worker), to see which side a latency tail can come from.
+    clients_cpu, server_cpu = time.process_time(), _process_cpu(server_pid)
     if options.client_threads:
         # The old way: a thread (with its own event loop) per client, all in this process.
         # The threads take turns at the interpreter lock, which adds its own waits.
@@ -244,6 +256,9 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
     else:
         asyncio.run(all_clients(range(options.clients)))
     elapsed = time.perf_counter() - started
+    clients_cpu = time.process_time() - clients_cpu
+    server_cpu = _process_cpu(server_pid) - server_cpu
+    requests = len(submit_latencies) + len(poll_latencies)  # steady state only: a lower bound
 
     # Lost = accepted ids the server does not report as ended by the deadline, asked one by
     # one (a 404, i.e. a task the server forgot, counts as lost too). With --submit-every the
@@ -285,6 +300,11 @@ def run_load(base: str, key: str, options: argparse.Namespace) -> None:
         f"lost: {len(lost)}, duplicated ids: {duplicated}, errors: {len(errors)}"
     )
     print(f"  throughput: {succeeded / elapsed:.1f} tasks/s completed over {elapsed:.1f} s")
+    print(
+        f"  CPU over the load: clients {clients_cpu:.1f} s ({clients_cpu / elapsed:.0%} of a "
+        f"core), HTTP process {server_cpu:.1f} s ({server_cpu / elapsed:.0%} of a core); "
+        f"{requests} steady-state requests"
+    )
     print(f"  submit latency (steady state): {percentiles(submit_latencies)}")
     print(f"    as the server timed them:    {percentiles(submit_server)}")
     print(f"  poll latency (steady state):   {percentiles(poll_latencies)}")
