@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/api_load.py [--clients 50] [--seconds 60] [--warmup 10]
                                             [--poll 0.2] [--submit-every 0] [--workers 2]
-                                            [--client-threads] [--in-step]
+                                            [--client-threads] [--in-step] [--postgres]
 
 Starts `castbook serve` on a free 127.0.0.1 port with a temporary CASTBOOK_HOME whose preset
 points at the tiny random-weight SD 1.5 model the tests use, creates an API key, then runs
@@ -103,6 +103,12 @@ def main() -> None:
         "every --poll seconds: the benchmark's form until 2026-12-07) instead of each client "
         "starting at its own random point of the first period, as independent clients do",
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="keep the server's records in a private PostgreSQL server (the test suite's) "
+        "instead of SQLite in the temporary home",
+    )
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="castbook-load-") as tmp:
@@ -110,6 +116,10 @@ def main() -> None:
         write_home(home, Path(tmp))
         env = {**os.environ, "CASTBOOK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         env.pop("CASTBOOK_DATABASE_URL", None)
+        if options.postgres:
+            from tests.support.postgres import start_postgres
+
+            env["CASTBOOK_DATABASE_URL"] = start_postgres(Path(tmp) / "pg").url
         key = unlimited_key("load", env)
         port = free_port()
         server = subprocess.Popen(
@@ -293,6 +303,7 @@ def run_load(base: str, key: str, options: argparse.Namespace, server_pid: int) 
           f"server job threads: {options.workers}; "
           f"clients as {'threads' if options.client_threads else 'coroutines of one loop'}"
           f"{', in step (bursts)' if options.in_step else ', each at its own phase'}; "
+          f"records in {'PostgreSQL' if options.postgres else 'SQLite'}; "
           "tiny SD 1.5 at 256 px, 2 steps")  # fmt: skip
     print(
         f"  tasks accepted: {len(accepted)}, succeeded: {succeeded}, failed: {failed}, "
