@@ -201,3 +201,14 @@ def test_an_unreadable_model_falls_back_to_dlib(
     assert faces.FaceEmbedder().runtime == "dlib"
     with pytest.raises(ModelFormatError):
         faces.FaceEmbedder(runtime="torch")
+
+
+def test_the_setting_picks_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("dlib")
+    monkeypatch.setattr(faces, "_embedders", {})
+    monkeypatch.setenv("CASTBOOK_FACE_RUNTIME", "dlib")
+    assert faces.load_face_embedder().runtime == "dlib"
+    monkeypatch.setattr(faces, "_embedders", {})
+    monkeypatch.setenv("CASTBOOK_FACE_RUNTIME", "tensorflow")
+    with pytest.raises(FieldError, match="CASTBOOK_FACE_RUNTIME"):
+        faces.load_face_embedder()

@@ -362,7 +362,8 @@ _embedder_lock = threading.Lock()
 
 
 def load_face_embedder(*, fast_detection: bool = True) -> FaceEmbedder:
-    """The process-wide embedder with default settings, loaded on first use (~0.3 s).
+    """The process-wide embedder with default settings, loaded on first use (~0.3 s; the
+    first torch import of a process adds ~1 s). ``CASTBOOK_FACE_RUNTIME`` picks the runtime.
 
     ``fast_detection=False``: the one that skips the 256 px first pass, for callers that
     measure around the face box (the local analyser): that pass's box is coarser.
@@ -373,8 +374,13 @@ def load_face_embedder(*, fast_detection: bool = True) -> FaceEmbedder:
     if embedder is None:
         with _embedder_lock:
             if fast_detection not in _embedders:
+                from castbook.settings import Settings
+
+                runtime = Settings.from_env().face_runtime
                 _embedders[fast_detection] = (
-                    FaceEmbedder() if fast_detection else FaceEmbedder(fast_side=None)
+                    FaceEmbedder(runtime=runtime)
+                    if fast_detection
+                    else FaceEmbedder(fast_side=None, runtime=runtime)
                 )
             embedder = _embedders[fast_detection]
     return embedder
