@@ -212,3 +212,55 @@ def test_the_setting_picks_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASTBOOK_FACE_RUNTIME", "tensorflow")
     with pytest.raises(FieldError, match="CASTBOOK_FACE_RUNTIME"):
         faces.load_face_embedder()
+
+
+# -- faces of several pictures in one network batch ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_photos() -> list[Image.Image]:
+    folder = shared_eval_dir() / "faces"
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"shared evaluation photos not found at {folder}")
+    photos = []
+    for name in ("img1.jpg", "img18.jpg", "img30.jpg"):
+        with Image.open(folder / name) as opened:
+            photo = ImageOps.exif_transpose(opened).convert("RGB")
+        photo.thumbnail((384, 384))
+        photos.append(photo)
+    return photos
+
+
+def test_located_faces_embed_in_one_batch_as_one_by_one(
+    network, small_photos: list[Image.Image]
+) -> None:
+    embedder = faces.load_face_embedder()
+    located = [embedder.locate(photo) for photo in small_photos]
+    located.append(embedder.locate(Image.new("RGB", (200, 200), (90, 90, 90))))  # no face
+    together = embedder.embed_located(located)
+    assert together[-1] == []
+    for photo, batched in zip(small_photos, together, strict=False):
+        alone = embedder.embed(photo)
+        assert batched and [f.box for f in batched] == [f.box for f in alone]
+        for a, b in zip(batched, alone, strict=True):
+            assert a.distance(b) < 1e-5
+
+
+def test_score_batch_gives_score_one_scores(network, small_photos: list[Image.Image]) -> None:
+    from castbook.evaluation import Scorer
+
+    scorer = Scorer(faces=True)
+    references = [scorer.features(small_photos[0])]
+    candidates = [small_photos[1], b"not an image", scorer.features(small_photos[2])]
+    candidates += [ImageOps.mirror(small_photos[0]), small_photos[2]]
+    names = [f"c{i}" for i in range(len(candidates))]
+    batched = scorer.score_batch(references, candidates, names)
+    one_by_one = [
+        scorer.score_one(references, c, n) for c, n in zip(candidates, names, strict=True)
+    ]
+    assert [s.source for s in batched] == names
+    assert batched[1].score is None and batched[1].error == one_by_one[1].error
+    for a, b in zip(batched, one_by_one, strict=True):
+        assert (a.basis, a.reference, a.error) == (b.basis, b.reference, b.error)
+        assert a.score == pytest.approx(b.score, abs=0.01)
+    assert batched[3].basis == "face" and batched[3].score > 90  # the mirrored reference

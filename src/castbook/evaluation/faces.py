@@ -57,6 +57,7 @@ __all__ = [
     "SAME_PERSON_DISTANCE",
     "FaceEmbedder",
     "FaceEmbedding",
+    "LocatedFaces",
     "best_match_distance",
     "faces_available",
     "load_face_embedder",
@@ -142,6 +143,21 @@ class FaceEmbedding:
             raise FieldError("box", "expected 4 integers: left, top, right, bottom")
         left, top, right, bottom = box
         return cls(vector=values, box=(left, top, right, bottom))
+
+
+@dataclass(frozen=True)
+class LocatedFaces:
+    """The faces of one picture, found and aligned, before the network has embedded them.
+
+    What :meth:`FaceEmbedder.locate` returns and :meth:`FaceEmbedder.embed_located` takes:
+    splitting the two lets the faces of several pictures go through the network as one batch
+    (torch: ~10 against ~15 ms of CPU per face at 8 a batch, here). With dlib running the
+    network, ``vectors`` are computed at once and ``chips`` is empty.
+    """
+
+    boxes: tuple[tuple[int, int, int, int], ...]  # clipped to the picture, largest first
+    chips: tuple[Any, ...] = ()  # aligned 150×150 RGB uint8 arrays, one per box
+    vectors: tuple[tuple[float, ...], ...] = ()
 
 
 def best_match_distance(
@@ -247,6 +263,10 @@ class FaceEmbedder:
         numpy ``uint8`` array ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)``
         RGBA. A C-contiguous ``(H, W, 3)`` array is used as-is, without a copy.
         """
+        return self.embed_located([self.locate(image)])[0]
+
+    def locate(self, image: ImageInput) -> LocatedFaces:
+        """Find and align the faces of ``image`` (as :meth:`embed` takes it), not embed them."""
         pixels, picture = _as_rgb(image)
         height, width = pixels.shape[:2]
         rects: list[tuple[float, float, float, float]] = []
@@ -255,8 +275,23 @@ class FaceEmbedder:
             if rects:
                 break
         if not rects:
-            return []
-        return self._embed_boxes(pixels, rects, width, height)
+            return LocatedFaces(boxes=())
+        return self._align(pixels, rects, width, height)
+
+    def embed_located(self, located: Sequence[LocatedFaces]) -> list[list[FaceEmbedding]]:
+        """The faces of each :meth:`locate` result, every chip through the network at once."""
+        chips = [chip for item in located for chip in item.chips]
+        vectors = iter(self._network.embed(chips) if chips else ())
+        results = []
+        for item in located:
+            found = item.vectors if not item.chips else [next(vectors) for _ in item.chips]
+            results.append(
+                [
+                    FaceEmbedding(vector=_float32(vector), box=box)
+                    for box, vector in zip(item.boxes, found, strict=True)
+                ]
+            )
+        return results
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -329,6 +364,16 @@ class FaceEmbedder:
         width: int,
         height: int,
     ) -> list[FaceEmbedding]:
+        return self.embed_located([self._align(pixels, rects, width, height)])[0]
+
+    def _align(
+        self,
+        pixels: np.ndarray,
+        rects: list[tuple[float, float, float, float]],
+        width: int,
+        height: int,
+    ) -> LocatedFaces:
+        """Landmarks, then the aligned chips (torch) or the descriptors (dlib) of ``rects``."""
         dlib = self._dlib
         # Largest face first; ties in reading order so the result is deterministic.
         rects = sorted(rects, key=lambda r: (-(r[2] - r[0]) * (r[3] - r[1]), r[1], r[0]))
@@ -340,21 +385,19 @@ class FaceEmbedder:
                 shapes.append(self._shape_predictor(pixels, rect))
             if self._network is None:
                 descriptors = self._recognizer.compute_face_descriptor(pixels, shapes, 0)
-        if self._network is not None:
-            chips = dlib.get_face_chips(pixels, shapes, size=150, padding=_CHIP_PADDING)
-            descriptors = self._network.embed(chips)
-        return [
-            FaceEmbedding(
-                vector=_float32(descriptor),
-                box=(
-                    min(max(left, 0), width),
-                    min(max(top, 0), height),
-                    min(max(right, 0), width),
-                    min(max(bottom, 0), height),
-                ),
+        clipped = tuple(
+            (
+                min(max(left, 0), width),
+                min(max(top, 0), height),
+                min(max(right, 0), width),
+                min(max(bottom, 0), height),
             )
-            for (left, top, right, bottom), descriptor in zip(boxes, descriptors, strict=True)
-        ]
+            for left, top, right, bottom in boxes
+        )
+        if self._network is None:
+            return LocatedFaces(clipped, vectors=tuple(tuple(d) for d in descriptors))
+        chips = dlib.get_face_chips(pixels, shapes, size=150, padding=_CHIP_PADDING)
+        return LocatedFaces(clipped, chips=tuple(chips))
 
 
 _embedders: dict[bool, FaceEmbedder] = {}  # by fast_detection
