@@ -264,3 +264,49 @@ def test_score_batch_gives_score_one_scores(network, small_photos: list[Image.Im
         assert (a.basis, a.reference, a.error) == (b.basis, b.reference, b.error)
         assert a.score == pytest.approx(b.score, abs=0.01)
     assert batched[3].basis == "face" and batched[3].score > 90  # the mirrored reference
+
+
+FORKED_CHILD = """
+import multiprocessing as mp, sys
+import numpy as np, torch
+from castbook.evaluation import dlib_resnet
+
+def child(path, queue):
+    network = dlib_resnet.TorchFaceNetwork(path)
+    queue.put(network.embed([np.full((150, 150, 3), 128, np.uint8)]).shape)
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    network = dlib_resnet.TorchFaceNetwork(sys.argv[1])  # the parent builds and embeds ...
+    network.embed([np.zeros((150, 150, 3), np.uint8)])
+    context = mp.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(sys.argv[1], queue), daemon=True)
+    process.start()  # ... then a forked child (an eval worker) builds its own
+    print(queue.get(timeout=240))
+    process.join(30)
+"""
+
+
+def test_a_forked_child_can_build_and_run_the_network(
+    network, model_path: Path, tmp_path: Path
+) -> None:
+    """GNU OpenMP is not fork-safe: had the parent run a multi-threaded torch op (building the
+    network did), the child's first one would hang. Run without the test session's
+    OMP_NUM_THREADS=1, which would hide it."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED_CHILD)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    result = subprocess.run(
+        [sys.executable, str(script), str(model_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 128)" in result.stdout

@@ -46,8 +46,9 @@ is built.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -466,8 +467,10 @@ class TorchFaceNetwork:
         import torch
 
         self._torch = torch
-        network = build_network(read_model(path))
-        self._network = network.to(memory_format=torch.channels_last)
+        weights = read_model(path)
+        with _one_thread(torch):
+            network = build_network(weights)
+            self._network = network.to(memory_format=torch.channels_last)
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """``(N, 128)`` float32 descriptors of ``N`` chips, each ``(150, 150, 3)`` uint8 RGB."""
@@ -477,13 +480,24 @@ class TorchFaceNetwork:
         batch = np.stack([np.asarray(chip, dtype=np.uint8) for chip in chips])
         if batch.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
             raise ValueError(f"expected chips of 150×150×3, got {batch.shape[1:]}")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                # (N, H, W, C) permuted to (N, C, H, W) is channels-last in memory already.
-                pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
-                return self._network(pixels).numpy().astype(np.float32)
-        finally:
-            if threads != 1:
-                torch.set_num_threads(threads)
+        with _one_thread(torch), torch.inference_mode():
+            # (N, H, W, C) permuted to (N, C, H, W) is channels-last in memory already.
+            pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+            return self._network(pixels).numpy().astype(np.float32)
+
+
+@contextlib.contextmanager
+def _one_thread(torch: Any) -> Iterator[None]:
+    """torch on one thread in this thread, for the block (see :class:`TorchFaceNetwork`).
+
+    Building the network runs under it too: a multi-threaded op here would start OpenMP's
+    thread pool, and a process forked after that (the evaluation pool's workers) hangs in
+    its first multi-threaded op (GNU OpenMP is not fork-safe). One thread never starts it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
