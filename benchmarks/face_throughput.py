@@ -1,6 +1,7 @@
 """How many 1024×1024 pictures per second face identity scoring embeds, and how accurately.
 
     .venv/bin/python benchmarks/face_throughput.py [--n 40] [--workers 2] [--detect-side 640 ...]
+        [--runtime torch dlib]
 
 Inputs: the labelled photos in ``../shared/eval/faces`` (never copied into the repository),
 each fitted into 1024×1024 (scaled, then padded with grey) and saved as a JPEG (quality 92),
@@ -8,7 +9,8 @@ cycled up to ``--n`` pictures. Without that folder the script says so and exits 
 picture is decoded from its JPEG bytes inside the clock (castbook's ``decode_image``, as
 scoring a file does), then embedded.
 
-Measured per ``--detect-side`` setting:
+Measured per ``--runtime`` (what runs the embedding network: torch or dlib, the same
+network and weights) and ``--detect-side`` setting:
 
 * model load time (excluded from the rates),
 * images/s of decoding + ``FaceEmbedder.embed`` in this process, and with ``--workers``
@@ -166,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         "--fast-side", type=int, default=256, help="the first, cheaper pass (0: none)"
     )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the AUC pass")
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        default=["auto"],
+        choices=faces.NETWORK_RUNTIMES,
+        help="what runs the embedding network (auto: torch when installed)",
+    )
     args = parser.parse_args(argv)
 
     folder = shared_faces_dir()
@@ -190,17 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model load, cold, excluded from the rates: {cold_load:.2f} s")
     wp = f"{args.workers}p"
     header = (
-        f"{'detect_side':>11} {'ms/img':>6} {'CPU ms':>6} {'img/s 1p':>8} "
+        f"{'runtime':>7} {'detect_side':>11} {'ms/img':>6} {'CPU ms':>6} {'img/s 1p':>8} "
         f"{'img/s ' + wp:>8} {'ratio':>5} {'CPU ms ' + wp:>9} {wp + ' load s':>9} "
         f"{'found':>7} {'photos found':>12} {'AUC':>6}"
     )
     print(header)
     print("-" * len(header))
-    for detect_side in args.detect_side:
+    for runtime, detect_side in itertools.product(args.runtime, args.detect_side):
         settings = {
             "detect_side": detect_side,
             "fast_side": args.fast_side or None,
             "max_upsample": args.max_upsample,
+            "runtime": runtime,
         }
         embedder = FaceEmbedder(**settings)
         single = [run_single(embedder, pictures) for _ in range(args.repeat)]
@@ -219,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         rate_1 = n / single_s
         rate_n = n / parallel_s
         print(
-            f"{detect_side:>11} {1000 * single_s / n:>6.0f} {1000 * single_cpu / n:>6.0f} "
+            f"{embedder.runtime:>7} {detect_side:>11} {1000 * single_s / n:>6.0f} "
+            f"{1000 * single_cpu / n:>6.0f} "
             f"{rate_1:>8.1f} {rate_n:>8.1f} {rate_n / rate_1:>5.2f} "
             f"{1000 * parallel_cpu / n:>9.0f} {worker_load:>9.2f} "
             f"{f'{found}/{n}':>7} {photos_found:>12} {auc:>6}"

@@ -15,7 +15,7 @@ stamp=.venv/.castbook-installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    if [[ ,$extras, == *,embeddings,* || ,$extras, == *,diffusers,* ]]; then
+    if [[ ,$extras, == *,embeddings,* || ,$extras, == *,diffusers,* || ,$extras, == *,fastfaces,* ]]; then
         # 2.13.0 is the CPU build this machine kind keeps on local disk; another version
         # would download gigabytes of CUDA wheels.
         .venv/bin/python -m pip install --quiet "torch==2.13.0"

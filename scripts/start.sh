@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup-venv.sh faces,fastpng,video,identify,diffusers,comfyui,gemini
+bash scripts/setup-venv.sh faces,fastfaces,fastpng,video,identify,diffusers,comfyui,gemini
 bash scripts/quickstart.sh
 export CASTBOOK_HOME="$PWD/.castbook-quickstart/library"
 if [[ -n "${CASTBOOK_PULL:-}" ]]; then

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-system-deps.sh
-bash scripts/setup-venv.sh test,faces,fastpng,video,identify,embeddings,diffusers,postgres,celery,comfyui,gemini,s3
+bash scripts/setup-venv.sh test,faces,fastfaces,fastpng,video,identify,embeddings,diffusers,postgres,celery,comfyui,gemini,s3
 .venv/bin/ruff check src tests benchmarks scripts
 # Three processes on CI's and this machine's 2 cores: many tests wait on a server, a worker or
 # a browser, and a third process keeps both cores busy meanwhile. Each test file stays in one

@@ -145,6 +145,12 @@ def _presign(name: str, raw: str) -> int:
     return seconds
 
 
+def _face_runtime(name: str, raw: str) -> str:
+    if raw.lower() not in ("auto", "torch", "dlib"):
+        raise FieldError(name, f"must be auto, torch or dlib, got {raw!r}")
+    return raw.lower()
+
+
 def _executor(name: str, raw: str) -> str:
     if raw.lower() not in ("local", "celery"):
         raise FieldError(name, f"must be local or celery, got {raw!r}")
@@ -396,6 +402,14 @@ SETTINGS: tuple[Setting, ...] = (
         _whole,
     ),
     Setting(
+        "CASTBOOK_FACE_RUNTIME",
+        "face_runtime",
+        "auto",
+        "what runs the face embedding network: `torch` (same network and weights, ~8× less "
+        "CPU), `dlib`, or `auto` (torch when installed)",
+        _face_runtime,
+    ),
+    Setting(
         "CASTBOOK_EVAL_WORKERS",
         "eval_workers",
         "2",
@@ -463,6 +477,7 @@ class Settings:
     # 1024² (34 MP) fit; decoding that much takes ~3 s on one core (GIF: ~100 MP/s).
     eval_pixel_budget: int = 320
     eval_workers: int = 2
+    face_runtime: str = "auto"
     identify_on_add: bool = True
 
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,16 +163,41 @@ def _reduce(image: Image.Image) -> Image.Image:
     return image.reduce(factor) if factor >= 2 else image
 
 
+def extract_features_many(
+    loaded: Sequence[LoadedImage],
+    *,
+    face_embedder: Any | None = None,
+    learned_embedder: Any | None = None,
+) -> list[ImageFeatures]:
+    """:func:`extract_features` of each image, with all their faces embedded in one batch of
+    the face network (cheaper per face on torch; the same embeddings). One image that cannot
+    be read as RGB raises for all: callers score such a batch one image at a time."""
+    if face_embedder is None:
+        return [extract_features(item, learned_embedder=learned_embedder) for item in loaded]
+    located = [face_embedder.locate(_face_input(item)) for item in loaded]
+    found = face_embedder.embed_located(located)
+    return [
+        extract_features(item, learned_embedder=learned_embedder, faces=tuple(faces))
+        for item, faces in zip(loaded, found, strict=True)
+    ]
+
+
+def _face_input(loaded: LoadedImage) -> Image.Image:
+    return loaded.full if loaded.full is not None else loaded.reduced
+
+
 def extract_features(
     loaded: LoadedImage,
     *,
     face_embedder: Any | None = None,
     learned_embedder: Any | None = None,
+    faces: tuple[Any, ...] | None = None,
 ) -> ImageFeatures:
+    """The features of one image; ``faces``: its faces embedded already (else found with
+    ``face_embedder``, when given)."""
     small = loaded.reduced
-    faces = None
-    if face_embedder is not None:
-        faces = tuple(face_embedder.embed(loaded.full if loaded.full is not None else small))
+    if faces is None and face_embedder is not None:
+        faces = tuple(face_embedder.embed(_face_input(loaded)))
     learned = None
     if learned_embedder is not None:
         vector = learned_embedder.embed([loaded.full if loaded.full is not None else small])[0]

@@ -158,10 +158,7 @@ def evaluate(request: EvaluationRequest | FeaturesRequest) -> Any:
             features = scorer.features(reference.data, reference.label)
             computed[index] = features.to_json()
             references.append(features)
-        scores = [
-            scorer.score_one(references, candidate, name, budget=budget)
-            for candidate, name in zip(request.candidates, request.names, strict=True)
-        ]
+        scores = scorer.score_batch(references, request.candidates, request.names, budget=budget)
     except BudgetExceededError:
         raise
     except CastbookError as exc:
