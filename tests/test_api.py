@@ -512,3 +512,30 @@ def test_evaluation_scores_images_against_a_character(
     assert report["most_consistent"] == "same.png"
     nothing = api.client.post("/v1/evaluations", data={"character": "Alice"}, headers=headers)
     assert nothing.status_code == 422 and nothing.json()["field"] == "image"
+
+
+def test_the_preset_catalog_is_read_again_when_presets_toml_changes(
+    make_api: ApiFactory,
+) -> None:
+    """The server keeps the parsed catalogue while presets.toml is unchanged (a submit costs
+    a stat, not a parse) and reads it again after any edit, even one within a clock tick."""
+    import os
+
+    api = make_api()
+    home = api.services.settings.home
+    path = home / "presets.toml"
+    first = '[presets.aa]\nbackend = "openai"\nmodel = "m1"\n'
+    path.write_text(first)
+    old = time.time_ns() - 10_000_000_000  # an edit long ago: its catalogue may be kept
+    os.utime(path, ns=(old, old))
+    catalog = api.services.presets()
+    assert api.services.presets() is catalog  # unchanged file: kept
+    assert catalog.get("aa").model == "m1"
+    path.write_text(first.replace("m1", "m2"))  # same size; its time says "just now"
+    assert api.services.presets().get("aa").model == "m2"
+    path.write_text(first.replace("m1", "m3"))  # again within the same tick: not kept
+    assert api.services.presets().get("aa").model == "m3"
+    os.utime(path, ns=(old + 1, old + 1))
+    assert api.services.presets() is api.services.presets()  # settled: kept again
+    path.unlink()
+    assert "aa" not in {p.id for p in api.services.presets()}

@@ -3,7 +3,9 @@ evaluation workers."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,6 +42,7 @@ class Services:
     _made_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _extractor: Any = field(default=None, repr=False)
     _task_watch: TaskWatch | None = field(default=None, repr=False)
+    _presets: tuple[Any, Any] | None = field(default=None, repr=False)  # (file stamp, catalog)
 
     def task_watch(self) -> TaskWatch:
         """What every open task event stream of this app reads its task's state from."""
@@ -60,10 +63,27 @@ class Services:
         return CharacterLibrary(self.database, self.blobs, owner=owner)
 
     def presets(self) -> PresetCatalog:
-        # Read on every call: editing presets.toml takes effect without a restart.
-        from castbook.generation import load_presets
+        """The catalogue, read again whenever presets.toml changed (its size, time or
+        inode): an edit takes effect without a restart, and a submit costs one ``stat``
+        rather than reading and parsing the file (a submit's thread waits for the
+        interpreter lock after every system call, so each one shows in its latency)."""
+        from castbook.generation.presets import PRESETS_FILE, load_presets
 
-        return load_presets(self.settings.home)
+        home = self.settings.home
+        try:
+            info = os.stat(home / PRESETS_FILE) if home is not None else None
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino) if info else None
+        except OSError:
+            stamp = None
+        cached = self._presets
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        catalog = load_presets(home)
+        # A file changed in the last two seconds may change again within the clock tick
+        # its time is taken from, keeping size and time: that one is not trusted yet.
+        racy = stamp is not None and time.time_ns() - stamp[0] < 2_000_000_000
+        self._presets = None if racy else (stamp, catalog)
+        return catalog
 
     def submit(self, job: Job) -> Job:
         """Hand a new job to the executor; a job that cannot be handed over is failed."""

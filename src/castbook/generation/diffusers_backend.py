@@ -57,8 +57,10 @@ torch and diffusers are imported on first use, never when this module is importe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -140,9 +142,9 @@ class DiffusersBackend:
         dtype: str | None = None,
         cache: PipelineCache | None = None,
     ) -> None:
-        for module in ("torch", "diffusers", "transformers"):
-            if importlib.util.find_spec(module) is None:
-                raise MissingDependencyError("local generation", "diffusers", module)
+        missing = _missing_module()
+        if missing is not None:
+            raise MissingDependencyError("local generation", "diffusers", missing)
         self.preset = preset
         self.cache = cache if cache is not None else PipelineCache()
         self._device = device
@@ -627,6 +629,26 @@ def _family(preset: Preset, options: dict[str, Any]) -> str:
             f"got {family!r}"
         )
     return family
+
+
+def _missing_module() -> str | None:
+    """The first of torch, diffusers and transformers this Python cannot import, or None.
+    A backend is built for every submitted request (to read its reference cap): a module
+    already imported (or blocked, ``None`` in ``sys.modules``) is answered from there, and
+    the others are looked up on disk once per process (a dozen ``stat`` calls each, under
+    the import lock)."""
+    for module in ("torch", "diffusers", "transformers"):
+        if module in sys.modules:
+            if sys.modules[module] is None:
+                return module
+        elif not _findable(module):
+            return module
+    return None
+
+
+@functools.cache
+def _findable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _max_references(options: dict[str, Any], family: str) -> int:
