@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.services import AppServices
-from castbook.api.submission import choose_preset
-from castbook.errors import FieldError, NotFoundError
+from castbook.api.submission import character_names, choose_preset
+from castbook.errors import FieldError
 from castbook.generation import Mode, preview_prompt, resolve_request
 
 __all__ = ["router"]
@@ -48,12 +48,7 @@ def preview(owner: CurrentOwner, services: AppServices, body: PreviewBody) -> di
     ``prompts``, ``variants`` has one ``{prompt, negative_prompt}`` per prompt and the top
     level is the first's."""
     library = services.library(owner)
-    names = []
-    for index, ref in enumerate(body.characters):
-        try:
-            names.append(library.find(ref).name)
-        except NotFoundError:
-            raise FieldError(f"characters.{index}", f"no character {ref!r}") from None
+    names = character_names(services, owner, list(body.characters))
     preset = choose_preset(services, body.preset, body.mode)
     values: dict[str, Any] = {"mode": body.mode, "characters": list(dict.fromkeys(names))}
     if body.negative_prompt is not None:

@@ -24,6 +24,7 @@ from castbook.tasks.generation import GENERATION, generation_job_input
 
 __all__ = [
     "QUEUE_PATTERN",
+    "character_names",
     "choose_preset",
     "queue_generation",
     "task_json",
@@ -55,6 +56,19 @@ def _task_urls(app: Any, base_url: str) -> tuple[str, str]:
         str(results.make_absolute_url(base_url)),
         str(events.make_absolute_url(base_url)),
     )
+
+
+def character_names(services: Services, owner: str, refs: list[str]) -> list[str]:
+    """The names of the owner's characters ``refs`` (ids or names) name, in order; one that
+    is not there is a 422 naming its place in the ``characters`` field."""
+    library = services.library(owner)
+    names = []
+    for index, ref in enumerate(refs):
+        try:
+            names.append(library.find(ref).name)
+        except NotFoundError:
+            raise FieldError(f"characters.{index}", f"no character {ref!r}") from None
+    return names
 
 
 def choose_preset(services: Services, preset_id: str | None, mode: Mode) -> Preset:
