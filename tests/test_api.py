@@ -539,3 +539,41 @@ def test_the_preset_catalog_is_read_again_when_presets_toml_changes(
     assert api.services.presets() is api.services.presets()  # settled: kept again
     path.unlink()
     assert "aa" not in {p.id for p in api.services.presets()}
+
+
+def test_a_task_runs_again_with_the_same_settings(make_api: ApiFactory, generating: Path) -> None:
+    """Re-run copies the stored request (seed included): the same pictures, a new task that
+    names the first; only the owner's own tasks, and only kinds whose input is the request."""
+    api = make_api()
+    headers, bob = api.key("local"), api.key("bob")
+    add_character(api, headers)
+    body = {"preset": "tiny", "characters": ["alice"], "prompt": "on a bridge", "seed": 11}
+    first = api.client.post("/v1/generations", json=body, headers=headers).json()
+    done = api.wait(first["id"], headers)
+    assert done["status"] == "succeeded", done
+
+    again = api.client.post(f"/v1/tasks/{first['id']}/rerun", headers=headers)
+    assert again.status_code == 202, again.text
+    task = again.json()
+    assert task["rerun_of"] == first["id"] and task["id"] != first["id"]
+    assert task["kind"] == "generation" and task["input"] == done["input"]
+    second = api.wait(task["id"], headers)
+    assert second["status"] == "succeeded", second
+
+    # The same seed and request: the same pixels (the files' metadata names their task).
+    def pixels(task: dict[str, Any]) -> list[bytes]:
+        found = []
+        for output in task["outputs"]:
+            data = api.client.get(output["url"], headers=headers).content
+            with Image.open(io.BytesIO(data)) as image:
+                found.append(image.convert("RGB").tobytes())
+        return found
+
+    assert pixels(second) == pixels(done)
+
+    refused = api.client.post(f"/v1/tasks/{first['id']}/rerun", headers=bob)
+    assert refused.status_code == 404  # another owner's task is not there for bob
+    pull = api.services.jobs.create(kind="model_pull", input={"preset": "tiny"}, owner="local")
+    api.services.jobs.cancel(pull.id, "local")  # never handed to the executor: only its row
+    wrong = api.client.post(f"/v1/tasks/{pull.id}/rerun", headers=headers)
+    assert wrong.status_code == 422 and "model_pull task cannot be re-run" in wrong.text

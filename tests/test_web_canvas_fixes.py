@@ -498,3 +498,17 @@ def test_the_queue_tab_follows_tasks_live_cancels_them_and_reruns_one(
     expect(page.locator("#queue-list .task-row").first).to_have_attribute(
         "data-id", newest["id"], timeout=RUN_TIMEOUT_MS
     )
+
+    # A generation (not a workflow) is queued again on the server with its stored request.
+    made = http.post("/v1/generations", json={"preset": "comfyui", "prompt": "a pier", "seed": 3})
+    assert made.status_code == 202, made.text
+    first = made.json()["id"]
+    wait_for_status(http, first, "succeeded")
+    row(first).locator(".task-rerun").click()
+    expect(page.locator("#queue-list .task-row").first).not_to_have_attribute(
+        "data-id", first, timeout=RUN_TIMEOUT_MS
+    )
+    again = http.get("/v1/tasks", params={"limit": 1}).json()[0]
+    assert again["kind"] == "generation" and again["id"] != first
+    assert again["input"] == http.get(f"/v1/tasks/{first}").json()["input"]
+    expect(row(again["id"])).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)

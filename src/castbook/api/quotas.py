@@ -70,7 +70,7 @@ STORAGE_RETRY_SECONDS = 60
 # answering 202 is among them, so a new task route cannot slip past the queued-task limit.
 _QUEUES_TASK = re.compile(
     r"/v1/(generations|batch-renders|stories|workflows/run|workflows/[^/]+/run"
-    r"|models/[^/]+/pull|characters/[^/]+/train)|/getImagetoImage"
+    r"|models/[^/]+/pull|characters/[^/]+/train|tasks/[^/]+/rerun)|/getImagetoImage"
 )
 # Requests that store images without queueing a task: reference uploads and imports.
 _STORES = re.compile(r"/v1/characters/(import|import/card|[^/]+/images)")

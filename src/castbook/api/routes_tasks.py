@@ -25,10 +25,19 @@ from castbook.api.auth import CurrentOwner
 from castbook.api.image_inputs import ResolvedImage, resolve_image
 from castbook.api.services import AppServices, Services
 from castbook.api.sse import task_events
-from castbook.api.submission import QUEUE_PATTERN, choose_preset, queue_generation, task_json
+from castbook.api.submission import (
+    QUEUE_PATTERN,
+    character_names,
+    choose_preset,
+    queue_generation,
+    task_json,
+)
 from castbook.errors import FieldError, NotFoundError
 from castbook.generation import GenerationRequest
 from castbook.jobs import JobStatus
+from castbook.tasks.generation import GENERATION
+from castbook.tasks.render import BATCH_RENDER, STORY
+from castbook.tasks.workflow import WORKFLOW
 
 __all__ = ["GenerationSubmission", "router"]
 
@@ -58,14 +67,7 @@ def _submission_values(
     values = body.model_dump(exclude_unset=True, exclude={"preset", "inference_type"})
     images: list[ResolvedImage] = []
     if body.characters:
-        library = services.library(owner)
-        names = []
-        for index, ref in enumerate(body.characters):
-            try:
-                names.append(library.find(ref).name)
-            except NotFoundError:
-                raise FieldError(f"characters.{index}", f"no character {ref!r}") from None
-        values["characters"] = names
+        values["characters"] = character_names(services, owner, list(body.characters))
     if body.references:
         resolved = [
             resolve_image(services, owner, ref, f"references.{index}")
@@ -125,6 +127,32 @@ def cancel_task(
     """A queued task is cancelled at once, a running one after its current step; a finished
     task is left as it is."""
     return task_json(request, services.jobs.cancel(task_id, owner))
+
+
+# What "run it again with the same settings" copies: the kinds whose stored input is the whole
+# request. A model pull or a LoRA training is started again from its own route instead.
+RERUNNABLE = (GENERATION, BATCH_RENDER, STORY, WORKFLOW)
+
+
+@router.post(
+    "/tasks/{task_id}/rerun",
+    status_code=202,
+    summary="Queue a task again with the same settings",
+)
+def rerun_task(
+    task_id: str, request: Request, owner: CurrentOwner, services: AppServices
+) -> dict[str, Any]:
+    """A new task of the same kind, with the same stored input (the request as it was
+    resolved when first submitted: the same seed, so the same pictures from the same model)
+    on the same queue; ``rerun_of`` names the original. Generations, batch renders, stories
+    and workflows; characters are found again by name when it runs (a deleted one fails the
+    new task with its name). Counts against the queued-task quota like any submit."""
+    job = services.jobs.get(task_id, owner)
+    if job.kind not in RERUNNABLE:
+        kinds = ", ".join(RERUNNABLE)
+        raise FieldError("task_id", f"a {job.kind} task cannot be re-run here (only {kinds})")
+    again = services.jobs.create(kind=job.kind, input=job.input, owner=owner, queue=job.queue)
+    return {**task_json(request, services.submit(again)), "rerun_of": job.id}
 
 
 @router.get(

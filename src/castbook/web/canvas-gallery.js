@@ -7,7 +7,7 @@
 // (GET /v1/results.zip), and Re-run runs it again with the same settings.
 
 import { $, ApiError, api } from "./api.js";
-import { refreshSoon } from "./canvas-queue.js";
+import { refreshSoon, rerunOnServer } from "./canvas-queue.js";
 import { rerunTask, setStatus } from "./canvas-run.js";
 import { make } from "./dom.js";
 import { characters } from "./library.js";
@@ -264,11 +264,13 @@ async function openViewer(index) {
   $("#gallery-prev").disabled = index === 0;
   $("#gallery-next").disabled = index === state.items.length - 1;
   const rerun = $("#gallery-rerun");
-  rerun.hidden = !(item.task_kind === "workflow" || item.task_kind === "generation");
+  rerun.hidden = !["workflow", "generation", "batch_render", "story"].includes(item.task_kind);
   rerun.title =
     item.task_kind === "workflow"
       ? "Put this workflow on the canvas and run it again with the same settings"
-      : "Generate again with the same settings and this picture's seed";
+      : item.task_kind === "generation"
+        ? "Generate again with the same settings and this picture's seed"
+        : "Queue its task again with the same settings (the same seeds)";
   $("#gallery-viewer-error").hidden = true;
   if (!dialog.open) dialog.showModal();
   try {
@@ -343,6 +345,14 @@ async function rerun() {
   if (item.task_kind === "workflow") {
     $("#gallery-viewer").close();
     await rerunTask(task);
+    return;
+  }
+  if (item.task_kind !== "generation") {
+    const error = $("#gallery-viewer-error");
+    const again = await rerunOnServer(task, error);
+    if (!again) return;
+    $("#gallery-viewer").close();
+    setStatus(`Queued again as task ${again.id.slice(0, 8)}: follow it in the Queue tab.`, "ok");
     return;
   }
   const request = { ...task.input.request, preset: task.input.preset, batch: 1 };

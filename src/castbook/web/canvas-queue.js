@@ -78,6 +78,22 @@ async function cancel(task, row) {
   refreshSoon(0);
 }
 
+// Kinds the server queues again from their stored request (POST /v1/tasks/{id}/rerun).
+const RERUN_ON_SERVER = new Set(["generation", "batch_render", "story"]);
+
+/** Queue a generation, batch render or story again with the same settings (same seed). */
+export async function rerunOnServer(task, error) {
+  try {
+    const again = await api(`/v1/tasks/${encodeURIComponent(task.id)}/rerun`, { method: "POST" });
+    refreshSoon(0);
+    return again;
+  } catch (exc) {
+    error.textContent = `Could not run it again: ${exc.message}`;
+    error.hidden = false;
+    return null;
+  }
+}
+
 function taskRow(task) {
   const row = make("li", "task-row");
   row.dataset.id = task.id;
@@ -114,6 +130,11 @@ function taskRow(task) {
   }
   const error = make("p", "form-error task-error");
   error.hidden = true;
+  if (RERUN_ON_SERVER.has(task.kind)) {
+    const rerun = button("Re-run", "task-rerun", () => rerunOnServer(task, error));
+    rerun.title = "Queue it again with the same settings (the same seed)";
+    actions.append(rerun);
+  }
   if (actions.childElementCount) row.append(actions);
   row.append(error);
   row.signature = JSON.stringify([task.status, progress, task.error, (task.outputs || []).length]);
