@@ -13,6 +13,9 @@ function buttons() {
 }
 
 function onKey(event) {
+  // A key reaching a closed menu (its button keeps the focus until the browser moves it
+  // off the hidden element) is the page's: Ctrl+Z right after a menu action undoes it.
+  if (menu.hidden) return;
   event.stopPropagation(); // the menu's keys, not the canvas's (arrows would nudge nodes)
   const items = buttons();
   const at = items.indexOf(document.activeElement);
@@ -91,5 +94,6 @@ export function closeMenu(giveFocusBack = true) {
   if (!menu || menu.hidden) return;
   menu.hidden = true;
   if (giveFocusBack && restoreFocus && restoreFocus.isConnected) restoreFocus.focus({ preventScroll: true });
+  else if (menu.contains(document.activeElement)) document.activeElement.blur();
   restoreFocus = null;
 }
