@@ -289,3 +289,32 @@ class TestLocalExecutor(ExecutorContract):
         )
         yield harness
         harness.close()
+
+
+def test_this_process_s_sqlite_writers_queue_on_one_lock(store: JobStore) -> None:
+    """On SQLite a submit waits on the database's write lock (woken the moment it is free)
+    rather than on SQLite's busy wait, which sleeps in growing steps: held here, a create
+    waits for it; released, it goes through. PostgreSQL locks rows and queues nothing in the
+    process. Either way, many threads creating at once all get their job."""
+    import contextlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = store.database.write_lock
+    if store.database.dialect == "sqlite":
+        assert isinstance(lock, type(threading.Lock()))
+        made: list[str] = []
+        with lock:
+            writer = threading.Thread(
+                target=lambda: made.append(store.create(kind="k", input={}).id)
+            )
+            writer.start()
+            writer.join(timeout=0.5)
+            assert writer.is_alive() and not made  # it waits for the lock
+        writer.join(timeout=60)
+        assert len(made) == 1
+    else:
+        assert isinstance(lock, contextlib.nullcontext)
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda n: store.create(kind="k", input={"n": n}).id, range(40)))
+    assert len(set(ids)) == 40 and all(store.get(i).input["n"] == n for n, i in enumerate(ids))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +62,13 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _enable_sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one write lock per file, and a writer that finds it taken sleeps in
+        # growing steps (1, 2, 5 … 25 ms) before it looks again. Writers of this process
+        # that take this lock first queue here instead and are woken the moment the one
+        # before them is done (other processes still meet SQLite's wait).
+        self.write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         if migrate:
             self.upgrade()
 

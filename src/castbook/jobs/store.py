@@ -188,7 +188,7 @@ class JobStore:
         self._touch(inputs, what="input")
         # Core inserts in one transaction: a submit holds SQLite's write lock for as short a
         # time as it can, and costs a third of the CPU of the ORM's unit of work.
-        with self.database.engine.begin() as connection:
+        with self.database.write_lock, self.database.engine.begin() as connection:
             connection.execute(_JOBS.insert(), values)
             if inputs:
                 connection.execute(
