@@ -18,9 +18,9 @@ import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -60,16 +60,32 @@ def _gallery(services: Services, owner: str) -> ResultGallery:
     return gallery
 
 
-def _filter(
-    services: Services,
-    owner: str,
-    character: str | None,
-    workflow: str | None,
-    min_score: float | None,
-    kind: str | None,
-) -> GalleryFilter:
+class Asked(NamedTuple):
+    """The filters as the query gives them (names or ids), before :func:`_filter`."""
+
+    character: str | None
+    workflow: str | None
+    min_score: float | None
+    kind: str | None
+
+
+def _asked(
+    character: Character = None,
+    workflow: Workflow = None,
+    min_score: MinScore = None,
+    kind: Kind = None,
+) -> Asked:
+    return Asked(character, workflow, min_score, kind)
+
+
+# The query parameters both the list and the zip take.
+Filters = Annotated[Asked, Depends(_asked)]
+
+
+def _filter(services: Services, owner: str, asked: Asked) -> GalleryFilter:
     """Names and ids as the gallery stores them: a character by its name (a deleted one's
     name still finds its results), a saved workflow by its id."""
+    character, workflow, min_score, kind = asked
     if character is not None:
         character = character.strip()
         with contextlib.suppress(NotFoundError):  # a deleted character: its name as given
@@ -130,15 +146,12 @@ def list_results(
     request: Request,
     owner: CurrentOwner,
     services: AppServices,
-    character: Character = None,
-    workflow: Workflow = None,
-    min_score: MinScore = None,
-    kind: Kind = None,
+    filters: Filters,
     cursor: Annotated[str | None, Query(description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 60,
 ) -> dict[str, Any]:
     """``{items, next_cursor, total}``; ``total`` counts every result the filters pick."""
-    where = _filter(services, owner, character, workflow, min_score, kind)
+    where = _filter(services, owner, filters)
     page = _gallery(services, owner).page(where, cursor=_cursor(cursor), limit=limit)
     names = _workflow_names(services, owner) if any(i.workflow for i in page.items) else {}
     url = _url_template(request)
@@ -159,10 +172,7 @@ async def download_results_zip(
     request: Request,
     owner: CurrentOwner,
     services: AppServices,
-    character: Character = None,
-    workflow: Workflow = None,
-    min_score: MinScore = None,
-    kind: Kind = None,
+    filters: Filters,
 ) -> StreamingResponse:
     """Each result as its file (``0001-<id>.png``) beside a JSON file of its parameters
     (``0001-<id>.json``: the prompt and negative prompt sent, seed, preset, characters,
@@ -170,7 +180,7 @@ async def download_results_zip(
     written: the archive is never held whole on the server."""
 
     def prepare() -> tuple[ResultGallery, GalleryFilter, dict[str, str]]:
-        where = _filter(services, owner, character, workflow, min_score, kind)
+        where = _filter(services, owner, filters)
         return _gallery(services, owner), where, _workflow_names(services, owner)
 
     gallery, where, names = await run_in_threadpool(prepare)
