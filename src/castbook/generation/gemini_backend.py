@@ -393,7 +393,7 @@ class GeminiImagesBackend:
         done = 0
         pool = ThreadPoolExecutor(workers, thread_name_prefix="castbook-gemini")
         futures: dict[Future[tuple[Image.Image, str]], int] = {
-            pool.submit(call.one, index, batch): index for index in range(batch)
+            pool.submit(call.one_or_stop, index, batch): index for index in range(batch)
         }
         pending = set(futures)
         try:
@@ -405,11 +405,15 @@ class GeminiImagesBackend:
                     answers[futures[future]] = future.result()
                     done += 1
                     progress(Progress(done, batch, f"image {done} of {batch} received"))
-        except BaseException:
+        except BaseException as exc:
             # Cancelled, or one image failed: the rest stop before their next request or
             # retry, and the caller does not wait for requests already in flight.
             call.cancelled.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            if isinstance(exc, GenerationCancelled) and call.failure is not None:
+                # An image stopped by another's failure may finish first: the failure
+                # is the batch's error, not the stop it caused.
+                raise call.failure from None
             raise
         pool.shutdown(wait=True)
         return [answer for answer in answers if answer is not None]
@@ -481,6 +485,7 @@ class _Call:
         self.contents = contents
         self.config = config
         self.cancelled = threading.Event()
+        self.failure: BaseException | None = None  # the first image that failed
         self.notes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.tiers_used: list[str] = []
         self._lock = threading.Lock()
@@ -504,6 +509,20 @@ class _Call:
         now = ring.clock()
         waits = [max((ring.cooling_until(key) or now) - now, 0.0) for key in self.keys]
         return min(waits)
+
+    def one_or_stop(self, index: int, batch: int) -> tuple[Image.Image, str]:
+        """:meth:`one`; a failure stops the images not yet sent at once, on the worker's
+        own thread: the pool's freed worker must not send the next one before the
+        caller's thread hears of the failure."""
+        try:
+            return self.one(index, batch)
+        except GenerationCancelled:
+            raise
+        except BaseException as exc:
+            with self._lock:
+                self.failure = self.failure or exc
+            self.cancelled.set()
+            raise
 
     def one(self, index: int, batch: int) -> tuple[Image.Image, str]:
         """One image: the request sent with the first ready key, moving on after a 429."""
