@@ -251,6 +251,51 @@ def test_a_generation_runs_as_a_task_with_live_events(
     assert [t["id"] for t in listed] == [task["id"]]
 
 
+def test_tasks_page_by_cursor_without_skipping_or_repeating(
+    make_api: ApiFactory, database_url: str
+) -> None:
+    api = make_api(database_url, handlers={})  # no handler: the tasks stay queued
+    alice, bob = api.key("alice"), api.key("bob")
+    jobs = api.services.jobs
+    made = [jobs.create(kind="nothing", input={"n": n}, owner="alice").id for n in range(7)]
+    bobs = jobs.create(kind="nothing", input={}, owner="bob").id
+    # Four of them at the same instant: the order falls back to the id, pages still split.
+    from castbook.db import JobRow
+
+    with api.services.database.session() as session, session.begin():
+        first = session.get(JobRow, made[2]).created_at
+        for job_id in made[3:6]:
+            session.get(JobRow, job_id).created_at = first
+    newest_first = [t["id"] for t in api.client.get("/v1/tasks", headers=alice).json()]
+    assert sorted(newest_first) == sorted(made) and bobs not in newest_first
+
+    seen: list[str] = []
+    url: str | None = "/v1/tasks?limit=3"
+    pages = 0
+    while url is not None:
+        page = api.client.get(url, headers=alice)
+        assert page.status_code == 200
+        seen += [t["id"] for t in page.json()]
+        if pages == 0:  # a task queued meanwhile does not shift the later pages
+            made.append(jobs.create(kind="nothing", input={}, owner="alice").id)
+        pages += 1
+        link = page.headers.get("link")
+        url = link.split(">")[0].lstrip("<") if link else None
+    assert seen == newest_first and pages == 3  # 3 + 3 + 1: the short page links nothing
+
+    # A page's last task deleted meanwhile (retention): its link still leads on.
+    now = [t["id"] for t in api.client.get("/v1/tasks", headers=alice).json()]
+    link = api.client.get("/v1/tasks?limit=2", headers=alice).headers["link"]
+    with api.services.database.session() as session, session.begin():
+        session.delete(session.get(JobRow, now[1]))
+    url = link.split(">")[0].lstrip("<")
+    assert [t["id"] for t in api.client.get(url, headers=alice).json()] == now[2:4]
+    for bad in ("x", "12-", "-abc", "999999999999999999-abc", "1-a/b"):
+        refused = api.client.get("/v1/tasks", params={"cursor": bad}, headers=alice)
+        assert refused.status_code == 422 and refused.json()["field"] == "cursor", bad
+    assert [t["id"] for t in api.client.get("/v1/tasks", headers=bob).json()] == [bobs]
+
+
 def test_events_report_each_step_until_done(make_api: ApiFactory, database_url: str) -> None:
     handler = SteppingHandler(steps=4, pause=0.2)
     api = make_api(database_url, handlers={"generation": handler})

@@ -512,3 +512,39 @@ def test_the_queue_tab_follows_tasks_live_cancels_them_and_reruns_one(
     assert again["kind"] == "generation" and again["id"] != first
     assert again["input"] == http.get(f"/v1/tasks/{first}").json()["input"]
     expect(row(again["id"])).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)
+
+
+def test_the_queue_tab_shows_older_tasks_a_page_at_a_time(
+    page: Page, http: httpx.Client, comfy: FakeComfyUI
+) -> None:
+    # More tasks than the tab's first page (50): one held running, the rest waiting (and
+    # whatever earlier tests of this server left, below them).
+    comfy.held = True
+    made = []
+    for n in range(53):
+        answer = http.post("/v1/generations", json={"preset": "comfyui", "prompt": f"panel {n}"})
+        assert answer.status_code == 202, answer.text
+        made.append(answer.json()["id"])
+    made.reverse()  # newest first, as listed
+    every = [task["id"] for task in http.get("/v1/tasks", params={"limit": 500}).json()]
+    assert every[:53] == made and len(every) < 100  # two pages of the tab's 50
+    rows = page.locator("#queue-list .task-row")
+
+    def shown() -> list[str | None]:
+        return [rows.nth(i).get_attribute("data-id") for i in range(rows.count())]
+
+    page.click("#tab-queue")
+    expect(rows).to_have_count(50)
+    more = page.locator("#queue-more")
+    expect(more).to_be_visible()
+    more.click()
+    expect(rows).to_have_count(len(every))
+    expect(more).to_be_hidden()  # the second page was short: nothing older
+    assert shown() == every
+
+    # A new task pushes the first page's last rows down, none lost between the pages.
+    newer = http.post("/v1/generations", json={"preset": "comfyui", "prompt": "panel 53"})
+    assert newer.status_code == 202, newer.text
+    expect(rows.first).to_have_attribute("data-id", newer.json()["id"])
+    expect(rows).to_have_count(len(every) + 1)
+    assert shown() == [newer.json()["id"], *every]

@@ -8,6 +8,7 @@ through the event stream ``GET /v1/tasks/{id}/events``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -104,13 +105,44 @@ def create_generation(
 @router.get("/tasks", summary="List your tasks, newest first")
 async def list_tasks(
     request: Request,
+    response: Response,
     owner: CurrentOwner,
     services: AppServices,
     status: Annotated[JobStatus | None, Query(description="Only tasks in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(description="Where the previous page ended (its Link: rel=next).")
+    ] = None,
 ) -> list[dict[str, Any]]:
-    jobs = services.jobs.list(owner, limit=limit, status=status.value if status else None)
+    """A full page links the next one (``Link: <…>; rel="next"``, RFC 8288): it starts after
+    this page's last task, whatever was queued or deleted meanwhile."""
+    jobs = services.jobs.list(
+        owner, limit=limit, status=status.value if status else None, after=_position(cursor)
+    )
+    if len(jobs) == limit:
+        last = jobs[-1]
+        following = request.url.include_query_params(
+            cursor=f"{(last.created_at - _EPOCH) // _MICROSECOND}-{last.id}"
+        )
+        response.headers["Link"] = f'<{following}>; rel="next"'
     return [task_json(request, job) for job in jobs]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _position(cursor: str | None) -> tuple[datetime, str] | None:
+    """A task list cursor (``<microseconds since 1970>-<task id>``) as ``(created_at, id)``."""
+    if not cursor:
+        return None
+    micros, _, job_id = cursor.partition("-")
+    if micros.isdigit() and len(micros) <= 18 and job_id.isalnum() and len(job_id) <= 64:
+        try:
+            return _EPOCH + int(micros) * _MICROSECOND, job_id
+        except OverflowError:  # past the year 9999
+            pass
+    raise FieldError("cursor", f"is not a cursor of this list: {cursor[:80]!r}")
 
 
 @router.get("/tasks/{task_id}", name="get_task", summary="A task's status, progress and results")

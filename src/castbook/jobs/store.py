@@ -208,15 +208,29 @@ class JobStore:
         return _job_from_row(rows[0], [_output_from_row(r) for r in rows if r.output_sha256])
 
     def list(
-        self, owner: str, *, limit: int = 50, status: str | None = None, kind: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        kind: str | None = None,
+        after: tuple[datetime, str] | None = None,
     ) -> list[Job]:
-        """The owner's jobs, newest first."""
+        """The owner's jobs, newest first (ties by id). ``after`` (the ``created_at`` and id
+        of the previous page's last job) starts after it, so pages neither skip nor repeat a
+        job when new ones arrive, or that one is deleted, meanwhile."""
         query = select(_JOBS).where(_JOBS.c.owner == owner)
         if status is not None:
             query = query.where(_JOBS.c.status == status)
         if kind is not None:
             query = query.where(_JOBS.c.kind == kind)
-        query = query.order_by(_JOBS.c.created_at.desc()).limit(limit)
+        if after is not None:
+            created, job_id = after
+            query = query.where(
+                (_JOBS.c.created_at < created)
+                | ((_JOBS.c.created_at == created) & (_JOBS.c.id < job_id))
+            )
+        query = query.order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()).limit(limit)
         with self.database.engine.connect() as connection:
             rows = connection.execute(query).all()
             # Outputs in one more query for the whole page, not one per task.

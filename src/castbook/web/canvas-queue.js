@@ -2,7 +2,8 @@
 // running with live progress, done, failed, cancelled — whoever started them (this page,
 // another browser, the CLI). Cancel stops a waiting or running one; Results shows a finished
 // one's pictures in the results panel; Re-run puts a workflow's graph back on the canvas and
-// runs it with the same settings.
+// runs it with the same settings. The newest LIMIT are read again while the tab is shown;
+// "Show older" follows the list's Link: rel=next a page at a time (those rows stay as read).
 
 import { $, ApiError, api } from "./api.js";
 import { make } from "./dom.js";
@@ -25,6 +26,11 @@ const STEPS = /running (\d+)\/(\d+)$/;
 let hooks = { showResults() {}, rerun() {} };
 let timer = 0;
 let reading = false;
+let latest = []; // the newest page, read again and again
+let older = []; // pages after it, read with "Show older"
+let readOlder = false; // whether "Show older" read a page (then olderNext is where to go on)
+let newestNext = null; // the page after the newest one (its Link: rel=next)
+let olderNext = null; // the page after the last older one
 
 const shown = () => !$("#queue-panel").hidden;
 const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
@@ -141,6 +147,14 @@ function taskRow(task) {
   return row;
 }
 
+/** The next page's path from a list response's `Link: <…>; rel="next"`, or null. */
+function nextPage(response) {
+  const match = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+  if (!match) return null;
+  const url = new URL(match[1], window.location.href);
+  return url.pathname + url.search;
+}
+
 function render(tasks) {
   const list = $("#queue-list");
   const old = new Map([...list.children].map((row) => [row.dataset.id, row]));
@@ -168,7 +182,16 @@ export async function refreshQueue() {
   let active = 0;
   const error = $("#queue-error");
   try {
-    active = render(await api(`/v1/tasks?limit=${LIMIT}`));
+    const response = await api(`/v1/tasks?limit=${LIMIT}`, { raw: true });
+    const fresh = await response.json();
+    if (readOlder) {
+      // New tasks push the newest page's last ones out: they stay, above the older pages.
+      const still = new Set(fresh.map((task) => task.id));
+      older = [...latest.filter((task) => !still.has(task.id)), ...older];
+    }
+    latest = fresh;
+    newestNext = nextPage(response);
+    active = renderAll();
     error.hidden = true;
   } catch (exc) {
     if (!(exc instanceof ApiError && exc.status === 401)) {
@@ -181,6 +204,37 @@ export async function refreshQueue() {
   if (shown()) timer = setTimeout(refreshQueue, active ? ACTIVE_MS : IDLE_MS);
 }
 
+/** The newest page and the older pages read so far, each task once. */
+function renderAll() {
+  const seen = new Set(latest.map((task) => task.id));
+  const active = render([...latest, ...older.filter((task) => !seen.has(task.id))]);
+  const more = readOlder ? olderNext : newestNext;
+  $("#queue-more").hidden = !more;
+  return active;
+}
+
+/** Read the page after the last one shown and add it below. */
+async function showOlder() {
+  const path = readOlder ? olderNext : newestNext;
+  if (!path) return;
+  const error = $("#queue-error");
+  const above = readOlder ? [] : latest; // the page this one follows, as it was read
+  try {
+    const response = await api(path, { raw: true });
+    const page = await response.json();
+    // A refresh meanwhile may have pushed some of `above` out of the newest page: keep them.
+    const still = new Set(latest.map((task) => task.id));
+    older = [...above.filter((task) => !still.has(task.id)), ...older, ...page];
+    olderNext = nextPage(response);
+    readOlder = true;
+    renderAll();
+    error.hidden = true;
+  } catch (exc) {
+    error.textContent = `Could not read the older tasks: ${exc.message}`;
+    error.hidden = false;
+  }
+}
+
 /** Read the tasks again shortly (after a run starts or ends, a cancel). */
 export function refreshSoon(delay = 200) {
   clearTimeout(timer);
@@ -191,5 +245,10 @@ export function setUpQueue(queueHooks) {
   hooks = { ...hooks, ...queueHooks };
   $("#tab-queue").addEventListener("click", () => refreshQueue());
   $("#queue-refresh").addEventListener("click", () => refreshQueue());
-  document.addEventListener("castbook:key", () => refreshQueue());
+  $("#queue-more").addEventListener("click", () => showOlder());
+  document.addEventListener("castbook:key", () => {
+    older = []; // another key: another owner's tasks
+    readOlder = false;
+    refreshQueue();
+  });
 }
