@@ -875,6 +875,29 @@ def test_through_the_api_task_records_hold_no_key_and_too_many_characters_are_a_
     assert i2i.status_code == 422, i2i.text
     assert "with the init image: 3 images per request" in i2i.json()["error"]
     assert "takes at most 2 reference image(s); this request has 3" in i2i.json()["error"]
+    # The same in a workflow: an image_to_image node's three characters and its init image
+    # are four pictures (its text_to_image twin with three fits).
+    three = [[name.casefold(), "character"] for name in ("Alice", "Bea", "Cleo")]
+    nodes: dict[str, dict[str, object]] = {
+        name.casefold(): {"type": "character", "inputs": {"character": name}}
+        for name in ("Alice", "Bea", "Cleo")
+    }
+    nodes["redraw"] = {"type": "image_to_image", "inputs": {
+        "image": ["alice", "character"], "prompt": "x", "preset": "gemini-image",
+        "characters": three}}  # fmt: skip
+    checked = api.client.post(
+        "/v1/workflows/validate", json={"graph": {"nodes": nodes}}, headers=headers
+    )
+    assert checked.status_code == 422, checked.text
+    (problem,) = checked.json()["errors"]
+    assert (problem["node"], problem["field"]) == ("redraw", "characters")
+    assert "with the init image: 3 images per request" in problem["message"]
+    nodes["redraw"]["type"] = "text_to_image"
+    del nodes["redraw"]["inputs"]["image"]
+    checked = api.client.post(
+        "/v1/workflows/validate", json={"graph": {"nodes": nodes}}, headers=headers
+    )
+    assert checked.status_code == 200, checked.text
     assert len(api.client.get("/v1/tasks", headers=headers).json()) == before
     assert len(server.generate_requests()) == 1
 

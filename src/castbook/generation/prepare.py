@@ -90,13 +90,15 @@ def reference_room(preset: Preset) -> int | None:
         return None
 
 
-def preset_room_problem(preset: Preset, characters: int) -> str | None:
+def preset_room_problem(preset: Preset, characters: int, mode: Mode | None = None) -> str | None:
     """Why ``characters`` characters (one reference image each) do not fit the preset's
-    backend; None when they do or when it cannot tell yet (see :func:`reference_room`)."""
-    room = reference_room(preset)
-    if room is None:
+    backend in ``mode`` (an i2i init image takes a place where the backend counts it); None
+    when they do or when it cannot tell yet (see :func:`reference_room`)."""
+    found = _room(preset, mode)
+    if found is None:
         return None
-    return references_problem(f"preset {preset.id!r}", room, characters, characters, 0)
+    room, who = found
+    return references_problem(who, room, characters, characters, 0)
 
 
 def request_room_problem(
@@ -107,19 +109,27 @@ def request_room_problem(
     for a backend whose cap counts it (``init_image_counts``: Gemini's images per request),
     the i2i init image. None when they fit or when it cannot tell yet. Asked at submission,
     so what the backend would refuse before any call is a 422, not a failed task."""
+    found = _room(preset, request.mode)
+    if found is None:
+        return None
+    room, who = found
+    count = pictured_characters + len(request.references)
+    return references_problem(who, room, count, pictured_characters, len(request.references))
+
+
+def _room(preset: Preset, mode: Mode | None) -> tuple[int, str] | None:
+    """How many reference images the preset's backend takes in ``mode``, and who says so;
+    None when it cannot tell before it runs."""
     try:
         backend = create_backend(preset)
     except CastbookError:
         return None
     room = backend.max_references
     who = f"preset {preset.id!r}"
-    if request.mode is Mode.I2I and getattr(backend, "init_image_counts", False):
+    if mode is Mode.I2I and getattr(backend, "init_image_counts", False):
         room -= 1
         who += f" (with the init image: {backend.max_references} images per request)"
-    count = pictured_characters + len(request.references)
-    return references_problem(
-        who, max(room, 0), count, pictured_characters, len(request.references)
-    )
+    return max(room, 0), who
 
 
 def references_problem(who: str, room: int, count: int, characters: int, extra: int) -> str | None:

@@ -94,11 +94,12 @@ class CheckContext:
             return None
         return preset
 
-    def room(self, preset: Preset, count: int) -> str | None:
+    def room(self, preset: Preset, count: int, mode: Mode) -> str | None:
         """Why ``count`` characters (one reference image each) do not fit the preset's
-        backend; None when they do, or when the backend cannot say before it runs (the run
-        reports what is missing)."""
-        return preset_room_problem(preset, count)
+        backend in ``mode`` (an i2i init image takes a place where the backend counts it);
+        None when they do, or when the backend cannot say before it runs (the run reports
+        what is missing)."""
+        return preset_room_problem(preset, count, mode)
 
     def owns_image(self, sha256: str) -> bool:
         return self.checker.owns_image(sha256)

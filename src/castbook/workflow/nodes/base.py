@@ -124,7 +124,7 @@ class Node(BaseModel):
         if self.mode is not None:
             preset = context.preset(getattr(self, "preset", None), self.mode)
             count = context.character_count("characters") if self.character_images else 0
-            if preset is not None and count and (problem := context.room(preset, count)):
+            if preset is not None and count and (problem := context.room(preset, count, self.mode)):
                 context.problem("characters", problem)
         for name, port in self.ports.items():
             if port.names:
