@@ -208,6 +208,14 @@ class IdentityIndex:
         # over those without a face (a query with one: the others are compared by face).
         self._has_face = np.zeros(len(ids), dtype=bool)
         self._has_face[self._face_ref] = True
+        # References per character: all of them (a query without a face compares every one
+        # by appearance), and those without a face (a query with one: the others go by face).
+        self._sizes = {
+            False: np.diff(np.r_[self._char_starts, len(ids)]).astype(np.int64),
+            True: np.add.reduceat((~self._has_face).astype(np.int64), self._char_starts)
+            if ids
+            else np.zeros(0, dtype=np.int64),
+        }
         self._sum_norm = {
             False: _segment_norms(self._appearance, self._char_starts, None),
             True: _segment_norms(self._appearance, self._char_starts, ~self._has_face),
@@ -281,51 +289,59 @@ class IdentityIndex:
         basis's raw measure."""
         if characters is None:
             refs, starts, chars = None, self._char_starts, np.arange(len(self.character_ids))
+            sizes, norms = self._sizes, self._sum_norm
         else:
             chars = np.unique(characters)
             refs, starts = self._references_of(chars)
+            sizes = {mode: values[chars] for mode, values in self._sizes.items()}
+            norms = {mode: values[chars] for mode, values in self._sum_norm.items()}
         appearance = self._appearance if refs is None else self._appearance[refs]
         cosine = np.einsum("ij,j->i", appearance, query.appearance.astype(np.float32))
-        cosine = cosine.astype(np.float64)
         count = len(cosine)
-        by_face = np.zeros(count, dtype=bool)
         face_mode = bool(query.faces is not None and len(query.faces) and len(self._faces))
+        # References compared by face (the query shows one, and so do they) leave the
+        # appearance set: their cosine is -inf there, and their distance finite.
         if face_mode:
             distance = self._face_distances(query.faces, refs)
-            by_face = np.isfinite(distance)
-        by_appearance = ~by_face
-        # The appearance set: its best cosine, the centroid's cosine, its size.
-        best_cosine = np.maximum.reduceat(np.where(by_appearance, cosine, -np.inf), starts)
-        sums = np.add.reduceat(np.where(by_appearance, cosine, 0.0), starts)
-        sizes = np.add.reduceat(by_appearance.astype(np.int64), starts)
-        norms = self._sum_norm[face_mode][chars]
-        centre = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 1e-12)
-        set_cos = np.where(sizes >= 2, set_cosine(best_cosine, centre), best_cosine)
-        if face_mode:
-            best_distance = np.minimum.reduceat(np.where(by_face, distance, np.inf), starts)
+            by_face = self._has_face if refs is None else self._has_face[refs]
+            set_cos = np.where(by_face, -np.inf, cosine)
         else:
-            best_distance = np.full(len(chars), np.inf)
+            distance, by_face, set_cos = None, np.zeros(count, dtype=bool), cosine
+        best_distance = distance
+        if self._most_references > 1:  # else every character is one reference: no set
+            best_cosine = np.maximum.reduceat(set_cos, starts)
+            if face_mode:
+                sums = np.add.reduceat(np.where(by_face, 0.0, cosine), starts)
+                best_distance = np.minimum.reduceat(distance, starts)
+            else:
+                sums = np.add.reduceat(cosine, starts)
+            norm = norms[face_mode]
+            centre = np.divide(sums, norm, out=np.zeros_like(sums), where=norm > 1e-12)
+            set_cos = np.where(sizes[face_mode] >= 2, set_cosine(best_cosine, centre), best_cosine)
         keep = None
         if bound is not None and self.references > _SCORE_ALL_UP_TO:
-            keep = np.unique(
-                np.concatenate(
-                    [_smallest(-set_cos, bound + _TIE_MARGIN), _smallest(best_distance, bound)]
-                )
-            )
-            keep = keep[(sizes[keep] > 0) | np.isfinite(best_distance[keep])]
+            candidates = [_smallest(-set_cos, bound + _TIE_MARGIN)]
+            if best_distance is not None:
+                candidates.append(_smallest(best_distance, bound))
+            keep = np.unique(np.concatenate(candidates))
         picked = slice(None) if keep is None else keep
-        similarity = np.clip(0.5 * (1.0 + set_cos[picked]), 0.0, 1.0)
+        set_cos = set_cos[picked].astype(np.float64)
+        has_set = np.isfinite(set_cos)
+        similarity = np.clip(0.5 * (1.0 + np.where(has_set, set_cos, 0.0)), 0.0, 1.0)
         appearance_scores = np.where(
-            sizes[picked] > 0, _logistic(self.calibration.appearance, similarity), -np.inf
+            has_set, _logistic(self.calibration.appearance, similarity), -np.inf
         )
-        face_distance = best_distance[picked]
-        has_face = np.isfinite(face_distance)
-        face_scores = np.full(len(face_distance), -np.inf)
-        face_scores[has_face] = _logistic(self.calibration.face, face_distance[has_face])
-        is_face = has_face & (face_scores >= appearance_scores)
-        scores = np.where(is_face, face_scores, appearance_scores)
+        if best_distance is None:
+            is_face = np.zeros(len(appearance_scores), dtype=bool)
+            scores = appearance_scores
+        else:
+            face_distance = best_distance[picked]
+            has_face = np.isfinite(face_distance)
+            face_scores = np.full(len(face_distance), -np.inf)
+            face_scores[has_face] = _logistic(self.calibration.face, face_distance[has_face])
+            is_face = has_face & (face_scores >= appearance_scores)
+            scores = np.where(is_face, face_scores, appearance_scores)
         local = np.arange(len(chars)) if keep is None else keep
-        measure = np.where(by_face, -distance, cosine) if face_mode else cosine
         ends = np.r_[starts[1:], count]
 
         def best_reference(n: int) -> int:
@@ -333,7 +349,11 @@ class IdentityIndex:
             of ties), as a position in the whole index: found for the few characters
             answered only, not for every character scored."""
             first, last = starts[local[n]], ends[local[n]]
-            segment = np.where(by_face[first:last] == is_face[n], measure[first:last], -np.inf)
+            if is_face[n]:
+                measure = -distance[first:last]  # type: ignore[index]
+            else:
+                measure = np.where(by_face[first:last], -np.inf, cosine[first:last])
+            segment = np.where(by_face[first:last] == is_face[n], measure, -np.inf)
             best = int(first + np.argmax(segment))
             return best if refs is None else int(refs[best])
 
@@ -484,7 +504,12 @@ def _hnsw(vectors: np.ndarray, metric: str) -> Any:
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
-    """Positions of the ``count`` smallest values, and of every value tying the last one."""
+    """Positions of the ``count`` smallest finite values, and of every value tying the
+    last one (infinite values — no face, no appearance set — are never among them)."""
+    finite = np.isfinite(values)
+    if not finite.all():  # partitioning the finite ones only is the cheaper
+        kept = np.flatnonzero(finite)
+        return kept[_smallest(values[kept], count)]
     if count >= len(values):
         return np.arange(len(values))
     cut = np.partition(values, count - 1)[count - 1]
@@ -499,6 +524,9 @@ def _segment_norms(
     sums at once would be gigabytes)."""
     norms = np.zeros(len(starts))
     ends = np.r_[starts[1:], len(vectors)]
+    if len(starts) == len(vectors):  # one vector a segment: its own length
+        lengths = np.sqrt(np.einsum("ij,ij->i", vectors, vectors).astype(np.float64))
+        return lengths if mask is None else lengths * mask
     for first in range(0, len(starts), block):
         last = min(first + block, len(starts))
         rows = vectors[starts[first] : ends[last - 1]].astype(np.float64)
