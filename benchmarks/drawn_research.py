@@ -412,6 +412,9 @@ COMBOS = [
     ("global (appearance-v1)", "whole uniform"),
     ("global (appearance-v1)", "eye band .45-.7 |x|<.35", "upper y<0.5", "bottom y>.75"),
     ("global (appearance-v1)", "eye band .45-.7 |x|<.35", "whole uniform", "sides |x|>.3 y>.3"),
+    ("production", "co-occurrence"),
+    ("production", "silhouette 8x8"),
+    ("production", "upper foreground"),
 ]
 
 
@@ -582,6 +585,69 @@ def skin_suppressed(hues: int, floor: float, power: float, keep: float = 0.25):
     return fine_histogram(hues, floor=floor, power=power, skin=keep)
 
 
+def colour_labels(image, hues: int = 12) -> tuple[np.ndarray, int]:
+    """Each pixel's colour as one of ``hues`` × 2 saturations × 2 values, or 4 greys."""
+    rgb = appearance._to_pixels(image)
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    value = rgb.max(1)
+    chroma = value - rgb.min(1)
+    safe = np.where(chroma > 0, chroma, 1.0)
+    hue = np.where(
+        value == r,
+        np.mod((g - b) / safe, 6.0),
+        np.where(value == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    hue_bin = np.floor(np.mod(hue / 6.0, 1.0) * hues).astype(int) % hues
+    saturated = (chroma / np.where(value > 0, value, 1.0) > 0.5).astype(int)
+    bright = (value > 0.6).astype(int)
+    grey = hues * 4 + np.minimum((value * 4).astype(int), 3)
+    label = np.where(chroma > 0.08, (hue_bin * 2 + saturated) * 2 + bright, grey)
+    side = appearance.DESCRIPTOR_SIDE
+    return label.reshape(side, side), hues * 4 + 4
+
+
+def cooccurrence(image, distances: tuple[int, ...] = (1, 2, 4)) -> np.ndarray:
+    """Which colours touch (hair next to a ribbon, eyes next to skin): counts of unlike
+    neighbouring colour pairs at a few distances, weighted by the centred mask."""
+    label, n = colour_labels(image)
+    mask = appearance._mask_for(appearance.DESCRIPTOR_SIDE).reshape(label.shape)
+    counts = np.zeros((n, n))
+    for d in distances:
+        for a, b, wa, wb in (
+            (label[:, :-d], label[:, d:], mask[:, :-d], mask[:, d:]),
+            (label[:-d], label[d:], mask[:-d], mask[d:]),
+        ):
+            unlike = a != b
+            np.add.at(counts, (a[unlike], b[unlike]), (wa * wb)[unlike])
+    counts = counts + counts.T
+    pairs = counts[np.triu_indices(n)]
+    return pairs / max(pairs.sum(), 1e-12)
+
+
+@not_histogram
+def silhouette(image, cells: int = 8, scale: float = 0.25) -> np.ndarray:
+    """The character's outline: how unlike the border's colours each cell of a grid is
+    (hair shape, twin tails, bows), mirrored halves averaged."""
+    rgb = small_rgb(image)
+    side = rgb.shape[0]
+    unlike = np.clip(border_distance(rgb) / scale, 0, 1).reshape(side, side)
+    k = side // cells
+    grid = unlike[: k * cells, : k * cells].reshape(cells, k, cells, k).mean(axis=(1, 3))
+    grid = 0.5 * (grid + grid[:, ::-1])
+    return grid[:, : cells // 2].ravel()
+
+
+def upper_foreground(image) -> np.ndarray:
+    """castbook's histogram of the upper half's pixels unlike the border (the hair's colour
+    where the hair is, without the background)."""
+    rgb = small_rgb(image)
+    side = rgb.shape[0]
+    unlike = np.clip(border_distance(rgb) / 0.25, 0.05, 1.0)
+    rows = (np.arange(side) + 0.5) / side
+    upper = np.repeat(np.clip((0.55 - rows) / 0.1 + 0.5, 0, 1), side)
+    return masked_histogram_with(production_histogram, image, unlike * upper)
+
+
 def production_histogram(image) -> np.ndarray:
     """castbook's own appearance histogram (appearance.APPEARANCE_VERSION)."""
     return appearance._histogram(image)
@@ -611,6 +677,9 @@ def appearance_candidates() -> dict:
         "centre24": region_config(region(0.2, 0.8, 0.0, 0.3), 24, 0.05, 0.7),
         "whole24": region_config(np.ones(appearance.DESCRIPTOR_SIDE**2), 24, 0.05, 0.7),
         "layout 6x6": layout,
+        "co-occurrence": cooccurrence,
+        "silhouette 8x8": silhouette,
+        "upper foreground": upper_foreground,
         "hog 4x4": hog,
         "hue24": fine_histogram(24),
         "hue24 p.7": fine_histogram(24, power=0.7),
