@@ -322,7 +322,7 @@ class IdentityIndex:
         if bound is not None and self.references > _SCORE_ALL_UP_TO:
             candidates = [_smallest(-set_cos, bound + _TIE_MARGIN)]
             if best_distance is not None:
-                candidates.append(_smallest(best_distance, bound))
+                candidates.append(_smallest(best_distance, bound + _TIE_MARGIN))
             keep = np.unique(np.concatenate(candidates))
         picked = slice(None) if keep is None else keep
         set_cos = set_cos[picked].astype(np.float64)
@@ -350,7 +350,8 @@ class IdentityIndex:
             answered only, not for every character scored."""
             first, last = starts[local[n]], ends[local[n]]
             if is_face[n]:
-                measure = -distance[first:last]  # type: ignore[index]
+                assert distance is not None  # a face score needs face distances
+                measure = -distance[first:last]
             else:
                 measure = np.where(by_face[first:last], -np.inf, cosine[first:last])
             segment = np.where(by_face[first:last] == is_face[n], measure, -np.inf)
