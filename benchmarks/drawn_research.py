@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/drawn_research.py --singles --combos   # every candidate alone
     .venv/bin/python benchmarks/drawn_research.py --combos 3 4         # blocks combined
     .venv/bin/python benchmarks/drawn_research.py --choose-among cfg --combos  # nested choice
+    .venv/bin/python benchmarks/drawn_research.py --set-rules          # how references count
 
 On the 83 anime face crops of ../shared/eval/anime (5 characters) every candidate
 descriptor is measured as a user with characters castbook never saw would meet it: for
@@ -14,9 +15,11 @@ character scored:
 * ROC AUC of the calibrated score over the pairs involving the held-out character (pooled
   over the 5 folds; each fold's own calibration);
 * top-1: the library holds 1 or 3 random references of each of the 5 characters, the
-  held-out character's other images are the queries (50 draws per fold), and a character
-  counts with its best reference ("max", castbook's rule), the mean of its two best
-  ("top2") or of all ("mean").
+  held-out character's other images are the queries (50 draws per fold), and a character's
+  references count as a set under each rule on the same draws: its best reference ("max",
+  castbook's rule before), the mean of its two best ("top2") or of all ("mean"), their
+  centroid ("centroid"), or castbook's rule, the best one and the centroid averaged
+  (``reference_set.SET_RULE``); ``--set-rules`` also chooses the rule inside each fold.
 
 The candidates (``appearance_candidates``) are the record of what was tried for issue 17
 (docs/evaluation.md, "Drawn characters castbook has never seen"): castbook's own descriptor
@@ -47,6 +50,7 @@ from eval_data import EVAL_DIR, labelled
 from castbook.evaluation import appearance
 from castbook.evaluation.calibrate import fit_logistic, roc_auc
 from castbook.evaluation.features import load_for_scoring
+from castbook.evaluation.reference_set import SET_RULE, centroid, set_cosine
 
 
 def load() -> tuple[list, np.ndarray]:
@@ -176,37 +180,86 @@ def training_pairs(sim: np.ndarray, ids: np.ndarray, train: np.ndarray):
     return sim[a, b], ids[a] == ids[b]
 
 
+RULES = ("max", "top2", "mean", "centroid", SET_RULE)
+
+
+def set_value(
+    rule: str, scores: np.ndarray, x: np.ndarray, q: int, refs: np.ndarray, curve
+) -> float:
+    """A character's value for query ``q`` under a set rule: its references' calibrated
+    ``scores`` ("max": the best, castbook's rule before; "top2": the mean of the best two;
+    "mean": of all), or on cosines of the unit vectors ``x`` ("centroid": the references'
+    centroid alone; SET_RULE: castbook's rule, castbook.evaluation.reference_set)."""
+    s = np.sort(scores)[::-1]
+    if rule == "max" or (len(s) == 1 and rule in ("top2", "mean")):
+        return float(s[0])
+    if rule == "top2":
+        return float(s[:2].mean())
+    if rule == "mean":
+        return float(s.mean())
+    cosines = x[refs] @ x[q]
+    centre = float(centroid(x[refs]) @ x[q])
+    cosine = centre if rule == "centroid" else float(set_cosine(cosines.max(), centre))
+    return float(curve(np.clip(0.5 * (1.0 + cosine), 0.0, 1.0)))
+
+
 def top1(
     score: np.ndarray,
+    x: np.ndarray,
+    curve,
     ids: np.ndarray,
     held: str,
     per_identity: int,
-    rule: str,
+    rules: tuple[str, ...],
     rng: np.random.Generator,
     draws: int = 50,
-) -> tuple[int, int]:
-    chars = list(np.unique(ids))
-    members = {c: np.flatnonzero(ids == c) for c in chars}
-    right = asked = 0
+    library: np.ndarray | None = None,
+) -> dict[str, tuple[int, int]]:
+    """Top-1 of the held-out character's images under each rule, all rules on the same
+    draws of references (a paired comparison). ``library``: the characters' images that
+    may be drawn as references and asked (all by default)."""
+    pool = np.ones(len(ids), dtype=bool) if library is None else library
+    chars = list(np.unique(ids[pool]))
+    members = {c: np.flatnonzero((ids == c) & pool) for c in chars}
+    tally = {rule: [0, 0] for rule in rules}
     for _ in range(draws):
         refs = {c: rng.choice(members[c], per_identity, replace=False) for c in chars}
         for q in members[held]:
             if q in refs[held]:
                 continue
-            best, best_score = None, -np.inf
-            for c in chars:
-                s = np.sort(score[q, refs[c]])[::-1]
-                if rule == "max" or len(s) == 1:
-                    value = s[0]
-                elif rule == "mean":
-                    value = s.mean()
-                else:
-                    value = s[:2].mean()
-                if value > best_score:
-                    best, best_score = c, value
-            asked += 1
-            right += best == held
-    return right, asked
+            for rule in rules:
+                values = [set_value(rule, score[q, refs[c]], x, q, refs[c], curve) for c in chars]
+                tally[rule][0] += chars[int(np.argmax(values))] == held
+                tally[rule][1] += 1
+    return {rule: (r, a) for rule, (r, a) in tally.items()}
+
+
+def choose_rule(
+    hists: dict, ids: np.ndarray, train: np.ndarray, method: Method, rules: tuple[str, ...]
+) -> str:
+    """The set rule with the best inner leave-one-character-out top-1 (3 references) on
+    ``train``: the prior and calibration fitted on three characters, the fourth asked."""
+    rng = np.random.default_rng(1)
+    totals = dict.fromkeys(rules, 0)
+    for inner in np.unique(ids[train]):
+        fit = train & (ids != inner)
+        x = method.vectors(hists, ids, fit)
+        curve = calibration_curve(np.clip(0.5 * (1.0 + x @ x.T), 0.0, 1.0), ids, fit)
+        score = curve(np.clip(0.5 * (1.0 + x @ x.T), 0.0, 1.0))
+        found = top1(score, x, curve, ids, inner, 3, rules, rng, draws=20, library=train)
+        for rule, (right, _) in found.items():
+            totals[rule] += right
+    return max(rules, key=lambda rule: totals[rule])
+
+
+def calibration_curve(sim: np.ndarray, ids: np.ndarray, fit: np.ndarray):
+    values, labels = training_pairs(sim, ids, fit)
+    fitted = fit_logistic(values.tolist(), labels.tolist())
+
+    def curve(x):
+        return 100.0 / (1.0 + np.exp(-np.clip(fitted.intercept + fitted.slope * x, -60, 60)))
+
+    return curve
 
 
 SNORM = False
@@ -223,38 +276,55 @@ def s_norm(sim: np.ndarray, ids: np.ndarray, cohort: np.ndarray) -> np.ndarray:
     return 0.5 * (z + z.T)
 
 
-def evaluate(hists: dict, ids: np.ndarray, grid: list[Method], *, detail: bool) -> dict:
-    """Outer leave-one-character-out: choose and fit without c, measure on c."""
+def evaluate(
+    hists: dict,
+    ids: np.ndarray,
+    grid: list[Method],
+    *,
+    detail: bool,
+    rules: tuple[str, ...] = RULES,
+    choose_rules: tuple[str, ...] = (),
+) -> dict:
+    """Outer leave-one-character-out: choose and fit without c, measure on c. Every rule
+    is measured on the same draws of references; ``choose_rules``: also "chosen", the rule
+    among them picked inside each fold (``choose_rule``)."""
     rng = np.random.default_rng(0)
     same_all, diff_all = [], []
-    hits = {(k, r): [0, 0] for k in (1, 3) for r in ("max", "top2", "mean")}
-    chosen = []
+    measured = rules + (("chosen",) if choose_rules else ())
+    hits = {(k, r): [0, 0] for k in (1, 3) for r in measured}
+    chosen, chosen_rules = [], []
     everyone = np.ones(len(ids), dtype=bool)
     for held in np.unique(ids):
         train = ids != held
         method = grid[0] if len(grid) == 1 else choose(hists, ids, train, grid)
         chosen.append(method)
-        sim = method.similarity(hists, ids, train)
+        x = method.vectors(hists, ids, train)
+        sim = np.clip(0.5 * (1.0 + x @ x.T), 0.0, 1.0)
         if SNORM:
             sim = s_norm(sim, ids, train)
-        values, labels = training_pairs(sim, ids, train)
-        curve = fit_logistic(values.tolist(), labels.tolist())
-        score = 100.0 / (1.0 + np.exp(-np.clip(curve.intercept + curve.slope * sim, -60, 60)))
+        curve = calibration_curve(sim, ids, train)
+        score = curve(sim)
         s, d = held_out_pairs(score, ids, everyone, held)
         same_all.append(s)
         diff_all.append(d)
-        for (k, rule), tally in hits.items():
-            r, a = top1(score, ids, held, k, rule, rng)
-            tally[0] += r
-            tally[1] += a
+        pick = choose_rule(hists, ids, train, method, choose_rules) if choose_rules else None
+        chosen_rules.append(pick)
+        for k in (1, 3):
+            wanted = rules + ((pick,) if pick and pick not in rules else ())
+            found = top1(score, x, curve, ids, held, k, wanted, rng)
+            for rule in measured:
+                r, a = found[pick if rule == "chosen" else rule]
+                hits[k, rule][0] += r
+                hits[k, rule][1] += a
         if detail:
-            print(f"    without {held:<22} {method}  AUC {roc_auc(s, d):.3f}")
+            print(f"    without {held:<22} {method}  AUC {roc_auc(s, d):.3f}  rule {pick}")
     same, diff = np.concatenate(same_all), np.concatenate(diff_all)
     return {
         "auc": roc_auc(same, diff),
         "top1": {key: 100.0 * r / a for key, (r, a) in hits.items()},
         "queries": {key: a for key, (r, a) in hits.items()},
         "chosen": chosen,
+        "chosen_rules": chosen_rules,
     }
 
 
@@ -262,8 +332,21 @@ def report(name: str, result: dict) -> None:
     t = result["top1"]
     print(
         f"{name:<34} AUC {result['auc']:.3f}   top-1 1 ref {t[1, 'max']:5.1f} %   "
-        f"3 refs max {t[3, 'max']:5.1f} %  top2 {t[3, 'top2']:5.1f} %  mean {t[3, 'mean']:5.1f} %"
+        f"3 refs max {t[3, 'max']:5.1f} %  top2 {t[3, 'top2']:5.1f} %  "
+        f"{SET_RULE} {t[3, SET_RULE]:5.1f} %"
     )
+
+
+def report_rules(result: dict) -> None:
+    """Each set rule's top-1, measured on the same draws."""
+    t, q = result["top1"], result["queries"]
+    for rule in sorted({rule for _, rule in t}, key=lambda r: (r == "chosen", r)):
+        print(
+            f"  {rule:<14} top-1 1 ref {t[1, rule]:5.1f} % ({q[1, rule]})   "
+            f"3 refs {t[3, rule]:5.1f} % ({q[3, rule]})"
+        )
+    if any(result["chosen_rules"]):
+        print("  chosen inside each fold:", result["chosen_rules"])
 
 
 def main() -> int:
@@ -274,6 +357,11 @@ def main() -> int:
     parser.add_argument("--snorm", action="store_true", help="S-norm against a cohort")
     parser.add_argument("--choose-among", help="pick one block by name prefix, nested")
     parser.add_argument("--combos", nargs="*", help="indices into COMBOS")
+    parser.add_argument(
+        "--set-rules",
+        action="store_true",
+        help="the shipped descriptor under each set rule, and the rule chosen inside folds",
+    )
     args = parser.parse_args()
     if not (EVAL_DIR / "anime" / "labels.csv").is_file():
         print(f"{EVAL_DIR} is absent: nothing to measure (ok).")
@@ -283,6 +371,14 @@ def main() -> int:
     SNORM = args.snorm
     images, ids = load()
     candidates = appearance_candidates()
+    if args.set_rules:
+        rows = block_rows(images, {"appearance": production_histogram})
+        result = evaluate(
+            rows, ids, [Method({"appearance": 1.0})], detail=args.folds_detail, choose_rules=RULES
+        )
+        print(f"set rules (castbook's: {SET_RULE}), AUC of pairs {result['auc']:.3f}:")
+        report_rules(result)
+        return 0
     hists = block_rows(images, candidates)
     print("single blocks (no weights to choose):")
     for name in candidates if args.singles else ():
@@ -316,6 +412,9 @@ COMBOS = [
     ("global (appearance-v1)", "whole uniform"),
     ("global (appearance-v1)", "eye band .45-.7 |x|<.35", "upper y<0.5", "bottom y>.75"),
     ("global (appearance-v1)", "eye band .45-.7 |x|<.35", "whole uniform", "sides |x|>.3 y>.3"),
+    ("production", "co-occurrence"),
+    ("production", "silhouette 8x8"),
+    ("production", "upper foreground"),
 ]
 
 
@@ -486,6 +585,69 @@ def skin_suppressed(hues: int, floor: float, power: float, keep: float = 0.25):
     return fine_histogram(hues, floor=floor, power=power, skin=keep)
 
 
+def colour_labels(image, hues: int = 12) -> tuple[np.ndarray, int]:
+    """Each pixel's colour as one of ``hues`` × 2 saturations × 2 values, or 4 greys."""
+    rgb = appearance._to_pixels(image)
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    value = rgb.max(1)
+    chroma = value - rgb.min(1)
+    safe = np.where(chroma > 0, chroma, 1.0)
+    hue = np.where(
+        value == r,
+        np.mod((g - b) / safe, 6.0),
+        np.where(value == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    hue_bin = np.floor(np.mod(hue / 6.0, 1.0) * hues).astype(int) % hues
+    saturated = (chroma / np.where(value > 0, value, 1.0) > 0.5).astype(int)
+    bright = (value > 0.6).astype(int)
+    grey = hues * 4 + np.minimum((value * 4).astype(int), 3)
+    label = np.where(chroma > 0.08, (hue_bin * 2 + saturated) * 2 + bright, grey)
+    side = appearance.DESCRIPTOR_SIDE
+    return label.reshape(side, side), hues * 4 + 4
+
+
+def cooccurrence(image, distances: tuple[int, ...] = (1, 2, 4)) -> np.ndarray:
+    """Which colours touch (hair next to a ribbon, eyes next to skin): counts of unlike
+    neighbouring colour pairs at a few distances, weighted by the centred mask."""
+    label, n = colour_labels(image)
+    mask = appearance._mask_for(appearance.DESCRIPTOR_SIDE).reshape(label.shape)
+    counts = np.zeros((n, n))
+    for d in distances:
+        for a, b, wa, wb in (
+            (label[:, :-d], label[:, d:], mask[:, :-d], mask[:, d:]),
+            (label[:-d], label[d:], mask[:-d], mask[d:]),
+        ):
+            unlike = a != b
+            np.add.at(counts, (a[unlike], b[unlike]), (wa * wb)[unlike])
+    counts = counts + counts.T
+    pairs = counts[np.triu_indices(n)]
+    return pairs / max(pairs.sum(), 1e-12)
+
+
+@not_histogram
+def silhouette(image, cells: int = 8, scale: float = 0.25) -> np.ndarray:
+    """The character's outline: how unlike the border's colours each cell of a grid is
+    (hair shape, twin tails, bows), mirrored halves averaged."""
+    rgb = small_rgb(image)
+    side = rgb.shape[0]
+    unlike = np.clip(border_distance(rgb) / scale, 0, 1).reshape(side, side)
+    k = side // cells
+    grid = unlike[: k * cells, : k * cells].reshape(cells, k, cells, k).mean(axis=(1, 3))
+    grid = 0.5 * (grid + grid[:, ::-1])
+    return grid[:, : cells // 2].ravel()
+
+
+def upper_foreground(image) -> np.ndarray:
+    """castbook's histogram of the upper half's pixels unlike the border (the hair's colour
+    where the hair is, without the background)."""
+    rgb = small_rgb(image)
+    side = rgb.shape[0]
+    unlike = np.clip(border_distance(rgb) / 0.25, 0.05, 1.0)
+    rows = (np.arange(side) + 0.5) / side
+    upper = np.repeat(np.clip((0.55 - rows) / 0.1 + 0.5, 0, 1), side)
+    return masked_histogram_with(production_histogram, image, unlike * upper)
+
+
 def production_histogram(image) -> np.ndarray:
     """castbook's own appearance histogram (appearance.APPEARANCE_VERSION)."""
     return appearance._histogram(image)
@@ -515,6 +677,9 @@ def appearance_candidates() -> dict:
         "centre24": region_config(region(0.2, 0.8, 0.0, 0.3), 24, 0.05, 0.7),
         "whole24": region_config(np.ones(appearance.DESCRIPTOR_SIDE**2), 24, 0.05, 0.7),
         "layout 6x6": layout,
+        "co-occurrence": cooccurrence,
+        "silhouette 8x8": silhouette,
+        "upper foreground": upper_foreground,
         "hog 4x4": hog,
         "hue24": fine_histogram(24),
         "hue24 p.7": fine_histogram(24, power=0.7),

@@ -75,15 +75,28 @@ def synthetic_library(
     return appearance.astype(np.float32), faces.astype(np.float32), has_face
 
 
-def entries(appearance: np.ndarray, faces: np.ndarray, has_face: np.ndarray) -> list:
+def entries(
+    appearance: np.ndarray,
+    faces: np.ndarray,
+    has_face: np.ndarray,
+    references: int = 1,
+    rng: np.random.Generator | None = None,
+) -> list:
+    """Each character's ``references`` reference images: its vectors, and for a second or
+    third reference the same character in another picture (a query's noise)."""
     empty = np.zeros((0, 128), dtype=np.float32)
-    return [
-        (
-            f"c{i:07d}",
-            IdentityVectors(appearance[i], faces[i : i + 1] if has_face[i] else empty),
-        )
-        for i in range(len(appearance))
-    ]
+    made = []
+    for i in range(len(appearance)):
+        for r in range(references):
+            a, f = appearance[i], faces[i : i + 1]
+            if r and rng is not None:
+                a = a + rng.normal(scale=APPEARANCE_NOISE * QUERY_SHRINK, size=DIMENSIONS)
+                a = (a / np.linalg.norm(a)).astype(np.float32)
+                f = (f + rng.normal(scale=FACE_NOISE * QUERY_SHRINK, size=f.shape)).astype(
+                    np.float32
+                )
+            made.append((f"c{i:07d}", IdentityVectors(a, f if has_face[i] else empty)))
+    return made
 
 
 def queries(
@@ -236,7 +249,16 @@ def main() -> None:
         help="build and measure the ANN index only up to this many characters (its build "
         "takes minutes per 100 000 on 2 busy cores)",
     )
+    parser.add_argument(
+        "--references",
+        type=int,
+        default=1,
+        help="reference images per character (more than one: their set counts, "
+        "castbook.evaluation.reference_set)",
+    )
     args = parser.parse_args()
+    if args.references < 1:
+        parser.error(f"--references must be at least 1, got {args.references}")
     require_eval_dir()
     print(f"cores: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rng = np.random.default_rng(0)
@@ -246,10 +268,11 @@ def main() -> None:
         appearance, faces, has_face = synthetic_library(real, size, rng)
         chosen, asked = queries(appearance, faces, has_face, args.queries, rng)
         started = time.perf_counter()
-        index = IdentityIndex(entries(appearance, faces, has_face))
+        index = IdentityIndex(entries(appearance, faces, has_face, args.references, rng))
         built = time.perf_counter() - started
         print(
-            f"\n== {size:,} characters ({int(has_face.sum()):,} with a face), {len(asked)} queries"
+            f"\n== {size:,} characters ({int(has_face.sum()):,} with a face), "
+            f"{args.references} reference(s) each, {len(asked)} queries"
         )
         print(f"  exact index built in {built:.1f} s")
         exact, exact_times = timed(index, asked, exact=True)

@@ -173,7 +173,9 @@ def test_scorer_takes_images_and_features_like_the_module_level_score(
         assert [s.to_json() for s in own.score(features, candidates)] == expected
         assert [s.to_json() for s in own.score([features], iter(candidates))] == expected
     mixed = scorer.score([character(**BOB), features], [scorer.features(candidates[0])])
-    assert mixed[0].reference == 1 and mixed[0].score == expected[0]["score"]
+    # The references count as a set (reference_set): Bob's drawing among them pulls the score
+    # a little below the Alice reference's alone; the best-matching reference is named.
+    assert mixed[0].reference == 1 and 90 < mixed[0].score < expected[0]["score"]
     assert mixed[0].source == "candidate 1"
     array = scorer.score(np.asarray(character(**ALICE)), candidates)  # one array, one reference
     assert [s.score for s in array] == [s["score"] for s in expected]

@@ -3,27 +3,32 @@
 A character's reference images are kept as vectors (:class:`IdentityVectors`: the appearance
 descriptor and the face embeddings the headline score compares). A query is scored against
 every reference with the headline score's own rule and calibration — the face distance when
-both show a face, the appearance similarity otherwise — and a character counts with its
-best-matching reference (its references are a set, as in :meth:`Scorer.score_one`). So the
-score identify reports for a character is the score ``castbook eval --character`` gives.
+both show a face, the appearance similarity otherwise — and a character's references count
+as a set (:func:`castbook.evaluation.scoring.compare_to_set`: by face the best one, by
+appearance the best one's cosine averaged with the centroid's). So the score identify
+reports for a character is the score ``castbook eval --character`` gives.
 
-Exact search is two matrix products over the stored vectors (numpy); in a large library
-only the references whose raw measure can rank are scored. Above :data:`ANN_FROM`
+Exact search is two matrix products over the stored vectors (numpy) and a few segment
+reductions per character (the centroid's cosine is the sum of the references' cosines over
+the length of their sum, kept per character); in a large library only the characters whose
+raw measure can rank are put through the calibration curves. Above :data:`ANN_FROM`
 references an approximate nearest-neighbour index (usearch HNSW, one for faces, one for
-appearance) proposes candidates and the exact rule rescores them; ``benchmarks/identify.py``
-measures its recall against exact search.
+appearance) proposes characters and the exact rule rescores them with all their references;
+``benchmarks/identify.py`` measures its recall against exact search.
 
 "No known character": the best score must reach the open-set threshold of its basis,
 :data:`OPEN_SET_THRESHOLDS`: the score that only :data:`OPEN_SET_FALSE_MATCH_RATE` (1 %) of
-different-identity pairs of the calibration images reach (``benchmarks/eval_quality.py``
-prints them; refit both when ``calibration.json`` changes).
+the calibration images' scores against a different identity reach — by face per pair, by
+appearance against another character's three references as a set
+(``benchmarks/eval_quality.py`` prints them; refit both when ``calibration.json`` or the
+set rule changes).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +36,7 @@ import numpy as np
 
 from castbook.errors import InvalidInputError
 from castbook.evaluation.appearance import DIMENSIONS
+from castbook.evaluation.reference_set import set_cosine
 from castbook.evaluation.scoring import Calibration, default_calibration
 
 if TYPE_CHECKING:
@@ -50,11 +56,15 @@ __all__ = [
 log = logging.getLogger("castbook.evaluation")
 
 FACE_DIMENSIONS = 128
-# Different-identity pairs of ../shared/eval that reach these scores: 1 % (faces/: 1 690
-# pairs of 13 people; anime/: 2 729 pairs of 5 characters). Same-identity pairs reaching
-# them: 100 % of photos, 46 % of single anime crops (best-of-references helps).
+# The scores that 1 % of wrong answers reach (benchmarks/eval_quality.py). Face: of the
+# different-identity pairs of ../shared/eval/faces (1 690 pairs of 13 people; one reference
+# per person). Appearance: of a query's scores against another character whose three
+# references count as a set (reference_set; anime/, 5 characters, 13 600 scores in 50
+# draws); a character with one reference passes fewer (0.7 %), with two 0.8 %. Same-identity
+# queries reaching them: 100 % of photos; of anime crops 45 % against one reference, 63 %
+# against three.
 OPEN_SET_FALSE_MATCH_RATE = 0.01
-OPEN_SET_THRESHOLDS = {"face": 40.9, "appearance": 91.4}
+OPEN_SET_THRESHOLDS = {"face": 40.9, "appearance": 92.7}
 # Below this many references exact search meets the goal (a million: 46 ms of CPU, 97 ms
 # wall at load 10 on 2 cores, benchmarks/identify.py); above it the ANN index proposes
 # candidates, once its graph is built (over an hour of both cores for a million here).
@@ -62,7 +72,7 @@ ANN_FROM = 1_000_000
 # Candidates the ANN index proposes per basis, as a multiple of ``top`` (then rescored).
 _ANN_CANDIDATES = 8
 # Exact search scores every reference up to this many; above, only those whose raw measure
-# can put their character in the top (the rest cannot: see IdentityIndex._exact_candidates).
+# can put their character in the top (the rest cannot: see IdentityIndex._character_scores).
 _SCORE_ALL_UP_TO = 50_000
 # Extra candidates beyond the bound, for scores that tie once rounded to 2 decimals.
 _TIE_MARGIN = 64
@@ -193,6 +203,23 @@ class IdentityIndex:
         )
         self._face_owners = self._face_ref[self._face_segments]
         self._most_references = int(np.diff(np.r_[self._char_starts, len(ids)]).max()) if ids else 0
+        # A character's references count as a set by appearance (reference_set): the length
+        # of the sum of its appearance vectors, over all of them (a query without a face) and
+        # over those without a face (a query with one: the others are compared by face).
+        self._has_face = np.zeros(len(ids), dtype=bool)
+        self._has_face[self._face_ref] = True
+        # References per character: all of them (a query without a face compares every one
+        # by appearance), and those without a face (a query with one: the others go by face).
+        self._sizes = {
+            False: np.diff(np.r_[self._char_starts, len(ids)]).astype(np.int64),
+            True: np.add.reduceat((~self._has_face).astype(np.int64), self._char_starts)
+            if ids
+            else np.zeros(0, dtype=np.int64),
+        }
+        self._sum_norm = {
+            False: _segment_norms(self._appearance, self._char_starts, None),
+            True: _segment_norms(self._appearance, self._char_starts, ~self._has_face),
+        }
         self._ann_from = ann_from
         self._ann: dict[str, Any] | None = None
         self._ann_lock = threading.Lock()
@@ -212,13 +239,13 @@ class IdentityIndex:
         return self.references >= self._ann_from
 
     def appearance_score(self, query: IdentityVectors, match: IdentityMatch) -> float:
-        """The appearance score (0-100) of ``query`` against the reference a match names,
-        whatever the match's basis: what a face match is checked against when a false match
-        costs more than a missed one."""
-        ref = int(self._char_starts[self._position[match.character_id]]) + match.reference
-        cosine = float(self._appearance[ref] @ query.appearance.astype(np.float32))
-        similarity = np.clip(np.asarray([0.5 * (1.0 + cosine)]), 0.0, 1.0)
-        return round(float(_logistic(self.calibration.appearance, similarity)[0]), 2)
+        """The appearance score (0-100) of ``query`` against the character a match names,
+        its references as a set, whatever the match's basis: what a face match is checked
+        against when a false match costs more than a missed one."""
+        character = np.asarray([self._position[match.character_id]])
+        appearance_only = IdentityVectors(query.appearance, None)
+        _, scores, _, _ = self._character_scores(appearance_only, character)
+        return round(float(scores[0]), 2)
 
     def search(
         self,
@@ -238,57 +265,100 @@ class IdentityIndex:
         # background), searches are exact.
         use_exact = not (self.approximate and self._ann_ready()) if exact is None else exact
         wanted = top + len(exclude)
-        if not use_exact:
-            refs = self._ann_candidates(query, wanted)
-        elif self.references > _SCORE_ALL_UP_TO:
-            refs = self._exact_candidates(query, wanted)
-        else:
-            refs = None
-        scores, basis = self._reference_scores(query, refs)
-        return self._best_characters(scores, basis, refs, top, exclude)
-
-    def _exact_candidates(self, query: IdentityVectors, wanted: int) -> np.ndarray:
-        """Every reference that can be some top-``wanted`` character's best, found on the raw
-        measures (the score is monotonic in each), so only they are scored: a character
-        ranked in the top ``wanted`` has fewer than ``wanted`` characters above it, each with
-        at most ``_most_references`` references above its best one, in either basis."""
-        keep = wanted * self._most_references + _TIE_MARGIN
-        q = query.appearance.astype(np.float32)
-        similarity = np.einsum("ij,j->i", self._appearance, q)
-        by_face = np.zeros(self.references, dtype=bool)
-        chosen = []
-        if query.faces is not None and len(query.faces) and len(self._faces):
-            distance = self._face_distances(query.faces, None)
-            by_face = np.isfinite(distance)
-            face_refs = np.flatnonzero(by_face)
-            chosen.append(face_refs[_smallest(distance[face_refs], keep)])
-        appearance_refs = np.flatnonzero(~by_face) if by_face.any() else None
-        if appearance_refs is None:
-            chosen.append(_smallest(-similarity, keep))
-        else:
-            chosen.append(appearance_refs[_smallest(-similarity[appearance_refs], keep)])
-        return np.unique(np.concatenate(chosen))
+        characters = None if use_exact else self._ann_candidates(query, wanted)
+        found = self._character_scores(query, characters, bound=wanted if use_exact else None)
+        return self._best_characters(*found, top, exclude)
 
     # ---- exact scoring -------------------------------------------------------------------
 
-    def _reference_scores(
-        self, query: IdentityVectors, refs: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The headline score of each reference (all, or ``refs``) and whether it is a face
-        score; the same rule and calibration as :func:`castbook.evaluation.scoring.compare`."""
+    def _character_scores(
+        self,
+        query: IdentityVectors,
+        characters: np.ndarray | None,
+        *,
+        bound: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[int], int]]:
+        """Each character's headline score against ``query`` (all characters, or
+        ``characters``), with the rule and calibration of
+        :func:`castbook.evaluation.scoring.compare_to_set`: references compared by face
+        count with the best one, those compared by appearance as a set (the best one's
+        cosine and the centroid's, averaged). Returns (characters, unrounded scores, whether
+        by face, a function giving the n-th one's best reference). ``bound``: in a library of
+        more than ``_SCORE_ALL_UP_TO`` references, only the characters whose raw measure can
+        put them among the best ``bound`` (plus ties) are scored: the score is monotonic in each
+        basis's raw measure."""
+        if characters is None:
+            refs, starts, chars = None, self._char_starts, np.arange(len(self.character_ids))
+            sizes, norms = self._sizes, self._sum_norm
+        else:
+            chars = np.unique(characters)
+            refs, starts = self._references_of(chars)
+            sizes = {mode: values[chars] for mode, values in self._sizes.items()}
+            norms = {mode: values[chars] for mode, values in self._sum_norm.items()}
         appearance = self._appearance if refs is None else self._appearance[refs]
         cosine = np.einsum("ij,j->i", appearance, query.appearance.astype(np.float32))
-        similarity = np.clip(0.5 * (1.0 + cosine.astype(np.float64)), 0.0, 1.0)
-        scores = _logistic(self.calibration.appearance, similarity)
-        is_face = np.zeros(len(scores), dtype=bool)
-        if query.faces is not None and len(query.faces) and len(self._faces):
+        count = len(cosine)
+        face_mode = bool(query.faces is not None and len(query.faces) and len(self._faces))
+        # References compared by face (the query shows one, and so do they) leave the
+        # appearance set: their cosine is -inf there, and their distance finite.
+        if face_mode:
             distance = self._face_distances(query.faces, refs)
-            has_face = np.isfinite(distance)
-            scores[has_face] = _logistic(self.calibration.face, distance[has_face])
-            is_face = has_face
-        # Unrounded: characters rank by the curve itself, so two near-identical pictures that
-        # both show as 100.0 still come in order; matches report it rounded, as compare does.
-        return scores, is_face
+            by_face = self._has_face if refs is None else self._has_face[refs]
+            set_cos = np.where(by_face, -np.inf, cosine)
+        else:
+            distance, by_face, set_cos = None, np.zeros(count, dtype=bool), cosine
+        best_distance = distance
+        if self._most_references > 1:  # else every character is one reference: no set
+            best_cosine = np.maximum.reduceat(set_cos, starts)
+            if face_mode:
+                sums = np.add.reduceat(np.where(by_face, 0.0, cosine), starts)
+                best_distance = np.minimum.reduceat(distance, starts)
+            else:
+                sums = np.add.reduceat(cosine, starts)
+            norm = norms[face_mode]
+            centre = np.divide(sums, norm, out=np.zeros_like(sums), where=norm > 1e-12)
+            set_cos = np.where(sizes[face_mode] >= 2, set_cosine(best_cosine, centre), best_cosine)
+        keep = None
+        if bound is not None and self.references > _SCORE_ALL_UP_TO:
+            candidates = [_smallest(-set_cos, bound + _TIE_MARGIN)]
+            if best_distance is not None:
+                candidates.append(_smallest(best_distance, bound + _TIE_MARGIN))
+            keep = np.unique(np.concatenate(candidates))
+        picked = slice(None) if keep is None else keep
+        set_cos = set_cos[picked].astype(np.float64)
+        has_set = np.isfinite(set_cos)
+        similarity = np.clip(0.5 * (1.0 + np.where(has_set, set_cos, 0.0)), 0.0, 1.0)
+        appearance_scores = np.where(
+            has_set, _logistic(self.calibration.appearance, similarity), -np.inf
+        )
+        if best_distance is None:
+            is_face = np.zeros(len(appearance_scores), dtype=bool)
+            scores = appearance_scores
+        else:
+            face_distance = best_distance[picked]
+            has_face = np.isfinite(face_distance)
+            face_scores = np.full(len(face_distance), -np.inf)
+            face_scores[has_face] = _logistic(self.calibration.face, face_distance[has_face])
+            is_face = has_face & (face_scores >= appearance_scores)
+            scores = np.where(is_face, face_scores, appearance_scores)
+        local = np.arange(len(chars)) if keep is None else keep
+        ends = np.r_[starts[1:], count]
+
+        def best_reference(n: int) -> int:
+            """The n-th returned character's best reference in its winning basis (the first
+            of ties), as a position in the whole index: found for the few characters
+            answered only, not for every character scored."""
+            first, last = starts[local[n]], ends[local[n]]
+            if is_face[n]:
+                assert distance is not None  # a face score needs face distances
+                measure = -distance[first:last]
+            else:
+                measure = np.where(by_face[first:last], -np.inf, cosine[first:last])
+            segment = np.where(by_face[first:last] == is_face[n], measure, -np.inf)
+            best = int(first + np.argmax(segment))
+            return best if refs is None else int(refs[best])
+
+        return chars[local], scores, is_face, best_reference
 
     def _face_distances(self, query_faces: np.ndarray, refs: np.ndarray | None) -> np.ndarray:
         """Each reference's smallest distance between one of its faces and a query face
@@ -318,67 +388,53 @@ class IdentityIndex:
 
     def _best_characters(
         self,
+        chars: np.ndarray,
         scores: np.ndarray,
-        basis: np.ndarray,
-        refs: np.ndarray | None,
+        is_face: np.ndarray,
+        best_reference: Callable[[int], int],
         top: int,
         exclude: Collection[str],
     ) -> list[IdentityMatch]:
-        ref_ids = np.arange(self.references) if refs is None else refs
-        characters = self._ref_character[ref_ids]
-        if refs is None:
-            # References are in character order: each character's best is a segment's max,
-            # found without sorting the whole library.
-            best = np.maximum.reduceat(scores, self._char_starts)
-            chosen = np.arange(len(best))
-        else:
-            order = np.lexsort((-scores, characters))
-            firsts = order[np.r_[True, characters[order][1:] != characters[order][:-1]]]
-            best, chosen = scores[firsts], characters[firsts]
+        positions = np.flatnonzero(np.isfinite(scores))
         if exclude:
             excluded = [self._position[c] for c in exclude if c in self._position]
-            keep = ~np.isin(chosen, excluded)
-            best, chosen = best[keep], chosen[keep]
-        if len(chosen) > top:
-            cut = np.argpartition(-best, top - 1)[:top]
+            positions = positions[~np.isin(chars[positions], excluded)]
+        if len(positions) > top:
+            cut = np.argpartition(-scores[positions], top - 1)[:top]
             # Ties at the cut: keep every character scoring as the last one kept.
-            keep = best >= best[cut].min()
-            best, chosen = best[keep], chosen[keep]
+            positions = positions[scores[positions] >= scores[positions[cut]].min()]
         # Best first; ties by id (character_ids are sorted).
-        ranked_characters = chosen[np.lexsort((chosen, -best))][:top]
-        ranked = [self._best_reference(c, scores, ref_ids, characters) for c in ranked_characters]
-        return [
-            IdentityMatch(
-                character_id=self.character_ids[characters[i]],
-                score=round(float(scores[i]), 2),
-                basis="face" if basis[i] else "appearance",
-                reference=int(self._ref_position[ref_ids[i]]),
-                label=None if self._labels is None else self._labels[int(ref_ids[i])],
+        ranked = positions[np.lexsort((chars[positions], -scores[positions]))][:top]
+        matches = []
+        for n in ranked:
+            ref = best_reference(int(n))
+            matches.append(
+                IdentityMatch(
+                    character_id=self.character_ids[chars[n]],
+                    score=round(float(scores[n]), 2),
+                    basis="face" if is_face[n] else "appearance",
+                    reference=int(self._ref_position[ref]),
+                    label=None if self._labels is None else self._labels[ref],
+                )
             )
-            for i in ranked
-        ]
+        return matches
 
-    def _best_reference(
-        self, character: int, scores: np.ndarray, ref_ids: np.ndarray, characters: np.ndarray
-    ) -> int:
-        """The position (in ``scores``) of the character's best reference, the first of ties."""
-        if len(ref_ids) == self.references:
-            start = self._char_starts[character]
-            end = (
-                self._char_starts[character + 1]
-                if character + 1 < len(self._char_starts)
-                else self.references
-            )
-            return int(start + np.argmax(scores[start:end]))
-        positions = np.flatnonzero(characters == character)
-        return int(positions[np.argmax(scores[positions])])
+    def _references_of(self, chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The references of ``chars`` (sorted character positions), and where each
+        character's run starts among them."""
+        firsts = self._char_starts[chars]
+        ends = np.r_[self._char_starts[1:], self.references][chars]
+        sizes = ends - firsts
+        starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+        refs = np.repeat(firsts - starts, sizes) + np.arange(int(sizes.sum()))
+        return refs.astype(np.int64), starts
 
     # ---- approximate search --------------------------------------------------------------
 
     def _ann_candidates(self, query: IdentityVectors, top: int) -> np.ndarray:
-        """References the ANN indexes propose: the nearest by appearance and by face,
-        ``_ANN_CANDIDATES`` × top of each (a character's other references are not needed:
-        its best one is what counts)."""
+        """Characters the ANN indexes propose: those of the nearest references by appearance
+        and by face, ``_ANN_CANDIDATES`` × top of each; each is then scored exactly with all
+        its references (a set)."""
         indexes = self._ann_indexes()
         wanted = max(64, _ANN_CANDIDATES * top)
         found = [
@@ -391,7 +447,8 @@ class IdentityIndex:
             for face in query.faces:
                 keys = indexes["face"].search(face.astype(np.float32), count).keys
                 found.append(self._face_ref[keys.astype(np.int64)])
-        return np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in found]))
+        refs = np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in found]))
+        return np.unique(self._ref_character[refs])
 
     def _ann_ready(self) -> bool:
         """Whether the ANN index is built; starts building it in the background if not."""
@@ -448,11 +505,37 @@ def _hnsw(vectors: np.ndarray, metric: str) -> Any:
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
-    """Positions of the ``count`` smallest values, and of every value tying the last one."""
+    """Positions of the ``count`` smallest finite values, and of every value tying the
+    last one (infinite values — no face, no appearance set — are never among them)."""
+    finite = np.isfinite(values)
+    if not finite.all():  # partitioning the finite ones only is the cheaper
+        kept = np.flatnonzero(finite)
+        return kept[_smallest(values[kept], count)]
     if count >= len(values):
         return np.arange(len(values))
     cut = np.partition(values, count - 1)[count - 1]
     return np.flatnonzero(values <= cut)
+
+
+def _segment_norms(
+    vectors: np.ndarray, starts: np.ndarray, mask: np.ndarray | None, block: int = 65_536
+) -> np.ndarray:
+    """The length of each segment's sum of ``vectors`` (rows ``mask`` selects), segments
+    starting at ``starts``; computed a block of segments at a time (a million references'
+    sums at once would be gigabytes)."""
+    norms = np.zeros(len(starts))
+    ends = np.r_[starts[1:], len(vectors)]
+    if len(starts) == len(vectors):  # one vector a segment: its own length
+        lengths = np.sqrt(np.einsum("ij,ij->i", vectors, vectors).astype(np.float64))
+        return lengths if mask is None else lengths * mask
+    for first in range(0, len(starts), block):
+        last = min(first + block, len(starts))
+        rows = vectors[starts[first] : ends[last - 1]].astype(np.float64)
+        if mask is not None:
+            rows = rows * mask[starts[first] : ends[last - 1], None]
+        sums = np.add.reduceat(rows, starts[first:last] - starts[first], axis=0)
+        norms[first:last] = np.sqrt(np.einsum("ij,ij->i", sums, sums))
+    return norms
 
 
 def _logistic(curve: Any, x: np.ndarray) -> np.ndarray:

@@ -39,7 +39,12 @@ from castbook.evaluation.features import (
     features_key,
     load_for_scoring,
 )
-from castbook.evaluation.scoring import Calibration, Comparison, compare, default_calibration
+from castbook.evaluation.scoring import (
+    Calibration,
+    Comparison,
+    compare_to_set,
+    default_calibration,
+)
 
 if TYPE_CHECKING:
     from castbook.evaluation.budget import PixelBudget
@@ -280,9 +285,7 @@ class Scorer:
     def _best(
         self, references: Sequence[ImageFeatures], candidate: ImageFeatures
     ) -> tuple[int, Comparison]:
-        results = [compare(reference, candidate, self.calibration) for reference in references]
-        index = max(range(len(results)), key=lambda i: results[i].score)
-        return index, results[index]
+        return compare_to_set(references, candidate, self.calibration)
 
     def _score_video(
         self,
@@ -462,7 +465,8 @@ def score(
     """Score every candidate 0–100 against the reference image(s).
 
     ``reference`` is one image or a list of them (a character's views: each candidate is
-    scored against its best-matching reference). Images are paths, bytes, PIL images or
+    scored against them as a set, :func:`castbook.evaluation.scoring.compare_to_set`; the
+    score's ``reference`` is the best-matching one). Images are paths, bytes, PIL images or
     RGB arrays, or their :class:`ImageFeatures` computed before; in-memory images are used as
     they are, never re-encoded. A candidate that cannot be read becomes a ``Score`` with
     ``error`` set; an unreadable reference raises. ``Scorer.score`` takes the same arguments.

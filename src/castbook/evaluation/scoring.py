@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from castbook.evaluation.features import ImageFeatures
+import numpy as np
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "Comparison", "Logistic", "compare"]
+from castbook.errors import InvalidInputError
+from castbook.evaluation.features import ImageFeatures
+from castbook.evaluation.reference_set import centroid, set_cosine
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "Calibration",
+    "Comparison",
+    "Logistic",
+    "compare",
+    "compare_to_set",
+]
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -99,6 +111,43 @@ def compare(
     if "face" in components:
         return Comparison(components["face"], "face", components)
     return Comparison(components["appearance"], "appearance", components)
+
+
+def compare_to_set(
+    references: Sequence[ImageFeatures],
+    candidate: ImageFeatures,
+    calibration: Calibration | None = None,
+) -> tuple[int, Comparison]:
+    """A candidate against a character's references as a set: which reference matches best
+    (its position) and the character's comparison.
+
+    Each reference is compared as :func:`compare` does. The references compared by face
+    count with the best of them; those compared by appearance count as a set
+    (:mod:`castbook.evaluation.reference_set`: the best one's cosine and the centroid's,
+    averaged, then calibrated). The character's score is the higher of the two; its
+    components are the winning reference's, with ``appearance`` the set's score. With one
+    reference this is :func:`compare`.
+    """
+    if not references:
+        raise InvalidInputError("a character needs at least one reference to compare with")
+    calibration = calibration or default_calibration()
+    results = [compare(reference, candidate, calibration) for reference in references]
+    by_appearance = [i for i, result in enumerate(results) if result.basis == "appearance"]
+    if len(by_appearance) <= 1:  # no set: the best reference, the first of ties
+        index = max(range(len(results)), key=lambda i: results[i].score)
+        return index, results[index]
+    by_face = [i for i, result in enumerate(results) if result.basis == "face"]
+    best_face = max(by_face, key=lambda i: results[i].score) if by_face else None
+    query = np.asarray(candidate.appearance.values, dtype=np.float64)
+    rows = np.asarray([references[i].appearance.values for i in by_appearance], dtype=np.float64)
+    cosines = rows @ query
+    best = by_appearance[int(np.argmax(cosines))]
+    cosine = float(set_cosine(cosines.max(), centroid(rows) @ query))
+    score = round(calibration.appearance(min(1.0, max(0.0, 0.5 * (1.0 + cosine)))), 2)
+    if best_face is not None and results[best_face].score >= score:
+        return best_face, results[best_face]
+    components = {**results[best].components, "appearance": score}
+    return best, Comparison(score, "appearance", components)
 
 
 def _face_distance(reference: ImageFeatures, candidate: ImageFeatures) -> float | None:
