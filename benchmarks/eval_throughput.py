@@ -329,9 +329,9 @@ def breakdown(scorer: Scorer, paths: list[str]) -> dict[str, float]:
         height, width = pixels.shape[:2]
         rects: list = []
         passes = 0
-        for scale in embedder._scales(max(height, width)):
+        for scale, levels in embedder._passes(max(height, width)):
             passes += 1
-            rects = embedder._detect(pixels, picture, scale)
+            rects = embedder._detect(pixels, picture, scale, levels)
             if rects:
                 break
         started = took("detection", started)
