@@ -323,7 +323,7 @@ def breakdown(scorer: Scorer, paths: list[str]) -> tuple[dict[str, float], str]:
 
     for path in paths:
         started = time.process_time()
-        loaded = load_for_scoring(path, name=path, full=True)
+        loaded = load_for_scoring(path, name=path, full=True, face_embedder=embedder)
         started = took("decode", started)
         extract_features(loaded)
         started = took("hashes+appearance", started)
@@ -333,7 +333,7 @@ def breakdown(scorer: Scorer, paths: list[str]) -> tuple[dict[str, float], str]:
         passes = 0
         for scale, levels in embedder._passes(max(height, width)):
             passes += 1
-            rects = embedder._detect(pixels, picture, scale, levels)
+            rects = embedder._detect(pixels, picture, scale, levels, loaded.reduced_by)
             if rects:
                 break
         started = took("detection", started)

@@ -340,9 +340,9 @@ def test_fast_pass_finds_a_large_face_and_falls_back_for_a_small_one(
     scales: list[float] = []
     detect = embedder._detect
 
-    def spy(pixels, picture, scale, levels):  # type: ignore[no-untyped-def]
+    def spy(pixels, picture, scale, levels, reduced):  # type: ignore[no-untyped-def]
         scales.append(scale)
-        return detect(pixels, picture, scale, levels)
+        return detect(pixels, picture, scale, levels, reduced)
 
     monkeypatch.setattr(embedder, "_detect", spy)
     # A face filling the picture: the 256 px pass finds it, and nothing else runs.
@@ -407,6 +407,32 @@ def test_a_detector_stored_another_way_searches_every_level(
     assert len(detector(large, 0)) == 1
     assert "unknown layout" in caplog.text
     faces._warn_full_pyramid.cache_clear()
+
+
+def test_the_scorer_shrinks_a_picture_once_for_detection_and_hashes(
+    embedder: FaceEmbedder, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castbook.evaluation.features import load_for_scoring
+
+    assert embedder.first_reduce_factor(1024, 1024) == 4
+    assert embedder.first_reduce_factor(1000, 800) is None  # 1000/256: not a whole factor
+    assert FaceEmbedder(fast_side=None).first_reduce_factor(2048, 1024) == 4
+    picture = _on_canvas(open_photo(photo_dir, "img18.jpg"), 1024)
+    loaded = load_for_scoring(picture, name="p", full=True, face_embedder=embedder)
+    assert list(loaded.reduced_by) == [4]
+    assert loaded.reduced_by[4].tobytes() == picture.reduce(4).tobytes()
+    assert loaded.reduced.tobytes() == picture.reduce(4).reduce(2).tobytes()
+    # Detection searches that copy (no shrinking of its own) and finds exactly what it finds
+    # when it makes the copy itself.
+    shrunk: list[float] = []
+    shrink = faces._shrink
+    monkeypatch.setattr(faces, "_shrink", lambda p, s: shrunk.append(s) or shrink(p, s))
+    with_copy = embedder.embed_located([embedder.locate(picture, reduced=loaded.reduced_by)])
+    assert shrunk == []
+    assert with_copy == [embedder.embed(picture)] and shrunk == [0.25]
+    # Without a face embedder (hashes only, or the learned embedding alone) nothing changes.
+    plain = load_for_scoring(picture, name="p", full=True)
+    assert plain.reduced_by == {} and plain.reduced.tobytes() == picture.reduce(8).tobytes()
 
 
 def test_faces_found_before_detect_v3_are_never_reused() -> None:

@@ -272,13 +272,20 @@ class FaceEmbedder:
         """
         return self.embed_located([self.locate(image)])[0]
 
-    def locate(self, image: ImageInput) -> LocatedFaces:
-        """Find and align the faces of ``image`` (as :meth:`embed` takes it), not embed them."""
+    def locate(
+        self, image: ImageInput, *, reduced: Mapping[int, Image.Image] | None = None
+    ) -> LocatedFaces:
+        """Find and align the faces of ``image`` (as :meth:`embed` takes it), not embed them.
+
+        ``reduced``: copies of ``image`` (an RGB Pillow image) the caller has already made
+        with ``image.reduce(factor)``, by factor: a detection pass at exactly ``1/factor``
+        searches that copy instead of making its own (the same pixels, ~1 ms less).
+        """
         pixels, picture = _as_rgb(image)
         height, width = pixels.shape[:2]
         rects: list[tuple[float, float, float, float]] = []
         for scale, levels in self._passes(max(height, width)):
-            rects = self._detect(pixels, picture, scale, levels)
+            rects = self._detect(pixels, picture, scale, levels, reduced)
             if rects:
                 break
         if not rects:
@@ -326,6 +333,12 @@ class FaceEmbedder:
             for i, scale in enumerate(scales)
         ]
 
+    def first_reduce_factor(self, width: int, height: int) -> int | None:
+        """The whole factor by which the first detection pass shrinks a ``width``×``height``
+        picture (``Image.reduce``), or ``None`` when it is not shrunk by a whole factor."""
+        scale = self._passes(max(width, height))[0][0]
+        return _whole_factor(scale)
+
     def _retry_scales(self, longest: int, first: float) -> list[float]:
         """Scales (vs the original) of the retries for small faces, smallest first."""
         scales: list[float] = []
@@ -338,13 +351,18 @@ class FaceEmbedder:
         return scales
 
     def _detect(
-        self, pixels: np.ndarray, picture: Image.Image | None, scale: float, levels: int | None
+        self,
+        pixels: np.ndarray,
+        picture: Image.Image | None,
+        scale: float,
+        levels: int | None,
+        reduced: Mapping[int, Image.Image] | None = None,
     ) -> list[tuple[float, float, float, float]]:
         """Face boxes (left, top, right, bottom; floats, original pixels) found at ``scale``
         in the top ``levels`` of the detector's pyramid (``None``: all).
 
-        Below 1 the original is shrunk with Pillow (``_shrink``); above 1 (a power of two)
-        dlib upsamples.
+        Below 1 the original is shrunk with Pillow (``_shrink``, or the caller's copy in
+        ``reduced`` when the factor is whole); above 1 (a power of two) dlib upsamples.
         """
         upsample = 0
         x_scale = y_scale = 1.0
@@ -354,8 +372,10 @@ class FaceEmbedder:
             from PIL import Image
 
             height, width = pixels.shape[:2]
-            source = picture if picture is not None else Image.fromarray(pixels)
-            small = _shrink(source, scale)
+            factor = _whole_factor(scale)
+            small = (reduced or {}).get(factor) if factor is not None else None
+            if small is None:
+                small = _shrink(picture if picture is not None else Image.fromarray(pixels), scale)
             target = np.asarray(small)
             x_scale, y_scale = small.width / width, small.height / height
         elif scale > 1.0:
@@ -531,6 +551,12 @@ def _pyramid_levels(ratio: float) -> int:
     """How many levels of dlib's pyramid (each 5/6 of the one above) a pass ``ratio`` times
     finer than the one before needs, to reach the face sizes that one began at."""
     return max(1, math.ceil(math.log(ratio) / math.log(6 / 5) - 1e-9))
+
+
+def _whole_factor(scale: float) -> int | None:
+    """``1 / scale`` when it is a whole number of at least 2, else ``None``."""
+    factor = round(1 / scale)
+    return factor if factor >= 2 and abs(1 / scale - factor) < 1e-9 else None
 
 
 def _shrink(picture: Image.Image, scale: float) -> Image.Image:
