@@ -430,6 +430,15 @@ def test_the_scorer_shrinks_a_picture_once_for_detection_and_hashes(
     with_copy = embedder.embed_located([embedder.locate(picture, reduced=loaded.reduced_by)])
     assert shrunk == []
     assert with_copy == [embedder.embed(picture)] and shrunk == [0.25]
+    # A picture that is not searched as it is (here: grey marked transparent, so composited
+    # over white) never takes the caller's copies.
+    keyed = picture.copy()
+    keyed.info["transparency"] = (128, 128, 128)
+    black = {4: Image.new("RGB", (256, 256))}
+    assert embedder.embed_located([embedder.locate(keyed, reduced=black)]) == [
+        embedder.embed(keyed)
+    ]
+    assert embedder.embed(keyed) != []
     # Without a face embedder (hashes only, or the learned embedding alone) nothing changes.
     plain = load_for_scoring(picture, name="p", full=True)
     assert plain.reduced_by == {} and plain.reduced.tobytes() == picture.reduce(8).tobytes()

@@ -279,9 +279,12 @@ class FaceEmbedder:
 
         ``reduced``: copies of ``image`` (an RGB Pillow image) the caller has already made
         with ``image.reduce(factor)``, by factor: a detection pass at exactly ``1/factor``
-        searches that copy instead of making its own (the same pixels, ~1 ms less).
+        searches that copy instead of making its own (the same pixels, ~1 ms less). Ignored
+        when ``image`` itself is not what is searched (another mode, or transparency).
         """
         pixels, picture = _as_rgb(image)
+        if picture is not image:
+            reduced = None
         height, width = pixels.shape[:2]
         rects: list[tuple[float, float, float, float]] = []
         for scale, levels in self._passes(max(height, width)):
