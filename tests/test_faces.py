@@ -340,9 +340,9 @@ def test_fast_pass_finds_a_large_face_and_falls_back_for_a_small_one(
     scales: list[float] = []
     detect = embedder._detect
 
-    def spy(pixels, picture, scale):  # type: ignore[no-untyped-def]
+    def spy(pixels, picture, scale, levels, reduced):  # type: ignore[no-untyped-def]
         scales.append(scale)
-        return detect(pixels, picture, scale)
+        return detect(pixels, picture, scale, levels, reduced)
 
     monkeypatch.setattr(embedder, "_detect", spy)
     # A face filling the picture: the 256 px pass finds it, and nothing else runs.
@@ -359,6 +359,106 @@ def test_fast_pass_finds_a_large_face_and_falls_back_for_a_small_one(
     assert scales == [0.25, 0.5]
     assert small == without_fast_pass.embed(_on_canvas(photo, 400))
     assert small[0].distance(reference) < SAME
+
+
+def test_passes_after_the_first_search_only_the_sizes_it_could_not_find(
+    embedder: FaceEmbedder,
+) -> None:
+    # 1024 px: the 256 px pass searches its whole pyramid, the 512 px pass and the full-size
+    # retry (each twice as fine) the 4 levels (5/6 apart) below the sizes already searched.
+    assert embedder._passes(1024) == [(0.25, None), (0.5, 4), (1.0, 4)]
+    assert FaceEmbedder(fast_side=None)._passes(1024) == [(0.5, None), (1.0, 4)]
+    # 700 px: the retry is full size, 700/512 finer than the 512 px pass: 2 levels.
+    assert embedder._passes(700) == [(256 / 700, None), (512 / 700, 4), (1.0, 2)]
+    # 300 px: no shrinking for the 512 pass; the retry is dlib's 2× upsampling.
+    assert embedder._passes(300) == [(256 / 300, None), (1.0, 1), (2.0, 4)]
+
+
+def test_a_detector_limited_to_the_top_levels_finds_small_faces_only(
+    embedder: FaceEmbedder, photo_dir: Path
+) -> None:
+    import dlib
+    import numpy as np
+
+    photo = open_photo(photo_dir, "img18.jpg")
+    full = faces._new_detector(dlib, None)
+    limited = faces._new_detector(dlib, 4)
+    assert limited is not full and isinstance(limited, type(full))
+    # A ~75 px face on a 512 px picture: in the top 4 levels, found with the same box.
+    small = np.asarray(_on_canvas(photo, 400).reduce(2))
+    assert [str(r) for r in limited(small, 0)] == [str(r) for r in full(small, 0)] != []
+    # A ~200 px face: only levels further down the pyramid see it.
+    large = np.asarray(_on_canvas(photo, 1024).reduce(2))
+    assert len(full(large, 0)) == 1
+    assert len(limited(large, 0)) == 0
+
+
+def test_a_detector_stored_another_way_searches_every_level(
+    photo_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dlib = pytest.importorskip("dlib")
+    import numpy as np
+
+    monkeypatch.setattr(faces, "_ALL_LEVELS", b"not in dlib's bytes")
+    faces._warn_full_pyramid.cache_clear()
+    large = np.asarray(_on_canvas(open_photo(photo_dir, "img18.jpg"), 1024).reduce(2))
+    with caplog.at_level("WARNING", logger=faces.__name__):
+        detector = faces._new_detector(dlib, 4)
+    assert len(detector(large, 0)) == 1
+    assert "unknown layout" in caplog.text
+    faces._warn_full_pyramid.cache_clear()
+
+
+def test_the_scorer_shrinks_a_picture_once_for_detection_and_hashes(
+    embedder: FaceEmbedder, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castbook.evaluation.features import load_for_scoring
+
+    assert embedder.first_reduce_factor(1024, 1024) == 4
+    assert embedder.first_reduce_factor(1000, 800) is None  # 1000/256: not a whole factor
+    assert FaceEmbedder(fast_side=None).first_reduce_factor(2048, 1024) == 4
+    picture = _on_canvas(open_photo(photo_dir, "img18.jpg"), 1024)
+    loaded = load_for_scoring(picture, name="p", full=True, face_embedder=embedder)
+    assert list(loaded.reduced_by) == [4]
+    assert loaded.reduced_by[4].tobytes() == picture.reduce(4).tobytes()
+    assert loaded.reduced.tobytes() == picture.reduce(4).reduce(2).tobytes()
+    # Detection searches that copy (no shrinking of its own) and finds exactly what it finds
+    # when it makes the copy itself.
+    shrunk: list[float] = []
+    shrink = faces._shrink
+    monkeypatch.setattr(faces, "_shrink", lambda p, s: shrunk.append(s) or shrink(p, s))
+    with_copy = embedder.embed_located([embedder.locate(picture, reduced=loaded.reduced_by)])
+    assert shrunk == []
+    assert with_copy == [embedder.embed(picture)] and shrunk == [0.25]
+    # A picture that is not searched as it is (here: grey marked transparent, so composited
+    # over white) never takes the caller's copies.
+    keyed = picture.copy()
+    keyed.info["transparency"] = (128, 128, 128)
+    black = {4: Image.new("RGB", (256, 256))}
+    assert embedder.embed_located([embedder.locate(keyed, reduced=black)]) == [
+        embedder.embed(keyed)
+    ]
+    assert embedder.embed(keyed) != []
+    # Without a face embedder (hashes only, or the learned embedding alone) nothing changes.
+    plain = load_for_scoring(picture, name="p", full=True)
+    assert plain.reduced_by == {} and plain.reduced.tobytes() == picture.reduce(8).tobytes()
+
+
+def test_faces_found_before_detect_v3_are_never_reused() -> None:
+    """Stored features and identity vectors are keyed by how faces were found: v3 moved some
+    boxes (block-averaged detection copies), so features stored by v2 are computed again."""
+    from castbook.evaluation.features import features_key
+
+    key = features_key(faces=True, learned_model=None)
+    assert faces.PIPELINE_ID == "detect-v3" and faces.PIPELINE_ID in key
+    assert "detect-v2" not in key
+
+
+def test_shrinking_for_detection_averages_whole_blocks() -> None:
+    picture = Image.effect_noise((1024, 768), 60).convert("RGB")
+    assert faces._shrink(picture, 0.25).tobytes() == picture.reduce(4).tobytes()
+    odd = faces._shrink(picture, 256 / 1024 * 0.9)  # not a whole factor: reduce, then resize
+    assert odd.size == (230, 173)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,30 +123,54 @@ def features_key(*, faces: bool, learned_model: str | None) -> str:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded image: ``full`` only when faces need full resolution, ``reduced`` always."""
+    """A decoded image: ``full`` only when faces need full resolution, ``reduced`` always.
+
+    ``reduced_by``: block-average copies of ``full`` (``Image.reduce``) by their factor, made
+    on the way to ``reduced``; face detection uses one instead of shrinking ``full`` again.
+    """
 
     reduced: Image.Image
     full: Image.Image | None
     width: int
     height: int
+    reduced_by: Mapping[int, Image.Image] = field(default_factory=dict)
 
 
-def load_for_scoring(source: ImageSource, *, name: str, full: bool) -> LoadedImage:
-    """Decode ``source`` once; images already in memory are used as they are."""
+def load_for_scoring(
+    source: ImageSource, *, name: str, full: bool, face_embedder: Any | None = None
+) -> LoadedImage:
+    """Decode ``source`` once; images already in memory are used as they are.
+
+    ``face_embedder`` (with ``full``): the copy its first detection pass searches is made
+    here, and ``reduced`` from it when the factors allow (for 1024×1024: ``reduce(4)``, then
+    ``reduce(2)`` of that), so the full picture is averaged down once, not twice.
+    """
     if isinstance(source, np.ndarray):
         source = Image.fromarray(np.ascontiguousarray(source[..., :3]).astype(np.uint8, copy=False))
     if isinstance(source, Image.Image):
         image = source if source.mode == "RGB" else source.convert("RGB")
-        return LoadedImage(_reduce(image), image if full else None, *image.size)
+        if full:
+            return _loaded_full(image, face_embedder)
+        return LoadedImage(_reduce(image), None, *image.size)
     data = source if isinstance(source, bytes) else read_image_file(Path(source))
     decoded = decode_image(
         data, source=name, reduce_to=None if full else REDUCED_SIDE, pixels_only=True
     )
     image = decoded.image if decoded.image.mode == "RGB" else decoded.image.convert("RGB")
     if full:
-        return LoadedImage(_reduce(image), image, *image.size)
+        return _loaded_full(image, face_embedder)
     # Draft decoding changed the size; report the size the file declares.
     return LoadedImage(image, None, *_declared_size(data, image))
+
+
+def _loaded_full(image: Image.Image, face_embedder: Any | None) -> LoadedImage:
+    factor = min(image.size) // REDUCED_SIDE
+    first = face_embedder.first_reduce_factor(*image.size) if face_embedder is not None else None
+    if first is None or factor < first or factor % first:
+        return LoadedImage(_reduce(image), image, *image.size)
+    copy = image.reduce(first)
+    small = copy.reduce(factor // first) if factor > first else copy
+    return LoadedImage(small, image, *image.size, reduced_by={first: copy})
 
 
 def _declared_size(data: bytes, decoded: Image.Image) -> tuple[int, int]:
@@ -174,7 +198,7 @@ def extract_features_many(
     be read as RGB raises for all: callers score such a batch one image at a time."""
     if face_embedder is None:
         return [extract_features(item, learned_embedder=learned_embedder) for item in loaded]
-    located = [face_embedder.locate(_face_input(item)) for item in loaded]
+    located = [face_embedder.locate(_face_input(item), reduced=item.reduced_by) for item in loaded]
     found = face_embedder.embed_located(located)
     return [
         extract_features(item, learned_embedder=learned_embedder, faces=tuple(faces))
@@ -197,7 +221,8 @@ def extract_features(
     ``face_embedder``, when given)."""
     small = loaded.reduced
     if faces is None and face_embedder is not None:
-        faces = tuple(face_embedder.embed(_face_input(loaded)))
+        located = face_embedder.locate(_face_input(loaded), reduced=loaded.reduced_by)
+        faces = tuple(face_embedder.embed_located([located])[0])
     learned = None
     if learned_embedder is not None:
         vector = learned_embedder.embed([loaded.full if loaded.full is not None else small])[0]

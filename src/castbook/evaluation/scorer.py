@@ -123,7 +123,9 @@ class Scorer:
         return features_key(faces=self.face_embedder is not None, learned_model=learned)
 
     def features(self, source: ImageSource, name: str = "image") -> ImageFeatures:
-        loaded = load_for_scoring(source, name=name, full=self._needs_full_resolution)
+        loaded = load_for_scoring(
+            source, name=name, full=self._needs_full_resolution, face_embedder=self.face_embedder
+        )
         return extract_features(
             loaded, face_embedder=self.face_embedder, learned_embedder=self.learned_embedder
         )
@@ -235,7 +237,10 @@ class Scorer:
         for i in stills:
             try:
                 loaded[i] = load_for_scoring(
-                    candidates[i], name=names[i], full=self._needs_full_resolution
+                    candidates[i],
+                    name=names[i],
+                    full=self._needs_full_resolution,
+                    face_embedder=self.face_embedder,
                 )
             except CastbookError as exc:
                 done[i] = Score(names[i], None, error=str(exc))
