@@ -156,10 +156,16 @@ def identity_report(items: list, features: list, comparisons: dict) -> None:
         ]
         if negatives:
             fitted = threshold_at_false_positive_rate(negatives, OPEN_SET_FALSE_MATCH_RATE)
+            used = OPEN_SET_THRESHOLDS[basis]
+            stale = (
+                ""
+                if round(fitted, 1) == used
+                else " - STALE: refit with benchmarks/calibrate_eval.py --open-set-only"
+            )
             print(
-                f"  open-set threshold ({basis}): {fitted:.1f} from these pairs at "
-                f"{100 * OPEN_SET_FALSE_MATCH_RATE:g} % false matches (castbook uses "
-                f"{OPEN_SET_THRESHOLDS[basis]})"
+                f"  open-set threshold ({basis}): {fitted:.1f} from these {len(negatives)} pairs "
+                f"at {100 * OPEN_SET_FALSE_MATCH_RATE:g} % false matches (castbook uses "
+                f"{used}, from calibration.json){stale}"
             )
     for per_identity in (1, 3):
         eligible = {k: v for k, v in by_identity.items() if len(v) > per_identity}

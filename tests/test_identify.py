@@ -19,11 +19,14 @@ from castbook.errors import CastbookError, InvalidInputError
 from castbook.evaluation import ImageFeatures, Scorer
 from castbook.evaluation.appearance import DIMENSIONS
 from castbook.evaluation.identity import (
+    OPEN_SET_FALSE_MATCH_RATE,
     OPEN_SET_THRESHOLDS,
     IdentityIndex,
     IdentityVectors,
+    _open_set,
 )
 from castbook.evaluation.identity_search import IdentitySearch, _alike
+from castbook.evaluation.scoring import default_calibration
 from castbook.library import CharacterLibrary, ImageInput
 from castbook.library.identity_vectors import clear_vectors
 from tests.support.api import ApiFactory
@@ -267,6 +270,17 @@ def test_index_refuses_bad_input() -> None:
         IdentityVectors.from_bytes(b"\0" * 40, None)
     with pytest.raises(InvalidInputError, match="not a multiple of 128"):
         IdentityVectors.from_bytes(b"\0" * (4 * DIMENSIONS), b"\0" * 12)
+
+
+def test_the_open_set_thresholds_come_from_the_calibration() -> None:
+    shipped = default_calibration()
+    assert shipped.open_set["made_by"] == "benchmarks/calibrate_eval.py"
+    assert OPEN_SET_FALSE_MATCH_RATE == shipped.open_set["false_match_rate"] == 0.01
+    assert {b: shipped.open_set[b] for b in ("face", "appearance")} == OPEN_SET_THRESHOLDS
+    assert all(0 < threshold < 100 for threshold in OPEN_SET_THRESHOLDS.values())
+    stale = replace(shipped, open_set={"false_match_rate": 0.01, "appearance": 91.4})
+    with pytest.raises(InvalidInputError, match=r"calibrate_eval.py --open-set-only"):
+        _open_set(stale)
 
 
 # ---- castbook identify -------------------------------------------------------------------

@@ -15,8 +15,10 @@ measures its recall against exact search.
 
 "No known character": the best score must reach the open-set threshold of its basis,
 :data:`OPEN_SET_THRESHOLDS`: the score that only :data:`OPEN_SET_FALSE_MATCH_RATE` (1 %) of
-different-identity pairs of the calibration images reach (``benchmarks/eval_quality.py``
-prints them; refit both when ``calibration.json`` changes).
+different-identity pairs of the calibration images reach. ``benchmarks/calibrate_eval.py``
+fits them with the curves and writes them to ``calibration.json`` (``--open-set-only``
+refits them alone); ``benchmarks/eval_quality.py`` recomputes them and says when they are
+stale.
 """
 
 from __future__ import annotations
@@ -50,11 +52,24 @@ __all__ = [
 log = logging.getLogger("castbook.evaluation")
 
 FACE_DIMENSIONS = 128
-# Different-identity pairs of ../shared/eval that reach these scores: 1 % (faces/: 1 690
-# pairs of 13 people; anime/: 2 729 pairs of 5 characters). Same-identity pairs reaching
-# them: 100 % of photos, 46 % of single anime crops (best-of-references helps).
-OPEN_SET_FALSE_MATCH_RATE = 0.01
-OPEN_SET_THRESHOLDS = {"face": 40.9, "appearance": 91.4}
+
+
+def _open_set(calibration: Calibration) -> tuple[float, dict[str, float]]:
+    fitted = calibration.open_set
+    try:
+        return float(fitted["false_match_rate"]), {
+            basis: float(fitted[basis]) for basis in ("face", "appearance")
+        }
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInputError(
+            "the calibration lacks open-set thresholds for face and appearance "
+            f"(open_set: {fitted!r}); run `benchmarks/calibrate_eval.py --open-set-only`"
+        ) from None
+
+
+# The scores 1 % of different-identity pairs of ../shared/eval reach (faces/: 1 690 pairs of
+# 13 people; anime/: 2 729 pairs of 5 characters), from calibration.json.
+OPEN_SET_FALSE_MATCH_RATE, OPEN_SET_THRESHOLDS = _open_set(default_calibration())
 # Below this many references exact search meets the goal (a million: 46 ms of CPU, 97 ms
 # wall at load 10 on 2 cores, benchmarks/identify.py); above it the ANN index proposes
 # candidates, once its graph is built (over an hour of both cores for a million here).
