@@ -440,6 +440,16 @@ class IdentityIndex:
             return built
 
 
+# The HNSW graphs' settings (benchmarks/identify.py --ann-* measures others). A graph only
+# proposes candidates; they are rescored from the float32 vectors.
+HNSW_SETTINGS: dict[str, Any] = {
+    "connectivity": 16,
+    "expansion_add": 128,
+    "expansion_search": 128,
+    "dtype": "f32",
+}
+
+
 def _hnsw(vectors: np.ndarray, metric: str) -> Any:
     try:
         from usearch.index import Index
@@ -449,16 +459,9 @@ def _hnsw(vectors: np.ndarray, metric: str) -> Any:
         raise MissingDependencyError(
             "searching a library this large (the ANN index)", "identify", "usearch"
         ) from exc
-    # expansion_search 128: recall@10 ≥ 0.99 against exact search (benchmarks/identify.py).
-    index = Index(
-        ndim=vectors.shape[1],
-        metric=metric,
-        dtype="f32",
-        connectivity=16,
-        expansion_add=128,
-        expansion_search=128,
-    )
-    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    index = Index(ndim=vectors.shape[1], metric=metric, **HNSW_SETTINGS)
+    # One call for all: usearch adds a batch on every core (threads=0).
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=0)
     return index
 
 
