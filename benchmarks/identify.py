@@ -472,6 +472,7 @@ def main() -> None:
                 f"{held / 1e6:,.0f} MB; process peak RSS {peak_rss_mb():,.0f} MB"
             )
             for expansion in [identity.HNSW_SETTINGS["expansion_search"], *args.ann_search_also]:
+                identity.HNSW_SETTINGS["expansion_search"] = expansion  # candidates too
                 for graph in graphs.values():
                     if graph is not None:
                         graph.expansion_search = expansion

@@ -70,9 +70,9 @@ def _open_set(calibration: Calibration) -> tuple[float, dict[str, float]]:
 # The scores 1 % of different-identity pairs of ../shared/eval reach (faces/: 1 690 pairs of
 # 13 people; anime/: 2 729 pairs of 5 characters), from calibration.json.
 OPEN_SET_FALSE_MATCH_RATE, OPEN_SET_THRESHOLDS = _open_set(default_calibration())
-# Below this many references exact search meets the goal (a million: 46 ms of CPU, 97 ms
-# wall at load 10 on 2 cores, benchmarks/identify.py); above it the ANN index proposes
-# candidates, once its graph is built (over an hour of both cores for a million here).
+# Below this many references exact search meets the goal (a million: 54-65 ms of CPU, 65-126
+# ms wall median at load 3-6 on 2 cores, benchmarks/identify.py); from it the ANN index
+# proposes candidates, once its graph is built (a million: ~9 minutes here, at load 3-5).
 ANN_FROM = 1_000_000
 # Candidates the ANN index proposes per basis, as a multiple of ``top`` (then rescored).
 _ANN_CANDIDATES = 8
@@ -395,7 +395,10 @@ class IdentityIndex:
         ``_ANN_CANDIDATES`` × top of each (a character's other references are not needed:
         its best one is what counts)."""
         indexes = self._ann_indexes()
-        wanted = max(64, _ANN_CANDIDATES * top)
+        # The graph walks expansion_search nodes anyway: rescoring all it found costs little
+        # (a few hundred dot products) and keeps what a narrower cut would lose in a crowd
+        # of near-equal neighbours.
+        wanted = max(64, _ANN_CANDIDATES * top, int(HNSW_SETTINGS["expansion_search"]))
         found = [
             indexes["appearance"]
             .search(query.appearance.astype(np.float32), min(wanted, self.references))
@@ -441,12 +444,17 @@ class IdentityIndex:
 
 
 # The HNSW graphs' settings (benchmarks/identify.py --ann-* measures others). A graph only
-# proposes candidates; they are rescored from the float32 vectors.
+# proposes candidates, rescored from the float32 vectors, so it may hold its vectors as
+# 8-bit integers: at a million references (synthetic, benchmarks/identify.py) the build took
+# 626 s of CPU and the graphs 784 MB, against 686 s and 1 187 MB in half precision with a
+# narrower build beam (expansion_add 64), whose recall@10 stayed at 0.78-0.87. The wide
+# search beam is what recall needs among many near-equal neighbours: recall@10 0.870 at
+# 128, 0.981 at 512, 0.994 at 1024 (4.9 ms a search).
 HNSW_SETTINGS: dict[str, Any] = {
     "connectivity": 16,
     "expansion_add": 128,
-    "expansion_search": 128,
-    "dtype": "f32",
+    "expansion_search": 1024,
+    "dtype": "i8",
 }
 
 
