@@ -52,3 +52,49 @@ def split_scores(
         if value is not None:
             (same if is_same else different).append(value)
     return same, different
+
+
+# The open-set threshold by appearance is fitted against characters of this many references,
+# counted as a set (identify's rule), over this many random draws of them.
+SET_REFERENCES = 3
+SET_DRAWS = 50
+
+
+def scores_against_other_sets(
+    items: list[Labelled],
+    vectors: list,
+    per_identity: int = SET_REFERENCES,
+    *,
+    seed: int = 1,
+    calibration: object | None = None,
+) -> dict[str, list[float]]:
+    """Every image's scores, by basis, against every *other* identity of a library where each
+    identity has ``per_identity`` random references counted as a set (``castbook identify``'s
+    rule), over SET_DRAWS draws; empty when an identity has too few images to leave a query.
+    ``vectors`` are the items' :class:`IdentityVectors`."""
+    import numpy as np
+
+    from castbook.evaluation.identity import IdentityIndex
+
+    by_identity: dict[str, list[int]] = {}
+    for n, item in enumerate(items):
+        by_identity.setdefault(item.identity, []).append(n)
+    scores: dict[str, list[float]] = {"face": [], "appearance": []}
+    if any(len(v) <= per_identity for v in by_identity.values()):
+        return scores
+    rng = np.random.default_rng(seed)
+    for _ in range(SET_DRAWS):
+        chosen = {
+            k: list(rng.choice(v, per_identity, replace=False)) for k, v in by_identity.items()
+        }
+        index = IdentityIndex(
+            [(k, vectors[n]) for k, refs in chosen.items() for n in refs],
+            calibration=calibration,  # type: ignore[arg-type]
+        )
+        for k, members in by_identity.items():
+            for n in members:
+                if n in chosen[k]:
+                    continue
+                for match in index.search(vectors[n], len(by_identity), exclude=[k]):
+                    scores[match.basis].append(match.score)
+    return scores

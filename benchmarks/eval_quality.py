@@ -32,7 +32,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_data import FOLDERS, labelled, require_eval_dir, split_scores
+from eval_data import (
+    FOLDERS,
+    SET_REFERENCES,
+    labelled,
+    require_eval_dir,
+    scores_against_other_sets,
+    split_scores,
+)
 from PIL import Image, ImageChops, ImageEnhance, ImageOps
 
 from castbook.evaluation import Scorer, compare
@@ -140,27 +147,16 @@ def held_out_report() -> None:
     )
 
 
-def open_set_for_sets(by_identity: dict, vectors: list, rng) -> None:
+def open_set_for_sets(items: list, vectors: list) -> dict[int, dict[str, list[float]]]:
     """The open-set threshold for a character's references as a set (identify's rule):
     every query against every *other* identity with 1, 2 or 3 random references (50 draws),
     the score 1 % of those reach, and the share reaching castbook's threshold."""
     import numpy as np
 
+    found = {}
     for per_identity in (1, 2, 3):
-        if any(len(v) <= per_identity for v in by_identity.values()):
-            continue
-        impostor: dict[str, list[float]] = {"face": [], "appearance": []}
-        for _ in range(50):
-            chosen = {
-                k: list(rng.choice(v, per_identity, replace=False)) for k, v in by_identity.items()
-            }
-            index = IdentityIndex([(k, vectors[n]) for k, refs in chosen.items() for n in refs])
-            for k, members in by_identity.items():
-                for n in members:
-                    if n in chosen[k]:
-                        continue
-                    for match in index.search(vectors[n], len(by_identity), exclude=[k]):
-                        impostor[match.basis].append(match.score)
+        impostor = scores_against_other_sets(items, vectors, per_identity)
+        found[per_identity] = impostor
         for basis, scores in impostor.items():
             if len(scores) < 100:
                 continue
@@ -172,6 +168,21 @@ def open_set_for_sets(by_identity: dict, vectors: list, rng) -> None:
                 f"{len(scores)} query-to-other-character scores; castbook's "
                 f"{OPEN_SET_THRESHOLDS[basis]} passes {100 * passing:.2f} %"
             )
+    return found
+
+
+def stale_note(basis: str, fitted: float, count: int, what: str) -> None:
+    used = OPEN_SET_THRESHOLDS[basis]
+    stale = (
+        ""
+        if round(fitted, 1) == used
+        else " - STALE: refit with benchmarks/calibrate_eval.py --open-set-only"
+    )
+    print(
+        f"  open-set threshold ({basis}): {fitted:.1f} from these {count} {what} at "
+        f"{100 * OPEN_SET_FALSE_MATCH_RATE:g} % false matches (castbook uses {used}, from "
+        f"calibration.json){stale}"
+    )
 
 
 def identity_report(items: list, features: list, comparisons: dict) -> None:
@@ -184,19 +195,16 @@ def identity_report(items: list, features: list, comparisons: dict) -> None:
         by_identity.setdefault(item.identity, []).append(n)
     rng = np.random.default_rng(0)
     print("identity search (castbook identify):")
-    for basis in ("face", "appearance"):
-        negatives = [
-            c.score
-            for (i, j), c in comparisons.items()
-            if c.basis == basis and items[i].identity != items[j].identity
-        ]
-        if negatives:
-            fitted = threshold_at_false_positive_rate(negatives, OPEN_SET_FALSE_MATCH_RATE)
-            print(
-                f"  open-set threshold ({basis}): {fitted:.1f} from these pairs at "
-                f"{100 * OPEN_SET_FALSE_MATCH_RATE:g} % false matches (castbook uses "
-                f"{OPEN_SET_THRESHOLDS[basis]})"
-            )
+    # By face the threshold is fitted per pair (one reference per person); by appearance
+    # against characters of SET_REFERENCES references as a set (calibrate_eval.py).
+    negatives = [
+        c.score
+        for (i, j), c in comparisons.items()
+        if c.basis == "face" and items[i].identity != items[j].identity
+    ]
+    if negatives:
+        fitted = threshold_at_false_positive_rate(negatives, OPEN_SET_FALSE_MATCH_RATE)
+        stale_note("face", fitted, len(negatives), "pairs")
     for per_identity in (1, 3):
         eligible = {k: v for k, v in by_identity.items() if len(v) > per_identity}
         if len(eligible) < len(by_identity):
@@ -234,7 +242,12 @@ def identity_report(items: list, features: list, comparisons: dict) -> None:
         f"  not in the library (each identity left out in turn, 1 reference per other): "
         f"{100 * rejected / asked:.1f} % answered unknown ({asked} queries)"
     )
-    open_set_for_sets(by_identity, vectors, np.random.default_rng(1))
+    sets = open_set_for_sets(items, vectors)[SET_REFERENCES]["appearance"]
+    if len(sets) >= 100:
+        fitted = threshold_at_false_positive_rate(sets, OPEN_SET_FALSE_MATCH_RATE)
+        stale_note(
+            "appearance", fitted, len(sets), f"scores against {SET_REFERENCES}-reference sets"
+        )
     print()
 
 

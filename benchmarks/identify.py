@@ -2,6 +2,7 @@
 exact search's top 10 the approximate index finds.
 
     .venv/bin/python benchmarks/identify.py [--sizes 10000 1000000] [--queries 200]
+        [--ann-max N] [--databases-at 10000] [--postgres start|skip]
 
 The library is synthetic but made from real feature vectors: the face embeddings and
 appearance descriptors of the labelled images in ../shared/eval (61 photos, 83 anime
@@ -16,18 +17,31 @@ feature extraction is the Consistency Eval's cost and is not included. Recall@10
 share of exact search's top-10 characters the approximate search returns, over all
 queries; lost = queries whose exact top-1 the approximate search missed.
 
-Also timed at 10 000 characters: loading the index from stored rows (SQLite, as
-`castbook identify` does once per change of the library).
+The ANN graphs' settings can be changed for a run (``--ann-dtype f16 --ann-expansion-add 64``;
+``--ann-search-also 256`` searches the built graphs again with a wider beam); their build
+is timed in wall and CPU seconds (usearch adds on every core), with their memory.
+
+Also, at ``--databases-at`` sizes (10 000 by default), the whole search from a library
+stored in SQLite and in PostgreSQL (a throwaway server from tests/support, ``--postgres
+skip`` to leave it out): what ``POST /v1/identify`` does per query once the query's
+features are computed — the check that the owner has references, the change counter, the
+in-memory search, the matches' names — and, timed in the same run, the two queries every
+search made before the change counter; loading the index, and the first search after a
+reference was added (it must find the newcomer).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,11 +49,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: PostgreSQL
 
 from eval_data import FOLDERS, labelled, require_eval_dir
 
-from castbook.evaluation import Scorer
-from castbook.evaluation.appearance import DIMENSIONS
+from castbook.evaluation import ImageFeatures, Scorer, identity
+from castbook.evaluation.appearance import DIMENSIONS, AppearanceDescriptor
+from castbook.evaluation.faces import FaceEmbedding
 from castbook.evaluation.identity import IdentityIndex, IdentityVectors
 
 FACE_NOISE = 0.045
@@ -47,15 +63,15 @@ APPEARANCE_NOISE = 0.06
 QUERY_SHRINK = 0.5  # a query's noise relative to a character's
 
 
-def real_vectors() -> list[IdentityVectors]:
+def real_features() -> list[ImageFeatures]:
     scorer = Scorer()
     if scorer.face_embedder is None:
         sys.exit("needs castbook[faces]: the library is built from real face embeddings")
-    vectors = []
-    for folder in FOLDERS:
-        for item in labelled(folder):
-            vectors.append(IdentityVectors.of(scorer.features(item.path, item.path.name)))
-    return vectors
+    return [
+        scorer.features(item.path, item.path.name)
+        for folder in FOLDERS
+        for item in labelled(folder)
+    ]
 
 
 def synthetic_library(
@@ -140,53 +156,157 @@ def describe(measured: tuple[list[float], list[float]]) -> str:
     )
 
 
-def load_from_sqlite(appearance: np.ndarray, faces: np.ndarray, has_face: np.ndarray) -> None:
-    """Store 10 000 characters' vectors in a SQLite library and time loading the index."""
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def whole_search(
+    url: str,
+    label: str,
+    appearance: np.ndarray,
+    faces: np.ndarray,
+    has_face: np.ndarray,
+    chosen: np.ndarray,
+    asked: list[IdentityVectors],
+    template: ImageFeatures,
+) -> None:
+    """What ``POST /v1/identify`` does per query once the query's features are computed, on a
+    library of ``len(appearance)`` characters stored in the database at ``url``: the check
+    that the owner has references, the search (the change counter, the in-memory index) and
+    the names of the matches. Also: loading the index, and the first search after a change."""
     from castbook.blobs import BlobStore
-    from castbook.db import CharacterRow, Database, IdentityVectorRow, ReferenceImageRow
+    from castbook.db import Database
     from castbook.evaluation.identity_search import IdentitySearch
     from castbook.library import CharacterLibrary
+    from castbook.library.identity_vectors import has_other_references
 
+    database = Database(url)
     with tempfile.TemporaryDirectory() as folder:
-        database = Database(f"sqlite:///{folder}/castbook.db")
         library = CharacterLibrary(database, BlobStore(Path(folder) / "blobs"))
-        now = datetime.now(UTC)
         key = Scorer(faces=True).key
-        with database.session() as session:
-            for i in range(len(appearance)):
-                cid = f"{i:032x}"
-                session.add(
-                    CharacterRow(
-                        id=cid,
+        started = time.perf_counter()
+        store_library(library, key, appearance, faces, has_face)
+        print(
+            f"  {label}: {len(appearance):,} characters stored in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        queries = [(f"query {n}", as_features(template, q)) for n, q in enumerate(asked)]
+
+        def search(query: tuple[str, ImageFeatures]) -> list:
+            if not has_other_references(library):
+                raise SystemExit("the library has no references")
+            return IdentitySearch(library, None, key).identify([query], 10)  # type: ignore[arg-type]
+
+        started, started_cpu = time.perf_counter(), time.process_time()
+        search(queries[0])
+        print(
+            f"    first search (loads the index): {time.perf_counter() - started:.2f} s wall, "
+            f"{time.process_time() - started_cpu:.2f} s CPU"
+        )
+        times, cpu, wrong = [], [], 0
+        for i, query in zip(chosen, queries, strict=True):
+            t, c = time.perf_counter(), time.process_time()
+            [answer] = search(query)
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+            wrong += not answer.matches or answer.matches[0]["name"] != f"c{i}"
+        print(
+            f"    whole search, index current: {describe((times, cpu))}; top-1 not the "
+            f"query's character: {wrong}/{len(queries)}"
+        )
+        old = [old_checks(library, key) for _ in range(20)]
+        print(
+            f"    the per-search checks this replaced (row count + unindexed images): median "
+            f"{1000 * statistics.median(old):.1f} ms wall"
+        )
+        started, started_cpu = time.perf_counter(), time.process_time()
+        # A newcomer drawn like the next query's character: it must rank beside it.
+        library.create({"name": "newcomer"})
+        twin = chosen[1]
+        add_reference(library, key, appearance[twin], faces[twin] if has_face[twin] else None)
+        [answer] = search(queries[1])
+        print(
+            f"    first search after a reference was added (reloads the index): "
+            f"{time.perf_counter() - started:.2f} s wall, "
+            f"{time.process_time() - started_cpu:.2f} s CPU; newcomer found: "
+            f"{'yes' if any(m['name'] == 'newcomer' for m in answer.matches) else 'NO'}"
+        )
+    database.dispose()
+
+
+def databases(postgres: str) -> Iterator[tuple[str, str]]:
+    with tempfile.TemporaryDirectory() as folder:
+        yield "SQLite", f"sqlite:///{folder}/castbook.db"
+    if postgres == "skip":
+        return
+    from tests.support.postgres import PostgresUnavailable, start_postgres
+
+    base = Path(tempfile.mkdtemp(prefix="castbook-bench-pg-"))
+    try:
+        server = start_postgres(base)
+    except PostgresUnavailable as exc:
+        print(f"  PostgreSQL: not measured, no server could be started here: {exc}")
+        return
+    try:
+        yield "PostgreSQL", server.create_database("identify_bench")
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_features(template: ImageFeatures, vectors: IdentityVectors) -> ImageFeatures:
+    found = None
+    if vectors.faces is not None:
+        found = tuple(FaceEmbedding(tuple(map(float, f)), (0, 0, 1, 1)) for f in vectors.faces)
+    return replace(
+        template,
+        appearance=AppearanceDescriptor(tuple(map(float, vectors.appearance))),
+        faces=found,
+    )
+
+
+def store_library(
+    library, key: str, appearance: np.ndarray, faces: np.ndarray, has_face: np.ndarray
+) -> None:
+    """One reference image per character, with its stored vectors (as indexing leaves them)."""
+    from sqlalchemy import insert
+
+    from castbook.db import CharacterRow, IdentityVectorRow, ReferenceImageRow
+
+    now = datetime.now(UTC)
+    empty = np.zeros((0, 128), dtype=np.float32)
+    chunk = 5000
+    for begin in range(0, len(appearance), chunk):
+        numbers = range(begin, min(begin + chunk, len(appearance)))
+        with library.database.session() as session:
+            session.execute(
+                insert(CharacterRow),
+                [
+                    dict(
+                        id=f"{i:032x}",
                         owner=library.owner,
                         name=f"c{i}",
                         name_key=f"c{i}",
                         created_at=now,
                         updated_at=now,
                     )
-                )
-                image = ReferenceImageRow(
-                    character_id=cid,
-                    position=0,
-                    sha256=f"{i:064x}",
-                    media_type="image/png",
-                    width=1,
-                    height=1,
-                    byte_size=1,
-                    is_primary=True,
-                    thumbnail_sha256=f"{i:064x}",
-                    thumbnail_media_type="image/webp",
-                )
-                session.add(image)
-                session.flush()
-                vectors = IdentityVectors(
-                    appearance[i], faces[i : i + 1] if has_face[i] else np.zeros((0, 128))
-                )
+                    for i in numbers
+                ],
+            )
+            ids = session.scalars(
+                insert(ReferenceImageRow).returning(
+                    ReferenceImageRow.id, sort_by_parameter_order=True
+                ),
+                [image_row(f"{i:032x}", f"{i:064x}") for i in numbers],
+            ).all()
+            rows = []
+            for i, image_id in zip(numbers, ids, strict=True):
+                vectors = IdentityVectors(appearance[i], faces[i : i + 1] if has_face[i] else empty)
                 stored_a, stored_f = vectors.to_bytes()
-                session.add(
-                    IdentityVectorRow(
-                        reference_image_id=image.id,
-                        character_id=cid,
+                rows.append(
+                    dict(
+                        reference_image_id=image_id,
+                        character_id=f"{i:032x}",
                         owner=library.owner,
                         feature_key=key,
                         appearance=stored_a,
@@ -194,27 +314,84 @@ def load_from_sqlite(appearance: np.ndarray, faces: np.ndarray, has_face: np.nda
                         created_at=now,
                     )
                 )
+            session.execute(insert(IdentityVectorRow), rows)
             session.commit()
-        started = time.perf_counter()
-        index = IdentitySearch(library, None, key).index()  # type: ignore[arg-type]
-        loaded = time.perf_counter() - started
-        started = time.perf_counter()
-        IdentitySearch(library, None, key).index()  # type: ignore[arg-type]
-        cached = time.perf_counter() - started
-        checks = []
-        for _ in range(20):
-            started = time.perf_counter()
-            search = IdentitySearch(library, None, key)  # type: ignore[arg-type]
-            search.update_index()  # nothing to add: one query
-            search.index()  # unchanged: the stamp query
-            checks.append(time.perf_counter() - started)
-        print(
-            f"  index from SQLite rows: {len(index)} characters loaded in {loaded:.2f} s; "
-            f"later searches check the rows' stamp only ({1000 * cached:.1f} ms); "
-            f"a search's database checks (nothing unindexed, stamp): median "
-            f"{1000 * statistics.median(checks):.1f} ms"
+
+
+def image_row(character_id: str, sha256: str) -> dict:
+    return dict(
+        character_id=character_id,
+        position=0,
+        sha256=sha256,
+        media_type="image/png",
+        width=1,
+        height=1,
+        byte_size=1,
+        is_primary=True,
+        thumbnail_sha256=sha256,
+        thumbnail_media_type="image/webp",
+    )
+
+
+def add_reference(library, key: str, appearance: np.ndarray, face: np.ndarray | None) -> None:
+    """A reference for the character just added, indexed as ``castbook identify`` would."""
+    from sqlalchemy import insert, select
+
+    from castbook.db import CharacterRow, IdentityVectorRow, ReferenceImageRow
+
+    with library.database.session() as session:
+        character_id = session.scalar(
+            select(CharacterRow.id).where(CharacterRow.name == "newcomer")
         )
-        database.dispose()
+        [image_id] = session.scalars(
+            insert(ReferenceImageRow).returning(ReferenceImageRow.id),
+            [image_row(character_id, "f" * 64)],
+        ).all()
+        faces = np.zeros((0, 128), np.float32) if face is None else face[None, :]
+        stored_a, stored_f = IdentityVectors(appearance, faces).to_bytes()
+        session.execute(
+            insert(IdentityVectorRow),
+            [
+                dict(
+                    reference_image_id=image_id,
+                    character_id=character_id,
+                    owner=library.owner,
+                    feature_key=key,
+                    appearance=stored_a,
+                    faces=stored_f,
+                    created_at=datetime.now(UTC),
+                )
+            ],
+        )
+        session.commit()
+
+
+def old_checks(library, key: str) -> float:
+    """The two queries every search made before the change counter: the owner's vector rows
+    counted (and their highest id), and reference images without vectors looked for."""
+    from sqlalchemy import func, select
+
+    from castbook.db import CharacterRow, IdentityVectorRow, ReferenceImageRow
+
+    started = time.perf_counter()
+    with library.database.session() as session:
+        session.execute(
+            select(func.count(IdentityVectorRow.id), func.max(IdentityVectorRow.id)).where(
+                IdentityVectorRow.owner == library.owner, IdentityVectorRow.feature_key == key
+            )
+        ).one()
+    indexed = (
+        select(IdentityVectorRow.reference_image_id)
+        .where(IdentityVectorRow.feature_key == key)
+        .scalar_subquery()
+    )
+    with library.database.session() as session:
+        session.execute(
+            select(ReferenceImageRow.id, CharacterRow.id, CharacterRow.name)
+            .join(CharacterRow, CharacterRow.id == ReferenceImageRow.character_id)
+            .where(CharacterRow.owner == library.owner, ReferenceImageRow.id.not_in(indexed))
+        ).all()
+    return time.perf_counter() - started
 
 
 def report_recall(index: IdentityIndex, chosen: np.ndarray, exact: list, approximate: list) -> None:
@@ -256,13 +433,41 @@ def main() -> None:
         help="reference images per character (more than one: their set counts, "
         "castbook.evaluation.reference_set)",
     )
+    parser.add_argument(
+        "--databases-at",
+        type=int,
+        nargs="*",
+        default=[10_000],
+        help="at these sizes also time the whole search from a stored library (SQLite, PostgreSQL)",
+    )
+    parser.add_argument(
+        "--postgres",
+        choices=("start", "skip"),
+        default="start",
+        help="start a throwaway PostgreSQL server for the whole-search timing (tests/support)",
+    )
+    parser.add_argument("--ann-dtype", choices=("f32", "f16", "bf16", "i8"))
+    parser.add_argument("--ann-connectivity", type=int)
+    parser.add_argument("--ann-expansion-add", type=int)
+    parser.add_argument("--ann-expansion-search", type=int)
+    parser.add_argument(
+        "--ann-search-also",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also search the built graphs with these expansion_search values",
+    )
     args = parser.parse_args()
     if args.references < 1:
         parser.error(f"--references must be at least 1, got {args.references}")
+    for name in ("dtype", "connectivity", "expansion_add", "expansion_search"):
+        if getattr(args, f"ann_{name}") is not None:
+            identity.HNSW_SETTINGS[name] = getattr(args, f"ann_{name}")
     require_eval_dir()
     print(f"cores: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rng = np.random.default_rng(0)
-    real = real_vectors()
+    features = real_features()
+    real = [IdentityVectors.of(f) for f in features]
     print(f"real vectors: {len(real)} images of ../shared/eval")
     for size in args.sizes:
         appearance, faces, has_face = synthetic_library(real, size, rng)
@@ -280,16 +485,28 @@ def main() -> None:
         if size > args.ann_max:
             print(f"  ANN index not built (over --ann-max {args.ann_max:,})")
         else:
-            started = time.perf_counter()
-            index._ann_indexes()
-            print(f"  ANN index (usearch HNSW) built in {time.perf_counter() - started:.1f} s")
-            approximate, ann_times = timed(index, asked, exact=False)
-            print(f"  approximate search: {describe(ann_times)}")
-            report_recall(index, chosen, exact, approximate)
+            started, started_cpu = time.perf_counter(), time.process_time()
+            graphs = index._ann_indexes()
+            held = sum(g.memory_usage for g in graphs.values() if g is not None)
+            print(
+                f"  ANN index (usearch HNSW, {identity.HNSW_SETTINGS}) built in "
+                f"{time.perf_counter() - started:.1f} s wall, "
+                f"{time.process_time() - started_cpu:.1f} s CPU (all threads); graphs hold "
+                f"{held / 1e6:,.0f} MB; process peak RSS {peak_rss_mb():,.0f} MB"
+            )
+            for expansion in [identity.HNSW_SETTINGS["expansion_search"], *args.ann_search_also]:
+                identity.HNSW_SETTINGS["expansion_search"] = expansion  # candidates too
+                for graph in graphs.values():
+                    if graph is not None:
+                        graph.expansion_search = expansion
+                approximate, ann_times = timed(index, asked, exact=False)
+                print(f"  approximate search (expansion_search {expansion}): {describe(ann_times)}")
+                report_recall(index, chosen, exact, approximate)
         print(f"  used by default: {'approximate' if index.approximate else 'exact'}")
         print(f"  load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        if size == 10_000:
-            load_from_sqlite(appearance, faces, has_face)
+        if size in args.databases_at:
+            for label, url in databases(args.postgres):
+                whole_search(url, label, appearance, faces, has_face, chosen, asked, features[0])
         del index, exact
 
 

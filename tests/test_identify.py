@@ -11,25 +11,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from PIL import ImageDraw
 from sqlalchemy import func, select
 
-from castbook.db import IdentityVectorRow
+from castbook.blobs import BlobStore
+from castbook.db import Database, IdentityVectorRow
+from castbook.db.database import _MIGRATIONS as MIGRATIONS
 from castbook.errors import CastbookError, InvalidInputError
 from castbook.evaluation import ImageFeatures, Scorer
 from castbook.evaluation.appearance import DIMENSIONS
 from castbook.evaluation.identity import (
+    OPEN_SET_FALSE_MATCH_RATE,
     OPEN_SET_THRESHOLDS,
     IdentityIndex,
     IdentityVectors,
+    _open_set,
 )
 from castbook.evaluation.identity_search import IdentitySearch, _alike
+from castbook.evaluation.scoring import default_calibration
 from castbook.library import CharacterLibrary, ImageInput
+from castbook.library import identity_vectors as stored
 from castbook.library.identity_vectors import clear_vectors
 from tests.support.api import ApiFactory
 from tests.support.cli import castbook
 from tests.support.drawings import ALICE, BOB, character, png_bytes
 
+COUNTER_MIGRATION = "0013"  # identity_revisions and its triggers
 CAROL = dict(hair=(120, 40, 160), shirt=(30, 160, 60))  # like neither Alice nor Bob
 
 
@@ -145,6 +156,125 @@ def test_the_index_is_stored_once_and_follows_the_library(library: CharacterLibr
     assert clear_vectors(library) == 1
     assert IdentitySearch(library, source, source.key()).update_index() == 1
     assert len(source.computed) == computed and vector_rows(library) == 1
+
+
+class Loads:
+    """Counts what a search asks of the database beyond the change counter."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reloads = self.unindexed_checks = 0
+        load, unindexed = stored.load_vectors, stored.unindexed_images
+
+        def counted_load(*args, **kwargs):
+            if len(args) + len(kwargs) == 2:  # the whole index, not a lookalike check's rows
+                self.reloads += 1
+            return load(*args, **kwargs)
+
+        def counted_unindexed(*args, **kwargs):
+            self.unindexed_checks += 1
+            return unindexed(*args, **kwargs)
+
+        monkeypatch.setattr(stored, "load_vectors", counted_load)
+        monkeypatch.setattr(stored, "unindexed_images", counted_unindexed)
+
+
+def names(answer) -> list[str]:
+    return [m["name"] for m in answer.matches]
+
+
+def test_the_next_search_sees_every_change_and_nothing_else_reloads(
+    library: CharacterLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = AppearanceFeatures()
+    loads = Loads(monkeypatch)
+    library.create({"name": "Alice"}, [ImageInput(drawing(ALICE), "alice")])
+    library.create({"name": "Bob"}, [ImageInput(drawing(BOB), "bob")])
+    [answer] = ask(library, source, drawing(ALICE, 3))
+    assert names(answer) == ["Alice", "Bob"] and answer.known
+    assert loads.reloads == 1
+    # Unchanged: the index in memory answers; no rows are counted or looked for.
+    for seed in (4, 5):
+        [answer] = ask(library, source, drawing(BOB, seed))
+        assert names(answer)[0] == "Bob"
+    assert (loads.reloads, loads.unindexed_checks) == (1, 2)  # two rounds, the first load
+
+    # Added: indexed and found by the very next search.
+    library.create({"name": "Carol"}, [ImageInput(drawing(CAROL), "carol")])
+    [answer] = ask(library, source, drawing(CAROL, 2))
+    assert answer.best is not None and answer.best["name"] == "Carol"
+    assert loads.reloads == 2
+    # Edited: Carol's only reference replaced by a drawing like Bob.
+    library.update("Carol", replace_images=[ImageInput(drawing(BOB, 9), "carol as bob")])
+    [answer] = ask(library, source, drawing(CAROL, 2))
+    assert not answer.known
+    [answer] = ask(library, source, drawing(BOB, 2))
+    assert set(names(answer)[:2]) == {"Bob", "Carol"}
+    # Renamed: names are read per search, the index is not reloaded for it.
+    reloads = loads.reloads
+    library.update("Bob", {"name": "Robert"})
+    [answer] = ask(library, source, drawing(BOB, 2))
+    assert "Robert" in names(answer) and "Bob" not in names(answer)
+    assert loads.reloads == reloads
+    # Deleted.
+    library.delete("Alice")
+    [answer] = ask(library, source, drawing(ALICE, 3))
+    assert "Alice" not in names(answer) and not answer.known
+    assert loads.reloads == reloads + 1
+
+
+def test_a_change_by_another_writer_is_seen(library: CharacterLibrary) -> None:
+    """The counter is kept by the database (triggers), not by castbook's write path: another
+    process's library, or any SQL at all, moves it too."""
+    source = AppearanceFeatures()
+    library.create({"name": "Alice"}, [ImageInput(drawing(ALICE), "alice")])
+    [answer] = ask(library, source, drawing(ALICE, 3))
+    assert names(answer) == ["Alice"]
+    elsewhere = Database(library.database.url)  # another engine: another process's view
+    try:
+        CharacterLibrary(elsewhere, library.blobs).create(
+            {"name": "Bob"}, [ImageInput(drawing(BOB), "bob")]
+        )
+        [answer] = ask(library, source, drawing(BOB, 3))
+        assert names(answer)[0] == "Bob" and answer.known
+        with elsewhere.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "DELETE FROM reference_images WHERE character_id IN "
+                    "(SELECT id FROM characters WHERE name = 'Bob')"
+                )
+            )
+        [answer] = ask(library, source, drawing(BOB, 3))
+        assert names(answer) == ["Alice"] and not answer.known
+    finally:
+        elsewhere.dispose()
+
+
+def test_the_counter_moves_only_for_its_owner_and_survives_a_downgrade(
+    database_url: str, tmp_path: Path
+) -> None:
+    database = Database(database_url)
+    blobs = BlobStore(tmp_path / "blobs")
+    mine, theirs = CharacterLibrary(database, blobs), CharacterLibrary(database, blobs, "mallory")
+    try:
+        assert stored.index_revision(mine) == 0
+        mine.create({"name": "Alice"}, [ImageInput(drawing(ALICE), "alice")])
+        moved = stored.index_revision(mine)
+        assert moved > 0 and stored.index_revision(theirs) == 0
+        mine.update("Alice", {"style_prompt": "ink"})  # no reference moved
+        assert stored.index_revision(mine) == moved
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            # To just before the counter's migration (and back up to the newest below).
+            before = ScriptDirectory.from_config(config).get_revision(COUNTER_MIGRATION)
+            command.downgrade(config, str(before.down_revision))
+            assert "identity_revisions" not in sa.inspect(connection).get_table_names()
+        database.upgrade()
+        mine.update("Alice", add_images=[ImageInput(drawing(ALICE, 1), "alice 2")])
+        assert stored.index_revision(mine) == 1  # the counter starts again, and moves
+    finally:
+        database.dispose()
 
 
 def test_many_unindexed_references_are_computed_in_batches(library: CharacterLibrary) -> None:
@@ -269,6 +399,17 @@ def test_index_refuses_bad_input() -> None:
         IdentityVectors.from_bytes(b"\0" * 40, None)
     with pytest.raises(InvalidInputError, match="not a multiple of 128"):
         IdentityVectors.from_bytes(b"\0" * (4 * DIMENSIONS), b"\0" * 12)
+
+
+def test_the_open_set_thresholds_come_from_the_calibration() -> None:
+    shipped = default_calibration()
+    assert shipped.open_set["made_by"] == "benchmarks/calibrate_eval.py"
+    assert OPEN_SET_FALSE_MATCH_RATE == shipped.open_set["false_match_rate"] == 0.01
+    assert {b: shipped.open_set[b] for b in ("face", "appearance")} == OPEN_SET_THRESHOLDS
+    assert all(0 < threshold < 100 for threshold in OPEN_SET_THRESHOLDS.values())
+    stale = replace(shipped, open_set={"false_match_rate": 0.01, "appearance": 91.4})
+    with pytest.raises(InvalidInputError, match=r"calibrate_eval.py --open-set-only"):
+        _open_set(stale)
 
 
 # ---- castbook identify -------------------------------------------------------------------

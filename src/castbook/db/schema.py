@@ -29,6 +29,7 @@ __all__ = [
     "CharacterRow",
     "GalleryCharacterRow",
     "GalleryItemRow",
+    "IdentityRevisionRow",
     "IdentityVectorRow",
     "ImageFeaturesRow",
     "JobInputRow",
@@ -160,9 +161,9 @@ class IdentityVectorRow(Base):
     """One reference image's identity vectors (the identity search's stored index): its
     appearance descriptor and face embeddings as float32 bytes, for one feature key.
 
-    Deleted by the database with its reference image (and so with its character). ``id``
-    never repeats (``sqlite_autoincrement``), so an owner's (row count, highest id) changes
-    with every write and tells a process when its in-memory index is stale.
+    Deleted by the database with its reference image (and so with its character). Each
+    write bumps the owner's :class:`IdentityRevisionRow`, which tells a process when its
+    in-memory index is stale.
     """
 
     __tablename__ = "identity_vectors"
@@ -186,6 +187,24 @@ class IdentityVectorRow(Base):
     appearance: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     faces: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class IdentityRevisionRow(Base):
+    """An owner's change counter for identity search: bumped, in the same transaction, by
+    database triggers (migration 0013) on every insert, delete or move of the owner's
+    reference images and identity vectors, whoever writes them (cascades included).
+
+    A process keeps the owner's index in memory and reloads it only when this changed: one
+    primary-key read per search. The triggers live on ``reference_images`` and
+    ``identity_vectors``; a later migration that recreates either table (SQLite's batch
+    mode copies a table to alter it) must create them again (``tests/test_identify.py``
+    checks they fire after every migration).
+    """
+
+    __tablename__ = "identity_revisions"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class JobRow(Base):

@@ -19,9 +19,9 @@ appearance) proposes characters and the exact rule rescores them with all their 
 "No known character": the best score must reach the open-set threshold of its basis,
 :data:`OPEN_SET_THRESHOLDS`: the score that only :data:`OPEN_SET_FALSE_MATCH_RATE` (1 %) of
 the calibration images' scores against a different identity reach — by face per pair, by
-appearance against another character's three references as a set
-(``benchmarks/eval_quality.py`` prints them; refit both when ``calibration.json`` or the
-set rule changes).
+appearance against another character's three references as a set. ``benchmarks/calibrate_eval.py``
+fits them with the curves and writes them to ``calibration.json`` (``--open-set-only`` refits
+them alone); ``benchmarks/eval_quality.py`` recomputes them and says when they are stale.
 """
 
 from __future__ import annotations
@@ -56,18 +56,30 @@ __all__ = [
 log = logging.getLogger("castbook.evaluation")
 
 FACE_DIMENSIONS = 128
-# The scores that 1 % of wrong answers reach (benchmarks/eval_quality.py). Face: of the
-# different-identity pairs of ../shared/eval/faces (1 690 pairs of 13 people; one reference
-# per person). Appearance: of a query's scores against another character whose three
-# references count as a set (reference_set; anime/, 5 characters, 13 600 scores in 50
-# draws); a character with one reference passes fewer (0.7 %), with two 0.8 %. Same-identity
-# queries reaching them: 100 % of photos; of anime crops 45 % against one reference, 63 %
-# against three.
-OPEN_SET_FALSE_MATCH_RATE = 0.01
-OPEN_SET_THRESHOLDS = {"face": 40.9, "appearance": 92.7}
-# Below this many references exact search meets the goal (a million: 46 ms of CPU, 97 ms
-# wall at load 10 on 2 cores, benchmarks/identify.py); above it the ANN index proposes
-# candidates, once its graph is built (over an hour of both cores for a million here).
+
+
+def _open_set(calibration: Calibration) -> tuple[float, dict[str, float]]:
+    fitted = calibration.open_set
+    try:
+        return float(fitted["false_match_rate"]), {
+            basis: float(fitted[basis]) for basis in ("face", "appearance")
+        }
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInputError(
+            "the calibration lacks open-set thresholds for face and appearance "
+            f"(open_set: {fitted!r}); run `benchmarks/calibrate_eval.py --open-set-only`"
+        ) from None
+
+
+# The scores 1 % of wrong answers reach, from calibration.json. Face: of the different-identity
+# pairs of ../shared/eval/faces (1 690 pairs of 13 people; one reference per person).
+# Appearance: of a query's scores against another character whose three references count as
+# a set (reference_set; anime/, 5 characters, 50 draws); a character with one reference
+# passes fewer (0.7 %), with two 0.8 %.
+OPEN_SET_FALSE_MATCH_RATE, OPEN_SET_THRESHOLDS = _open_set(default_calibration())
+# Below this many references exact search meets the goal (a million: 54-65 ms of CPU, 65-126
+# ms wall median at load 3-6 on 2 cores, benchmarks/identify.py); from it the ANN index
+# proposes candidates, once its graph is built (a million: ~9 minutes here, at load 3-5).
 ANN_FROM = 1_000_000
 # Candidates the ANN index proposes per basis, as a multiple of ``top`` (then rescored).
 _ANN_CANDIDATES = 8
@@ -436,7 +448,10 @@ class IdentityIndex:
         and by face, ``_ANN_CANDIDATES`` × top of each; each is then scored exactly with all
         its references (a set)."""
         indexes = self._ann_indexes()
-        wanted = max(64, _ANN_CANDIDATES * top)
+        # The graph walks expansion_search nodes anyway: rescoring all it found costs little
+        # (a few hundred dot products) and keeps what a narrower cut would lose in a crowd
+        # of near-equal neighbours.
+        wanted = max(64, _ANN_CANDIDATES * top, int(HNSW_SETTINGS["expansion_search"]))
         found = [
             indexes["appearance"]
             .search(query.appearance.astype(np.float32), min(wanted, self.references))
@@ -482,6 +497,21 @@ class IdentityIndex:
             return built
 
 
+# The HNSW graphs' settings (benchmarks/identify.py --ann-* measures others). A graph only
+# proposes candidates, rescored from the float32 vectors, so it may hold its vectors as
+# 8-bit integers: at a million references (synthetic, benchmarks/identify.py) the build took
+# 626 s of CPU and the graphs 784 MB, against 686 s and 1 187 MB in half precision with a
+# narrower build beam (expansion_add 64), whose recall@10 stayed at 0.78-0.87. The wide
+# search beam is what recall needs among many near-equal neighbours: recall@10 0.870 at
+# 128, 0.981 at 512, 0.994 at 1024 (4.9 ms a search).
+HNSW_SETTINGS: dict[str, Any] = {
+    "connectivity": 16,
+    "expansion_add": 128,
+    "expansion_search": 1024,
+    "dtype": "i8",
+}
+
+
 def _hnsw(vectors: np.ndarray, metric: str) -> Any:
     try:
         from usearch.index import Index
@@ -491,16 +521,9 @@ def _hnsw(vectors: np.ndarray, metric: str) -> Any:
         raise MissingDependencyError(
             "searching a library this large (the ANN index)", "identify", "usearch"
         ) from exc
-    # expansion_search 128: recall@10 ≥ 0.99 against exact search (benchmarks/identify.py).
-    index = Index(
-        ndim=vectors.shape[1],
-        metric=metric,
-        dtype="f32",
-        connectivity=16,
-        expansion_add=128,
-        expansion_search=128,
-    )
-    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    index = Index(ndim=vectors.shape[1], metric=metric, **HNSW_SETTINGS)
+    # One call for all: usearch adds a batch on every core (threads=0).
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=0)
     return index
 
 

@@ -5,8 +5,10 @@ Features come from a :class:`FeatureSource`: the CLI computes them in-process
 (:class:`LocalFeatures`), the API in its evaluation worker processes. A reference image's
 vectors are computed once — from the features the library already keeps for it when there
 are some, else from its bytes — and stored (``castbook.library.identity_vectors``); a search
-reads stored vectors only. Each process keeps the index it built per owner and feature key
-and rebuilds it when the stored rows change.
+reads stored vectors only. Each process keeps the index it built per owner and feature key,
+with the owner's change counter (``identity_revisions``, bumped by database triggers) at
+the time: a search reads that one row, and only when it moved looks for unindexed images
+and reloads the index.
 """
 
 from __future__ import annotations
@@ -131,8 +133,13 @@ class Lookalike:
 
 
 _BATCH = 16  # reference images per feature request
+# Rounds of "index what is missing" before a reload when other writers keep adding: the
+# index loaded after them is cached under a revision they moved on from, so the next search
+# looks again.
+_INDEXING_ROUNDS = 3
 _cache_lock = threading.Lock()
-_cache: dict[tuple[str, str, str], tuple[tuple[int, int], IdentityIndex]] = {}
+_cache: dict[tuple[str, str, str], tuple[int, IdentityIndex]] = {}
+_loading: dict[tuple[str, str, str], threading.Lock] = {}
 
 
 class IdentitySearch:
@@ -193,24 +200,44 @@ class IdentitySearch:
         return added
 
     def index(self) -> IdentityIndex:
-        """The owner's index for this key, rebuilt only when the stored rows changed."""
+        """The owner's index for this key, current as of this call: the owner's change
+        counter is read (one row); only when it moved since the cached index was loaded are
+        unindexed references indexed and the index reloaded."""
         cache_key = (self.library.database.url, self.library.owner, self.key)
-        stamp = stored.index_stamp(self.library, self.key)
+        revision = stored.index_revision(self.library)
+        cached = self._cached(cache_key, revision)
+        if cached is not None:
+            return cached
+        with _cache_lock:
+            loading = _loading.setdefault(cache_key, threading.Lock())
+        # One reload per owner and key at a time (a million references take a minute):
+        # searches that find the index stale meanwhile wait for it.
+        with loading:
+            for _ in range(_INDEXING_ROUNDS):
+                revision = stored.index_revision(self.library)
+                cached = self._cached(cache_key, revision)
+                if cached is not None:
+                    return cached
+                # Read before looking: whatever is added after it moves the counter on.
+                if not self.update_index():
+                    break
+            rows = stored.load_vectors(self.library, self.key)
+            index = IdentityIndex(
+                [
+                    (row.character_id, IdentityVectors.from_bytes(row.appearance, row.faces))
+                    for row in rows
+                ],
+                labels=[row.sha256 for row in rows],
+            )
+            with _cache_lock:
+                _cache[cache_key] = (revision, index)
+            return index
+
+    @staticmethod
+    def _cached(cache_key: tuple[str, str, str], revision: int) -> IdentityIndex | None:
         with _cache_lock:
             cached = _cache.get(cache_key)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-        rows = stored.load_vectors(self.library, self.key)
-        index = IdentityIndex(
-            [
-                (row.character_id, IdentityVectors.from_bytes(row.appearance, row.faces))
-                for row in rows
-            ],
-            labels=[row.sha256 for row in rows],
-        )
-        with _cache_lock:
-            _cache[cache_key] = (stamp, index)
-        return index
+        return cached[1] if cached is not None and cached[0] == revision else None
 
     # ---- searching -----------------------------------------------------------------------
 
@@ -220,7 +247,6 @@ class IdentitySearch:
         """Each query's ``top`` characters; ``known`` when the best reaches the threshold."""
         if top < 1:
             raise InvalidInputError(f"top must be at least 1, got {top}")
-        self.update_index()
         index = self.index()
         found: list[tuple[str, list[IdentityMatch] | str]] = []
         for source, features in queries:
@@ -268,8 +294,9 @@ class IdentitySearch:
         ids = {c.id for c in characters}
         if not ids:
             return []
-        self.update_index()  # the others too: a character added before is compared with
+        # Indexes the other characters' references too: they are what is compared with.
         index = self.index()
+
         rows = stored.load_vectors(self.library, self.key, ids)
         if not rows or len(index) <= 1:
             return []

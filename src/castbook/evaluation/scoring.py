@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,9 @@ class Calibration:
     face: Logistic  # x = face embedding distance (smaller is more alike)
     appearance: Logistic  # x = appearance similarity in [0, 1]
     details: dict[str, Any]
+    # Identity search's "no known character" thresholds, fitted with the curves on the same
+    # pairs: {"false_match_rate": 0.01, "face": score, "appearance": score, ...}.
+    open_set: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
@@ -67,10 +70,11 @@ class Calibration:
             face=Logistic(**data["face"]),
             appearance=Logistic(**data["appearance"]),
             details=data.get("details", {}),
+            open_set=data.get("open_set", {}),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "face": {"intercept": self.face.intercept, "slope": self.face.slope},
             "appearance": {
                 "intercept": self.appearance.intercept,
@@ -78,6 +82,9 @@ class Calibration:
             },
             "details": self.details,
         }
+        if self.open_set:
+            data["open_set"] = self.open_set
+        return data
 
 
 @cache

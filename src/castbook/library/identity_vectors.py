@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from castbook.db import CharacterRow, IdentityVectorRow, ImageFeaturesRow, ReferenceImageRow
+from castbook.db import (
+    CharacterRow,
+    IdentityRevisionRow,
+    IdentityVectorRow,
+    ImageFeaturesRow,
+    ReferenceImageRow,
+)
 from castbook.library.service import CharacterLibrary
 
 __all__ = [
@@ -27,7 +33,7 @@ __all__ = [
     "character_names",
     "clear_vectors",
     "has_other_references",
-    "index_stamp",
+    "index_revision",
     "load_vectors",
     "store_vectors",
     "unindexed_images",
@@ -54,16 +60,16 @@ class StoredVectors:
     faces: bytes | None
 
 
-def index_stamp(library: CharacterLibrary, key: str) -> tuple[int, int]:
-    """(rows, highest id) of the owner's vectors for ``key``: changes with every write or
-    delete (ids never repeat), so a cached index knows when to reload."""
+def index_revision(library: CharacterLibrary) -> int:
+    """The owner's identity change counter: database triggers bump it with every insert,
+    delete or move of the owner's reference images and stored vectors (migration 0013), so
+    a process holding the index in memory knows when to look again. 0: nothing written
+    since the counter was added."""
     with library.database.session() as session:
-        count, highest = session.execute(
-            select(func.count(IdentityVectorRow.id), func.max(IdentityVectorRow.id)).where(
-                IdentityVectorRow.owner == library.owner, IdentityVectorRow.feature_key == key
-            )
-        ).one()
-    return int(count), int(highest or 0)
+        value = session.scalar(
+            select(IdentityRevisionRow.revision).where(IdentityRevisionRow.owner == library.owner)
+        )
+    return int(value or 0)
 
 
 def has_other_references(library: CharacterLibrary, character_ids: Iterable[str] = ()) -> bool:
@@ -87,26 +93,30 @@ def character_names(library: CharacterLibrary, character_ids: Iterable[str]) -> 
     wanted = sorted(set(character_ids))
     if not wanted:
         return {}
-    query = select(CharacterRow.id, CharacterRow.name).where(
-        CharacterRow.owner == library.owner, CharacterRow.id.in_(wanted)
+    # By id alone, the owner checked here: given "owner = ? AND id IN (...)", SQLite's
+    # planner (no table statistics) walks the owner's index, all 10 000 characters of a
+    # large library, instead of a handful of primary-key lookups (2.9 against 0.3 ms).
+    query = select(CharacterRow.id, CharacterRow.name, CharacterRow.owner).where(
+        CharacterRow.id.in_(wanted)
     )
     with library.database.session() as session:
-        return {row[0]: row[1] for row in session.execute(query)}
+        return {row[0]: row[1] for row in session.execute(query) if row[2] == library.owner}
 
 
 def unindexed_images(
     library: CharacterLibrary, key: str, character_ids: Iterable[str] | None = None
 ) -> list[UnindexedImage]:
     """The owner's reference images (of ``character_ids``, or all) without vectors for key."""
-    indexed = (
-        select(IdentityVectorRow.reference_image_id)
-        .where(IdentityVectorRow.feature_key == key)
-        .scalar_subquery()
-    )
+    # An anti-join on the (image, key) unique index: only the owner's images are looked at.
     query = (
         select(ReferenceImageRow.id, CharacterRow.id, CharacterRow.name, ReferenceImageRow.sha256)
         .join(CharacterRow, CharacterRow.id == ReferenceImageRow.character_id)
-        .where(CharacterRow.owner == library.owner, ReferenceImageRow.id.not_in(indexed))
+        .outerjoin(
+            IdentityVectorRow,
+            (IdentityVectorRow.reference_image_id == ReferenceImageRow.id)
+            & (IdentityVectorRow.feature_key == key),
+        )
+        .where(CharacterRow.owner == library.owner, IdentityVectorRow.id.is_(None))
         .order_by(CharacterRow.id, ReferenceImageRow.position)
     )
     if character_ids is not None:
