@@ -20,28 +20,16 @@ from castbook.errors import CastbookError, InvalidInputError
 from castbook.evaluation import Scorer, appearance, compare
 from castbook.evaluation.calibrate import roc_auc
 from castbook.evaluation.features import ImageFeatures, features_key, load_for_scoring
-from castbook.evaluation.hashes import average_hash, difference_hash, perceptual_hash
 from castbook.evaluation.identity import IdentityVectors
 from castbook.evaluation.identity_search import IdentitySearch
 from castbook.evaluation.scoring import default_calibration
 from castbook.library import CharacterLibrary, ImageInput
 from castbook.library.identity_vectors import store_vectors, unindexed_images
 from tests.support.drawings import ALICE, BOB, character, png_bytes
+from tests.support.drawings import drawn_features as features
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 WHITE_SHIRT = (245, 245, 245)
-
-
-def features(image) -> ImageFeatures:
-    """Hashes and appearance only: what a drawn character is scored by."""
-    return ImageFeatures(
-        width=image.width,
-        height=image.height,
-        ahash=average_hash(image),
-        phash=perceptual_hash(image),
-        dhash=difference_hash(image),
-        appearance=appearance.describe_appearance(image),
-    )
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from castbook.evaluation.hashes import average_hash, difference_hash, perceptual
 from castbook.evaluation.identity import IdentityIndex, IdentityVectors
 from castbook.evaluation.reference_set import centroid, set_cosine
 from castbook.evaluation.scoring import compare_to_set, default_calibration
-from tests.support.drawings import ALICE, BOB, character
+from tests.support.drawings import ALICE, BOB, character, drawn_features
 
 CAROL = dict(hair=(120, 40, 160), shirt=(30, 160, 60))
 _BASE = character(**ALICE)
@@ -32,15 +32,7 @@ _HASHES = dict(
 
 
 def drawn(person: dict, seed: int = 0) -> ImageFeatures:
-    image = character(**person, seed=seed)
-    return ImageFeatures(
-        width=image.width,
-        height=image.height,
-        ahash=average_hash(image),
-        phash=perceptual_hash(image),
-        dhash=difference_hash(image),
-        appearance=appearance.describe_appearance(image),
-    )
+    return drawn_features(character(**person, seed=seed))
 
 
 def from_vector(vector: np.ndarray, faces: np.ndarray | None = None) -> ImageFeatures:

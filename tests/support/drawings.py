@@ -7,9 +7,13 @@ their details a little (the same character drawn again).
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from castbook.evaluation.features import ImageFeatures
 
 __all__ = ["ALICE", "BOB", "character", "png_bytes"]
 
@@ -45,3 +49,20 @@ def png_bytes(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def drawn_features(image: Image.Image) -> ImageFeatures:
+    """Hashes and appearance only, of the image as it is: what a drawn character is scored
+    by (no face model)."""
+    from castbook.evaluation.appearance import describe_appearance
+    from castbook.evaluation.features import ImageFeatures
+    from castbook.evaluation.hashes import average_hash, difference_hash, perceptual_hash
+
+    return ImageFeatures(
+        width=image.width,
+        height=image.height,
+        ahash=average_hash(image),
+        phash=perceptual_hash(image),
+        dhash=difference_hash(image),
+        appearance=describe_appearance(image),
+    )
