@@ -264,22 +264,26 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # Which blob store a test's images live in (issue 20: the library/jobs/API suite on the object
-# store as a parametrised backend). A test or module marked `@pytest.mark.blob_stores("folder",
-# "s3")` runs once per store: that is the storage-sensitive part of the suite, run on a bucket
-# of the session's S3 server in every run (docs/deployment.md lists it). Everything else that
-# stores images (`make_api`, `api_settings`, `blob_store`) uses the folder, unless
-# `CASTBOOK_TEST_BLOBS=s3` (or `folder`) puts every such test on that one store: the whole
-# pass on a bucket, run by hand or nightly (it costs about the API tests' time again).
+# store as a parametrised backend). Every test that stores images through `make_api`,
+# `api_settings` or `blob_bucket` (they take `blob_store_kind`) runs twice in every run: on the
+# folder and on an empty bucket of the session's S3 server (docs/deployment.md lists what that
+# covers). One session, so the tiny models, moto and PostgreSQL are built once for both, and
+# xdist balances both halves together; a second pytest pass would pay its collection and
+# session set-up again. `@pytest.mark.blob_stores("folder")` keeps a test about the folder
+# itself on the folder. `CASTBOOK_TEST_BLOBS=folder` (or `s3`) runs every such test on that one
+# store only: a quicker loop by hand, never what CI runs.
+BOTH_STORES = ("folder", "s3")
 BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "")
-if BLOBS_UNDER_TEST not in ("", "folder", "s3"):
+if BLOBS_UNDER_TEST not in ("", *BOTH_STORES):
     raise pytest.UsageError(f"CASTBOOK_TEST_BLOBS must be folder or s3, not {BLOBS_UNDER_TEST!r}")
 
 
 def _blob_stores_of(definition: Any) -> tuple[str, ...]:
-    if BLOBS_UNDER_TEST:
-        return (BLOBS_UNDER_TEST,)
     marker = definition.get_closest_marker("blob_stores")
-    return tuple(marker.args) if marker is not None else ("folder",)
+    stores = tuple(marker.args) if marker is not None else BOTH_STORES
+    if BLOBS_UNDER_TEST:
+        return tuple(store for store in stores if store == BLOBS_UNDER_TEST) or stores[:1]
+    return stores
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

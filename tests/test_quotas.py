@@ -237,7 +237,6 @@ def upload(api: Api, plain: str, character: str) -> int:
     ).status_code
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_storage_over_the_limit_gets_429_until_images_are_deleted(
     quota_api: Callable[..., Api],
 ) -> None:
@@ -275,7 +274,6 @@ def test_storage_over_the_limit_gets_429_until_images_are_deleted(
     assert upload(api, ann, "Ann") == 201
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_task_inputs_and_results_count_as_the_owners_storage(
     quota_api: Callable[..., Api],
 ) -> None:
