@@ -58,7 +58,9 @@ def quota_api(api_settings: Callable[..., Settings]) -> Iterator[Callable[..., A
     opened: list[TestClient] = []
 
     def make(**limits: Any) -> Api:
-        settings = replace(api_settings(), **limits)
+        # Uploads would run the lookalike check, which starts the evaluation workers (a face
+        # model each: a minute of a loaded CPU per test); quotas are not about it.
+        settings = replace(api_settings(), identify_on_add=False, **limits)
         app = create_app(settings, executor=HoldingExecutor(), config=ApiConfig())
         client = TestClient(app)
         client.__enter__()
