@@ -343,11 +343,17 @@ def make_api(api_settings: Callable[..., Settings]) -> Iterator[ApiFactory]:
         handlers: dict[str, Any] | None = None,
         workers: int = 1,
         identify_on_add: bool = False,
+        eval_workers: int = 1,
         **config: Any,
     ) -> Api:
         # The lookalike check on upload starts the evaluation workers (a face model each):
-        # off unless a test is about it.
-        settings = dataclasses.replace(api_settings(database_url), identify_on_add=identify_on_add)
+        # off unless a test is about it. One evaluation worker, not the server's two: each is
+        # a process that imports the scorer and loads its models (~2.4 s of CPU) before the
+        # first evaluation; the pool's fairness with several workers is tested on pools of
+        # their own (tests/test_eval_budget.py) and on a real server.
+        settings = dataclasses.replace(
+            api_settings(database_url), identify_on_add=identify_on_add, eval_workers=eval_workers
+        )
         executor = None
         if handlers is not None:
             executor = LocalExecutor(
