@@ -171,12 +171,39 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.stop()
 
 
+# A test's database starts as a copy of one migrated once per session (test process): Alembic's
+# upgrade on open then finds it at the newest revision. Migrating each test's database cost
+# ~40 ms of CPU and ~130 ms of wall (SQLite's syncs) per database, hundreds of times a run;
+# the migrations themselves still run, on every template and on every database a test opens
+# by its own path.
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty castbook SQLite database at the newest revision (copy it, never open it)."""
+    path = tmp_path_factory.mktemp("migrated-db") / "castbook.db"
+    Database(f"sqlite:///{path}").dispose()
+    leftovers = [p.name for p in path.parent.iterdir() if p != path]
+    assert not leftovers, f"the template database left {leftovers} open"  # WAL checkpointed
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres: PostgresServer) -> str:
+    """The name of an empty castbook database at the newest revision on the session's server
+    (a template: databases are created from it, nobody connects to it)."""
+    name = "castbook_migrated"
+    Database(postgres.create_database(name)).dispose()
+    return name
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'castbook.db'}"
+        path = tmp_path / "castbook.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        return f"sqlite:///{path}"
     server: PostgresServer = request.getfixturevalue("postgres")
-    return server.create_database(f"castbook_t{next(_database_counter)}")
+    template: str = request.getfixturevalue("migrated_postgres")
+    return server.create_database(f"castbook_t{next(_database_counter)}", template)
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -255,31 +282,37 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_sqlite: Path) -> Path:
+    """An API test's CASTBOOK_HOME, its SQLite database already migrated."""
     home = tmp_path / "home"
     home.mkdir()
+    shutil.copyfile(migrated_sqlite, home / "castbook.db")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-empty"))
     return home
 
 
 # Which blob store a test's images live in (issue 20: the library/jobs/API suite on the object
-# store as a parametrised backend). A test or module marked `@pytest.mark.blob_stores("folder",
-# "s3")` runs once per store: that is the storage-sensitive part of the suite, run on a bucket
-# of the session's S3 server in every run (docs/deployment.md lists it). Everything else that
-# stores images (`make_api`, `api_settings`, `blob_store`) uses the folder, unless
-# `CASTBOOK_TEST_BLOBS=s3` (or `folder`) puts every such test on that one store: the whole
-# pass on a bucket, run by hand or nightly (it costs about the API tests' time again).
+# store as a parametrised backend). Every test that stores images through `make_api`,
+# `api_settings` or `blob_bucket` (they take `blob_store_kind`) runs twice in every run: on the
+# folder and on an empty bucket of the session's S3 server (docs/deployment.md lists what that
+# covers). One session, so the tiny models, moto and PostgreSQL are built once for both, and
+# xdist balances both halves together; a second pytest pass would pay its collection and
+# session set-up again. `@pytest.mark.blob_stores("folder")` keeps a test about the folder
+# itself on the folder. `CASTBOOK_TEST_BLOBS=folder` (or `s3`) runs every such test on that one
+# store only: a quicker loop by hand, never what CI runs.
+BOTH_STORES = ("folder", "s3")
 BLOBS_UNDER_TEST = os.environ.get("CASTBOOK_TEST_BLOBS", "")
-if BLOBS_UNDER_TEST not in ("", "folder", "s3"):
+if BLOBS_UNDER_TEST not in ("", *BOTH_STORES):
     raise pytest.UsageError(f"CASTBOOK_TEST_BLOBS must be folder or s3, not {BLOBS_UNDER_TEST!r}")
 
 
 def _blob_stores_of(definition: Any) -> tuple[str, ...]:
-    if BLOBS_UNDER_TEST:
-        return (BLOBS_UNDER_TEST,)
     marker = definition.get_closest_marker("blob_stores")
-    return tuple(marker.args) if marker is not None else ("folder",)
+    stores = tuple(marker.args) if marker is not None else BOTH_STORES
+    if BLOBS_UNDER_TEST:
+        return tuple(store for store in stores if store == BLOBS_UNDER_TEST) or stores[:1]
+    return stores
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -339,11 +372,17 @@ def make_api(api_settings: Callable[..., Settings]) -> Iterator[ApiFactory]:
         handlers: dict[str, Any] | None = None,
         workers: int = 1,
         identify_on_add: bool = False,
+        eval_workers: int = 1,
         **config: Any,
     ) -> Api:
         # The lookalike check on upload starts the evaluation workers (a face model each):
-        # off unless a test is about it.
-        settings = dataclasses.replace(api_settings(database_url), identify_on_add=identify_on_add)
+        # off unless a test is about it. One evaluation worker, not the server's two: each is
+        # a process that imports the scorer and loads its models (~2.4 s of CPU) before the
+        # first evaluation; the pool's fairness with several workers is tested on pools of
+        # their own (tests/test_eval_budget.py) and on a real server.
+        settings = dataclasses.replace(
+            api_settings(database_url), identify_on_add=identify_on_add, eval_workers=eval_workers
+        )
         executor = None
         if handlers is not None:
             executor = LocalExecutor(

@@ -152,7 +152,6 @@ def test_keys_commands(castbook_home: Path) -> None:
     keys.database.dispose()
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_two_owners_never_see_each_others_records(
     make_api: ApiFactory, database_url: str, generating: Path
 ) -> None:
@@ -209,7 +208,6 @@ def test_two_owners_never_see_each_others_records(
 # ---- generations and tasks -------------------------------------------------------------------
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_a_generation_runs_as_a_task_with_live_events(
     make_api: ApiFactory, generating: Path
 ) -> None:
@@ -408,7 +406,6 @@ def test_cancel_a_queued_and_a_running_task(make_api: ApiFactory, database_url: 
         ({"inference_type": "GPU!"}, "inference_type", "pattern"),
     ],
 )
-@pytest.mark.blob_stores("folder", "s3")
 def test_invalid_generations_name_the_field_and_write_nothing(
     make_api: ApiFactory, generating: Path, body: dict[str, Any], field: str, message: str
 ) -> None:
@@ -463,7 +460,6 @@ def test_request_bodies_over_the_limit_get_413(make_api: ApiFactory) -> None:
 # ---- characters ----------------------------------------------------------------------------
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_characters_crud_images_export_import(make_api: ApiFactory) -> None:
     api = make_api()
     headers = api.key("local")
@@ -529,7 +525,6 @@ def test_characters_crud_images_export_import(make_api: ApiFactory) -> None:
     assert bad.status_code == 422 and bad.json()["type"] == "ImportFormatError"
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_evaluation_scores_images_against_a_character(
     make_api: ApiFactory, generating: Path
 ) -> None:

@@ -57,7 +57,6 @@ def image_server() -> Iterator[str]:
     server.server_close()
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_waits_for_the_result_by_default(make_api: ApiFactory, generating: Path) -> None:
     api = make_api()
     headers = api.key("alice")
@@ -119,7 +118,6 @@ def test_celery_answers_at_once_on_the_inference_type_queue(
     assert "references" not in task["input"]["request"]
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_large_references_are_resized_to_fit_keeping_the_aspect_ratio(
     make_api: ApiFactory, generating: Path
 ) -> None:
@@ -165,7 +163,6 @@ def test_large_references_are_resized_to_fit_keeping_the_aspect_ratio(
         ({"image": data_uri(b"not an image")}, "image", "not"),
     ],
 )
-@pytest.mark.blob_stores("folder", "s3")
 def test_invalid_requests_name_the_field_and_write_nothing(
     make_api: ApiFactory, generating: Path, change: dict[str, Any], field: str, message: str
 ) -> None:
@@ -212,7 +209,6 @@ def test_boundary_values_are_accepted() -> None:
     assert ImageToImageRequest(app_id="a", image="x").celery is False
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_get_image_for_unknown_and_other_owners_tasks(
     make_api: ApiFactory, generating: Path
 ) -> None:

@@ -224,7 +224,6 @@ def test_the_variant_cap_comes_from_the_server(make_api: ApiFactory, generating:
 # ---- stories --------------------------------------------------------------------------------
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_a_two_character_story_renders_panels_and_a_storyboard(
     make_api: ApiFactory, generating: Path
 ) -> None:

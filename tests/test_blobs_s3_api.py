@@ -32,6 +32,7 @@ def s3_settings(generating: Path, s3_server: S3Server, tmp_path: Path) -> Settin
         blob_endpoint=s3_server.endpoint,
         blob_cache_dir_setting=tmp_path / "server-cache",
         blob_presign=60,
+        identify_on_add=False,  # the lookalike check starts face models; not about storage
     )
 
 

@@ -74,7 +74,6 @@ def test_a_stored_image_id_never_reads_a_server_file(
     assert caught.value.field == "init_image"
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_deleting_a_character_does_not_fail_a_task_already_accepted(
     make_api: ApiFactory, generating: Path, api_settings: Callable[..., Settings]
 ) -> None:

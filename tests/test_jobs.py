@@ -278,7 +278,6 @@ def test_generation_jobs_run_on_a_local_model(tmp_path: Path) -> None:
 # ---- the executor contract: the local executor ------------------------------------------------
 
 
-@pytest.mark.blob_stores("folder", "s3")
 class TestLocalExecutor(ExecutorContract):
     @pytest.fixture
     def harness(self, tmp_path: Path, tiny_models: dict[str, Path], blob_bucket):

@@ -36,9 +36,6 @@ from tests.conftest import make_image_bytes
 from tests.support.api import ApiFactory
 from tests.support.cli import castbook
 
-# Format tests: the blob store underneath does not matter, and test_library.py and
-# test_exchange.py already run the library on a bucket (the `library` fixture).
-LIBRARY_STORES = ("folder",)
 LONG_NAME = "Lady Seraphine" + " of the Northern Reaches" * 6  # 158 characters
 CREATED_MS = 1_750_000_000_123
 

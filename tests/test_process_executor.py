@@ -22,8 +22,10 @@ from castbook.db import Database
 from castbook.jobs import Job, JobStatus, JobStore
 from castbook.jobs.processes import ProcessExecutor
 from castbook.settings import Settings
+from tests.conftest import BOTH_STORES, on_blob_store
 from tests.support.executor_contract import EmbeddedHarness, ExecutorContract
 from tests.support.job_kinds import gated_handlers, open_gate, started_pids
+from tests.support.s3_server import S3Server
 
 DEADLINE = 300.0  # seconds: generous for a loaded machine (a worker imports torch first)
 
@@ -38,18 +40,32 @@ def _until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) 
     pytest.fail(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BOTH_STORES)
 def shared_harness(
-    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_models: dict[str, Path],
 ) -> Iterator[EmbeddedHarness]:
+    """One worker process per blob store: on ``s3`` the worker opens the bucket from the
+    settings it is given, and takes its inputs and puts its results there."""
+    bucket = None
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        bucket = (server.new_bucket(), server.endpoint)
     home = tmp_path_factory.mktemp("process-contract") / "home"
-    harness = EmbeddedHarness(home, tiny_models["sd15"], processes=True)
+    harness = EmbeddedHarness(
+        home,
+        tiny_models["sd15"],
+        processes=True,
+        on_store=lambda settings: on_blob_store(settings, bucket),
+    )
     yield harness
     harness.close()
 
 
 class TestProcessExecutor(ExecutorContract):
-    """The contract against one worker process for the module, as a server keeps one.
+    """The contract against one worker process for the module (one per blob store), as a
+    server keeps one.
 
     Each contract test waits for its own jobs to end, so none depends on a fresh process;
     a new one per test cost a start (torch, diffusers, the tiny model) each. What a fresh

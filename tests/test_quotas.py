@@ -58,7 +58,9 @@ def quota_api(api_settings: Callable[..., Settings]) -> Iterator[Callable[..., A
     opened: list[TestClient] = []
 
     def make(**limits: Any) -> Api:
-        settings = replace(api_settings(), **limits)
+        # Uploads would run the lookalike check, which starts the evaluation workers (a face
+        # model each: a minute of a loaded CPU per test); quotas are not about it.
+        settings = replace(api_settings(), identify_on_add=False, **limits)
         app = create_app(settings, executor=HoldingExecutor(), config=ApiConfig())
         client = TestClient(app)
         client.__enter__()
@@ -237,7 +239,6 @@ def upload(api: Api, plain: str, character: str) -> int:
     ).status_code
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_storage_over_the_limit_gets_429_until_images_are_deleted(
     quota_api: Callable[..., Api],
 ) -> None:
@@ -275,7 +276,6 @@ def test_storage_over_the_limit_gets_429_until_images_are_deleted(
     assert upload(api, ann, "Ann") == 201
 
 
-@pytest.mark.blob_stores("folder", "s3")
 def test_task_inputs_and_results_count_as_the_owners_storage(
     quota_api: Callable[..., Api],
 ) -> None:

@@ -302,14 +302,17 @@ class PostgresServer:
         if proc.returncode != 0:
             raise RuntimeError(f"psql failed ({proc.returncode}): {proc.stderr.strip()}")
 
-    def create_database(self, name: str) -> str:
-        """Create a fresh, empty database ``name`` (dropped first if it exists); return its URL."""
-        if not _DB_NAME_RE.match(name):
-            raise ValueError(f"invalid database name {name!r}: use [A-Za-z_][A-Za-z0-9_]*")
+    def create_database(self, name: str, template: str = "template0") -> str:
+        """Create database ``name`` (dropped first if it exists) as a copy of ``template``
+        (by default empty; a database of this server that nobody is connected to); return
+        its URL."""
+        for each in (name, template):
+            if not _DB_NAME_RE.match(each):
+                raise ValueError(f"invalid database name {each!r}: use [A-Za-z_][A-Za-z0-9_]*")
         if self._stopped:
             raise RuntimeError("PostgreSQL server has been stopped")
         self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" ENCODING \'UTF8\'')
         return self.sqlalchemy_url(name)
 
     def drop_database(self, name: str) -> None:

@@ -316,7 +316,7 @@ def character_loras(
             LoraUse(
                 character=character.name,
                 sha256=lora.sha256,
-                path=str(library.blobs.path(lora.sha256)),
+                path=str(library.blobs.local_path(lora.sha256)),
                 weight=lora.weight if weight is None else weight,
                 trigger=lora.trigger,
                 base_model=lora.base_model,
