@@ -22,7 +22,7 @@ from castbook.blobs import BlobStore
 from castbook.db import Database, IdentityVectorRow
 from castbook.db.database import _MIGRATIONS as MIGRATIONS
 from castbook.errors import CastbookError, InvalidInputError
-from castbook.evaluation import ImageFeatures, Scorer
+from castbook.evaluation import ImageFeatures, Scorer, identity_search
 from castbook.evaluation.appearance import DIMENSIONS
 from castbook.evaluation.identity import (
     OPEN_SET_FALSE_MATCH_RATE,
@@ -294,6 +294,40 @@ def test_an_owner_searches_only_their_own_characters(library: CharacterLibrary) 
     assert [m["name"] for m in answer.matches] == ["Bob"] and not answer.known
     [theirs] = ask(other, source, drawing(ALICE, 2))
     assert [m["name"] for m in theirs.matches] == ["Alice"] and theirs.known
+
+
+def test_indexes_held_in_memory_are_bounded_least_recently_searched_first(
+    library: CharacterLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = AppearanceFeatures()
+    loads = Loads(monkeypatch)
+    owners = {
+        name: CharacterLibrary(library.database, library.blobs, owner=name)
+        for name in ("ann", "ben", "cat")
+    }
+    for n, owned in enumerate(owners.values()):
+        owned.create({"name": "Alice"}, [ImageInput(drawing(ALICE, n), "a1")])
+        owned.create({"name": "Bob"}, [ImageInput(drawing(BOB, n), "b1")])
+    monkeypatch.setenv("CASTBOOK_IDENTIFY_CACHE_REFERENCES", "4")  # two owners' two each
+    for name in ("ann", "ben", "ann"):  # ann searched last: ben is the older
+        [answer] = ask(owners[name], source, drawing(ALICE, 7))
+        assert names(answer)[0] == "Alice"
+    assert loads.reloads == 2
+    [answer] = ask(owners["cat"], source, drawing(BOB, 7))  # 6 held: ben's goes
+    assert names(answer)[0] == "Bob" and loads.reloads == 3
+    [answer] = ask(owners["ann"], source, drawing(BOB, 7))
+    assert names(answer)[0] == "Bob" and loads.reloads == 3  # still held
+    [answer] = ask(owners["ben"], source, drawing(BOB, 7))  # reloaded from the database
+    assert names(answer)[0] == "Bob" and loads.reloads == 4
+    held = [key[1] for key in identity_search._cache if key[0] == library.database.url]
+    assert sorted(held) == ["ann", "ben"]  # cat was the least recently searched
+    # One owner bigger than the whole budget is still kept (alone) while it is searched.
+    monkeypatch.setenv("CASTBOOK_IDENTIFY_CACHE_REFERENCES", "1")
+    owners["cat"].create({"name": "Cleo"}, [ImageInput(drawing(CAROL), "c1")])
+    ask(owners["cat"], source, drawing(CAROL, 2))
+    ask(owners["cat"], source, drawing(CAROL, 3))
+    assert loads.reloads == 5
+    assert [key[1] for key in identity_search._cache if key[0] == library.database.url] == ["cat"]
 
 
 def test_a_lookalike_reference_is_reported(library: CharacterLibrary) -> None:

@@ -425,6 +425,15 @@ SETTINGS: tuple[Setting, ...] = (
         '"looks like Alice (score 93)" warning; the index catches up at the next search)',
         _flag,
     ),
+    Setting(
+        "CASTBOOK_IDENTIFY_CACHE_REFERENCES",
+        "identify_cache_references",
+        "2000000",
+        "reference images whose identity vectors a process keeps in memory, all owners "
+        "together (~1.5 KB each): the indexes of the owners searched longest ago are dropped "
+        "first, and reloaded from the database at their next search",
+        _whole,
+    ),
 )
 
 
@@ -479,6 +488,7 @@ class Settings:
     eval_workers: int = 2
     face_runtime: str = "auto"
     identify_on_add: bool = True
+    identify_cache_references: int = 2_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

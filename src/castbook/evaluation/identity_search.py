@@ -13,7 +13,9 @@ and reloads the index.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ from castbook.evaluation.identity import (
 )
 from castbook.library import Character, CharacterLibrary
 from castbook.library import identity_vectors as stored
+from castbook.settings import Settings
 
 __all__ = [
     "FeatureSource",
@@ -132,14 +135,39 @@ class Lookalike:
         }
 
 
+log = logging.getLogger("castbook.evaluation")
+
 _BATCH = 16  # reference images per feature request
 # Rounds of "index what is missing" before a reload when other writers keep adding: the
 # index loaded after them is cached under a revision they moved on from, so the next search
 # looks again.
 _INDEXING_ROUNDS = 3
+# Loaded indexes by (database, owner, key), least recently searched first, and the revision
+# of the owner's library each was loaded at. Bounded by CASTBOOK_IDENTIFY_CACHE_REFERENCES
+# (references of all owners together): a server with many owners does not keep every
+# owner's index for ever.
 _cache_lock = threading.Lock()
-_cache: dict[tuple[str, str, str], tuple[int, IdentityIndex]] = {}
+_cache: OrderedDict[tuple[str, str, str], tuple[int, IdentityIndex]] = OrderedDict()
 _loading: dict[tuple[str, str, str], threading.Lock] = {}
+
+
+def _remember(cache_key: tuple[str, str, str], revision: int, index: IdentityIndex) -> None:
+    """Cache ``index``, dropping the least recently searched others while the references
+    held exceed the budget (the newest is kept whatever its size)."""
+    budget = Settings.from_env().identify_cache_references
+    with _cache_lock:
+        _cache[cache_key] = (revision, index)
+        _cache.move_to_end(cache_key)
+        held = sum(cached.references for _, cached in _cache.values())
+        while held > budget and len(_cache) > 1:
+            dropped_key, (_, dropped) = _cache.popitem(last=False)
+            held -= dropped.references
+            log.info(
+                "identity index of %s (%d references) dropped from memory: over %d held",
+                dropped_key[1],
+                dropped.references,
+                budget,
+            )
 
 
 class IdentitySearch:
@@ -229,15 +257,17 @@ class IdentitySearch:
                 ],
                 labels=[row.sha256 for row in rows],
             )
-            with _cache_lock:
-                _cache[cache_key] = (revision, index)
+            _remember(cache_key, revision, index)
             return index
 
     @staticmethod
     def _cached(cache_key: tuple[str, str, str], revision: int) -> IdentityIndex | None:
         with _cache_lock:
             cached = _cache.get(cache_key)
-        return cached[1] if cached is not None and cached[0] == revision else None
+            if cached is None or cached[0] != revision:
+                return None
+            _cache.move_to_end(cache_key)  # searched now: the last to be dropped
+            return cached[1]
 
     # ---- searching -----------------------------------------------------------------------
 
