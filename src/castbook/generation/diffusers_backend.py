@@ -96,7 +96,7 @@ from castbook.generation.presets import Preset
 from castbook.generation.request import Mode
 from castbook.models.cache import hub_cache_dir
 from castbook.models.doctor import detect_device, load_plan
-from castbook.models.status import require_installed
+from castbook.models.status import BACKEND_PACKAGES, require_installed
 
 __all__ = ["DiffusersBackend", "PipelineCache"]
 
@@ -637,7 +637,7 @@ def _missing_module() -> str | None:
     already imported (or blocked, ``None`` in ``sys.modules``) is answered from there, and
     the others are looked up on disk once per process (a dozen ``stat`` calls each, under
     the import lock)."""
-    for module in ("torch", "diffusers", "transformers"):
+    for module in BACKEND_PACKAGES["diffusers"][0]:
         if module in sys.modules:
             if sys.modules[module] is None:
                 return module

@@ -21,7 +21,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from castbook.db import Database, GalleryCharacterRow, GalleryItemRow, JobOutputRow, JobRow
-from castbook.jobs.store import TERMINAL, JobOutput, _job_from_row
+from castbook.jobs.store import TERMINAL, JobOutput, _jobs_with_outputs
 
 __all__ = ["GalleryFilter", "GalleryItem", "GalleryPage", "ResultGallery"]
 
@@ -133,26 +133,7 @@ class ResultGallery:
             if newest is not None:
                 query = query.where(_JOBS.c.finished_at >= newest - _SETTLE)
             query = query.order_by(_JOBS.c.finished_at, _JOBS.c.id).limit(_INDEX_BATCH)
-            rows = connection.execute(query).all()
-            if not rows:
-                return []
-            outputs: dict[str, list[JobOutput]] = {row.id: [] for row in rows}
-            for output in connection.execute(
-                select(_OUTPUTS)
-                .where(_OUTPUTS.c.job_id.in_(outputs))
-                .order_by(_OUTPUTS.c.job_id, _OUTPUTS.c.position)
-            ):
-                outputs[output.job_id].append(
-                    JobOutput(
-                        output.sha256,
-                        output.kind,
-                        output.media_type,
-                        output.width,
-                        output.height,
-                        output.seed,
-                    )
-                )
-        return [_job_from_row(row, outputs[row.id]) for row in rows]
+            return _jobs_with_outputs(connection, connection.execute(query).all())
 
     def _insert(self, jobs: Sequence[Any]) -> int:
         """A batch of tasks in one transaction; if another request indexed one of them

@@ -233,16 +233,7 @@ class JobStore:
         query = query.order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()).limit(limit)
         with self.database.engine.connect() as connection:
             rows = connection.execute(query).all()
-            # Outputs in one more query for the whole page, not one per task.
-            outputs: dict[str, list[JobOutput]] = {row.id: [] for row in rows}
-            if outputs:
-                for output in connection.execute(
-                    select(*_OUTPUT_COLUMNS)
-                    .where(_OUTPUTS.c.job_id.in_(outputs))
-                    .order_by(_OUTPUTS.c.job_id, _OUTPUTS.c.position)
-                ):
-                    outputs[output.output_job_id].append(_output_from_row(output))
-        return [_job_from_row(row, outputs[row.id]) for row in rows]
+            return _jobs_with_outputs(connection, rows)
 
     def progress_states(self, job_ids: Sequence[str]) -> dict[str, ProgressState]:
         """Status and progress of many jobs in one read (what event streams watch)."""
@@ -581,6 +572,20 @@ def _output_from_row(row: Any) -> JobOutput:
         row.output_height,
         row.output_seed,
     )
+
+
+def _jobs_with_outputs(connection: Any, rows: Sequence[Any]) -> list[Job]:
+    """Jobs from rows of the jobs table, their outputs read in one more query for all of
+    them, not one per job."""
+    outputs: dict[str, list[JobOutput]] = {row.id: [] for row in rows}
+    if outputs:
+        for output in connection.execute(
+            select(*_OUTPUT_COLUMNS)
+            .where(_OUTPUTS.c.job_id.in_(outputs))
+            .order_by(_OUTPUTS.c.job_id, _OUTPUTS.c.position)
+        ):
+            outputs[output.output_job_id].append(_output_from_row(output))
+    return [_job_from_row(row, outputs[row.id]) for row in rows]
 
 
 def _job_from_row(row: Any, outputs: Sequence[JobOutput]) -> Job:

@@ -10,12 +10,9 @@ on the rest); the seeds are fixed, so a report can be compared with the next tra
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
-
-from PIL import Image
 
 from castbook.errors import FieldError
 from castbook.evaluation import Scorer
@@ -39,7 +36,6 @@ __all__ = [
     "REPORT_PROMPTS",
     "LoraReport",
     "ReportRender",
-    "image_size",
     "lora_report",
 ]
 
@@ -177,8 +173,3 @@ def _sheet(character: Character, renders: list[ReportRender], count: int) -> byt
     ]
     # The captions say which row is which: a title wide enough for it would not fit one column.
     return contact_sheet_png(items, title=character.name, tile=256, columns=count)
-
-
-def image_size(png: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(png)) as image:
-        return image.size

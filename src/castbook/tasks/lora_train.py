@@ -32,8 +32,9 @@ from castbook.generation.lora_train import (
 )
 from castbook.jobs import Job, JobContext, JobOutput, PartialResults, StoppedWithResults
 from castbook.library import Character, CharacterLibrary
-from castbook.render.lora_report import image_size, lora_report
+from castbook.render.lora_report import lora_report
 from castbook.settings import Settings
+from castbook.tasks.render import _size
 
 __all__ = ["LORA_TRAIN", "LoraTrainJobs", "lora_train_job_input"]
 
@@ -145,7 +146,7 @@ class LoraTrainJobs:
                 }
             )
         sheet = self.blobs.put(report.sheet)[0]
-        width, height = image_size(report.sheet)
+        width, height = _size(report.sheet)
         outputs.append(JobOutput(sheet, "image", "image/png", width, height))
         consistency = {**report.figures(), "renders": renders, "sheet": sheet}
         return outputs, {**summary, "consistency": consistency}
