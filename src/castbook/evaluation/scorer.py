@@ -158,10 +158,7 @@ class Scorer:
             raise
         except CastbookError as exc:
             return Score(name, None, error=str(exc))
-        index, best = self._best(references, features)
-        return Score(
-            name, best.score, best.basis, best.components, min_score=best.score, reference=index
-        )
+        return self._scored(references, features, name)
 
     def score(
         self,
@@ -253,15 +250,7 @@ class Scorer:
         except CastbookError:  # one picture spoils the batch: score them one by one
             features = []
         for i, found in zip(loaded, features, strict=False):
-            index, best = self._best(references, found)
-            done[i] = Score(
-                names[i],
-                best.score,
-                best.basis,
-                best.components,
-                min_score=best.score,
-                reference=index,
-            )
+            done[i] = self._scored(references, found, names[i])
         return [
             done[i] if i in done else self.score_one(references, c, names[i], budget=budget)
             for i, c in enumerate(candidates)
@@ -291,6 +280,15 @@ class Scorer:
         self, references: Sequence[ImageFeatures], candidate: ImageFeatures
     ) -> tuple[int, Comparison]:
         return compare_to_set(references, candidate, self.calibration)
+
+    def _scored(
+        self, references: Sequence[ImageFeatures], candidate: ImageFeatures, name: str
+    ) -> Score:
+        """The candidate's score against the references as a set, its best one named."""
+        index, best = self._best(references, candidate)
+        return Score(
+            name, best.score, best.basis, best.components, min_score=best.score, reference=index
+        )
 
     def _score_video(
         self,
