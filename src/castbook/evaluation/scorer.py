@@ -209,16 +209,7 @@ class Scorer:
         network batches (of 8): the same scores for less CPU. Features and clips are scored as
         :meth:`score_one` scores them."""
         if len(candidates) > _FACE_BATCH:
-            return [
-                score
-                for start in range(0, len(candidates), _FACE_BATCH)
-                for score in self.score_batch(
-                    references,
-                    candidates[start : start + _FACE_BATCH],
-                    names[start : start + _FACE_BATCH],
-                    budget=budget,
-                )
-            ]
+            return list(self._score_in_batches(references, candidates, names, budget=budget))
         stills = [
             i
             for i, c in enumerate(candidates)
@@ -261,10 +252,15 @@ class Scorer:
         references: Sequence[ImageFeatures],
         candidates: Sequence[ImageSource | ImageFeatures],
         names: Sequence[str],
+        *,
+        budget: PixelBudget | None = None,
     ) -> Iterator[Score]:
+        """:meth:`score_batch` of each ``_FACE_BATCH`` candidates in turn, as they are done."""
         for start in range(0, len(candidates), _FACE_BATCH):
             end = start + _FACE_BATCH
-            yield from self.score_batch(references, candidates[start:end], names[start:end])
+            yield from self.score_batch(
+                references, candidates[start:end], names[start:end], budget=budget
+            )
 
     def reference_features(self, references: References) -> list[ImageFeatures]:
         """Features of each reference: given ones as they are, images computed here."""
