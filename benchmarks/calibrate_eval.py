@@ -47,7 +47,12 @@ from castbook.evaluation.calibrate import (
 from castbook.evaluation.faces import best_match_distance
 from castbook.evaluation.features import ImageFeatures
 from castbook.evaluation.identity import IdentityVectors
-from castbook.evaluation.scoring import CALIBRATION_FILE, Calibration, Logistic
+from castbook.evaluation.scoring import (
+    CALIBRATION_FILE,
+    Calibration,
+    Logistic,
+    default_calibration,
+)
 
 OPEN_SET_FALSE_MATCH_RATE = 0.01
 # Which labelled folder each basis's threshold is fitted on: the one its curve is fitted on.
@@ -61,7 +66,7 @@ def main() -> None:
     choice.add_argument("--open-set-only", action="store_true")
     args = parser.parse_args()
     require_eval_dir()
-    current = Calibration.from_json(json.loads(CALIBRATION_FILE.read_text()))
+    current = default_calibration()
     if args.appearance_only:
         anime = folder_features(Scorer(faces=False), "anime")
         appearance_curve, appearance_details = fit_appearance(*anime)

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_data import EVAL_DIR
 
 from castbook.evaluation import Scorer
+from castbook.evaluation.faces import NETWORK_RUNTIMES
 from castbook.evaluation.features import extract_features, load_for_scoring
 
 SIDE = 1024
@@ -379,7 +380,7 @@ def main() -> None:
     parser.add_argument("--skip-faces", action="store_true")
     parser.add_argument(
         "--face-runtime",
-        choices=("auto", "torch", "dlib"),
+        choices=NETWORK_RUNTIMES,
         help="what runs the face embedding network (sets CASTBOOK_FACE_RUNTIME for this "
         "process and its workers; default: the setting's, auto = torch when installed)",
     )

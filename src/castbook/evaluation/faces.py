@@ -402,15 +402,6 @@ class FaceEmbedder:
             for r in found
         ]
 
-    def _embed_boxes(
-        self,
-        pixels: np.ndarray,
-        rects: list[tuple[float, float, float, float]],
-        width: int,
-        height: int,
-    ) -> list[FaceEmbedding]:
-        return self.embed_located([self._align(pixels, rects, width, height)])[0]
-
     def _align(
         self,
         pixels: np.ndarray,

@@ -214,20 +214,20 @@ class IdentityIndex:
             else np.zeros(0, dtype=np.int64)
         )
         self._face_owners = self._face_ref[self._face_segments]
-        self._most_references = int(np.diff(np.r_[self._char_starts, len(ids)]).max()) if ids else 0
-        # A character's references count as a set by appearance (reference_set): the length
-        # of the sum of its appearance vectors, over all of them (a query without a face) and
-        # over those without a face (a query with one: the others are compared by face).
+        counts = np.diff(np.r_[self._char_starts, len(ids)]).astype(np.int64)
+        self._most_references = int(counts.max()) if ids else 0
         self._has_face = np.zeros(len(ids), dtype=bool)
         self._has_face[self._face_ref] = True
         # References per character: all of them (a query without a face compares every one
         # by appearance), and those without a face (a query with one: the others go by face).
         self._sizes = {
-            False: np.diff(np.r_[self._char_starts, len(ids)]).astype(np.int64),
+            False: counts,
             True: np.add.reduceat((~self._has_face).astype(np.int64), self._char_starts)
             if ids
             else np.zeros(0, dtype=np.int64),
         }
+        # A character's references count as a set by appearance (reference_set): the length
+        # of the sum of its appearance vectors, over the same two sets of references.
         self._sum_norm = {
             False: _segment_norms(self._appearance, self._char_starts, None),
             True: _segment_norms(self._appearance, self._char_starts, ~self._has_face),
@@ -435,8 +435,7 @@ class IdentityIndex:
         """The references of ``chars`` (sorted character positions), and where each
         character's run starts among them."""
         firsts = self._char_starts[chars]
-        ends = np.r_[self._char_starts[1:], self.references][chars]
-        sizes = ends - firsts
+        sizes = self._sizes[False][chars]
         starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
         refs = np.repeat(firsts - starts, sizes) + np.arange(int(sizes.sum()))
         return refs.astype(np.int64), starts

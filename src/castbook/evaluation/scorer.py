@@ -158,10 +158,7 @@ class Scorer:
             raise
         except CastbookError as exc:
             return Score(name, None, error=str(exc))
-        index, best = self._best(references, features)
-        return Score(
-            name, best.score, best.basis, best.components, min_score=best.score, reference=index
-        )
+        return self._scored(references, features, name)
 
     def score(
         self,
@@ -212,16 +209,7 @@ class Scorer:
         network batches (of 8): the same scores for less CPU. Features and clips are scored as
         :meth:`score_one` scores them."""
         if len(candidates) > _FACE_BATCH:
-            return [
-                score
-                for start in range(0, len(candidates), _FACE_BATCH)
-                for score in self.score_batch(
-                    references,
-                    candidates[start : start + _FACE_BATCH],
-                    names[start : start + _FACE_BATCH],
-                    budget=budget,
-                )
-            ]
+            return list(self._score_in_batches(references, candidates, names, budget=budget))
         stills = [
             i
             for i, c in enumerate(candidates)
@@ -253,15 +241,7 @@ class Scorer:
         except CastbookError:  # one picture spoils the batch: score them one by one
             features = []
         for i, found in zip(loaded, features, strict=False):
-            index, best = self._best(references, found)
-            done[i] = Score(
-                names[i],
-                best.score,
-                best.basis,
-                best.components,
-                min_score=best.score,
-                reference=index,
-            )
+            done[i] = self._scored(references, found, names[i])
         return [
             done[i] if i in done else self.score_one(references, c, names[i], budget=budget)
             for i, c in enumerate(candidates)
@@ -272,10 +252,15 @@ class Scorer:
         references: Sequence[ImageFeatures],
         candidates: Sequence[ImageSource | ImageFeatures],
         names: Sequence[str],
+        *,
+        budget: PixelBudget | None = None,
     ) -> Iterator[Score]:
+        """:meth:`score_batch` of each ``_FACE_BATCH`` candidates in turn, as they are done."""
         for start in range(0, len(candidates), _FACE_BATCH):
             end = start + _FACE_BATCH
-            yield from self.score_batch(references, candidates[start:end], names[start:end])
+            yield from self.score_batch(
+                references, candidates[start:end], names[start:end], budget=budget
+            )
 
     def reference_features(self, references: References) -> list[ImageFeatures]:
         """Features of each reference: given ones as they are, images computed here."""
@@ -291,6 +276,15 @@ class Scorer:
         self, references: Sequence[ImageFeatures], candidate: ImageFeatures
     ) -> tuple[int, Comparison]:
         return compare_to_set(references, candidate, self.calibration)
+
+    def _scored(
+        self, references: Sequence[ImageFeatures], candidate: ImageFeatures, name: str
+    ) -> Score:
+        """The candidate's score against the references as a set, its best one named."""
+        index, best = self._best(references, candidate)
+        return Score(
+            name, best.score, best.basis, best.components, min_score=best.score, reference=index
+        )
 
     def _score_video(
         self,
