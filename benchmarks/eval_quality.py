@@ -25,6 +25,7 @@ the share of in-library queries wrongly answered unknown beside it.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,9 @@ def edits(image: Image.Image) -> dict[str, Image.Image]:
 def main() -> None:
     require_eval_dir()
     scorer = Scorer()
+    # Quality figures do not depend on the machine; the features' ms/image (wall) does.
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"cores: {os.cpu_count()}, load average: {load}")
     print(f"faces component: {'on' if scorer.face_embedder is not None else 'OFF (no dlib)'}\n")
     for folder in FOLDERS:
         report(scorer, folder)
