@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,6 +31,9 @@ from tests.support.postgres import (
 )
 from tests.support.redis_server import RedisServer, RedisUnavailable, redis_required, start_redis
 from tests.support.s3_server import S3Server, S3Unavailable, start_s3
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 _database_counter = itertools.count()
 
@@ -267,6 +270,18 @@ def model_hub(hub_repos: dict[str, dict[str, Path]]) -> Iterator[Any]:
         for repo_id, files in hub_repos.items():
             hub.add_repo(repo_id, files)
         yield hub
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for a browser-test module (tests/support/web.py), skipped without
+    one (failed under CI=true); one per module, never per session: Playwright's sync API
+    keeps an asyncio loop on the main thread."""
+    from tests.support.web import chromium, require_browser
+
+    require_browser()
+    with chromium() as browser:
+        yield browser
 
 
 # ---- the API: tiny models, a home with presets, in-process apps (tests/support/api.py) --------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -489,12 +488,7 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
         json={**body, "steps": 100_000, "report_prompts": 0},
         headers=headers,
     ).json()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        running = api.client.get(f"/v1/tasks/{long['id']}", headers=headers).json()
-        if running["progress"]["step"] >= 2:
-            break
-        time.sleep(0.05)
+    running = api.wait(long["id"], headers, until=lambda task: task["progress"]["step"] >= 2)
     assert "loss" in running["progress"]["message"], running
     api.client.post(f"/v1/tasks/{long['id']}/cancel", headers=headers)
     cancelled = api.wait(long["id"], headers)
@@ -508,13 +502,13 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     reported = api.client.post(
         f"/v1/characters/{ref}/train", json={**body, "report_prompts": 8}, headers=headers
     ).json()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        running = api.client.get(f"/v1/tasks/{reported['id']}", headers=headers).json()
-        ended = running["status"] not in ("queued", "running")
-        if running["progress"]["step"] > body["steps"] or ended:
-            break
-        time.sleep(0.05)
+    running = api.wait(
+        reported["id"],
+        headers,
+        until=lambda task: (
+            task["progress"]["step"] > body["steps"] or task["status"] not in ("queued", "running")
+        ),
+    )
     assert "consistency report" in running["progress"]["message"], running
     api.client.post(f"/v1/tasks/{reported['id']}/cancel", headers=headers)
     stopped = api.wait(reported["id"], headers)

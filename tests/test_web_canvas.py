@@ -24,7 +24,6 @@ from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
-    chromium,
     png_bytes,
     require_browser,
     screenshot,
@@ -73,12 +72,6 @@ def served(
         )
     with castbook_server(home) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

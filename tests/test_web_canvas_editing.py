@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from tests.support.server import Server
-from tests.support.web import api_client, castbook_server, chromium, require_browser, server_page
+from tests.support.web import api_client, castbook_server, require_browser, server_page
 
 require_browser()
 
@@ -52,12 +52,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     home.mkdir(parents=True)
     with castbook_server(home) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

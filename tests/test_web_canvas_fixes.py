@@ -23,7 +23,6 @@ from tests.support.server import Server
 from tests.support.web import (
     api_client,
     castbook_server,
-    chromium,
     require_browser,
     server_page,
 )
@@ -70,12 +69,6 @@ def served(
     )
     with castbook_server(home, {"CASTBOOK_COMFYUI_URL": comfy.url}) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

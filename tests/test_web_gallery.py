@@ -31,7 +31,6 @@ from tests.support.server import Server
 from tests.support.web import (
     api_client,
     castbook_server,
-    chromium,
     require_browser,
     screenshot,
     server_page,
@@ -98,12 +97,6 @@ def seeded(home: Path, served: tuple[Server, str]) -> list[SeededResult]:
         first = client.get("/v1/results", timeout=DEADLINE_S)
         assert first.status_code == 200 and first.json()["total"] == SEEDED, first.text
     return seeded
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
-    chromium,
     enter_key,
     png_bytes,
     require_browser,
@@ -68,12 +67,6 @@ def served(
     }
     with castbook_server(tmp_path_factory.mktemp("web-library") / "home", env) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
-    chromium,
     create_key,
     require_browser,
     screenshot,
@@ -123,12 +122,6 @@ def served(
             admin = create_key(environment, "admin", admin=True)
             castbook(environment, "models", "list")  # asks the hub for the download sizes
             yield Served(server, key, admin, hub)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

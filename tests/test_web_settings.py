@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.fake_gemini_server import FakeGeminiServer
 from tests.support.server import Server
-from tests.support.web import castbook_server, chromium, create_key, require_browser, screenshot
+from tests.support.web import castbook_server, create_key, require_browser, screenshot
 from tests.support.web import server_page as open_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +35,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
         environment = {**os.environ, "CASTBOOK_HOME": str(home)}
         environment.pop("CASTBOOK_DATABASE_URL", None)
         yield server, key, create_key(environment, "admin", admin=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @contextmanager

@@ -21,7 +21,6 @@ from tests.support.web import (
     BLOB_URL,
     api_client,
     castbook_server,
-    chromium,
     enter_key,
     png_bytes,
     require_browser,
@@ -31,7 +30,7 @@ from tests.support.web import (
 
 require_browser()
 
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 # Loading torch and the model in the server's worker, then training, on busy shared cores.
 TRAIN_TIMEOUT_MS = 240_000
@@ -50,8 +49,8 @@ def served(
 
 
 @pytest.fixture
-def page(served: tuple[Server, str]) -> Iterator[Page]:
-    with chromium() as browser, server_page(browser, served[0], viewport=(1280, 900)) as page:
+def page(browser: Browser, served: tuple[Server, str]) -> Iterator[Page]:
+    with server_page(browser, served[0], viewport=(1280, 900)) as page:
         enter_key(page, served[1])
         yield page
 

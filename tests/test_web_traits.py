@@ -37,7 +37,6 @@ from tests.support.server import Server
 from tests.support.web import (
     api_client,
     castbook_server,
-    chromium,
     enter_key,
     require_browser,
     server_page,
@@ -186,13 +185,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     require_browser()
     with castbook_server(tmp_path_factory.mktemp("web-traits") / "home") as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require_browser()
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

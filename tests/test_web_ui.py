@@ -18,7 +18,6 @@ from tests.support.server import Server
 from tests.support.web import (
     BLOB_URL,
     castbook_server,
-    chromium,
     enter_key,
     png_bytes,
     require_browser,
@@ -38,12 +37,6 @@ from playwright.sync_api import Browser, Page, expect  # noqa: E402
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     with castbook_server(tmp_path_factory.mktemp("web") / "home") as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -81,11 +81,18 @@ class Api:
         _, plain = self.services.keys.create(f"{owner}'s key", owner)
         return {"Authorization": f"Bearer {plain}"}
 
-    def wait(self, task_id: str, headers: dict[str, str], timeout: float = 300) -> dict[str, Any]:
+    def wait(
+        self,
+        task_id: str,
+        headers: dict[str, str],
+        timeout: float = 300,
+        until: Callable[[dict[str, Any]], bool] = lambda task: task["status"] in TERMINAL,
+    ) -> dict[str, Any]:
+        """Task ``task_id`` once ``until`` holds for it (it has ended), or after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             task = self.client.get(f"/v1/tasks/{task_id}", headers=headers).json()
-            if task["status"] in TERMINAL or time.monotonic() > deadline:
+            if until(task) or time.monotonic() > deadline:
                 return task
             time.sleep(0.05)
 

@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,8 +149,7 @@ class Process:
         ticks = 0
         for pid in _group(self.popen.pid):
             with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += sum(int(value) for value in stat[11:15])  # utime stime cutime cstime
+                ticks += sum(int(value) for value in _stat(pid)[11:15])  # utime stime cutime cstime
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def output(self, tail: int = 3000) -> str:
@@ -256,15 +255,24 @@ class Blackhole:
             self.listener.close()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command's name: state, ppid, pgrp, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Each live process's id and :func:`_stat` fields (those gone meanwhile are left out)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid:
-                    found.append(int(entry.name))
-    return found
+            try:
+                stat = _stat(entry.name)
+            except (OSError, IndexError):
+                continue
+            yield int(entry.name), stat
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, stat in _processes() if int(stat[1]) == pid]
 
 
 def _gone(pid: int) -> bool:
@@ -273,20 +281,13 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     with contextlib.suppress(OSError, IndexError):
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) in "ZX"
+        return _stat(pid)[0] in "ZX"
     return True
 
 
 def _group(pgid: int) -> list[int]:
     """The live processes of process group ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[2]) == pgid and stat[0] not in "ZX":
-                    found.append(int(entry.name))
-    return found
+    return [pid for pid, stat in _processes() if int(stat[2]) == pgid and stat[0] not in "ZX"]
 
 
 def _loads_torch(pid: int) -> bool:

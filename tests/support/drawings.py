@@ -54,15 +54,6 @@ def png_bytes(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
 def drawn_features(image: Image.Image) -> ImageFeatures:
     """Hashes and appearance only, of the image as it is: what a drawn character is scored
     by (no face model)."""
-    from castbook.evaluation.appearance import describe_appearance
-    from castbook.evaluation.features import ImageFeatures
-    from castbook.evaluation.hashes import average_hash, difference_hash, perceptual_hash
+    from castbook.evaluation.features import LoadedImage, extract_features
 
-    return ImageFeatures(
-        width=image.width,
-        height=image.height,
-        ahash=average_hash(image),
-        phash=perceptual_hash(image),
-        dhash=difference_hash(image),
-        appearance=describe_appearance(image),
-    )
+    return extract_features(LoadedImage(image, None, image.width, image.height))
