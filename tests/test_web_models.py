@@ -58,6 +58,8 @@ require_browser()
 
 from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
 
+from tests.support.canvas import add_character  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Served:
@@ -241,6 +243,47 @@ def test_preset_selects_mark_presets_that_are_not_installed(
         assert options(video)[0]["text"] == f"default ({label(default)})"
         expect(video.locator(".node-models")).to_contain_text(f"{default['id']} (the default)")
         expect(video.locator(".node-models .model-download")).to_be_visible()
+
+
+def test_the_train_dialogs_base_models_are_marked_as_the_nodes_are(
+    browser: Browser, served: Served, http: httpx.Client
+) -> None:
+    """The other preset picker: a character's Train dialog (base model) marks the presets
+    that cannot train here, with the reason, as the nodes' selects do."""
+    presets = {p["id"]: p for p in http.get("/v1/presets").json() if p["backend"] == "diffusers"}
+    assert not presets[NEVER_PULLED]["models"]["runnable"]
+    made = add_character(http, "Tam", (90, 40, 160))
+    try:
+        with canvas_page(browser, served, served.key) as page:
+            page.click("#tab-characters")
+            page.locator('.card[data-name="Tam"] button.train').click()
+            expect(page.locator("#train-dialog")).to_be_visible()
+            select = page.locator("#train-preset")
+            expect(select.locator("option")).to_have_count(len(presets))
+            offered = select.locator("option").evaluate_all(
+                "options => options.map(o => ({value: o.value, text: o.textContent,"
+                " title: o.title, models: o.dataset.models || ''}))"
+            )
+            for option in offered:
+                preset = presets[option["value"]]
+                assert option["text"].startswith(label(preset)), option
+                if preset["models"]["runnable"]:
+                    assert option["models"] == "" and option["title"] == "", option
+                else:
+                    assert option["models"] == preset["models"]["state"], option
+                    missing = ", ".join(preset["models"]["missing"])
+                    assert f"missing {missing}. Training with it fails." in option["title"], option
+            assert next(o for o in offered if o["value"] == NEVER_PULLED)["text"].startswith(
+                f"{NEVER_PULLED} — not installed"
+            )
+            # Choosing one that cannot train says why under the select.
+            select.select_option(NEVER_PULLED)
+            note = page.locator("#train-preset-note")
+            expect(note).to_be_visible()
+            expect(note).to_contain_text("Training with it fails")
+            expect(note).to_contain_text("castbook models pull")
+    finally:
+        http.delete(f"/v1/characters/{made['id']}")
 
 
 def test_a_key_that_is_not_admin_is_told_who_may_download(

@@ -9,6 +9,13 @@
 import { ApiError, api, readEvents } from "./api.js";
 import { catalog, defaultPresetFor, nodeSpec, presetsFor, workflow } from "./canvas-graph.js";
 import { make } from "./dom.js";
+import {
+  downloadSize,
+  isRunnable,
+  missingParts,
+  presetExplanation as explainPreset,
+  presetLabel,
+} from "./preset-status.js";
 
 const PULLS_STORAGE = "castbook.pulls"; // {preset id: task id} of downloads under way
 const POLL_MS = 1000;
@@ -31,55 +38,12 @@ function presetById(id) {
   return catalog.presets.find((preset) => preset.id === id);
 }
 
-/** Whether a preset's models are all here (remote presets, and servers that do not say, are). */
-export function isRunnable(preset) {
-  return !preset || !preset.models || preset.models.runnable !== false;
-}
-
-/** The same figures as the server's format_bytes: 3.4 GB, 812.0 MB, 120 B. */
-export function formatBytes(size) {
-  let value = Number(size);
-  if (value < 1000) return `${Math.round(value)} B`;
-  for (const unit of ["kB", "MB"]) {
-    value /= 1000;
-    if (value < 1000) return `${value.toFixed(1)} ${unit}`;
-  }
-  return `${(value / 1000).toFixed(1)} GB`;
-}
-
-/** What a download would still fetch, when the hub was ever asked; else null. */
-/** "3.4 GB", or "≈3.4 GB" while the size is computed from the architecture (the hub has
- * not been asked yet). */
-function downloadSize(models) {
-  const size = models.missing_size || models.download_size || null;
-  return size && models.size_estimated ? `≈${formatBytes(size)}` : size && formatBytes(size);
-}
-
-function markOf(preset) {
-  if (isRunnable(preset)) return "";
-  return preset.models.state === "partial" ? "partial" : "not installed";
-}
-
-/** "sd15-ip-adapter — not installed" for a preset that cannot run; the id otherwise. */
-export function presetLabel(preset) {
-  const mark = markOf(preset);
-  return mark ? `${preset.id} — ${mark}` : preset.id;
-}
-
-function missingParts(models) {
-  return (models.missing || []).join(", ") || "its models";
-}
-
-/** Why a preset is marked, for titles: what is missing and how to get it. */
+/** Why a preset is marked in a node's select: what is missing and how to get it. */
 function presetExplanation(preset) {
-  if (isRunnable(preset)) return "";
-  const models = preset.models;
-  const size = downloadSize(models);
-  const state = models.state === "partial" ? "Only partly downloaded" : "Not installed on this server";
-  const how = models.pullable
-    ? `Choose it to download it from the node${size ? ` (${size})` : ""}.`
-    : "It loads a local folder that is missing on the server: ask its admin.";
-  return `${state}: missing ${missingParts(models)}. A run with it fails. ${how}`;
+  const size = isRunnable(preset) ? null : downloadSize(preset.models);
+  return explainPreset(preset, {
+    pullHint: `Choose it to download it from the node${size ? ` (${size})` : ""}.`,
+  });
 }
 
 /** Whether a preset's backend takes no reference image (so no character's picture). */

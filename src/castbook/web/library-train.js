@@ -6,6 +6,7 @@
 
 import { $, api, blobUrl } from "./api.js";
 import { clearErrors, showApiError, showError } from "./library-form.js";
+import { isRunnable, presetExplanation, presetLabel } from "./preset-status.js";
 
 const POLL_MS = 500;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -22,6 +23,7 @@ export function setUpTraining() {
     startTraining();
   });
   $("#train-cancel-task").addEventListener("click", cancelTraining);
+  $("#train-preset").addEventListener("change", showPresetWarning);
   $("#train-close").addEventListener("click", () => $("#train-dialog").close());
   $("#train-dialog").addEventListener("close", () => {
     state.watching = null; // the task goes on; the dialog stops following it
@@ -47,24 +49,52 @@ export async function openTraining(character) {
   if (task) follow(task);
 }
 
+/**
+ * The base models: the server's local diffusers presets (only they have a UNet to train; the
+ * server says why others cannot), read again at each opening so a download made meanwhile
+ * shows. A preset whose models are not on this server is marked as on the canvas's nodes
+ * ("sd15-ip-adapter — not installed", its title saying what is missing): training with it
+ * fails. The choice made stays; the first time, sd15-ip-adapter if it can run, else the first
+ * preset that can, else sd15-ip-adapter all the same.
+ */
 async function fillPresets() {
   const select = $("#train-preset");
-  if (select.options.length) return;
   let presets = [];
   try {
-    presets = await api("/v1/presets");
+    presets = (await api("/v1/presets")).filter((p) => p.backend === "diffusers");
   } catch {
+    if (select.options.length) return; // keep what was read before
     presets = [];
   }
-  // Only local diffusers presets have a UNet to train; the server says why others cannot.
-  for (const preset of presets.filter((p) => p.backend === "diffusers")) {
-    const option = document.createElement("option");
-    option.value = preset.id;
-    option.textContent = preset.description ? `${preset.id} — ${preset.description}` : preset.id;
-    select.append(option);
-  }
-  const preferred = [...select.options].find((o) => o.value === "sd15-ip-adapter");
-  if (preferred) select.value = preferred.value;
+  const chosen = select.value;
+  const pullHint = "Download it from a node on the canvas that uses it (or castbook models pull).";
+  select.replaceChildren(
+    ...presets.map((preset) => {
+      const label = presetLabel(preset);
+      const option = new Option(preset.description ? `${label} — ${preset.description}` : label, preset.id);
+      const why = presetExplanation(preset, { fails: "Training", pullHint });
+      if (why) {
+        option.dataset.models = preset.models.state;
+        option.title = why;
+      }
+      return option;
+    }),
+  );
+  const preferred =
+    presets.find((p) => p.id === chosen) ||
+    presets.find((p) => p.id === "sd15-ip-adapter" && isRunnable(p)) ||
+    presets.find((p) => isRunnable(p)) ||
+    presets.find((p) => p.id === "sd15-ip-adapter");
+  if (preferred) select.value = preferred.id;
+  showPresetWarning();
+}
+
+/** Under the select: why the chosen base model cannot train here (nothing when it can). */
+function showPresetWarning() {
+  const option = $("#train-preset").selectedOptions[0];
+  const note = $("#train-preset-note");
+  note.textContent = option && option.dataset.models ? option.title : "";
+  note.hidden = !note.textContent;
 }
 
 async function showLoras(character) {
