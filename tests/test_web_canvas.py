@@ -192,10 +192,28 @@ def test_a_character_batch_render_and_eval_run_with_scored_results(
         )
         score = float(figures.nth(index).locator(".score").inner_text().lstrip("★ "))
         assert 0 <= score <= 100
+        # Its alt text names the node, the character, the prompt sent and the score.
+        sent = figures.nth(index).locator(".result-prompt").inner_text().removeprefix("Prompt ")
+        assert "knight at d" in sent and "watercolor, soft light" in sent, sent
+        assert image.get_attribute("alt") == (
+            f"Result of batch_render_1, Mira, “{sent}”, consistency {score:.1f} of 100"
+        )
     # On the nodes: the eval's scored thumbnails, its best starred.
     expect(evaluation.locator(".node-result")).to_have_count(2)
     expect(evaluation.locator(".node-result.best")).to_have_count(1)
     expect(batch.locator(".node-result")).to_have_count(2)
+
+    # The nodes' thumbnails say the same, each with its own node's score (the eval: the
+    # character it scored against).
+    def unscored(alts: list[str]) -> set[str]:
+        return {re.sub(r", consistency \d+\.\d of 100$", "", alt) for alt in alts}
+
+    panel_alts = figures.locator("img").evaluate_all("is => is.map((i) => i.alt)")
+    batch_alts = batch.locator(".node-result img").evaluate_all("is => is.map((i) => i.alt)")
+    assert all(re.search(r", consistency \d+\.\d of 100$", alt) for alt in batch_alts)
+    assert unscored(batch_alts) == unscored(panel_alts), (batch_alts, panel_alts)
+    for alt in evaluation.locator(".node-result img").evaluate_all("is => is.map((i) => i.alt)"):
+        assert re.fullmatch(r"Result of consistency_eval_1, Mira, consistency \d+\.\d of 100", alt)
     page.click("#zoom-fit")  # the results panel took room: show the whole graph
     screenshot(page, RESULTS_SCREENSHOT, tmp_path)
 

@@ -218,9 +218,9 @@ def test_at_1280_by_720_the_status_and_fit_stay_in_sight_and_results_show_the_pr
     ]
     assert figures.locator(".result-negative").all_inner_texts() == ["Negative blurry"] * 2
     alts = sorted(figures.locator("img").evaluate_all("images => images.map((i) => i.alt)"))
-    assert alts == [
-        "Result of image_to_image_1, “ink and watercolor, at night”",
-        "Result of text_to_image_1, “ink and watercolor, a lighthouse”",
+    assert alts == [  # the node, the character, the prompt sent (nothing scored them)
+        "Result of image_to_image_1, Ada, “ink and watercolor, at night”",
+        "Result of text_to_image_1, Ada, “ink and watercolor, a lighthouse”",
     ]
 
     # The status line keeps room for what it says, and every toolbar button is in sight.

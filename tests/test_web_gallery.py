@@ -171,6 +171,18 @@ def test_the_gallery_pages_5000_results_filters_opens_and_downloads(
     expect(count).to_have_text(f"1–60 of {len(picked)} results", timeout=READ_MS)
     got = tiles(page).evaluate_all("items => items.map((i) => i.dataset.task)")
     assert got == [s.task for s in picked[:60]]
+    # A picture's alt text (and its button's label) names the node, the character, the
+    # prompt sent and the score.
+    alt = tiles(page).first.locator("img").get_attribute("alt")
+    said = re.fullmatch(
+        rf"Result of text_to_image_\d+, Bob, “{re.escape(picked[0].prompt)}”, "
+        r"consistency (\d+\.\d) of 100",
+        alt or "",
+    )
+    assert said and abs(float(said.group(1)) - picked[0].score) <= 0.051, alt
+    expect(tiles(page).first.locator(".gallery-open")).to_have_attribute(
+        "aria-label", f"Open: {alt}"
+    )
 
     # Older and Newer walk the server's pages.
     started = time.monotonic()

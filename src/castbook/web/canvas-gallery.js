@@ -8,6 +8,7 @@
 
 import { $, ApiError, api } from "./api.js";
 import { refreshSoon, rerunOnServer } from "./canvas-queue.js";
+import { resultAlt } from "./canvas-results.js";
 import { rerunTask, setStatus } from "./canvas-run.js";
 import { make } from "./dom.js";
 import { characters } from "./library.js";
@@ -176,13 +177,14 @@ function render() {
 
 // ---- a tile ---------------------------------------------------------------------------------
 
-/** What a screen reader says for a result: who made it, the prompt sent, the score. */
+/** What a screen reader says for a result (canvas-results.js's resultAlt, as everywhere). */
 function altText(item) {
-  const parts = [`Result of ${item.node || item.task_kind}`];
-  if (item.characters.length) parts.push(item.characters.join(" and "));
-  if (item.prompt) parts.push(`“${item.prompt}”`);
-  if (item.score !== null) parts.push(`consistency ${Number(item.score).toFixed(1)} of 100`);
-  return parts.join(", ");
+  return resultAlt({
+    madeBy: item.node || item.task_kind,
+    characters: item.characters,
+    prompt: item.prompt,
+    score: item.score,
+  });
 }
 
 function tile(item, index) {

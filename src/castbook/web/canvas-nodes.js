@@ -7,6 +7,7 @@ import { blobUrl } from "./api.js";
 import { acceptedTypes, nodeSpec, range, valueProblem, workflow } from "./canvas-graph.js";
 import { fillPresetSelect, modelNoticeSlot, renderModelNotice } from "./canvas-models.js";
 import { promptPreview } from "./canvas-prompt.js";
+import { resultAlt } from "./canvas-results.js";
 import { characters, thumbnailUrl } from "./library.js";
 import { make } from "./dom.js";
 
@@ -528,10 +529,22 @@ export function showNodeResults(id, result, pathOf) {
   const box = element.querySelector(".node-results");
   const items = [];
   const outputs = result.outputs || {};
+  // What its alt text names: the node's characters (a consistency eval: the one it scored
+  // against) and the prompt its model was given (a batch render: each variant's).
+  const cast = Array.isArray(result.characters) ? result.characters : [];
+  const prompt = typeof result.prompt === "string" ? result.prompt : "";
   if (Array.isArray(result.scores) && result.scores.length) {
-    for (const entry of result.scores) items.push({ sha: entry.image, score: entry.score, best: entry.best });
+    for (const entry of result.scores) {
+      items.push({
+        sha: entry.image,
+        score: entry.score,
+        best: entry.best,
+        characters: cast.length ? cast : typeof entry.character === "string" ? [entry.character] : [],
+        prompt: entry.final_prompt || prompt,
+      });
+    }
   } else if (Array.isArray(outputs.images)) {
-    for (const sha of outputs.images) items.push({ sha });
+    for (const sha of outputs.images) items.push({ sha, characters: cast, prompt });
   }
   const figures = [];
   for (const item of items) {
@@ -539,7 +552,12 @@ export function showNodeResults(id, result, pathOf) {
     figure.dataset.sha = item.sha;
     if (item.best) figure.classList.add("best");
     const img = make("img");
-    img.alt = item.score !== undefined ? `score ${item.score}` : "result";
+    img.alt = resultAlt({
+      madeBy: id,
+      characters: item.characters,
+      prompt: item.prompt,
+      score: item.score,
+    });
     img.draggable = false;
     figure.append(img);
     const path = pathOf(item.sha);

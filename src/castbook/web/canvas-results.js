@@ -104,23 +104,67 @@ function header(title, summary) {
   return [top, make("p", "results-summary", summary)];
 }
 
-/** What a screen reader says for a result: who made it, the prompt sent, the score. */
-function altText(score, madeBy, sent) {
+/**
+ * What a screen reader says for a result (its alt text): who made it, the characters, the
+ * prompt its model was given, the score — "Result of text_to_image_1, Ada and Bob, “ink and
+ * watercolor, a lighthouse”, consistency 71.2 of 100". The results panel, the nodes'
+ * thumbnails and the gallery say it alike; a part that is not known is left out.
+ */
+export function resultAlt({ madeBy = "", characters = [], prompt = "", score = null } = {}) {
   const parts = [madeBy ? `Result of ${madeBy}` : "Result"];
-  if (sent && sent.prompt) parts.push(`“${sent.prompt}”`);
-  if (score) parts.push(`consistency ${Number(score.score).toFixed(1)} of 100`);
+  if (characters.length) parts.push(characters.join(" and "));
+  if (prompt) parts.push(`“${prompt}”`);
+  if (score !== null && score !== undefined && Number.isFinite(Number(score))) {
+    parts.push(`consistency ${Number(score).toFixed(1)} of 100`);
+  }
   return parts.join(", ");
 }
 
-function figureFor(output, score, isBest, madeBy, sent) {
+const names = (values) =>
+  Array.isArray(values) ? [...new Set(values.filter((v) => typeof v === "string" && v))] : [];
+
+/**
+ * The characters of each output, by image or video id, as the gallery reads them
+ * (castbook.tasks.gallery): a workflow's from the node that made it (else the character
+ * that scored it), a generation's and a batch render's from their request, a story's per panel.
+ */
+export function charactersOf(result, outputs = [], input = {}) {
+  const found = new Map();
+  const given = input || {};
+  if (result && !result.nodes) {
+    const request = given.request || {};
+    const all = names(result.variants ? result.characters || given.characters : request.characters);
+    for (const output of outputs) found.set(output.id, all);
+    for (const panel of Array.isArray(result.panels) ? result.panels : []) {
+      if (panel && typeof panel.output === "string") found.set(panel.output, names(panel.characters));
+    }
+    return found;
+  }
+  for (const node of Object.values((result && result.nodes) || {})) {
+    for (const entry of Array.isArray(node.scores) ? node.scores : []) {
+      if (entry && typeof entry.character === "string" && !found.has(entry.image)) {
+        found.set(entry.image, [entry.character]);
+      }
+    }
+  }
+  for (const [sha, id] of makers(result)) {
+    const made = names(result.nodes[id].characters);
+    if (made.length) found.set(sha, made);
+  }
+  return found;
+}
+
+function figureFor(output, score, isBest, madeBy, sent, cast) {
   const figure = make("figure", "result");
   figure.dataset.sha = output.id;
   figure.dataset.kind = output.kind;
   if (isBest) figure.classList.add("best");
   const path = outputPath(output);
+  const alt = resultAlt({ madeBy, characters: cast, prompt: sent && sent.prompt, score: score && score.score });
   let media;
   if (output.kind === "video") {
     media = make("video");
+    media.setAttribute("aria-label", alt);
     media.controls = true;
     media.preload = "metadata";
     media.playsInline = true;
@@ -128,7 +172,7 @@ function figureFor(output, score, isBest, madeBy, sent) {
     figure.append(media);
   } else {
     media = make("img");
-    media.alt = altText(score, madeBy, sent);
+    media.alt = alt;
     const link = make("a", "result-open");
     link.target = "_blank";
     link.rel = "noopener";
@@ -182,6 +226,7 @@ export function showResults(task) {
   const { byImage, best, judge } = scoresOf(task.result);
   const made = makers(task.result);
   const sent = promptsOf(task.result, task.outputs || []);
+  const cast = charactersOf(task.result, task.outputs || [], task.input);
   const images = outputs.filter((o) => o.kind === "image").length;
   const videos = outputs.length - images;
   const counts = [];
@@ -194,7 +239,8 @@ export function showResults(task) {
   const grid = make("div", "results-grid");
   for (const output of outputs) {
     const score = byImage.get(output.id);
-    grid.append(figureFor(output, score, output.id === best, made.get(output.id), sent.get(output.id)));
+    const madeBy = made.get(output.id);
+    grid.append(figureFor(output, score, output.id === best, madeBy, sent.get(output.id), cast.get(output.id) || []));
   }
   panel.replaceChildren(...header("Results", summary), grid);
   panel.hidden = false;
