@@ -300,6 +300,63 @@ def test_a_reload_mid_run_picks_the_run_up_and_a_queued_run_says_what_it_waits_f
     assert abs(shown - mine["seconds"]) <= 0.051, (shown, mine["seconds"])
 
 
+def test_load_and_clear_leave_a_run_going_also_one_another_browser_picked_up(
+    browser: Browser, served: tuple[Server, str], page: Page, http: httpx.Client, comfy: FakeComfyUI
+) -> None:
+    """No run is lost to a click: Load or Clear stops following a run, not the run. Another
+    browser (nothing stored) picks up the owner's running workflow; loading a workflow there
+    used to cancel the first browser's run."""
+    saved = http.post(
+        "/v1/workflows",
+        json={"name": "harbour to load", "graph": text_to_image_graph("a harbour", "comfyui")},
+    )
+    assert saved.status_code == 201, saved.text
+    render = add_from_nodes_tab(page, "text_to_image", 40, 40)
+    render.locator('textarea[data-field="prompt"]').fill("a lighthouse")
+    render.locator('select[data-field="preset"]').select_option("comfyui")
+    comfy.held = True
+    page.click("#run-workflow")
+    expect(render.locator(".node-status", has_text=re.compile(r"^running"))).to_have_count(
+        1, timeout=RUN_TIMEOUT_MS
+    )
+    task_id = page.evaluate(STORED_RUN)
+    assert task_id
+
+    # Another browser (its own storage: no run stored) picks the run up; Load there.
+    with server_page(browser, served[0], viewport=(1440, 900), key=served[1]) as other:
+        other.goto("/")
+        expect(other.locator("#cancel-run")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        assert other.evaluate(STORED_RUN) == task_id
+        other.click("#load-workflow")
+        other.locator(".workflow-row", has_text="harbour to load").locator(".workflow-load").click()
+        status = other.locator("#canvas-status")
+        expect(status).to_contain_text("Loaded “harbour to load”.")
+        expect(status).to_contain_text(f"The run {task_id[:8]} goes on: the Queue tab follows it")
+        expect(other.locator("#cancel-run")).to_be_hidden()
+        expect(other.locator("#run-workflow")).to_be_enabled()
+        expect(node(other, "text_to_image").locator('textarea[data-field="prompt"]')).to_have_value(
+            "a harbour"
+        )
+    assert http.get(f"/v1/tasks/{task_id}").json()["status"] == "running"
+
+    # Clear in the browser that started it: the canvas is empty, the run goes on.
+    page.click("#clear-canvas")
+    page.click("#canvas-confirm-ok")
+    expect(page.locator("#canvas .node")).to_have_count(0)
+    expect(page.locator("#canvas-status")).to_have_text(
+        f"The run {task_id[:8]} goes on: the Queue tab follows it (Cancel there stops it)."
+    )
+    expect(page.locator("#cancel-run")).to_be_hidden()
+    assert http.get(f"/v1/tasks/{task_id}").json()["status"] == "running"
+    # It ends as it would have, with its result; the Queue tab shows it.
+    comfy.held = False
+    assert len(wait_for_status(http, task_id, "succeeded")["outputs"]) == 1
+    page.click("#tab-queue")
+    expect(page.locator(f'#queue-list .task-row[data-id="{task_id}"]')).to_have_attribute(
+        "data-status", "succeeded", timeout=RUN_TIMEOUT_MS
+    )
+
+
 # ---- 4: shortcuts after a toolbar click --------------------------------------------------------
 
 

@@ -399,17 +399,23 @@ async function cancelRun() {
   }
 }
 
-/** Stop a run the canvas is leaving (cleared, or another workflow loaded): cancel it. */
+/**
+ * Stop following a run the canvas is leaving (cleared, or another workflow loaded). The run
+ * goes on: it may be another tab's or browser's (a reload picks up the owner's running
+ * workflow), and no run is lost to a click on Clear or Load, as in ComfyUI; the Queue tab
+ * follows it and cancels it, the gallery gets its results. Returns what the status line
+ * says about it ("" when nothing was running).
+ */
 export function stopFollowing() {
+  const task = run.task;
   if (run.abort) run.abort.abort();
   run.abort = null;
-  if (run.task && run.task.id) {
-    api(`/v1/tasks/${encodeURIComponent(run.task.id)}/cancel`, { method: "POST" }).catch(() => {});
-  }
-  if (run.task) setRunning(null);
+  if (task) setRunning(null);
   remember(null);
   run.running = null;
   run.started = false;
+  if (!task || !task.id) return "";
+  return ` The run ${shortId(task)} goes on: the Queue tab follows it (Cancel there stops it).`;
 }
 
 // ---- confirm --------------------------------------------------------------------------------
@@ -565,14 +571,14 @@ async function loadWorkflow(item) {
     return;
   }
   $("#load-dialog").close();
-  stopFollowing();
+  const left = stopFollowing();
   hideResults();
   const unknown = hooks.loadGraph(full.graph);
   setCurrent({ id: full.id, name: full.name });
   if (unknown.length) {
-    setStatus(`Loaded “${full.name}”, without node types this page does not know: ${unknown.join(", ")}.`, "error");
+    setStatus(`Loaded “${full.name}”, without node types this page does not know: ${unknown.join(", ")}.${left}`, "error");
   } else {
-    setStatus(`Loaded “${full.name}”.`, "ok");
+    setStatus(`Loaded “${full.name}”.${left}`, "ok");
   }
 }
 
@@ -594,11 +600,11 @@ async function deleteWorkflow(item) {
 async function clearCanvas() {
   if (!workflow.nodes.size) return;
   if (!(await confirmAction("Remove every node from the canvas? Saved workflows stay saved.", "Clear"))) return;
-  stopFollowing();
+  const left = stopFollowing();
   hooks.clearCanvas();
   setCurrent(null);
   hideResults();
-  setStatus("");
+  setStatus(left.trim());
 }
 
 export function setUpToolbar(toolbarHooks) {
