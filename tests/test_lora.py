@@ -244,6 +244,95 @@ def test_the_consistency_report_renders_without_and_with_the_lora(trained: Any) 
     assert 2 * 256 < sheet.width < 3 * 256 and sheet.height > 2 * 256  # 2 prompts × 2 rows
 
 
+def test_the_lora_applies_beside_the_ip_adapter(trained: Any, tiny_models: dict[str, Path]) -> None:
+    """The default preset (sd15-ip-adapter) conditions on the reference through IP-Adapter
+    and applies the LoRA in the same pipeline: both act, and the report says it had the
+    references."""
+    from castbook.evaluation import Scorer
+    from castbook.render.lora_report import lora_report
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT
+
+    library, mira, _, (lora, _, _) = trained
+    preset = _preset(
+        tiny_models["sd15"],
+        "tiny-ip",
+        ip_adapter=str(tiny_models["ip"]),
+        ip_adapter_subfolder="",
+        ip_adapter_weight=IP_ADAPTER_WEIGHT,
+        image_encoder_folder="image_encoder",
+    )
+    cache = PipelineCache()
+    prepared, with_lora = _generate(library, preset, cache)
+    assert prepared.references and [u.sha256 for u in prepared.loras] == [lora.sha256]
+    assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
+    _, again = _generate(library, preset, cache)
+    _, off = _generate(library, preset, cache, lora_weight=0.0)
+    _, unreferenced = _generate(library, preset, cache, reference_scale=0.0)
+    assert _pixels(again) == _pixels(with_lora)
+    assert _pixels(off) != _pixels(with_lora)  # the LoRA acts beside the IP-Adapter
+    assert _pixels(unreferenced) != _pixels(with_lora)  # and the IP-Adapter beside the LoRA
+    preset = replace(preset, defaults={"width": 256, "height": 256, "steps": 2})
+    with Scorer(faces=False) as scorer:
+        report = lora_report(
+            library, mira, preset, DiffusersBackend(preset, cache=cache), scorer, 1
+        )
+    assert report.figures()["references"] is True
+    assert [r.with_lora for r in report.renders] == [False, True]
+
+
+def test_augmentation_crops_jitters_and_flips_only_when_asked() -> None:
+    """Each step's image: a square crop of 80–100 % of the shorter side, colour jitter of at
+    most ±5 % per enhancement, and a horizontal flip only with ``flip`` (half the time)."""
+    import random
+
+    from castbook.generation.lora_train import _augmented
+
+    # Red rises from left to right: a flip shows as the left edge redder than the right.
+    ramp = np.zeros((120, 200, 3), dtype=np.uint8)
+    ramp[:, :, 0] = np.linspace(20, 235, 200, dtype=np.uint8)[None, :]
+    image = Image.fromarray(ramp)
+    for flip in (False, True):
+        settings = replace(SETTINGS, flip=flip)
+        rng = random.Random(5)
+        flipped = []
+        for _ in range(40):
+            pixels, sizes = _augmented(torch, [image], rng, settings)
+            assert pixels.shape == (1, 3, 64, 64)
+            original_h, original_w, top, left, height, width = sizes
+            assert (original_h, original_w, height, width) == (120, 200, 64, 64)
+            # A crop of at least 96 px (80 % of 120) starts within 120 − 96 and 200 − 96 of
+            # the edges, in pixels of the 64 px training image.
+            assert 0 <= top <= round(24 * 64 / 96) and 0 <= left <= round(104 * 64 / 96)
+            red = pixels[0, 0]
+            flipped.append(bool(red[:, :4].mean() > red[:, -4:].mean()))
+        if flip:
+            assert 10 < sum(flipped) < 30, flipped
+        else:
+            assert not any(flipped)
+    # Jitter: a flat grey changes only in brightness (contrast and saturation leave it), by
+    # at most 5 %; a flat red keeps its hue (contrast and saturation blend towards grey,
+    # brightness scales) and its saturation and value stay within 15 %; and both change
+    # from step to step.
+    import colorsys
+
+    for fill in ((128, 128, 128), (200, 60, 40)):
+        hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in fill))
+        flat = Image.new("RGB", (96, 96), fill)
+        rng = random.Random(7)
+        seen = set()
+        for _ in range(30):
+            pixels, _ = _augmented(torch, [flat], rng, SETTINGS)
+            rgb = (pixels[0, :, 0, 0].numpy() + 1) * 127.5
+            h, s, v = colorsys.rgb_to_hsv(*(float(c) / 255 for c in rgb))
+            if saturation:
+                assert abs(h - hue) < 0.01, (fill, rgb)
+                assert 0.85 < s / saturation < 1.15 and 0.85 < v / value < 1.15, (fill, rgb)
+            else:
+                assert s < 0.01 and 0.94 < v / value < 1.06, (fill, rgb)
+            seen.add(tuple(np.round(rgb).astype(int)))
+        assert len(seen) > 5, (fill, seen)
+
+
 def test_two_characters_loras_apply_together(trained: Any) -> None:
     from safetensors.torch import load, save
 
