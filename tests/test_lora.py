@@ -469,6 +469,35 @@ def test_a_base_model_without_a_trainable_unet_is_refused(preset_id: str) -> Non
     assert caught.value.field == "preset" and "sd15-ip-adapter" in str(caught.value)
 
 
+def _transformer_pipeline(folder: Path) -> Path:
+    """A model folder as a DiT pipeline lays it out (PixArt-α's model_index.json): a
+    transformer where SD 1.5 has its UNet. No weights: a refusal must come before loading."""
+    folder.mkdir(parents=True)
+    index = {
+        "_class_name": "PixArtAlphaPipeline",
+        "_diffusers_version": "0.30.0",
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5Tokenizer"],
+        "transformer": ["diffusers", "PixArtTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_a_model_folder_without_a_unet_is_refused_before_it_loads(tmp_path: Path) -> None:
+    preset = _preset(_transformer_pipeline(tmp_path / "pixart"), "dit")
+    with pytest.raises(FieldError) as caught:
+        check_training(preset, SETTINGS, 3)
+    message = str(caught.value)
+    assert caught.value.field == "preset"
+    assert "PixArtAlphaPipeline" in message and "a transformer, not a UNet" in message
+    # A folder with a UNet, and one not on this machine (its job says so when it loads),
+    # pass this check.
+    check_training(_preset(Path("/nowhere")), SETTINGS, 3)
+
+
 def test_sdxl_trains_with_its_size_conditioning_and_generation_applies_it(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -536,6 +565,14 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
         f"/v1/characters/{ref}/train", json={**body, "preset": "openai-images"}, headers=headers
     )
     assert hosted.status_code == 422 and hosted.json()["field"] == "preset"
+    dit = _preset(_transformer_pipeline(generating / "pixart"), "tiny-dit")
+    with (generating / "presets.toml").open("a") as presets:
+        presets.write(f'\n[presets.tiny-dit]\nbackend = "diffusers"\nmodel = "{dit.model}"\n')
+    unet_less = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "preset": "tiny-dit"}, headers=headers
+    )
+    assert unet_less.status_code == 422 and "not a UNet" in unet_less.json()["error"]
+    assert api.job_count() == 0
 
     submitted = api.client.post(
         f"/v1/characters/{ref}/train", json={**body, "report_prompts": 1}, headers=headers
@@ -605,6 +642,25 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     assert "consistency" not in stopped["result"] and stopped["result"]["steps"] == 3
     kept = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
     assert [lora["sha256"] for lora in kept] == [stopped["result"]["sha256"]]
+
+    # Exported: castbook's format carries the LoRA; the nbp format says it leaves it out.
+    own = api.client.get("/v1/characters/export", params={"id": ref}, headers=headers)
+    assert [x["sha256"] for x in own.json()["characters"][0]["loras"]] == [kept[0]["sha256"]]
+    assert "X-Castbook-Warnings" not in own.headers
+    nbp = api.client.get(
+        "/v1/characters/export", params={"id": ref, "format": "nbp"}, headers=headers
+    )
+    assert json.loads(nbp.headers["X-Castbook-Warnings"]) == [
+        "Ona's LoRA is not in the nbp format; export with format castbook to keep it"
+    ]
+    # Removed: gone from the list and from the blob store (nothing else uses it).
+    base = {"base_model": kept[0]["base_model"]}
+    removed = api.client.delete(f"/v1/characters/{ref}/loras", params=base, headers=headers)
+    assert removed.status_code == 200 and removed.json()["sha256"] == kept[0]["sha256"]
+    assert api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"] == []
+    assert kept[0]["sha256"] not in api.blobs()
+    again = api.client.delete(f"/v1/characters/{ref}/loras", params=base, headers=headers)
+    assert again.status_code == 422 and "has no LoRA for" in again.json()["error"], again.text
 
 
 def test_the_cli_trains_and_refuses_too_few_images(

@@ -57,6 +57,7 @@ from castbook.errors import (
     GenerationError,
     InvalidInputError,
     MissingDependencyError,
+    ModelNotAvailableError,
 )
 from castbook.generation.presets import Preset
 
@@ -74,6 +75,7 @@ __all__ = [
     "check_character_training",
     "check_training",
     "import_training_stack",
+    "model_folder_problem",
     "train_character",
     "train_lora",
     "trainable_preset_problem",
@@ -207,6 +209,41 @@ def check_training(
             f"{who} has {image_count} reference image(s); a LoRA needs at least {MIN_IMAGES} "
             "(10–20 varied ones train a better one): add more before training",
         )
+    problem = model_folder_problem(preset)
+    if problem is not None:
+        raise FieldError("preset", problem)
+
+
+def model_folder_problem(preset: Preset) -> str | None:
+    """Why the preset's model folder, when it is on this machine, has nothing this trainer
+    adapts: no UNet (a DiT pipeline such as SD3, PixArt or Flux denoises with a transformer).
+    Read from its ``model_index.json`` alone, before any weights load. None when it has a
+    UNet, or when the folder is not here or unreadable (loading it says why)."""
+    from castbook.generation.diffusers_pipelines import resolve_location
+    from castbook.models.cache import hub_cache_dir
+
+    options = preset.options
+    try:
+        folder = resolve_location(
+            preset.id,
+            "model",
+            preset.model,
+            str(hub_cache_dir(options)),
+            str(options.get("revision") or "main"),
+        )
+        index = json.loads((Path(folder) / "model_index.json").read_text("utf-8"))
+    except (ModelNotAvailableError, OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or "unet" in index:
+        return None
+    kind = index.get("_class_name", "pipeline")
+    denoiser = next((name for name in ("transformer", "prior") if name in index), None)
+    has = f"its denoiser is a {denoiser}, not a UNet" if denoiser else "it has no UNet"
+    return (
+        f"preset {preset.id!r}: {preset.model!r} is a {kind} and {has}; castbook trains "
+        "LoRAs on the UNet of Stable Diffusion 1.5 and SDXL models: choose a preset such as "
+        "sd15-ip-adapter or sdxl-ip-adapter-face"
+    )
 
 
 def trigger_token(character_id: str) -> str:
