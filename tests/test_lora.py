@@ -675,6 +675,11 @@ def test_the_cli_trains_and_refuses_too_few_images(
         f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
         "defaults = { width = 256, height = 256, steps = 2 }\n"
         'options = { family = "sd15", device = "cpu" }\n'
+        f'[presets.tiny-ip]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        "defaults = { width = 256, height = 256, steps = 2 }\n"
+        f'options = {{ family = "sd15", device = "cpu", ip_adapter = "{tiny_models["ip"]}", '
+        'ip_adapter_subfolder = "", ip_adapter_weight = "ip_adapter.safetensors", '
+        'image_encoder_folder = "image_encoder" }\n'
     )
     library = CharacterLibrary.open(Settings.from_env())
     library.create({"name": "Solo"}, [_as_input(_images(1)[0])])
@@ -699,4 +704,34 @@ def test_the_cli_trains_and_refuses_too_few_images(
     tri = library.get("Tri")
     assert lora_warnings(library, [tri], ExportFormat.CASTBOOK) == []
     assert "not in the nbp format" in lora_warnings(library, [tri], ExportFormat.NBP)[0]
+
+    # The character's LoRAs from the command line: listed, weighted, used, removed.
+    code, out, _ = castbook("character", "show", "Tri")
+    assert code == 0 and f"trigger word {lora.trigger}, weight 1" in out, out
+    code, out, _ = castbook("character", "loras", "Tri", "--json")
+    assert code == 0 and [x["sha256"] for x in json.loads(out)] == [lora.sha256]
+    code, _, err = castbook("character", "loras", "Tri", "--weight", "3")
+    assert code == 1 and "weight" in err and "3" in err, err
+    code, _, err = castbook("character", "loras", "Tri", "--weight", "1", "--base-model", "x")
+    assert code == 1 and "has no LoRA for x" in err, err
+    code, out, _ = castbook("character", "loras", "Tri", "--weight", "0.5", "-p", "tiny-plain")
+    assert code == 0 and "now applies at weight 0.5" in out, out
+    assert library.loras(tri)[0].weight == 0.5
+    generate = ("generate", "-c", "Tri", "-p", "portrait", "--preset", "tiny-ip",
+                "--seed", "3", "--json", "--output", str(castbook_home / "out"))  # fmt: skip
+    code, out, err = castbook(*generate)
+    assert code == 0, err
+    assert [(x["sha256"], x["weight"]) for x in json.loads(out)["loras"]] == [(lora.sha256, 0.5)]
+    code, out, err = castbook(*generate, "--lora-weight", "0")
+    assert code == 0, err
+    assert [x["weight"] for x in json.loads(out)["loras"]] == [0.0]
+    code, _, err = castbook(*generate, "--lora-weight", "2.5")
+    assert code == 1 and "lora_weight" in err, err
+    code, out, _ = castbook("character", "loras", "Tri", "--remove", "--yes")
+    assert code == 0 and "Removed Tri's LoRA" in out, out
+    assert library.loras(tri) == [] and not library.blobs.exists(lora.sha256)
+    code, out, _ = castbook("character", "loras", "Tri")
+    assert code == 0 and "has no LoRA" in out
+    code, _, err = castbook("character", "loras", "Tri", "--weight", "1")
+    assert code == 1 and "castbook character train Tri" in err, err
     library.database.dispose()
