@@ -487,6 +487,26 @@ def train(
         100, "--checkpoint-every", help="Write a checkpoint every N steps."
     ),
     device: str | None = typer.Option(None, "--device", help="cuda or cpu (default: cuda if any)."),
+    prior_preservation: bool = typer.Option(
+        False,
+        "--prior-preservation",
+        help="Train beside class images the base model draws (DreamBooth's prior "
+        "preservation): the LoRA changes the trigger word, not the whole class.",
+    ),
+    class_prompt: str = typer.Option(
+        "",
+        "--class-prompt",
+        help="The class images' prompt (default: the caption without the trigger word).",
+    ),
+    class_images: int = typer.Option(
+        100, "--class-images", help="How many class images (1-1000); drawn once, kept."
+    ),
+    class_steps: int = typer.Option(
+        25, "--class-steps", help="Denoising steps of each class image (1-100)."
+    ),
+    prior_loss_weight: float = typer.Option(
+        1.0, "--prior-loss-weight", help="Weight of the class images' loss (above 0, at most 10)."
+    ),
     report_prompts: int = typer.Option(
         4,
         "--report-prompts",
@@ -526,6 +546,11 @@ def train(
         checkpoint_every=checkpoint_every,
         device=device,
         report_prompts=report_prompts,
+        prior_preservation=prior_preservation,
+        class_prompt=class_prompt,
+        class_images=class_images,
+        class_steps=class_steps,
+        prior_loss_weight=prior_loss_weight,
     )
     check_character_training(library, character, chosen, settings)
     work_dir = character_work_dir(settings_env.home, character, chosen)
@@ -533,7 +558,9 @@ def train(
         task = bar.add_task("loading the base model", total=steps + 2 * report_prompts)
 
         def progress(event) -> None:
-            bar.update(task, completed=event.step, description=f"loss {event.loss:.4f}")
+            # Step 0: prior preservation's class images, drawn before the first step.
+            described = f"loss {event.loss:.4f}" if event.step else event.message
+            bar.update(task, completed=event.step, description=described)
 
         lora, trained = train_character(library, character, chosen, settings, work_dir, progress)
         summary = training_summary(character, chosen, lora, trained)
