@@ -280,6 +280,49 @@ def test_the_lora_applies_beside_the_ip_adapter(trained: Any, tiny_models: dict[
     assert [r.with_lora for r in report.renders] == [False, True]
 
 
+def test_an_animatediff_preset_on_the_same_sd15_applies_its_lora(
+    trained: Any, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """AnimateDiff runs the SD 1.5 model's own UNet with motion modules beside its blocks,
+    as animatediff-sd15 runs sd15-ip-adapter's model: the LoRA trained on that model
+    applies to the video too (the character appears in it), at its weight."""
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT, make_tiny_motion_adapter
+
+    library, _, _, (lora, _, _) = trained
+    preset = Preset(
+        id="tiny-animatediff",
+        backend="diffusers",
+        model=str(tiny_models["sd15"]),
+        modes=(Mode.I2V,),
+        options={
+            "family": "animatediff",
+            "device": "cpu",
+            "motion_adapter": str(make_tiny_motion_adapter(tmp_path / "motion")),
+            "ip_adapter": str(tiny_models["ip"]),
+            "ip_adapter_subfolder": "",
+            "ip_adapter_weight": IP_ADAPTER_WEIGHT,
+            "image_encoder_folder": "image_encoder",
+        },
+    )
+    uses, notes = character_loras([library.get("Mira")], preset, library)
+    assert [use.sha256 for use in uses] == [lora.sha256] and notes == []
+    cache = PipelineCache()
+
+    def video(**values: Any) -> Any:
+        request = GenerationRequest(
+            mode=Mode.I2V, prompt="waving", characters=("Mira",), width=256, height=256,
+            steps=2, seed=5, num_frames=2, **values,
+        )  # fmt: skip
+        prepared = prepare_request(request, preset, library=library)
+        assert prepared.prompt.startswith(lora.trigger + ", ")
+        return DiffusersBackend(preset, cache=cache).generate(prepared, lambda _: None)
+
+    with_lora, again, off = video(), video(), video(lora_weight=0.0)
+    assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
+    frames = [[frame.tobytes() for frame in r.videos[0].frames] for r in (with_lora, again, off)]
+    assert frames[0] == frames[1] and frames[0] != frames[2]
+
+
 def test_augmentation_crops_jitters_and_flips_only_when_asked() -> None:
     """Each step's image: a square crop of 80–100 % of the shorter side, colour jitter of at
     most ±5 % per enhancement, and a horizontal flip only with ``flip`` (half the time)."""
