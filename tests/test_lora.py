@@ -875,3 +875,48 @@ def test_the_cli_trains_and_refuses_too_few_images(
     code, _, err = castbook("character", "loras", "Tri", "--weight", "1")
     assert code == 1 and "castbook character train Tri" in err, err
     library.database.dispose()
+
+
+def test_the_cli_continues_an_interrupted_training(
+    castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C keeps a checkpoint and says how to go on; the same command continues from it,
+    and other settings are refused with the checkpoint's path rather than mixed in."""
+    from castbook.generation import lora_train
+    from castbook.settings import Settings
+    from tests.support.cli import castbook
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    castbook_home.mkdir(parents=True)
+    (castbook_home / "presets.toml").write_text(
+        f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'options = { family = "sd15", device = "cpu" }\n'
+    )
+    library = CharacterLibrary.open(Settings.from_env())
+    library.create({"name": "Tri", "hair": "red"}, [*map(_as_input, _images(3))])
+    original = lora_train.train_lora
+
+    def ctrl_c_at_step_2(*args: Any, **kwargs: Any) -> Any:
+        progress = args[5]
+
+        def stop(event: TrainingProgress) -> None:
+            progress(event)
+            if event.step == 2:
+                raise KeyboardInterrupt
+
+        return original(*args[:5], stop, *args[6:], **kwargs)
+
+    train = ("character", "train", "Tri", "--preset", "tiny-plain", "--resolution", "64",
+             "--rank", "2", "--steps", "4", "--report-prompts", "0")  # fmt: skip
+    monkeypatch.setattr(lora_train, "train_lora", ctrl_c_at_step_2)
+    code, _, err = castbook(*train)
+    assert code == 130 and "interrupted at step 2 of 4" in err, err
+    assert "run the same command to continue" in err and library.loras(library.get("Tri")) == []
+    monkeypatch.setattr(lora_train, "train_lora", original)
+    code, _, err = castbook(*train[:-4], "--steps", "5", "--report-prompts", "0")
+    assert code == 1 and "checkpoint of a run with other settings" in err, err
+    code, out, err = castbook(*train)
+    assert code == 0 and "4 steps, continued from step 2" in out, (out, err)
+    (lora,) = library.loras(library.get("Tri"))
+    assert lora.steps == 4
+    library.database.dispose()

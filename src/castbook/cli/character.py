@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -557,12 +557,20 @@ def train(
     with work_progress(f"{character.name} LoRA", disable=json_output) as bar:
         task = bar.add_task("loading the base model", total=steps + 2 * report_prompts)
 
+        reached = [0]
+
         def progress(event) -> None:
             # Step 0: prior preservation's class images, drawn before the first step.
             described = f"loss {event.loss:.4f}" if event.step else event.message
             bar.update(task, completed=event.step, description=described)
+            reached[0] = event.step
 
-        lora, trained = train_character(library, character, chosen, settings, work_dir, progress)
+        try:
+            lora, trained = train_character(
+                library, character, chosen, settings, work_dir, progress
+            )
+        except KeyboardInterrupt:
+            _interrupted(work_dir, reached[0], steps)
         summary = training_summary(character, chosen, lora, trained)
         report = None
         if report_prompts:
@@ -591,6 +599,20 @@ def train(
     )
     if report is not None:
         _print_report(report, sheet)
+
+
+def _interrupted(work_dir: Path, step: int, steps: int) -> NoReturn:
+    """Ctrl-C during training: say what was kept and how to go on (exit status 130)."""
+    from castbook.generation.lora_train import CHECKPOINT
+
+    if (work_dir / CHECKPOINT).is_file():
+        err_console.print(
+            f"interrupted at step {step} of {steps}; the checkpoint in {_m(str(work_dir))} "
+            "keeps it: run the same command to continue from there"
+        )
+    else:
+        err_console.print("interrupted before the first training step; nothing to continue")
+    raise typer.Exit(130)
 
 
 def _consistency_report(library: CharacterLibrary, character: Character, preset, count, progress):
