@@ -867,6 +867,12 @@ def test_the_cli_trains_and_refuses_too_few_images(
     assert [x["weight"] for x in json.loads(out)["loras"]] == [0.0]
     code, _, err = castbook(*generate, "--lora-weight", "2.5")
     assert code == 1 and "lora_weight" in err, err
+    # The preview says what generation sends: the trigger word on a matching preset, a note
+    # on a hosted one.
+    code, out, _ = castbook("prompt", "-c", "Tri", "--preset", "tiny-ip", "--json")
+    assert code == 0 and json.loads(out)["prompt"] == lora.trigger, out
+    code, out, _ = castbook("prompt", "at sea", "-c", "Tri", "--preset", "openai-images")
+    assert code == 0 and lora.trigger not in out and "not applicable to the openai" in out, out
     code, out, _ = castbook("character", "loras", "Tri", "--remove", "--yes")
     assert code == 0 and "Removed Tri's LoRA" in out, out
     assert library.loras(tri) == [] and not library.blobs.exists(lora.sha256)
