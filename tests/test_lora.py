@@ -244,6 +244,138 @@ def test_the_consistency_report_renders_without_and_with_the_lora(trained: Any) 
     assert 2 * 256 < sheet.width < 3 * 256 and sheet.height > 2 * 256  # 2 prompts × 2 rows
 
 
+def test_the_lora_applies_beside_the_ip_adapter(trained: Any, tiny_models: dict[str, Path]) -> None:
+    """The default preset (sd15-ip-adapter) conditions on the reference through IP-Adapter
+    and applies the LoRA in the same pipeline: both act, and the report says it had the
+    references."""
+    from castbook.evaluation import Scorer
+    from castbook.render.lora_report import lora_report
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT
+
+    library, mira, _, (lora, _, _) = trained
+    preset = _preset(
+        tiny_models["sd15"],
+        "tiny-ip",
+        ip_adapter=str(tiny_models["ip"]),
+        ip_adapter_subfolder="",
+        ip_adapter_weight=IP_ADAPTER_WEIGHT,
+        image_encoder_folder="image_encoder",
+    )
+    cache = PipelineCache()
+    prepared, with_lora = _generate(library, preset, cache)
+    assert prepared.references and [u.sha256 for u in prepared.loras] == [lora.sha256]
+    assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
+    _, again = _generate(library, preset, cache)
+    _, off = _generate(library, preset, cache, lora_weight=0.0)
+    _, unreferenced = _generate(library, preset, cache, reference_scale=0.0)
+    assert _pixels(again) == _pixels(with_lora)
+    assert _pixels(off) != _pixels(with_lora)  # the LoRA acts beside the IP-Adapter
+    assert _pixels(unreferenced) != _pixels(with_lora)  # and the IP-Adapter beside the LoRA
+    preset = replace(preset, defaults={"width": 256, "height": 256, "steps": 2})
+    with Scorer(faces=False) as scorer:
+        report = lora_report(
+            library, mira, preset, DiffusersBackend(preset, cache=cache), scorer, 1
+        )
+    assert report.figures()["references"] is True
+    assert [r.with_lora for r in report.renders] == [False, True]
+
+
+def test_an_animatediff_preset_on_the_same_sd15_applies_its_lora(
+    trained: Any, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """AnimateDiff runs the SD 1.5 model's own UNet with motion modules beside its blocks,
+    as animatediff-sd15 runs sd15-ip-adapter's model: the LoRA trained on that model
+    applies to the video too (the character appears in it), at its weight."""
+    from tests.support.tiny_diffusers import IP_ADAPTER_WEIGHT, make_tiny_motion_adapter
+
+    library, _, _, (lora, _, _) = trained
+    preset = Preset(
+        id="tiny-animatediff",
+        backend="diffusers",
+        model=str(tiny_models["sd15"]),
+        modes=(Mode.I2V,),
+        options={
+            "family": "animatediff",
+            "device": "cpu",
+            "motion_adapter": str(make_tiny_motion_adapter(tmp_path / "motion")),
+            "ip_adapter": str(tiny_models["ip"]),
+            "ip_adapter_subfolder": "",
+            "ip_adapter_weight": IP_ADAPTER_WEIGHT,
+            "image_encoder_folder": "image_encoder",
+        },
+    )
+    uses, notes = character_loras([library.get("Mira")], preset, library)
+    assert [use.sha256 for use in uses] == [lora.sha256] and notes == []
+    cache = PipelineCache()
+
+    def video(**values: Any) -> Any:
+        request = GenerationRequest(
+            mode=Mode.I2V, prompt="waving", characters=("Mira",), width=256, height=256,
+            steps=2, seed=5, num_frames=2, **values,
+        )  # fmt: skip
+        prepared = prepare_request(request, preset, library=library)
+        assert prepared.prompt.startswith(lora.trigger + ", ")
+        return DiffusersBackend(preset, cache=cache).generate(prepared, lambda _: None)
+
+    with_lora, again, off = video(), video(), video(lora_weight=0.0)
+    assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
+    frames = [[frame.tobytes() for frame in r.videos[0].frames] for r in (with_lora, again, off)]
+    assert frames[0] == frames[1] and frames[0] != frames[2]
+
+
+def test_augmentation_crops_jitters_and_flips_only_when_asked() -> None:
+    """Each step's image: a square crop of 80–100 % of the shorter side, colour jitter of at
+    most ±5 % per enhancement, and a horizontal flip only with ``flip`` (half the time)."""
+    import random
+
+    from castbook.generation.lora_train import _augmented
+
+    # Red rises from left to right: a flip shows as the left edge redder than the right.
+    ramp = np.zeros((120, 200, 3), dtype=np.uint8)
+    ramp[:, :, 0] = np.linspace(20, 235, 200, dtype=np.uint8)[None, :]
+    image = Image.fromarray(ramp)
+    for flip in (False, True):
+        settings = replace(SETTINGS, flip=flip)
+        rng = random.Random(5)
+        flipped = []
+        for _ in range(40):
+            pixels, sizes = _augmented(torch, [image], rng, settings)
+            assert pixels.shape == (1, 3, 64, 64)
+            original_h, original_w, top, left, height, width = sizes
+            assert (original_h, original_w, height, width) == (120, 200, 64, 64)
+            # A crop of at least 96 px (80 % of 120) starts within 120 − 96 and 200 − 96 of
+            # the edges, in pixels of the 64 px training image.
+            assert 0 <= top <= round(24 * 64 / 96) and 0 <= left <= round(104 * 64 / 96)
+            red = pixels[0, 0]
+            flipped.append(bool(red[:, :4].mean() > red[:, -4:].mean()))
+        if flip:
+            assert 10 < sum(flipped) < 30, flipped
+        else:
+            assert not any(flipped)
+    # Jitter: a flat grey changes only in brightness (contrast and saturation leave it), by
+    # at most 5 %; a flat red keeps its hue (contrast and saturation blend towards grey,
+    # brightness scales) and its saturation and value stay within 15 %; and both change
+    # from step to step.
+    import colorsys
+
+    for fill in ((128, 128, 128), (200, 60, 40)):
+        hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in fill))
+        flat = Image.new("RGB", (96, 96), fill)
+        rng = random.Random(7)
+        seen = set()
+        for _ in range(30):
+            pixels, _ = _augmented(torch, [flat], rng, SETTINGS)
+            rgb = (pixels[0, :, 0, 0].numpy() + 1) * 127.5
+            h, s, v = colorsys.rgb_to_hsv(*(float(c) / 255 for c in rgb))
+            if saturation:
+                assert abs(h - hue) < 0.01, (fill, rgb)
+                assert 0.85 < s / saturation < 1.15 and 0.85 < v / value < 1.15, (fill, rgb)
+            else:
+                assert s < 0.01 and 0.94 < v / value < 1.06, (fill, rgb)
+            seen.add(tuple(np.round(rgb).astype(int)))
+        assert len(seen) > 5, (fill, seen)
+
+
 def test_two_characters_loras_apply_together(trained: Any) -> None:
     from safetensors.torch import load, save
 
@@ -352,6 +484,76 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_ends(
     assert resumed.data == whole.data
 
 
+def test_prior_preservation_trains_beside_class_images_and_resumes(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """DreamBooth's prior preservation: the base model draws class images from the caption
+    without the trigger word, each step trains on a character image and a class image, and
+    a cancelled run resumes onto the same weights, reading the class images it drew.
+
+    What it is for — the adapter leaving the class as the base model drew it — needs a base
+    model that denoises its own pictures well. The random-weight model does not: on it the
+    class images' loss with prior preservation was 0.96–1.005 times the loss without over
+    five runs (three seeds, 12–20 steps), no signal to test. So the test checks the
+    mechanism: each step's UNet call is a batch of two, the second conditioned on the class
+    prompt, as diffusers' train_dreambooth_lora does."""
+    from diffusers import StableDiffusionPipeline
+
+    model = tiny_models["sd15"]
+    images = [Image.open(io.BytesIO(data)) for data in _images(3)]
+    caption = "cbk000000, red hair"
+    settings = TrainingSettings(
+        steps=12, rank=4, resolution=64, learning_rate=3e-2, seed=4,
+        prior_preservation=True, class_images=3, class_steps=2,
+    )  # fmt: skip
+    from diffusers import UNet2DConditionModel
+
+    calls: list[tuple[int, Any]] = []
+    forward = UNet2DConditionModel.forward
+
+    def spy(unet: Any, sample: Any, timestep: Any, *args: Any, **kwargs: Any) -> Any:
+        if unet.training:  # the training steps, not the class images' denoising
+            states = args[0] if args else kwargs["encoder_hidden_states"]
+            calls.append((sample.shape[0], states.detach().clone()))
+        return forward(unet, sample, timestep, *args, **kwargs)
+
+    events: list[TrainingProgress] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(UNet2DConditionModel, "forward", spy)
+        whole = train_lora(model, images, caption, settings, tmp_path / "a", events.append)
+    drawing = [e.message for e in events if e.step == 0]
+    assert drawing == [f"prior preservation: class image {i} of 3" for i in (1, 2, 3)]
+    assert [e.step for e in events if e.step] == list(range(1, 13))
+    folder = tmp_path / "a" / "class-images"
+    assert len(list(folder.glob("*.png"))) == 3
+    assert json.loads((folder / "class.json").read_text())["prompt"] == "red hair"
+    assert all(np.isfinite(whole.losses)) and len(whole.losses) == 12
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(model), safety_checker=None)
+    encoded = {}
+    for text in (caption, "red hair"):
+        tokens = pipe.tokenizer(text, padding="max_length", truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            encoded[text] = pipe.text_encoder(tokens.input_ids)[0][0]
+    assert len(calls) == 12 and all(size == 2 for size, _ in calls)
+    for _, states in calls:
+        assert torch.allclose(states[0], encoded[caption], atol=1e-5)
+        assert torch.allclose(states[1], encoded["red hair"], atol=1e-5)
+
+    def cancel_at_5(event: TrainingProgress) -> None:
+        if event.step == 5:
+            raise GenerationCancelled("stop")
+
+    work = tmp_path / "b"
+    with pytest.raises(GenerationCancelled):
+        train_lora(model, images, caption, settings, work, cancel_at_5)
+    with pytest.raises(InvalidInputError, match="other settings"):
+        train_lora(model, images, caption, replace(settings, class_prompt="a cat"), work)
+    resumed = train_lora(model, images, caption, settings, work)
+    assert resumed.resumed_from == 5 and resumed.data == whole.data
+    assert resumed.losses == whole.losses
+
+
 @pytest.mark.parametrize(
     ("change", "count", "field", "message"),
     [
@@ -361,6 +563,9 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_ends(
         ({"rank": -4}, 3, "rank", "got -4"),
         ({"steps": 0}, 3, "steps", "between 1 and 100000, got 0"),
         ({"resolution": 100}, 3, "resolution", "multiple of 8"),
+        ({"prior_preservation": True, "class_images": 0}, 3, "class_images", "got 0"),
+        ({"prior_preservation": True, "class_steps": 101}, 3, "class_steps", "and 100, got"),
+        ({"prior_preservation": True, "prior_loss_weight": 0}, 3, "prior_loss_weight", "above 0"),
     ],
 )
 def test_bad_training_input_is_refused_before_any_work(
@@ -378,6 +583,35 @@ def test_a_base_model_without_a_trainable_unet_is_refused(preset_id: str) -> Non
     with pytest.raises(FieldError) as caught:
         check_training(preset, SETTINGS, 5)
     assert caught.value.field == "preset" and "sd15-ip-adapter" in str(caught.value)
+
+
+def _transformer_pipeline(folder: Path) -> Path:
+    """A model folder as a DiT pipeline lays it out (PixArt-α's model_index.json): a
+    transformer where SD 1.5 has its UNet. No weights: a refusal must come before loading."""
+    folder.mkdir(parents=True)
+    index = {
+        "_class_name": "PixArtAlphaPipeline",
+        "_diffusers_version": "0.30.0",
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5Tokenizer"],
+        "transformer": ["diffusers", "PixArtTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_a_model_folder_without_a_unet_is_refused_before_it_loads(tmp_path: Path) -> None:
+    preset = _preset(_transformer_pipeline(tmp_path / "pixart"), "dit")
+    with pytest.raises(FieldError) as caught:
+        check_training(preset, SETTINGS, 3)
+    message = str(caught.value)
+    assert caught.value.field == "preset"
+    assert "PixArtAlphaPipeline" in message and "a transformer, not a UNet" in message
+    # A folder with a UNet, and one not on this machine (its job says so when it loads),
+    # pass this check.
+    check_training(_preset(Path("/nowhere")), SETTINGS, 3)
 
 
 def test_sdxl_trains_with_its_size_conditioning_and_generation_applies_it(
@@ -425,6 +659,13 @@ def test_sdxl_trains_with_its_size_conditioning_and_generation_applies_it(
     )
     assert with_lora.metadata["loras"][0]["sha256"] == lora.sha256
     assert _pixels(with_lora) != _pixels(plain)
+    # Prior preservation on SDXL: the class image's size ids and pooled embedding join the
+    # batch beside the character's.
+    prior = replace(settings, steps=3, prior_preservation=True, class_images=1, class_steps=1)
+    pictures = [Image.open(io.BytesIO(data)) for data in _images(3)]
+    trained = train_lora(model, pictures, "cbk1, blue hair", prior, root / "prior", family="sdxl")
+    assert len(trained.losses) == 3 and all(np.isfinite(trained.losses))
+    assert len(list((root / "prior" / "class-images").glob("*.png"))) == 1
     library.database.dispose()
 
 
@@ -447,9 +688,25 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
         f"/v1/characters/{ref}/train", json={**body, "preset": "openai-images"}, headers=headers
     )
     assert hosted.status_code == 422 and hosted.json()["field"] == "preset"
+    dit = _preset(_transformer_pipeline(generating / "pixart"), "tiny-dit")
+    with (generating / "presets.toml").open("a") as presets:
+        presets.write(f'\n[presets.tiny-dit]\nbackend = "diffusers"\nmodel = "{dit.model}"\n')
+    unet_less = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, "preset": "tiny-dit"}, headers=headers
+    )
+    assert unet_less.status_code == 422 and "not a UNet" in unet_less.json()["error"]
+    assert api.job_count() == 0
 
+    prior = {"prior_preservation": True, "class_images": 1, "class_steps": 1}
+    no_class = api.client.post(
+        f"/v1/characters/{ref}/train", json={**body, **prior, "class_images": 0}, headers=headers
+    )
+    assert no_class.status_code == 422 and no_class.json()["field"] == "class_images"
+    assert api.job_count() == 0
     submitted = api.client.post(
-        f"/v1/characters/{ref}/train", json={**body, "report_prompts": 1}, headers=headers
+        f"/v1/characters/{ref}/train",
+        json={**body, **prior, "report_prompts": 1},
+        headers=headers,
     )
     assert submitted.status_code == 202, submitted.text
     done = api.wait(submitted.json()["id"], headers)
@@ -467,6 +724,12 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     )
     listed = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
     assert [lora["sha256"] for lora in listed] == [done["result"]["sha256"]]
+    assert listed[0]["training"]["prior_preservation"] == {
+        "class_prompt": "grey hair",
+        "class_images": 1,
+        "class_steps": 1,
+        "prior_loss_weight": 1.0,
+    }
     weighted = api.client.patch(
         f"/v1/characters/{ref}/loras",
         json={"base_model": listed[0]["base_model"], "weight": 0.5},
@@ -517,6 +780,25 @@ def test_the_api_trains_as_a_task_and_lists_the_lora(
     kept = api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"]
     assert [lora["sha256"] for lora in kept] == [stopped["result"]["sha256"]]
 
+    # Exported: castbook's format carries the LoRA; the nbp format says it leaves it out.
+    own = api.client.get("/v1/characters/export", params={"id": ref}, headers=headers)
+    assert [x["sha256"] for x in own.json()["characters"][0]["loras"]] == [kept[0]["sha256"]]
+    assert "X-Castbook-Warnings" not in own.headers
+    nbp = api.client.get(
+        "/v1/characters/export", params={"id": ref, "format": "nbp"}, headers=headers
+    )
+    assert json.loads(nbp.headers["X-Castbook-Warnings"]) == [
+        "Ona's LoRA is not in the nbp format; export with format castbook to keep it"
+    ]
+    # Removed: gone from the list and from the blob store (nothing else uses it).
+    base = {"base_model": kept[0]["base_model"]}
+    removed = api.client.delete(f"/v1/characters/{ref}/loras", params=base, headers=headers)
+    assert removed.status_code == 200 and removed.json()["sha256"] == kept[0]["sha256"]
+    assert api.client.get(f"/v1/characters/{ref}/loras", headers=headers).json()["loras"] == []
+    assert kept[0]["sha256"] not in api.blobs()
+    again = api.client.delete(f"/v1/characters/{ref}/loras", params=base, headers=headers)
+    assert again.status_code == 422 and "has no LoRA for" in again.json()["error"], again.text
+
 
 def test_the_cli_trains_and_refuses_too_few_images(
     castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
@@ -530,6 +812,11 @@ def test_the_cli_trains_and_refuses_too_few_images(
         f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
         "defaults = { width = 256, height = 256, steps = 2 }\n"
         'options = { family = "sd15", device = "cpu" }\n'
+        f'[presets.tiny-ip]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        "defaults = { width = 256, height = 256, steps = 2 }\n"
+        f'options = {{ family = "sd15", device = "cpu", ip_adapter = "{tiny_models["ip"]}", '
+        'ip_adapter_subfolder = "", ip_adapter_weight = "ip_adapter.safetensors", '
+        'image_encoder_folder = "image_encoder" }\n'
     )
     library = CharacterLibrary.open(Settings.from_env())
     library.create({"name": "Solo"}, [_as_input(_images(1)[0])])
@@ -539,7 +826,8 @@ def test_the_cli_trains_and_refuses_too_few_images(
     assert code != 0 and "a LoRA needs at least 3" in err
     sheet = castbook_home / "sheet.png"
     code, out, err = castbook(*train, "Tri", "--steps", "2", "--report-prompts", "1",
-                              "--sheet", str(sheet))  # fmt: skip
+                              "--sheet", str(sheet), "--prior-preservation",
+                              "--class-images", "1", "--class-steps", "1")  # fmt: skip
     assert code == 0, err
     (lora,) = library.loras(library.get("Tri"))
     assert "Trained Tri's LoRA" in out and lora.sha256[:12] in out and "2 steps" in out
@@ -548,10 +836,93 @@ def test_the_cli_trains_and_refuses_too_few_images(
     assert "portrait, looking at the viewer" in out and "mean" in out and "worst" in out
     assert Image.open(sheet).format == "PNG"
     assert lora.training["flip"] is True  # tagged symmetric
+    # No traits to name the class: prior preservation's class prompt is generic.
+    assert lora.training["prior_preservation"]["class_prompt"] == "a character"
     from castbook.library import ExportFormat
     from castbook.library.exchange import lora_warnings
 
     tri = library.get("Tri")
     assert lora_warnings(library, [tri], ExportFormat.CASTBOOK) == []
     assert "not in the nbp format" in lora_warnings(library, [tri], ExportFormat.NBP)[0]
+
+    # The character's LoRAs from the command line: listed, weighted, used, removed.
+    code, out, _ = castbook("character", "show", "Tri")
+    assert code == 0 and f"trigger word {lora.trigger}, weight 1" in out, out
+    code, out, _ = castbook("character", "loras", "Tri", "--json")
+    assert code == 0 and [x["sha256"] for x in json.loads(out)] == [lora.sha256]
+    code, _, err = castbook("character", "loras", "Tri", "--weight", "3")
+    assert code == 1 and "weight" in err and "3" in err, err
+    code, _, err = castbook("character", "loras", "Tri", "--weight", "1", "--base-model", "x")
+    assert code == 1 and "has no LoRA for x" in err, err
+    code, out, _ = castbook("character", "loras", "Tri", "--weight", "0.5", "-p", "tiny-plain")
+    assert code == 0 and "now applies at weight 0.5" in out, out
+    assert library.loras(tri)[0].weight == 0.5
+    generate = ("generate", "-c", "Tri", "-p", "portrait", "--preset", "tiny-ip",
+                "--seed", "3", "--json", "--output", str(castbook_home / "out"))  # fmt: skip
+    code, out, err = castbook(*generate)
+    assert code == 0, err
+    assert [(x["sha256"], x["weight"]) for x in json.loads(out)["loras"]] == [(lora.sha256, 0.5)]
+    code, out, err = castbook(*generate, "--lora-weight", "0")
+    assert code == 0, err
+    assert [x["weight"] for x in json.loads(out)["loras"]] == [0.0]
+    code, _, err = castbook(*generate, "--lora-weight", "2.5")
+    assert code == 1 and "lora_weight" in err, err
+    # The preview says what generation sends: the trigger word on a matching preset, a note
+    # on a hosted one.
+    code, out, _ = castbook("prompt", "-c", "Tri", "--preset", "tiny-ip", "--json")
+    assert code == 0 and json.loads(out)["prompt"] == lora.trigger, out
+    code, out, _ = castbook("prompt", "at sea", "-c", "Tri", "--preset", "openai-images")
+    assert code == 0 and lora.trigger not in out and "not applicable to the openai" in out, out
+    code, out, _ = castbook("character", "loras", "Tri", "--remove", "--yes")
+    assert code == 0 and "Removed Tri's LoRA" in out, out
+    assert library.loras(tri) == [] and not library.blobs.exists(lora.sha256)
+    code, out, _ = castbook("character", "loras", "Tri")
+    assert code == 0 and "has no LoRA" in out
+    code, _, err = castbook("character", "loras", "Tri", "--weight", "1")
+    assert code == 1 and "castbook character train Tri" in err, err
+    library.database.dispose()
+
+
+def test_the_cli_continues_an_interrupted_training(
+    castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C keeps a checkpoint and says how to go on; the same command continues from it,
+    and other settings are refused with the checkpoint's path rather than mixed in."""
+    from castbook.generation import lora_train
+    from castbook.settings import Settings
+    from tests.support.cli import castbook
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    castbook_home.mkdir(parents=True)
+    (castbook_home / "presets.toml").write_text(
+        f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'options = { family = "sd15", device = "cpu" }\n'
+    )
+    library = CharacterLibrary.open(Settings.from_env())
+    library.create({"name": "Tri", "hair": "red"}, [*map(_as_input, _images(3))])
+    original = lora_train.train_lora
+
+    def ctrl_c_at_step_2(*args: Any, **kwargs: Any) -> Any:
+        progress = args[5]
+
+        def stop(event: TrainingProgress) -> None:
+            progress(event)
+            if event.step == 2:
+                raise KeyboardInterrupt
+
+        return original(*args[:5], stop, *args[6:], **kwargs)
+
+    train = ("character", "train", "Tri", "--preset", "tiny-plain", "--resolution", "64",
+             "--rank", "2", "--steps", "4", "--report-prompts", "0")  # fmt: skip
+    monkeypatch.setattr(lora_train, "train_lora", ctrl_c_at_step_2)
+    code, _, err = castbook(*train)
+    assert code == 130 and "interrupted at step 2 of 4" in err, err
+    assert "run the same command to continue" in err and library.loras(library.get("Tri")) == []
+    monkeypatch.setattr(lora_train, "train_lora", original)
+    code, _, err = castbook(*train[:-4], "--steps", "5", "--report-prompts", "0")
+    assert code == 1 and "checkpoint of a run with other settings" in err, err
+    code, out, err = castbook(*train)
+    assert code == 0 and "4 steps, continued from step 2" in out, (out, err)
+    (lora,) = library.loras(library.get("Tri"))
+    assert lora.steps == 4
     library.database.dispose()

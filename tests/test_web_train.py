@@ -1,5 +1,6 @@
 """Training a character's LoRA from its card in a real headless Chromium (issue 19): the
-Train button, the refusal of too few images, progress, the before/after report, cancel.
+Train button, the refusal of too few images, progress, the before/after report, prior
+preservation, cancel.
 
 Same set-up as tests/test_web_library.py (Debian's ``chromium`` driven by Playwright,
 skipped without it except under ``CI=true``, only 127.0.0.1 reachable), against a real
@@ -105,11 +106,14 @@ def test_train_from_the_card_shows_progress_the_report_and_cancels(
     open_train(page, "Ona")
     expect(page.locator("#train-loras")).to_have_text("No LoRA yet.")
     fill(page, 3, 1)
+    page.check("#train-form [name='prior_preservation']")
+    page.fill("#train-form [name='class_images']", "1")
     page.click("#train-start")
     expect(page.locator("#train-progress")).to_be_visible()
     expect(page.locator("#train-report")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
     expect(page.locator("#train-status")).to_contain_text("succeeded")
     (lora,) = http.get("/v1/characters/Ona/loras").json()["loras"]
+    assert lora["training"]["prior_preservation"]["class_images"] == 1
     (task,) = http.get("/v1/tasks").json()
     report = task["result"]["consistency"]
     mean = page.locator('#train-scores tr[data-figure="mean"] td')

@@ -384,6 +384,21 @@ class TrainRequest(BaseModel):
         description="Prompts rendered without and with the LoRA after training and scored "
         "(the consistency report); 0 skips it.",
     )
+    prior_preservation: bool = Field(
+        False,
+        description="Train beside class images the base model draws from class_prompt "
+        "(DreamBooth's prior preservation): the LoRA changes the trigger word, not the class.",
+    )
+    class_prompt: str = Field(
+        "",
+        max_length=1000,
+        description="The class images' prompt; empty: the caption without the trigger word.",
+    )
+    class_images: int = Field(100, description="How many class images (1–1000).")
+    class_steps: int = Field(25, description="Denoising steps of each class image (1–100).")
+    prior_loss_weight: float = Field(
+        1.0, description="Weight of the class images' loss (above 0, at most 10)."
+    )
     inference_type: str | None = Field(
         None, max_length=64, description="The worker queue that should train it."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -159,8 +159,9 @@ def _field_rows(record: object) -> list[tuple[str, str]]:
 @app.command()
 @reports_errors
 def show(name: str = typer.Argument(..., help="Character name."), json_output: bool = JSON) -> None:
-    """Show every field and reference image of a character."""
-    character = open_library().get(name)
+    """Show every field, reference image and trained LoRA of a character."""
+    library = open_library()
+    character = library.get(name)
     if json_output:
         print_json(character_json(character))
         return
@@ -190,6 +191,12 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
         console.print(images)
     else:
         console.print("[dim]No reference images.[/]")
+    for lora in library.loras(character):
+        console.print(
+            f"LoRA for {_m(lora.base_model)}: trigger word {lora.trigger}, weight "
+            f"{lora.weight:g}, {lora.steps} steps at rank {lora.rank} "
+            f"(`castbook character loras {_m(character.name)}`)"
+        )
 
 
 @app.command()
@@ -480,6 +487,26 @@ def train(
         100, "--checkpoint-every", help="Write a checkpoint every N steps."
     ),
     device: str | None = typer.Option(None, "--device", help="cuda or cpu (default: cuda if any)."),
+    prior_preservation: bool = typer.Option(
+        False,
+        "--prior-preservation",
+        help="Train beside class images the base model draws (DreamBooth's prior "
+        "preservation): the LoRA changes the trigger word, not the whole class.",
+    ),
+    class_prompt: str = typer.Option(
+        "",
+        "--class-prompt",
+        help="The class images' prompt (default: the caption without the trigger word).",
+    ),
+    class_images: int = typer.Option(
+        100, "--class-images", help="How many class images (1-1000); drawn once, kept."
+    ),
+    class_steps: int = typer.Option(
+        25, "--class-steps", help="Denoising steps of each class image (1-100)."
+    ),
+    prior_loss_weight: float = typer.Option(
+        1.0, "--prior-loss-weight", help="Weight of the class images' loss (above 0, at most 10)."
+    ),
     report_prompts: int = typer.Option(
         4,
         "--report-prompts",
@@ -519,16 +546,31 @@ def train(
         checkpoint_every=checkpoint_every,
         device=device,
         report_prompts=report_prompts,
+        prior_preservation=prior_preservation,
+        class_prompt=class_prompt,
+        class_images=class_images,
+        class_steps=class_steps,
+        prior_loss_weight=prior_loss_weight,
     )
     check_character_training(library, character, chosen, settings)
     work_dir = character_work_dir(settings_env.home, character, chosen)
     with work_progress(f"{character.name} LoRA", disable=json_output) as bar:
         task = bar.add_task("loading the base model", total=steps + 2 * report_prompts)
 
-        def progress(event) -> None:
-            bar.update(task, completed=event.step, description=f"loss {event.loss:.4f}")
+        reached = [0]
 
-        lora, trained = train_character(library, character, chosen, settings, work_dir, progress)
+        def progress(event) -> None:
+            # Step 0: prior preservation's class images, drawn before the first step.
+            described = f"loss {event.loss:.4f}" if event.step else event.message
+            bar.update(task, completed=event.step, description=described)
+            reached[0] = event.step
+
+        try:
+            lora, trained = train_character(
+                library, character, chosen, settings, work_dir, progress
+            )
+        except KeyboardInterrupt:
+            _interrupted(work_dir, reached[0], steps)
         summary = training_summary(character, chosen, lora, trained)
         report = None
         if report_prompts:
@@ -557,6 +599,20 @@ def train(
     )
     if report is not None:
         _print_report(report, sheet)
+
+
+def _interrupted(work_dir: Path, step: int, steps: int) -> NoReturn:
+    """Ctrl-C during training: say what was kept and how to go on (exit status 130)."""
+    from castbook.generation.lora_train import CHECKPOINT
+
+    if (work_dir / CHECKPOINT).is_file():
+        err_console.print(
+            f"interrupted at step {step} of {steps}; the checkpoint in {_m(str(work_dir))} "
+            "keeps it: run the same command to continue from there"
+        )
+    else:
+        err_console.print("interrupted before the first training step; nothing to continue")
+    raise typer.Exit(130)
 
 
 def _consistency_report(library: CharacterLibrary, character: Character, preset, count, progress):
@@ -599,3 +655,132 @@ def _print_report(report, sheet: Path | None) -> None:
     console.print(table)
     if sheet is not None:
         console.print(f"Before/after sheet: {_m(str(sheet))}")
+
+
+@app.command("loras")
+@reports_errors
+def loras_command(
+    name: str = typer.Argument(..., help="Character name or id."),
+    weight: float | None = typer.Option(
+        None,
+        "--weight",
+        help="Set how strongly generation applies the LoRA (0–2; 0 turns it off, 1 as trained).",
+    ),
+    remove: bool = typer.Option(False, "--remove", help="Remove the LoRA (asks first)."),
+    base_model: str | None = typer.Option(
+        None, "--base-model", help="Which LoRA, by the base model it was trained on."
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", "-p", help="Which LoRA: the one for this preset's base model."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
+    json_output: bool = JSON,
+) -> None:
+    """List a character's trained LoRAs (one per base model), set one's weight, or remove
+    one. With --weight or --remove, name the LoRA with --base-model or --preset unless the
+    character has only one."""
+    library = open_library()
+    character = library.find(name)
+    if weight is None and not remove:
+        if base_model is not None or preset is not None:
+            raise InvalidInputError(
+                "--base-model and --preset choose a LoRA for --weight or --remove"
+            )
+        _list_loras(library, character, json_output)
+        return
+    if weight is not None and remove:
+        raise InvalidInputError("give --weight or --remove, not both")
+    lora = _chosen_lora(library, character, base_model, preset)
+    if remove:
+        if not yes:
+            question = f"Remove {character.name}'s LoRA for {lora.base_model}?"
+            try:
+                confirmed = typer.confirm(question, default=False)
+            except typer.Abort:
+                raise InvalidInputError(
+                    "no confirmation given, nothing removed; pass --yes to remove without asking"
+                ) from None
+            if not confirmed:
+                err_console.print("Nothing removed.")
+                raise typer.Exit(1)
+        removed = library.remove_lora(character, lora.base_model)
+        if json_output:
+            print_json(removed.model_dump(mode="json"))
+            return
+        console.print(f"Removed [bold]{_m(character.name)}[/]'s LoRA for {_m(removed.base_model)}.")
+        return
+    assert weight is not None
+    changed = library.set_lora_weight(character, lora.base_model, weight)
+    if json_output:
+        print_json(changed.model_dump(mode="json"))
+        return
+    console.print(
+        f"[bold]{_m(character.name)}[/]'s LoRA for {_m(changed.base_model)} now applies at "
+        f"weight {changed.weight:g}."
+    )
+
+
+def _chosen_lora(
+    library: CharacterLibrary, character: Character, base_model: str | None, preset: str | None
+):
+    """The LoRA --base-model or --preset names, or the character's only one."""
+    loras = library.loras(character)
+    if not loras:
+        raise InvalidInputError(
+            f"{character.name} has no LoRA; train one with `castbook character train "
+            f"{character.name}`"
+        )
+    if base_model is not None and preset is not None:
+        raise InvalidInputError("give --base-model or --preset, not both")
+    if preset is not None:
+        from castbook.generation import load_presets
+        from castbook.generation.prepare import lora_base_model
+
+        chosen = load_presets(Settings.from_env().home).get(preset)
+        base_model = lora_base_model(chosen)
+        if base_model is None:
+            raise InvalidInputError(
+                f"preset {chosen.id!r} does not say which base model it runs; use --base-model"
+            )
+    if base_model is None:
+        if len(loras) > 1:
+            raise InvalidInputError(
+                f"{character.name} has {len(loras)} LoRAs; choose one with --base-model: "
+                + ", ".join(lora.base_model for lora in loras)
+            )
+        return loras[0]
+    lora = next((x for x in loras if x.base_model == base_model), None)
+    if lora is None:
+        raise InvalidInputError(
+            f"{character.name} has no LoRA for {base_model}; it has one for "
+            + ", ".join(x.base_model for x in loras)
+        )
+    return lora
+
+
+def _list_loras(library: CharacterLibrary, character: Character, json_output: bool) -> None:
+    loras = library.loras(character)
+    if json_output:
+        print_json([lora.model_dump(mode="json") for lora in loras])
+        return
+    if not loras:
+        console.print(
+            f"[dim]{_m(character.name)} has no LoRA; train one with `castbook character train "
+            f"{_m(character.name)}`.[/]"
+        )
+        return
+    table = Table(title=f"{_m(character.name)}'s LoRAs")
+    for column in ("base model", "family", "trigger", "rank", "steps", "px", "weight", "sha256"):
+        table.add_column(column)
+    for lora in loras:
+        table.add_row(
+            _m(lora.base_model),
+            lora.family,
+            lora.trigger,
+            str(lora.rank),
+            str(lora.steps),
+            str(lora.resolution),
+            f"{lora.weight:g}",
+            lora.sha256[:12],
+        )
+    console.print(table)

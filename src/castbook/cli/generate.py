@@ -94,6 +94,12 @@ def generate(
         "--reference-scale",
         help=f"How strongly references steer (IP-Adapter scale, {range_text('reference_scale')}).",
     ),
+    lora_weight: float = typer.Option(
+        None,
+        "--lora-weight",
+        help=f"How strongly the characters' LoRAs apply ({range_text('lora_weight')}; default: "
+        "each character's own weight, 1 unless set with `castbook character loras`).",
+    ),
     frames: int = typer.Option(
         None, "--frames", help=f"Video frames for i2v ({range_text('num_frames')})."
     ),
@@ -132,6 +138,7 @@ def generate(
         "references": tuple(str(p) for p in reference or ()),
         "init_image": str(init) if init is not None else None,
         "reference_scale": reference_scale,
+        "lora_weight": lora_weight,
         "num_frames": frames,
         "fps": fps,
     }

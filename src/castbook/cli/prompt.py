@@ -7,7 +7,6 @@ import typer
 from castbook.cli.console import console, print_json
 from castbook.cli.errors import reports_errors
 from castbook.cli.library_access import open_library
-from castbook.library import inject_characters
 
 
 @reports_errors
@@ -17,17 +16,40 @@ def prompt(
         ..., "--character", "-c", help="A character to inject (repeatable, in scene order)."
     ),
     negative: str = typer.Option("", "--negative", help="Your negative prompt."),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="The preset it is for: the trigger words of the characters' LoRAs it applies "
+        "lead the prompt (default: the text-to-image preset `castbook generate` uses).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show the final prompt and negative prompt with characters injected."""
+    """Show the final prompt and negative prompt with characters injected, as `castbook
+    generate` sends them (LoRA trigger words included)."""
+    from castbook.generation import Mode, load_presets, preview_prompt, resolve_request
+    from castbook.settings import Settings
+
     library = open_library()
     characters = [library.get(name) for name in character]
-    injected = inject_characters(text, characters, negative)
+    catalog = load_presets(Settings.from_env().home)
+    chosen = catalog.get(preset) if preset else catalog.default_for(Mode.T2I)
+    values = {"prompt": text, "characters": [c.name for c in characters]}
+    request = resolve_request({**values, "negative_prompt": negative}, chosen)
+    sent = preview_prompt(request, chosen, library)
     if json_output:
-        print_json({"prompt": injected.prompt, "negative_prompt": injected.negative_prompt})
+        print_json(
+            {
+                "prompt": sent.prompt,
+                "negative_prompt": sent.negative_prompt,
+                "preset": chosen.id,
+                "lora_notes": list(sent.lora_notes),
+            }
+        )
         return
-    console.print(f"[bold]prompt:[/] {_plain(injected.prompt)}")
-    console.print(f"[bold]negative prompt:[/] {_plain(injected.negative_prompt)}")
+    console.print(f"[bold]prompt:[/] {_plain(sent.prompt)}")
+    console.print(f"[bold]negative prompt:[/] {_plain(sent.negative_prompt)}")
+    for note in sent.lora_notes:
+        console.print(f"[dim]{_plain(note)}[/]")
 
 
 def _plain(text: str) -> str:

@@ -23,6 +23,11 @@ What a kohya_ss or diffusers DreamBooth-LoRA user does by hand, from the library
   ``get_peft_model_state_dict`` / ``convert_state_dict_to_diffusers``, so
   ``pipe.load_lora_weights`` (and ComfyUI, A1111) read it as any other SD 1.5 (or SDXL) LoRA.
 
+- **prior preservation** (optional, off by default, as in diffusers' DreamBooth script):
+  the base model first draws class images from the class prompt (the caption without the
+  trigger token), kept in the run's folder; each step is then a batch of two — a character
+  image and a class image — and the loss adds the class image's, weighted.
+
 A checkpoint (the adapter's weights, the optimiser's state, the random generators and the
 losses so far) is written every ``checkpoint_every`` steps and when a run is cancelled; a run
 given the same folder and settings continues from it and ends with the same weights as one
@@ -40,8 +45,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -57,6 +64,7 @@ from castbook.errors import (
     GenerationError,
     InvalidInputError,
     MissingDependencyError,
+    ModelNotAvailableError,
 )
 from castbook.generation.presets import Preset
 
@@ -73,7 +81,9 @@ __all__ = [
     "character_work_dir",
     "check_character_training",
     "check_training",
+    "class_prompt_for",
     "import_training_stack",
+    "model_folder_problem",
     "train_character",
     "train_lora",
     "trainable_preset_problem",
@@ -98,7 +108,19 @@ LIMITS: dict[str, tuple[int, int]] = {
     "resolution": (64, 2048),
     # the consistency report's prompts, each rendered without and with the LoRA (0: none)
     "report_prompts": (0, 8),
+    # prior preservation: how many class images, and the denoising steps of each
+    "class_images": (1, 1000),
+    "class_steps": (1, 100),
 }
+CLASS_FOLDER = "class-images"
+_PRIOR_SETTINGS = (
+    "prior_preservation",
+    "class_prompt",
+    "class_images",
+    "class_steps",
+    "prior_loss_weight",
+)
+MAX_CLASS_PROMPT = 1000
 
 
 @dataclass(frozen=True)
@@ -117,12 +139,23 @@ class TrainingSettings:
     precision: str | None = None
     # prompts of the consistency report after training (castbook.render.lora_report)
     report_prompts: int = 4
+    # DreamBooth's prior preservation: class images the base model renders from the class
+    # prompt (default: the caption without the trigger word) train beside the character's,
+    # so the adapter changes the trigger word and leaves the class as the model drew it.
+    prior_preservation: bool = False
+    class_prompt: str = ""
+    class_images: int = 100
+    class_steps: int = 25
+    prior_loss_weight: float = 1.0
     # Not part of what is learnt, so a resumed run may change them:
     _RUN_ONLY = ("checkpoint_every", "device", "precision", "report_prompts")
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be continued (not how often it is written)."""
         values = {k: v for k, v in asdict(self).items() if k not in self._RUN_ONLY}
+        if not self.prior_preservation:  # unused, and what checkpoints said before they existed
+            for name in _PRIOR_SETTINGS:
+                values.pop(name)
         return json.dumps(values, sort_keys=True)
 
 
@@ -195,6 +228,19 @@ def check_training(
         )
     if settings.checkpoint_every < 1:
         raise FieldError("checkpoint_every", f"must be at least 1, got {settings.checkpoint_every}")
+    if settings.prior_preservation:
+        for name in ("class_images", "class_steps"):
+            value = getattr(settings, name)
+            low, high = LIMITS[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise FieldError(
+                    name, f"must be a whole number between {low} and {high}, got {value!r}"
+                )
+        weight = settings.prior_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 10:
+            raise FieldError("prior_loss_weight", f"must be above 0 and at most 10, got {weight!r}")
+        if len(settings.class_prompt) > MAX_CLASS_PROMPT:
+            raise FieldError("class_prompt", f"must be at most {MAX_CLASS_PROMPT} characters long")
     if image_count == 0:
         raise FieldError(
             "images",
@@ -207,6 +253,41 @@ def check_training(
             f"{who} has {image_count} reference image(s); a LoRA needs at least {MIN_IMAGES} "
             "(10–20 varied ones train a better one): add more before training",
         )
+    problem = model_folder_problem(preset)
+    if problem is not None:
+        raise FieldError("preset", problem)
+
+
+def model_folder_problem(preset: Preset) -> str | None:
+    """Why the preset's model folder, when it is on this machine, has nothing this trainer
+    adapts: no UNet (a DiT pipeline such as SD3, PixArt or Flux denoises with a transformer).
+    Read from its ``model_index.json`` alone, before any weights load. None when it has a
+    UNet, or when the folder is not here or unreadable (loading it says why)."""
+    from castbook.generation.diffusers_pipelines import resolve_location
+    from castbook.models.cache import hub_cache_dir
+
+    options = preset.options
+    try:
+        folder = resolve_location(
+            preset.id,
+            "model",
+            preset.model,
+            str(hub_cache_dir(options)),
+            str(options.get("revision") or "main"),
+        )
+        index = json.loads((Path(folder) / "model_index.json").read_text("utf-8"))
+    except (ModelNotAvailableError, OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or "unet" in index:
+        return None
+    kind = index.get("_class_name", "pipeline")
+    denoiser = next((name for name in ("transformer", "prior") if name in index), None)
+    has = f"its denoiser is a {denoiser}, not a UNet" if denoiser else "it has no UNet"
+    return (
+        f"preset {preset.id!r}: {preset.model!r} is a {kind} and {has}; castbook trains "
+        "LoRAs on the UNet of Stable Diffusion 1.5 and SDXL models: choose a preset such as "
+        "sd15-ip-adapter or sdxl-ip-adapter-face"
+    )
 
 
 def trigger_token(character_id: str) -> str:
@@ -283,6 +364,11 @@ def train_lora(
     for module in (unet, vae, *[e for e in encoders if e is not None]):
         module.requires_grad_(False)
         module.to(device)
+    class_images: list[Image.Image] = []
+    if settings.prior_preservation:
+        # Drawn by the base model, before the adapter exists and before the seeds below.
+        class_caption = class_prompt_for(settings, caption)
+        class_images = _class_images(torch, pipe, class_caption, settings, work, progress)
     if sdxl:
         vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16 (diffusers' script does this)
     torch.manual_seed(settings.seed)  # the adapter's initial weights
@@ -305,6 +391,12 @@ def train_lora(
     scaler = torch.amp.GradScaler("cuda", enabled=weight_dtype == torch.float16)
     scheduler = pipe.scheduler
     embeddings, pooled = _encode_caption(torch, pipe, caption, device, sdxl)
+    if class_images:
+        # Batch 2, as diffusers' DreamBooth script: the character's image, then a class image.
+        class_states, class_pooled = _encode_caption(torch, pipe, class_caption, device, sdxl)
+        embeddings = torch.cat([embeddings, class_states])
+        if sdxl:
+            pooled = torch.cat([pooled, class_pooled])
     generator = torch.Generator().manual_seed(settings.seed)  # noise and timesteps (on CPU)
     rng = random.Random(settings.seed)  # which image, and its augmentation
     losses: list[float] = []
@@ -320,13 +412,19 @@ def train_lora(
     try:
         while step < total:
             pixels, sizes = _augmented(torch, images, rng, settings)
+            batch_sizes = [sizes]
+            if class_images:
+                class_pixels, class_sizes = _augmented(torch, class_images, rng, settings)
+                pixels = torch.cat([pixels, class_pixels])
+                batch_sizes.append(class_sizes)
             pixels = pixels.to(device, vae.dtype)
             with torch.no_grad():
                 latents = vae.encode(pixels).latent_dist.sample(generator=generator)
                 latents = (latents * vae.config.scaling_factor).to(weight_dtype)
             noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
             count = scheduler.config.num_train_timesteps
-            timesteps = torch.randint(0, count, (1,), generator=generator).to(device)
+            timesteps = torch.randint(0, count, (len(batch_sizes),), generator=generator)
+            timesteps = timesteps.to(device)
             noisy = scheduler.add_noise(latents, noise, timesteps)
             if scheduler.config.prediction_type == "v_prediction":
                 target = scheduler.get_velocity(latents, noise, timesteps)
@@ -334,11 +432,19 @@ def train_lora(
                 target = noise
             conditions = None
             if sdxl:
-                time_ids = torch.tensor([sizes], dtype=embeddings.dtype, device=device)
+                time_ids = torch.tensor(batch_sizes, dtype=embeddings.dtype, device=device)
                 conditions = {"text_embeds": pooled, "time_ids": time_ids}
             with torch.autocast("cuda", dtype=weight_dtype, enabled=on_gpu):
                 predicted = unet(noisy, timesteps, embeddings, added_cond_kwargs=conditions).sample
-            loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
+            if class_images:
+                own, prior = predicted.float().chunk(2)
+                own_target, prior_target = target.float().chunk(2)
+                loss = torch.nn.functional.mse_loss(own, own_target)
+                loss = loss + settings.prior_loss_weight * torch.nn.functional.mse_loss(
+                    prior, prior_target
+                )
+            else:
+                loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -397,6 +503,69 @@ def _encode_caption(
     ).input_ids.to(device)
     with torch.no_grad():
         return pipe.text_encoder(tokens)[0], None
+
+
+def class_prompt_for(settings: TrainingSettings, caption: str) -> str:
+    """Prior preservation's class prompt: the one asked for, else the caption without its
+    trigger word (DreamBooth's "a sks dog" → "a dog"), else "a character"."""
+    if settings.class_prompt.strip():
+        return settings.class_prompt.strip()
+    _, _, description = caption.partition(", ")
+    return description.strip() or "a character"
+
+
+def _class_images(
+    torch: Any,
+    pipe: Any,
+    prompt: str,
+    settings: TrainingSettings,
+    work: Path,
+    progress: Callable[[TrainingProgress], None] | None,
+) -> list[Image.Image]:
+    """Prior preservation's class images: ``settings.class_images`` pictures the base
+    pipeline draws from ``prompt`` (seeded by the run's seed and their index), kept as PNGs
+    in ``work`` so a resumed run, or the next training with the same class settings, reads
+    the same pixels instead of drawing them again. Reported as step 0 of the run."""
+    folder = work / CLASS_FOLDER
+    key = json.dumps(
+        {
+            "prompt": prompt,
+            "steps": settings.class_steps,
+            "size": settings.resolution,
+            "seed": settings.seed,
+        },
+        sort_keys=True,
+    )
+    marker = folder / "class.json"
+    if folder.exists() and (not marker.is_file() or marker.read_text("utf-8") != key):
+        shutil.rmtree(folder)  # drawn for other class settings
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key, "utf-8")
+    pipe.set_progress_bar_config(disable=True)
+    size = settings.resolution
+    images = []
+    count = settings.class_images
+    for index in range(count):
+        path = folder / f"{index:04d}.png"
+        if not path.is_file():
+            generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + index)
+            drawn = pipe(
+                prompt,
+                height=size,
+                width=size,
+                num_inference_steps=settings.class_steps,
+                generator=generator,
+            ).images[0]
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".class-", suffix=".png")
+            os.close(handle)
+            drawn.save(temporary, format="PNG")
+            os.replace(temporary, path)
+        with Image.open(path) as stored:
+            images.append(stored.convert("RGB"))
+        if progress is not None:
+            message = f"prior preservation: class image {index + 1} of {count}"
+            progress(TrainingProgress(0, settings.steps, math.nan, message))
+    return images
 
 
 def _augmented(
@@ -584,6 +753,20 @@ def training_summary(
     }
 
 
+def _prior_record(settings: TrainingSettings, caption: str) -> dict[str, Any]:
+    """What a LoRA's record keeps of prior preservation (nothing when it was off)."""
+    if not settings.prior_preservation:
+        return {}
+    return {
+        "prior_preservation": {
+            "class_prompt": class_prompt_for(settings, caption),
+            "class_images": settings.class_images,
+            "class_steps": settings.class_steps,
+            "prior_loss_weight": settings.prior_loss_weight,
+        }
+    }
+
+
 def train_character(
     library: CharacterLibrary,
     character: Character,
@@ -642,6 +825,7 @@ def train_character(
                 "dtype": trained.dtype,
                 "loss_first": round(sum(losses[:tail]) / tail, 6),
                 "loss_last": round(sum(losses[-tail:]) / tail, 6),
+                **_prior_record(settings, caption),
             },
         ),
     )

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LORA_BACKENDS",
+    "LORA_FAMILY_OF",
     "BackendPool",
     "FinalPrompt",
     "character_loras",
@@ -252,6 +253,8 @@ def preview_prompt(
 
 # Backends that apply character LoRAs (OpenAI-compatible and Gemini models take none).
 LORA_BACKENDS = ("diffusers", "comfyui")
+# A preset family → the family of the LoRAs it loads, where they differ.
+LORA_FAMILY_OF = {"animatediff": "sd15"}
 
 
 def lora_base_model(preset: Preset) -> str | None:
@@ -278,6 +281,9 @@ def character_loras(
     if library is None:
         return uses, notes
     family = str(preset.options.get("family", "sd15"))
+    # AnimateDiff runs an SD 1.5 model's own UNet (with motion modules beside its blocks), so
+    # the LoRAs trained on that SD 1.5 model apply to it as they are.
+    lora_family = LORA_FAMILY_OF.get(family, family)
     base = lora_base_model(preset)
     for character in characters:
         loras = library.loras(character)
@@ -304,7 +310,7 @@ def character_loras(
                 "stable-diffusion-v1-5/stable-diffusion-v1-5)"
             )
             continue
-        lora = next((x for x in loras if x.base_model == base and x.family == family), None)
+        lora = next((x for x in loras if x.base_model == base and x.family == lora_family), None)
         if lora is None:
             bases = ", ".join(f"{x.base_model} ({x.family})" for x in loras)
             notes.append(

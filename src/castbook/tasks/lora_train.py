@@ -46,7 +46,8 @@ def lora_train_job_input(
 ) -> dict[str, Any]:
     """What a training job row stores: the character's id, the preset and the settings."""
     names = ("steps", "rank", "resolution", "learning_rate", "seed", "flip", "checkpoint_every",
-             "report_prompts")  # fmt: skip
+             "report_prompts", "prior_preservation", "class_prompt", "class_images",
+             "class_steps", "prior_loss_weight")  # fmt: skip
     values = {name: getattr(settings, name) for name in names}
     return {"character": character.id, "preset": preset_id, "settings": values}
 
@@ -80,7 +81,9 @@ class LoraTrainJobs:
         context.progress(0, total, "loading the base model")
 
         def progress(event: TrainingProgress) -> None:
-            context.progress(event.step, total, f"{event.message}, loss {event.loss:.4f}")
+            # Step 0: prior preservation's class images, drawn before the first step.
+            loss = f", loss {event.loss:.4f}" if event.step else ""
+            context.progress(event.step, total, f"{event.message}{loss}")
 
         try:
             lora, trained = train_character(

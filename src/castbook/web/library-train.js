@@ -121,6 +121,8 @@ function settings() {
     rank: number("rank"),
     resolution: number("resolution"),
     report_prompts: number("report_prompts"),
+    prior_preservation: form.elements.prior_preservation.checked,
+    class_images: number("class_images"),
   };
 }
 
