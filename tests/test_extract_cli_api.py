@@ -92,3 +92,37 @@ def test_api_extract_and_save(make_api: ApiFactory, chat: FakeChatServer) -> Non
     )  # fmt: skip
     assert not_an_image.status_code == 422
     assert "sk-test-key-123456" not in json.dumps(response.json())
+
+
+FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval" / "faces"
+
+
+@pytest.mark.skipif(not (FACES_DIR / "img45.jpg").is_file(), reason="needs ../shared/eval/faces")
+@pytest.mark.blob_stores("folder")  # it stores nothing
+def test_the_server_runs_the_local_analyser_in_its_evaluation_workers(
+    make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("dlib")
+    # The face detector in this (the HTTP) process fails; the workers are spawned processes
+    # with their own: only an analysis that ran there can answer.
+    import castbook.evaluation.faces as faces
+
+    def not_here(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the local analyser ran in the process serving HTTP")
+
+    monkeypatch.setattr(faces, "load_face_embedder", not_here)
+    api = make_api()
+    headers = api.key("ann")
+    photo = (FACES_DIR / "img45.jpg").read_bytes()  # long black hair, light skin
+    files = {"image": ("photo.jpg", photo, "image/jpeg")}
+    response = api.client.post(
+        "/v1/characters/extract", headers=headers, files=files, data={"provider": "local"}
+    )
+    assert response.status_code == 200, response.text
+    extraction = response.json()["extraction"]
+    assert extraction["source"] == "local" and extraction["physical"]["hair"] == "black"
+    not_an_image = api.client.post(
+        "/v1/characters/extract", headers=headers,
+        files={"image": ("notes.png", b"text", "image/png")}, data={"provider": "local"},
+    )  # fmt: skip
+    assert not_an_image.status_code == 422

@@ -7,7 +7,7 @@ sent as JSON; reference images are uploaded as ``multipart/form-data``.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import Response as RawResponse
@@ -30,6 +30,9 @@ from castbook.library import (
 from castbook.library.cards import MAX_CARD_FILE_BYTES
 from castbook.library.exchange import export_card, import_card_bytes, lora_warnings
 from castbook.library.models import FIELD_SECTIONS, FORM_FIELDS, FieldInfo
+
+if TYPE_CHECKING:
+    from castbook.extract.schema import Extraction
 
 __all__ = ["CharacterCreate", "CharacterPatch", "character_json", "router"]
 
@@ -235,7 +238,10 @@ def extract_character(
         raise FieldError("name", "is required to save the extracted character")
     data = image.file.read(MAX_FILE_BYTES + 1)
     extraction = services.extractor().extract(
-        data, provider=provider, source=image.filename or "image"
+        data,
+        provider=provider,
+        source=image.filename or "image",
+        analyse=lambda prepared: _analyse_in_workers(services, owner, prepared),
     )
     result: dict[str, Any] = {"extraction": extraction.model_dump(), "character": None}
     if save:
@@ -248,6 +254,15 @@ def extract_character(
             services, owner, response, character_json(request, created), created
         )
     return result
+
+
+def _analyse_in_workers(services: Services, owner: str, picture: bytes) -> Extraction:
+    """The local analyser (face detection, colour clustering) in the evaluation workers, in
+    the owner's turn, not in the process serving HTTP."""
+    from castbook.evaluation.pool import CallRequest
+    from castbook.extract.local import analyse_locally
+
+    return services.evaluations().submit(owner, CallRequest(analyse_locally, (picture,))).result()
 
 
 @router.get("/{ref}", summary="Show a character")

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from castbook.evaluation.scorer import Score, Scorer
 
 __all__ = [
+    "CallRequest",
     "EvaluationPool",
     "EvaluationRequest",
     "EvaluationResult",
@@ -106,6 +107,18 @@ class FeaturesResult:
     errors: list[str | None]
 
 
+@dataclass(frozen=True)
+class CallRequest:
+    """Other heavy image work the HTTP process must not do itself, run in a worker under the
+    same per-owner fairness: ``function(*args)``, where ``function`` is a module-level
+    function (a worker finds it by its name, as pickle sends functions). The server's
+    Character Extractor sends its local analyser (face detection and colour clustering)
+    this way; the evaluation package never imports the caller's module itself."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
 # --- in the worker process ----------------------------------------------------------------
 
 _scorer: Scorer | None = None
@@ -129,11 +142,17 @@ def load_worker_scorer() -> None:
         _start_failure = exc
 
 
-def evaluate(request: EvaluationRequest | FeaturesRequest) -> Any:
-    """Score one request (in a worker process): budget, references, then each candidate."""
+def evaluate(request: EvaluationRequest | FeaturesRequest | CallRequest) -> Any:
+    """Score one request (in a worker process): budget, references, then each candidate; or
+    run a :class:`CallRequest`'s function."""
     from castbook.evaluation.budget import BudgetExceededError, PixelBudget, check_budget
     from castbook.evaluation.features import ImageFeatures
 
+    if isinstance(request, CallRequest):  # needs no scorer: it may load models of its own
+        try:
+            return request.function(*request.args)
+        except CastbookError as exc:
+            raise _portable(exc) from None
     if _scorer is None and _start_failure is None:
         load_worker_scorer()
     if _start_failure is not None:
@@ -389,8 +408,8 @@ class EvaluationPool:
             item.future.set_exception(error)
         else:
             result = done.result()
-            if self.key is None:
-                self.key = getattr(result, "key", None)
+            if self.key is None and isinstance(result, EvaluationResult | FeaturesResult):
+                self.key = result.key
             item.future.set_result(result)
         self._after([("finished", item.owner, item.ticket), *events], launched)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from castbook.errors import NotFoundError
@@ -24,13 +24,22 @@ class Extractor:
         self.ring = KeyRing([key for provider in self.providers for key in provider.keys])
 
     def extract(
-        self, image: bytes, *, provider: str | None = None, source: str = "image"
+        self,
+        image: bytes,
+        *,
+        provider: str | None = None,
+        source: str = "image",
+        analyse: Callable[[bytes], Extraction] | None = None,
     ) -> Extraction:
-        """Propose a character's fields from ``image`` (validated like a reference first)."""
+        """Propose a character's fields from ``image`` (validated like a reference first).
+        ``analyse`` runs the local analyser on the prepared picture (default: here, in this
+        process; the HTTP server passes one that runs it in its evaluation workers)."""
         # The same checks and the same ≤1536 px picture as a reference image gets.
         prepared = prepare_reference(image, source=source)
         chosen = self._provider(provider)
         if chosen is None:
+            if analyse is not None:
+                return analyse(prepared.data)
             from castbook.extract.local import analyse_locally
 
             return analyse_locally(prepared.data)
