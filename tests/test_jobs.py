@@ -124,6 +124,21 @@ def test_cancelling(store: JobStore) -> None:
     assert run_job(store, {"demo": handler}, job.id, "w").status == JobStatus.CANCELLED
 
 
+def test_a_job_that_could_not_be_handed_over_fails_only_while_still_queued(
+    store: JobStore,
+) -> None:
+    queued = store.create(kind="demo", input={})
+    failed = store.fail_unstarted(queued.id, "could not queue the task: broker down")
+    assert failed.status == JobStatus.FAILED and "broker down" in (failed.error or "")
+    # Said twice (the executor, then the API), the first reason stays.
+    assert store.fail_unstarted(queued.id, "could not queue task: again").error == failed.error
+    # A worker took it although the hand-over reported an error: its run is not cut short.
+    taken = store.create(kind="demo", input={})
+    store.start(taken.id, "w")
+    assert store.fail_unstarted(taken.id, "could not queue the task").status == JobStatus.RUNNING
+    assert store.succeed(taken.id, [], {"ok": True}, worker="w").status == JobStatus.SUCCEEDED
+
+
 def test_recover_requeues_then_gives_up(store: JobStore) -> None:
     job = store.create(kind="demo", input={})
     store.start(job.id, "dead-worker")

@@ -96,7 +96,9 @@ class Services:
         try:
             self.executor.submit(job)
         except Exception as exc:
-            failed = self.jobs.fail(
+            # Only while still queued: the executor may have failed it already, or a worker
+            # may have taken it although the hand-over reported an error.
+            failed = self.jobs.fail_unstarted(
                 job.id, f"could not queue the task: {exc}", {"type": type(exc).__name__}
             )
             if isinstance(exc, StorageError):

@@ -349,6 +349,28 @@ class JobStore:
             worker=worker,
         )
 
+    def fail_unstarted(
+        self, job_id: str, error: str, error_data: dict[str, Any] | None = None
+    ) -> Job:
+        """queued → failed, for a job that could not be handed to its executor; a job that
+        left ``queued`` meanwhile (a worker took it after all, or it ended) is left alone."""
+        now = _now()
+        with self.database.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    error=error,
+                    error_data=error_data,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_message=JobStatus.FAILED.value,
+                )
+            )
+            session.commit()
+        return self.get(job_id)
+
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel: a queued job at once, a running one at its next step."""
         job = self.get(job_id, owner)
