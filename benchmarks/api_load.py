@@ -17,8 +17,10 @@ are kept separately, only after the warm-up (steady state), and printed as p50/p
 both as the clients saw them and as the server's ``Server-Timing`` header reports them (the
 server's share: the rest is the clients' own scheduling on the same cores, and the wire).
 Afterwards every accepted task id is asked for until it ended or a deadline passed: one the
-server does not report as ended (or no longer knows) is *lost*. Non-2xx answers and client
-exceptions are *errors*. Prints the core count and load.
+server does not report as ended (or no longer knows) is *lost*; so is one cancelled with the
+backlog (``--submit-every``) before it started although a task accepted later had started
+(the executor takes the oldest first: such a task was passed over, not waiting its turn).
+Non-2xx answers and client exceptions are *errors*. Prints the core count and load.
 Only loopback is ever contacted; the loops are bounded in count and time.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import os
 import random
 import socket
@@ -178,6 +181,35 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {at(0.50):.1f} ms, p95 {at(0.95):.1f} ms, p99 {at(0.99):.1f} ms (n={len(ordered)})"
 
 
+def passed_over_tasks(tasks: dict[str, dict[str, Any]], margin: float = 1.0) -> list[str]:
+    """Tasks cancelled before they started although a task created more than ``margin``
+    seconds after them had started more than ``margin`` seconds before their cancel (the
+    margin leaves out submits racing each other and the cancel pass itself)."""
+    from datetime import datetime
+
+    def at(text: str | None) -> float | None:
+        return datetime.fromisoformat(text).timestamp() if text else None
+
+    rows = sorted(
+        ((at(task["created_at"]), at(task["started_at"]), task) for task in tasks.values()),
+        key=lambda row: row[0] or 0.0,
+    )
+    # For each position: the earliest start of a task created later (a suffix minimum).
+    created = [row[0] for row in rows]
+    earliest_later: list[float] = [float("inf")] * (len(rows) + 1)
+    for index in range(len(rows) - 1, -1, -1):
+        start = rows[index][1]
+        earliest_later[index] = min(earliest_later[index + 1], start or float("inf"))
+    found = []
+    for created_at, started_at, task in rows:
+        if task["status"] != "cancelled" or started_at is not None or not task["finished_at"]:
+            continue
+        later = bisect.bisect_right(created, created_at + margin)
+        if earliest_later[later] < at(task["finished_at"]) - margin:
+            found.append(task["id"])
+    return found
+
+
 def run_load(base: str, key: str, options: argparse.Namespace, server_pid: int) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     submit_latencies: list[float] = []  # steady state only: after the warm-up
@@ -280,6 +312,7 @@ def run_load(base: str, key: str, options: argparse.Namespace, server_pid: int) 
     # one (a 404, i.e. a task the server forgot, counts as lost too). With --submit-every the
     # queue outgrows the model; what is still queued is cancelled first (cancelled = ended).
     states: dict[str, str] = {}
+    tasks: dict[str, dict[str, Any]] = {}  # each accepted task as the server last showed it
     deadline = time.monotonic() + DRAIN_S
     with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
         if options.submit_every > 0:
@@ -292,12 +325,22 @@ def run_load(base: str, key: str, options: argparse.Namespace, server_pid: int) 
                 response = http.get(f"/v1/tasks/{task_id}")
                 state = response.json().get("status") if response.status_code == 200 else None
                 states[task_id] = state or f"HTTP {response.status_code}"
+                if state is not None:
+                    tasks[task_id] = response.json()
                 if state not in ENDED:
                     still.append(task_id)
             pending = still
             if pending:
                 time.sleep(1)
     lost = [t for t in accepted if states.get(t) not in ENDED]
+    # Cancelling the backlog ends every queued task, so "ended" alone would also pass a task
+    # the executor never saw (stuck queued). The local executor takes the oldest queued task
+    # first, so such a task shows as one still queued when it was cancelled although a task
+    # accepted later had started before that: those are lost too.
+    passed_over = passed_over_tasks(tasks)
+    for task_id in passed_over:
+        states[task_id] = "cancelled unstarted, passed over by a later task"
+    lost += passed_over
     duplicated = len(accepted) - len(set(accepted))
     succeeded = sum(1 for t in set(accepted) if states.get(t) == "succeeded")
     failed = sum(1 for t in set(accepted) if states.get(t) == "failed")

@@ -6,6 +6,7 @@ a user preset in the test's CASTBOOK_HOME, the way a user's local model is run.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -313,6 +314,51 @@ def test_events_report_each_step_until_done(make_api: ApiFactory, database_url: 
     assert texts.index("running 1/4") < texts.index("running 4/4")
     assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
     assert events[-1][1]["result"] == {"ok": True}
+
+
+def test_event_streams_and_waits_end_when_the_server_stops(
+    make_api: ApiFactory, generating: Path
+) -> None:
+    """A stopping server (``castbook serve`` sets ``stopping`` at SIGTERM, before uvicorn waits
+    for open requests) ends its event streams and ``/getImagetoImage`` waits at once, with the
+    task as it stands, instead of holding the stop up until the task ends."""
+    handler = SteppingHandler(steps=1, pause=0)
+    handler.release.clear()  # the tasks run until the test ends
+    api = make_api(handlers={"generation": handler}, workers=2)
+    headers = api.key("alice")
+    task = api.client.post(
+        "/v1/generations", json={"preset": "tiny-plain", "prompt": "x"}, headers=headers
+    ).json()
+    answers: dict[str, Any] = {}
+
+    def follow() -> None:
+        response = api.client.get(f"/v1/tasks/{task['id']}/events", headers=headers)
+        answers["events"] = read_events(response.text)
+
+    def wait_for_result() -> None:
+        body = {"app_id": "tiny-plain", "image": "data:image/png;base64,"
+                + base64.b64encode(alice_png()).decode(), "prompt": "x"}  # fmt: skip
+        answers["compat"] = api.client.post("/getImagetoImage", json=body, headers=headers)
+
+    readers = [threading.Thread(target=follow), threading.Thread(target=wait_for_result)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 120  # generous: a loaded machine
+    while api.services.task_watch().reads < 2 or api.job_count() < 2:  # both are waiting
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    api.services.stopping = True
+    for reader in readers:
+        reader.join(timeout=120)
+    try:
+        assert not any(reader.is_alive() for reader in readers), "a request outlived the stop"
+        events = answers["events"]
+        assert events and all(name == "progress" for name, _ in events), events
+        compat = answers["compat"]
+        assert compat.status_code == 200, compat.text
+        assert compat.json()["status"] in ("queued", "running") and compat.json()["output"] == []
+    finally:
+        handler.release.set()
 
 
 def test_open_event_streams_share_one_read_per_poll(make_api: ApiFactory) -> None:

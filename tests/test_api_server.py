@@ -143,6 +143,40 @@ def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
     assert "handed back to the queue" in server.output() and slow_id in server.output()
 
 
+def test_an_open_event_stream_does_not_hold_up_a_graceful_stop(
+    server_home: tuple[Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    """A client following a task's event stream (the web app does) must not keep a stopping
+    server up until the task ends: the streams end at the signal, and the running task is
+    handed back after the grace as it would be with no stream open."""
+    home, env, key = server_home
+    env = {**env, "CASTBOOK_STOP_GRACE": "1"}
+    server = start_server(env, tmp_path / "server.log")
+    events: list[str] = []
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=server.base, headers=auth, timeout=30) as http:
+            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow_id = slow.json()["id"]
+            wait_for(http, slow_id, {"running"}, step=2)
+            with http.stream("GET", f"/v1/tasks/{slow_id}/events", timeout=JOB_TIMEOUT) as stream:
+                lines = stream.iter_lines()
+                while not any(line.startswith("event: progress") for line in events):
+                    events.append(next(lines))
+                server.process.send_signal(signal.SIGTERM)
+                events.extend(lines)  # until the server ends the stream
+        assert server.process.wait(timeout=120) in (0, -signal.SIGTERM), server.output()
+    finally:
+        stop(server)
+    assert "event: done" not in events, events  # the stream ended before the task did
+    store = JobStore(Database(Settings.for_home(home).database_url))
+    try:
+        handed = store.get(slow_id)
+    finally:
+        store.database.dispose()
+    assert handed.status == JobStatus.QUEUED and handed.attempts == 0, (handed, server.output())
+
+
 def test_the_worker_of_a_killed_http_process_finishes_its_task_once(
     server_home: tuple[Path, dict[str, str], str], tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ _need("redis")
 from castbook.jobs.celery_executor import (  # noqa: E402
     CeleryConfig,
     CeleryExecutor,
+    _record_internal_error,
     create_executor,
     recover_orphans,
     run_worker,
@@ -153,6 +154,29 @@ def test_submit_without_a_broker_fails_the_job_instead_of_losing_it(tmp_path: Pa
     failed = store.get(job.id)
     assert failed.status == JobStatus.FAILED and "could not queue" in (failed.error or "")
     executor.shutdown()
+
+
+def test_a_worker_whose_database_failed_under_it_fails_only_a_job_it_still_holds(
+    tmp_path: Path,
+) -> None:
+    """The database went away under run_job; when it answers again another worker may have
+    taken the job over (the first one's heartbeat stopped): the first must not end it."""
+    store = _store(f"sqlite:///{tmp_path / 'castbook.db'}")
+    outage = RuntimeError("server closed the connection unexpectedly")
+    held = store.create(kind="generation", input={})
+    store.start(held.id, "celery:a:1:ns1")
+    assert _record_internal_error(store, held.id, "celery:a:1:ns1", outage) == "failed"
+    assert "server closed" in (store.get(held.id).error or "")
+
+    taken_over = store.create(kind="generation", input={})
+    store.start(taken_over.id, "celery:a:1:ns1")
+    store.hand_back("celery:a:1:ns1")  # re-queued (as a sweep does) and run elsewhere
+    store.start(taken_over.id, "celery:b:2:ns1")
+    answer = _record_internal_error(store, taken_over.id, "celery:a:1:ns1", outage)
+    assert answer == "lost to another worker"
+    assert store.get(taken_over.id).status == JobStatus.RUNNING
+    done = store.succeed(taken_over.id, [], {"ok": True}, worker="celery:b:2:ns1")
+    assert done.status == JobStatus.SUCCEEDED
 
 
 def test_worker_options_are_checked_before_anything_starts(tmp_path: Path) -> None:

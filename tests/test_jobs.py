@@ -124,6 +124,47 @@ def test_cancelling(store: JobStore) -> None:
     assert run_job(store, {"demo": handler}, job.id, "w").status == JobStatus.CANCELLED
 
 
+def test_a_job_that_could_not_be_handed_over_fails_only_while_still_queued(
+    store: JobStore,
+) -> None:
+    queued = store.create(kind="demo", input={})
+    failed = store.fail_unstarted(queued.id, "could not queue the task: broker down")
+    assert failed.status == JobStatus.FAILED and "broker down" in (failed.error or "")
+    # Said twice (the executor, then the API), the first reason stays.
+    assert store.fail_unstarted(queued.id, "could not queue task: again").error == failed.error
+    # A worker took it although the hand-over reported an error: its run is not cut short.
+    taken = store.create(kind="demo", input={})
+    store.start(taken.id, "w")
+    assert store.fail_unstarted(taken.id, "could not queue the task").status == JobStatus.RUNNING
+    assert store.succeed(taken.id, [], {"ok": True}, worker="w").status == JobStatus.SUCCEEDED
+
+
+def test_a_worker_that_lost_its_job_stops_at_its_next_step(store: JobStore) -> None:
+    """Its lease ran out (a stall) and another worker took the job over: the first one's
+    next progress report stops it, writes nothing over the new holder's progress, and its
+    ending records nothing."""
+    steps_run: list[int] = []
+
+    def handler(job, context):
+        for step in range(1, 6):
+            if step == 3:  # meanwhile: re-queued by a sweep and claimed by another worker
+                store.hand_back("stalled")
+                store.start(job.id, "new-holder")
+                store.progress(job.id, 1, 9, "the new run", worker="new-holder")
+            context.progress(step, 5)
+            steps_run.append(step)
+        return [], {"ran": steps_run}
+
+    job = store.create(kind="demo", input={})
+    final = run_job(store, {"demo": handler}, job.id, "stalled")
+    assert steps_run == [1, 2]  # it stopped at step 3's report
+    assert final.status == JobStatus.RUNNING and final.worker == "new-holder"
+    assert (final.progress_step, final.progress_total) == (1, 9)
+    assert store.succeed(job.id, [], {"ok": True}, worker="new-holder").status == (
+        JobStatus.SUCCEEDED
+    )
+
+
 def test_recover_requeues_then_gives_up(store: JobStore) -> None:
     job = store.create(kind="demo", input={})
     store.start(job.id, "dead-worker")

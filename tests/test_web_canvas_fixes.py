@@ -357,6 +357,41 @@ def test_load_and_clear_leave_a_run_going_also_one_another_browser_picked_up(
     )
 
 
+def test_a_run_is_followed_through_a_server_that_does_not_answer_for_a_while(
+    page: Page, comfy: FakeComfyUI
+) -> None:
+    """A stopping server ends its event streams at once (docs/api.md) and is away until it
+    starts again: the page keeps asking for its run instead of giving it up at the first
+    refused request."""
+    render = add_from_nodes_tab(page, "text_to_image", 40, 40)
+    render.locator('textarea[data-field="prompt"]').fill("a lighthouse")
+    render.locator('select[data-field="preset"]').select_option("comfyui")
+    refused = {"polls": 0}
+
+    def stream_ends(route: Any) -> None:  # as a stopping server ends it: no "done"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="")
+
+    def server_away(route: Any) -> None:
+        if route.request.method == "GET" and refused["polls"] < 3:
+            refused["polls"] += 1
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/v1/tasks/[0-9a-f]+/events$"), stream_ends)
+    page.route(re.compile(r"/v1/tasks/[0-9a-f]+$"), server_away)
+    comfy.held = True  # the run goes on until the server has been away three times
+    page.click("#run-workflow")
+    status = page.locator("#canvas-status")
+    expect(status).to_contain_text("The server is not answering", timeout=RUN_TIMEOUT_MS)
+    expect(status).to_contain_text("The server is back", timeout=RUN_TIMEOUT_MS)
+    comfy.held = False
+    expect(status).to_contain_text("Done", timeout=RUN_TIMEOUT_MS)
+    expect(render.locator(".node-status")).to_have_text("done")
+    expect(page.locator("#results-panel figure.result")).to_have_count(1)
+    assert refused["polls"] == 3
+
+
 # ---- 4: shortcuts after a toolbar click --------------------------------------------------------
 
 

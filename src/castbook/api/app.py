@@ -135,6 +135,7 @@ def create_app(
         try:
             yield
         finally:
+            services.stopping = True  # `castbook serve` set it already, at the signal
             await run_in_threadpool(retention.stop)
             await run_in_threadpool(services.close_evaluations)  # its worker processes
             await _stop_executor(services)

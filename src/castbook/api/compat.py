@@ -242,9 +242,10 @@ def get_image(
 
 
 async def _wait(services: Services, job: Job, owner: str) -> Job:
-    """Until the job ends or the configured wait runs out (then its state as it is)."""
+    """Until the job ends, the configured wait runs out or the server stops (then its state
+    as it is)."""
     deadline = time.monotonic() + services.config.wait_seconds
-    while not job.done and time.monotonic() < deadline:
+    while not job.done and time.monotonic() < deadline and not services.stopping:
         await anyio.sleep(services.config.events_poll_seconds)
         job = await run_in_threadpool(services.jobs.get, job.id, owner)
     return job

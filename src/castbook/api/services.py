@@ -43,11 +43,17 @@ class Services:
     _extractor: Any = field(default=None, repr=False)
     _task_watch: TaskWatch | None = field(default=None, repr=False)
     _presets: tuple[Any, Any] | None = field(default=None, repr=False)  # (file stamp, catalog)
+    # Set when the server is asked to stop (``castbook serve`` on SIGTERM/Ctrl+C, before the
+    # HTTP server waits for open requests): event streams and ``/getImagetoImage``'s wait
+    # end at once, so a client following a task never holds a stop up until the task ends.
+    stopping: bool = False
 
     def task_watch(self) -> TaskWatch:
         """What every open task event stream of this app reads its task's state from."""
         if self._task_watch is None:
-            self._task_watch = TaskWatch(self.jobs, self.config.events_poll_seconds)
+            self._task_watch = TaskWatch(
+                self.jobs, self.config.events_poll_seconds, stopping=lambda: self.stopping
+            )
         return self._task_watch
 
     def extractor(self) -> Any:
@@ -90,7 +96,9 @@ class Services:
         try:
             self.executor.submit(job)
         except Exception as exc:
-            failed = self.jobs.fail(
+            # Only while still queued: the executor may have failed it already, or a worker
+            # may have taken it although the hand-over reported an error.
+            failed = self.jobs.fail_unstarted(
                 job.id, f"could not queue the task: {exc}", {"type": type(exc).__name__}
             )
             if isinstance(exc, StorageError):

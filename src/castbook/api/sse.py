@@ -15,7 +15,9 @@ The job row is the source of truth, so the stream reads it (every ``poll`` secon
 than listening to an executor: it works the same for the local executor and for Celery
 workers on other machines. Steps that start and finish between two reads are not seen; the
 last state always is. A comment line is sent every ``keepalive`` seconds of silence so
-proxies keep the connection open.
+proxies keep the connection open. When the server is stopping, a stream of a task that has
+not ended ends without ``done`` (the HTTP server would otherwise wait for it, and so for the
+task, before stopping its jobs); the client reconnects to a server, or asks for the task.
 
 Every open stream of an app shares one :class:`TaskWatch`: one query per ``poll`` reads the
 status and progress of all watched tasks, so a stream costs the server next to nothing
@@ -45,9 +47,12 @@ class TaskWatch:
     """The latest status and progress of every task an open stream follows, read for all of
     them at once, at most once per ``poll`` seconds (whoever asks first after that reads)."""
 
-    def __init__(self, jobs: JobStore, poll: float) -> None:
+    def __init__(
+        self, jobs: JobStore, poll: float, *, stopping: Callable[[], bool] = lambda: False
+    ) -> None:
         self.jobs = jobs
         self.poll = poll
+        self.stopping = stopping  # true once the server stops: open streams end
         self._watched: Counter[str] = Counter()
         self._states: dict[str, ProgressState] = {}
         self._read_at = float("-inf")
@@ -132,6 +137,8 @@ async def task_events(
                 job = await run_in_threadpool(watch.jobs.get, job_id, owner)
                 counter += 1
                 yield format_event("done", describe(job), counter)
+                return
+            if watch.stopping():
                 return
             if time.monotonic() - quiet_since >= keepalive:
                 yield ": keep-alive\n\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import math
 from typing import TYPE_CHECKING
 
 import typer
@@ -14,6 +16,8 @@ from castbook.cli.errors import reports_errors
 from castbook.settings import DEFAULT_OWNER, Settings
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from castbook.api.auth import ApiKey
 
 __all__ = ["keys_app", "serve"]
@@ -109,7 +113,30 @@ def serve(
     # on a request's path (0.5 s on a busy machine), a p99 of its own.
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    services = app.state.services
+    grace = services.config.shutdown_grace_seconds
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Before uvicorn waits for open requests: event streams and waits end now, so
+            # a client following a task does not keep the server (and the task) going.
+            services.stopping = True
+            super().handle_exit(sig, frame)
+
+    # Any other request still open after the grace is cut off, then the jobs get theirs.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=max(1, math.ceil(grace)),
+    )
+    server = Server(config)
+    # Ctrl+C is raised again after the graceful stop; uvicorn.run swallows it too.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn said why (the port taken, …), as uvicorn.run does
 
 
 def _keys():

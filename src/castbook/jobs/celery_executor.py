@@ -237,7 +237,7 @@ class CeleryExecutor:
                 f"{self.config.safe_broker_url} is not reachable ({type(exc).__name__}: {exc})"
             )
             with contextlib.suppress(Exception):
-                self.store.fail(job.id, message, {"type": "BrokerUnavailable"})
+                self.store.fail_unstarted(job.id, message, {"type": "BrokerUnavailable"})
             raise StorageError(message) from exc
 
     def recover(self) -> tuple[list[str], list[str]]:
@@ -527,10 +527,19 @@ def _task_body(job_id: str) -> str:
             final = run_job(store, runtime.handlers, job_id, worker)
         except Exception as exc:  # the database failed under run_job: record it if we can
             log.error("task %s: %s", job_id, traceback.format_exc())
-            with contextlib.suppress(Exception):
-                store.fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
-            return "failed"
+            return _record_internal_error(store, job_id, worker, exc)
     return "not queued" if final is None else final.status.value
+
+
+def _record_internal_error(store: JobStore, job_id: str, worker: str, exc: Exception) -> str:
+    """Fail the job ``worker`` was running when the database failed under it — only while
+    it still holds it: during an outage its heartbeat stopped, so another worker may have
+    taken the job over (or finished it) by the time the database answers again."""
+    try:
+        job = store.fail(job_id, f"internal error: {type(exc).__name__}: {exc}", worker=worker)
+    except Exception:
+        return "failed"  # the database is still away: the lease recovers the job later
+    return job.status.value if job.worker == worker else "lost to another worker"
 
 
 def _on_process_init(**_: object) -> None:

@@ -32,8 +32,12 @@ class JobContext:
     store: JobStore
 
     def progress(self, step: int, total: int, message: str = "") -> None:
-        if self.store.progress(self.job.id, step, total, message):
-            raise GenerationCancelled(f"task {self.job.id} was cancelled")
+        # Guarded by the worker that claimed the job: one that lost it stops here too (its
+        # ending, guarded as well, then records nothing).
+        if self.store.progress(self.job.id, step, total, message, worker=self.job.worker):
+            raise GenerationCancelled(
+                f"task {self.job.id} was cancelled (or is no longer held by {self.job.worker})"
+            )
 
 
 # A handler does the work of one kind of job and returns its outputs and a result summary.

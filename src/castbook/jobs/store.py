@@ -285,20 +285,31 @@ class JobStore:
             session.commit()
         return self.get(job_id) if changed else None
 
-    def progress(self, job_id: str, step: int, total: int, message: str = "") -> bool:
-        """Record progress; returns True when the user asked to cancel the job."""
+    def progress(
+        self, job_id: str, step: int, total: int, message: str = "", *, worker: str | None = None
+    ) -> bool:
+        """Record progress; returns True when the job should stop: the user asked to cancel
+        it, or (with ``worker``) that worker no longer holds it — its lease ran out and the job
+        was re-queued or taken over, or it was handed back — so a run nobody will record
+        stops at its next step instead of computing to the end beside the new one, and never
+        writes its steps over the new holder's."""
+        held = [JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value]
+        if worker is not None:
+            held.append(JobRow.worker == worker)
         with self.database.session() as session:
-            session.execute(
+            changed = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .where(*held)
                 .values(
                     progress_step=step,
                     progress_total=total,
                     progress_message=message,
                     updated_at=_now(),
                 )
-            )
+            ).rowcount
             session.commit()
+            if worker is not None and not changed:
+                return True
             return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def succeed(
@@ -348,6 +359,28 @@ class JobStore:
             partial=partial,
             worker=worker,
         )
+
+    def fail_unstarted(
+        self, job_id: str, error: str, error_data: dict[str, Any] | None = None
+    ) -> Job:
+        """queued → failed, for a job that could not be handed to its executor; a job that
+        left ``queued`` meanwhile (a worker took it after all, or it ended) is left alone."""
+        now = _now()
+        with self.database.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    error=error,
+                    error_data=error_data,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_message=JobStatus.FAILED.value,
+                )
+            )
+            session.commit()
+        return self.get(job_id)
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel: a queued job at once, a running one at its next step."""

@@ -17,6 +17,10 @@ import { hideResults, outputPath, showResults } from "./canvas-results.js";
 
 const PROGRESS = /^node (.+): running (\d+)\/(\d+)$/;
 const POLL_MS = 1000;
+// How long a run is asked for while the server does not answer (a restart: a stopping
+// server ends its event streams and hands running tasks back to the queue) before the page
+// gives it up.
+const UNREACHABLE_MS = 5 * 60 * 1000;
 const QUEUE_MS = 2000; // how often a queued run says again what it waits for
 // The run this browser follows, kept until it ends, so a reload picks it up again.
 const RUN_STORAGE = "castbook.run";
@@ -311,15 +315,26 @@ async function follow(task) {
     if (controller.signal.aborted) return;
     setStatus(`Progress stream lost (${exc.message}); waiting for the result…`, "busy");
   }
-  // The stream ends with "done"; if it broke off, ask until the task has finished.
+  // The stream ends with "done"; if it broke off, ask until the task has finished. A server
+  // that does not answer (or answers 5xx) may be restarting: it is asked again for a while.
+  let awaySince = null;
   while (!finished) {
     try {
       const polled = await api(`/v1/tasks/${encodeURIComponent(task.id)}`);
       if (["succeeded", "failed", "cancelled"].includes(polled.status)) finished = polled;
+      else if (awaySince !== null) {
+        setStatus(`The server is back; the run is ${polled.status}…`, "busy");
+      }
+      awaySince = null;
     } catch (exc) {
-      setStatus(`Lost track of the run: ${exc.message}`, "error");
-      setRunning(null);
-      return;
+      const away = !(exc instanceof ApiError) || exc.status >= 500;
+      if (awaySince === null) awaySince = Date.now();
+      if (!away || Date.now() - awaySince > UNREACHABLE_MS) {
+        setStatus(`Lost track of the run: ${exc.message}`, "error");
+        setRunning(null);
+        return;
+      }
+      setStatus(`The server is not answering (${exc.message}); asking again…`, "busy");
     }
     if (!finished) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
