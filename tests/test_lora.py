@@ -563,6 +563,9 @@ def test_prior_preservation_trains_beside_class_images_and_resumes(
         ({"rank": -4}, 3, "rank", "got -4"),
         ({"steps": 0}, 3, "steps", "between 1 and 100000, got 0"),
         ({"resolution": 100}, 3, "resolution", "multiple of 8"),
+        # torch's generators take no more (prior preservation's class seeds derive from it)
+        ({"seed": 2**32}, 3, "seed", "between 0 and 4294967295, got 4294967296"),
+        ({"seed": -1}, 3, "seed", "got -1"),
         ({"prior_preservation": True, "class_images": 0}, 3, "class_images", "got 0"),
         ({"prior_preservation": True, "class_steps": 101}, 3, "class_steps", "and 100, got"),
         ({"prior_preservation": True, "prior_loss_weight": 0}, 3, "prior_loss_weight", "above 0"),

@@ -111,6 +111,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     # prior preservation: how many class images, and the denoising steps of each
     "class_images": (1, 1000),
     "class_steps": (1, 100),
+    # as a generation's seed (generation/request.py): what torch's generators take
+    "seed": (0, 2**32 - 1),
 }
 CLASS_FOLDER = "class-images"
 _PRIOR_SETTINGS = (
@@ -213,13 +215,7 @@ def check_training(
     problem = trainable_preset_problem(preset)
     if problem is not None:
         raise FieldError("preset", problem)
-    for name in ("steps", "rank", "resolution", "report_prompts"):
-        value = getattr(settings, name)
-        low, high = LIMITS[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise FieldError(
-                name, f"must be a whole number between {low} and {high}, got {value!r}"
-            )
+    _check_whole_numbers(settings, ("steps", "rank", "resolution", "report_prompts", "seed"))
     if settings.resolution % 8:
         raise FieldError("resolution", f"must be a multiple of 8, got {settings.resolution}")
     if not 0 < settings.learning_rate <= 1:
@@ -229,13 +225,7 @@ def check_training(
     if settings.checkpoint_every < 1:
         raise FieldError("checkpoint_every", f"must be at least 1, got {settings.checkpoint_every}")
     if settings.prior_preservation:
-        for name in ("class_images", "class_steps"):
-            value = getattr(settings, name)
-            low, high = LIMITS[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise FieldError(
-                    name, f"must be a whole number between {low} and {high}, got {value!r}"
-                )
+        _check_whole_numbers(settings, ("class_images", "class_steps"))
         weight = settings.prior_loss_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 10:
             raise FieldError("prior_loss_weight", f"must be above 0 and at most 10, got {weight!r}")
@@ -256,6 +246,16 @@ def check_training(
     problem = model_folder_problem(preset)
     if problem is not None:
         raise FieldError("preset", problem)
+
+
+def _check_whole_numbers(settings: TrainingSettings, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        low, high = LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise FieldError(
+                name, f"must be a whole number between {low} and {high}, got {value!r}"
+            )
 
 
 def model_folder_problem(preset: Preset) -> str | None:
