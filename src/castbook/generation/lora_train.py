@@ -263,18 +263,8 @@ def model_folder_problem(preset: Preset) -> str | None:
     adapts: no UNet (a DiT pipeline such as SD3, PixArt or Flux denoises with a transformer).
     Read from its ``model_index.json`` alone, before any weights load. None when it has a
     UNet, or when the folder is not here or unreadable (loading it says why)."""
-    from castbook.generation.diffusers_pipelines import resolve_location
-    from castbook.models.cache import hub_cache_dir
-
-    options = preset.options
     try:
-        folder = resolve_location(
-            preset.id,
-            "model",
-            preset.model,
-            str(hub_cache_dir(options)),
-            str(options.get("revision") or "main"),
-        )
+        folder = _model_folder(preset)
         index = json.loads((Path(folder) / "model_index.json").read_text("utf-8"))
     except (ModelNotAvailableError, OSError, ValueError):
         return None
@@ -287,6 +277,22 @@ def model_folder_problem(preset: Preset) -> str | None:
         f"preset {preset.id!r}: {preset.model!r} is a {kind} and {has}; castbook trains "
         "LoRAs on the UNet of Stable Diffusion 1.5 and SDXL models: choose a preset such as "
         "sd15-ip-adapter or sdxl-ip-adapter-face"
+    )
+
+
+def _model_folder(preset: Preset) -> str:
+    """The preset's model folder on this machine (a folder, or the hub id's cached snapshot),
+    or :class:`ModelNotAvailableError` saying what to pull."""
+    from castbook.generation.diffusers_pipelines import resolve_location
+    from castbook.models.cache import hub_cache_dir
+
+    options = preset.options
+    return resolve_location(
+        preset.id,
+        "model",
+        preset.model,
+        str(hub_cache_dir(options)),
+        str(options.get("revision") or "main"),
     )
 
 
@@ -777,11 +783,9 @@ def train_character(
 ) -> tuple[CharacterLora, TrainedLora]:
     """Train ``character``'s LoRA for ``preset``'s base model and store it with the
     character (replacing its LoRA for that base model)."""
-    from castbook.generation.diffusers_pipelines import resolve_location
     from castbook.images import open_image
     from castbook.library import inject_characters
     from castbook.library.service import NewLora
-    from castbook.models.cache import hub_cache_dir
 
     check_character_training(library, character, preset, settings)
     # Flips only for a symmetric character: a flip moves a scar or a parting to the other side.
@@ -792,15 +796,8 @@ def train_character(
     ]
     trigger = trigger_token(character.id)
     caption = caption_for(trigger, inject_characters("", [character]).prompt)
-    options = preset.options
-    model_dir = resolve_location(
-        preset.id,
-        "model",
-        preset.model,
-        str(hub_cache_dir(options)),
-        str(options.get("revision") or "main"),
-    )
-    family = str(options.get("family", "sd15"))
+    model_dir = _model_folder(preset)
+    family = str(preset.options.get("family", "sd15"))
     trained = train_lora(model_dir, images, caption, settings, work_dir, progress, family)
     losses = trained.losses
     tail = max(1, len(losses) // 10)
