@@ -876,6 +876,12 @@ def test_the_cli_trains_and_refuses_too_few_images(
     assert code == 0 and json.loads(out)["prompt"] == lora.trigger, out
     code, out, _ = castbook("prompt", "at sea", "-c", "Tri", "--preset", "openai-images")
     assert code == 0 and lora.trigger not in out and "not applicable to the openai" in out, out
+    # --remove asks first: no keeps it, no answer (no terminal) names --yes.
+    code, _, err = castbook("character", "loras", "Tri", "--remove", input="n\n")
+    assert code == 1 and "Nothing removed" in err, err
+    code, _, err = castbook("character", "loras", "Tri", "--remove", input="")
+    assert code == 1 and "nothing removed; pass --yes" in err, err
+    assert [x.sha256 for x in library.loras(tri)] == [lora.sha256]
     code, out, _ = castbook("character", "loras", "Tri", "--remove", "--yes")
     assert code == 0 and "Removed Tri's LoRA" in out, out
     assert library.loras(tri) == [] and not library.blobs.exists(lora.sha256)

@@ -270,20 +270,24 @@ def delete(
     library = open_library()
     character = library.get(name)
     if not yes:
-        question = (
-            f"Delete {character.name} and its {_count(len(character.images), 'reference image')}?"
-        )
-        try:
-            confirmed = typer.confirm(question, default=False)
-        except typer.Abort:
-            raise InvalidInputError(
-                "no confirmation given, nothing deleted; pass --yes to delete without asking"
-            ) from None
-        if not confirmed:
-            err_console.print("Nothing deleted.")
-            raise typer.Exit(1)
+        images = _count(len(character.images), "reference image")
+        _confirm_or_stop(f"Delete {character.name} and its {images}?", "delete")
     library.delete(character.name)
     console.print(f"Deleted [bold]{_m(character.name)}[/].")
+
+
+def _confirm_or_stop(question: str, verb: str) -> None:
+    """Ask ``question``; a no exits with status 1, no answer (no terminal) is an error that
+    names --yes. ``verb``: "delete", "remove"."""
+    try:
+        confirmed = typer.confirm(question, default=False)
+    except typer.Abort:
+        raise InvalidInputError(
+            f"no confirmation given, nothing {verb}d; pass --yes to {verb} without asking"
+        ) from None
+    if not confirmed:
+        err_console.print(f"Nothing {verb}d.")
+        raise typer.Exit(1)
 
 
 @app.command("export")
@@ -693,16 +697,7 @@ def loras_command(
     lora = _chosen_lora(library, character, base_model, preset)
     if remove:
         if not yes:
-            question = f"Remove {character.name}'s LoRA for {lora.base_model}?"
-            try:
-                confirmed = typer.confirm(question, default=False)
-            except typer.Abort:
-                raise InvalidInputError(
-                    "no confirmation given, nothing removed; pass --yes to remove without asking"
-                ) from None
-            if not confirmed:
-                err_console.print("Nothing removed.")
-                raise typer.Exit(1)
+            _confirm_or_stop(f"Remove {character.name}'s LoRA for {lora.base_model}?", "remove")
         removed = library.remove_lora(character, lora.base_model)
         if json_output:
             print_json(removed.model_dump(mode="json"))
