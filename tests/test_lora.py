@@ -569,6 +569,10 @@ def test_prior_preservation_trains_beside_class_images_and_resumes(
         ({"prior_preservation": True, "class_images": 0}, 3, "class_images", "got 0"),
         ({"prior_preservation": True, "class_steps": 101}, 3, "class_steps", "and 100, got"),
         ({"prior_preservation": True, "prior_loss_weight": 0}, 3, "prior_loss_weight", "above 0"),
+        # refused with prior preservation off too (not stored in the job unused)
+        ({"class_images": 1001}, 3, "class_images", "and 1000, got 1001"),
+        ({"prior_loss_weight": float("nan")}, 3, "prior_loss_weight", "got nan"),
+        ({"class_prompt": "x" * 1001}, 3, "class_prompt", "at most 1000 characters"),
     ],
 )
 def test_bad_training_input_is_refused_before_any_work(
@@ -827,6 +831,12 @@ def test_the_cli_trains_and_refuses_too_few_images(
     train = ("character", "train", "--preset", "tiny-plain", "--resolution", "64", "--rank", "2")
     code, _, err = castbook(*train, "Solo", "--steps", "2")
     assert code != 0 and "a LoRA needs at least 3" in err
+    # A class setting without --prior-preservation is refused, not silently left unused.
+    code, _, err = castbook(*train, "Tri", "--steps", "2", "--class-images", "5")
+    assert code == 1 and "--class-images set prior preservation: add --prior-preservation" in err
+    code, _, err = castbook(*train, "Tri", "--class-images", "0", "--prior-preservation")
+    assert code == 1 and "class_images" in err and "got 0" in err, err
+    assert library.loras(library.get("Tri")) == []
     sheet = castbook_home / "sheet.png"
     code, out, err = castbook(*train, "Tri", "--steps", "2", "--report-prompts", "1",
                               "--sheet", str(sheet), "--prior-preservation",

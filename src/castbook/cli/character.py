@@ -497,19 +497,23 @@ def train(
         help="Train beside class images the base model draws (DreamBooth's prior "
         "preservation): the LoRA changes the trigger word, not the whole class.",
     ),
-    class_prompt: str = typer.Option(
-        "",
+    class_prompt: str | None = typer.Option(
+        None,
         "--class-prompt",
         help="The class images' prompt (default: the caption without the trigger word).",
     ),
-    class_images: int = typer.Option(
-        100, "--class-images", help="How many class images (1-1000); drawn once, kept."
+    class_images: int | None = typer.Option(
+        None,
+        "--class-images",
+        help="How many class images (1-1000, default 100); drawn once, kept.",
     ),
-    class_steps: int = typer.Option(
-        25, "--class-steps", help="Denoising steps of each class image (1-100)."
+    class_steps: int | None = typer.Option(
+        None, "--class-steps", help="Denoising steps of each class image (1-100, default 25)."
     ),
-    prior_loss_weight: float = typer.Option(
-        1.0, "--prior-loss-weight", help="Weight of the class images' loss (above 0, at most 10)."
+    prior_loss_weight: float | None = typer.Option(
+        None,
+        "--prior-loss-weight",
+        help="Weight of the class images' loss (above 0, at most 10, default 1).",
     ),
     report_prompts: int = typer.Option(
         4,
@@ -536,6 +540,16 @@ def train(
         training_summary,
     )
 
+    prior = {
+        "class_prompt": class_prompt,
+        "class_images": class_images,
+        "class_steps": class_steps,
+        "prior_loss_weight": prior_loss_weight,
+    }
+    prior = {key: value for key, value in prior.items() if value is not None}
+    if prior and not prior_preservation:
+        given = ", ".join("--" + key.replace("_", "-") for key in prior)
+        raise InvalidInputError(f"{given} set prior preservation: add --prior-preservation")
     settings_env = Settings.from_env()
     library = open_library()
     character = library.find(name)
@@ -551,10 +565,7 @@ def train(
         device=device,
         report_prompts=report_prompts,
         prior_preservation=prior_preservation,
-        class_prompt=class_prompt,
-        class_images=class_images,
-        class_steps=class_steps,
-        prior_loss_weight=prior_loss_weight,
+        **prior,
     )
     check_character_training(library, character, chosen, settings)
     work_dir = character_work_dir(settings_env.home, character, chosen)

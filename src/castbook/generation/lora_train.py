@@ -224,13 +224,16 @@ def check_training(
         )
     if settings.checkpoint_every < 1:
         raise FieldError("checkpoint_every", f"must be at least 1, got {settings.checkpoint_every}")
-    if settings.prior_preservation:
-        _check_whole_numbers(settings, ("class_images", "class_steps"))
-        weight = settings.prior_loss_weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 10:
-            raise FieldError("prior_loss_weight", f"must be above 0 and at most 10, got {weight!r}")
-        if len(settings.class_prompt) > MAX_CLASS_PROMPT:
-            raise FieldError("class_prompt", f"must be at most {MAX_CLASS_PROMPT} characters long")
+    # Prior preservation's settings are checked with it off too: a bad value is refused,
+    # not kept in the job's input unused.
+    _check_whole_numbers(settings, ("class_images", "class_steps"))
+    weight = settings.prior_loss_weight
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 10:
+        raise FieldError("prior_loss_weight", f"must be above 0 and at most 10, got {weight!r}")
+    if not isinstance(settings.class_prompt, str):
+        raise FieldError("class_prompt", f"must be text, got {settings.class_prompt!r}")
+    if len(settings.class_prompt) > MAX_CLASS_PROMPT:
+        raise FieldError("class_prompt", f"must be at most {MAX_CLASS_PROMPT} characters long")
     if image_count == 0:
         raise FieldError(
             "images",
