@@ -937,6 +937,15 @@ def test_the_cli_continues_an_interrupted_training(
     code, _, err = castbook(*train)
     assert code == 130 and "interrupted at step 2 of 4" in err, err
     assert "run the same command to continue" in err and library.loras(library.get("Tri")) == []
+
+    def ctrl_c_while_loading(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    # Ctrl-C again before the resumed run's first step (the model loading): the checkpoint
+    # still holds step 2, and the message says so rather than step 0.
+    monkeypatch.setattr(lora_train, "train_lora", ctrl_c_while_loading)
+    code, _, err = castbook(*train)
+    assert code == 130 and "interrupted at step 2 of 4" in err, err
     monkeypatch.setattr(lora_train, "train_lora", original)
     code, _, err = castbook(*train[:-4], "--steps", "5", "--report-prompts", "0")
     assert code == 1 and "checkpoint of a run with other settings" in err, err
@@ -944,4 +953,8 @@ def test_the_cli_continues_an_interrupted_training(
     assert code == 0 and "4 steps, continued from step 2" in out, (out, err)
     (lora,) = library.loras(library.get("Tri"))
     assert lora.steps == 4
+    # The finished run left no checkpoint: a Ctrl-C before the first step has nothing to keep.
+    monkeypatch.setattr(lora_train, "train_lora", ctrl_c_while_loading)
+    code, _, err = castbook(*train)
+    assert code == 130 and "before the first training step; the next run starts over" in err
     library.database.dispose()

@@ -572,20 +572,17 @@ def train(
     with work_progress(f"{character.name} LoRA", disable=json_output) as bar:
         task = bar.add_task("loading the base model", total=steps + 2 * report_prompts)
 
-        reached = [0]
-
         def progress(event) -> None:
             # Step 0: prior preservation's class images, drawn before the first step.
             described = f"loss {event.loss:.4f}" if event.step else event.message
             bar.update(task, completed=event.step, description=described)
-            reached[0] = event.step
 
         try:
             lora, trained = train_character(
                 library, character, chosen, settings, work_dir, progress
             )
         except KeyboardInterrupt:
-            _interrupted(work_dir, reached[0], steps)
+            _interrupted(work_dir, steps)
         summary = training_summary(character, chosen, lora, trained)
         report = None
         if report_prompts:
@@ -616,17 +613,24 @@ def train(
         _print_report(report, sheet)
 
 
-def _interrupted(work_dir: Path, step: int, steps: int) -> NoReturn:
-    """Ctrl-C during training: say what was kept and how to go on (exit status 130)."""
-    from castbook.generation.lora_train import CHECKPOINT
+def _interrupted(work_dir: Path, steps: int) -> NoReturn:
+    """Ctrl-C during training: say what was kept and how to go on (exit status 130). The
+    step is the checkpoint's: a resumed run stopped before its first new step (while the
+    model loads) still has the earlier run's."""
+    from castbook.generation.lora_train import CLASS_FOLDER, checkpoint_step
 
-    if (work_dir / CHECKPOINT).is_file():
+    step = checkpoint_step(work_dir)
+    if step is not None:
         err_console.print(
             f"interrupted at step {step} of {steps}; the checkpoint in {_m(str(work_dir))} "
             "keeps it: run the same command to continue from there"
         )
     else:
-        err_console.print("interrupted before the first training step; nothing to continue")
+        drawn = len(list((work_dir / CLASS_FOLDER).glob("*.png")))
+        kept = f" (the {drawn} class image(s) drawn so far are kept for it)" if drawn else ""
+        err_console.print(
+            f"interrupted before the first training step; the next run starts over{kept}"
+        )
     raise typer.Exit(130)
 
 

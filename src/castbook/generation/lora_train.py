@@ -81,6 +81,7 @@ __all__ = [
     "character_work_dir",
     "check_character_training",
     "check_training",
+    "checkpoint_step",
     "class_prompt_for",
     "import_training_stack",
     "model_folder_problem",
@@ -657,6 +658,18 @@ def _checkpoint(torch: Any, work: Path, settings: TrainingSettings) -> dict[str,
     if state["step"] >= settings.steps:
         raise InvalidInputError(f"{path} is already at step {state['step']} of {settings.steps}")
     return state
+
+
+def checkpoint_step(work_dir: str | os.PathLike[str]) -> int | None:
+    """The step ``work_dir``'s checkpoint reached; None without a readable one."""
+    path = Path(work_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    torch = importlib.import_module("torch")
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _resume(
