@@ -554,6 +554,45 @@ def test_prior_preservation_trains_beside_class_images_and_resumes(
     assert resumed.losses == whole.losses
 
 
+def test_class_images_are_kept_for_the_same_model_and_class_settings_only(
+    tmp_path: Path,
+) -> None:
+    """The class images a run drew are read again by a run with the same model, prompt,
+    steps, size and seed (a resume, the CLI's next training), topped up when more are asked,
+    and drawn again for another model or prompt, never mixed in."""
+    from types import SimpleNamespace
+
+    from castbook.generation.lora_train import _class_images
+
+    drawn: list[tuple[str, int]] = []
+
+    class Pipe:
+        def set_progress_bar_config(self, **_: Any) -> None:
+            pass
+
+        def __call__(self, prompt: str, **kwargs: Any) -> Any:
+            drawn.append((prompt, kwargs["num_inference_steps"]))
+            shade = len(drawn) * 10
+            return SimpleNamespace(images=[Image.new("RGB", (64, 64), (shade, 0, 0))])
+
+    settings = replace(SETTINGS, prior_preservation=True, class_images=2, class_steps=3)
+
+    def draw(prompt: str, model: str, count: int = 2) -> list[tuple[int, ...]]:
+        drawn.clear()
+        chosen = replace(settings, class_images=count)
+        images = _class_images(torch, Pipe(), prompt, chosen, tmp_path, None, model)
+        return [image.getpixel((0, 0)) for image in images]
+
+    first = draw("red hair", "/models/a")
+    assert len(drawn) == 2 and first == [(10, 0, 0), (20, 0, 0)]
+    assert draw("red hair", "/models/a") == first and drawn == []  # read, not drawn
+    assert draw("red hair", "/models/a", 3)[:2] == first and drawn == [("red hair", 3)]
+    assert draw("red hair", "/models/b") == first and len(drawn) == 2  # drawn again
+    draw("blue hair", "/models/b")
+    assert [prompt for prompt, _ in drawn] == ["blue hair"] * 2
+    assert len(list((tmp_path / "class-images").glob("*.png"))) == 2
+
+
 @pytest.mark.parametrize(
     ("change", "count", "field", "message"),
     [

@@ -378,7 +378,8 @@ def train_lora(
     if settings.prior_preservation:
         # Drawn by the base model, before the adapter exists and before the seeds below.
         class_caption = class_prompt_for(settings, caption)
-        class_images = _class_images(torch, pipe, class_caption, settings, work, progress)
+        drawn_by = f"{Path(model_dir).resolve()} ({family})"
+        class_images = _class_images(torch, pipe, class_caption, settings, work, progress, drawn_by)
     if sdxl:
         vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16 (diffusers' script does this)
     torch.manual_seed(settings.seed)  # the adapter's initial weights
@@ -531,14 +532,17 @@ def _class_images(
     settings: TrainingSettings,
     work: Path,
     progress: Callable[[TrainingProgress], None] | None,
+    model: str,
 ) -> list[Image.Image]:
     """Prior preservation's class images: ``settings.class_images`` pictures the base
-    pipeline draws from ``prompt`` (seeded by the run's seed and their index), kept as PNGs
-    in ``work`` so a resumed run, or the next training with the same class settings, reads
-    the same pixels instead of drawing them again. Reported as step 0 of the run."""
+    pipeline (``model``, its folder) draws from ``prompt`` (seeded by the run's seed and
+    their index), kept as PNGs in ``work`` so a resumed run, or the next training with the
+    same model and class settings, reads the same pixels instead of drawing them again.
+    Reported as step 0 of the run."""
     folder = work / CLASS_FOLDER
     key = json.dumps(
         {
+            "model": model,
             "prompt": prompt,
             "steps": settings.class_steps,
             "size": settings.resolution,
