@@ -863,6 +863,8 @@ def test_the_cli_trains_and_refuses_too_few_images(
         f'options = {{ family = "sd15", device = "cpu", ip_adapter = "{tiny_models["ip"]}", '
         'ip_adapter_subfolder = "", ip_adapter_weight = "ip_adapter.safetensors", '
         'image_encoder_folder = "image_encoder" }\n'
+        f'[presets.tiny-video]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'modes = ["i2v"]\noptions = { family = "animatediff", device = "cpu" }\n'
     )
     library = CharacterLibrary.open(Settings.from_env())
     library.create({"name": "Solo"}, [_as_input(_images(1)[0])])
@@ -925,6 +927,11 @@ def test_the_cli_trains_and_refuses_too_few_images(
     assert code == 0 and json.loads(out)["prompt"] == lora.trigger, out
     code, out, _ = castbook("prompt", "at sea", "-c", "Tri", "--preset", "openai-images")
     assert code == 0 and lora.trigger not in out and "not applicable to the openai" in out, out
+    # A video preset (i2v only) is previewed as what it does: AnimateDiff applies the LoRA.
+    code, out, err = castbook("prompt", "waving", "-c", "Tri", "--preset", "tiny-video", "--json")
+    assert code == 0 and json.loads(out)["prompt"] == f"{lora.trigger}, waving", (out, err)
+    code, _, err = castbook("prompt", "-c", "Tri", "--preset", "tiny-video", "--mode", "t2i")
+    assert code == 1 and "does i2v, not t2i" in err, err
     # --remove asks first: no keeps it, no answer (no terminal) names --yes.
     code, _, err = castbook("character", "loras", "Tri", "--remove", input="n\n")
     assert code == 1 and "Nothing removed" in err, err
