@@ -1003,4 +1003,18 @@ def test_the_cli_continues_an_interrupted_training(
     monkeypatch.setattr(lora_train, "train_lora", ctrl_c_while_loading)
     code, _, err = castbook(*train)
     assert code == 130 and "before the first training step; the next run starts over" in err
+    monkeypatch.setattr(lora_train, "train_lora", original)
+
+    # Ctrl-C during the consistency report: the LoRA is stored, and the message says so
+    # (it printed Click's bare "Aborted!", leaving a retraining as the obvious next step).
+    from castbook.cli import character as character_cli
+
+    def ctrl_c_in_report(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(character_cli, "_consistency_report", ctrl_c_in_report)
+    code, _, err = castbook(*train[:-1], "1")
+    (stored,) = library.loras(library.get("Tri"))
+    assert code == 130 and "interrupted during the consistency report" in err, err
+    assert stored.created_at > lora.created_at and stored.sha256[:12] in err  # stored anew
     library.database.dispose()

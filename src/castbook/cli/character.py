@@ -592,6 +592,13 @@ def train(
 
             try:
                 report = _consistency_report(library, character, chosen, report_prompts, rendering)
+            except KeyboardInterrupt:
+                err_console.print(
+                    f"interrupted during the consistency report; {_m(character.name)}'s LoRA "
+                    f"({lora.sha256[:12]}) is stored: `castbook character loras "
+                    f"{_m(character.name)}` lists it; do not train again to get the report"
+                )
+                raise typer.Exit(130) from None
             except CastbookError as exc:  # the LoRA is stored: say why there is no report
                 summary["consistency"] = {"error": str(exc)}
                 err_console.print(f"[yellow]warning[/] no consistency report: {_m(str(exc))}")
