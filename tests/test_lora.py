@@ -902,6 +902,8 @@ def test_the_cli_trains_and_refuses_too_few_images(
     # The character's LoRAs from the command line: listed, weighted, used, removed.
     code, out, _ = castbook("character", "show", "Tri")
     assert code == 0 and f"trigger word {lora.trigger}, weight 1" in out, out
+    code, out, _ = castbook("character", "show", "Tri", "--json")
+    assert code == 0 and [x["sha256"] for x in json.loads(out)["loras"]] == [lora.sha256]
     code, out, _ = castbook("character", "loras", "Tri", "--json")
     assert code == 0 and [x["sha256"] for x in json.loads(out)] == [lora.sha256]
     code, _, err = castbook("character", "loras", "Tri", "--weight", "3")

@@ -162,8 +162,10 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
     """Show every field, reference image and trained LoRA of a character."""
     library = open_library()
     character = library.get(name)
+    loras = library.loras(character)
     if json_output:
-        print_json(character_json(character))
+        listed = [lora.model_dump(mode="json") for lora in loras]
+        print_json({**character_json(character), "loras": listed})
         return
     table = Table(show_header=False, title=_m(character.name), title_style="bold")
     table.add_column("Field", style="bold")
@@ -191,7 +193,7 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
         console.print(images)
     else:
         console.print("[dim]No reference images.[/]")
-    for lora in library.loras(character):
+    for lora in loras:
         console.print(
             f"LoRA for {_m(lora.base_model)}: trigger word {lora.trigger}, weight "
             f"{lora.weight:g}, {lora.steps} steps at rank {lora.rank} "
