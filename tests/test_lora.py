@@ -554,6 +554,45 @@ def test_prior_preservation_trains_beside_class_images_and_resumes(
     assert resumed.losses == whole.losses
 
 
+def test_class_images_are_kept_for_the_same_model_and_class_settings_only(
+    tmp_path: Path,
+) -> None:
+    """The class images a run drew are read again by a run with the same model, prompt,
+    steps, size and seed (a resume, the CLI's next training), topped up when more are asked,
+    and drawn again for another model or prompt, never mixed in."""
+    from types import SimpleNamespace
+
+    from castbook.generation.lora_train import _class_images
+
+    drawn: list[tuple[str, int]] = []
+
+    class Pipe:
+        def set_progress_bar_config(self, **_: Any) -> None:
+            pass
+
+        def __call__(self, prompt: str, **kwargs: Any) -> Any:
+            drawn.append((prompt, kwargs["num_inference_steps"]))
+            shade = len(drawn) * 10
+            return SimpleNamespace(images=[Image.new("RGB", (64, 64), (shade, 0, 0))])
+
+    settings = replace(SETTINGS, prior_preservation=True, class_images=2, class_steps=3)
+
+    def draw(prompt: str, model: str, count: int = 2) -> list[tuple[int, ...]]:
+        drawn.clear()
+        chosen = replace(settings, class_images=count)
+        images = _class_images(torch, Pipe(), prompt, chosen, tmp_path, None, model)
+        return [image.getpixel((0, 0)) for image in images]
+
+    first = draw("red hair", "/models/a")
+    assert len(drawn) == 2 and first == [(10, 0, 0), (20, 0, 0)]
+    assert draw("red hair", "/models/a") == first and drawn == []  # read, not drawn
+    assert draw("red hair", "/models/a", 3)[:2] == first and drawn == [("red hair", 3)]
+    assert draw("red hair", "/models/b") == first and len(drawn) == 2  # drawn again
+    draw("blue hair", "/models/b")
+    assert [prompt for prompt, _ in drawn] == ["blue hair"] * 2
+    assert len(list((tmp_path / "class-images").glob("*.png"))) == 2
+
+
 @pytest.mark.parametrize(
     ("change", "count", "field", "message"),
     [
@@ -563,9 +602,16 @@ def test_prior_preservation_trains_beside_class_images_and_resumes(
         ({"rank": -4}, 3, "rank", "got -4"),
         ({"steps": 0}, 3, "steps", "between 1 and 100000, got 0"),
         ({"resolution": 100}, 3, "resolution", "multiple of 8"),
+        # torch's generators take no more (prior preservation's class seeds derive from it)
+        ({"seed": 2**32}, 3, "seed", "between 0 and 4294967295, got 4294967296"),
+        ({"seed": -1}, 3, "seed", "got -1"),
         ({"prior_preservation": True, "class_images": 0}, 3, "class_images", "got 0"),
         ({"prior_preservation": True, "class_steps": 101}, 3, "class_steps", "and 100, got"),
         ({"prior_preservation": True, "prior_loss_weight": 0}, 3, "prior_loss_weight", "above 0"),
+        # refused with prior preservation off too (not stored in the job unused)
+        ({"class_images": 1001}, 3, "class_images", "and 1000, got 1001"),
+        ({"prior_loss_weight": float("nan")}, 3, "prior_loss_weight", "got nan"),
+        ({"class_prompt": "x" * 1001}, 3, "class_prompt", "at most 1000 characters"),
     ],
 )
 def test_bad_training_input_is_refused_before_any_work(
@@ -817,6 +863,8 @@ def test_the_cli_trains_and_refuses_too_few_images(
         f'options = {{ family = "sd15", device = "cpu", ip_adapter = "{tiny_models["ip"]}", '
         'ip_adapter_subfolder = "", ip_adapter_weight = "ip_adapter.safetensors", '
         'image_encoder_folder = "image_encoder" }\n'
+        f'[presets.tiny-video]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'modes = ["i2v"]\noptions = { family = "animatediff", device = "cpu" }\n'
     )
     library = CharacterLibrary.open(Settings.from_env())
     library.create({"name": "Solo"}, [_as_input(_images(1)[0])])
@@ -824,6 +872,12 @@ def test_the_cli_trains_and_refuses_too_few_images(
     train = ("character", "train", "--preset", "tiny-plain", "--resolution", "64", "--rank", "2")
     code, _, err = castbook(*train, "Solo", "--steps", "2")
     assert code != 0 and "a LoRA needs at least 3" in err
+    # A class setting without --prior-preservation is refused, not silently left unused.
+    code, _, err = castbook(*train, "Tri", "--steps", "2", "--class-images", "5")
+    assert code == 1 and "--class-images set prior preservation: add --prior-preservation" in err
+    code, _, err = castbook(*train, "Tri", "--class-images", "0", "--prior-preservation")
+    assert code == 1 and "class_images" in err and "got 0" in err, err
+    assert library.loras(library.get("Tri")) == []
     sheet = castbook_home / "sheet.png"
     code, out, err = castbook(*train, "Tri", "--steps", "2", "--report-prompts", "1",
                               "--sheet", str(sheet), "--prior-preservation",
@@ -848,6 +902,8 @@ def test_the_cli_trains_and_refuses_too_few_images(
     # The character's LoRAs from the command line: listed, weighted, used, removed.
     code, out, _ = castbook("character", "show", "Tri")
     assert code == 0 and f"trigger word {lora.trigger}, weight 1" in out, out
+    code, out, _ = castbook("character", "show", "Tri", "--json")
+    assert code == 0 and [x["sha256"] for x in json.loads(out)["loras"]] == [lora.sha256]
     code, out, _ = castbook("character", "loras", "Tri", "--json")
     assert code == 0 and [x["sha256"] for x in json.loads(out)] == [lora.sha256]
     code, _, err = castbook("character", "loras", "Tri", "--weight", "3")
@@ -873,6 +929,17 @@ def test_the_cli_trains_and_refuses_too_few_images(
     assert code == 0 and json.loads(out)["prompt"] == lora.trigger, out
     code, out, _ = castbook("prompt", "at sea", "-c", "Tri", "--preset", "openai-images")
     assert code == 0 and lora.trigger not in out and "not applicable to the openai" in out, out
+    # A video preset (i2v only) is previewed as what it does: AnimateDiff applies the LoRA.
+    code, out, err = castbook("prompt", "waving", "-c", "Tri", "--preset", "tiny-video", "--json")
+    assert code == 0 and json.loads(out)["prompt"] == f"{lora.trigger}, waving", (out, err)
+    code, _, err = castbook("prompt", "-c", "Tri", "--preset", "tiny-video", "--mode", "t2i")
+    assert code == 1 and "does i2v, not t2i" in err, err
+    # --remove asks first: no keeps it, no answer (no terminal) names --yes.
+    code, _, err = castbook("character", "loras", "Tri", "--remove", input="n\n")
+    assert code == 1 and "Nothing removed" in err, err
+    code, _, err = castbook("character", "loras", "Tri", "--remove", input="")
+    assert code == 1 and "nothing removed; pass --yes" in err, err
+    assert [x.sha256 for x in library.loras(tri)] == [lora.sha256]
     code, out, _ = castbook("character", "loras", "Tri", "--remove", "--yes")
     assert code == 0 and "Removed Tri's LoRA" in out, out
     assert library.loras(tri) == [] and not library.blobs.exists(lora.sha256)
@@ -918,6 +985,15 @@ def test_the_cli_continues_an_interrupted_training(
     code, _, err = castbook(*train)
     assert code == 130 and "interrupted at step 2 of 4" in err, err
     assert "run the same command to continue" in err and library.loras(library.get("Tri")) == []
+
+    def ctrl_c_while_loading(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    # Ctrl-C again before the resumed run's first step (the model loading): the checkpoint
+    # still holds step 2, and the message says so rather than step 0.
+    monkeypatch.setattr(lora_train, "train_lora", ctrl_c_while_loading)
+    code, _, err = castbook(*train)
+    assert code == 130 and "interrupted at step 2 of 4" in err, err
     monkeypatch.setattr(lora_train, "train_lora", original)
     code, _, err = castbook(*train[:-4], "--steps", "5", "--report-prompts", "0")
     assert code == 1 and "checkpoint of a run with other settings" in err, err
@@ -925,4 +1001,22 @@ def test_the_cli_continues_an_interrupted_training(
     assert code == 0 and "4 steps, continued from step 2" in out, (out, err)
     (lora,) = library.loras(library.get("Tri"))
     assert lora.steps == 4
+    # The finished run left no checkpoint: a Ctrl-C before the first step has nothing to keep.
+    monkeypatch.setattr(lora_train, "train_lora", ctrl_c_while_loading)
+    code, _, err = castbook(*train)
+    assert code == 130 and "before the first training step; the next run starts over" in err
+    monkeypatch.setattr(lora_train, "train_lora", original)
+
+    # Ctrl-C during the consistency report: the LoRA is stored, and the message says so
+    # (it printed Click's bare "Aborted!", leaving a retraining as the obvious next step).
+    from castbook.cli import character as character_cli
+
+    def ctrl_c_in_report(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(character_cli, "_consistency_report", ctrl_c_in_report)
+    code, _, err = castbook(*train[:-1], "1")
+    (stored,) = library.loras(library.get("Tri"))
+    assert code == 130 and "interrupted during the consistency report" in err, err
+    assert stored.created_at > lora.created_at and stored.sha256[:12] in err  # stored anew
     library.database.dispose()

@@ -326,6 +326,7 @@ def test_load_and_clear_leave_a_run_going_also_one_another_browser_picked_up(
     with server_page(browser, served[0], viewport=(1440, 900), key=served[1]) as other:
         other.goto("/")
         expect(other.locator("#cancel-run")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        expect(other.locator("#canvas")).to_have_attribute("data-resume", "picked")
         assert other.evaluate(STORED_RUN) == task_id
         other.click("#load-workflow")
         other.locator(".workflow-row", has_text="harbour to load").locator(".workflow-load").click()
@@ -337,6 +338,17 @@ def test_load_and_clear_leave_a_run_going_also_one_another_browser_picked_up(
         expect(node(other, "text_to_image").locator('textarea[data-field="prompt"]')).to_have_value(
             "a harbour"
         )
+        # A reload there does not pick the run it left up again onto the loaded workflow
+        # (its node has the same id): the canvas keeps the workflow and follows nothing.
+        other.reload()
+        expect(other.locator("#canvas")).to_have_attribute(
+            "data-resume", "none", timeout=RUN_TIMEOUT_MS
+        )
+        expect(other.locator("#cancel-run")).to_be_hidden()
+        loaded = node(other, "text_to_image")
+        expect(loaded.locator('textarea[data-field="prompt"]')).to_have_value("a harbour")
+        expect(loaded.locator(".node-status")).to_be_hidden()
+        assert other.evaluate(STORED_RUN) is None
     assert http.get(f"/v1/tasks/{task_id}").json()["status"] == "running"
 
     # Clear in the browser that started it: the canvas is empty, the run goes on.

@@ -133,7 +133,10 @@ def test_train_from_the_card_shows_progress_the_report_and_cancels(
     screenshot(page, SCREENSHOT, tmp_path)
 
     # Cancelled while training: the task ends cancelled and the LoRA stays the one above.
+    # Prior preservation unticked, its emptied class-image count is not sent (nor refused).
     fill(page, 100_000, 0)
+    page.uncheck("#train-form [name='prior_preservation']")
+    page.fill("#train-form [name='class_images']", "")
     page.click("#train-start")
     expect(page.locator("#train-report")).to_be_hidden()
     expect(page.locator("#train-status")).to_contain_text("loss", timeout=TRAIN_TIMEOUT_MS)
@@ -142,3 +145,5 @@ def test_train_from_the_card_shows_progress_the_report_and_cancels(
     expect(page.locator("#train-start")).to_be_enabled()
     after = http.get("/v1/characters/Ona/loras").json()["loras"]
     assert [x["sha256"] for x in after] == [lora["sha256"]]
+    cancelled = max(http.get("/v1/tasks").json(), key=lambda t: t["created_at"])
+    assert cancelled["input"]["settings"]["prior_preservation"] is False

@@ -162,8 +162,10 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
     """Show every field, reference image and trained LoRA of a character."""
     library = open_library()
     character = library.get(name)
+    loras = library.loras(character)
     if json_output:
-        print_json(character_json(character))
+        listed = [lora.model_dump(mode="json") for lora in loras]
+        print_json({**character_json(character), "loras": listed})
         return
     table = Table(show_header=False, title=_m(character.name), title_style="bold")
     table.add_column("Field", style="bold")
@@ -191,7 +193,7 @@ def show(name: str = typer.Argument(..., help="Character name."), json_output: b
         console.print(images)
     else:
         console.print("[dim]No reference images.[/]")
-    for lora in library.loras(character):
+    for lora in loras:
         console.print(
             f"LoRA for {_m(lora.base_model)}: trigger word {lora.trigger}, weight "
             f"{lora.weight:g}, {lora.steps} steps at rank {lora.rank} "
@@ -270,20 +272,24 @@ def delete(
     library = open_library()
     character = library.get(name)
     if not yes:
-        question = (
-            f"Delete {character.name} and its {_count(len(character.images), 'reference image')}?"
-        )
-        try:
-            confirmed = typer.confirm(question, default=False)
-        except typer.Abort:
-            raise InvalidInputError(
-                "no confirmation given, nothing deleted; pass --yes to delete without asking"
-            ) from None
-        if not confirmed:
-            err_console.print("Nothing deleted.")
-            raise typer.Exit(1)
+        images = _count(len(character.images), "reference image")
+        _confirm_or_stop(f"Delete {character.name} and its {images}?", "delete")
     library.delete(character.name)
     console.print(f"Deleted [bold]{_m(character.name)}[/].")
+
+
+def _confirm_or_stop(question: str, verb: str) -> None:
+    """Ask ``question``; a no exits with status 1, no answer (no terminal) is an error that
+    names --yes. ``verb``: "delete", "remove"."""
+    try:
+        confirmed = typer.confirm(question, default=False)
+    except typer.Abort:
+        raise InvalidInputError(
+            f"no confirmation given, nothing {verb}d; pass --yes to {verb} without asking"
+        ) from None
+    if not confirmed:
+        err_console.print(f"Nothing {verb}d.")
+        raise typer.Exit(1)
 
 
 @app.command("export")
@@ -493,19 +499,23 @@ def train(
         help="Train beside class images the base model draws (DreamBooth's prior "
         "preservation): the LoRA changes the trigger word, not the whole class.",
     ),
-    class_prompt: str = typer.Option(
-        "",
+    class_prompt: str | None = typer.Option(
+        None,
         "--class-prompt",
         help="The class images' prompt (default: the caption without the trigger word).",
     ),
-    class_images: int = typer.Option(
-        100, "--class-images", help="How many class images (1-1000); drawn once, kept."
+    class_images: int | None = typer.Option(
+        None,
+        "--class-images",
+        help="How many class images (1-1000, default 100); drawn once, kept.",
     ),
-    class_steps: int = typer.Option(
-        25, "--class-steps", help="Denoising steps of each class image (1-100)."
+    class_steps: int | None = typer.Option(
+        None, "--class-steps", help="Denoising steps of each class image (1-100, default 25)."
     ),
-    prior_loss_weight: float = typer.Option(
-        1.0, "--prior-loss-weight", help="Weight of the class images' loss (above 0, at most 10)."
+    prior_loss_weight: float | None = typer.Option(
+        None,
+        "--prior-loss-weight",
+        help="Weight of the class images' loss (above 0, at most 10, default 1).",
     ),
     report_prompts: int = typer.Option(
         4,
@@ -532,6 +542,16 @@ def train(
         training_summary,
     )
 
+    prior = {
+        "class_prompt": class_prompt,
+        "class_images": class_images,
+        "class_steps": class_steps,
+        "prior_loss_weight": prior_loss_weight,
+    }
+    prior = {key: value for key, value in prior.items() if value is not None}
+    if prior and not prior_preservation:
+        given = ", ".join("--" + key.replace("_", "-") for key in prior)
+        raise InvalidInputError(f"{given} set prior preservation: add --prior-preservation")
     settings_env = Settings.from_env()
     library = open_library()
     character = library.find(name)
@@ -547,30 +567,24 @@ def train(
         device=device,
         report_prompts=report_prompts,
         prior_preservation=prior_preservation,
-        class_prompt=class_prompt,
-        class_images=class_images,
-        class_steps=class_steps,
-        prior_loss_weight=prior_loss_weight,
+        **prior,
     )
     check_character_training(library, character, chosen, settings)
     work_dir = character_work_dir(settings_env.home, character, chosen)
     with work_progress(f"{character.name} LoRA", disable=json_output) as bar:
         task = bar.add_task("loading the base model", total=steps + 2 * report_prompts)
 
-        reached = [0]
-
         def progress(event) -> None:
             # Step 0: prior preservation's class images, drawn before the first step.
             described = f"loss {event.loss:.4f}" if event.step else event.message
             bar.update(task, completed=event.step, description=described)
-            reached[0] = event.step
 
         try:
             lora, trained = train_character(
                 library, character, chosen, settings, work_dir, progress
             )
         except KeyboardInterrupt:
-            _interrupted(work_dir, reached[0], steps)
+            _interrupted(work_dir, steps)
         summary = training_summary(character, chosen, lora, trained)
         report = None
         if report_prompts:
@@ -580,6 +594,13 @@ def train(
 
             try:
                 report = _consistency_report(library, character, chosen, report_prompts, rendering)
+            except KeyboardInterrupt:
+                err_console.print(
+                    f"interrupted during the consistency report; {_m(character.name)}'s LoRA "
+                    f"({lora.sha256[:12]}) is stored: `castbook character loras "
+                    f"{_m(character.name)}` lists it; do not train again to get the report"
+                )
+                raise typer.Exit(130) from None
             except CastbookError as exc:  # the LoRA is stored: say why there is no report
                 summary["consistency"] = {"error": str(exc)}
                 err_console.print(f"[yellow]warning[/] no consistency report: {_m(str(exc))}")
@@ -601,17 +622,24 @@ def train(
         _print_report(report, sheet)
 
 
-def _interrupted(work_dir: Path, step: int, steps: int) -> NoReturn:
-    """Ctrl-C during training: say what was kept and how to go on (exit status 130)."""
-    from castbook.generation.lora_train import CHECKPOINT
+def _interrupted(work_dir: Path, steps: int) -> NoReturn:
+    """Ctrl-C during training: say what was kept and how to go on (exit status 130). The
+    step is the checkpoint's: a resumed run stopped before its first new step (while the
+    model loads) still has the earlier run's."""
+    from castbook.generation.lora_train import CLASS_FOLDER, checkpoint_step
 
-    if (work_dir / CHECKPOINT).is_file():
+    step = checkpoint_step(work_dir)
+    if step is not None:
         err_console.print(
             f"interrupted at step {step} of {steps}; the checkpoint in {_m(str(work_dir))} "
             "keeps it: run the same command to continue from there"
         )
     else:
-        err_console.print("interrupted before the first training step; nothing to continue")
+        drawn = len(list((work_dir / CLASS_FOLDER).glob("*.png")))
+        kept = f" (the {drawn} class image(s) drawn so far are kept for it)" if drawn else ""
+        err_console.print(
+            f"interrupted before the first training step; the next run starts over{kept}"
+        )
     raise typer.Exit(130)
 
 
@@ -693,16 +721,7 @@ def loras_command(
     lora = _chosen_lora(library, character, base_model, preset)
     if remove:
         if not yes:
-            question = f"Remove {character.name}'s LoRA for {lora.base_model}?"
-            try:
-                confirmed = typer.confirm(question, default=False)
-            except typer.Abort:
-                raise InvalidInputError(
-                    "no confirmation given, nothing removed; pass --yes to remove without asking"
-                ) from None
-            if not confirmed:
-                err_console.print("Nothing removed.")
-                raise typer.Exit(1)
+            _confirm_or_stop(f"Remove {character.name}'s LoRA for {lora.base_model}?", "remove")
         removed = library.remove_lora(character, lora.base_model)
         if json_output:
             print_json(removed.model_dump(mode="json"))

@@ -20,20 +20,37 @@ def prompt(
         None,
         "--preset",
         help="The preset it is for: the trigger words of the characters' LoRAs it applies "
-        "lead the prompt (default: the text-to-image preset `castbook generate` uses).",
+        "lead the prompt (default: the preset `castbook generate` uses for --mode).",
+    ),
+    mode: str = typer.Option(
+        None,
+        "--mode",
+        help="t2i, i2i or i2v (default: t2i, or the first mode of a --preset that does no t2i).",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the final prompt and negative prompt with characters injected, as `castbook
     generate` sends them (LoRA trigger words included)."""
-    from castbook.generation import Mode, load_presets, preview_prompt, resolve_request
+    from castbook.generation import (
+        Mode,
+        load_presets,
+        parse_request,
+        preview_prompt,
+        resolve_request,
+    )
     from castbook.settings import Settings
 
     library = open_library()
     characters = [library.get(name) for name in character]
     catalog = load_presets(Settings.from_env().home)
-    chosen = catalog.get(preset) if preset else catalog.default_for(Mode.T2I)
-    values = {"prompt": text, "characters": [c.name for c in characters]}
+    if preset:
+        chosen = catalog.get(preset)
+        # A video preset (animatediff-sd15, svd-i2v) does i2v only: preview it as what it does.
+        if mode is None and not chosen.supports(Mode.T2I):
+            mode = chosen.modes[0].value
+    else:
+        chosen = catalog.default_for(parse_request({"mode": mode or Mode.T2I.value}).mode)
+    values = {"prompt": text, "characters": [c.name for c in characters], "mode": mode or "t2i"}
     request = resolve_request({**values, "negative_prompt": negative}, chosen)
     sent = preview_prompt(request, chosen, library)
     if json_output:

@@ -81,6 +81,7 @@ __all__ = [
     "character_work_dir",
     "check_character_training",
     "check_training",
+    "checkpoint_step",
     "class_prompt_for",
     "import_training_stack",
     "model_folder_problem",
@@ -111,6 +112,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     # prior preservation: how many class images, and the denoising steps of each
     "class_images": (1, 1000),
     "class_steps": (1, 100),
+    # as a generation's seed (generation/request.py): what torch's generators take
+    "seed": (0, 2**32 - 1),
 }
 CLASS_FOLDER = "class-images"
 _PRIOR_SETTINGS = (
@@ -213,13 +216,7 @@ def check_training(
     problem = trainable_preset_problem(preset)
     if problem is not None:
         raise FieldError("preset", problem)
-    for name in ("steps", "rank", "resolution", "report_prompts"):
-        value = getattr(settings, name)
-        low, high = LIMITS[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise FieldError(
-                name, f"must be a whole number between {low} and {high}, got {value!r}"
-            )
+    _check_whole_numbers(settings, ("steps", "rank", "resolution", "report_prompts", "seed"))
     if settings.resolution % 8:
         raise FieldError("resolution", f"must be a multiple of 8, got {settings.resolution}")
     if not 0 < settings.learning_rate <= 1:
@@ -228,19 +225,16 @@ def check_training(
         )
     if settings.checkpoint_every < 1:
         raise FieldError("checkpoint_every", f"must be at least 1, got {settings.checkpoint_every}")
-    if settings.prior_preservation:
-        for name in ("class_images", "class_steps"):
-            value = getattr(settings, name)
-            low, high = LIMITS[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise FieldError(
-                    name, f"must be a whole number between {low} and {high}, got {value!r}"
-                )
-        weight = settings.prior_loss_weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 10:
-            raise FieldError("prior_loss_weight", f"must be above 0 and at most 10, got {weight!r}")
-        if len(settings.class_prompt) > MAX_CLASS_PROMPT:
-            raise FieldError("class_prompt", f"must be at most {MAX_CLASS_PROMPT} characters long")
+    # Prior preservation's settings are checked with it off too: a bad value is refused,
+    # not kept in the job's input unused.
+    _check_whole_numbers(settings, ("class_images", "class_steps"))
+    weight = settings.prior_loss_weight
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 10:
+        raise FieldError("prior_loss_weight", f"must be above 0 and at most 10, got {weight!r}")
+    if not isinstance(settings.class_prompt, str):
+        raise FieldError("class_prompt", f"must be text, got {settings.class_prompt!r}")
+    if len(settings.class_prompt) > MAX_CLASS_PROMPT:
+        raise FieldError("class_prompt", f"must be at most {MAX_CLASS_PROMPT} characters long")
     if image_count == 0:
         raise FieldError(
             "images",
@@ -258,23 +252,23 @@ def check_training(
         raise FieldError("preset", problem)
 
 
+def _check_whole_numbers(settings: TrainingSettings, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        low, high = LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise FieldError(
+                name, f"must be a whole number between {low} and {high}, got {value!r}"
+            )
+
+
 def model_folder_problem(preset: Preset) -> str | None:
     """Why the preset's model folder, when it is on this machine, has nothing this trainer
     adapts: no UNet (a DiT pipeline such as SD3, PixArt or Flux denoises with a transformer).
     Read from its ``model_index.json`` alone, before any weights load. None when it has a
     UNet, or when the folder is not here or unreadable (loading it says why)."""
-    from castbook.generation.diffusers_pipelines import resolve_location
-    from castbook.models.cache import hub_cache_dir
-
-    options = preset.options
     try:
-        folder = resolve_location(
-            preset.id,
-            "model",
-            preset.model,
-            str(hub_cache_dir(options)),
-            str(options.get("revision") or "main"),
-        )
+        folder = _model_folder(preset)
         index = json.loads((Path(folder) / "model_index.json").read_text("utf-8"))
     except (ModelNotAvailableError, OSError, ValueError):
         return None
@@ -287,6 +281,22 @@ def model_folder_problem(preset: Preset) -> str | None:
         f"preset {preset.id!r}: {preset.model!r} is a {kind} and {has}; castbook trains "
         "LoRAs on the UNet of Stable Diffusion 1.5 and SDXL models: choose a preset such as "
         "sd15-ip-adapter or sdxl-ip-adapter-face"
+    )
+
+
+def _model_folder(preset: Preset) -> str:
+    """The preset's model folder on this machine (a folder, or the hub id's cached snapshot),
+    or :class:`ModelNotAvailableError` saying what to pull."""
+    from castbook.generation.diffusers_pipelines import resolve_location
+    from castbook.models.cache import hub_cache_dir
+
+    options = preset.options
+    return resolve_location(
+        preset.id,
+        "model",
+        preset.model,
+        str(hub_cache_dir(options)),
+        str(options.get("revision") or "main"),
     )
 
 
@@ -368,7 +378,8 @@ def train_lora(
     if settings.prior_preservation:
         # Drawn by the base model, before the adapter exists and before the seeds below.
         class_caption = class_prompt_for(settings, caption)
-        class_images = _class_images(torch, pipe, class_caption, settings, work, progress)
+        drawn_by = f"{Path(model_dir).resolve()} ({family})"
+        class_images = _class_images(torch, pipe, class_caption, settings, work, progress, drawn_by)
     if sdxl:
         vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16 (diffusers' script does this)
     torch.manual_seed(settings.seed)  # the adapter's initial weights
@@ -521,14 +532,17 @@ def _class_images(
     settings: TrainingSettings,
     work: Path,
     progress: Callable[[TrainingProgress], None] | None,
+    model: str,
 ) -> list[Image.Image]:
     """Prior preservation's class images: ``settings.class_images`` pictures the base
-    pipeline draws from ``prompt`` (seeded by the run's seed and their index), kept as PNGs
-    in ``work`` so a resumed run, or the next training with the same class settings, reads
-    the same pixels instead of drawing them again. Reported as step 0 of the run."""
+    pipeline (``model``, its folder) draws from ``prompt`` (seeded by the run's seed and
+    their index), kept as PNGs in ``work`` so a resumed run, or the next training with the
+    same model and class settings, reads the same pixels instead of drawing them again.
+    Reported as step 0 of the run."""
     folder = work / CLASS_FOLDER
     key = json.dumps(
         {
+            "model": model,
             "prompt": prompt,
             "steps": settings.class_steps,
             "size": settings.resolution,
@@ -648,6 +662,18 @@ def _checkpoint(torch: Any, work: Path, settings: TrainingSettings) -> dict[str,
     if state["step"] >= settings.steps:
         raise InvalidInputError(f"{path} is already at step {state['step']} of {settings.steps}")
     return state
+
+
+def checkpoint_step(work_dir: str | os.PathLike[str]) -> int | None:
+    """The step ``work_dir``'s checkpoint reached; None without a readable one."""
+    path = Path(work_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    torch = importlib.import_module("torch")
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _resume(
@@ -777,11 +803,9 @@ def train_character(
 ) -> tuple[CharacterLora, TrainedLora]:
     """Train ``character``'s LoRA for ``preset``'s base model and store it with the
     character (replacing its LoRA for that base model)."""
-    from castbook.generation.diffusers_pipelines import resolve_location
     from castbook.images import open_image
     from castbook.library import inject_characters
     from castbook.library.service import NewLora
-    from castbook.models.cache import hub_cache_dir
 
     check_character_training(library, character, preset, settings)
     # Flips only for a symmetric character: a flip moves a scar or a parting to the other side.
@@ -792,15 +816,8 @@ def train_character(
     ]
     trigger = trigger_token(character.id)
     caption = caption_for(trigger, inject_characters("", [character]).prompt)
-    options = preset.options
-    model_dir = resolve_location(
-        preset.id,
-        "model",
-        preset.model,
-        str(hub_cache_dir(options)),
-        str(options.get("revision") or "main"),
-    )
-    family = str(options.get("family", "sd15"))
+    model_dir = _model_folder(preset)
+    family = str(preset.options.get("family", "sd15"))
     trained = train_lora(model_dir, images, caption, settings, work_dir, progress, family)
     losses = trained.losses
     tail = max(1, len(losses) // 10)

@@ -1,7 +1,8 @@
 """The ``lora_train`` job kind: train a character's LoRA, store it with the character, and
 report what it changed.
 
-Progress counts the training steps (the running loss in the message), then the consistency
+Progress counts the training steps (the running loss in the message; with prior
+preservation, step 0 first names each class image being drawn), then the consistency
 report's renders (``report_prompts`` prompts without and with the LoRA; 0 skips the
 report); cancelling stops at the next step or render. A cancel or a failure during the
 report keeps the LoRA (it is stored when training ends) and the training's result.

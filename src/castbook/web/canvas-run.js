@@ -24,6 +24,10 @@ const UNREACHABLE_MS = 5 * 60 * 1000;
 const QUEUE_MS = 2000; // how often a queued run says again what it waits for
 // The run this browser follows, kept until it ends, so a reload picks it up again.
 const RUN_STORAGE = "castbook.run";
+// Runs Clear or Load stopped following (newest first): a reload does not pick them up again
+// onto whatever the canvas shows now.
+const LEFT_STORAGE = "castbook.runs-left";
+const LEFT_KEPT = 20;
 const ACTIVE = ["running", "queued"];
 
 let hooks = { loadGraph() {}, clearCanvas() {} };
@@ -230,10 +234,29 @@ function stopExplainingQueue() {
   run.queueTimer = 0;
 }
 
+function leftRuns() {
+  try {
+    const ids = JSON.parse(localStorage.getItem(LEFT_STORAGE) || "[]");
+    return Array.isArray(ids) ? ids : [];
+  } catch {
+    return [];
+  }
+}
+
+function leave(task) {
+  try {
+    const ids = [task.id, ...leftRuns().filter((id) => id !== task.id)].slice(0, LEFT_KEPT);
+    localStorage.setItem(LEFT_STORAGE, JSON.stringify(ids));
+  } catch {
+    // storage off: a reload may pick the run up again
+  }
+}
+
 // ---- after a reload -------------------------------------------------------------------------
 
 /** The workflow task to pick up after a reload: the one this browser started (kept in
- * localStorage), else the owner's newest queued or running workflow task. */
+ * localStorage), else the owner's newest queued or running workflow task that this browser
+ * did not stop following (Clear, Load). */
 async function runToResume() {
   let stored = null;
   try {
@@ -250,14 +273,16 @@ async function runToResume() {
     }
   }
   const lists = await Promise.all(ACTIVE.map((status) => api(`/v1/tasks?status=${status}&limit=50`)));
-  const workflows = lists.flat().filter((task) => task.kind === "workflow");
+  const left = new Set(leftRuns());
+  const workflows = lists.flat().filter((task) => task.kind === "workflow" && !left.has(task.id));
   workflows.sort((a, b) => b.created_at.localeCompare(a.created_at));
   return workflows[0] || null;
 }
 
 /**
  * Re-attach to a run a reload left behind: its progress, Cancel, and its results when it
- * ends (or at once, when it ended while the page was away).
+ * ends (or at once, when it ended while the page was away). The canvas's data-resume says
+ * what was found once the tasks were read: "picked" (a run) or "none".
  */
 export async function resumeRun() {
   if (run.task) return;
@@ -267,6 +292,7 @@ export async function resumeRun() {
   } catch {
     return; // the tasks cannot be read now: the canvas works as before
   }
+  $("#canvas").dataset.resume = task && !run.task ? "picked" : "none";
   if (!task || run.task) return;
   run.running = null;
   if (ACTIVE.includes(task.status)) {
@@ -418,8 +444,9 @@ async function cancelRun() {
  * Stop following a run the canvas is leaving (cleared, or another workflow loaded). The run
  * goes on: it may be another tab's or browser's (a reload picks up the owner's running
  * workflow), and no run is lost to a click on Clear or Load, as in ComfyUI; the Queue tab
- * follows it and cancels it, the gallery gets its results. Returns what the status line
- * says about it ("" when nothing was running).
+ * follows it and cancels it, the gallery gets its results. A reload of this browser does not
+ * pick it up again (onto a canvas that now shows something else). Returns what the status
+ * line says about it ("" when nothing was running).
  */
 export function stopFollowing() {
   const task = run.task;
@@ -430,6 +457,7 @@ export function stopFollowing() {
   run.running = null;
   run.started = false;
   if (!task || !task.id) return "";
+  leave(task);
   return ` The run ${shortId(task)} goes on: the Queue tab follows it (Cancel there stops it).`;
 }
 

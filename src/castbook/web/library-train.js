@@ -115,14 +115,16 @@ async function showLoras(character) {
 function settings() {
   const form = $("#train-form");
   const number = (name) => Number(form.elements[name].value);
+  const prior = form.elements.prior_preservation.checked;
   return {
     preset: form.elements.preset.value,
     steps: number("steps"),
     rank: number("rank"),
     resolution: number("resolution"),
     report_prompts: number("report_prompts"),
-    prior_preservation: form.elements.prior_preservation.checked,
-    class_images: number("class_images"),
+    prior_preservation: prior,
+    // Sent only with prior preservation on (the server checks it either way).
+    ...(prior ? { class_images: number("class_images") } : {}),
   };
 }
 
