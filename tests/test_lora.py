@@ -31,6 +31,7 @@ from castbook.generation.lora_train import (  # noqa: E402
     TrainingProgress,
     TrainingSettings,
     check_training,
+    checkpoint_step,
     train_character,
     train_lora,
     trigger_token,
@@ -482,6 +483,37 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_ends(
     assert resumed.resumed_from == 4 and not (work / CHECKPOINT).exists()
     assert resumed.losses == whole.losses
     assert resumed.data == whole.data
+
+
+def test_a_lora_that_could_not_be_stored_is_kept_for_the_next_run(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing fails after the last step (the database went away): the finished run stays
+    in its checkpoint, and the same command again stores that LoRA without a step more."""
+    library = _library(tmp_path)
+    mira = library.create({"name": "Mira", "hair": "red"}, [*map(_as_input, _images(3))])
+    preset = _preset(tiny_models["sd15"])
+    settings = TrainingSettings(steps=4, rank=2, resolution=64, learning_rate=1e-2, seed=5)
+    work = tmp_path / "work"
+    store = library.save_lora
+
+    def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("the database is down")
+
+    monkeypatch.setattr(library, "save_lora", down)
+    with pytest.raises(OSError, match="database is down"):
+        train_character(library, mira, preset, settings, work)
+    assert checkpoint_step(work) == 4 and library.loras(mira) == []
+    monkeypatch.setattr(library, "save_lora", store)
+    events: list[TrainingProgress] = []
+    lora, trained = train_character(library, mira, preset, settings, work, events.append)
+    assert trained.resumed_from == 4 and [e for e in events if e.step > 0] == []
+    assert checkpoint_step(work) is None
+    assert [x.sha256 for x in library.loras(mira)] == [lora.sha256]
+    # The LoRA an uninterrupted run gives (it replaces the stored one: the same bytes).
+    _, whole = train_character(library, mira, preset, settings, tmp_path / "whole")
+    assert trained.data == whole.data and trained.losses == whole.losses
+    library.database.dispose()
 
 
 def test_prior_preservation_trains_beside_class_images_and_resumes(

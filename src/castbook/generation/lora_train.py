@@ -335,12 +335,15 @@ def train_lora(
     work_dir: str | os.PathLike[str],
     progress: Callable[[TrainingProgress], None] | None = None,
     family: str = "sd15",
+    keep: Callable[[TrainedLora], None] | None = None,
 ) -> TrainedLora:
     """Train a LoRA for the pipeline folder ``model_dir`` (an SD 1.5 or, with
     ``family="sdxl"``, an SDXL pipeline) on ``images``.
 
     ``work_dir`` keeps the checkpoint; a checkpoint there made with other settings is an
-    error (a different run), not silently replaced.
+    error (a different run), not silently replaced. ``keep`` stores the finished LoRA before
+    the checkpoint is deleted: if it fails, a checkpoint of the last step is left, and the
+    same call again keeps that LoRA without training a step more.
     """
     import time
 
@@ -469,10 +472,8 @@ def train_lora(
     except (GenerationCancelled, KeyboardInterrupt):
         checkpoint()  # a cancelled (or Ctrl-C'd) run continues from here when started again
         raise
-    data = _lora_bytes(torch, pipeline_class, peft, unet)
-    (work / CHECKPOINT).unlink(missing_ok=True)
-    return TrainedLora(
-        data=data,
+    trained = TrainedLora(
+        data=_lora_bytes(torch, pipeline_class, peft, unet),
         losses=tuple(losses),
         steps=total,
         resumed_from=start,
@@ -480,6 +481,15 @@ def train_lora(
         dtype=str(weight_dtype).removeprefix("torch."),
         seconds=time.perf_counter() - started,
     )
+    if keep is not None:
+        try:
+            keep(trained)
+        except BaseException:
+            if start < total:  # else the checkpoint there is this step's already
+                checkpoint()  # the finished run, so that storing it is all a retry does
+            raise
+    (work / CHECKPOINT).unlink(missing_ok=True)
+    return trained
 
 
 def _weight_dtype(torch: Any, on_gpu: bool, precision: str | None) -> Any:
@@ -659,7 +669,8 @@ def _checkpoint(torch: Any, work: Path, settings: TrainingSettings) -> dict[str,
             f"{path} is the checkpoint of a run with other settings "
             f"({state.get('fingerprint')}); delete it to start over with {settings.fingerprint()}"
         )
-    if state["step"] >= settings.steps:
+    # At the last step: a finished run whose LoRA could not be stored (train_lora's keep).
+    if state["step"] > settings.steps:
         raise InvalidInputError(f"{path} is already at step {state['step']} of {settings.steps}")
     return state
 
@@ -805,7 +816,6 @@ def train_character(
     character (replacing its LoRA for that base model)."""
     from castbook.images import open_image
     from castbook.library import inject_characters
-    from castbook.library.service import NewLora
 
     check_character_training(library, character, preset, settings)
     # Flips only for a symmetric character: a flip moves a scar or a parting to the other side.
@@ -818,10 +828,30 @@ def train_character(
     caption = caption_for(trigger, inject_characters("", [character]).prompt)
     model_dir = _model_folder(preset)
     family = str(preset.options.get("family", "sd15"))
-    trained = train_lora(model_dir, images, caption, settings, work_dir, progress, family)
+    stored: list[CharacterLora] = []
+
+    def keep(trained: TrainedLora) -> None:
+        stored.append(_store(library, character, preset, settings, trained, trigger, caption))
+
+    trained = train_lora(model_dir, images, caption, settings, work_dir, progress, family, keep)
+    return stored[0], trained
+
+
+def _store(
+    library: CharacterLibrary,
+    character: Character,
+    preset: Preset,
+    settings: TrainingSettings,
+    trained: TrainedLora,
+    trigger: str,
+    caption: str,
+) -> CharacterLora:
+    from castbook.library.service import NewLora
+
     losses = trained.losses
     tail = max(1, len(losses) // 10)
-    stored = library.save_lora(
+    family = str(preset.options.get("family", "sd15"))
+    return library.save_lora(
         character,
         NewLora(
             data=trained.data,
@@ -834,7 +864,7 @@ def train_character(
             training={
                 "preset": preset.id,
                 "caption": caption,
-                "images": len(images),
+                "images": len(character.images),
                 "learning_rate": settings.learning_rate,
                 "seed": settings.seed,
                 "flip": settings.flip,
@@ -846,4 +876,3 @@ def train_character(
             },
         ),
     )
-    return stored, trained
