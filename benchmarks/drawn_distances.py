@@ -37,6 +37,9 @@ lists as tried):
   cosine at the score level;
 * query-side views: the query described also at centre crops (85 %, 70 %), taking the mean
   of its view vectors or the best view.
+* local patches, order-free: each cell of a 2x2, 3x3 or 4x4 grid of the query matched to
+  its most alike cell of the other picture (a set: of any of its references), alone and
+  fused with castbook's cosine at the score level.
 
 Exits 0 when ../shared/eval is absent.
 """
@@ -593,6 +596,52 @@ class QueryViews(Scheme):
         return Fold(0.5 * (rows + rows.T), set_similarity, rows)
 
 
+# --------------------------------------------------------------------------- patches
+
+
+def cell_histograms(image, cells: int) -> np.ndarray:
+    """castbook's histogram of each cell of a cells x cells grid (uniform weight inside the
+    cell instead of the centred mask), and each cell's share of the centred mask."""
+    side = appearance.DESCRIPTOR_SIDE
+    k = side // cells
+    rows = (np.arange(side) // k).clip(0, cells - 1)
+    cell_of = (rows[:, None] * cells + rows[None, :]).ravel()
+    centred_mask = appearance._mask(side)
+    out, share = [], []
+    for c in range(cells * cells):
+        inside = (cell_of == c).astype(np.float64)
+        out.append(drawn_research.masked_histogram_with(appearance._histogram, image, inside))
+        share.append(float((centred_mask * inside).sum()))
+    share = np.array(share)
+    return np.array(out), share / share.sum()
+
+
+class Patches(Scheme):
+    """Order-free local matching: each cell of the query finds its most alike cell of the
+    other picture (centred cosine), weighted by how central the query's cell is; a set's
+    cells are all its references' cells (the "centroid" of a patch bag is the bag)."""
+
+    def __init__(self, cells: np.ndarray, shares: np.ndarray, label: str) -> None:
+        self.name = f"patches {label}"
+        self.roots = cells**0.5  # images x cells x bins
+        self.shares = shares  # images x cells
+
+    def fold(self, train: np.ndarray) -> Fold:
+        n, c, d = self.roots.shape
+        prior = self.roots[train].reshape(-1, d).mean(0)
+        x = drawn_research.centred(self.roots.reshape(-1, d), prior).reshape(n, c, d)
+        cos = np.einsum("icd,jed->ijce", x, x)  # i's cell c against j's cell e
+        directed = (cos.max(3) * self.shares[:, None, :]).sum(2)  # query i, reference j
+        pair = 0.5 * (directed + directed.T)
+
+        def set_similarity(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+            best = directed[np.ix_(queries, refs)].max(1)
+            pooled = cos[np.ix_(queries, refs)].max(axis=(1, 3))  # best cell of any reference
+            return 0.5 * (best + (pooled * self.shares[queries]).sum(1))
+
+        return Fold(pair, set_similarity, directed)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -637,6 +686,16 @@ def schemes(images: list, wanted: Callable[[str], bool]) -> dict[str, list[Schem
         for label, chosen_views in (("85", views[:2]), ("85+70", views)):
             for how in ("mean", "best"):
                 out[f"query views {label} {how}"] = [QueryViews(chosen_views, how, label)]
+    if wanted("patches"):
+        for cells in (2, 3, 4):
+            made = [cell_histograms(im, cells) for im in images]
+            scheme = Patches(
+                np.stack([h for h, _ in made]), np.stack([w for _, w in made]), f"{cells}x{cells}"
+            )
+            out[scheme.name] = [scheme]
+            out[f"patches {cells}x{cells} fused with production chosen"] = [
+                Fused(production, scheme, w) for w in (0.0, 0.25, 0.5, 1.0)
+            ]
     if wanted("palette"):
         palettes = [palette(im) for im in images]
         out["palette k8 emd"] = [Palette(palettes)]
