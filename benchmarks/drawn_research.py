@@ -29,6 +29,10 @@ weights; ``--wccn`` adds within-class covariance normalisation and ``--snorm`` c
 normalisation. ``eval_quality.py`` prints the production descriptor's held-out figures
 through :func:`held_out_figures`.
 
+Other distances, hue kernels, perceptual colour spaces, palettes with an earth mover's
+distance, query-side views and local patches are measured the same way, over several seeds
+of the reference draws, by ``drawn_distances.py``.
+
 Exits 0 when ../shared/eval is absent.
 """
 
