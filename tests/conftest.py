@@ -37,31 +37,41 @@ if TYPE_CHECKING:
 
 _database_counter = itertools.count()
 
-# The slowest test files (loaded run, `pytest --durations=0`, summed per file), slowest first.
-# `scripts/test.sh` runs the suite in several processes, one file per process at a time; a
-# process that starts the slowest file last makes everybody wait for it, so they go first.
-# A stale list costs only time. The chaos and Celery files lead since torch runs on one
-# thread in tests (`pytest_configure`): their workers did already, and test_diffusers_backend
-# fell most (its AnimateDiff, SVD and contract tests from 389 s to 44 s on the loaded machine).
+# The slowest test files, slowest first: each file's seconds in one process (sum of its tests'
+# set-up, call and teardown) in a loaded run (`pytest -n 2 --dist loadfile`, load 5-7, the
+# 2026-12-07 afternoon measurement in docs/architecture.md). `scripts/test.sh` runs the suite
+# in several processes, one file per process at a time; a process that starts the slowest
+# file last makes everybody wait for it, so they go first. A stale list costs only time.
+# test_diffusers_backend, third before, now takes ~15-50 s (18 s of CPU): torch's one thread
+# in tests (`pytest_configure`) cut it most.
 SLOWEST_FIRST = (
-    "test_chaos.py",
-    "test_celery_executor.py",
-    "test_diffusers_backend.py",
-    "test_process_executor.py",
-    "test_web_canvas.py",
-    "test_models_cli_api.py",
-    "test_api_server.py",
-    "test_lora_server.py",  # issue 19: ~250 s loaded (a server killed mid-training)
-    "test_lora.py",
-    "test_api_workflows.py",
-    "test_faces.py",
-    "test_eval_budget.py",
-    "test_readme_quickstart.py",
-    "test_web_models.py",
-    "test_web_canvas_fixes.py",
-    "test_web_train.py",
-    "test_web_gallery.py",
-    "test_batch_render.py",
+    "test_chaos.py",  # 205 s
+    "test_models_cli_api.py",  # 200 s
+    "test_celery_executor.py",  # 160 s
+    "test_process_executor.py",  # 154 s
+    "test_api_server.py",  # 152 s
+    "test_eval_budget.py",  # 152 s
+    "test_web_canvas.py",  # 135 s
+    "test_web_library.py",  # 76 s
+    "test_api.py",  # 75 s
+    "test_web_canvas_fixes.py",  # 71 s
+    "test_readme_quickstart.py",  # 69 s
+    "test_web_models.py",  # 61 s
+    "test_lora_server.py",  # 59 s (issue 19: ~250 s in a heavier loaded run)
+    "test_web_train.py",  # 52 s
+    "test_api_compat.py",  # 51 s
+    "test_diffusers_backend.py",  # 15-49 s
+    "test_web_canvas_editing.py",  # 49 s
+    "test_api_render.py",  # 48 s
+    "test_identify.py",  # 47 s
+    "test_web_gallery.py",  # 44 s
+    "test_api_workflows.py",  # 39 s
+    "test_lora.py",  # 38 s (alone, load 5)
+    "test_exchange.py",  # 33 s
+    "test_blobs_s3_celery.py",  # 26 s
+    "test_web_settings.py",  # 25 s
+    "test_images.py",  # 24 s
+    "test_batch_render.py",  # 21 s
 )
 
 

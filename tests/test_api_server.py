@@ -1,6 +1,11 @@
 """A real ``castbook serve`` process: it runs generations, and a SIGKILL mid-job loses nothing.
 
-Only 127.0.0.1 is contacted; every wait is bounded.
+The quick generation runs on the tiny random-weight SD 1.5 through diffusers in the server's
+worker process; the slow tasks that are killed, stopped and recovered run on the fake
+ComfyUI server (tests/support/fake_comfyui_server.py, paced steps), as the chaos lab's do:
+a worker that only runs them imports no torch and diffusers (~5 s of CPU each). Of the five
+servers' workers here one imports them now, four did before. Only 127.0.0.1 is contacted;
+every wait is bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from castbook.db import Database
 from castbook.jobs import JobStatus, JobStore
 from castbook.settings import Settings
 from tests.support.api import write_presets
+from tests.support.fake_comfyui_server import FakeComfyUI
 from tests.support.server import JOB_TIMEOUT, kill_server, start_server, stop, wait_for
 
 
@@ -32,15 +38,33 @@ def server_env(home: Path, hf_home: Path) -> dict[str, str]:
     return env
 
 
+# The slow preset's steps, 0.2 s each on the fake ComfyUI: 6 s a task, long enough to be
+# caught running on a loaded machine (its pace is the fake's clock, not the cores').
+SLOW_STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def comfy() -> Iterator[FakeComfyUI]:
+    with FakeComfyUI(step_seconds=0.2) as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
 def keyed_home(
-    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path], comfy: FakeComfyUI
 ) -> tuple[Path, str]:
     """A home with the presets and a key made with the CLI, once for the module (a CLI
-    process costs seconds of imports); each test starts from a copy of it."""
+    process costs seconds of imports); each test starts from a copy of it. ``slow`` runs
+    on the fake ComfyUI."""
     root = tmp_path_factory.mktemp("keyed")
     home = root / "home"
     write_presets(home, tiny_models)
+    with (home / "presets.toml").open("a") as presets:
+        presets.write(
+            '\n[presets.slow]\nbackend = "comfyui"\nmodel = "workflow:sd15-ip-adapter"\n'
+            f'modes = ["t2i"]\ndefaults = {{ width = 256, height = 256, steps = {SLOW_STEPS} }}\n'
+            f'options = {{ server = "{comfy.url}" }}\n'
+        )
     return home, create_key(server_env(home, root / "hf-empty"))
 
 
@@ -87,10 +111,12 @@ def test_a_killed_server_requeues_its_running_task_on_restart(
             result = http.get(finished["outputs"][0]["url"])
             assert result.status_code == 200 and result.headers["content-type"] == "image/png"
 
-            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow = http.post("/v1/generations", json={"preset": "slow", "prompt": "a dog"})
             slow_id = slow.json()["id"]
             running = wait_for(http, slow_id, {"running"}, step=3)
-            assert running["progress"]["step"] < 50, "the slow task finished too fast to kill"
+            assert running["progress"]["step"] < SLOW_STEPS, (
+                "the slow task finished too fast to kill"
+            )
         kill_server(first)
     finally:
         stop(first)
@@ -124,10 +150,12 @@ def test_a_stopped_server_hands_its_running_task_back_to_the_queue(
         with httpx.Client(
             base_url=server.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as http:
-            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow = http.post("/v1/generations", json={"preset": "slow", "prompt": "a dog"})
             slow_id = slow.json()["id"]
             running = wait_for(http, slow_id, {"running"}, step=2)
-            assert running["progress"]["step"] < 50, "the slow task finished too fast to stop"
+            assert running["progress"]["step"] < SLOW_STEPS, (
+                "the slow task finished too fast to stop"
+            )
         server.process.send_signal(signal.SIGTERM)  # what Ctrl+C and `docker stop` send
         # uvicorn stops gracefully, then re-raises the signal: it ends "killed by SIGTERM".
         assert server.process.wait(timeout=120) in (0, -signal.SIGTERM), server.output()
@@ -189,7 +217,7 @@ def test_the_worker_of_a_killed_http_process_finishes_its_task_once(
         with httpx.Client(
             base_url=first.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as http:
-            slow = http.post("/v1/generations", json={"preset": "tiny-slow", "prompt": "a dog"})
+            slow = http.post("/v1/generations", json={"preset": "slow", "prompt": "a dog"})
             slow_id = slow.json()["id"]
             wait_for(http, slow_id, {"running"}, step=1)
         os.kill(first.process.pid, signal.SIGKILL)

@@ -23,7 +23,6 @@ from castbook.jobs import JobOutput
 from tests.support.api import Api, ApiFactory
 
 REVOCATION_PROMISE = 1.0  # seconds: docs/deployment.md promises it
-DEADLINE = 30.0
 
 
 def bearer(plain: str) -> dict[str, str]:
@@ -78,9 +77,13 @@ def test_revoking_in_this_process_takes_effect_at_once(make_api: ApiFactory) -> 
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]
 
 
-def refused_within_a_second(api: Api, plain: str, revoke: Callable[[], None]) -> float:
+def refused_within_a_second(api: Api, plain: str, revoke: Callable[[], None]) -> None:
     """Revoke, then ask until 401: every request that started more than a second after the
-    revocation returned must have been refused. Returns how long the 401 took."""
+    revocation returned must have been refused, so an accepted one that started later fails.
+
+    When the refusal came is not asserted: on busy cores the last accepted request (started
+    in time) can take seconds to answer, and the next one then starts late (a loaded run
+    saw 2.8 s on PostgreSQL, though no request after the first second was accepted)."""
     assert api.client.get("/v1/tasks", headers=bearer(plain)).status_code == 200  # cached now
     revoke()
     revoked = time.monotonic()
@@ -89,10 +92,9 @@ def refused_within_a_second(api: Api, plain: str, revoke: Callable[[], None]) ->
         answer = api.client.get("/v1/tasks", headers=bearer(plain))
         if answer.status_code == 401:
             assert "revoked" in answer.json()["error"]
-            return asked - revoked
+            return
         assert answer.status_code == 200
         assert asked - revoked <= REVOCATION_PROMISE, "still accepted a second after revoking"
-        assert asked - revoked < DEADLINE
         time.sleep(0.01)
 
 
@@ -103,10 +105,9 @@ def test_a_key_revoked_through_another_keys_instance_is_refused_within_a_second(
     key, plain = api.services.keys.create("laptop", "ann")
     other = ApiKeys(Database(database_url))  # another server on the same database
     try:
-        took = refused_within_a_second(api, plain, lambda: other.revoke(key.id))
+        refused_within_a_second(api, plain, lambda: other.revoke(key.id))
     finally:
         other.database.dispose()
-    assert took <= REVOCATION_PROMISE
 
 
 def test_a_key_revoked_by_the_cli_in_another_process_is_refused_within_a_second(
@@ -127,7 +128,7 @@ def test_a_key_revoked_by_the_cli_in_another_process_is_refused_within_a_second(
         )
         assert done.returncode == 0, done.stderr
 
-    assert refused_within_a_second(api, plain, revoke) <= REVOCATION_PROMISE
+    refused_within_a_second(api, plain, revoke)
 
 
 # ---- the hot paths use indexes ---------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The Celery executor against a real redis-server and real `castbook worker` processes.
 
 Jobs are submitted through ``create_executor(...).submit`` (what the HTTP API calls) and
-run by worker subprocesses on tiny local diffusers models; the job table (SQLite in a
-temporary CASTBOOK_HOME; PostgreSQL for the prefork test) is where results are checked.
+run by worker subprocesses on tiny local diffusers models (the prefork test's on the fake
+ComfyUI server); the job table (SQLite in a temporary CASTBOOK_HOME; PostgreSQL for the
+prefork test) is where results are checked.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from castbook.settings import Settings
 from castbook.tasks import generation_job_input, handlers
 from tests.conftest import on_blob_store
 from tests.support.executor_contract import ExecutorContract, contract_presets
+from tests.support.fake_comfyui_server import FakeComfyUI
 from tests.support.redis_server import (
     RedisServer,
     redis_required,
@@ -215,10 +217,12 @@ class Cluster:
         redis_url: str,
         model: Path,
         bucket: tuple[str, str] | None = None,
+        presets: str | None = None,
     ) -> None:
         self.home = home
         home.mkdir(parents=True)
-        (home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
+        presets = presets or contract_presets(model, home / "no-model")
+        (home / "presets.toml").write_text(presets)
         self.settings = on_blob_store(Settings.for_home(home, database_url), bucket)
         self.database = Database(self.settings.database_url)
         self.blobs = open_blob_store(self.settings)
@@ -229,7 +233,7 @@ class Cluster:
         if bucket is not None:
             worker_home = home.parent / f"{home.name}-worker"
             worker_home.mkdir()
-            (worker_home / "presets.toml").write_text(contract_presets(model, home / "no-model"))
+            (worker_home / "presets.toml").write_text(presets)
         self.worker_home = worker_home
         self.env = {
             **os.environ,
@@ -325,12 +329,33 @@ class Cluster:
         self.database.dispose()
 
 
+@pytest.fixture(scope="module")
+def comfy() -> Iterator[FakeComfyUI]:
+    """A fake ComfyUI with paced steps (0.2 s: a 30-step task runs for 6 s, long enough to
+    be caught running on a loaded machine)."""
+    with FakeComfyUI(step_seconds=0.2) as server:
+        yield server
+
+
 @pytest.fixture
 def cluster(
-    redis_server: RedisServer, tiny_model: Path, tmp_path: Path, database_url: str
+    redis_server: RedisServer,
+    tiny_model: Path,
+    tmp_path: Path,
+    database_url: str,
+    comfy: FakeComfyUI,
 ) -> Iterator[Cluster]:
+    """A cluster of the test's own whose ``tiny`` preset generates on the fake ComfyUI: its
+    tests are about the queue (a killed pool process, the outbox), and a worker that
+    generates with diffusers imports torch first (~5 s of CPU a process). The tests on the
+    shared cluster below run the tiny SD 1.5."""
     url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
-    cluster = Cluster(tmp_path / "home", database_url, url, tiny_model)
+    presets = (
+        '[presets.tiny]\nbackend = "comfyui"\nmodel = "workflow:sd15-ip-adapter"\n'
+        'modes = ["t2i", "i2i"]\ndefaults = { width = 256, height = 256, steps = 2 }\n'
+        f'options = {{ server = "{comfy.url}" }}\n'
+    )
+    cluster = Cluster(tmp_path / "home", database_url, url, tiny_model, presets=presets)
     yield cluster
     cluster.close()
 
