@@ -709,7 +709,7 @@ def schemes(images: list, wanted: Callable[[str], bool]) -> dict[str, list[Schem
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="*", help="scheme name prefixes")
     parser.add_argument(
         "--choose-by",

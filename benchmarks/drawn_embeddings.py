@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,8 @@ def nsfwjs_model(package: Path, name: str) -> tuple[dict, dict[str, np.ndarray]]
     folder = package / "dist" / "models" / name
     if not (folder / "model.min.js").is_file():
         raise SystemExit(f"{folder} has no model.min.js: give --nsfwjs the unpacked npm package")
+    if shutil.which("node") is None:
+        raise SystemExit("--nsfwjs needs node (Node.js) on PATH to read the package's models")
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(["node", "-e", NODE_DUMP, str(folder), out], check=True)
         spec = json.loads(Path(out, "model.json").read_text())
@@ -363,7 +366,7 @@ def main() -> int:
         "--dlib", action="store_true", help="castbook's face ResNet on the whole crops"
     )
     parser.add_argument("--runtime", type=Path, help="a folder holding onnxruntime and onnx")
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="*", help="scheme name prefixes")
     parser.add_argument("--choose-by", choices=("auc", "top1"), default="auc")
     args = parser.parse_args()
