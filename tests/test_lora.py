@@ -24,7 +24,12 @@ pytest.importorskip("peft")
 
 from castbook.blobs import BlobStore  # noqa: E402
 from castbook.db import Database  # noqa: E402
-from castbook.errors import FieldError, GenerationCancelled, InvalidInputError  # noqa: E402
+from castbook.errors import (  # noqa: E402
+    FieldError,
+    GenerationCancelled,
+    InvalidInputError,
+    StorageError,
+)
 from castbook.generation.diffusers_backend import DiffusersBackend, PipelineCache  # noqa: E402
 from castbook.generation.lora_train import (  # noqa: E402
     CHECKPOINT,
@@ -1051,4 +1056,42 @@ def test_the_cli_continues_an_interrupted_training(
     (stored,) = library.loras(library.get("Tri"))
     assert code == 130 and "interrupted during the consistency report" in err, err
     assert stored.created_at > lora.created_at and stored.sha256[:12] in err  # stored anew
+    library.database.dispose()
+
+
+def test_the_cli_says_a_trained_lora_it_could_not_store_is_kept(
+    castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing fails after the last step (the database out of reach): beside the error, the
+    command says the checkpoint keeps the trained run, and the same command stores it."""
+    from castbook.settings import Settings
+    from tests.support.cli import castbook
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    castbook_home.mkdir(parents=True)
+    (castbook_home / "presets.toml").write_text(
+        f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
+        'options = { family = "sd15", device = "cpu" }\n'
+    )
+    library = CharacterLibrary.open(Settings.from_env())
+    library.create({"name": "Tri", "hair": "red"}, [*map(_as_input, _images(3))])
+
+    def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise StorageError("the database refused the change: disk I/O error")
+
+    train = ("character", "train", "Tri", "--preset", "tiny-plain", "--resolution", "64",
+             "--rank", "2", "--steps", "2", "--report-prompts", "0")  # fmt: skip
+    store = CharacterLibrary.save_lora
+    monkeypatch.setattr(CharacterLibrary, "save_lora", down)
+    code, _, err = castbook(*train)
+    assert code == 1 and "disk I/O error" in err, err
+    assert "all 2 steps are trained but the LoRA could not be stored" in err, err
+    assert "run the same command again to store it without training" in err, err
+    # Failing again before any step (the checkpoint is the finished run's): said again.
+    code, _, err = castbook(*train)
+    assert code == 1 and "all 2 steps are trained" in err, err
+    monkeypatch.setattr(CharacterLibrary, "save_lora", store)
+    code, out, err = castbook(*train)
+    assert code == 0 and "2 steps, continued from step 2" in out, (out, err)
+    assert len(library.loras(library.get("Tri"))) == 1
     library.database.dispose()

@@ -13,7 +13,7 @@ from castbook.cli.console import console, err_console, print_json, work_progress
 from castbook.cli.errors import reports_errors
 from castbook.cli.identify import warn_lookalikes
 from castbook.cli.library_access import open_library
-from castbook.errors import CastbookError, InvalidInputError
+from castbook.errors import CastbookError, InvalidInputError, StorageError
 from castbook.images import PreparedImage, prepare_reference, read_image_file
 from castbook.library import Character, CharacterLibrary, ExportFormat, export_characters
 from castbook.library.models import FORM_FIELDS, PHYSICAL_TRAITS, field_value
@@ -585,6 +585,9 @@ def train(
             )
         except KeyboardInterrupt:
             _interrupted(work_dir, steps)
+        except (StorageError, OSError):
+            _not_stored(work_dir, steps)
+            raise
         summary = training_summary(character, chosen, lora, trained)
         report = None
         if report_prompts:
@@ -641,6 +644,20 @@ def _interrupted(work_dir: Path, steps: int) -> NoReturn:
             f"interrupted before the first training step; the next run starts over{kept}"
         )
     raise typer.Exit(130)
+
+
+def _not_stored(work_dir: Path, steps: int) -> None:
+    """Storing failed (the database or the image store out of reach): where every step was
+    trained, the checkpoint keeps them (train_lora's ``keep``), and the error alone would
+    leave a retraining from scratch as the obvious next step."""
+    from castbook.generation.lora_train import checkpoint_step
+
+    if checkpoint_step(work_dir) == steps:
+        err_console.print(
+            f"all {steps} steps are trained but the LoRA could not be stored; the checkpoint "
+            f"in {_m(str(work_dir))} keeps it: run the same command again to store it "
+            "without training"
+        )
 
 
 def _consistency_report(library: CharacterLibrary, character: Character, preset, count, progress):
