@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from castbook.db import Database, database
 from castbook.db.database import _MIGRATIONS as MIGRATIONS
 from castbook.db.database import head_revision
+from castbook.errors import StorageError
 
 
 def alembic_config(connection: object | None = None) -> Config:
@@ -87,3 +88,13 @@ def test_migrations_that_are_not_one_chain_leave_the_choice_to_alembic(
     finally:
         monkeypatch.undo()
         head_revision.cache_clear()
+
+
+def test_a_file_that_is_not_a_database_is_refused_by_name(tmp_path: Path) -> None:
+    """SQLite says "file is not a database" as a DatabaseError, not an OperationalError: it
+    is one clear error naming the file (it was a traceback), and the file is left as it is."""
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n")
+    with pytest.raises(StorageError, match=r"cannot open the database .*notes\.db.*not a database"):
+        Database(f"sqlite:///{path}")
+    assert path.read_text() == "not a database\n"

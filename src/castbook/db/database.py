@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from castbook.errors import StorageError
@@ -115,7 +115,7 @@ class Database:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-        except OperationalError as exc:
+        except DBAPIError as exc:  # also SQLite's "file is not a database" (no OperationalError)
             raise StorageError(f"cannot open the database {self.safe_url}: {exc.orig}") from exc
 
     def revision(self) -> str | None:
