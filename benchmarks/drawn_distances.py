@@ -270,7 +270,13 @@ class Fused(Scheme):
         def set_similarity(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
             return a.set_similarity(queries, refs) + scale * b.set_similarity(queries, refs)
 
-        return Fold(a.pair + scale * b.pair, set_similarity)
+        # Top-1 asks query against reference: a directed scheme (patches, query views) keeps
+        # its direction in the fusion, as it has alone.
+        if a.query_pair is None and b.query_pair is None:
+            return Fold(a.pair + scale * b.pair, set_similarity)
+        asked_a = a.pair if a.query_pair is None else a.query_pair
+        asked_b = b.pair if b.query_pair is None else b.query_pair
+        return Fold(a.pair + scale * b.pair, set_similarity, asked_a + scale * asked_b)
 
 
 def chi_square_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
