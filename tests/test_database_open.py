@@ -5,6 +5,7 @@ upgraded as before."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import event
 
 from castbook.db import Database, database
 from castbook.db.database import _MIGRATIONS as MIGRATIONS
@@ -98,3 +100,21 @@ def test_a_file_that_is_not_a_database_is_refused_by_name(tmp_path: Path) -> Non
     with pytest.raises(StorageError, match=r"cannot open the database .*notes\.db.*not a database"):
         Database(f"sqlite:///{path}")
     assert path.read_text() == "not a database\n"
+
+
+def test_an_unreachable_server_is_tried_once_and_named(tmp_path: Path) -> None:
+    """A server that cannot be reached is one StorageError naming it (password hidden),
+    after one attempt: not the revision check's and then Alembic's (twice a connect
+    timeout where a host does not answer)."""
+    pytest.importorskip("psycopg")
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))  # bound and never listening: connections are refused
+        port = bound.getsockname()[1]
+        database = Database(f"postgresql://ann:secret@127.0.0.1:{port}/castbook", migrate=False)
+        attempts: list[object] = []
+        event.listen(database.engine, "do_connect", lambda *args: attempts.append(args))
+        with pytest.raises(StorageError, match="cannot open the database") as refused:
+            database.upgrade()
+        database.dispose()
+    assert f"postgresql://ann:***@127.0.0.1:{port}/castbook" in str(refused.value)
+    assert "secret" not in str(refused.value) and len(attempts) == 1

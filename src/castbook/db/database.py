@@ -116,18 +116,27 @@ class Database:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except DBAPIError as exc:  # also SQLite's "file is not a database" (no OperationalError)
-            raise StorageError(f"cannot open the database {self.safe_url}: {exc.orig}") from exc
+            raise self._cannot_open(exc) from exc
 
     def revision(self) -> str | None:
         """The revision the schema is at (Alembic's ``alembic_version`` table); None for a
-        database that has none yet or cannot be read (then Alembic decides)."""
+        database that has none yet or whose table cannot be read (then Alembic decides). A
+        database that cannot be opened is a StorageError here: one attempt to reach an
+        unreachable server, not this one and then Alembic's."""
         try:
-            with self.engine.connect() as connection:
+            connection = self.engine.connect()
+        except DBAPIError as exc:
+            raise self._cannot_open(exc) from exc
+        with connection:
+            try:
                 rows = connection.execute(text("SELECT version_num FROM alembic_version"))
                 versions = [row[0] for row in rows]
-        except DBAPIError:  # no such table yet, or the server is unreachable: upgrade() says
-            return None
+            except DBAPIError:  # no such table yet: upgrade() creates it
+                return None
         return versions[0] if len(versions) == 1 else None
+
+    def _cannot_open(self, exc: DBAPIError) -> StorageError:
+        return StorageError(f"cannot open the database {self.safe_url}: {exc.orig}")
 
     @property
     def safe_url(self) -> str:
