@@ -987,14 +987,12 @@ def test_the_cli_trains_and_refuses_too_few_images(
     library.database.dispose()
 
 
-def test_the_cli_continues_an_interrupted_training(
+def _cli_home_with_tri(
     castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C keeps a checkpoint and says how to go on; the same command continues from it,
-    and other settings are refused with the checkpoint's path rather than mixed in."""
-    from castbook.generation import lora_train
+) -> CharacterLibrary:
+    """A home for the CLI's training tests: the tiny SD 1.5 as ``tiny-plain`` and Tri, three
+    reference images."""
     from castbook.settings import Settings
-    from tests.support.cli import castbook
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     castbook_home.mkdir(parents=True)
@@ -1004,6 +1002,18 @@ def test_the_cli_continues_an_interrupted_training(
     )
     library = CharacterLibrary.open(Settings.from_env())
     library.create({"name": "Tri", "hair": "red"}, [*map(_as_input, _images(3))])
+    return library
+
+
+def test_the_cli_continues_an_interrupted_training(
+    castbook_home: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C keeps a checkpoint and says how to go on; the same command continues from it,
+    and other settings are refused with the checkpoint's path rather than mixed in."""
+    from castbook.generation import lora_train
+    from tests.support.cli import castbook
+
+    library = _cli_home_with_tri(castbook_home, tiny_models, monkeypatch)
     original = lora_train.train_lora
 
     def ctrl_c_at_step_2(*args: Any, **kwargs: Any) -> Any:
@@ -1064,17 +1074,9 @@ def test_the_cli_says_a_trained_lora_it_could_not_store_is_kept(
 ) -> None:
     """Storing fails after the last step (the database out of reach): beside the error, the
     command says the checkpoint keeps the trained run, and the same command stores it."""
-    from castbook.settings import Settings
     from tests.support.cli import castbook
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    castbook_home.mkdir(parents=True)
-    (castbook_home / "presets.toml").write_text(
-        f'[presets.tiny-plain]\nbackend = "diffusers"\nmodel = "{tiny_models["sd15"]}"\n'
-        'options = { family = "sd15", device = "cpu" }\n'
-    )
-    library = CharacterLibrary.open(Settings.from_env())
-    library.create({"name": "Tri", "hair": "red"}, [*map(_as_input, _images(3))])
+    library = _cli_home_with_tri(castbook_home, tiny_models, monkeypatch)
 
     def down(*_args: Any, **_kwargs: Any) -> Any:
         raise StorageError("the database refused the change: disk I/O error")
