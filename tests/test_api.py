@@ -663,3 +663,32 @@ def test_a_task_runs_again_with_the_same_settings(make_api: ApiFactory, generati
     api.services.jobs.cancel(pull.id, "local")  # never handed to the executor: only its row
     wrong = api.client.post(f"/v1/tasks/{pull.id}/rerun", headers=headers)
     assert wrong.status_code == 422 and "model_pull task cannot be re-run" in wrong.text
+
+
+def test_a_task_a_worker_took_although_queueing_it_failed_is_answered_not_refused(
+    make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-over reported an error (a broker's confirm timed out) but a worker took the
+    task: the client gets the running task, not a "could not queue" error for a task that
+    goes on; a task no worker took is failed and refused as before."""
+    from castbook.errors import StorageError
+
+    api = make_api()
+    services = api.services
+
+    def taken_then_error(job: Job) -> None:
+        services.jobs.start(job.id, "w")
+        raise RuntimeError("the broker's confirm timed out")
+
+    monkeypatch.setattr(services.executor, "submit", taken_then_error)
+    taken = services.submit(services.jobs.create(kind="demo", input={}))
+    assert taken.status.value == "running" and taken.worker == "w" and taken.error is None
+
+    def refused(job: Job) -> None:
+        raise RuntimeError("the broker is down")
+
+    monkeypatch.setattr(services.executor, "submit", refused)
+    job = services.jobs.create(kind="demo", input={})
+    with pytest.raises(StorageError, match="broker is down"):
+        services.submit(job)
+    assert services.jobs.get(job.id).status.value == "failed"

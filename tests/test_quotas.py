@@ -350,3 +350,13 @@ def test_keys_carry_their_quotas_from_the_command_line(castbook_home: Path) -> N
     assert "quotas" in runner.invoke(keys_app, ["list"]).stdout  # a column when a key has some
     refused = runner.invoke(keys_app, ["create", "--name", "x", "--max-queued", "-1"])
     assert refused.exit_code != 0
+
+
+@pytest.mark.parametrize("raw", ["inf", "Infinity", "1e999"])
+def test_a_limit_that_is_not_finite_is_named(raw: str) -> None:
+    """``castbook serve`` rounds CASTBOOK_STOP_GRACE for uvicorn's grace: infinity passed as
+    positive and the server died at start with an OverflowError instead of naming it."""
+    for name in ("CASTBOOK_STOP_GRACE", "CASTBOOK_API_MAX_BODY_MB"):
+        with pytest.raises(FieldError, match=f"{name}: must be a finite number") as caught:
+            Settings.from_env({name: raw})
+        assert caught.value.field == name and repr(raw) in str(caught.value)

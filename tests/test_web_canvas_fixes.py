@@ -404,6 +404,54 @@ def test_a_run_is_followed_through_a_server_that_does_not_answer_for_a_while(
     assert refused["polls"] == 3
 
 
+def test_clear_while_the_server_is_away_stops_following_the_run(
+    page: Page, http: httpx.Client, comfy: FakeComfyUI
+) -> None:
+    """Clear while the page asks for a run a stopping server left (its stream ended): the
+    page stops asking; it neither says the server is away over the cleared canvas nor shows
+    the run's results there when the run ends (the run goes on, as after any Clear)."""
+    render = add_from_nodes_tab(page, "text_to_image", 40, 40)
+    render.locator('textarea[data-field="prompt"]').fill("a lighthouse")
+    render.locator('select[data-field="preset"]').select_option("comfyui")
+    polls = {"away": True, "refused": 0, "after_clear": 0}
+
+    def stream_ends(route: Any) -> None:  # as a stopping server ends it: no "done"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="")
+
+    def server_away(route: Any) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+        elif polls["away"]:
+            polls["refused"] += 1
+            route.abort("connectionrefused")
+        else:
+            polls["after_clear"] += 1
+            route.continue_()
+
+    page.route(re.compile(r"/v1/tasks/[0-9a-f]+/events$"), stream_ends)
+    page.route(re.compile(r"/v1/tasks/[0-9a-f]+$"), server_away)
+    comfy.held = True
+    page.click("#run-workflow")
+    status = page.locator("#canvas-status")
+    expect(status).to_contain_text("The server is not answering", timeout=RUN_TIMEOUT_MS)
+    task_id = page.evaluate(STORED_RUN)
+    assert task_id
+    page.click("#clear-canvas")
+    page.click("#canvas-confirm-ok")
+    left = f"The run {task_id[:8]} goes on: the Queue tab follows it (Cancel there stops it)."
+    expect(status).to_have_text(left)
+    polls["away"] = False  # the server is back, and the run ends
+    comfy.held = False
+    assert len(wait_for_status(http, task_id, "succeeded")["outputs"]) == 1
+    page.click("#tab-queue")
+    expect(page.locator(f'#queue-list .task-row[data-id="{task_id}"]')).to_have_attribute(
+        "data-status", "succeeded", timeout=RUN_TIMEOUT_MS
+    )
+    expect(status).to_have_text(left)
+    expect(page.locator("#results-panel figure.result")).to_have_count(0)
+    assert polls["after_clear"] == 0, polls
+
+
 # ---- 4: shortcuts after a toolbar click --------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ rooms that use a setting take it from a :class:`Settings` (the API server's
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -52,6 +53,8 @@ def _positive(name: str, raw: str) -> float:
         raise FieldError(name, f"must be a number, got {raw!r}") from None
     if not value > 0:
         raise FieldError(name, f"must be positive, got {raw!r}")
+    if not math.isfinite(value):  # `castbook serve` rounds CASTBOOK_STOP_GRACE, for one
+        raise FieldError(name, f"must be a finite number, got {raw!r}")
     return value
 
 

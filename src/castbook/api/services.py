@@ -3,6 +3,7 @@ evaluation workers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from castbook.generation import PresetCatalog
 
 __all__ = ["AppServices", "Services"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,9 +101,14 @@ class Services:
         except Exception as exc:
             # Only while still queued: the executor may have failed it already, or a worker
             # may have taken it although the hand-over reported an error.
-            failed = self.jobs.fail_unstarted(
-                job.id, f"could not queue the task: {exc}", {"type": type(exc).__name__}
-            )
+            message = f"could not queue the task: {exc}"
+            failed = self.jobs.fail_unstarted(job.id, message, {"type": type(exc).__name__})
+            if failed.started_at is not None and failed.error != message:
+                # A worker took it (and it was not failed here): the hand-over reached the
+                # executor although it reported an error. The task runs, so the client gets
+                # it, not a refusal for a task that goes on.
+                log.warning("task %s was taken although queueing it failed: %s", job.id, exc)
+                return failed
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"could not queue task {failed.id}: {exc}") from exc

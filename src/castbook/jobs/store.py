@@ -365,40 +365,14 @@ class JobStore:
     ) -> Job:
         """queued → failed, for a job that could not be handed to its executor; a job that
         left ``queued`` meanwhile (a worker took it after all, or it ended) is left alone."""
-        now = _now()
-        with self.database.session() as session:
-            session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
-                .values(
-                    status=JobStatus.FAILED.value,
-                    error=error,
-                    error_data=error_data,
-                    finished_at=now,
-                    updated_at=now,
-                    progress_message=JobStatus.FAILED.value,
-                )
-            )
-            session.commit()
+        self._end_queued(job_id, JobStatus.FAILED, error=error, error_data=error_data)
         return self.get(job_id)
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel: a queued job at once, a running one at its next step."""
         job = self.get(job_id, owner)
         if job.status == JobStatus.QUEUED:
-            with self.database.session() as session:
-                session.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
-                    .values(
-                        status=JobStatus.CANCELLED.value,
-                        cancel_requested=True,
-                        finished_at=_now(),
-                        updated_at=_now(),
-                        progress_message="cancelled",
-                    )
-                )
-                session.commit()
+            self._end_queued(job_id, JobStatus.CANCELLED, cancel_requested=True)
         elif job.status == JobStatus.RUNNING:
             with self.database.session() as session:
                 session.execute(
@@ -406,6 +380,23 @@ class JobStore:
                 )
                 session.commit()
         return self.get(job_id)
+
+    def _end_queued(self, job_id: str, status: JobStatus, **values: Any) -> None:
+        """queued → ``status`` (with ``values``), only while the job is still queued."""
+        now = _now()
+        with self.database.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(
+                    status=status.value,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_message=status.value,
+                    **values,
+                )
+            )
+            session.commit()
 
     def mark_cancelled(
         self, job_id: str, partial: PartialResults | None = None, *, worker: str | None = None

@@ -343,16 +343,21 @@ async function follow(task) {
   }
   // The stream ends with "done"; if it broke off, ask until the task has finished. A server
   // that does not answer (or answers 5xx) may be restarting: it is asked again for a while.
+  // Clear or Load stop following the run (stopFollowing aborts the controller): from then on
+  // this loop neither writes the status line nor shows the run's results on the new canvas.
   let awaySince = null;
   while (!finished) {
+    if (controller.signal.aborted) return;
     try {
       const polled = await api(`/v1/tasks/${encodeURIComponent(task.id)}`);
+      if (controller.signal.aborted) return;
       if (["succeeded", "failed", "cancelled"].includes(polled.status)) finished = polled;
       else if (awaySince !== null) {
         setStatus(`The server is back; the run is ${polled.status}…`, "busy");
       }
       awaySince = null;
     } catch (exc) {
+      if (controller.signal.aborted) return;
       const away = !(exc instanceof ApiError) || exc.status >= 500;
       if (awaySince === null) awaySince = Date.now();
       if (!away || Date.now() - awaySince > UNREACHABLE_MS) {
