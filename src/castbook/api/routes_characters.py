@@ -6,19 +6,22 @@ sent as JSON; reference images are uploaded as ``multipart/form-data``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import Response as RawResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from castbook.api.auth import CurrentOwner
 from castbook.api.identity import check_lookalikes, warnings_header
 from castbook.api.services import AppServices, Services
 from castbook.api.submission import task_json
 from castbook.errors import FieldError, NotFoundError
-from castbook.images import MAX_FILE_BYTES
+from castbook.images import MAX_FILE_BYTES, PreparedImage
 from castbook.library import (
     Character,
     ExportFormat,
@@ -217,7 +220,7 @@ def import_card(
 
 
 @router.post("/extract", summary="Propose a character's fields from an image")
-def extract_character(
+async def extract_character(
     request: Request,
     response: Response,
     owner: CurrentOwner,
@@ -232,37 +235,43 @@ def extract_character(
     """A vision-language model (or, without one, the local analyser) reads the picture;
     fields it cannot see are "unknown" or empty. Review, then save (here with ``save`` and
     ``name``, or by creating the character yourself)."""
-    from castbook.images import prepare_reference
-
     if save and not name:
         raise FieldError("name", "is required to save the extracted character")
-    data = image.file.read(MAX_FILE_BYTES + 1)
-    extraction = services.extractor().extract(
-        data,
-        provider=provider,
-        source=image.filename or "image",
-        analyse=lambda prepared: _analyse_in_workers(services, owner, prepared),
+    data = await image.read(MAX_FILE_BYTES + 1)
+    source = image.filename or "image"
+    extractor = await run_in_threadpool(services.extractor)
+    prepared, chosen = await run_in_threadpool(
+        partial(extractor.choose, data, provider=provider, source=source)
     )
+    if chosen is None:
+        # The local analyser (face detection, colour clustering) runs in the evaluation
+        # workers, in the owner's turn; waiting for it holds no server thread.
+        from castbook.evaluation.pool import CallRequest
+        from castbook.extract.local import analyse_locally
+
+        job = CallRequest(analyse_locally, (prepared.data,))
+        extraction = await asyncio.wrap_future(services.evaluations().submit(owner, job))
+    else:
+        extraction = await run_in_threadpool(extractor.read, prepared, chosen)
     result: dict[str, Any] = {"extraction": extraction.model_dump(), "character": None}
     if save:
-        library = services.library(owner)
-        created = library.create(
-            extraction.character_fields(name or ""),
-            [prepare_reference(data, source=image.filename or "image")],
-        )
-        result["character"] = _with_lookalikes(
-            services, owner, response, character_json(request, created), created
+        result["character"] = await run_in_threadpool(
+            _save_extracted, request, response, owner, services, extraction, name or "", prepared
         )
     return result
 
 
-def _analyse_in_workers(services: Services, owner: str, picture: bytes) -> Extraction:
-    """The local analyser (face detection, colour clustering) in the evaluation workers, in
-    the owner's turn, not in the process serving HTTP."""
-    from castbook.evaluation.pool import CallRequest
-    from castbook.extract.local import analyse_locally
-
-    return services.evaluations().submit(owner, CallRequest(analyse_locally, (picture,))).result()
+def _save_extracted(
+    request: Request,
+    response: Response,
+    owner: str,
+    services: Services,
+    extraction: Extraction,
+    name: str,
+    prepared: PreparedImage,
+) -> dict[str, Any]:
+    created = services.library(owner).create(extraction.character_fields(name), [prepared])
+    return _with_lookalikes(services, owner, response, character_json(request, created), created)
 
 
 @router.get("/{ref}", summary="Show a character")

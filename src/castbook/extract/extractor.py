@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from castbook.errors import NotFoundError
 from castbook.extract.schema import Extraction
-from castbook.images import prepare_reference
+from castbook.images import PreparedImage, prepare_reference
+from castbook.providers import ProviderConfig
 
 __all__ = ["Extractor"]
 
@@ -24,30 +25,33 @@ class Extractor:
         self.ring = KeyRing([key for provider in self.providers for key in provider.keys])
 
     def extract(
-        self,
-        image: bytes,
-        *,
-        provider: str | None = None,
-        source: str = "image",
-        analyse: Callable[[bytes], Extraction] | None = None,
+        self, image: bytes, *, provider: str | None = None, source: str = "image"
     ) -> Extraction:
-        """Propose a character's fields from ``image`` (validated like a reference first).
-        ``analyse`` runs the local analyser on the prepared picture (default: here, in this
-        process; the HTTP server passes one that runs it in its evaluation workers)."""
-        # The same checks and the same ≤1536 px picture as a reference image gets.
-        prepared = prepare_reference(image, source=source)
-        chosen = self._provider(provider)
+        """Propose a character's fields from ``image`` (validated like a reference first)."""
+        prepared, chosen = self.choose(image, provider=provider, source=source)
         if chosen is None:
-            if analyse is not None:
-                return analyse(prepared.data)
             from castbook.extract.local import analyse_locally
 
             return analyse_locally(prepared.data)
+        return self.read(prepared, chosen)
+
+    def choose(
+        self, image: bytes, *, provider: str | None = None, source: str = "image"
+    ) -> tuple[PreparedImage, ProviderConfig | None]:
+        """``image`` checked and prepared as a reference is, and who reads it: a configured
+        provider, or None for the local analyser (``castbook.extract.local.analyse_locally``
+        of the prepared bytes, which a server runs in its evaluation workers)."""
+        # The same checks and the same ≤1536 px picture as a reference image gets.
+        prepared = prepare_reference(image, source=source)
+        return prepared, self._provider(provider)
+
+    def read(self, prepared: PreparedImage, chosen: ProviderConfig) -> Extraction:
+        """The provider's proposal for a picture :meth:`choose` prepared."""
         from castbook.extract.vlm import extract_with_vlm
 
         return extract_with_vlm(prepared.data, chosen, ring=self.ring)
 
-    def _provider(self, name: str | None):
+    def _provider(self, name: str | None) -> ProviderConfig | None:
         if name is None:
             return self.providers[0] if self.providers else None
         if name == "local":
