@@ -741,13 +741,19 @@ def main() -> int:
     t0 = time.process_time()
     grids = schemes(images, wanted)
     print(f"(features: {time.process_time() - t0:.0f} s of CPU)")
-    for name in [n for n in grids if n == "production" or wanted(n)]:
-        start = time.process_time()
-        result = evaluate(grids[name], ids, args.seeds)
-        print(summary(name, result, args.seeds, time.process_time() - start), flush=True)
-        print(per_seed(result, args.seeds), flush=True)
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    report({n: g for n, g in grids.items() if n == "production" or wanted(n)}, ids, args.seeds)
     return 0
+
+
+def report(grids: dict[str, list[Scheme]], ids: np.ndarray, seeds: list[int]) -> None:
+    """Each grid's held-out figures (its summary line, then one line per seed), then the load
+    average: what this script and drawn_embeddings.py print."""
+    for name, grid in grids.items():
+        start = time.process_time()
+        result = evaluate(grid, ids, seeds)
+        print(summary(name, result, seeds, time.process_time() - start), flush=True)
+        print(per_seed(result, seeds), flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

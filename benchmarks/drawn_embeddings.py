@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import drawn_distances
 import drawn_research
-from drawn_distances import Cosine, Fold, Fused, Scheme, cosine_fold, evaluate, per_seed, summary
+from drawn_distances import Cosine, Fold, Fused, Scheme, cosine_fold
 from eval_data import EVAL_DIR, labelled
 
 # --------------------------------------------------------------------------- nsfwjs (Keras)
@@ -427,12 +427,7 @@ def main() -> int:
     def wanted(name: str) -> bool:
         return not args.only or name == "production" or any(name.startswith(p) for p in args.only)
 
-    for name in [n for n in grids if wanted(n)]:
-        start = time.process_time()
-        result = evaluate(grids[name], ids, args.seeds)
-        print(summary(name, result, args.seeds, time.process_time() - start), flush=True)
-        print(per_seed(result, args.seeds), flush=True)
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    drawn_distances.report({n: g for n, g in grids.items() if wanted(n)}, ids, args.seeds)
     return 0
 
 
