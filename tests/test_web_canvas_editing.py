@@ -429,6 +429,39 @@ def test_a_collapsed_node_keeps_its_wires_and_a_draft_saves_it(
 # ---- keyboard -------------------------------------------------------------------------------
 
 
+def test_a_cards_enter_before_the_node_types_load_places_it_when_they_do(
+    page: Page, http: httpx.Client
+) -> None:
+    """Enter on a card just after a page load, before the node types are in, is not lost (it
+    was dropped without a word: the full run's keyboard test failed that way once)."""
+    add_character(http, "Bea", (40, 160, 90))
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # answered when the test says
+        held.append(route)
+
+    page.route("**/v1/workflows/node-types", hold)
+    try:
+        with page.expect_request("**/v1/workflows/node-types"):
+            page.reload()
+        card = page.locator(".card", has_text="Bea")
+        expect(card).to_have_attribute("tabindex", "0")
+        card.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#canvas-status")).to_contain_text("still loading")
+        expect(node(page, "character")).to_have_count(0)
+        assert len(held) == 1, held
+        held.pop().continue_()
+        page.unroute("**/v1/workflows/node-types")
+        character = node(page, "character")
+        expect(character).to_have_count(1)
+        expect(character.locator(".node-name")).to_have_text("Bea")
+        expect(page.locator("#canvas-status")).to_contain_text("Placed Bea on the canvas")
+    finally:
+        for route in held:
+            route.continue_()
+
+
 def test_a_character_is_placed_and_wired_without_a_mouse(page: Page, http: httpx.Client) -> None:
     add_character(http, "Ada", (200, 60, 40))
     page.reload()

@@ -735,6 +735,24 @@ async function loadCatalog() {
   resetHistory(); // the restored canvas is where undo stops
   updateHistoryButtons();
   resumeRun(); // a run going on (or ended) while the page was reloaded
+  if (pendingPlacement !== null) {
+    const id = pendingPlacement;
+    pendingPlacement = null;
+    placeCharacter(id);
+  }
+}
+
+// A character card's Enter that came before the node types had loaded (its character's id).
+let pendingPlacement = null;
+
+function placeCharacter(id) {
+  const character = characters().find((c) => c.id === id);
+  if (!character) return;
+  const centre = visibleCentre();
+  addNode("character", centre.x - 115, centre.y - 80, { character: character.id }, character.name, {
+    avoid: true,
+  });
+  setStatus(`Placed ${character.name} on the canvas: Tab to its output port and press Enter to wire it.`, "ok");
 }
 
 // ---- set up ---------------------------------------------------------------------------------
@@ -816,15 +834,15 @@ export function setUpCanvas() {
   document.addEventListener("castbook:use-image", (event) => {
     addAtCentre("image", { image: event.detail });
   });
-  // A character card's Enter (library.js): the keyboard's way to drop it on the canvas.
+  // A character card's Enter (library.js): the keyboard's way to drop it on the canvas. Before
+  // the node types are in (just after a page load) it waits for them instead of being lost.
   document.addEventListener("castbook:place-character", (event) => {
-    const character = characters().find((c) => c.id === event.detail);
-    if (!character || !catalog.loaded) return;
-    const centre = visibleCentre();
-    addNode("character", centre.x - 115, centre.y - 80, { character: character.id }, character.name, {
-      avoid: true,
-    });
-    setStatus(`Placed ${character.name} on the canvas: Tab to its output port and press Enter to wire it.`, "ok");
+    if (catalog.loaded) {
+      placeCharacter(event.detail);
+      return;
+    }
+    pendingPlacement = event.detail;
+    setStatus("The node types are still loading; the character goes on the canvas when they are in.");
   });
   document.addEventListener("castbook:characters", () => {
     libraryLoaded();
